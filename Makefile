@@ -1,0 +1,101 @@
+# rostrum — one non-recursive Makefile.
+#
+#   make            release build: build/rostrum (and the tools)
+#   make test       install test deps, build with ASan+UBSan, run unit, fuzz-replay and
+#                   integration tests; ends with "N passed, N failed"
+#   make demo       install deps, build, run a live demo space
+#   make fuzz       build libFuzzer targets with clang and run each for FUZZ_SECONDS
+#
+# Variants live in their own folders: O=build (release), O=build/asan (sanitizers).
+
+O        ?= build
+CC       ?= cc
+SAN      ?=
+WERROR   ?=
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla \
+            -Wimplicit-fallthrough -Wno-unused-parameter
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 $(WARN) $(if $(WERROR),-Werror) -D_GNU_SOURCE -Isrc -MMD -MP \
+            -fno-strict-aliasing
+ifeq ($(SAN),1)
+CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=address,undefined
+endif
+LDLIBS   := -lopus -logg -lhttp_parser -lcrypto -lm
+
+LIB_SRC  := $(filter-out src/server/main.c src/load/main.c,$(wildcard src/*/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(O)/obj/%.o) $(O)/obj/src/server/web_assets.o
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
+WEB      := $(wildcard web/*)
+
+.PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench
+all: $(O)/rostrum
+
+$(O)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# The web pages are compiled into the binary so a server needs no files beside it.
+$(O)/obj/src/server/web_assets.o: src/server/web_assets.S $(WEB)
+	@mkdir -p $(dir $@)
+	$(CC) -c -o $@ $<
+
+$(O)/librostrum.a: $(LIB_OBJ)
+	$(AR) rcs $@ $^
+
+$(O)/rostrum: $(O)/obj/src/server/main.o $(O)/librostrum.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/tests/%: tests/unit/%.c tests/unit/harness.h $(O)/librostrum.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(O)/librostrum.a $(LDLIBS)
+
+# ---- tests ---------------------------------------------------------------------------------
+ASAN_O := build/asan
+
+deps:
+	@scripts/install-deps demo
+test-deps:
+	@scripts/install-deps test
+
+# Unit tests, the fuzz corpus replay and the integration suite all run against the sanitizer
+# build; one summary line at the end counts every test.
+test: test-deps
+	$(MAKE) O=$(ASAN_O) SAN=1 WERROR=1 $(ASAN_O)/rostrum unit-bins
+	$(MAKE) WERROR=1 all
+	scripts/run-tests $(ASAN_O)
+
+unit-bins: $(UNIT_BIN) $(O)/fuzz-replay
+
+# Fuzz targets: built with clang + libFuzzer for fuzzing, and with a small main() for the
+# corpus replay that the normal test run does (works with gcc too).
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_SECONDS ?= 30
+
+$(O)/fuzz-replay: $(FUZZ_SRC) tests/fuzz/replay_main.c $(O)/librostrum.a
+	@mkdir -p $(dir $@)
+	for f in $(FUZZ_SRC); do \
+	  n=$$(basename $$f .c); \
+	  $(CC) $(CFLAGS) -DFUZZ_NAME=$$n $(LDFLAGS) -o $(O)/tests/$$n tests/fuzz/replay_main.c $$f \
+	    $(O)/librostrum.a $(LDLIBS) || exit 1; \
+	done
+	touch $@
+
+build/fuzz/%: tests/fuzz/%.c
+	$(MAKE) O=build/fuzz CC=clang SAN= \
+	  CFLAGS="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" build/fuzz/librostrum.a
+	clang -O1 -g -std=gnu11 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined \
+	  -o $@ $< build/fuzz/librostrum.a $(LDLIBS)
+
+fuzz: $(FUZZ_BIN)
+	scripts/fuzz $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+demo: deps all
+	scripts/demo
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)
