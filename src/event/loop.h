@@ -1,0 +1,71 @@
+/*
+ * loop: a tiny epoll event loop with one job, in the manner of Redis's ae.
+ *
+ * Watchers (struct io) and timers (struct loop_timer) are embedded in their owners; the loop
+ * allocates nothing per registration. Timers are kept in a short unsorted list: the server has
+ * a handful (one per space plus a housekeeping tick), never one per connection. Per-connection
+ * deadlines use FIFO lists in their owners instead, since all deadlines of one kind have the
+ * same length and so expire in insertion order.
+ *
+ * Each iteration: wait for events (no longer than the nearest timer), dispatch them, run due
+ * timers, then run the before-sleep hook, where batched writes happen.
+ */
+#ifndef ROSTRUM_EVENT_LOOP_H
+#define ROSTRUM_EVENT_LOOP_H
+
+#include <stdint.h>
+#include <sys/epoll.h>
+
+struct loop;
+struct io;
+struct loop_timer;
+
+typedef void (*io_cb)(struct loop *loop, struct io *io, uint32_t events);
+typedef void (*timer_cb)(struct loop *loop, struct loop_timer *t);
+typedef void (*loop_hook)(struct loop *loop, void *arg);
+
+struct io {
+    int fd;
+    uint32_t events; /* what is registered now (EPOLLIN, EPOLLOUT...); 0 if not registered */
+    io_cb cb;
+};
+
+struct loop_timer {
+    int64_t due_ms;   /* monotonic ms; 0 = not armed */
+    timer_cb cb;
+    struct loop_timer *next;
+};
+
+struct loop {
+    int epfd;
+    int stop;
+    int64_t now_ms;   /* monotonic time at the start of this iteration's dispatch */
+    int64_t lag_ms;   /* how late the last timer ran: event-loop lag, for /metrics */
+    struct loop_timer *timers;
+    loop_hook before_sleep;
+    void *before_sleep_arg;
+};
+
+/* Creates the epoll instance. Returns 0 or -errno. */
+int loop_init(struct loop *loop);
+void loop_close(struct loop *loop);
+
+/* Registers <io> (fd and cb set by the caller) for <events>. Returns 0 or -errno. */
+int loop_add(struct loop *loop, struct io *io, uint32_t events);
+/* Changes the events of a registered <io>; no syscall if unchanged. Returns 0 or -errno. */
+int loop_mod(struct loop *loop, struct io *io, uint32_t events);
+/* Unregisters <io>; the caller closes the fd afterwards. */
+void loop_del(struct loop *loop, struct io *io);
+
+/* Arms <t> to fire once, <delay_ms> from now; re-arming moves it. */
+void loop_timer_start(struct loop *loop, struct loop_timer *t, int64_t delay_ms, timer_cb cb);
+void loop_timer_stop(struct loop *loop, struct loop_timer *t);
+
+/* Runs until loop_stop(). */
+void loop_run(struct loop *loop);
+void loop_stop(struct loop *loop);
+
+/* Monotonic milliseconds. */
+int64_t loop_clock_ms(void);
+
+#endif

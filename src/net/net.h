@@ -1,0 +1,26 @@
+/*
+ * net: socket helpers. Every socket is non-blocking and close-on-exec.
+ */
+#ifndef ROSTRUM_NET_NET_H
+#define ROSTRUM_NET_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Binds and listens on <host>:<port> (IPv4 or IPv6 literal, or a name resolved once).
+ * <reuseport> sets SO_REUSEPORT so several processes may share the port. Returns the fd or
+ * -errno; on failure a reason is written to <err>. */
+int net_listen(const char *host, uint16_t port, int backlog, int reuseport, char *err,
+               size_t errlen);
+
+/* The local port a socket is bound to, or 0. */
+uint16_t net_local_port(int fd);
+
+/* Formats a peer address as "1.2.3.4:5678" or "[::1]:5678". */
+void net_addr_str(const struct sockaddr_storage *ss, char *out, size_t cap);
+
+/* Sets O_NONBLOCK. Returns 0 or -errno. */
+int net_set_nonblock(int fd);
+
+#endif

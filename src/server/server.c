@@ -1,0 +1,548 @@
+/*
+ * server: accepting, reading request heads under a deadline, routing, small responses, and
+ * the housekeeping tick. See server.h for the connection state machine.
+ */
+#include "server/server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http/request.h"
+#include "net/net.h"
+#include "server/space.h"
+#include "util/log.h"
+
+#define ACCEPT_BATCH 64
+#define HEAD_BUF_INITIAL 1024
+#define LINGER_MS 2000
+#define TICK_MS 250
+#define SOURCE_IDLE_MS 10000
+
+static void head_on_io(struct loop *loop, struct io *io, uint32_t events);
+static void response_on_io(struct loop *loop, struct io *io, uint32_t events);
+
+/* ---- closing ---------------------------------------------------------------------------- */
+
+void conn_close(struct conn *c)
+{
+    if (c->dead)
+        return;
+    if (c->kind == CONN_SOURCE && c->src.space)
+        space_source_detach(c->src.space, "closed");
+    c->dead = 1;
+    loop_del(&c->srv->loop, &c->io);
+    close(c->io.fd);
+    c->io.fd = -1;
+    list_unlink(&c->node);
+    list_insert_tail(&c->srv->zombies, &c->node);
+}
+
+static void conn_free(struct conn *c)
+{
+    switch (c->kind) {
+    case CONN_HEAD:
+        free(c->head.buf);
+        break;
+    case CONN_RESPONSE:
+    case CONN_LINGER:
+        buf_free(&c->resp.out);
+        break;
+    case CONN_SOURCE:
+        ogg_demux_free(c->src.demux);
+        break;
+    default:
+        break;
+    }
+    free(c);
+}
+
+static void free_zombies(struct server *srv)
+{
+    struct list_node *n, *tmp;
+    list_for_each_safe(n, tmp, &srv->zombies)
+    {
+        list_unlink(n);
+        conn_free(list_entry(n, struct conn, node));
+    }
+}
+
+/* Leaves the HEAD state: frees the head buffer and takes the connection off the deadline
+ * list. The parsed request must not be used afterwards. */
+static void head_done(struct conn *c)
+{
+    free(c->head.buf);
+    c->head.buf = NULL;
+    list_unlink(&c->node);
+}
+
+/* ---- responses ---------------------------------------------------------------------------- */
+
+static void linger_start(struct conn *c)
+{
+    /* Half-close and drain what the client still sends, so that closing does not reset the
+     * connection before it has read our response (nginx's lingering close). */
+    struct server *srv = c->srv;
+    buf_free(&c->resp.out);
+    shutdown(c->io.fd, SHUT_WR);
+    c->kind = CONN_LINGER;
+    c->io.cb = response_on_io;
+    c->since_ms = srv->loop.now_ms;
+    list_insert_tail(&srv->lingers, &c->node);
+    if (loop_mod(&srv->loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0)
+        conn_close(c);
+}
+
+static void response_write(struct conn *c)
+{
+    while (c->resp.off < c->resp.out.len) {
+        ssize_t w = send(c->io.fd, c->resp.out.data + c->resp.off, c->resp.out.len - c->resp.off,
+                         MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                if (loop_mod(&c->srv->loop, &c->io, EPOLLOUT) < 0)
+                    conn_close(c);
+                return;
+            }
+            conn_close(c);
+            return;
+        }
+        c->resp.off += (size_t)w;
+        c->srv->st.bytes_sent += (uint64_t)w;
+    }
+    linger_start(c);
+}
+
+static void response_on_io(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct conn *c = (struct conn *)io;
+    (void)loop;
+    if (c->dead)
+        return;
+    if (c->kind == CONN_RESPONSE) {
+        response_write(c);
+        return;
+    }
+    char sink[1024];
+    for (int i = 0; i < 16; i++) {
+        ssize_t r = recv(io->fd, sink, sizeof(sink), 0);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            conn_close(c);
+            return;
+        }
+        if (r < 0)
+            return;
+    }
+}
+
+void conn_respond(struct conn *c, struct buf *out)
+{
+    if (c->kind == CONN_HEAD)
+        head_done(c);
+    c->kind = CONN_RESPONSE;
+    c->resp.out = *out;
+    c->resp.off = 0;
+    *out = (struct buf){0};
+    c->io.cb = response_on_io;
+    response_write(c);
+}
+
+/* Appends a response head for a document of <len> bytes. */
+static void response_head(struct buf *out, int status, const char *type, size_t len,
+                          const char *extra)
+{
+    buf_printf(out,
+               "HTTP/1.0 %d %s\r\nServer: rostrum/0.1\r\nContent-Type: %s\r\n"
+               "Content-Length: %zu\r\nConnection: close\r\n",
+               status, http_status_reason(status), type, len);
+    if (extra && extra[0])
+        buf_printf(out, "%s\r\n", extra);
+    buf_puts(out, "\r\n");
+}
+
+void conn_error(struct conn *c, int status, const char *extra_header, const char *message)
+{
+    struct buf out = {0};
+    char body[256];
+    int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, http_status_reason(status),
+                     message);
+    response_head(&out, status, "text/plain; charset=utf-8", (size_t)n, extra_header);
+    buf_append(&out, body, (size_t)n);
+    if (status == 400)
+        c->srv->st.bad_requests++;
+    if (status == 431)
+        c->srv->st.heads_too_large++;
+    conn_respond(c, &out);
+}
+
+/* A document: full body for GET, head only for HEAD. */
+static void respond_doc(struct conn *c, int head_only, const char *type, const void *body,
+                        size_t len, const char *extra)
+{
+    struct buf out = {0};
+    response_head(&out, 200, type, len, extra);
+    if (!head_only)
+        buf_append(&out, body, len);
+    conn_respond(c, &out);
+}
+
+/* ---- routing ------------------------------------------------------------------------------- */
+
+static const char *const cors_doc = "Access-Control-Allow-Origin: *\r\n"
+                                    "Cache-Control: no-cache, no-store";
+
+static void route_audience(struct conn *c, const struct http_request *req)
+{
+    struct server *srv = c->srv;
+    int head_only = req->method == HTTP_HEAD;
+    if (req->method == HTTP_OPTIONS) {
+        respond_doc(c, 1, "text/plain", "", 0,
+                    "Allow: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Origin: *\r\n"
+                    "Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n"
+                    "Access-Control-Allow-Headers: Origin, Accept, Content-Type, Icy-MetaData");
+        return;
+    }
+    if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
+        conn_error(c, 405, "Allow: GET, HEAD, OPTIONS",
+                   "The audience port serves listeners; sources go to the stage port");
+        return;
+    }
+    char path[256];
+    if (http_decode_path(req->path, req->path_len, path, sizeof(path)) < 0) {
+        srv->st.joins[JOIN_BAD_REQUEST]++;
+        conn_error(c, 400, NULL, "Bad path");
+        return;
+    }
+    const unsigned char *data;
+    size_t len;
+    const char *type;
+    if (web_asset(path, &data, &len, &type) == 0) {
+        respond_doc(c, head_only, type, data, len, "Cache-Control: no-cache");
+        return;
+    }
+    if (strcmp(path, "/status-json.xsl") == 0 || strcmp(path, "/metrics") == 0) {
+        struct buf body = {0};
+        int json = path[1] == 's';
+        if (json)
+            status_json(srv, &body);
+        else
+            status_metrics(srv, &body);
+        respond_doc(c, head_only,
+                    json ? "application/json; charset=utf-8"
+                         : "text/plain; version=0.0.4; charset=utf-8",
+                    body.data, body.len, cors_doc);
+        buf_free(&body);
+        return;
+    }
+    const char *mount = path + 1;
+    struct space *sp = mount_name_ok(mount) ? space_find(srv, mount) : NULL;
+    if (!sp || !space_listenable(sp)) {
+        srv->st.joins[JOIN_NOT_FOUND]++;
+        conn_error(c, 404, NULL, "No such mount");
+        return;
+    }
+    head_done(c);
+    listener_start(c, sp, head_only);
+}
+
+static void route_stage(struct conn *c, const struct http_request *req)
+{
+    switch (req->method) {
+    case HTTP_PUT:
+    case HTTP_SOURCE:
+        source_accept(c, req);
+        return;
+    case HTTP_OPTIONS:
+        /* libshout's capability probe: it picks PUT when Allow lists it. */
+        respond_doc(c, 1, "text/plain", "", 0, "Allow: GET, HEAD, OPTIONS, PUT, SOURCE");
+        return;
+    case HTTP_GET:
+    case HTTP_HEAD:
+        conn_error(c, 404, NULL, "This is the stage port (sources); listeners use the audience port");
+        return;
+    default:
+        conn_error(c, 405, "Allow: GET, HEAD, OPTIONS, PUT, SOURCE", "Method not allowed");
+        return;
+    }
+}
+
+static void head_on_io(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct conn *c = (struct conn *)io;
+    struct server *srv = c->srv;
+    (void)loop;
+    (void)events;
+    if (c->dead)
+        return;
+    if (!c->head.buf) {
+        c->head.cap = HEAD_BUF_INITIAL;
+        c->head.buf = malloc(c->head.cap);
+        if (!c->head.buf)
+            abort();
+    }
+    for (;;) {
+        if (c->head.len == c->head.cap) {
+            if (c->head.cap >= HTTP_MAX_HEAD) {
+                conn_error(c, 431, NULL, "Request head too large");
+                return;
+            }
+            c->head.cap *= 2;
+            c->head.buf = realloc(c->head.buf, c->head.cap);
+            if (!c->head.buf)
+                abort();
+        }
+        ssize_t r = recv(io->fd, c->head.buf + c->head.len, c->head.cap - c->head.len, 0);
+        if (r == 0) {
+            conn_close(c);
+            return;
+        }
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return;
+            conn_close(c);
+            return;
+        }
+        c->head.len += (uint32_t)r;
+        struct http_request req;
+        int rc = http_parse_request(c->head.buf, c->head.len, c->head.scanned, &req);
+        if (rc == HTTP_PARSE_INCOMPLETE) {
+            c->head.scanned = c->head.len;
+            continue;
+        }
+        if (rc == HTTP_PARSE_INVALID || rc == HTTP_PARSE_TOO_LARGE) {
+            char esc[80];
+            LOG_RATELIMITED(LOG_INFO, "http", "#%llu %s: %s request head: %s",
+                            (unsigned long long)c->id, c->peer,
+                            rc == HTTP_PARSE_INVALID ? "malformed" : "oversized",
+                            log_escape(esc, sizeof(esc), c->head.buf,
+                                       c->head.len < 60 ? c->head.len : 60));
+            if (rc == HTTP_PARSE_INVALID)
+                conn_error(c, 400, NULL, "Malformed request");
+            else
+                conn_error(c, 431, NULL, "Request head too large");
+            return;
+        }
+        srv->st.requests++;
+        if (log_level >= LOG_DEBUG) {
+            char esc[120];
+            log_debug("http", "#%llu %s: %s %s", (unsigned long long)c->id, c->peer,
+                      http_method_name(req.method),
+                      log_escape(esc, sizeof(esc), req.path, req.path_len));
+        }
+        if (c->port == PORT_AUDIENCE)
+            route_audience(c, &req);
+        else
+            route_stage(c, &req);
+        return;
+    }
+}
+
+/* ---- accepting ----------------------------------------------------------------------------- */
+
+static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct server *srv = (struct server *)((char *)loop - offsetof(struct server, loop));
+    (void)events;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1) {
+            if (errno == EMFILE || errno == ENFILE) {
+                /* Out of descriptors: use the spare to take the connection off the backlog
+                 * and close it, so the listening socket does not stay readable forever. */
+                srv->st.refused_fd_limit++;
+                LOG_RATELIMITED(LOG_WARN, "accept", "out of file descriptors: refusing");
+                if (srv->spare_fd >= 0) {
+                    close(srv->spare_fd);
+                    int x = accept(io->fd, NULL, NULL);
+                    if (x >= 0)
+                        close(x);
+                    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                }
+                return;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                errno != ECONNABORTED)
+                LOG_RATELIMITED(LOG_WARN, "accept", "accept: %s", strerror(errno));
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        struct conn *c = calloc(1, sizeof(*c));
+        if (!c)
+            abort();
+        c->srv = srv;
+        c->id = ++srv->next_id;
+        c->io.fd = fd;
+        c->io.cb = head_on_io;
+        c->port = io == &srv->audience ? PORT_AUDIENCE : PORT_STAGE;
+        c->kind = CONN_HEAD;
+        c->since_ms = loop->now_ms;
+        net_addr_str(&ss, c->peer, sizeof(c->peer));
+        list_init(&c->node);
+        list_insert_tail(&srv->heads, &c->node);
+        if (loop_add(loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0) {
+            list_unlink(&c->node);
+            close(fd);
+            free(c);
+        }
+    }
+}
+
+/* ---- housekeeping -------------------------------------------------------------------------- */
+
+static void tick_cb(struct loop *loop, struct loop_timer *t)
+{
+    struct server *srv = (struct server *)((char *)t - offsetof(struct server, tick));
+    int64_t now = loop->now_ms;
+    struct list_node *n, *tmp;
+    /* Both lists are in deadline order: stop at the first one still in time. */
+    list_for_each_safe(n, tmp, &srv->heads)
+    {
+        struct conn *c = list_entry(n, struct conn, node);
+        if (now - c->since_ms < srv->cfg.head_timeout_ms)
+            break;
+        srv->st.head_timeouts++;
+        LOG_RATELIMITED(LOG_INFO, "http", "#%llu %s: no whole request head within %d ms, closing",
+                        (unsigned long long)c->id, c->peer, srv->cfg.head_timeout_ms);
+        conn_close(c);
+    }
+    list_for_each_safe(n, tmp, &srv->lingers)
+    {
+        struct conn *c = list_entry(n, struct conn, node);
+        if (now - c->since_ms < LINGER_MS)
+            break;
+        conn_close(c);
+    }
+    list_for_each_safe(n, tmp, &srv->spaces)
+    {
+        struct space *sp = list_entry(n, struct space, node);
+        source_check_idle(sp, SOURCE_IDLE_MS);
+        space_tick(sp);
+    }
+    loop_timer_start(loop, t, TICK_MS, tick_cb);
+}
+
+static void before_sleep(struct loop *loop, void *arg)
+{
+    struct server *srv = arg;
+    (void)loop;
+    struct list_node *n, *tmp;
+    list_for_each_safe(n, tmp, &srv->spaces)
+    {
+        space_flush(list_entry(n, struct space, node));
+    }
+    free_zombies(srv);
+}
+
+static void signal_on_io(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct signalfd_siginfo si;
+    (void)events;
+    if (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        log_info("server", "signal %u: shutting down", si.ssi_signo);
+        loop_stop(loop);
+    }
+}
+
+/* ---- set-up -------------------------------------------------------------------------------- */
+
+static int listen_on(struct server *srv, struct io *io, const char *host, uint16_t port,
+                     char *addr, size_t addr_cap)
+{
+    char err[256];
+    int fd = net_listen(host, port, 4096, 0, err, sizeof(err));
+    if (fd < 0) {
+        fprintf(stderr, "rostrum: %s\n", err);
+        return -1;
+    }
+    io->fd = fd;
+    io->cb = accept_on_io;
+    if (loop_add(&srv->loop, io, EPOLLIN) < 0)
+        return -1;
+    const char *shown = host[0] ? host : "0.0.0.0";
+    if (strchr(shown, ':'))
+        snprintf(addr, addr_cap, "[%s]:%u", shown, net_local_port(fd));
+    else
+        snprintf(addr, addr_cap, "%s:%u", shown, net_local_port(fd));
+    return 0;
+}
+
+int server_init(struct server *srv)
+{
+    list_init(&srv->spaces);
+    list_init(&srv->heads);
+    list_init(&srv->lingers);
+    list_init(&srv->zombies);
+    srv->audience.fd = srv->stage.fd = srv->signals.fd = -1;
+    srv->start_wall = time(NULL);
+    if (loop_init(&srv->loop) < 0) {
+        fprintf(stderr, "rostrum: epoll: %s\n", strerror(errno));
+        return -1;
+    }
+    srv->loop.before_sleep = before_sleep;
+    srv->loop.before_sleep_arg = srv;
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    srv->signals.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    srv->signals.cb = signal_on_io;
+    if (srv->signals.fd < 0 || loop_add(&srv->loop, &srv->signals, EPOLLIN) < 0) {
+        fprintf(stderr, "rostrum: signalfd: %s\n", strerror(errno));
+        return -1;
+    }
+    if (listen_on(srv, &srv->audience, srv->cfg.audience_host, srv->cfg.audience_port,
+                  srv->audience_addr, sizeof(srv->audience_addr)) < 0 ||
+        listen_on(srv, &srv->stage, srv->cfg.stage_host, srv->cfg.stage_port, srv->stage_addr,
+                  sizeof(srv->stage_addr)) < 0)
+        return -1;
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    loop_timer_start(&srv->loop, &srv->tick, TICK_MS, tick_cb);
+    return 0;
+}
+
+void server_run(struct server *srv)
+{
+    loop_run(&srv->loop);
+}
+
+void server_free(struct server *srv)
+{
+    struct list_node *n, *tmp;
+    list_for_each_safe(n, tmp, &srv->spaces)
+    {
+        space_end(list_entry(n, struct space, node), CLOSE_MOUNT_END);
+    }
+    list_for_each_safe(n, tmp, &srv->heads)
+    {
+        conn_close(list_entry(n, struct conn, node));
+    }
+    list_for_each_safe(n, tmp, &srv->lingers)
+    {
+        conn_close(list_entry(n, struct conn, node));
+    }
+    free_zombies(srv);
+    loop_timer_stop(&srv->loop, &srv->tick);
+    if (srv->audience.fd >= 0)
+        close(srv->audience.fd);
+    if (srv->stage.fd >= 0)
+        close(srv->stage.fd);
+    if (srv->signals.fd >= 0)
+        close(srv->signals.fd);
+    if (srv->spare_fd >= 0)
+        close(srv->spare_fd);
+    loop_close(&srv->loop);
+}

@@ -1,0 +1,123 @@
+/* Unit tests for the page ring: wrap-around of slots and arena, laggard detection, bursts. */
+#include "harness.h"
+#include "ring/ring.h"
+
+static void fill(unsigned char *buf, uint32_t len, uint64_t seq)
+{
+    for (uint32_t i = 0; i < len; i++)
+        buf[i] = (unsigned char)(seq * 31 + i);
+}
+
+static int check(const struct ring *r, uint64_t seq, uint32_t len)
+{
+    unsigned char want[4096];
+    const struct ring_slot *s = ring_slot_get(r, seq);
+    if (!s || s->len != len)
+        return 0;
+    fill(want, len, seq);
+    return memcmp(ring_slot_data(r, s), want, len) == 0;
+}
+
+TEST(publish_and_read)
+{
+    struct ring *r = ring_create(8, 1 << 16);
+    unsigned char page[1000];
+    for (uint64_t i = 0; i < 5; i++) {
+        fill(page, sizeof(page), i);
+        ASSERT_EQ_UINT(ring_publish(r, page, sizeof(page), 960, (i + 1) * 960, 0), i);
+    }
+    for (uint64_t i = 0; i < 5; i++)
+        ASSERT(check(r, i, sizeof(page)));
+    ASSERT(ring_slot_get(r, 5) == NULL);
+    ASSERT_EQ_UINT(ring_slot_get(r, 4)->granule, 5 * 960);
+    ring_destroy(r);
+}
+
+TEST(slot_wraparound_evicts_oldest)
+{
+    struct ring *r = ring_create(8, 1 << 20);
+    unsigned char page[100];
+    for (uint64_t i = 0; i < 100; i++) {
+        fill(page, sizeof(page), i);
+        ring_publish(r, page, sizeof(page), 960, 0, 0);
+        /* never more pages than slots, and every page still held is intact */
+        ASSERT(r->head - r->tail <= 8);
+        for (uint64_t s = r->tail; s < r->head; s++)
+            ASSERT(check(r, s, sizeof(page)));
+    }
+    ASSERT_EQ_UINT(r->tail, 92);
+    ASSERT(ring_slot_get(r, 91) == NULL);
+    ring_destroy(r);
+}
+
+TEST(arena_wraparound_never_splits_a_page)
+{
+    /* odd page sizes so pages land across the arena's end and must skip to its start */
+    struct ring *r = ring_create(1024, 16384);
+    unsigned char page[4096];
+    for (uint64_t i = 0; i < 500; i++) {
+        uint32_t len = 1 + (uint32_t)((i * 977) % 4096);
+        fill(page, len, i);
+        uint64_t seq = ring_publish(r, page, len, 960, 0, 0);
+        ASSERT(check(r, seq, len));
+        uint64_t bytes = 0;
+        for (uint64_t s = r->tail; s < r->head; s++) {
+            const struct ring_slot *sl = ring_slot_get(r, s);
+            ASSERT(sl != NULL);
+            ASSERT(sl->pos % r->data_size + sl->len <= r->data_size);
+            bytes += sl->len;
+        }
+        ASSERT(bytes <= r->data_size);
+    }
+    ring_destroy(r);
+}
+
+TEST(slow_reader_sees_its_page_evicted)
+{
+    /* a reader holding a cursor at seq 0 finds it gone once the writer has lapped it,
+     * which is how a listener learns it lags and must jump to the live edge */
+    struct ring *r = ring_create(16, 1 << 16);
+    unsigned char page[512];
+    uint64_t cursor = 0;
+    for (uint64_t i = 0; i < 16; i++) {
+        fill(page, sizeof(page), i);
+        ring_publish(r, page, sizeof(page), 960, 0, 0);
+    }
+    ASSERT(check(r, cursor, sizeof(page)));
+    fill(page, sizeof(page), 16);
+    ring_publish(r, page, sizeof(page), 960, 0, 0);
+    ASSERT(ring_slot_get(r, cursor) == NULL);
+    ASSERT(cursor < r->tail);
+    ring_destroy(r);
+}
+
+TEST(burst_starts_at_a_page_boundary)
+{
+    struct ring *r = ring_create(64, 1 << 16);
+    unsigned char page[100] = {0};
+    ASSERT_EQ_UINT(ring_burst_start(r, 48000), 0); /* empty ring: start at head */
+    for (int i = 0; i < 20; i++)
+        ring_publish(r, page, sizeof(page), 9600, 0, 0); /* 200 ms pages */
+    ASSERT_EQ_UINT(ring_burst_start(r, 48000), 15);    /* 5 pages = 1 s */
+    ASSERT_EQ_UINT(ring_burst_start(r, 48001), 14);    /* never less than asked */
+    ASSERT_EQ_UINT(ring_burst_start(r, 0), 20);
+    ASSERT_EQ_UINT(ring_burst_start(r, 10 * 48000), 0); /* capped by what the ring holds */
+    ring_destroy(r);
+}
+
+TEST(reset_keeps_sequence_going)
+{
+    struct ring *r = ring_create(8, 1 << 16);
+    unsigned char page[10] = {0};
+    ring_publish(r, page, sizeof(page), 960, 0, 0);
+    ring_publish(r, page, sizeof(page), 960, 0, 0);
+    ring_reset(r);
+    ASSERT(ring_slot_get(r, 1) == NULL);
+    ASSERT_EQ_UINT(ring_publish(r, page, sizeof(page), 960, 0, 0), 2);
+    ring_destroy(r);
+}
+
+int main(void)
+{
+    return RUN_TESTS();
+}
