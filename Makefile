@@ -30,7 +30,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 WEB      := $(wildcard web/*)
 
 .PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench
-all: $(O)/rostrum
+all: $(O)/rostrum $(O)/rostrum-load
 
 $(O)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -45,6 +45,9 @@ $(O)/librostrum.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
 
 $(O)/rostrum: $(O)/obj/src/server/main.o $(O)/librostrum.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/rostrum-load: $(O)/obj/src/load/main.o $(O)/librostrum.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/tests/%: tests/unit/%.c tests/unit/harness.h $(O)/librostrum.a
@@ -62,7 +65,7 @@ test-deps:
 # Unit tests, the fuzz corpus replay and the integration suite all run against the sanitizer
 # build; one summary line at the end counts every test.
 test: test-deps
-	$(MAKE) O=$(ASAN_O) SAN=1 WERROR=1 $(ASAN_O)/rostrum unit-bins
+	$(MAKE) O=$(ASAN_O) SAN=1 WERROR=1 $(ASAN_O)/rostrum $(ASAN_O)/rostrum-load unit-bins
 	$(MAKE) WERROR=1 all
 	scripts/run-tests $(ASAN_O)
 
