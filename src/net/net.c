@@ -43,7 +43,7 @@ int net_listen(const char *host, uint16_t port, int backlog, int reuseport, char
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (reuseport)
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (bind(fd, res->ai_addr, res->ai_addrlen) == -1 || listen(fd, backlog) == -1) {
+    if (bind(fd, res->ai_addr, res->ai_addrlen) == -1 || (backlog >= 0 && listen(fd, backlog) == -1)) {
         rc = -errno;
         snprintf(err, errlen, "cannot listen on %s:%u: %s", host, port, strerror(errno));
         close(fd);

@@ -9,7 +9,8 @@
 #include <sys/socket.h>
 
 /* Binds and listens on <host>:<port> (IPv4 or IPv6 literal, or a name resolved once).
- * <reuseport> sets SO_REUSEPORT so several processes may share the port. Returns the fd or
+ * <reuseport> sets SO_REUSEPORT so several processes may share the port. A <backlog> < 0 binds
+ * without listening: the port is held, no connection is queued. Returns the fd or
  * -errno; on failure a reason is written to <err>. */
 int net_listen(const char *host, uint16_t port, int backlog, int reuseport, char *err,
                size_t errlen);

@@ -15,20 +15,34 @@ static inline unsigned char *ring_arena(const struct ring *r)
     return (unsigned char *)(ring_slots(r) + r->nslots);
 }
 
+static uint32_t pow2(uint32_t n)
+{
+    uint32_t p = 1;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+size_t ring_bytes(uint32_t nslots, uint64_t data_size)
+{
+    return sizeof(struct ring) + (size_t)pow2(nslots) * sizeof(struct ring_slot) + data_size;
+}
+
+struct ring *ring_init(void *mem, uint32_t nslots, uint64_t data_size)
+{
+    struct ring *r = mem;
+    *r = (struct ring){.nslots = pow2(nslots), .data_size = data_size};
+    r->map_size = ring_bytes(nslots, data_size);
+    return r;
+}
+
 struct ring *ring_create(uint32_t nslots, uint64_t data_size)
 {
-    uint32_t n = 1;
-    while (n < nslots)
-        n <<= 1;
-    size_t size = sizeof(struct ring) + (size_t)n * sizeof(struct ring_slot) + data_size;
+    size_t size = ring_bytes(nslots, data_size);
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         abort();
-    struct ring *r = p;
-    r->nslots = n;
-    r->data_size = data_size;
-    r->map_size = size;
-    return r;
+    return ring_init(p, nslots, data_size);
 }
 
 void ring_destroy(struct ring *r)
@@ -39,7 +53,7 @@ void ring_destroy(struct ring *r)
 
 void ring_reset(struct ring *r)
 {
-    r->tail = r->head;
+    __atomic_store_n(&r->tail, r->head, __ATOMIC_RELEASE);
 }
 
 uint64_t ring_publish(struct ring *r, const void *page, uint32_t len, uint32_t samples,
@@ -56,8 +70,10 @@ uint64_t ring_publish(struct ring *r, const void *page, uint32_t len, uint32_t s
         struct ring_slot *old = &slots[r->tail & (r->nslots - 1)];
         if (old->pos + r->data_size >= pos + len && r->head - r->tail < r->nslots)
             break;
-        r->tail++;
+        /* published before the bytes are overwritten: see ring_tail() */
+        __atomic_store_n(&r->tail, r->tail + 1, __ATOMIC_RELEASE);
     }
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     memcpy(ring_arena(r) + pos % r->data_size, page, len);
     struct ring_slot *s = &slots[r->head & (r->nslots - 1)];
     *s = (struct ring_slot){.seq = r->head,
@@ -74,7 +90,7 @@ uint64_t ring_publish(struct ring *r, const void *page, uint32_t len, uint32_t s
 
 const struct ring_slot *ring_slot_get(const struct ring *r, uint64_t seq)
 {
-    if (seq < r->tail || seq >= __atomic_load_n(&r->head, __ATOMIC_ACQUIRE))
+    if (seq < ring_tail(r) || seq >= ring_head(r))
         return NULL;
     const struct ring_slot *s = &ring_slots(r)[seq & (r->nslots - 1)];
     return s->seq == seq ? s : NULL;

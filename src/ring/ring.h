@@ -40,10 +40,26 @@ struct ring {
     /* followed by nslots struct ring_slot, then data_size bytes of arena */
 };
 
+/* Bytes of memory a ring of <nslots> (rounded up to a power of two) and <data_size> needs. */
+size_t ring_bytes(uint32_t nslots, uint64_t data_size);
+/* Lays out an empty ring in <mem> (ring_bytes() long, zeroed or not). Returns it. */
+struct ring *ring_init(void *mem, uint32_t nslots, uint64_t data_size);
 /* Creates a ring with <nslots> (rounded up to a power of two) and an arena of <data_size>
- * bytes, in one shared anonymous mapping. Aborts if the mapping fails. */
+ * bytes, in its own shared anonymous mapping. Aborts if the mapping fails. */
 struct ring *ring_create(uint32_t nslots, uint64_t data_size);
 void ring_destroy(struct ring *r);
+
+/* The oldest readable page: a reader in another process that copied page <seq> out may trust
+ * the bytes it copied only if <seq> >= ring_tail() after the copy (the writer moves tail past a
+ * page before it overwrites the page's bytes). */
+static inline uint64_t ring_tail(const struct ring *r)
+{
+    return __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
+}
+static inline uint64_t ring_head(const struct ring *r)
+{
+    return __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+}
 
 /* Empties the ring; sequence numbers go on from head (readers' cursors become stale). */
 void ring_reset(struct ring *r);

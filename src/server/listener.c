@@ -1,16 +1,21 @@
 /*
- * listener: delivery of a space's stream to one HTTP listener.
+ * listener: delivery of a space's stream to one HTTP listener, in an audience process.
  *
- * A listener is a cursor into its space's page ring plus a few counters (struct
- * listener_state, ~80 bytes). Writes are batched: every page the listener has not yet had,
- * up to LISTENER_MAX_IOV pages, goes out in one writev() straight from the ring; nothing is
- * copied per listener. EPOLLOUT is armed only when the socket is full, and while it is armed
- * the listener is skipped by space_flush().
+ * A listener is a cursor into its slot's page ring plus a few counters (struct
+ * listener_state, 64 bytes). Writes are batched: every page the listener has not yet had,
+ * up to LISTENER_MAX_IOV pages, goes out in one writev() straight from the shared ring;
+ * nothing is copied per listener. EPOLLOUT is armed only when the socket is full, and while
+ * it is armed the listener is skipped by the flushes.
  *
  * Falling behind: a listener more than lag-ms of audio behind the live edge, or whose next
  * page has been evicted from the ring, jumps to the newest page (a page boundary, so the
  * Ogg stream stays well-formed) and that counts as a stall; max-stalls stalls within a minute
  * close it. A listener caught mid-page by eviction cannot finish that page and is closed.
+ *
+ * The ring is written by another process: after a writev() the pages it covered are checked
+ * to be still in the ring (ring_tail()); if the writer had lapped them, bytes may have been
+ * torn and the listener is closed. With lag-ms far below the ring's span this never happens
+ * in practice; the check makes it safe rather than unlikely.
  */
 #include <errno.h>
 #include <sys/socket.h>
@@ -19,7 +24,6 @@
 
 #include "ring/ring.h"
 #include "server/server.h"
-#include "server/space.h"
 #include "util/log.h"
 
 #define LISTENER_MAX_IOV 64
@@ -34,40 +38,42 @@ void listener_close(struct conn *c, enum close_reason why)
     if (c->dead || c->kind != CONN_LISTENER)
         return;
     struct server *srv = c->srv;
-    struct space *sp = c->l.space;
-    if (sp) {
-        list_unlink(&c->node);
-        sp->nlisteners--;
-        c->l.space = NULL;
-    }
-    srv->st.listener_connections--;
-    srv->st.listener_closes[why]++;
+    struct shared_worker *me = srv->aud.me;
+    list_unlink(&c->node);
+    srv->aud.nlisteners--;
+    me->conns[c->l.slot]--;
+    me->listener_connections--;
+    me->c.listener_closes[why]++;
     log_debug("listen", "#%llu %s: closed (%s) after %llu bytes", (unsigned long long)c->id,
               c->peer, close_reason_names[why], (unsigned long long)c->l.bytes);
     conn_close(c);
 }
 
-void listener_start(struct conn *c, struct space *sp, int head_only)
+void listener_start(struct conn *c, int slot, int head_only)
 {
     struct server *srv = c->srv;
+    struct shared_space *ss = &srv->sh->spaces[slot];
+    struct ring *r = shared_ring(srv->sh, slot);
+    struct shared_worker *me = srv->aud.me;
+    int burst_ms = config_burst_ms(&srv->cfg, config_space(&srv->cfg, ss->mount));
     c->kind = CONN_LISTENER;
     c->l = (struct listener_state){0};
-    c->l.space = sp;
+    c->l.slot = (uint16_t)slot;
+    c->l.gen = srv->aud.gen[slot];
     c->l.head_only = (uint8_t)head_only;
-    c->l.pre_gen = sp->preamble_gen;
-    c->l.cursor = ring_burst_start(sp->ring, (uint64_t)space_burst_ms(sp) * 48);
+    c->l.pre_gen = __atomic_load_n(&ss->preamble_gen, __ATOMIC_ACQUIRE);
+    c->l.cursor = ring_burst_start(r, (uint64_t)burst_ms * 48);
     c->l.last_byte_ms = srv->loop.now_ms;
     c->l.stall_window_ms = srv->loop.now_ms;
     c->io.cb = listener_on_io;
-    list_insert_tail(&sp->listeners, &c->node);
-    sp->nlisteners++;
-    if (sp->nlisteners > sp->listener_peak)
-        sp->listener_peak = sp->nlisteners;
-    srv->st.listener_connections++;
-    srv->st.joins[JOIN_OK]++;
+    list_insert_tail(&srv->aud.listeners[slot], &c->node);
+    srv->aud.nlisteners++;
+    me->conns[slot]++;
+    me->listener_connections++;
+    me->c.joins[JOIN_OK]++;
     log_debug("listen", "#%llu %s: joined /%s at page %llu (live edge %llu)",
-              (unsigned long long)c->id, c->peer, sp->mount, (unsigned long long)c->l.cursor,
-              (unsigned long long)sp->ring->head);
+              (unsigned long long)c->id, c->peer, ss->mount, (unsigned long long)c->l.cursor,
+              (unsigned long long)ring_head(r));
     if (loop_mod(&srv->loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0) {
         listener_close(c, CLOSE_ERROR);
         return;
@@ -76,7 +82,7 @@ void listener_start(struct conn *c, struct space *sp, int head_only)
 }
 
 /* Moves a lagging listener to the newest page. Returns 0, or -1 if it was closed. */
-static int listener_jump(struct conn *c, struct space *sp)
+static int listener_jump(struct conn *c, const struct ring *r)
 {
     struct server *srv = c->srv;
     int64_t now = srv->loop.now_ms;
@@ -85,80 +91,96 @@ static int listener_jump(struct conn *c, struct space *sp)
         c->l.stalls = 0;
     }
     c->l.stalls++;
-    srv->st.stalls++;
+    srv->aud.me->c.stalls++;
     if (c->l.stalls >= srv->cfg.max_stalls) {
         listener_close(c, CLOSE_TOO_SLOW);
         return -1;
     }
-    uint64_t head = sp->ring->head;
-    c->l.cursor = head > sp->ring->tail ? head - 1 : head;
+    uint64_t head = ring_head(r);
+    c->l.cursor = head > ring_tail(r) ? head - 1 : head;
     c->l.page_off = 0;
-    LOG_RATELIMITED(LOG_INFO, "listen", "#%llu %s: fell behind on /%s, jumped to the live edge",
-                    (unsigned long long)c->id, c->peer, sp->mount);
+    LOG_RATELIMITED(LOG_INFO, "listen", "#%llu %s: fell behind, jumped to the live edge",
+                    (unsigned long long)c->id, c->peer);
     return 0;
 }
 
 /* Checks the cursor against the ring before a write. Returns 0, or -1 if <c> was closed. */
-static int listener_check_lag(struct conn *c, struct space *sp)
+static int listener_check_lag(struct conn *c, const struct ring *r)
 {
-    const struct ring *r = sp->ring;
-    if (c->l.cursor >= r->head)
+    uint64_t head = ring_head(r);
+    if (c->l.cursor >= head)
         return 0;
     const struct ring_slot *s = ring_slot_get(r, c->l.cursor);
     if (!s) {
         if (c->l.page_off > 0) {
-            c->srv->st.stalls++;
+            c->srv->aud.me->c.stalls++;
             listener_close(c, CLOSE_TOO_SLOW);
             return -1;
         }
-        return listener_jump(c, sp);
+        return listener_jump(c, r);
     }
     if (c->l.page_off > 0)
         return 0;
-    const struct ring_slot *last = ring_slot_get(r, r->head - 1);
-    uint64_t lag = last->granule > s->granule ? last->granule - s->granule : 0;
+    const struct ring_slot *last = ring_slot_get(r, head - 1);
+    uint64_t lag = last && last->granule > s->granule ? last->granule - s->granule : 0;
     if (lag > (uint64_t)c->srv->cfg.lag_ms * 48)
-        return listener_jump(c, sp);
+        return listener_jump(c, r);
     return 0;
+}
+
+static void listener_block(struct conn *c, int blocked)
+{
+    c->l.blocked = (uint8_t)blocked;
+    loop_mod(&c->srv->loop, &c->io, EPOLLIN | EPOLLRDHUP | (blocked ? EPOLLOUT : 0));
 }
 
 void listener_flush(struct conn *c)
 {
     struct server *srv = c->srv;
+    struct shared_space *ss = &srv->sh->spaces[c->l.slot];
+    const struct ring *r = shared_ring(srv->sh, c->l.slot);
     for (int round = 0; round < 4 && !c->dead; round++) {
-        struct space *sp = c->l.space;
-        if (!sp)
+        if (__atomic_load_n(&ss->gen, __ATOMIC_ACQUIRE) != c->l.gen) {
+            listener_close(c, CLOSE_RESTART);
             return;
-        if (c->l.pre_gen != sp->preamble_gen) {
-            /* the preamble changed (new source metadata) */
-            if (c->l.pre_off > 0 && c->l.pre_off < sp->preamble.len) {
+        }
+        uint32_t pre_gen = __atomic_load_n(&ss->preamble_gen, __ATOMIC_ACQUIRE);
+        uint32_t pre_len, http_len;
+        const unsigned char *pre = shared_preamble(ss, pre_gen, &pre_len, &http_len);
+        if (pre_gen != c->l.pre_gen) {
+            /* the preamble changed (new source metadata) while this one was being sent:
+             * a newer half may have overwritten the one it was sending */
+            if (c->l.pre_off > 0 && c->l.pre_off < pre_len && pre_gen - c->l.pre_gen > 1) {
                 listener_close(c, CLOSE_RESTART);
                 return;
             }
-            c->l.pre_gen = sp->preamble_gen;
+            if (c->l.pre_off > 0 && c->l.pre_off < pre_len)
+                pre = shared_preamble(ss, c->l.pre_gen, &pre_len, &http_len);
+            else
+                c->l.pre_gen = pre_gen;
         }
-        uint32_t pre_len =
-            (uint32_t)(c->l.head_only ? sp->preamble_http_len : sp->preamble.len);
+        if (c->l.head_only)
+            pre_len = http_len;
         if (c->l.pre_off >= pre_len && c->l.head_only) {
             listener_close(c, CLOSE_PEER);
             return;
         }
-        if (c->l.pre_off >= pre_len && listener_check_lag(c, sp) < 0)
+        if (c->l.pre_off >= pre_len && listener_check_lag(c, r) < 0)
             return;
 
         struct iovec iov[LISTENER_MAX_IOV];
         int n = 0;
         size_t total = 0;
         if (c->l.pre_off < pre_len) {
-            iov[n].iov_base = sp->preamble.data + c->l.pre_off;
+            iov[n].iov_base = (void *)(pre + c->l.pre_off);
             iov[n].iov_len = pre_len - c->l.pre_off;
             total += iov[n++].iov_len;
         }
+        uint64_t head = ring_head(r);
         if (!c->l.head_only) {
-            const struct ring *r = sp->ring;
             uint32_t off = c->l.page_off;
             for (uint64_t seq = c->l.cursor;
-                 seq < r->head && n < LISTENER_MAX_IOV && total < LISTENER_MAX_BATCH; seq++) {
+                 seq < head && n < LISTENER_MAX_IOV && total < LISTENER_MAX_BATCH; seq++) {
                 const struct ring_slot *s = ring_slot_get(r, seq);
                 if (!s)
                     break;
@@ -169,31 +191,37 @@ void listener_flush(struct conn *c)
             }
         }
         if (n == 0) {
-            c->l.blocked = 0;
-            loop_mod(&srv->loop, &c->io, EPOLLIN | EPOLLRDHUP);
+            listener_block(c, 0);
             return;
         }
         ssize_t w = writev(c->io.fd, iov, n);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                c->l.blocked = 1;
-                loop_mod(&srv->loop, &c->io, EPOLLIN | EPOLLRDHUP | EPOLLOUT);
+                listener_block(c, 1);
                 return;
             }
             listener_close(c, errno == EPIPE || errno == ECONNRESET ? CLOSE_PEER : CLOSE_ERROR);
             return;
         }
+        if (c->l.cursor < ring_tail(r) && w > (ssize_t)(c->l.pre_off < pre_len ? pre_len : 0)) {
+            /* the writer lapped us during the copy: what went out may be torn */
+            srv->aud.me->c.stalls++;
+            listener_close(c, CLOSE_TOO_SLOW);
+            return;
+        }
         size_t left = (size_t)w;
-        srv->st.bytes_sent += left;
+        srv->aud.me->c.bytes_sent += left;
         c->l.bytes += left;
         c->l.last_byte_ms = srv->loop.now_ms;
         if (c->l.pre_off < pre_len) {
             size_t take = pre_len - c->l.pre_off < left ? pre_len - c->l.pre_off : left;
             c->l.pre_off += (uint32_t)take;
             left -= take;
+            if (c->l.pre_off >= pre_len)
+                c->l.pre_gen = pre_gen;
         }
         while (left > 0) {
-            const struct ring_slot *s = ring_slot_get(sp->ring, c->l.cursor);
+            const struct ring_slot *s = ring_slot_get(r, c->l.cursor);
             size_t rest = s->len - c->l.page_off;
             if (left >= rest) {
                 left -= rest;
@@ -205,17 +233,15 @@ void listener_flush(struct conn *c)
             }
         }
         if ((size_t)w < total) {
-            c->l.blocked = 1;
-            loop_mod(&srv->loop, &c->io, EPOLLIN | EPOLLRDHUP | EPOLLOUT);
+            listener_block(c, 1);
             return;
         }
-        c->l.blocked = 0;
-        if (c->l.head_only && c->l.pre_off >= pre_len) {
+        if (c->l.head_only) {
             listener_close(c, CLOSE_PEER);
             return;
         }
-        if (c->l.cursor >= sp->ring->head) {
-            loop_mod(&srv->loop, &c->io, EPOLLIN | EPOLLRDHUP);
+        if (c->l.cursor >= head) {
+            listener_block(c, 0);
             return;
         }
         /* more pages than one batch: go round again */

@@ -1,6 +1,7 @@
 /*
- * server: accepting, reading request heads under a deadline, routing, small responses, and
- * the housekeeping tick. See server.h for the connection state machine.
+ * server: accepting, reading request heads under a deadline, small responses and the
+ * housekeeping tick (used by every process), and the main process: the stage port, the
+ * spaces, and the workers. See server.h for the connection state machine.
  */
 #include "server/server.h"
 
@@ -19,6 +20,7 @@
 
 #include "http/request.h"
 #include "net/net.h"
+#include "ogg/demux.h"
 #include "server/space.h"
 #include "util/log.h"
 
@@ -30,6 +32,13 @@
 
 static void head_on_io(struct loop *loop, struct io *io, uint32_t events);
 static void response_on_io(struct loop *loop, struct io *io, uint32_t events);
+
+struct shared_counters *server_counters(struct server *srv, int port)
+{
+    if (port == PORT_AUDIENCE && srv->aud.me)
+        return &srv->aud.me->c;
+    return &srv->sh->main.c;
+}
 
 /* ---- closing ---------------------------------------------------------------------------- */
 
@@ -66,7 +75,7 @@ static void conn_free(struct conn *c)
     free(c);
 }
 
-static void free_zombies(struct server *srv)
+void server_free_zombies(struct server *srv)
 {
     struct list_node *n, *tmp;
     list_for_each_safe(n, tmp, &srv->zombies)
@@ -76,9 +85,7 @@ static void free_zombies(struct server *srv)
     }
 }
 
-/* Leaves the HEAD state: frees the head buffer and takes the connection off the deadline
- * list. The parsed request must not be used afterwards. */
-static void head_done(struct conn *c)
+void conn_head_done(struct conn *c)
 {
     free(c->head.buf);
     c->head.buf = NULL;
@@ -117,7 +124,7 @@ static void response_write(struct conn *c)
             return;
         }
         c->resp.off += (size_t)w;
-        c->srv->st.bytes_sent += (uint64_t)w;
+        server_counters(c->srv, c->port)->bytes_sent += (uint64_t)w;
     }
     linger_start(c);
 }
@@ -147,7 +154,7 @@ static void response_on_io(struct loop *loop, struct io *io, uint32_t events)
 void conn_respond(struct conn *c, struct buf *out)
 {
     if (c->kind == CONN_HEAD)
-        head_done(c);
+        conn_head_done(c);
     c->kind = CONN_RESPONSE;
     c->resp.out = *out;
     c->resp.off = 0;
@@ -178,15 +185,14 @@ void conn_error(struct conn *c, int status, const char *extra_header, const char
     response_head(&out, status, "text/plain; charset=utf-8", (size_t)n, extra_header);
     buf_append(&out, body, (size_t)n);
     if (status == 400)
-        c->srv->st.bad_requests++;
+        server_counters(c->srv, c->port)->bad_requests++;
     if (status == 431)
-        c->srv->st.heads_too_large++;
+        server_counters(c->srv, c->port)->heads_too_large++;
     conn_respond(c, &out);
 }
 
-/* A document: full body for GET, head only for HEAD. */
-static void respond_doc(struct conn *c, int head_only, const char *type, const void *body,
-                        size_t len, const char *extra)
+void conn_respond_doc(struct conn *c, int head_only, const char *type, const void *body,
+                      size_t len, const char *extra)
 {
     struct buf out = {0};
     response_head(&out, 200, type, len, extra);
@@ -195,64 +201,7 @@ static void respond_doc(struct conn *c, int head_only, const char *type, const v
     conn_respond(c, &out);
 }
 
-/* ---- routing ------------------------------------------------------------------------------- */
-
-static const char *const cors_doc = "Access-Control-Allow-Origin: *\r\n"
-                                    "Cache-Control: no-cache, no-store";
-
-static void route_audience(struct conn *c, const struct http_request *req)
-{
-    struct server *srv = c->srv;
-    int head_only = req->method == HTTP_HEAD;
-    if (req->method == HTTP_OPTIONS) {
-        respond_doc(c, 1, "text/plain", "", 0,
-                    "Allow: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Origin: *\r\n"
-                    "Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n"
-                    "Access-Control-Allow-Headers: Origin, Accept, Content-Type, Icy-MetaData");
-        return;
-    }
-    if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
-        conn_error(c, 405, "Allow: GET, HEAD, OPTIONS",
-                   "The audience port serves listeners; sources go to the stage port");
-        return;
-    }
-    char path[256];
-    if (http_decode_path(req->path, req->path_len, path, sizeof(path)) < 0) {
-        srv->st.joins[JOIN_BAD_REQUEST]++;
-        conn_error(c, 400, NULL, "Bad path");
-        return;
-    }
-    const unsigned char *data;
-    size_t len;
-    const char *type;
-    if (web_asset(path, &data, &len, &type) == 0) {
-        respond_doc(c, head_only, type, data, len, "Cache-Control: no-cache");
-        return;
-    }
-    if (strcmp(path, "/status-json.xsl") == 0 || strcmp(path, "/metrics") == 0) {
-        struct buf body = {0};
-        int json = path[1] == 's';
-        if (json)
-            status_json(srv, &body);
-        else
-            status_metrics(srv, &body);
-        respond_doc(c, head_only,
-                    json ? "application/json; charset=utf-8"
-                         : "text/plain; version=0.0.4; charset=utf-8",
-                    body.data, body.len, cors_doc);
-        buf_free(&body);
-        return;
-    }
-    const char *mount = path + 1;
-    struct space *sp = mount_name_ok(mount) ? space_find(srv, mount) : NULL;
-    if (!sp || !space_listenable(sp)) {
-        srv->st.joins[JOIN_NOT_FOUND]++;
-        conn_error(c, 404, NULL, "No such mount");
-        return;
-    }
-    head_done(c);
-    listener_start(c, sp, head_only);
-}
+/* ---- the stage port (main process) ---------------------------------------------------------- */
 
 static void route_stage(struct conn *c, const struct http_request *req)
 {
@@ -263,17 +212,20 @@ static void route_stage(struct conn *c, const struct http_request *req)
         return;
     case HTTP_OPTIONS:
         /* libshout's capability probe: it picks PUT when Allow lists it. */
-        respond_doc(c, 1, "text/plain", "", 0, "Allow: GET, HEAD, OPTIONS, PUT, SOURCE");
+        conn_respond_doc(c, 1, "text/plain", "", 0, "Allow: GET, HEAD, OPTIONS, PUT, SOURCE");
         return;
     case HTTP_GET:
     case HTTP_HEAD:
-        conn_error(c, 404, NULL, "This is the stage port (sources); listeners use the audience port");
+        conn_error(c, 404, NULL,
+                   "This is the stage port (sources); listeners use the audience port");
         return;
     default:
         conn_error(c, 405, "Allow: GET, HEAD, OPTIONS, PUT, SOURCE", "Method not allowed");
         return;
     }
 }
+
+/* ---- request heads --------------------------------------------------------------------------- */
 
 static void head_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
@@ -331,7 +283,7 @@ static void head_on_io(struct loop *loop, struct io *io, uint32_t events)
                 conn_error(c, 431, NULL, "Request head too large");
             return;
         }
-        srv->st.requests++;
+        server_counters(srv, c->port)->requests++;
         if (log_level >= LOG_DEBUG) {
             char esc[120];
             log_debug("http", "#%llu %s: %s %s", (unsigned long long)c->id, c->peer,
@@ -339,7 +291,7 @@ static void head_on_io(struct loop *loop, struct io *io, uint32_t events)
                       log_escape(esc, sizeof(esc), req.path, req.path_len));
         }
         if (c->port == PORT_AUDIENCE)
-            route_audience(c, &req);
+            audience_route(c, &req);
         else
             route_stage(c, &req);
         return;
@@ -351,6 +303,7 @@ static void head_on_io(struct loop *loop, struct io *io, uint32_t events)
 static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
     struct server *srv = (struct server *)((char *)loop - offsetof(struct server, loop));
+    int port = io == &srv->audience ? PORT_AUDIENCE : PORT_STAGE;
     (void)events;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         struct sockaddr_storage ss;
@@ -360,7 +313,7 @@ static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
             if (errno == EMFILE || errno == ENFILE) {
                 /* Out of descriptors: use the spare to take the connection off the backlog
                  * and close it, so the listening socket does not stay readable forever. */
-                srv->st.refused_fd_limit++;
+                server_counters(srv, port)->refused_fd_limit++;
                 LOG_RATELIMITED(LOG_WARN, "accept", "out of file descriptors: refusing");
                 if (srv->spare_fd >= 0) {
                     close(srv->spare_fd);
@@ -385,7 +338,7 @@ static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
         c->id = ++srv->next_id;
         c->io.fd = fd;
         c->io.cb = head_on_io;
-        c->port = io == &srv->audience ? PORT_AUDIENCE : PORT_STAGE;
+        c->port = (uint8_t)port;
         c->kind = CONN_HEAD;
         c->since_ms = loop->now_ms;
         net_addr_str(&ss, c->peer, sizeof(c->peer));
@@ -401,10 +354,9 @@ static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
 
 /* ---- housekeeping -------------------------------------------------------------------------- */
 
-static void tick_cb(struct loop *loop, struct loop_timer *t)
+void server_expire(struct server *srv)
 {
-    struct server *srv = (struct server *)((char *)t - offsetof(struct server, tick));
-    int64_t now = loop->now_ms;
+    int64_t now = srv->loop.now_ms;
     struct list_node *n, *tmp;
     /* Both lists are in deadline order: stop at the first one still in time. */
     list_for_each_safe(n, tmp, &srv->heads)
@@ -412,7 +364,7 @@ static void tick_cb(struct loop *loop, struct loop_timer *t)
         struct conn *c = list_entry(n, struct conn, node);
         if (now - c->since_ms < srv->cfg.head_timeout_ms)
             break;
-        srv->st.head_timeouts++;
+        server_counters(srv, c->port)->head_timeouts++;
         LOG_RATELIMITED(LOG_INFO, "http", "#%llu %s: no whole request head within %d ms, closing",
                         (unsigned long long)c->id, c->peer, srv->cfg.head_timeout_ms);
         conn_close(c);
@@ -424,32 +376,61 @@ static void tick_cb(struct loop *loop, struct loop_timer *t)
             break;
         conn_close(c);
     }
+}
+
+static void main_tick(struct loop *loop, struct loop_timer *t)
+{
+    struct server *srv = (struct server *)((char *)t - offsetof(struct server, tick));
+    server_expire(srv);
+    int second = loop->now_ms - srv->last_second_ms >= 1000;
+    if (second)
+        srv->last_second_ms = loop->now_ms;
+    struct list_node *n, *tmp;
     list_for_each_safe(n, tmp, &srv->spaces)
     {
         struct space *sp = list_entry(n, struct space, node);
         source_check_idle(sp, SOURCE_IDLE_MS);
-        space_tick(sp);
     }
-    loop_timer_start(loop, t, TICK_MS, tick_cb);
+    if (srv->serves_audience)
+        audience_tick(srv, second);
+    if (second) {
+        /* the figures every worker needs: all listeners, and each space's peak */
+        uint32_t total = 0;
+        for (uint32_t w = 0; w < srv->sh->nworkers; w++)
+            total += srv->sh->workers[w].listener_connections;
+        srv->sh->total_connections = total;
+        list_for_each_safe(n, tmp, &srv->spaces)
+        {
+            space_update_peak(list_entry(n, struct space, node));
+        }
+    }
+    loop_timer_start(loop, t, TICK_MS, main_tick);
 }
 
-static void before_sleep(struct loop *loop, void *arg)
+static void main_before_sleep(struct loop *loop, void *arg)
 {
     struct server *srv = arg;
     (void)loop;
-    struct list_node *n, *tmp;
-    list_for_each_safe(n, tmp, &srv->spaces)
-    {
-        space_flush(list_entry(n, struct space, node));
+    if (srv->published) {
+        srv->published = 0;
+        if (srv->serves_audience)
+            audience_on_wake(srv);
+        else
+            workers_wake(srv);
     }
-    free_zombies(srv);
+    server_free_zombies(srv);
 }
 
-static void signal_on_io(struct loop *loop, struct io *io, uint32_t events)
+static void main_signal_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
+    struct server *srv = (struct server *)((char *)loop - offsetof(struct server, loop));
     struct signalfd_siginfo si;
     (void)events;
-    if (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+    while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGCHLD) {
+            workers_on_child_exit(srv);
+            continue;
+        }
         log_info("server", "signal %u: shutting down", si.ssi_signo);
         loop_stop(loop);
     }
@@ -457,60 +438,80 @@ static void signal_on_io(struct loop *loop, struct io *io, uint32_t events)
 
 /* ---- set-up -------------------------------------------------------------------------------- */
 
-static int listen_on(struct server *srv, struct io *io, const char *host, uint16_t port,
-                     char *addr, size_t addr_cap)
+void server_common_init(struct server *srv)
+{
+    list_init(&srv->spaces);
+    list_init(&srv->heads);
+    list_init(&srv->lingers);
+    list_init(&srv->zombies);
+    srv->audience.fd = srv->stage.fd = srv->signals.fd = srv->wake.fd = -1;
+    srv->audience_reserve_fd = -1;
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+int server_listen(struct server *srv, struct io *io, const char *host, uint16_t port,
+                  int reuseport, char *addr, size_t addr_cap)
 {
     char err[256];
-    int fd = net_listen(host, port, 4096, 0, err, sizeof(err));
+    int fd = net_listen(host, port, 4096, reuseport, err, sizeof(err));
     if (fd < 0) {
-        fprintf(stderr, "rostrum: %s\n", err);
+        log_error("server", "%s", err);
         return -1;
     }
     io->fd = fd;
     io->cb = accept_on_io;
     if (loop_add(&srv->loop, io, EPOLLIN) < 0)
         return -1;
-    const char *shown = host[0] ? host : "0.0.0.0";
-    if (strchr(shown, ':'))
-        snprintf(addr, addr_cap, "[%s]:%u", shown, net_local_port(fd));
-    else
-        snprintf(addr, addr_cap, "%s:%u", shown, net_local_port(fd));
+    if (addr) {
+        const char *shown = host[0] ? host : "0.0.0.0";
+        if (strchr(shown, ':'))
+            snprintf(addr, addr_cap, "[%s]:%u", shown, net_local_port(fd));
+        else
+            snprintf(addr, addr_cap, "%s:%u", shown, net_local_port(fd));
+    }
     return 0;
 }
 
 int server_init(struct server *srv)
 {
-    list_init(&srv->spaces);
-    list_init(&srv->heads);
-    list_init(&srv->lingers);
-    list_init(&srv->zombies);
-    srv->audience.fd = srv->stage.fd = srv->signals.fd = -1;
+    server_common_init(srv);
     srv->start_wall = time(NULL);
     if (loop_init(&srv->loop) < 0) {
         fprintf(stderr, "rostrum: epoll: %s\n", strerror(errno));
         return -1;
     }
-    srv->loop.before_sleep = before_sleep;
+    srv->loop.before_sleep = main_before_sleep;
     srv->loop.before_sleep_arg = srv;
+    srv->sh = shared_create(srv->cfg.workers > 0 ? (uint32_t)srv->cfg.workers : 1);
+    srv->sh->main.c = (struct shared_counters){0};
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     srv->signals.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    srv->signals.cb = signal_on_io;
+    srv->signals.cb = main_signal_on_io;
     if (srv->signals.fd < 0 || loop_add(&srv->loop, &srv->signals, EPOLLIN) < 0) {
         fprintf(stderr, "rostrum: signalfd: %s\n", strerror(errno));
         return -1;
     }
-    if (listen_on(srv, &srv->audience, srv->cfg.audience_host, srv->cfg.audience_port,
-                  srv->audience_addr, sizeof(srv->audience_addr)) < 0 ||
-        listen_on(srv, &srv->stage, srv->cfg.stage_host, srv->cfg.stage_port, srv->stage_addr,
-                  sizeof(srv->stage_addr)) < 0)
+    if (server_listen(srv, &srv->stage, srv->cfg.stage_host, srv->cfg.stage_port, 0,
+                      srv->stage_addr, sizeof(srv->stage_addr)) < 0)
         return -1;
-    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    loop_timer_start(&srv->loop, &srv->tick, TICK_MS, tick_cb);
+    if (srv->cfg.workers == 0) {
+        /* one process: the main loop serves the audience port too */
+        srv->serves_audience = 1;
+        srv->worker_index = 0;
+        audience_init(srv);
+        if (server_listen(srv, &srv->audience, srv->cfg.audience_host, srv->cfg.audience_port,
+                          0, srv->audience_addr, sizeof(srv->audience_addr)) < 0)
+            return -1;
+    } else if (workers_start(srv) < 0) {
+        return -1;
+    }
+    loop_timer_start(&srv->loop, &srv->tick, TICK_MS, main_tick);
     return 0;
 }
 
@@ -519,13 +520,9 @@ void server_run(struct server *srv)
     loop_run(&srv->loop);
 }
 
-void server_free(struct server *srv)
+void server_close_conns(struct server *srv)
 {
     struct list_node *n, *tmp;
-    list_for_each_safe(n, tmp, &srv->spaces)
-    {
-        space_end(list_entry(n, struct space, node), CLOSE_MOUNT_END);
-    }
     list_for_each_safe(n, tmp, &srv->heads)
     {
         conn_close(list_entry(n, struct conn, node));
@@ -534,15 +531,26 @@ void server_free(struct server *srv)
     {
         conn_close(list_entry(n, struct conn, node));
     }
-    free_zombies(srv);
+    server_free_zombies(srv);
+}
+
+void server_free(struct server *srv)
+{
+    struct list_node *n, *tmp;
+    workers_stop(srv);
+    list_for_each_safe(n, tmp, &srv->spaces)
+    {
+        space_end(list_entry(n, struct space, node), CLOSE_MOUNT_END);
+    }
+    if (srv->serves_audience)
+        audience_close_all(srv);
+    server_close_conns(srv);
     loop_timer_stop(&srv->loop, &srv->tick);
-    if (srv->audience.fd >= 0)
-        close(srv->audience.fd);
-    if (srv->stage.fd >= 0)
-        close(srv->stage.fd);
-    if (srv->signals.fd >= 0)
-        close(srv->signals.fd);
-    if (srv->spare_fd >= 0)
-        close(srv->spare_fd);
+    int fds[] = {srv->audience.fd, srv->stage.fd, srv->signals.fd, srv->spare_fd,
+                 srv->audience_reserve_fd};
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
     loop_close(&srv->loop);
+    shared_destroy(srv->sh);
 }

@@ -1,6 +1,8 @@
 /*
- * server: the main process of `rostrum serve`: two listening ports, the connections on them,
- * the spaces (one per mount) and the counters behind /metrics.
+ * server: one process of `rostrum serve`. The main process runs ingest (the stage port, the
+ * spaces, their muxers) and supervises W listener workers; each worker serves the audience
+ * port (listeners, web page, status, metrics) from the shared page rings (shared.h). With
+ * --workers 0 the main process serves the audience port itself, through the same code.
  *
  * A connection starts reading its request head and becomes one of:
  *
@@ -18,42 +20,31 @@
 
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "event/loop.h"
-#include "ogg/demux.h"
 #include "server/config.h"
+#include "server/shared.h"
 #include "util/buf.h"
 #include "util/list.h"
 
 struct space;
 struct ogg_demux;
+struct http_request;
 
 enum conn_kind { CONN_HEAD, CONN_RESPONSE, CONN_LINGER, CONN_LISTENER, CONN_SOURCE };
 enum port_kind { PORT_AUDIENCE, PORT_STAGE };
 
-/* Outcomes of a listener join, labels of rostrum_joins_total. */
-enum join_outcome { JOIN_OK, JOIN_NOT_FOUND, JOIN_BAD_REQUEST, JOIN_REFUSED, JOIN_OUTCOMES };
-
-/* Why a listener was closed, labels of rostrum_listener_closes_total. */
-enum close_reason {
-    CLOSE_PEER,      /* the client went away */
-    CLOSE_TOO_SLOW,  /* stalled max-stalls times */
-    CLOSE_STUCK,     /* no byte accepted by its socket for a long time */
-    CLOSE_MOUNT_END, /* the mount ended (grace ran out, or shutdown) */
-    CLOSE_RESTART,   /* the stream had to restart (incompatible new source) */
-    CLOSE_ERROR,     /* socket error */
-    CLOSE_REASONS
-};
-
 /* Per-listener state: small and fixed, whatever the listener does. */
 struct listener_state {
-    struct space *space;
-    uint64_t cursor;      /* next ring page to send */
-    uint32_t page_off;    /* bytes of page <cursor> already sent */
-    uint32_t pre_off;     /* bytes of the space's preamble (HTTP head + Ogg headers) sent */
-    uint32_t pre_gen;     /* preamble generation it started on */
+    uint16_t slot;        /* its space's slot in the shared table */
     uint8_t head_only;    /* a HEAD request: preamble's HTTP part only, then close */
     uint8_t blocked;      /* socket full: EPOLLOUT armed, wait for it */
+    uint32_t gen;         /* the slot's generation when it joined */
+    uint64_t cursor;      /* next ring page to send */
+    uint32_t page_off;    /* bytes of page <cursor> already sent */
+    uint32_t pre_off;     /* bytes of the preamble (HTTP head + Ogg headers) sent */
+    uint32_t pre_gen;     /* preamble generation it is sending */
     uint8_t stalls;       /* stalls in the current window */
     int64_t stall_window_ms;
     int64_t last_byte_ms; /* last time its socket accepted a byte */
@@ -74,7 +65,7 @@ struct conn {
     uint8_t kind;  /* enum conn_kind */
     uint8_t port;  /* enum port_kind */
     uint8_t dead;
-    struct list_node node; /* heads FIFO / linger FIFO / space listeners / zombies */
+    struct list_node node; /* heads FIFO / linger FIFO / slot listeners / zombies */
     int64_t since_ms;      /* when it entered its current list: deadlines count from here */
     char peer[48];
     union {
@@ -91,63 +82,94 @@ struct conn {
     };
 };
 
-struct server_stats {
-    uint64_t joins[JOIN_OUTCOMES];
-    uint64_t listener_closes[CLOSE_REASONS];
-    uint64_t stalls;
-    uint64_t bytes_sent;
-    uint64_t pages_published;
-    uint64_t source_connects;
-    uint64_t source_drops;
-    uint64_t requests;
-    uint64_t bad_requests;   /* 400 */
-    uint64_t heads_too_large;/* 431 */
-    uint64_t head_timeouts;
-    uint64_t refused_fd_limit;
-    uint64_t listener_connections; /* gauge */
-    uint64_t sources_connected;    /* gauge */
+/* The audience side of a process: listeners by slot, and when to write to them. */
+struct audience {
+    struct list_node listeners[SHARED_MAX_SPACES]; /* struct conn.node */
+    uint32_t gen[SHARED_MAX_SPACES];               /* slot generations last seen */
+    uint32_t nlisteners;
+    int64_t last_flush_ms;
+    struct loop_timer flush_timer;
+    struct shared_worker *me; /* this process's block in the shared memory */
+};
+
+struct worker_proc {
+    pid_t pid;
+    int wake_fd;       /* eventfd the main process writes when pages are published */
+    int64_t started_ms;
+    struct loop_timer respawn;
 };
 
 struct server {
     struct loop loop;
     struct config cfg;
-    struct io audience, stage, signals;
+    struct shared *sh;
+    int is_worker;            /* 1 in a listener worker */
+    int serves_audience;      /* worker, or main with --workers 0 */
+    int worker_index;         /* this process's shared_worker block (audience side) */
+    struct io audience, stage, signals, wake;
+    int audience_reserve_fd;  /* main: bound, not listening: holds the port for the workers */
     char audience_addr[300], stage_addr[300];
-    struct list_node spaces;  /* struct space.node */
+    struct list_node spaces;  /* main: struct space.node */
     struct list_node heads;   /* connections reading a head, oldest first */
     struct list_node lingers; /* connections draining input before close, oldest first */
     struct list_node zombies; /* closed, freed before the loop sleeps */
     struct loop_timer tick;   /* housekeeping, every 250 ms */
+    int64_t last_second_ms;
     uint64_t next_id;
     int spare_fd;             /* kept open so EMFILE can be survived: see accept */
     int64_t start_wall;       /* time(NULL) at start */
-    struct server_stats st;
+    int published;            /* main: pages published since workers were last woken */
+    struct audience aud;
+    struct worker_proc workers[SHARED_MAX_WORKERS];
 };
 
-/* Sets up the listening sockets from <srv->cfg>; prints errors to stderr. Returns 0 or -1. */
+/* Counters for connections on <port> of this process. */
+struct shared_counters *server_counters(struct server *srv, int port);
+
+/* Sets up the main process from <srv->cfg>: listening sockets, shared memory, workers.
+ * Prints errors to stderr. Returns 0 or -1. */
 int server_init(struct server *srv);
-/* Runs until SIGTERM/SIGINT, then closes everything. */
+/* Runs until SIGTERM/SIGINT, then closes everything (and stops the workers). */
 void server_run(struct server *srv);
 void server_free(struct server *srv);
 
 /* Closes <c> (any kind) and queues it for freeing before the loop sleeps. Idempotent. */
 void conn_close(struct conn *c);
-
 /* Queues <out> (taken) as the whole response of <c>, then closes gracefully. */
 void conn_respond(struct conn *c, struct buf *out);
-
 /* Sends a short error response with <status> and an optional extra header line (without
  * CRLF, or NULL), then closes. */
 void conn_error(struct conn *c, int status, const char *extra_header, const char *message);
+/* A document: full body for GET, head only for HEAD. */
+void conn_respond_doc(struct conn *c, int head_only, const char *type, const void *body,
+                      size_t len, const char *extra);
+/* Leaves the HEAD state: frees the head buffer, off the deadline list. */
+void conn_head_done(struct conn *c);
+
+/* Common connection plumbing used by every process (server.c). */
+void server_common_init(struct server *srv);
+int server_listen(struct server *srv, struct io *io, const char *host, uint16_t port,
+                  int reuseport, char *addr, size_t addr_cap);
+void server_close_conns(struct server *srv);
+void server_free_zombies(struct server *srv);
+void server_expire(struct server *srv);
+
+/* Audience side (audience.c): routing, flush scheduling, per-second upkeep. */
+void audience_init(struct server *srv);
+void audience_route(struct conn *c, const struct http_request *req);
+void audience_on_wake(struct server *srv);
+void audience_tick(struct server *srv, int second);
+void audience_close_all(struct server *srv);
+/* Updates this process's receiving counts now (status and metrics read them). */
+void audience_count_now(struct server *srv);
 
 /* Listener side (listener.c). */
-void listener_start(struct conn *c, struct space *sp, int head_only);
+void listener_start(struct conn *c, int slot, int head_only);
 void listener_flush(struct conn *c);
 void listener_close(struct conn *c, enum close_reason why);
 void listener_on_io(struct loop *loop, struct io *io, uint32_t events);
 
 /* Source side (source.c): the head of a PUT/SOURCE request has been parsed. */
-struct http_request;
 void source_accept(struct conn *c, const struct http_request *req);
 void source_on_io(struct loop *loop, struct io *io, uint32_t events);
 /* Drops the source of <sp> if it has sent nothing for <timeout_ms>. */
@@ -155,10 +177,15 @@ void source_check_idle(struct space *sp, int64_t timeout_ms);
 /* 1 if <m> is a valid mount name: 1-63 of [A-Za-z0-9._-], not starting with '.'. */
 int mount_name_ok(const char *m);
 
-/* Responses that are documents (status.c, web.c). */
+/* Workers (worker.c): start, supervise, stop; the worker's own main loop. */
+int workers_start(struct server *srv);
+void workers_on_child_exit(struct server *srv);
+void workers_wake(struct server *srv);
+void workers_stop(struct server *srv);
+
+/* Documents (status.c, web.c). */
 void status_json(struct server *srv, struct buf *out);
 void status_metrics(struct server *srv, struct buf *out);
-/* Finds a static web file for <path>; returns 0 and its bytes and type, or -1. */
 int web_asset(const char *path, const unsigned char **data, size_t *len, const char **type);
 
 #endif

@@ -1,0 +1,215 @@
+/*
+ * audience: the audience port of one process (a listener worker, or the main process with
+ * --workers 0): the web page, status, metrics, and listeners, all read from the shared table.
+ *
+ * When to write. Pages are published every page-ms; writing each to every listener costs one
+ * send() per listener per page, and the kernel's cost per send() is what limits fan-out, not
+ * bytes. So the delivery interval adapts to the audience: with few listeners every page goes
+ * out as soon as it is published; with many, pages are batched so that all listeners together
+ * cost about write-budget writes per second, up to max-batch-ms between writes:
+ *
+ *   interval = clamp(all listeners x 1000 / write-budget, 0, max-batch-ms)
+ *
+ * e.g. with the default budget of 50,000 writes/s: 10k listeners -> 200 ms, 100k -> 2 s.
+ * A newcomer is written to at once (headers and burst), whatever the interval.
+ */
+#include <string.h>
+#include <unistd.h>
+
+#include "http/request.h"
+#include "server/server.h"
+#include "util/log.h"
+
+#define RECEIVING_WINDOW_MS 5000
+
+static void audience_flush_all(struct server *srv);
+
+void audience_init(struct server *srv)
+{
+    struct audience *a = &srv->aud;
+    for (int i = 0; i < SHARED_MAX_SPACES; i++) {
+        list_init(&a->listeners[i]);
+        a->gen[i] = __atomic_load_n(&srv->sh->spaces[i].gen, __ATOMIC_ACQUIRE);
+    }
+    a->me = &srv->sh->workers[srv->worker_index];
+    memset(a->me, 0, sizeof(*a->me));
+    a->me->pid = (int32_t)getpid();
+}
+
+/* Milliseconds between writes to each listener, from the whole audience's size. */
+static int64_t audience_interval_ms(struct server *srv)
+{
+    uint64_t total = srv->sh->total_connections;
+    if (total < srv->aud.nlisteners)
+        total = srv->aud.nlisteners;
+    int64_t ms = (int64_t)(total * 1000 / (uint64_t)srv->cfg.write_budget);
+    return ms > srv->cfg.max_batch_ms ? srv->cfg.max_batch_ms : ms;
+}
+
+static void flush_timer_cb(struct loop *loop, struct loop_timer *t)
+{
+    struct server *srv = (struct server *)((char *)t - offsetof(struct server, aud.flush_timer));
+    (void)loop;
+    audience_flush_all(srv);
+}
+
+/* Closes the listeners of slots whose space ended or restarted. */
+static void audience_check_slots(struct server *srv)
+{
+    struct audience *a = &srv->aud;
+    for (int i = 0; i < SHARED_MAX_SPACES; i++) {
+        uint32_t gen = __atomic_load_n(&srv->sh->spaces[i].gen, __ATOMIC_ACQUIRE);
+        if (gen == a->gen[i])
+            continue;
+        a->gen[i] = gen;
+        struct list_node *n, *tmp;
+        list_for_each_safe(n, tmp, &a->listeners[i])
+        {
+            struct conn *c = list_entry(n, struct conn, node);
+            if (c->l.gen != gen)
+                listener_close(c, srv->sh->spaces[i].state == SLOT_FREE ? CLOSE_MOUNT_END
+                                                                        : CLOSE_RESTART);
+        }
+    }
+}
+
+void audience_on_wake(struct server *srv)
+{
+    audience_check_slots(srv);
+    int64_t interval = audience_interval_ms(srv);
+    int64_t since = srv->loop.now_ms - srv->aud.last_flush_ms;
+    if (since >= interval) {
+        loop_timer_stop(&srv->loop, &srv->aud.flush_timer);
+        audience_flush_all(srv);
+    } else if (srv->aud.flush_timer.due_ms == 0) {
+        loop_timer_start(&srv->loop, &srv->aud.flush_timer, interval - since, flush_timer_cb);
+    }
+}
+
+static void audience_flush_all(struct server *srv)
+{
+    srv->aud.last_flush_ms = srv->loop.now_ms;
+    for (int i = 0; i < SHARED_MAX_SPACES; i++) {
+        struct list_node *n, *tmp;
+        list_for_each_safe(n, tmp, &srv->aud.listeners[i])
+        {
+            struct conn *c = list_entry(n, struct conn, node);
+            if (!c->l.blocked)
+                listener_flush(c);
+        }
+    }
+}
+
+void audience_tick(struct server *srv, int second)
+{
+    struct audience *a = &srv->aud;
+    int64_t now = srv->loop.now_ms;
+    if (!second)
+        return;
+    /* Once a second: count who received audio lately, close who is stuck. A listener whose
+     * socket took nothing for 3 x lag-ms is gone or hostile. */
+    int64_t stuck = (int64_t)srv->cfg.lag_ms * 3;
+    for (int i = 0; i < SHARED_MAX_SPACES; i++) {
+        uint32_t receiving = 0;
+        struct list_node *n, *tmp;
+        list_for_each_safe(n, tmp, &a->listeners[i])
+        {
+            struct conn *c = list_entry(n, struct conn, node);
+            if (c->l.blocked && now - c->l.last_byte_ms > stuck) {
+                listener_close(c, CLOSE_STUCK);
+                continue;
+            }
+            if (c->l.bytes > 0 && now - c->l.last_byte_ms < RECEIVING_WINDOW_MS)
+                receiving++;
+        }
+        a->me->receiving[i] = receiving;
+    }
+}
+
+void audience_close_all(struct server *srv)
+{
+    for (int i = 0; i < SHARED_MAX_SPACES; i++) {
+        struct list_node *n, *tmp;
+        list_for_each_safe(n, tmp, &srv->aud.listeners[i])
+        {
+            listener_close(list_entry(n, struct conn, node), CLOSE_MOUNT_END);
+        }
+    }
+    loop_timer_stop(&srv->loop, &srv->aud.flush_timer);
+}
+
+/* The slot of the live space <mount>, or -1. */
+static int audience_find(struct server *srv, const char *mount)
+{
+    for (int i = 0; i < SHARED_MAX_SPACES; i++) {
+        const struct shared_space *ss = &srv->sh->spaces[i];
+        if (__atomic_load_n(&ss->state, __ATOMIC_ACQUIRE) == SLOT_LIVE &&
+            strcmp(ss->mount, mount) == 0)
+            return i;
+    }
+    return -1;
+}
+
+static const char *const cors_doc = "Access-Control-Allow-Origin: *\r\n"
+                                    "Cache-Control: no-cache, no-store";
+
+void audience_route(struct conn *c, const struct http_request *req)
+{
+    struct server *srv = c->srv;
+    struct shared_counters *ctr = server_counters(srv, PORT_AUDIENCE);
+    int head_only = req->method == HTTP_HEAD;
+    if (req->method == HTTP_OPTIONS) {
+        conn_respond_doc(c, 1, "text/plain", "", 0,
+                         "Allow: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Origin: *\r\n"
+                         "Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n"
+                         "Access-Control-Allow-Headers: Origin, Accept, Content-Type, "
+                         "Icy-MetaData");
+        return;
+    }
+    if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
+        conn_error(c, 405, "Allow: GET, HEAD, OPTIONS",
+                   "The audience port serves listeners; sources go to the stage port");
+        return;
+    }
+    char path[256];
+    if (http_decode_path(req->path, req->path_len, path, sizeof(path)) < 0) {
+        ctr->joins[JOIN_BAD_REQUEST]++;
+        conn_error(c, 400, NULL, "Bad path");
+        return;
+    }
+    const unsigned char *data;
+    size_t len;
+    const char *type;
+    if (web_asset(path, &data, &len, &type) == 0) {
+        conn_respond_doc(c, head_only, type, data, len, "Cache-Control: no-cache");
+        return;
+    }
+    if (strcmp(path, "/status-json.xsl") == 0 || strcmp(path, "/metrics") == 0) {
+        struct buf body = {0};
+        int json = path[1] == 's';
+        if (json)
+            status_json(srv, &body);
+        else
+            status_metrics(srv, &body);
+        conn_respond_doc(c, head_only,
+                         json ? "application/json; charset=utf-8"
+                              : "text/plain; version=0.0.4; charset=utf-8",
+                         body.data, body.len, cors_doc);
+        buf_free(&body);
+        return;
+    }
+    const char *mount = path + 1;
+    int slot = mount_name_ok(mount) ? audience_find(srv, mount) : -1;
+    if (slot < 0) {
+        ctr->joins[JOIN_NOT_FOUND]++;
+        conn_error(c, 404, NULL, "No such mount");
+        return;
+    }
+    conn_head_done(c);
+    listener_start(c, slot, head_only);
+}
+
+void audience_count_now(struct server *srv)
+{
+    audience_tick(srv, 1);
+}

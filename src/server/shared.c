@@ -1,0 +1,60 @@
+#include "server/shared.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+static size_t ring_stride(void)
+{
+    size_t n = ring_bytes(SHARED_RING_SLOTS, SHARED_RING_BYTES);
+    return (n + 4095) & ~(size_t)4095;
+}
+
+static size_t shared_head_size(void)
+{
+    return (sizeof(struct shared) + 4095) & ~(size_t)4095;
+}
+
+struct shared *shared_create(uint32_t nworkers)
+{
+    size_t size = shared_head_size() + SHARED_MAX_SPACES * ring_stride();
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        abort();
+    struct shared *sh = p;
+    sh->size = size;
+    sh->nworkers = nworkers;
+    for (int i = 0; i < SHARED_MAX_SPACES; i++)
+        ring_init(shared_ring(sh, i), SHARED_RING_SLOTS, SHARED_RING_BYTES);
+    return sh;
+}
+
+void shared_destroy(struct shared *sh)
+{
+    if (sh)
+        munmap(sh, sh->size);
+}
+
+struct ring *shared_ring(struct shared *sh, int i)
+{
+    return (struct ring *)(void *)((char *)sh + shared_head_size() + (size_t)i * ring_stride());
+}
+
+static void add_counters(struct shared_counters *to, const struct shared_counters *from)
+{
+    /* every field is a uint64_t: add them as an array */
+    const uint64_t *f = (const uint64_t *)from;
+    uint64_t *t = (uint64_t *)to;
+    for (size_t i = 0; i < sizeof(*from) / sizeof(uint64_t); i++)
+        t[i] += __atomic_load_n(&f[i], __ATOMIC_RELAXED);
+}
+
+void shared_sum_counters(const struct shared *sh, struct shared_counters *out)
+{
+    memset(out, 0, sizeof(*out));
+    add_counters(out, &sh->retired);
+    add_counters(out, &sh->main.c);
+    for (uint32_t i = 0; i < sh->nworkers; i++)
+        add_counters(out, &sh->workers[i].c);
+}

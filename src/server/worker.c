@@ -1,0 +1,291 @@
+/*
+ * worker: listener worker processes, forked by the main process, and their supervision.
+ *
+ * Each worker is an audience process: its own event loop and its own listening socket on the
+ * audience port (SO_REUSEPORT, so the kernel spreads new connections over the workers). The
+ * main process holds the port with a socket that is bound but never listens: the port stays
+ * ours while workers come and go, and no connection is ever queued on it.
+ *
+ *   main: publish pages --> before sleep: write(eventfd[i]) --> worker i: flush (when due)
+ *
+ * A worker that dies is forked again in the same block of the shared table (its counters are
+ * first added to the retired ones, so totals never go down); its listeners reconnect and the
+ * others see nothing. A worker that dies within a second of starting is restarted a second
+ * later, not in a tight loop. Workers die with the main process (PR_SET_PDEATHSIG).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "net/net.h"
+#include "server/server.h"
+#include "util/log.h"
+
+#define WORKER_TICK_MS 250
+#define WORKER_READY_TIMEOUT_MS 10000
+
+/* ---- in the worker ------------------------------------------------------------------------- */
+
+static struct server worker_srv; /* the worker's own process state */
+
+static void worker_wake_on_io(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct server *srv = (struct server *)((char *)loop - offsetof(struct server, loop));
+    uint64_t n;
+    (void)events;
+    if (read(io->fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+        log_warn("worker", "wake read: %s", strerror(errno));
+    audience_on_wake(srv);
+}
+
+static void worker_signal_on_io(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct signalfd_siginfo si;
+    (void)events;
+    if (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        loop_stop(loop);
+}
+
+static void worker_tick(struct loop *loop, struct loop_timer *t)
+{
+    struct server *srv = (struct server *)((char *)t - offsetof(struct server, tick));
+    server_expire(srv);
+    int second = loop->now_ms - srv->last_second_ms >= 1000;
+    if (second)
+        srv->last_second_ms = loop->now_ms;
+    audience_tick(srv, second);
+    loop_timer_start(loop, t, WORKER_TICK_MS, worker_tick);
+}
+
+static void worker_before_sleep(struct loop *loop, void *arg)
+{
+    (void)loop;
+    server_free_zombies(arg);
+}
+
+/* Closes every descriptor inherited from the main process but <keep1> and <keep2>. */
+static void close_inherited(int keep1, int keep2)
+{
+    int a = keep1 < keep2 ? keep1 : keep2, b = keep1 < keep2 ? keep2 : keep1;
+    if (a > 3)
+        close_range(3, (unsigned)a - 1, 0);
+    if (b > a + 1)
+        close_range((unsigned)a + 1, (unsigned)b - 1, 0);
+    close_range((unsigned)b + 1, ~0U, 0);
+}
+
+static void __attribute__((noreturn)) worker_main(const struct server *parent, int index,
+                                                  int wake_fd, int ready_fd)
+{
+    struct server *srv = &worker_srv;
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    close_inherited(wake_fd, ready_fd);
+    srv->cfg = parent->cfg;
+    srv->sh = parent->sh;
+    srv->is_worker = 1;
+    srv->serves_audience = 1;
+    srv->worker_index = index;
+    srv->start_wall = parent->start_wall;
+    snprintf(srv->audience_addr, sizeof(srv->audience_addr), "%s", parent->audience_addr);
+    server_common_init(srv);
+    if (loop_init(&srv->loop) < 0)
+        _exit(1);
+    srv->loop.before_sleep = worker_before_sleep;
+    srv->loop.before_sleep_arg = srv;
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    srv->signals.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    srv->signals.cb = worker_signal_on_io;
+    srv->wake.fd = wake_fd;
+    srv->wake.cb = worker_wake_on_io;
+    audience_init(srv);
+    if (srv->signals.fd < 0 || loop_add(&srv->loop, &srv->signals, EPOLLIN) < 0 ||
+        loop_add(&srv->loop, &srv->wake, EPOLLIN) < 0 ||
+        server_listen(srv, &srv->audience, srv->cfg.audience_host, srv->cfg.audience_port, 1,
+                      NULL, 0) < 0)
+        _exit(1);
+    loop_timer_start(&srv->loop, &srv->tick, WORKER_TICK_MS, worker_tick);
+    if (write(ready_fd, "r", 1) != 1)
+        _exit(1);
+    close(ready_fd);
+    log_debug("worker", "worker %d (pid %d) serving %s", index, (int)getpid(),
+              srv->audience_addr);
+    loop_run(&srv->loop);
+    audience_close_all(srv);
+    server_close_conns(srv);
+    loop_timer_stop(&srv->loop, &srv->tick);
+    close(srv->audience.fd);
+    close(srv->signals.fd);
+    close(srv->wake.fd);
+    close(srv->spare_fd);
+    loop_close(&srv->loop);
+    exit(0);
+}
+
+/* ---- in the main process ------------------------------------------------------------------- */
+
+static void worker_respawn_cb(struct loop *loop, struct loop_timer *t);
+
+/* Forks worker <i> and waits for it to listen. Returns 0 or -1. */
+static int worker_spawn(struct server *srv, int i)
+{
+    struct worker_proc *w = &srv->workers[i];
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int ready[2];
+    if (efd < 0 || pipe2(ready, O_CLOEXEC) < 0) {
+        log_error("worker", "cannot start worker %d: %s", i, strerror(errno));
+        if (efd >= 0)
+            close(efd);
+        return -1;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error("worker", "fork: %s", strerror(errno));
+        close(efd);
+        close(ready[0]);
+        close(ready[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(ready[0]);
+        worker_main(srv, i, efd, ready[1]);
+    }
+    close(ready[1]);
+    if (w->wake_fd > 0)
+        close(w->wake_fd);
+    w->pid = pid;
+    w->wake_fd = efd;
+    w->started_ms = loop_clock_ms();
+    struct pollfd p = {.fd = ready[0], .events = POLLIN};
+    char ch;
+    int ok = poll(&p, 1, WORKER_READY_TIMEOUT_MS) == 1 && read(ready[0], &ch, 1) == 1;
+    close(ready[0]);
+    if (!ok) {
+        log_error("worker", "worker %d (pid %d) did not start", i, (int)pid);
+        return -1;
+    }
+    return 0;
+}
+
+int workers_start(struct server *srv)
+{
+    char err[256];
+    /* Hold the port (bound, not listening) and learn it if 0 was asked for. */
+    int fd = net_listen(srv->cfg.audience_host, srv->cfg.audience_port, -1, 1, err, sizeof(err));
+    if (fd < 0) {
+        fprintf(stderr, "rostrum: %s\n", err);
+        return -1;
+    }
+    srv->audience_reserve_fd = fd;
+    srv->cfg.audience_port = net_local_port(fd);
+    const char *host = srv->cfg.audience_host[0] ? srv->cfg.audience_host : "0.0.0.0";
+    if (strchr(host, ':'))
+        snprintf(srv->audience_addr, sizeof(srv->audience_addr), "[%s]:%u", host,
+                 srv->cfg.audience_port);
+    else
+        snprintf(srv->audience_addr, sizeof(srv->audience_addr), "%s:%u", host,
+                 srv->cfg.audience_port);
+    for (int i = 0; i < srv->cfg.workers; i++) {
+        srv->workers[i].wake_fd = -1;
+        if (worker_spawn(srv, i) < 0)
+            return -1;
+    }
+    log_info("worker", "%d listener workers on %s", srv->cfg.workers, srv->audience_addr);
+    return 0;
+}
+
+static void worker_respawn(struct server *srv, int i)
+{
+    struct shared *sh = srv->sh;
+    /* keep its counters in the totals, then give the new worker a clean block */
+    const uint64_t *from = (const uint64_t *)&sh->workers[i].c;
+    uint64_t *to = (uint64_t *)&sh->retired;
+    for (size_t k = 0; k < sizeof(struct shared_counters) / sizeof(uint64_t); k++)
+        to[k] += from[k];
+    memset(&sh->workers[i], 0, sizeof(sh->workers[i]));
+    sh->main.worker_restarts++;
+    if (worker_spawn(srv, i) < 0)
+        loop_timer_start(&srv->loop, &srv->workers[i].respawn, 1000, worker_respawn_cb);
+}
+
+static void worker_respawn_cb(struct loop *loop, struct loop_timer *t)
+{
+    struct server *srv = (struct server *)((char *)loop - offsetof(struct server, loop));
+    for (int i = 0; i < srv->cfg.workers; i++)
+        if (&srv->workers[i].respawn == t)
+            worker_respawn(srv, i);
+}
+
+void workers_on_child_exit(struct server *srv)
+{
+    int st;
+    pid_t pid;
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        for (int i = 0; i < srv->cfg.workers; i++) {
+            struct worker_proc *w = &srv->workers[i];
+            if (w->pid != pid)
+                continue;
+            w->pid = 0;
+            if (WIFSIGNALED(st))
+                log_warn("worker", "worker %d (pid %d) killed by signal %d: restarting", i,
+                         (int)pid, WTERMSIG(st));
+            else
+                log_warn("worker", "worker %d (pid %d) exited with %d: restarting", i,
+                         (int)pid, WEXITSTATUS(st));
+            if (loop_clock_ms() - w->started_ms < 1000)
+                loop_timer_start(&srv->loop, &w->respawn, 1000, worker_respawn_cb);
+            else
+                worker_respawn(srv, i);
+        }
+    }
+}
+
+void workers_wake(struct server *srv)
+{
+    uint64_t one = 1;
+    for (int i = 0; i < srv->cfg.workers; i++)
+        if (srv->workers[i].pid > 0 && write(srv->workers[i].wake_fd, &one, sizeof(one)) < 0 &&
+            errno != EAGAIN)
+            LOG_RATELIMITED(LOG_WARN, "worker", "wake worker %d: %s", i, strerror(errno));
+}
+
+void workers_stop(struct server *srv)
+{
+    int n = srv->cfg.workers > 0 ? srv->cfg.workers : 0;
+    for (int i = 0; i < n; i++) {
+        loop_timer_stop(&srv->loop, &srv->workers[i].respawn);
+        if (srv->workers[i].pid > 0)
+            kill(srv->workers[i].pid, SIGTERM);
+    }
+    int64_t deadline = loop_clock_ms() + 5000;
+    for (int i = 0; i < n; i++) {
+        struct worker_proc *w = &srv->workers[i];
+        while (w->pid > 0) {
+            int st;
+            pid_t r = waitpid(w->pid, &st, WNOHANG);
+            if (r == w->pid || (r < 0 && errno == ECHILD)) {
+                w->pid = 0;
+                break;
+            }
+            if (loop_clock_ms() > deadline)
+                kill(w->pid, SIGKILL);
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        if (w->wake_fd >= 0)
+            close(w->wake_fd);
+        w->wake_fd = -1;
+    }
+}
