@@ -9,7 +9,8 @@ int log_level = LOG_INFO;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
-static void log_vwrite(int level, const char *tag, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void log_vwrite(int level, const char *tag,
+                                                          const char *fmt, va_list ap)
 {
     char line[1024];
     struct timespec ts;
