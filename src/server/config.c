@@ -32,6 +32,9 @@ enum key_id {
     KEY_HEAD_TIMEOUT_MS,
     KEY_LAG_MS,
     KEY_MAX_STALLS,
+    KEY_WORKERS,
+    KEY_WRITE_BUDGET,
+    KEY_MAX_BATCH_MS,
     KEY_LOG_LEVEL,
     KEY_NAME,
     KEY_DESCRIPTION,
@@ -58,6 +61,9 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_HEAD_TIMEOUT_MS] = {"head-timeout-ms", IN_GLOBAL, 100, 60000},
     [KEY_LAG_MS] = {"lag-ms", IN_GLOBAL, 1000, 60000},
     [KEY_MAX_STALLS] = {"max-stalls", IN_GLOBAL, 1, 100},
+    [KEY_WORKERS] = {"workers", IN_GLOBAL, 0, 32},
+    [KEY_WRITE_BUDGET] = {"write-budget", IN_GLOBAL, 1000, 10000000},
+    [KEY_MAX_BATCH_MS] = {"max-batch-ms", IN_GLOBAL, 0, 5000},
     [KEY_LOG_LEVEL] = {"log-level", IN_GLOBAL, 1, 0},
     [KEY_NAME] = {"name", IN_SPACE, 1, 0},
     [KEY_DESCRIPTION] = {"description", IN_SPACE, 1, 0},
@@ -110,6 +116,9 @@ void config_defaults(struct config *c)
     c->head_timeout_ms = 5000;
     c->lag_ms = 10000;
     c->max_stalls = 3;
+    c->workers = -1;
+    c->write_budget = 50000;
+    c->max_batch_ms = 2000;
     c->log_level = LOG_INFO;
 }
 
@@ -273,6 +282,12 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->lag_ms;
     case KEY_MAX_STALLS:
         return &c->max_stalls;
+    case KEY_WORKERS:
+        return &c->workers;
+    case KEY_WRITE_BUDGET:
+        return &c->write_budget;
+    case KEY_MAX_BATCH_MS:
+        return &c->max_batch_ms;
     default:
         abort(); /* key_defs[] and this switch disagree */
     }

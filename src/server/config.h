@@ -50,6 +50,10 @@ struct config {
     int head_timeout_ms;       /* a request head must arrive within; default 5000 */
     int lag_ms;                /* further behind than this jumps to the live edge; 10000 */
     int max_stalls;            /* jumps before a listener is closed; default 3, 1..100 */
+    int workers;               /* listener worker processes; -1 (default) = from max-listeners
+                                  and the descriptor limit; 0 = the main process serves */
+    int write_budget;          /* writes/s all listeners may cost before batching; 50000 */
+    int max_batch_ms;          /* longest wait between writes to one listener; 2000 */
     int log_level;             /* enum log_level (util/log.h); default LOG_INFO */
     struct space_config spaces[CONFIG_MAX_SPACES];
     size_t num_spaces;
