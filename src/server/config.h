@@ -1,0 +1,99 @@
+/*
+ * config: the server's configuration file.
+ *
+ * A small line-based format, read once at start (docs/config.example is the reference):
+ *
+ *     # a comment (whole lines only, so a password may contain '#')
+ *     audience = 0.0.0.0:8000
+ *     source-password = "hunter2"
+ *     [space live]
+ *     name = "Morning show"
+ *
+ * Keys before the first section are global; a `[space NAME]` section holds the options of
+ * one space (mount `/NAME`). Every error names the file and line ("FILE:LINE: message") so an
+ * operator can fix a file without reading the source. Parsing is bounded: lines are at most
+ * CONFIG_MAX_LINE bytes, spaces at most CONFIG_MAX_SPACES, and each value must fit its field,
+ * so a hostile or corrupt file cannot make the parser allocate or loop without bound.
+ *
+ * Ownership: a struct config is a plain value owned by whoever declared it; nothing in it
+ * points elsewhere, so it may be copied with memcpy and shared with forked workers.
+ */
+#ifndef ROSTRUM_SERVER_CONFIG_H
+#define ROSTRUM_SERVER_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_MAX_SPACES 64
+#define CONFIG_MAX_LINE 1024          /* bytes per line, without the line ending */
+#define CONFIG_MAX_FILE (1024 * 1024) /* config_load_file refuses larger files */
+
+/* Options of one `[space NAME]` section. Unset values fall back to the global ones. */
+struct space_config {
+    char name[64];          /* mount name without the leading '/' */
+    char display_name[128]; /* "" if unset */
+    char description[256];
+    char source_password[128];       /* "" = use the global one */
+    int burst_ms, page_ms, grace_ms; /* -1 = use the global value */
+};
+
+struct config {
+    char audience_host[256];
+    uint16_t audience_port; /* default 0.0.0.0:8000 */
+    char stage_host[256];
+    uint16_t stage_port;       /* default 0.0.0.0:8001 */
+    char source_password[128]; /* default "" (server refuses to start without one) */
+    int burst_ms;              /* audio sent at once on join; default 1000, 0..30000 */
+    int page_ms;               /* Ogg page duration; default 200, 20..2000 */
+    int grace_ms;              /* a space outlives its source this long; default 10000 */
+    int max_listeners;         /* default 100000, 1..10000000 */
+    int head_timeout_ms;       /* a request head must arrive within; default 5000 */
+    int lag_ms;                /* further behind than this jumps to the live edge; 10000 */
+    int max_stalls;            /* jumps before a listener is closed; default 3, 1..100 */
+    int workers;               /* listener worker processes; -1 (default) = from max-listeners
+                                  and the descriptor limit; 0 = the main process serves */
+    int write_budget;          /* writes/s all listeners may cost before batching; 50000 */
+    int max_batch_ms;          /* longest wait between writes to one listener; 2000 */
+    int log_level;             /* enum log_level (util/log.h); default LOG_INFO */
+    struct space_config spaces[CONFIG_MAX_SPACES];
+    size_t num_spaces;
+};
+
+/* Sets every field of <c> to its default: no spaces, empty password, listeners on
+ * 0.0.0.0:8000, stage on 0.0.0.0:8001. */
+void config_defaults(struct config *c);
+
+/* Parses <len> bytes of config text (need not be NUL-terminated; a NUL byte is an error) and
+ * applies it on top of <c>, which the caller has filled (config_defaults, usually). <filename>
+ * is used in messages (NULL reads "config"). Returns 0, or -1 with "FILE:LINE: message" in
+ * <err> (of <errlen> bytes, always NUL-terminated when errlen > 0); on error <c> is left
+ * exactly as it was. A space already in <c> may not be declared again. */
+int config_parse(struct config *c, const char *text, size_t len, const char *filename, char *err,
+                 size_t errlen);
+
+/* Reads the file at <path> (at most CONFIG_MAX_FILE bytes) and config_parse()s it onto <c>.
+ * File errors read "PATH: No such file or directory" and the like; <c> is unchanged. */
+int config_load_file(struct config *c, const char *path, char *err, size_t errlen);
+
+/* Splits "HOST:PORT", "[v6]:PORT" or ":PORT" (host 0.0.0.0). The host is copied into <host>
+ * (<host_cap> bytes) without brackets, ready for getaddrinfo(); port 0 is allowed (tests bind
+ * port 0 and read it back). Returns 0, or -1 (nothing written to <port>) on a malformed
+ * string, a port above 65535 or a host that does not fit. */
+int config_parse_hostport(const char *s, char *host, size_t host_cap, uint16_t *port);
+
+/* Returns 1 if <name> is a valid space name: 1-63 bytes of [A-Za-z0-9._-], not all dots
+ * (a browser would resolve "/.." to "/"), else 0. */
+int config_space_name_valid(const char *name);
+
+/* Returns the configured space called <name> (without '/'), or NULL if there is none.
+ * The pointer borrows from <c>. */
+const struct space_config *config_space(const struct config *c, const char *name);
+
+/* Effective per-space values: the space's own if set, else the global one. <sc> may be NULL
+ * (a space started by a source without a section). */
+int config_burst_ms(const struct config *c, const struct space_config *sc);
+int config_page_ms(const struct config *c, const struct space_config *sc);
+int config_grace_ms(const struct config *c, const struct space_config *sc);
+const char *config_source_password(const struct config *c, const struct space_config *sc);
+
+#endif

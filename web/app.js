@@ -1,0 +1,308 @@
+/*
+ * rostrum listener page: lists the live spaces from /status-json.xsl (Icecast 2.4's shape)
+ * and plays them with the browser's own <audio> element.
+ *
+ * - Polls every 2 s (15 s while the tab is hidden: at a million listeners the poll is most
+ *   of the page's cost to the server). One request at a time, with a timeout, so a slow
+ *   server never piles up requests.
+ * - A card is keyed by its mount path and built once: refreshes only change its text, so a
+ *   playing <audio> is never rebuilt or moved. Cards of ended mounts are removed.
+ * - Addresses are resolved against the page, not taken from listenurl, so the page works
+ *   behind any host, port or path prefix a proxy puts in front of it.
+ * - Server text goes into the page with textContent only.
+ */
+'use strict';
+
+(function () {
+  const POLL_MS = 2000;
+  const POLL_HIDDEN_MS = 15000;
+  const FETCH_TIMEOUT_MS = 5000;
+  /* Icecast fills unset stream metadata with these; show nothing instead */
+  const PLACEHOLDERS = new Set(['', 'Unspecified name', 'Unspecified description',
+                                'no name', 'no description', 'various', '(none)']);
+
+  const listEl = document.getElementById('spaces');
+  const emptyEl = document.getElementById('empty');
+  const statusEl = document.getElementById('status');
+  const cards = new Map(); /* mount path ("/live") -> card object */
+  let timer = 0;
+  let inFlight = false;
+
+  function setText(el, text) {
+    if (el.textContent !== text)
+      el.textContent = text;
+  }
+
+  function field(src, key) {
+    const v = src[key];
+    if (typeof v !== 'string' && typeof v !== 'number')
+      return '';
+    const s = String(v).trim();
+    return PLACEHOLDERS.has(s) ? '' : s;
+  }
+
+  /* The mount path of a source ("/live"), or '' if listenurl is missing or odd. */
+  function mountOf(src) {
+    if (!src || typeof src.listenurl !== 'string')
+      return '';
+    try {
+      const path = new URL(src.listenurl, location.href).pathname;
+      return path.length > 1 ? path : '';
+    } catch (e) {
+      return '';
+    }
+  }
+
+  /* "./live" resolves to "/live" on a page served at "/", and to "/radio/live" behind a
+   * proxy that serves the page at "/radio/". The "./" keeps "a:b" from reading as a scheme. */
+  function streamUrl(mount) {
+    return new URL('.' + mount, location.href).href;
+  }
+
+  /* Icecast writes "2024-05-01T10:00:00+0000"; Date wants "+00:00". */
+  function parseIso(s) {
+    if (typeof s !== 'string')
+      return NaN;
+    return Date.parse(s.replace(/([+-]\d\d)(\d\d)$/, '$1:$2'));
+  }
+
+  function liveFor(ms) {
+    const min = Math.floor(ms / 60000);
+    if (!(min >= 0))
+      return '';
+    if (min < 1)
+      return 'live for under a minute';
+    if (min < 60)
+      return 'live for ' + min + ' min';
+    return 'live for ' + Math.floor(min / 60) + ' h ' + (min % 60) + ' min';
+  }
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls)
+      e.className = cls;
+    if (text)
+      e.textContent = text;
+    return e;
+  }
+
+  function createCard(mount) {
+    const root = el('li', 'card');
+    root.dataset.mount = mount;
+    const id = 'space-' + (cards.size + 1) + '-' + mount.replace(/[^A-Za-z0-9_-]/g, '_');
+
+    const head = el('div', 'card-head');
+    const title = el('h2', 'title');
+    title.id = id + '-title';
+    const badge = el('span', 'badge', 'Live');
+    head.append(title, badge);
+
+    const desc = el('p', 'desc');
+    const meta = el('p', 'meta');
+    const count = el('span', 'listeners', '0');
+    const countLabel = el('span', 'listeners-label', ' listening');
+    const since = el('span', 'since');
+    const genre = el('span', 'genre');
+    meta.append(count, countLabel, since, genre);
+
+    const controls = el('div', 'controls');
+    const button = el('button', 'listen', 'Listen');
+    button.type = 'button';
+    const state = el('span', 'state');
+    state.setAttribute('role', 'status');
+    controls.append(button, state);
+
+    const audio = el('audio', 'player');
+    audio.controls = true;
+    audio.preload = 'none';
+    audio.src = streamUrl(mount);
+    audio.setAttribute('aria-labelledby', title.id);
+
+    /* the address for VLC, mpv or a phone's player */
+    const link = el('p', 'url');
+    const a = el('a', '', audio.src);
+    a.href = audio.src;
+    link.append('Stream: ', a);
+
+    root.append(head, desc, meta, controls, audio, link);
+    const card = {root, title, desc, count, countLabel, since, genre, button, state, audio,
+                  name: mount.slice(1)};
+
+    button.addEventListener('click', () => toggle(card));
+    audio.addEventListener('playing', () => {
+      labelButton(card);
+      setText(state, 'Playing');
+      root.classList.add('playing');
+    });
+    audio.addEventListener('waiting', () => setText(state, 'Buffering…'));
+    audio.addEventListener('pause', () => {
+      labelButton(card);
+      if (!audio.error)
+        setText(state, '');
+      root.classList.remove('playing');
+      /* A paused live stream goes stale, and the server drops a listener that stops
+       * reading. Detach the source so the connection closes, then put it back: the element
+       * keeps its src (native controls still work) and the next play starts at the live
+       * edge. Chromium reconnects at once on a plain load(), but not after this. */
+      setTimeout(() => {
+        if (audio.paused && audio.isConnected && audio.getAttribute('src'))
+          disconnect(audio, audio.getAttribute('src'));
+      }, 0);
+    });
+    audio.addEventListener('ended', () => setText(state, 'Stream ended'));
+    audio.addEventListener('error', () => {
+      labelButton(card);
+      setText(state, 'Stream error, press Listen to retry');
+      root.classList.remove('playing');
+    });
+    return card;
+  }
+
+  /* The button says what a press will do; its accessible name adds the space's name. */
+  function labelButton(card) {
+    const verb = card.audio.paused || card.audio.error ? 'Listen' : 'Stop';
+    setText(card.button, verb);
+    const label = verb + (verb === 'Listen' ? ' to ' : ' ') + card.name;
+    if (card.button.getAttribute('aria-label') !== label)
+      card.button.setAttribute('aria-label', label);
+  }
+
+  /* Closes the element's connection; with <src>, leaves it ready to play again. */
+  function disconnect(audio, src) {
+    audio.removeAttribute('src');
+    audio.load();
+    if (src)
+      audio.setAttribute('src', src);
+  }
+
+  function toggle(card) {
+    const audio = card.audio;
+    if (!audio.paused) {
+      audio.pause();
+      return;
+    }
+    if (audio.error || audio.ended)
+      disconnect(audio, audio.getAttribute('src'));
+    setText(card.state, 'Connecting…');
+    const p = audio.play();
+    if (p && p.catch) {
+      p.catch((e) => {
+        if (e && e.name === 'AbortError')
+          return; /* a pause or reload beat the play: not an error */
+        setText(card.state, e && e.name === 'NotAllowedError'
+          ? 'The browser blocked playback: press Listen again'
+          : 'Could not play this stream');
+      });
+    }
+  }
+
+  function updateCard(card, src, mount, now) {
+    const name = field(src, 'server_name') || mount.slice(1);
+    setText(card.title, name);
+    card.name = name;
+    labelButton(card);
+    const desc = field(src, 'server_description');
+    setText(card.desc, desc);
+    card.desc.hidden = !desc;
+
+    const n = Number(src.listeners);
+    const known = Number.isFinite(n) && n >= 0;
+    setText(card.count, known ? Math.floor(n).toLocaleString('en') : '–');
+    card.count.dataset.count = known ? String(Math.floor(n)) : '';
+    setText(card.countLabel, ' listening');
+
+    const start = parseIso(src.stream_start_iso8601);
+    const since = Number.isFinite(start) ? liveFor(now - start) : '';
+    setText(card.since, since);
+    card.since.hidden = !since;
+    const genre = field(src, 'genre');
+    setText(card.genre, genre);
+    card.genre.hidden = !genre;
+  }
+
+  function removeCard(mount, card) {
+    const audio = card.audio;
+    audio.pause();
+    disconnect(audio, null); /* now rather than at garbage collection */
+    card.root.remove();
+    cards.delete(mount);
+  }
+
+  /* <source> is absent (no mount live), an object (one) or an array (several). */
+  function sourcesOf(data) {
+    const stats = data && data.icestats;
+    if (!stats || typeof stats !== 'object')
+      throw new Error('no icestats');
+    const s = stats.source;
+    if (s === undefined || s === null)
+      return [];
+    return Array.isArray(s) ? s : [s];
+  }
+
+  function render(sources) {
+    const now = Date.now();
+    const seen = new Set();
+    for (const src of sources) {
+      const mount = mountOf(src);
+      if (!mount || seen.has(mount))
+        continue;
+      seen.add(mount);
+      let card = cards.get(mount);
+      if (!card) {
+        card = createCard(mount);
+        cards.set(mount, card);
+        listEl.append(card.root); /* new cards go last: existing ones never move */
+      }
+      updateCard(card, src, mount, now);
+    }
+    for (const [mount, card] of cards) {
+      if (!seen.has(mount))
+        removeCard(mount, card);
+    }
+    emptyEl.hidden = cards.size !== 0;
+    const n = cards.size;
+    setText(statusEl, n === 0 ? '' : n === 1 ? '1 live space' : n + ' live spaces');
+    statusEl.classList.remove('error');
+  }
+
+  async function refresh() {
+    if (inFlight)
+      return; /* the request in flight schedules the next one */
+    inFlight = true;
+    const ctl = new AbortController();
+    const t = setTimeout(() => ctl.abort(), FETCH_TIMEOUT_MS);
+    try {
+      const res = await fetch('status-json.xsl', {cache: 'no-store', signal: ctl.signal});
+      if (!res.ok)
+        throw new Error('HTTP ' + res.status);
+      render(sourcesOf(await res.json()));
+      document.body.classList.remove('unreachable');
+    } catch (e) {
+      /* keep the cards: a player may still be playing from its buffer */
+      setText(statusEl, 'server unreachable, retrying');
+      statusEl.classList.add('error');
+      document.body.classList.add('unreachable');
+    } finally {
+      clearTimeout(t);
+      inFlight = false;
+      schedule();
+    }
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    const base = document.hidden ? POLL_HIDDEN_MS : POLL_MS;
+    /* a little jitter so a crowd that loaded the page together does not poll together */
+    timer = setTimeout(refresh, base + Math.floor(Math.random() * base * 0.1));
+  }
+
+  /* back in view: show fresh counts now rather than after the slow hidden-tab delay */
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden) {
+      clearTimeout(timer);
+      refresh();
+    }
+  });
+
+  refresh();
+})();
