@@ -199,6 +199,7 @@ void audience_route(struct conn *c, const struct http_request *req)
         return;
     }
     const char *mount = path + 1;
+    audience_check_slots(srv); /* this process may not have been woken since a change */
     int slot = mount_name_ok(mount) ? audience_find(srv, mount) : -1;
     if (slot < 0) {
         ctr->joins[JOIN_NOT_FOUND]++;

@@ -3,6 +3,7 @@
  *
  *   rostrum serve [--audience HOST:PORT] [--stage HOST:PORT] [--source-password PW]
  *                 [--config FILE] [--burst-ms N] [--page-ms N] [--grace-ms N]
+ *                 [--workers N] [--max-listeners N] [--write-budget N] [--max-batch-ms N]
  *                 [--log-level error|warn|info|debug]
  *
  * The config file is read first; options given on the command line override it. When both
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "server/config.h"
 #include "server/server.h"
@@ -29,6 +31,11 @@ static void usage(FILE *f)
             "  --burst-ms N             recent audio sent to a newcomer (default 1000)\n"
             "  --page-ms N              audio per Ogg page of the output (default 200)\n"
             "  --grace-ms N             how long listeners wait for a source to return (default 10000)\n"
+            "  --workers N              listener worker processes (default: from --max-listeners\n"
+            "                           and the descriptor limit; 0 = serve in the main process)\n"
+            "  --max-listeners N        listeners to plan for (default 100000)\n"
+            "  --write-budget N         writes/s before deliveries are batched (default 50000)\n"
+            "  --max-batch-ms N         longest wait between writes to a listener (default 2000)\n"
             "  --log-level LEVEL        error, warn, info (default) or debug\n");
 }
 
@@ -54,6 +61,26 @@ static int parse_level(const char *s)
     return -1;
 }
 
+/* Raises the descriptor limit to its hard maximum and, unless <asked> >= 0, returns enough
+ * workers for <max_listeners>, each keeping 2,000 descriptors for everything else. */
+static int default_workers(int asked, int max_listeners)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (asked >= 0)
+        return asked;
+    long per = (long)rl.rlim_cur - 2000;
+    if (rl.rlim_cur == RLIM_INFINITY || per > 100000)
+        per = 100000;
+    if (per < 1000)
+        per = 1000;
+    long n = (max_listeners + per - 1) / per;
+    return n < 1 ? 1 : n > SHARED_MAX_WORKERS ? SHARED_MAX_WORKERS : (int)n;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     static struct server srv;
@@ -64,6 +91,8 @@ static int cmd_serve(int argc, char **argv)
         {"source-password", required_argument, 0, 'p'}, {"config", required_argument, 0, 'c'},
         {"burst-ms", required_argument, 0, 'b'}, {"page-ms", required_argument, 0, 'g'},
         {"grace-ms", required_argument, 0, 'r'}, {"log-level", required_argument, 0, 'l'},
+        {"workers", required_argument, 0, 'w'}, {"max-listeners", required_argument, 0, 'm'},
+        {"write-budget", required_argument, 0, 'W'}, {"max-batch-ms", required_argument, 0, 'B'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     /* First pass: the config file, so that the command line can override it. */
     for (int i = 1; i < argc - 1; i++) {
@@ -114,6 +143,22 @@ static int cmd_serve(int argc, char **argv)
             if (parse_int("--grace-ms", optarg, 0, 600000, &cfg->grace_ms) < 0)
                 return 2;
             break;
+        case 'w':
+            if (parse_int("--workers", optarg, 0, SHARED_MAX_WORKERS, &cfg->workers) < 0)
+                return 2;
+            break;
+        case 'm':
+            if (parse_int("--max-listeners", optarg, 1, 10000000, &cfg->max_listeners) < 0)
+                return 2;
+            break;
+        case 'W':
+            if (parse_int("--write-budget", optarg, 1000, 10000000, &cfg->write_budget) < 0)
+                return 2;
+            break;
+        case 'B':
+            if (parse_int("--max-batch-ms", optarg, 0, 5000, &cfg->max_batch_ms) < 0)
+                return 2;
+            break;
         case 'l':
             if ((cfg->log_level = parse_level(optarg)) < 0) {
                 fprintf(stderr, "rostrum: --log-level: error, warn, info or debug\n");
@@ -138,6 +183,7 @@ static int cmd_serve(int argc, char **argv)
         return 2;
     }
     log_level = cfg->log_level;
+    cfg->workers = default_workers(cfg->workers, cfg->max_listeners);
     if (server_init(&srv) < 0)
         return 1;
     printf("ready audience=%s stage=%s\n", srv.audience_addr, srv.stage_addr);

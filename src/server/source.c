@@ -133,6 +133,12 @@ static int content_type_ok(const struct http_request *req)
 
 int mount_name_ok(const char *m)
 {
+    /* names the audience port serves itself cannot be mounts */
+    static const char *const reserved[] = {"metrics", "status-json.xsl", "index.html",
+                                           "app.js", "style.css"};
+    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+        if (strcmp(m, reserved[i]) == 0)
+            return 0;
     size_t n = strlen(m);
     if (n == 0 || n > 63)
         return 0;
@@ -183,6 +189,12 @@ void source_accept(struct conn *c, const struct http_request *req)
     }
     if (!sp)
         sp = space_create(srv, mount);
+    if (!sp) {
+        log_warn("source", "#%llu %s: /%s refused: all %d space slots in use",
+                 (unsigned long long)c->id, c->peer, mount, SHARED_MAX_SPACES);
+        conn_error(c, 503, "Retry-After: 10", "Too many spaces on this server");
+        return;
+    }
 
     const char *reply = http_header_has_token(req, "Expect", "100-continue")
                             ? "HTTP/1.1 100 Continue\r\n\r\n"

@@ -156,7 +156,6 @@ void space_source_attach(struct space *sp, struct conn *src, const struct space_
     struct shared_main *st = &sp->srv->sh->main;
     const struct space_config *sc = sp->cfg;
     sp->source = src;
-    loop_timer_stop(&sp->srv->loop, &sp->fill);
     sp->meta = *meta;
     struct space_meta shown = *meta;
     if (sc && sc->display_name[0])
@@ -186,19 +185,24 @@ static void space_publish_page(void *arg, const unsigned char *page, size_t len,
     sp->srv->published = 1;
 }
 
-/* Grace: every 20 ms, add silence so the listeners' timeline keeps pace with the clock. */
+/* Grace: every 20 ms, add silence so the listeners' timeline keeps pace with the clock.
+ * Silence is due from the arrival of the last source packet, not from the moment the drop
+ * was noticed: a source sending 1 s pages (ffmpeg) that dies just before its next page has
+ * left the listeners a second short already. The filler keeps running after a new source
+ * connects, until that source's first packet arrives. */
 static void space_fill_cb(struct loop *loop, struct loop_timer *t)
 {
     struct space *sp = (struct space *)((char *)t - offsetof(struct space, fill));
-    int64_t elapsed = loop->now_ms - sp->gone_ms;
-    if (elapsed >= space_grace_ms(sp)) {
+    if (!sp->source && loop->now_ms - sp->gone_ms >= space_grace_ms(sp)) {
         log_info("space", "/%s: no source for %d ms, ending", sp->ss->mount, space_grace_ms(sp));
         space_end(sp, CLOSE_MOUNT_END);
         return;
     }
     if (sp->mux && sp->silence_len > 0) {
-        uint64_t target = sp->gone_granule + (uint64_t)elapsed * 48;
-        while (ogg_mux_granule(sp->mux) + 960 <= target)
+        uint64_t target =
+            sp->fill_from_granule + (uint64_t)(loop->now_ms - sp->fill_from_ms) * 48;
+        /* bounded per tick, whatever the clock did */
+        for (int i = 0; i < 500 && ogg_mux_granule(sp->mux) + 960 <= target; i++)
             ogg_mux_packet(sp->mux, sp->silence, (size_t)sp->silence_len, 960,
                            space_publish_page, sp);
     }
@@ -217,7 +221,10 @@ void space_source_detach(struct space *sp, const char *why)
     sp->srv->sh->main.sources_connected--;
     sp->srv->sh->main.source_drops++;
     sp->gone_ms = sp->srv->loop.now_ms;
-    sp->gone_granule = sp->mux ? ogg_mux_granule(sp->mux) : 0;
+    if (sp->fill.due_ms == 0) {
+        sp->fill_from_ms = sp->last_packet_ms ? sp->last_packet_ms : sp->gone_ms;
+        sp->fill_from_granule = sp->mux ? ogg_mux_granule(sp->mux) : 0;
+    }
     loop_timer_start(&sp->srv->loop, &sp->fill, SPACE_FILL_MS, space_fill_cb);
 }
 
@@ -237,6 +244,8 @@ int space_on_head(struct space *sp, const struct opus_head_info *head)
         __atomic_add_fetch(&ss->gen, 1, __ATOMIC_RELEASE);
         sp->srv->published = 1;
     }
+    /* a new stream owes nobody silence: its timeline starts with this source */
+    loop_timer_stop(&sp->srv->loop, &sp->fill);
     sp->head = *head;
     if (getrandom(&sp->serial, sizeof(sp->serial), 0) != sizeof(sp->serial))
         sp->serial = (uint32_t)time(NULL);
@@ -256,6 +265,9 @@ void space_on_packet(struct space *sp, const unsigned char *pkt, size_t len, int
 {
     if (!sp->mux)
         return;
+    if (sp->fill.due_ms)
+        loop_timer_stop(&sp->srv->loop, &sp->fill); /* the new source's audio takes over */
+    sp->last_packet_ms = sp->srv->loop.now_ms;
     ogg_mux_packet(sp->mux, pkt, len, samples, space_publish_page, sp);
 }
 

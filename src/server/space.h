@@ -48,7 +48,9 @@ struct space {
     struct conn *source;                /* NULL in grace */
     struct loop_timer fill;             /* 20 ms silence filler while in grace */
     int64_t gone_ms;                    /* when the source left */
-    uint64_t gone_granule;
+    int64_t fill_from_ms;               /* silence is due from here ... */
+    uint64_t fill_from_granule;         /* ... at this granule */
+    int64_t last_packet_ms;             /* when the last source packet arrived */
     unsigned char silence[64];
     int silence_len;
 };

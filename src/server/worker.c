@@ -14,6 +14,7 @@
  * later, not in a tight loop. Workers die with the main process (PR_SET_PDEATHSIG).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
