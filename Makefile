@@ -95,6 +95,10 @@ build/fuzz/%: tests/fuzz/%.c
 fuzz: $(FUZZ_BIN)
 	scripts/fuzz $(FUZZ_SECONDS) $(FUZZ_BIN)
 
+# Fan-out benchmark: rostrum and Icecast 2 side by side under rostrum-load (see bench/README.md).
+bench: test-deps all
+	bench/fanout $(BENCH_ARGS)
+
 demo: deps all
 	scripts/demo
 
