@@ -21,7 +21,7 @@ ifeq ($(SAN),1)
 CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
 endif
-LDLIBS   := -lopus -logg -lhttp_parser -lcrypto -lm
+LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lcrypto -lm
 
 LIB_SRC  := $(filter-out src/server/main.c src/load/main.c,$(wildcard src/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(O)/obj/%.o) $(O)/obj/src/server/web_assets.o
