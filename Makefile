@@ -23,23 +23,29 @@ LDFLAGS  += -fsanitize=address,undefined
 endif
 LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lcrypto -lm
 
-LIB_SRC  := $(filter-out src/server/main.c src/load/main.c,$(wildcard src/*/*.c))
-LIB_OBJ  := $(LIB_SRC:%.c=$(O)/obj/%.o) $(O)/obj/src/server/web_assets.o
+LIB_SRC  := $(filter-out src/server/main.c src/load/main.c src/speak/main.c,$(wildcard src/*/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(O)/obj/%.o) $(O)/obj/web_assets.o $(O)/obj/web_table.o
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 WEB      := $(wildcard web/*)
 
 .PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench
-all: $(O)/rostrum $(O)/rostrum-load
+all: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak
 
 $(O)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 # The web pages are compiled into the binary so a server needs no files beside it.
-$(O)/obj/src/server/web_assets.o: src/server/web_assets.S $(WEB)
+$(O)/gen/web_assets.S $(O)/gen/web_table.c: $(WEB) scripts/gen-web-assets
+	@mkdir -p $(O)/gen
+	scripts/gen-web-assets $(O)/gen/web_assets.S $(O)/gen/web_table.c
+$(O)/obj/web_assets.o: $(O)/gen/web_assets.S
 	@mkdir -p $(dir $@)
 	$(CC) -c -o $@ $<
+$(O)/obj/web_table.o: $(O)/gen/web_table.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(O)/librostrum.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
@@ -48,6 +54,9 @@ $(O)/rostrum: $(O)/obj/src/server/main.o $(O)/librostrum.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/rostrum-load: $(O)/obj/src/load/main.o $(O)/librostrum.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/rostrum-speak: $(O)/obj/src/speak/main.o $(O)/librostrum.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/tests/%: tests/unit/%.c tests/unit/harness.h $(O)/librostrum.a
@@ -65,7 +74,7 @@ test-deps:
 # Unit tests, the fuzz corpus replay and the integration suite all run against the sanitizer
 # build; one summary line at the end counts every test.
 test: test-deps
-	$(MAKE) O=$(ASAN_O) SAN=1 WERROR=1 $(ASAN_O)/rostrum $(ASAN_O)/rostrum-load unit-bins
+	$(MAKE) O=$(ASAN_O) SAN=1 WERROR=1 $(ASAN_O)/rostrum $(ASAN_O)/rostrum-load $(ASAN_O)/rostrum-speak unit-bins
 	$(MAKE) WERROR=1 all
 	scripts/run-tests $(ASAN_O)
 

@@ -198,6 +198,23 @@ void audience_route(struct conn *c, const struct http_request *req)
         buf_free(&body);
         return;
     }
+    size_t plen = strlen(path);
+    if (strncmp(path, "/state/", 7) == 0 && plen > 12 && strcmp(path + plen - 5, ".json") == 0) {
+        /* the stage's state: one small document per space, cacheable for a second, so
+         * that listener pages polling it cost the origin nothing per listener behind a cache */
+        path[plen - 5] = '\0';
+        int slot = mount_name_ok(path + 7) ? audience_find(srv, path + 7) : -1;
+        const struct shared_space *ss = slot >= 0 ? &srv->sh->spaces[slot] : NULL;
+        uint32_t gen = ss ? __atomic_load_n(&ss->doc_gen, __ATOMIC_ACQUIRE) : 0;
+        if (!ss || ss->doc_len[gen & 1] == 0) {
+            conn_error(c, 404, NULL, "No stage state for this space");
+            return;
+        }
+        conn_respond_doc(c, head_only, "application/json; charset=utf-8", ss->doc[gen & 1],
+                         ss->doc_len[gen & 1],
+                         "Access-Control-Allow-Origin: *\r\nCache-Control: public, max-age=1");
+        return;
+    }
     const char *mount = path + 1;
     audience_check_slots(srv); /* this process may not have been woken since a change */
     int slot = mount_name_ok(mount) ? audience_find(srv, mount) : -1;

@@ -33,6 +33,9 @@ enum key_id {
     KEY_LAG_MS,
     KEY_MAX_STALLS,
     KEY_WORKERS,
+    KEY_HOST_KEY,
+    KEY_MAX_COHOSTS,
+    KEY_MAX_SPEAKERS,
     KEY_WRITE_BUDGET,
     KEY_MAX_BATCH_MS,
     KEY_LOG_LEVEL,
@@ -62,6 +65,9 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_LAG_MS] = {"lag-ms", IN_GLOBAL, 1000, 60000},
     [KEY_MAX_STALLS] = {"max-stalls", IN_GLOBAL, 1, 100},
     [KEY_WORKERS] = {"workers", IN_GLOBAL, 0, 32},
+    [KEY_HOST_KEY] = {"host-key", IN_GLOBAL, 1, 0},
+    [KEY_MAX_COHOSTS] = {"max-cohosts", IN_GLOBAL, 0, 12},
+    [KEY_MAX_SPEAKERS] = {"max-speakers", IN_GLOBAL, 0, 12},
     [KEY_WRITE_BUDGET] = {"write-budget", IN_GLOBAL, 1000, 10000000},
     [KEY_MAX_BATCH_MS] = {"max-batch-ms", IN_GLOBAL, 0, 5000},
     [KEY_LOG_LEVEL] = {"log-level", IN_GLOBAL, 1, 0},
@@ -117,6 +123,8 @@ void config_defaults(struct config *c)
     c->lag_ms = 10000;
     c->max_stalls = 3;
     c->workers = -1;
+    c->max_cohosts = 2;
+    c->max_speakers = 10;
     c->write_budget = 50000;
     c->max_batch_ms = 2000;
     c->log_level = LOG_INFO;
@@ -284,6 +292,10 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->max_stalls;
     case KEY_WORKERS:
         return &c->workers;
+    case KEY_MAX_COHOSTS:
+        return &c->max_cohosts;
+    case KEY_MAX_SPEAKERS:
+        return &c->max_speakers;
     case KEY_WRITE_BUDGET:
         return &c->write_budget;
     case KEY_MAX_BATCH_MS:
@@ -392,6 +404,8 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         return set_string(p, def, c->source_password, sizeof(c->source_password), val, vlen);
     case KEY_LOG_LEVEL:
         return set_log_level(p, def, val, vlen);
+    case KEY_HOST_KEY:
+        return set_string(p, def, c->host_key, sizeof(c->host_key), val, vlen);
     case KEY_NAME:
         return set_string(p, def, sc->display_name, sizeof(sc->display_name), val, vlen);
     case KEY_DESCRIPTION:

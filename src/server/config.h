@@ -53,6 +53,9 @@ struct config {
     int workers;               /* listener worker processes; -1 (default) = from max-listeners
                                   and the descriptor limit; 0 = the main process serves */
     int write_budget;          /* writes/s all listeners may cost before batching; 50000 */
+    int max_cohosts;           /* co-hosts on a stage besides the host; default 2 */
+    int max_speakers;          /* speakers on a stage besides host and co-hosts; 10 */
+    char host_key[128];        /* creates stage spaces; "" = nobody can */
     int max_batch_ms;          /* longest wait between writes to one listener; 2000 */
     int log_level;             /* enum log_level (util/log.h); default LOG_INFO */
     struct space_config spaces[CONFIG_MAX_SPACES];

@@ -31,6 +31,7 @@ static void usage(FILE *f)
             "  --burst-ms N             recent audio sent to a newcomer (default 1000)\n"
             "  --page-ms N              audio per Ogg page of the output (default 200)\n"
             "  --grace-ms N             how long listeners wait for a source to return (default 10000)\n"
+            "  --host-key KEY           key that creates stage spaces (API, rostrum-speak --key)\n"
             "  --workers N              listener worker processes (default: from --max-listeners\n"
             "                           and the descriptor limit; 0 = serve in the main process)\n"
             "  --max-listeners N        listeners to plan for (default 100000)\n"
@@ -91,7 +92,7 @@ static int cmd_serve(int argc, char **argv)
         {"source-password", required_argument, 0, 'p'}, {"config", required_argument, 0, 'c'},
         {"burst-ms", required_argument, 0, 'b'}, {"page-ms", required_argument, 0, 'g'},
         {"grace-ms", required_argument, 0, 'r'}, {"log-level", required_argument, 0, 'l'},
-        {"workers", required_argument, 0, 'w'}, {"max-listeners", required_argument, 0, 'm'},
+        {"host-key", required_argument, 0, 'k'}, {"workers", required_argument, 0, 'w'}, {"max-listeners", required_argument, 0, 'm'},
         {"write-budget", required_argument, 0, 'W'}, {"max-batch-ms", required_argument, 0, 'B'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     /* First pass: the config file, so that the command line can override it. */
@@ -142,6 +143,13 @@ static int cmd_serve(int argc, char **argv)
         case 'r':
             if (parse_int("--grace-ms", optarg, 0, 600000, &cfg->grace_ms) < 0)
                 return 2;
+            break;
+        case 'k':
+            if (strlen(optarg) >= sizeof(cfg->host_key)) {
+                fprintf(stderr, "rostrum: --host-key: too long\n");
+                return 2;
+            }
+            snprintf(cfg->host_key, sizeof(cfg->host_key), "%s", optarg);
             break;
         case 'w':
             if (parse_int("--workers", optarg, 0, SHARED_MAX_WORKERS, &cfg->workers) < 0)

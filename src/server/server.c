@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -212,12 +213,16 @@ static void route_stage(struct conn *c, const struct http_request *req)
         return;
     case HTTP_OPTIONS:
         /* libshout's capability probe: it picks PUT when Allow lists it. */
-        conn_respond_doc(c, 1, "text/plain", "", 0, "Allow: GET, HEAD, OPTIONS, PUT, SOURCE");
+        conn_respond_doc(c, 1, "text/plain", "", 0,
+                         "Allow: GET, HEAD, OPTIONS, POST, PUT, SOURCE\r\n"
+                         "Access-Control-Allow-Origin: *\r\n"
+                         "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
+                         "Access-Control-Allow-Headers: Authorization, Content-Type");
         return;
     case HTTP_GET:
     case HTTP_HEAD:
-        conn_error(c, 404, NULL,
-                   "This is the stage port (sources); listeners use the audience port");
+    case HTTP_POST:
+        api_route(c, req);
         return;
     default:
         conn_error(c, 405, "Allow: GET, HEAD, OPTIONS, PUT, SOURCE", "Method not allowed");
@@ -484,6 +489,10 @@ int server_init(struct server *srv)
     srv->loop.before_sleep_arg = srv;
     srv->sh = shared_create(srv->cfg.workers > 0 ? (uint32_t)srv->cfg.workers : 1);
     srv->sh->main.c = (struct shared_counters){0};
+    if (getrandom(srv->secret, sizeof(srv->secret), 0) != (ssize_t)sizeof(srv->secret)) {
+        fprintf(stderr, "rostrum: getrandom: %s\n", strerror(errno));
+        return -1;
+    }
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask;
     sigemptyset(&mask);

@@ -29,10 +29,11 @@
 #include "util/list.h"
 
 struct space;
+struct member;
 struct ogg_demux;
 struct http_request;
 
-enum conn_kind { CONN_HEAD, CONN_RESPONSE, CONN_LINGER, CONN_LISTENER, CONN_SOURCE };
+enum conn_kind { CONN_HEAD, CONN_RESPONSE, CONN_LINGER, CONN_LISTENER, CONN_SOURCE, CONN_WS };
 enum port_kind { PORT_AUDIENCE, PORT_STAGE };
 
 /* Per-listener state: small and fixed, whatever the listener does. */
@@ -54,6 +55,7 @@ struct listener_state {
 struct source_state {
     struct space *space;
     struct ogg_demux *demux;
+    int input; /* mixer input when the space is a stage, else -1 */
     int64_t last_byte_ms;
     uint64_t bytes;
 };
@@ -79,6 +81,7 @@ struct conn {
         } resp;
         struct listener_state l;
         struct source_state src;
+        struct member *ws_member; /* CONN_WS: a stage member (stage.c) */
     };
 };
 
@@ -118,6 +121,7 @@ struct server {
     uint64_t next_id;
     int spare_fd;             /* kept open so EMFILE can be survived: see accept */
     int64_t start_wall;       /* time(NULL) at start */
+    uint8_t secret[32];       /* signs tokens; random per start */
     int published;            /* main: pages published since workers were last woken */
     struct audience aud;
     struct worker_proc workers[SHARED_MAX_WORKERS];
@@ -176,6 +180,9 @@ void source_on_io(struct loop *loop, struct io *io, uint32_t events);
 void source_check_idle(struct space *sp, int64_t timeout_ms);
 /* 1 if <m> is a valid mount name: 1-63 of [A-Za-z0-9._-], not starting with '.'. */
 int mount_name_ok(const char *m);
+
+/* The stage port's API and WebSocket entry (stage/api.c). */
+void api_route(struct conn *c, const struct http_request *req);
 
 /* Workers (worker.c): start, supervise, stop; the worker's own main loop. */
 int workers_start(struct server *srv);

@@ -29,6 +29,7 @@
 #define SHARED_MAX_SPACES 64
 #define SHARED_MAX_WORKERS 32
 #define SHARED_PREAMBLE_MAX 8192
+#define SHARED_STATE_MAX 8192
 #define SHARED_RING_SLOTS 4096       /* pages: 13 min of 200 ms pages */
 #define SHARED_RING_BYTES (2u << 20) /* arena: 5 min of audio at 48 kb/s */
 
@@ -79,6 +80,9 @@ struct shared_space {
     uint32_t preamble_len[2];
     uint32_t preamble_http_len[2];
     unsigned char preamble[2][SHARED_PREAMBLE_MAX]; /* HTTP response head + Ogg header pages */
+    uint32_t doc_gen; /* the stage's state document, double-buffered like the preamble */
+    uint32_t doc_len[2];
+    char doc[2][SHARED_STATE_MAX];
 };
 
 struct shared_worker {

@@ -22,6 +22,7 @@
 #include "ogg/demux.h"
 #include "server/server.h"
 #include "server/space.h"
+#include "stage/stage.h"
 #include "util/log.h"
 
 #define SOURCE_READ_CHUNK 16384
@@ -31,6 +32,8 @@ static int source_cb_head(void *arg, const struct opus_head_info *head)
     struct conn *c = arg;
     if (!c->src.space)
         return 1;
+    if (c->src.space->stage)
+        return 0; /* a mixer input: its own decoder follows the stream */
     return space_on_head(c->src.space, head);
 }
 
@@ -39,7 +42,10 @@ static int source_cb_packet(void *arg, const unsigned char *pkt, size_t len, int
     struct conn *c = arg;
     if (!c->src.space)
         return 1;
-    space_on_packet(c->src.space, pkt, len, samples);
+    if (c->src.space->stage)
+        stage_source_packet(c->src.space->stage, c->src.input, pkt, len);
+    else
+        space_on_packet(c->src.space, pkt, len, samples);
     return 0;
 }
 
@@ -216,8 +222,10 @@ void source_accept(struct conn *c, const struct http_request *req)
     c->head.buf = NULL;
     list_unlink(&c->node); /* off the head-deadline list */
     c->kind = CONN_SOURCE;
-    c->src = (struct source_state){.space = sp, .demux = ogg_demux_new(),
+    c->src = (struct source_state){.space = sp, .demux = ogg_demux_new(), .input = -1,
                                    .last_byte_ms = srv->loop.now_ms};
+    if (sp->stage)
+        c->src.input = stage_source_add(sp->stage);
     c->io.cb = source_on_io;
     space_source_attach(sp, c, &meta);
     char name[160];

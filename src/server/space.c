@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "ogg/mux.h"
+#include "stage/stage.h"
 #include "util/buf.h"
 #include "util/log.h"
 
@@ -82,6 +83,9 @@ void space_end(struct space *sp, enum close_reason why)
         conn_close(src);
     }
     loop_timer_stop(&srv->loop, &sp->fill);
+    if (sp->stage)
+        stage_free(sp->stage);
+    sp->ss->doc_len[0] = sp->ss->doc_len[1] = 0;
     /* The audience processes see the new generation and close the listeners. */
     __atomic_store_n(&sp->ss->state, SLOT_FREE, __ATOMIC_RELEASE);
     __atomic_add_fetch(&sp->ss->gen, 1, __ATOMIC_RELEASE);
@@ -215,12 +219,17 @@ void space_source_detach(struct space *sp, const char *why)
         return;
     log_info("space", "/%s: source %s left (%s); grace %d ms", sp->ss->mount, sp->source->peer,
              why, space_grace_ms(sp));
+    if (sp->stage)
+        stage_source_remove(sp->stage, sp->source->src.input);
+    sp->source->src.input = -1;
     sp->source->src.space = NULL;
     sp->source = NULL;
     sp->ss->source_connected = 0;
     sp->srv->sh->main.sources_connected--;
     sp->srv->sh->main.source_drops++;
     sp->gone_ms = sp->srv->loop.now_ms;
+    if (sp->stage)
+        return; /* the stage's mixer keeps the stream going */
     if (sp->fill.due_ms == 0) {
         sp->fill_from_ms = sp->last_packet_ms ? sp->last_packet_ms : sp->gone_ms;
         sp->fill_from_granule = sp->mux ? ogg_mux_granule(sp->mux) : 0;
@@ -269,6 +278,17 @@ void space_on_packet(struct space *sp, const unsigned char *pkt, size_t len, int
         loop_timer_stop(&sp->srv->loop, &sp->fill); /* the new source's audio takes over */
     sp->last_packet_ms = sp->srv->loop.now_ms;
     ogg_mux_packet(sp->mux, pkt, len, samples, space_publish_page, sp);
+}
+
+void space_set_state(struct space *sp, const char *json, size_t len)
+{
+    struct shared_space *ss = sp->ss;
+    if (len > SHARED_STATE_MAX)
+        len = 0; /* bounded by the stage's limits; never publish a cut document */
+    uint32_t next = ss->doc_gen + 1;
+    memcpy(ss->doc[next & 1], json, len);
+    ss->doc_len[next & 1] = (uint32_t)len;
+    __atomic_store_n(&ss->doc_gen, next, __ATOMIC_RELEASE);
 }
 
 void space_update_peak(struct space *sp)

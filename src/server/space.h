@@ -53,6 +53,7 @@ struct space {
     int64_t last_packet_ms;             /* when the last source packet arrived */
     unsigned char silence[64];
     int silence_len;
+    struct stage *stage;                /* a stage space: the mixer feeds the stream */
 };
 
 /* Finds a space by mount name (no leading '/'), or NULL. */
@@ -67,6 +68,9 @@ void space_source_attach(struct space *sp, struct conn *src, const struct space_
 void space_source_detach(struct space *sp, const char *why);
 int space_on_head(struct space *sp, const struct opus_head_info *head);
 void space_on_packet(struct space *sp, const unsigned char *pkt, size_t len, int samples);
+
+/* Publishes the stage's state document to the audience processes. */
+void space_set_state(struct space *sp, const char *json, size_t len);
 
 /* Keeps the slot's listener peak from the workers' counts (once a second). */
 void space_update_peak(struct space *sp);

@@ -1,0 +1,275 @@
+/*
+ * api: the stage port's HTTP API and WebSocket entry (documented in the README).
+ *
+ *   POST /api/spaces?name=N[&title=T]          Authorization: Bearer HOST_KEY  -> 201
+ *   POST /api/spaces/N/invites?role=R          Bearer HOST_KEY or a host/cohost token
+ *   POST /api/spaces/N/end                     Bearer HOST_KEY or a host/cohost token
+ *   GET  /api/spaces/N                         the state document
+ *   GET  /ws/N?token=T|key=K[&name=NAME]       WebSocket: control (text) and audio (binary)
+ *
+ * Every check that can refuse happens before any state changes, and before the WebSocket
+ * upgrade, so a refused speaker gets a plain HTTP status with a reason.
+ */
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "http/request.h"
+#include "server/server.h"
+#include "server/space.h"
+#include "stage/stage.h"
+#include "stage/token.h"
+#include "util/log.h"
+#include "ws/ws.h"
+
+/* Finds query parameter <name> of <req>, percent- and '+'-decoded into <out>. Returns its
+ * length, or -1 if absent or malformed. */
+static int query_param(const struct http_request *req, const char *name, char *out, size_t cap)
+{
+    size_t nlen = strlen(name);
+    const char *q = req->query, *end = req->query + req->query_len;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - q) > nlen && memcmp(q, name, nlen) == 0 && q[nlen] == '=') {
+            size_t o = 0;
+            for (const char *p = q + nlen + 1; p < stop; p++) {
+                char ch = *p;
+                if (ch == '+') {
+                    ch = ' ';
+                } else if (ch == '%') {
+                    if (stop - p < 3)
+                        return -1;
+                    char hex[3] = {p[1], p[2], 0};
+                    char *e;
+                    long v = strtol(hex, &e, 16);
+                    if (*e || v <= 0)
+                        return -1;
+                    ch = (char)v;
+                    p += 2;
+                }
+                if ((unsigned char)ch < 0x20 || o + 1 >= cap)
+                    return -1;
+                out[o++] = ch;
+            }
+            out[o] = '\0';
+            return (int)o;
+        }
+        q = stop + 1;
+    }
+    return -1;
+}
+
+static int key_ok(const struct server *srv, const char *key, size_t len)
+{
+    size_t klen = strlen(srv->cfg.host_key);
+    return klen > 0 && len == klen && CRYPTO_memcmp(key, srv->cfg.host_key, klen) == 0;
+}
+
+/* Who the request's bearer is for space <mount>: 2 = the operator's host key, 1 = a host or
+ * co-host token of that space, 0 = nobody. */
+static int bearer(const struct server *srv, const struct http_request *req, const char *mount)
+{
+    const struct http_header *h = http_find_header(req, "Authorization");
+    if (!h || h->value_len < 8 || strncasecmp(h->value, "Bearer ", 7) != 0)
+        return 0;
+    const char *v = h->value + 7;
+    size_t len = h->value_len - 7;
+    if (key_ok(srv, v, len))
+        return 2;
+    struct token t;
+    const char *why;
+    if (mount && token_check(srv->secret, v, len, time(NULL), &t, &why) == 0 &&
+        strcmp(t.space, mount) == 0 &&
+        (strcmp(t.role, "host") == 0 || strcmp(t.role, "cohost") == 0))
+        return 1;
+    return 0;
+}
+
+static void respond_json(struct conn *c, int status, const char *body)
+{
+    struct buf out = {0};
+    size_t len = strlen(body);
+    buf_printf(&out,
+               "HTTP/1.1 %d %s\r\nServer: rostrum/0.1\r\nContent-Type: application/json\r\n"
+               "Content-Length: %zu\r\nAccess-Control-Allow-Origin: *\r\n"
+               "Cache-Control: no-store\r\nConnection: close\r\n\r\n%s",
+               status, http_status_reason(status), len, body);
+    conn_respond(c, &out);
+}
+
+static void respond_err(struct conn *c, int status, const char *msg)
+{
+    struct buf b = {0};
+    buf_puts(&b, "{\"error\":");
+    buf_json_str(&b, msg, strlen(msg));
+    buf_puts(&b, "}");
+    respond_json(c, status, b.data);
+    buf_free(&b);
+}
+
+/* Creates stage space <name>. Returns it, or NULL with <why>. */
+static struct space *create_stage_space(struct server *srv, const char *name, const char *title,
+                                        const char **why)
+{
+    if (!mount_name_ok(name)) {
+        *why = "bad space name: use 1-63 of A-Z a-z 0-9 . _ -";
+        return NULL;
+    }
+    if (space_find(srv, name)) {
+        *why = "a space with that name exists";
+        return NULL;
+    }
+    struct space *sp = space_create(srv, name);
+    if (!sp) {
+        *why = "too many spaces on this server";
+        return NULL;
+    }
+    sp->stage = stage_new(sp, title);
+    log_info("stage", "/%s: stage space created", name);
+    return sp;
+}
+
+static void api_create(struct conn *c, const struct http_request *req)
+{
+    struct server *srv = c->srv;
+    char name[64], title[128] = "";
+    if (bearer(srv, req, NULL) != 2)
+        return respond_err(c, 401, "creating a space needs the host key (Bearer)");
+    if (query_param(req, "name", name, sizeof(name)) < 0)
+        return respond_err(c, 400, "name= is required");
+    query_param(req, "title", title, sizeof(title));
+    const char *why;
+    struct space *sp = create_stage_space(srv, name, title, &why);
+    if (!sp)
+        return respond_err(c, strstr(why, "exists") ? 409 : 400, why);
+    char host[TOKEN_MAX], speaker[TOKEN_MAX];
+    int64_t exp = (int64_t)time(NULL) + 24 * 3600;
+    token_mint(srv->secret, name, "host", exp, host, sizeof(host));
+    token_mint(srv->secret, name, "speaker", exp, speaker, sizeof(speaker));
+    struct buf b = {0};
+    buf_printf(&b, "{\"space\":\"%s\",\"host_token\":\"%s\",\"speaker_token\":\"%s\","
+                   "\"listen_path\":\"/%s\",\"state_path\":\"/state/%s.json\"}",
+               name, host, speaker, name, name);
+    respond_json(c, 201, b.data);
+    buf_free(&b);
+}
+
+static void api_space(struct conn *c, const struct http_request *req, const char *name,
+                      const char *action)
+{
+    struct server *srv = c->srv;
+    struct space *sp = mount_name_ok(name) ? space_find(srv, name) : NULL;
+    if (!sp || !sp->stage)
+        return respond_err(c, 404, "no such stage space");
+    if (action[0] == '\0' && (req->method == HTTP_GET || req->method == HTTP_HEAD)) {
+        struct buf b = {0};
+        stage_state_json(sp->stage, &b);
+        respond_json(c, 200, b.data);
+        buf_free(&b);
+        return;
+    }
+    if (req->method != HTTP_POST)
+        return respond_err(c, 405, "use POST");
+    if (!bearer(srv, req, name))
+        return respond_err(c, 401, "needs the host key or a host/cohost token (Bearer)");
+    if (strcmp(action, "/invites") == 0) {
+        char rs[16] = "speaker";
+        query_param(req, "role", rs, sizeof(rs));
+        int role = role_parse(rs);
+        if (role < ROLE_LISTENER || role > ROLE_COHOST)
+            return respond_err(c, 400, "role must be listener, speaker or cohost");
+        char tok[TOKEN_MAX];
+        token_mint(srv->secret, name, rs, (int64_t)time(NULL) + 24 * 3600, tok, sizeof(tok));
+        struct buf b = {0};
+        buf_printf(&b, "{\"role\":\"%s\",\"token\":\"%s\"}", rs, tok);
+        respond_json(c, 201, b.data);
+        buf_free(&b);
+    } else if (strcmp(action, "/end") == 0) {
+        respond_json(c, 200, "{\"ended\":true}");
+        space_end(sp, CLOSE_MOUNT_END);
+    } else {
+        respond_err(c, 404, "unknown action");
+    }
+}
+
+static void ws_join(struct conn *c, const struct http_request *req, const char *name)
+{
+    struct server *srv = c->srv;
+    char tok[TOKEN_MAX], who[48] = "";
+    query_param(req, "name", who, sizeof(who));
+    int by_key = 0, want = ROLE_LISTENER;
+    if (query_param(req, "key", tok, sizeof(tok)) >= 0) {
+        if (!key_ok(srv, tok, strlen(tok))) {
+            log_warn("stage", "#%llu %s: bad host key for /%s", (unsigned long long)c->id,
+                     c->peer, name);
+            return conn_error(c, 401, NULL, "Bad host key");
+        }
+        by_key = 1;
+    } else if (query_param(req, "token", tok, sizeof(tok)) >= 0) {
+        struct token t;
+        const char *why;
+        if (token_check(srv->secret, tok, strlen(tok), time(NULL), &t, &why) < 0 ||
+            strcmp(t.space, name) != 0) {
+            log_warn("stage", "#%llu %s: refused for /%s: %s", (unsigned long long)c->id, c->peer,
+                     name, strcmp(t.space, name) ? "token for another space" : why);
+            return conn_error(c, 403, NULL, "Bad or expired token");
+        }
+        want = role_parse(t.role);
+    }
+    struct space *sp = mount_name_ok(name) ? space_find(srv, name) : NULL;
+    if (sp && !sp->stage)
+        return conn_error(c, 409, NULL, "This mount is a studio relay, not a stage");
+    if (!sp && !by_key)
+        return conn_error(c, 404, NULL, "No such space");
+    char head[256];
+    int n = ws_handshake(req, head, sizeof(head));
+    if (n < 200 || n == 400 || n == 426) {
+        if (n == 426)
+            return conn_error(c, 426, "Sec-WebSocket-Version: 13", "WebSocket version 13 only");
+        return conn_error(c, 400, NULL, "Not a WebSocket upgrade");
+    }
+    const char *why = NULL;
+    if (!sp) {
+        sp = create_stage_space(srv, name, name, &why);
+        if (!sp)
+            return conn_error(c, 400, NULL, why);
+    }
+    int role = stage_place(sp->stage, want, by_key, &why);
+    if (role < 0)
+        return conn_error(c, 409, NULL, why);
+    if (send(c->io.fd, head, (size_t)n, MSG_NOSIGNAL) != n)
+        return conn_close(c);
+    conn_head_done(c);
+    loop_mod(&srv->loop, &c->io, EPOLLIN | EPOLLRDHUP);
+    stage_join(sp->stage, c, role, who);
+}
+
+void api_route(struct conn *c, const struct http_request *req)
+{
+    char path[256];
+    if (http_decode_path(req->path, req->path_len, path, sizeof(path)) < 0)
+        return conn_error(c, 400, NULL, "Bad path");
+    if (strncmp(path, "/ws/", 4) == 0)
+        return ws_join(c, req, path + 4);
+    if (strcmp(path, "/api/spaces") == 0) {
+        if (req->method != HTTP_POST)
+            return respond_err(c, 405, "use POST");
+        return api_create(c, req);
+    }
+    if (strncmp(path, "/api/spaces/", 12) == 0) {
+        char name[64];
+        const char *rest = path + 12, *slash = strchr(rest, '/');
+        size_t nlen = slash ? (size_t)(slash - rest) : strlen(rest);
+        if (nlen >= sizeof(name))
+            return respond_err(c, 404, "no such stage space");
+        memcpy(name, rest, nlen);
+        name[nlen] = '\0';
+        return api_space(c, req, name, slash ? slash : "");
+    }
+    conn_error(c, 404, NULL, "Not found");
+}

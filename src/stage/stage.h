@@ -1,0 +1,58 @@
+/*
+ * stage: the live room of a space. Speakers on WebSocket send Opus (or PCM) frames; a 20 ms
+ * clock runs the mixer; the programme goes into the space's stream (one encode for every
+ * listener) and each speaker gets the mix without their own voice back.
+ *
+ * Roles: one host, up to max-cohosts co-hosts and max-speakers speakers on stage; any number
+ * of listeners connected to the control channel (to request to speak). The host or a co-host
+ * promotes, mutes, demotes, removes, invites and ends.
+ *
+ * Callbacks from wslay only set flags (a member to close, the stage to end); the connection's
+ * event handler acts on them once wslay has returned, so nothing is freed under wslay's feet.
+ */
+#ifndef ROSTRUM_STAGE_STAGE_H
+#define ROSTRUM_STAGE_STAGE_H
+
+#include <stdint.h>
+
+#include "event/loop.h"
+#include "util/buf.h"
+#include "util/list.h"
+
+struct space;
+struct conn;
+struct server;
+struct http_request;
+
+enum role { ROLE_LISTENER, ROLE_SPEAKER, ROLE_COHOST, ROLE_HOST, ROLES };
+
+struct stage;
+struct member;
+
+/* Makes <sp> a stage space: a mixer on a 20 ms clock feeding its stream. */
+struct stage *stage_new(struct space *sp, const char *title);
+/* Closes every member and stops the clock. */
+void stage_free(struct stage *st);
+
+/* The role a newcomer asking for <want> would get now (by key: the next free place on stage,
+ * host first), or -1 with <why> if there is no room. */
+int stage_place(const struct stage *st, int want, int by_key, const char **why);
+/* Takes <c> (its WebSocket handshake answered) as a member with <role>. */
+void stage_join(struct stage *st, struct conn *c, int role, const char *name);
+/* The event handler of a member's connection. */
+void stage_member_on_io(struct loop *loop, struct io *io, uint32_t events);
+/* Frees what a member connection holds (called when the connection is freed). */
+void stage_member_conn_gone(struct conn *c);
+
+/* A studio source on a stage space is one more mixer input. */
+int stage_source_add(struct stage *st);
+void stage_source_remove(struct stage *st, int input);
+void stage_source_packet(struct stage *st, int input, const unsigned char *pkt, size_t len);
+
+/* The state document (who is on stage, who talks, requests). */
+void stage_state_json(const struct stage *st, struct buf *out);
+const char *role_name(int role);
+extern const char *const role_name_table[ROLES];
+int role_parse(const char *s);
+
+#endif
