@@ -1,0 +1,28 @@
+/*
+ * load/httpget: one small blocking HTTP/1.0 GET, for the load tool's side requests (the
+ * server's /metrics), and a reader of one value of the Prometheus text format.
+ *
+ * Blocking is fine here: only the load tool's parent process, which holds no listener, uses it.
+ */
+#ifndef ROSTRUM_LOAD_HTTPGET_H
+#define ROSTRUM_LOAD_HTTPGET_H
+
+#include <stddef.h>
+
+#include "load/url.h"
+#include "util/buf.h"
+
+/* Largest response read; the rest is cut. */
+#define LOAD_HTTP_GET_MAX (4u << 20)
+
+/* GETs <u> within <timeout_ms> in all. On success stores the status code in <*status> and the
+ * body (after the head, NUL-terminated) in <body>, which the caller owns and frees. Returns 0,
+ * -ETIMEDOUT, -EPROTO (no parsable status line) or another -errno. */
+int load_http_get(const struct load_url *u, int timeout_ms, int *status, struct buf *body);
+
+/* Finds the sample of metric <name> without labels (a line "<name> <value>") in the Prometheus
+ * text <text> of <len> bytes and stores its value in <*out>. Returns 0, or -1 if absent or not a
+ * number. */
+int load_metric_value(const char *text, size_t len, const char *name, double *out);
+
+#endif

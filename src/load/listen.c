@@ -1,0 +1,532 @@
+/*
+ * load/listen: see listen.h for the processes and a listener's states.
+ *
+ * Cost per listener is what a benchmark must keep low, since the tool shares the cores with the
+ * server it measures: a listener costs one recv() per wakeup into a per-process 16 KiB buffer,
+ * one pass of the Ogg checker over the bytes, and one clock read. Nothing per listener is
+ * allocated, and no timer exists per listener: one 500 ms scan finds stalls and connect
+ * timeouts. Stalls are also noticed on the read that ends them, so the scan's granularity
+ * does not hide one.
+ *
+ * Times are CLOCK_MONOTONIC microseconds, which all processes share: the parent picks the start
+ * time and every worker derives its pacing, count time and end from it.
+ */
+#include "load/listen.h"
+
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "event/loop.h"
+#include "load/oggcheck.h"
+#include "load/url.h"
+#include "util/log.h"
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+#define PACE_MS 10
+#define SCAN_MS 500
+#define CONNECT_TIMEOUT_US 10000000
+#define STEADY_SKIP_US 2000000 /* the steady part starts this long after the first audio */
+#define RECEIVING_US 5000000   /* "receiving audio": a byte within this long */
+#define HEAD_MAX 16384
+#define RBUF_SIZE 16384
+
+enum { C_IDLE, C_CONNECTING, C_SENDING, C_HEAD, C_BODY, C_DONE };
+
+#define CF_GOT_BYTE 1
+#define CF_STALLED 2
+#define CF_STEADY 4
+
+/* One listener; owned by its worker's array, never freed before the worker exits. */
+struct load_conn {
+    struct io io;
+    int64_t t_start;       /* us: connect start */
+    int64_t t_last_audio;  /* us: last audio byte, or the response head before any */
+    int64_t t_first_audio; /* us: first audio page whole, 0 before */
+    uint64_t steady_base;  /* audio bytes at first audio + 2 s (CF_STEADY set) */
+    uint32_t global_idx;   /* index over all workers: picks the source address */
+    uint16_t head_bytes;
+    uint16_t status;
+    uint16_t sent; /* request bytes sent */
+    uint16_t stalls;
+    uint8_t state;
+    uint8_t hstate; /* head: 0 protocol token, 1..3 status digits read, 4 rest */
+    uint8_t hnl;    /* head: 1 if the last line ended and no byte but '\r' followed */
+    uint8_t flags;  /* CF_* */
+    struct oggcheck ogg;
+};
+
+_Static_assert(sizeof(struct load_conn) <= 200, "a load listener must stay small");
+
+struct load_worker {
+    struct loop loop;
+    const struct load_listen_opts *o;
+    struct load_conn *conns;
+    uint32_t n, opened, index;
+    double rate; /* this worker's joins per second */
+    int64_t start_us, end_us, count_us;
+    struct loop_timer pace, scan, count, end;
+    char req[LOAD_URL_MAX_PATH + 256];
+    uint16_t req_len;
+    struct load_result res;
+    uint8_t rbuf[RBUF_SIZE];
+};
+
+static const char *const reason_names[LOAD_REASONS] = {
+    "connect_refused", "connect_timeout",    "addr_not_avail",        "socket_error",
+    "connect_error",   "bad_response",       "closed_before_audio",   "read_error",
+    "timeout",         "closed_after_audio", "read_error_after_audio"};
+
+const char *load_reason_name(enum load_reason r)
+{
+    return (unsigned)r < LOAD_REASONS ? reason_names[r] : "?";
+}
+
+int64_t load_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void load_result_merge(struct load_result *into, const struct load_result *from)
+{
+    into->listeners += from->listeners;
+    into->attempted += from->attempted;
+    into->connected += from->connected;
+    into->held += from->held;
+    into->held_eligible += from->held_eligible;
+    into->stalls += from->stalls;
+    into->listeners_with_stalls += from->listeners_with_stalls;
+    into->seq_gaps += from->seq_gaps;
+    into->crc_errors += from->crc_errors;
+    into->serial_changes += from->serial_changes;
+    into->sync_losses += from->sync_losses;
+    into->bytes += from->bytes;
+    into->open_at_end += from->open_at_end;
+    into->tool_listeners += from->tool_listeners;
+    if (from->duration_us > into->duration_us)
+        into->duration_us = from->duration_us;
+    for (int i = 0; i < LOAD_REASONS; i++)
+        into->reasons[i] += from->reasons[i];
+    for (int i = 0; i < LOAD_HTTP_CODES; i++)
+        into->http[i] += from->http[i];
+    hist_merge(&into->connect_us, &from->connect_us);
+    hist_merge(&into->ttfb_us, &from->ttfb_us);
+    hist_merge(&into->first_audio_us, &from->first_audio_us);
+}
+
+/* ---- worker: one listener ----------------------------------------------------------------- */
+
+static struct load_worker *worker_of(struct loop *loop)
+{
+    return (struct load_worker *)((char *)loop - offsetof(struct load_worker, loop));
+}
+
+/* Stops <c> for good; <why> is LOAD_REASONS when it simply ran to the end, else a reason.
+ * A status refusal passes LOAD_REASONS and is counted by the caller. */
+static void conn_finish(struct load_worker *w, struct load_conn *c, int why)
+{
+    if (c->io.fd >= 0) {
+        loop_del(&w->loop, &c->io);
+        close(c->io.fd);
+        c->io.fd = -1;
+    }
+    c->state = C_DONE;
+    if (why < LOAD_REASONS)
+        w->res.reasons[why]++;
+}
+
+static int connect_reason(int err)
+{
+    switch (err) {
+    case ECONNREFUSED:
+        return LOAD_R_CONNECT_REFUSED;
+    case ETIMEDOUT:
+        return LOAD_R_CONNECT_TIMEOUT;
+    case EADDRNOTAVAIL:
+    case EADDRINUSE:
+        return LOAD_R_ADDR_NOT_AVAIL;
+    case EMFILE:
+    case ENFILE:
+    case ENOBUFS:
+    case ENOMEM:
+        return LOAD_R_SOCKET_ERROR;
+    default:
+        return LOAD_R_CONNECT_ERROR;
+    }
+}
+
+/* Sends what is left of the request; moves to HEAD when done, else waits for EPOLLOUT. */
+static void conn_send(struct load_worker *w, struct load_conn *c)
+{
+    while (c->sent < w->req_len) {
+        ssize_t n = send(c->io.fd, w->req + c->sent, (size_t)(w->req_len - c->sent), MSG_NOSIGNAL);
+        if (n > 0) {
+            c->sent = (uint16_t)(c->sent + n);
+        } else if (n == -1 && errno == EINTR) {
+            continue;
+        } else if (n == -1 && errno == EAGAIN) {
+            c->state = C_SENDING;
+            if (loop_mod(&w->loop, &c->io, EPOLLOUT) < 0)
+                conn_finish(w, c, LOAD_R_SOCKET_ERROR);
+            return;
+        } else {
+            conn_finish(w, c, connect_reason(errno));
+            return;
+        }
+    }
+    c->state = C_HEAD;
+    if (loop_mod(&w->loop, &c->io, EPOLLIN) < 0)
+        conn_finish(w, c, LOAD_R_SOCKET_ERROR);
+}
+
+static void conn_connected(struct load_worker *w, struct load_conn *c, int64_t now)
+{
+    hist_add(&w->res.connect_us, (uint64_t)(now - c->t_start));
+    c->state = C_SENDING;
+    conn_send(w, c);
+}
+
+/* Counts a stall of <c> if its audio has been missing longer than the stall time at <now>. */
+static void conn_check_stall(struct load_worker *w, struct load_conn *c, int64_t now)
+{
+    if (c->state == C_BODY && !(c->flags & CF_STALLED) &&
+        now - c->t_last_audio > (int64_t)w->o->stall_ms * 1000) {
+        c->flags |= CF_STALLED;
+        if (c->stalls < UINT16_MAX)
+            c->stalls++;
+    }
+}
+
+/* Takes the steady-part snapshot of <c> once <now> is past its first audio + 2 s. */
+static void conn_check_steady(struct load_conn *c, int64_t now)
+{
+    if (c->t_first_audio && !(c->flags & CF_STEADY) && now >= c->t_first_audio + STEADY_SKIP_US) {
+        c->steady_base = c->ogg.audio_bytes;
+        c->flags |= CF_STEADY;
+    }
+}
+
+static void conn_body(struct load_worker *w, struct load_conn *c, const uint8_t *p, size_t n,
+                      int64_t now)
+{
+    conn_check_steady(c, now);
+    uint64_t before = c->ogg.audio_bytes;
+    uint32_t had_audio = c->ogg.first_audio;
+    oggcheck_feed(&c->ogg, p, n);
+    if (c->ogg.audio_bytes > before) {
+        /* a stall the scan has not seen yet ends here: count it now */
+        conn_check_stall(w, c, now);
+        c->flags &= (uint8_t)~CF_STALLED;
+        c->t_last_audio = now;
+    }
+    if (!had_audio && c->ogg.first_audio) {
+        c->t_first_audio = now;
+        hist_add(&w->res.first_audio_us, (uint64_t)(now - c->t_start));
+        w->res.connected++;
+    }
+}
+
+/* Parses response head bytes. Returns how many of <n> belong to the head (the rest is body),
+ * or -1 if <c> was finished (refused or malformed). */
+static ssize_t conn_head(struct load_worker *w, struct load_conn *c, const uint8_t *p, size_t n,
+                         int64_t now)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b = p[i];
+        if (++c->head_bytes > HEAD_MAX) {
+            conn_finish(w, c, LOAD_R_BAD_RESPONSE);
+            return -1;
+        }
+        if (c->hstate == 0) {
+            /* "HTTP/1.0" or Icecast's old "ICY" */
+            if (b == ' ' && c->head_bytes > 1) {
+                c->hstate = 1;
+            } else if (b <= ' ' || b >= 0x7f || c->head_bytes > 16) {
+                conn_finish(w, c, LOAD_R_BAD_RESPONSE);
+                return -1;
+            }
+        } else if (c->hstate <= 3) {
+            if (b < '0' || b > '9') {
+                conn_finish(w, c, LOAD_R_BAD_RESPONSE);
+                return -1;
+            }
+            c->status = (uint16_t)(c->status * 10 + (b - '0'));
+            if (++c->hstate == 4 && c->status != 200) {
+                if (c->status >= 100 && c->status < LOAD_HTTP_CODES)
+                    w->res.http[c->status]++;
+                else
+                    w->res.reasons[LOAD_R_BAD_RESPONSE]++;
+                conn_finish(w, c, LOAD_REASONS);
+                return -1;
+            }
+        } else if (b == '\n') {
+            if (c->hnl) {
+                c->state = C_BODY;
+                c->t_last_audio = now; /* the stall clock starts with the stream */
+                return (ssize_t)(i + 1);
+            }
+            c->hnl = 1;
+        } else if (b != '\r') {
+            c->hnl = 0;
+        }
+    }
+    return (ssize_t)n;
+}
+
+static void conn_read(struct load_worker *w, struct load_conn *c)
+{
+    /* A full buffer may mean more is queued (a burst): read again, a few times at most so
+     * one listener cannot hold the loop. */
+    for (int round = 0; round < 4; round++) {
+        ssize_t n = recv(c->io.fd, w->rbuf, sizeof(w->rbuf), 0);
+        if (n > 0) {
+            int64_t now = load_now_us();
+            if (!(c->flags & CF_GOT_BYTE)) {
+                c->flags |= CF_GOT_BYTE;
+                hist_add(&w->res.ttfb_us, (uint64_t)(now - c->t_start));
+            }
+            ssize_t off = 0;
+            if (c->state == C_HEAD && (off = conn_head(w, c, w->rbuf, (size_t)n, now)) < 0)
+                return;
+            if (off < n)
+                conn_body(w, c, w->rbuf + off, (size_t)(n - off), now);
+            if (n < (ssize_t)sizeof(w->rbuf))
+                return;
+        } else if (n == 0) {
+            conn_finish(
+                w, c, c->ogg.first_audio ? LOAD_R_CLOSED_AFTER_AUDIO : LOAD_R_CLOSED_BEFORE_AUDIO);
+            return;
+        } else if (errno == EAGAIN || errno == EINTR) {
+            return;
+        } else {
+            conn_finish(w, c,
+                        c->ogg.first_audio ? LOAD_R_READ_ERROR_AFTER_AUDIO : LOAD_R_READ_ERROR);
+            return;
+        }
+    }
+}
+
+static void conn_on_io(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct load_worker *w = worker_of(loop);
+    struct load_conn *c = (struct load_conn *)((char *)io - offsetof(struct load_conn, io));
+    switch (c->state) {
+    case C_CONNECTING: {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+            err = errno;
+        if (err) {
+            conn_finish(w, c, connect_reason(err));
+            return;
+        }
+        if (!(events & EPOLLOUT))
+            return;
+        conn_connected(w, c, load_now_us());
+        return;
+    }
+    case C_SENDING:
+        conn_send(w, c);
+        return;
+    case C_HEAD:
+    case C_BODY:
+        conn_read(w, c);
+        return;
+    default:
+        return;
+    }
+}
+
+static void conn_open(struct load_worker *w, struct load_conn *c)
+{
+    const struct load_listen_opts *o = w->o;
+    c->io.fd = -1;
+    c->io.cb = conn_on_io;
+    oggcheck_init(&c->ogg);
+    c->t_start = load_now_us();
+    w->res.attempted++;
+    int fd = socket(o->url.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        LOG_RATELIMITED(LOG_WARN, "load", "socket: %s", strerror(errno));
+        conn_finish(w, c, LOAD_R_SOCKET_ERROR);
+        return;
+    }
+    c->io.fd = fd;
+    if (o->src_count) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        src.sin_addr.s_addr = htonl(o->src_first + c->global_idx % o->src_count);
+        if (bind(fd, (struct sockaddr *)&src, sizeof(src)) == -1) {
+            LOG_RATELIMITED(LOG_WARN, "load", "bind: %s", strerror(errno));
+            conn_finish(w, c, connect_reason(errno));
+            return;
+        }
+    }
+    int rc = connect(fd, (const struct sockaddr *)&o->url.addr, o->url.addrlen);
+    if (rc == -1 && errno != EINPROGRESS) {
+        conn_finish(w, c, connect_reason(errno));
+        return;
+    }
+    c->state = C_CONNECTING;
+    if (loop_add(&w->loop, &c->io, EPOLLOUT) < 0) {
+        conn_finish(w, c, LOAD_R_SOCKET_ERROR);
+        return;
+    }
+    if (rc == 0)
+        conn_connected(w, c, load_now_us());
+}
+
+/* ---- worker: timers and the end ----------------------------------------------------------- */
+
+static void on_pace(struct loop *loop, struct loop_timer *t)
+{
+    struct load_worker *w = worker_of(loop);
+    double elapsed = (double)(load_now_us() - w->start_us) / 1e6;
+    double due_d = floor(w->rate * elapsed) + 1;
+    uint32_t due = due_d >= (double)w->n ? w->n : (uint32_t)due_d;
+    while (w->opened < due && load_now_us() < w->end_us)
+        conn_open(w, &w->conns[w->opened++]);
+    if (w->opened < w->n)
+        loop_timer_start(loop, t, PACE_MS, on_pace);
+}
+
+static void on_scan(struct loop *loop, struct loop_timer *t)
+{
+    struct load_worker *w = worker_of(loop);
+    int64_t now = load_now_us();
+    for (uint32_t i = 0; i < w->opened; i++) {
+        struct load_conn *c = &w->conns[i];
+        if ((c->state == C_CONNECTING || c->state == C_SENDING) &&
+            now - c->t_start > CONNECT_TIMEOUT_US) {
+            conn_finish(w, c, LOAD_R_CONNECT_TIMEOUT);
+        } else if (c->state == C_BODY) {
+            conn_check_stall(w, c, now);
+            conn_check_steady(c, now);
+        }
+    }
+    loop_timer_start(loop, t, SCAN_MS, on_scan);
+}
+
+static void on_count(struct loop *loop, struct loop_timer *t)
+{
+    struct load_worker *w = worker_of(loop);
+    int64_t now = load_now_us();
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < w->opened; i++) {
+        const struct load_conn *c = &w->conns[i];
+        if (c->state == C_BODY && c->ogg.audio_bytes > 0 && now - c->t_last_audio <= RECEIVING_US)
+            n++;
+    }
+    w->res.tool_listeners = n;
+}
+
+static void on_end(struct loop *loop, struct loop_timer *t)
+{
+    struct load_worker *w = worker_of(loop);
+    struct load_result *r = &w->res;
+    int64_t now = load_now_us();
+    double need_per_s = (double)w->o->kbps * 1000.0 / 8.0 * 0.9;
+    for (uint32_t i = 0; i < w->opened; i++) {
+        struct load_conn *c = &w->conns[i];
+        if (c->state == C_BODY) {
+            conn_check_stall(w, c, now);
+            conn_check_steady(c, now);
+        }
+        if (c->state != C_DONE) {
+            if (c->state == C_BODY && c->ogg.first_audio)
+                r->open_at_end++;
+            conn_finish(w, c, c->ogg.first_audio ? LOAD_REASONS : LOAD_R_TIMEOUT);
+        }
+        if (c->t_first_audio && now > c->t_first_audio + STEADY_SKIP_US) {
+            double secs = (double)(now - c->t_first_audio - STEADY_SKIP_US) / 1e6;
+            uint64_t got = (c->flags & CF_STEADY) ? c->ogg.audio_bytes - c->steady_base : 0;
+            r->held_eligible++;
+            if ((double)got >= need_per_s * secs)
+                r->held++;
+        }
+        r->stalls += c->stalls;
+        r->listeners_with_stalls += c->stalls > 0;
+        r->seq_gaps += c->ogg.seq_gaps;
+        r->crc_errors += c->ogg.crc_errors;
+        r->serial_changes += c->ogg.serial_changes;
+        r->sync_losses += c->ogg.sync_losses;
+        r->bytes += c->ogg.audio_bytes;
+    }
+    r->duration_us = (uint64_t)(now - w->start_us);
+    loop_stop(loop);
+}
+
+static void sleep_until_us(int64_t t)
+{
+    for (;;) {
+        int64_t d = t - load_now_us();
+        if (d <= 0)
+            return;
+        struct timespec ts = {.tv_sec = d / 1000000, .tv_nsec = (d % 1000000) * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+int load_listen_worker(const struct load_listen_opts *o, uint32_t index, uint32_t n,
+                       int64_t start_us, struct load_result *res)
+{
+    struct load_worker *w = calloc(1, sizeof(*w));
+    if (!w)
+        abort();
+    w->o = o;
+    w->index = index;
+    w->n = n;
+    w->rate = o->rate * (double)n / (double)o->listeners;
+    w->start_us = start_us;
+    w->end_us = start_us + (int64_t)o->seconds * 1000000;
+    w->count_us = w->end_us - LOAD_COUNT_BEFORE_END_US;
+    if (w->count_us < start_us)
+        w->count_us = start_us;
+    w->res.magic = LOAD_RESULT_MAGIC;
+    w->res.listeners = n;
+    hist_init(&w->res.connect_us);
+    hist_init(&w->res.ttfb_us);
+    hist_init(&w->res.first_audio_us);
+    int rl = snprintf(w->req, sizeof(w->req),
+                      "GET %s HTTP/1.0\r\nHost: %s:%u\r\nUser-Agent: rostrum-load\r\n\r\n",
+                      o->url.path, o->url.host, o->url.port);
+    w->req_len = (uint16_t)rl;
+    w->conns = calloc(n ? n : 1, sizeof(*w->conns));
+    if (!w->conns)
+        abort();
+    for (uint32_t i = 0; i < n; i++) {
+        w->conns[i].io.fd = -1;
+        w->conns[i].global_idx = index + i * o->procs;
+    }
+    int rc = loop_init(&w->loop);
+    if (rc < 0) {
+        free(w->conns);
+        free(w);
+        return rc;
+    }
+    sleep_until_us(start_us);
+    int64_t now = load_now_us();
+    loop_timer_start(&w->loop, &w->pace, 0, on_pace);
+    loop_timer_start(&w->loop, &w->scan, SCAN_MS, on_scan);
+    loop_timer_start(&w->loop, &w->count, (w->count_us - now) / 1000, on_count);
+    loop_timer_start(&w->loop, &w->end, (w->end_us - now + 999) / 1000, on_end);
+    loop_run(&w->loop);
+    loop_close(&w->loop);
+    *res = w->res;
+    free(w->conns);
+    free(w);
+    return 0;
+}
