@@ -213,10 +213,14 @@ static void ws_join(struct conn *c, const struct http_request *req, const char *
     } else if (query_param(req, "token", tok, sizeof(tok)) >= 0) {
         struct token t;
         const char *why;
-        if (token_check(srv->secret, tok, strlen(tok), time(NULL), &t, &why) < 0 ||
-            strcmp(t.space, name) != 0) {
+        int bad = token_check(srv->secret, tok, strlen(tok), time(NULL), &t, &why) < 0;
+        if (!bad && strcmp(t.space, name) != 0) {
+            bad = 1;
+            why = "token for another space";
+        }
+        if (bad) {
             log_warn("stage", "#%llu %s: refused for /%s: %s", (unsigned long long)c->id, c->peer,
-                     name, strcmp(t.space, name) ? "token for another space" : why);
+                     name, why);
             return conn_error(c, 403, NULL, "Bad or expired token");
         }
         want = role_parse(t.role);
@@ -227,9 +231,10 @@ static void ws_join(struct conn *c, const struct http_request *req, const char *
     if (!sp && !by_key)
         return conn_error(c, 404, NULL, "No such space");
     char head[256];
-    int n = ws_handshake(req, head, sizeof(head));
-    if (n < 200 || n == 400 || n == 426) {
-        if (n == 426)
+    int status = 0;
+    int n = ws_handshake(req, head, sizeof(head), &status);
+    if (n < 0) {
+        if (status == 426)
             return conn_error(c, 426, "Sec-WebSocket-Version: 13", "WebSocket version 13 only");
         return conn_error(c, 400, NULL, "Not a WebSocket upgrade");
     }

@@ -23,20 +23,23 @@ struct ws {
     char error[96];
 };
 
-int ws_handshake(const struct http_request *req, char *out, size_t cap)
+int ws_handshake(const struct http_request *req, char *out, size_t cap, int *status)
 {
+    *status = 400;
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     if (req->method != HTTP_GET || !http_header_has_token(req, "Upgrade", "websocket") ||
         !http_header_has_token(req, "Connection", "upgrade"))
-        return 400;
+        return -1;
     const struct http_header *v = http_find_header(req, "Sec-WebSocket-Version");
-    if (!v || v->value_len != 2 || memcmp(v->value, "13", 2) != 0)
-        return 426;
+    if (!v || v->value_len != 2 || memcmp(v->value, "13", 2) != 0) {
+        *status = 426;
+        return -1;
+    }
     const struct http_header *k = http_find_header(req, "Sec-WebSocket-Key");
     unsigned char raw[32];
     if (!k || k->value_len != 24 ||
         EVP_DecodeBlock(raw, (const unsigned char *)k->value, 24) != 18) /* 16 + 2 padding */
-        return 400;
+        return -1;
     char cat[24 + sizeof(guid)];
     memcpy(cat, k->value, 24);
     memcpy(cat + 24, guid, sizeof(guid) - 1);
@@ -48,7 +51,10 @@ int ws_handshake(const struct http_request *req, char *out, size_t cap)
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
                      accept);
-    return n > 0 && (size_t)n < cap ? n : 400;
+    if (n <= 0 || (size_t)n >= cap)
+        return -1;
+    *status = 101;
+    return n;
 }
 
 static long sock_recv(void *io_arg, uint8_t *buf, size_t len)

@@ -18,9 +18,9 @@ struct http_request;
 
 /* Checks that <req> is a WebSocket upgrade we take (GET, Upgrade: websocket, Connection:
  * upgrade, Sec-WebSocket-Version: 13, a 16-byte base64 key) and writes the 101 response head
- * into <out> (<cap> bytes, 256 is plenty). Returns its length, or the HTTP status to refuse
- * with (400, or 426 for another version). */
-int ws_handshake(const struct http_request *req, char *out, size_t cap);
+ * into <out> (<cap> bytes, 256 is plenty). Returns its length, or -1 with the HTTP status to
+ * refuse with in <status> (400, or 426 for another version). */
+int ws_handshake(const struct http_request *req, char *out, size_t cap, int *status);
 
 struct ws;
 
