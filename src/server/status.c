@@ -180,6 +180,11 @@ void status_metrics(struct server *srv, struct buf *b)
     metric(b, "rostrum_spaces", "gauge", "Spaces (mounts) that exist, live or in grace.",
            nspaces);
     metric(b, "rostrum_workers", "gauge", "Listener worker processes.", sh->nworkers);
+    metric_head(b, "rostrum_worker_listener_connections", "gauge",
+                "Open listener connections, by worker process.");
+    for (uint32_t w = 0; w < sh->nworkers; w++)
+        buf_printf(b, "rostrum_worker_listener_connections{worker=\"%u\"} %u\n", w,
+                   sh->workers[w].listener_connections);
     metric(b, "rostrum_worker_restarts_total", "counter", "Listener workers restarted.",
            sh->main.worker_restarts);
     metric(b, "rostrum_requests_total", "counter", "Request heads parsed.", st.requests);
