@@ -10,6 +10,10 @@
  * - Addresses are resolved against the page, not taken from listenurl, so the page works
  *   behind any host, port or path prefix a proxy puts in front of it.
  * - Server text goes into the page with textContent only.
+ * - Stage spaces: each card also asks for /state/<mount>.json (the stage's state document,
+ *   cacheable for a second, so the browser's cache and any HTTP cache in front answer most
+ *   polls) and shows who is on stage and who is talking. A 404 means a plain relay mount:
+ *   that card never asks again.
  */
 'use strict';
 
@@ -25,6 +29,7 @@
   const emptyEl = document.getElementById('empty');
   const statusEl = document.getElementById('status');
   const cards = new Map(); /* mount path ("/live") -> card object */
+  const ROLE_LABEL = {host: 'host', cohost: 'co-host', speaker: 'speaker'};
   let timer = 0;
   let inFlight = false;
 
@@ -124,9 +129,19 @@
     a.href = audio.src;
     link.append('Stream: ', a);
 
-    root.append(head, desc, meta, controls, audio, link);
+    /* who is on stage (stage spaces only, filled in by refreshStages) */
+    const onstage = el('div', 'onstage');
+    onstage.hidden = true;
+    const onstageLabel = el('p', 'onstage-label', 'On stage');
+    onstageLabel.id = id + '-onstage';
+    const chips = el('ul', 'chips');
+    chips.setAttribute('aria-labelledby', onstageLabel.id);
+    onstage.append(onstageLabel, chips);
+
+    root.append(head, desc, meta, onstage, controls, audio, link);
     const card = {root, title, desc, count, countLabel, since, genre, button, state, audio,
-                  name: mount.slice(1)};
+                  name: mount.slice(1), onstage, chips, stageMode: 'unknown', stageBusy: false,
+                  stageTitle: '', stageSig: ''};
 
     button.addEventListener('click', () => toggle(card));
     audio.addEventListener('playing', () => {
@@ -197,7 +212,7 @@
   }
 
   function updateCard(card, src, mount, now) {
-    const name = field(src, 'server_name') || mount.slice(1);
+    const name = card.stageTitle || field(src, 'server_name') || mount.slice(1);
     setText(card.title, name);
     card.name = name;
     labelButton(card);
@@ -265,6 +280,85 @@
     statusEl.classList.remove('error');
   }
 
+  /* ---- stage spaces ---- */
+
+  function stateUrl(mount) {
+    return new URL('./state' + mount + '.json', location.href).href;
+  }
+
+  function renderStage(card, doc) {
+    const title = typeof doc.title === 'string' ? doc.title.trim() : '';
+    if (title && title !== card.stageTitle) {
+      card.stageTitle = title;
+      card.name = title;
+      setText(card.title, title);
+      labelButton(card);
+    }
+    const members = Array.isArray(doc.stage) ? doc.stage.filter((m) => m && typeof m === 'object')
+                                             : [];
+    const sig = JSON.stringify(members.map((m) => [m.id, m.name, m.role, !!m.muted,
+                                                   !!m.talking]));
+    card.onstage.hidden = false;
+    if (sig === card.stageSig)
+      return;
+    card.stageSig = sig;
+    const items = members.map((m) => {
+      const name = typeof m.name === 'string' && m.name ? m.name : 'speaker';
+      const role = ROLE_LABEL[m.role] || '';
+      const talking = !!m.talking && !m.muted;
+      const li = el('li', 'chip' + (talking ? ' talking' : '') + (m.muted ? ' muted' : ''));
+      li.append(el('span', 'chip-name', name));
+      const extra = [role, talking ? 'talking' : m.muted ? 'muted' : ''].filter(Boolean);
+      if (extra.length)
+        li.append(el('span', 'chip-role', extra.join(' · ')));
+      return li;
+    });
+    if (!items.length)
+      items.push(el('li', 'chip empty-stage', 'Nobody on stage yet'));
+    card.chips.replaceChildren(...items);
+  }
+
+  async function fetchStage(mount, card) {
+    card.stageBusy = true;
+    const ctl = new AbortController();
+    const t = setTimeout(() => ctl.abort(), FETCH_TIMEOUT_MS);
+    try {
+      /* the default cache mode honours the document's max-age=1 */
+      const res = await fetch(stateUrl(mount), {signal: ctl.signal});
+      if (cards.get(mount) !== card)
+        return;
+      if (res.status === 404) {
+        /* never a stage: a plain relay mount, stop asking. A stage that answered before and
+         * now does not is ending: hide it, the card goes with the next status. */
+        if (card.stageMode === 'unknown')
+          card.stageMode = 'plain';
+        card.onstage.hidden = true;
+        return;
+      }
+      if (!res.ok)
+        return;
+      const doc = await res.json();
+      if (cards.get(mount) !== card || !doc || typeof doc !== 'object')
+        return;
+      card.stageMode = 'stage';
+      renderStage(card, doc);
+    } catch (e) {
+      /* try again on the next poll */
+    } finally {
+      clearTimeout(t);
+      card.stageBusy = false;
+    }
+  }
+
+  function refreshStages() {
+    const jobs = [];
+    for (const [mount, card] of cards) {
+      if (card.stageMode !== 'plain' && !card.stageBusy)
+        jobs.push(fetchStage(mount, card));
+    }
+    return Promise.all(jobs);
+  }
+
   async function refresh() {
     if (inFlight)
       return; /* the request in flight schedules the next one */
@@ -277,6 +371,7 @@
         throw new Error('HTTP ' + res.status);
       render(sourcesOf(await res.json()));
       document.body.classList.remove('unreachable');
+      await refreshStages();
     } catch (e) {
       /* keep the cards: a player may still be playing from its buffer */
       setText(statusEl, 'server unreachable, retrying');
