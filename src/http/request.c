@@ -445,6 +445,7 @@ const char *http_status_reason(int status)
         {100, "Continue"},
         {101, "Switching Protocols"},
         {200, "OK"},
+        {201, "Created"},
         {204, "No Content"},
         {206, "Partial Content"},
         {301, "Moved Permanently"},

@@ -32,6 +32,7 @@
 #define SOURCE_IDLE_MS 10000
 
 static void head_on_io(struct loop *loop, struct io *io, uint32_t events);
+static void linger_start(struct conn *c);
 static void response_on_io(struct loop *loop, struct io *io, uint32_t events);
 
 struct shared_counters *server_counters(struct server *srv, int port)
@@ -94,6 +95,12 @@ void conn_head_done(struct conn *c)
 }
 
 /* ---- responses ---------------------------------------------------------------------------- */
+
+void conn_linger(struct conn *c)
+{
+    c->resp.out = (struct buf){0};
+    linger_start(c);
+}
 
 static void linger_start(struct conn *c)
 {
@@ -183,7 +190,11 @@ void conn_error(struct conn *c, int status, const char *extra_header, const char
     char body[256];
     int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, http_status_reason(status),
                      message);
-    response_head(&out, status, "text/plain; charset=utf-8", (size_t)n, extra_header);
+    /* CORS open, so that a web page can read why it was refused */
+    char extra[512];
+    snprintf(extra, sizeof(extra), "Access-Control-Allow-Origin: *%s%s",
+             extra_header ? "\r\n" : "", extra_header ? extra_header : "");
+    response_head(&out, status, "text/plain; charset=utf-8", (size_t)n, extra);
     buf_append(&out, body, (size_t)n);
     if (status == 400)
         server_counters(c->srv, c->port)->bad_requests++;

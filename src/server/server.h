@@ -147,6 +147,9 @@ void conn_error(struct conn *c, int status, const char *extra_header, const char
 /* A document: full body for GET, head only for HEAD. */
 void conn_respond_doc(struct conn *c, int head_only, const char *type, const void *body,
                       size_t len, const char *extra);
+/* Half-closes <c> and drains what the peer still sends for a moment before closing, so it
+ * reads everything we sent (a WebSocket close frame, say) instead of a reset. */
+void conn_linger(struct conn *c);
 /* Leaves the HEAD state: frees the head buffer, off the deadline list. */
 void conn_head_done(struct conn *c);
 

@@ -228,7 +228,12 @@ static void member_leave(struct member *m, const char *why)
     st->state_dirty = 1;
     ws_flush(m->ws); /* a queued close frame, if any */
     m->conn->ws_member = NULL;
-    conn_close(m->conn);
+    /* Lingering close: closing with the speaker's audio unread would reset the connection
+     * and could destroy the close frame before the peer reads it (RFC 6455 section 7.1.1). */
+    if (m->conn->dead)
+        conn_close(m->conn);
+    else
+        conn_linger(m->conn);
     ws_free(m->ws);
     free(m);
 }
@@ -498,6 +503,7 @@ struct stage *stage_new(struct space *sp, const char *title)
     st->mixer = mixer_new(STAGE_BITRATE);
     list_init(&st->members);
     snprintf(st->title, sizeof(st->title), "%s", title && title[0] ? title : sp->ss->mount);
+    snprintf(sp->ss->meta.name, sizeof(sp->ss->meta.name), "%s", st->title);
     /* the programme's stream: mono Opus, pre-skip = the encoder's look-ahead */
     int err;
     OpusEncoder *e = opus_encoder_create(48000, 1, OPUS_APPLICATION_AUDIO, &err);
