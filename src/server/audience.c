@@ -13,10 +13,18 @@
  * e.g. with the default budget of 50,000 writes/s: 10k listeners -> 200 ms, 100k -> 2 s.
  * A newcomer is written to at once (headers and burst), whatever the interval.
  */
+#include <linux/sockios.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <time.h>
+
 #include "http/request.h"
+#include "stage/token.h"
 #include "server/server.h"
 #include "util/log.h"
 
@@ -106,6 +114,7 @@ void audience_tick(struct server *srv, int second)
     int64_t now = srv->loop.now_ms;
     if (!second)
         return;
+    a->counted_ms = now;
     /* Once a second: count who received audio lately, close who is stuck. A listener whose
      * socket took nothing for 3 x lag-ms is gone or hostile. */
     int64_t stuck = (int64_t)srv->cfg.lag_ms * 3;
@@ -119,7 +128,15 @@ void audience_tick(struct server *srv, int second)
                 listener_close(c, CLOSE_STUCK);
                 continue;
             }
-            if (c->l.bytes > 0 && now - c->l.last_byte_ms < RECEIVING_WINDOW_MS)
+            /* Honest counting: a listener receives audio if the client acknowledged new
+             * bytes lately, not if its socket buffer merely took them. */
+            int outq = 0;
+            if (ioctl(c->io.fd, SIOCOUTQ, &outq) == 0 && outq >= 0 &&
+                c->l.bytes >= (uint64_t)outq && c->l.bytes - (uint64_t)outq > c->l.acked) {
+                c->l.acked = c->l.bytes - (uint64_t)outq;
+                c->l.acked_ms = now;
+            }
+            if (c->l.acked > 0 && now - c->l.acked_ms < RECEIVING_WINDOW_MS)
                 receiving++;
         }
         a->me->receiving[i] = receiving;
@@ -136,6 +153,160 @@ void audience_close_all(struct server *srv)
         }
     }
     loop_timer_stop(&srv->loop, &srv->aud.flush_timer);
+}
+
+void audience_shed_stalled(struct server *srv, int n)
+{
+    int64_t now = srv->loop.now_ms;
+    for (int i = 0; i < SHARED_MAX_SPACES && n > 0; i++) {
+        struct list_node *it, *tmp;
+        list_for_each_safe(it, tmp, &srv->aud.listeners[i])
+        {
+            struct conn *c = list_entry(it, struct conn, node);
+            if (c->l.blocked && now - c->l.acked_ms > RECEIVING_WINDOW_MS) {
+                srv->aud.me->c.shed_stalled++;
+                listener_close(c, CLOSE_STUCK);
+                if (--n == 0)
+                    break;
+            }
+        }
+    }
+}
+
+/* A Retry-After of 1-5 s, spread so that refused clients do not come back in lockstep. */
+static int retry_after_s(void)
+{
+    unsigned r = 0;
+    if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+        r = (unsigned)time(NULL);
+    return 1 + (int)(r % 5);
+}
+
+static void refuse(struct conn *c, int status, int retry_s, const char *why)
+{
+    char extra[64];
+    snprintf(extra, sizeof(extra), "Retry-After: %d", retry_s);
+    conn_error(c, status, extra, why);
+}
+
+/* The address joins are charged to: the peer, or the client a trusted proxy names last in
+ * X-Forwarded-For. NULL entry: untracked (table full). */
+static struct addr_entry *join_entry(struct conn *c, const struct http_request *req)
+{
+    struct server *srv = c->srv;
+    if (c->trusted) {
+        /* a trusted proxy: charge the client it names last in X-Forwarded-For */
+        const struct http_header *xff = http_find_header(req, "X-Forwarded-For");
+        struct addr_key k;
+        if (!xff)
+            return NULL;
+        const char *v = xff->value, *last = v;
+        for (size_t i = 0; i < xff->value_len; i++)
+            if (v[i] == ',')
+                last = v + i + 1;
+        if (addr_key_parse(last, xff->value_len - (size_t)(last - v), &k) < 0)
+            return NULL;
+        return addr_table_get(&srv->limits, &k, srv->loop.now_ms);
+    }
+    return c->lim ? &srv->limits.e[c->lim - 1] : NULL;
+}
+
+/* Admission of a listener join to <slot>. Returns 1 if admitted, else 0 after answering. */
+static int audience_admit(struct conn *c, const struct http_request *req, const char *mount)
+{
+    struct server *srv = c->srv;
+    struct shared_counters *ctr = &srv->aud.me->c;
+    int64_t now = srv->loop.now_ms;
+    char tok[TOKEN_MAX];
+    int ticketed = 0;
+    /* A ticket is checked before anything else costs work: one HMAC. */
+    const char *q = req->query;
+    if (req->query_len > 7 && strncmp(q, "ticket=", 7) == 0) {
+        size_t len = req->query_len - 7;
+        const char *amp = memchr(q + 7, '&', len);
+        if (amp)
+            len = (size_t)(amp - (q + 7));
+        struct token t;
+        const char *why;
+        if (len >= sizeof(tok) ||
+            token_check(srv->secret, q + 7, len, time(NULL), &t, &why) < 0 ||
+            strcmp(t.space, mount) != 0 || strncmp(t.role, "admit@", 6) != 0) {
+            ctr->refused_ticket++;
+            LOG_RATELIMITED(LOG_INFO, "admit", "#%llu %s: bad ticket for /%s",
+                            (unsigned long long)c->id, c->peer, mount);
+            conn_error(c, 403, NULL, "Bad or expired ticket");
+            return 0;
+        }
+        int64_t admit_ms = strtoll(t.role + 6, NULL, 10);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t wall_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        if (wall_ms + 250 < admit_ms) {
+            ctr->refused_early++;
+            refuse(c, 425, (int)((admit_ms - wall_ms + 999) / 1000), "Too early for this ticket");
+            return 0;
+        }
+        ticketed = 1;
+    }
+    /* capacity: this worker's share, and the whole server's */
+    uint32_t per_worker = (uint32_t)(srv->cfg.max_listeners / (int)srv->sh->nworkers) + 1;
+    if (srv->aud.nlisteners >= per_worker ||
+        srv->sh->total_connections >= (uint32_t)srv->cfg.max_listeners) {
+        ctr->refused_capacity++;
+        refuse(c, 503, retry_after_s(), "Server full, retry later");
+        return 0;
+    }
+    if (ticketed)
+        return 1; /* paced already by the waiting room */
+    struct addr_entry *e = join_entry(c, req);
+    int64_t wait;
+    if (e && !bucket_take(&e->joins, srv->cfg.joins_per_ip, 2.0 * srv->cfg.joins_per_ip, now,
+                          &wait)) {
+        ctr->refused_joins_per_ip++;
+        refuse(c, 429, (int)(wait / 1000) + 1, "Too many joins from your address");
+        return 0;
+    }
+    if (!bucket_take(&srv->join_bucket, srv->cfg.joins_per_worker, srv->cfg.joins_per_worker,
+                     now, &wait)) {
+        ctr->refused_join_rate++;
+        refuse(c, 503, retry_after_s(), "Too many joins right now, retry shortly");
+        return 0;
+    }
+    return 1;
+}
+
+/* GET /join/<space>: the waiting room. With it off, or room to admit now, no ticket is
+ * needed; otherwise a signed ticket names the admit time, spread at this worker's join
+ * rate, and the queue position that implies. */
+static void audience_join_ticket(struct conn *c, const char *mount)
+{
+    struct server *srv = c->srv;
+    int64_t now = srv->loop.now_ms;
+    struct buf b = {0};
+    if (!srv->cfg.waiting_room) {
+        buf_printf(&b, "{\"ticket\":null,\"stream\":\"/%s\"}", mount);
+    } else {
+        double per_ms = srv->cfg.joins_per_worker / 1000.0;
+        if (srv->next_admit_ms < now)
+            srv->next_admit_ms = now;
+        int64_t admit = srv->next_admit_ms;
+        srv->next_admit_ms += (int64_t)(1.0 / per_ms) > 0 ? (int64_t)(1.0 / per_ms) : 1;
+        long position = (long)((double)(admit - now) * per_ms);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t admit_wall = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + (admit - now);
+        char role[32], tok[TOKEN_MAX];
+        snprintf(role, sizeof(role), "admit@%lld", (long long)admit_wall);
+        token_mint(srv->secret, mount, role, admit_wall / 1000 + 120, tok, sizeof(tok));
+        srv->aud.me->c.tickets_issued++;
+        buf_printf(&b,
+                   "{\"ticket\":\"%s\",\"admit_at_ms\":%lld,\"position\":%ld,"
+                   "\"stream\":\"/%s?ticket=%s\"}",
+                   tok, (long long)admit_wall, position, mount, tok);
+    }
+    conn_respond_doc(c, 0, "application/json", b.data, b.len,
+                     "Access-Control-Allow-Origin: *\r\nCache-Control: no-store");
+    buf_free(&b);
 }
 
 /* The slot of the live space <mount>, or -1. */
@@ -215,12 +386,25 @@ void audience_route(struct conn *c, const struct http_request *req)
                          "Access-Control-Allow-Origin: *\r\nCache-Control: public, max-age=1");
         return;
     }
-    const char *mount = path + 1;
     audience_check_slots(srv); /* this process may not have been woken since a change */
+    if (strncmp(path, "/join/", 6) == 0) {
+        if (!mount_name_ok(path + 6) || audience_find(srv, path + 6) < 0) {
+            ctr->joins[JOIN_NOT_FOUND]++;
+            conn_error(c, 404, NULL, "No such mount");
+            return;
+        }
+        audience_join_ticket(c, path + 6);
+        return;
+    }
+    const char *mount = path + 1;
     int slot = mount_name_ok(mount) ? audience_find(srv, mount) : -1;
     if (slot < 0) {
         ctr->joins[JOIN_NOT_FOUND]++;
         conn_error(c, 404, NULL, "No such mount");
+        return;
+    }
+    if (!head_only && !audience_admit(c, req, mount)) {
+        ctr->joins[JOIN_REFUSED]++;
         return;
     }
     conn_head_done(c);
@@ -229,5 +413,7 @@ void audience_route(struct conn *c, const struct http_request *req)
 
 void audience_count_now(struct server *srv)
 {
-    audience_tick(srv, 1);
+    /* at most once a second, whoever asks: status may be polled by every listener page */
+    if (srv->loop.now_ms - srv->aud.counted_ms >= 1000)
+        audience_tick(srv, 1);
 }

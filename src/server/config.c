@@ -33,6 +33,12 @@ enum key_id {
     KEY_LAG_MS,
     KEY_MAX_STALLS,
     KEY_WORKERS,
+    KEY_MAX_CONNS_PER_IP,
+    KEY_JOINS_PER_IP,
+    KEY_JOINS_PER_WORKER,
+    KEY_WAITING_ROOM,
+    KEY_TRUSTED_PROXIES,
+    KEY_SPEAKER_IDLE_MS,
     KEY_HOST_KEY,
     KEY_MAX_COHOSTS,
     KEY_MAX_SPEAKERS,
@@ -65,6 +71,12 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_LAG_MS] = {"lag-ms", IN_GLOBAL, 1000, 60000},
     [KEY_MAX_STALLS] = {"max-stalls", IN_GLOBAL, 1, 100},
     [KEY_WORKERS] = {"workers", IN_GLOBAL, 0, 32},
+    [KEY_MAX_CONNS_PER_IP] = {"max-conns-per-ip", IN_GLOBAL, 1, 1000000},
+    [KEY_JOINS_PER_IP] = {"joins-per-ip", IN_GLOBAL, 1, 1000000},
+    [KEY_JOINS_PER_WORKER] = {"joins-per-worker", IN_GLOBAL, 1, 1000000},
+    [KEY_WAITING_ROOM] = {"waiting-room", IN_GLOBAL, 0, 1},
+    [KEY_TRUSTED_PROXIES] = {"trusted-proxies", IN_GLOBAL, 1, 0},
+    [KEY_SPEAKER_IDLE_MS] = {"speaker-idle-ms", IN_GLOBAL, 1000, 600000},
     [KEY_HOST_KEY] = {"host-key", IN_GLOBAL, 1, 0},
     [KEY_MAX_COHOSTS] = {"max-cohosts", IN_GLOBAL, 0, 12},
     [KEY_MAX_SPEAKERS] = {"max-speakers", IN_GLOBAL, 0, 12},
@@ -123,6 +135,11 @@ void config_defaults(struct config *c)
     c->lag_ms = 10000;
     c->max_stalls = 3;
     c->workers = -1;
+    c->max_conns_per_ip = 500;
+    c->joins_per_ip = 50;
+    c->joins_per_worker = 1000;
+    c->waiting_room = 0;
+    c->speaker_idle_ms = 30000;
     c->max_cohosts = 2;
     c->max_speakers = 10;
     c->write_budget = 50000;
@@ -292,6 +309,16 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->max_stalls;
     case KEY_WORKERS:
         return &c->workers;
+    case KEY_MAX_CONNS_PER_IP:
+        return &c->max_conns_per_ip;
+    case KEY_JOINS_PER_IP:
+        return &c->joins_per_ip;
+    case KEY_JOINS_PER_WORKER:
+        return &c->joins_per_worker;
+    case KEY_WAITING_ROOM:
+        return &c->waiting_room;
+    case KEY_SPEAKER_IDLE_MS:
+        return &c->speaker_idle_ms;
     case KEY_MAX_COHOSTS:
         return &c->max_cohosts;
     case KEY_MAX_SPEAKERS:
@@ -406,6 +433,8 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         return set_log_level(p, def, val, vlen);
     case KEY_HOST_KEY:
         return set_string(p, def, c->host_key, sizeof(c->host_key), val, vlen);
+    case KEY_TRUSTED_PROXIES:
+        return set_string(p, def, c->trusted_proxies, sizeof(c->trusted_proxies), val, vlen);
     case KEY_NAME:
         return set_string(p, def, sc->display_name, sizeof(sc->display_name), val, vlen);
     case KEY_DESCRIPTION:

@@ -55,7 +55,13 @@ struct config {
     int write_budget;          /* writes/s all listeners may cost before batching; 50000 */
     int max_cohosts;           /* co-hosts on a stage besides the host; default 2 */
     int max_speakers;          /* speakers on a stage besides host and co-hosts; 10 */
-    char host_key[128];        /* creates stage spaces; "" = nobody can */
+    char host_key[128];
+    int max_conns_per_ip;      /* open connections per client address (IPv6: /64); 500 */
+    int joins_per_ip;          /* listener joins per second per address (burst 2x); 50 */
+    int joins_per_worker;      /* listener joins per second per worker (burst 1 s); 1000 */
+    int waiting_room;          /* 1: GET /join/<space> hands out admission tickets */
+    char trusted_proxies[512]; /* addresses whose X-Forwarded-For is believed, comma-separated */
+    int speaker_idle_ms;       /* a speaker that sends nothing this long is dropped; 30000 */        /* creates stage spaces; "" = nobody can */
     int max_batch_ms;          /* longest wait between writes to one listener; 2000 */
     int log_level;             /* enum log_level (util/log.h); default LOG_INFO */
     struct space_config spaces[CONFIG_MAX_SPACES];

@@ -29,6 +29,7 @@
 #define LISTENER_MAX_IOV 64
 #define LISTENER_MAX_BATCH (256 * 1024)
 #define STALL_WINDOW_MS 60000
+#define LISTENER_SNDBUF 65536 /* the kernel doubles it */
 
 static const char *const close_reason_names[CLOSE_REASONS] = {
     "peer closed", "too slow", "stuck", "mount ended", "stream restarted", "socket error"};
@@ -65,6 +66,11 @@ void listener_start(struct conn *c, int slot, int head_only)
     c->l.cursor = ring_burst_start(r, (uint64_t)burst_ms * 48);
     c->l.last_byte_ms = srv->loop.now_ms;
     c->l.stall_window_ms = srv->loop.now_ms;
+    /* A bounded kernel buffer: about 20 s of audio at 48 kb/s. Without it the kernel would
+     * autotune up to megabytes for a client that never reads, holding memory and hiding
+     * the stall from us for minutes. */
+    int sndbuf = LISTENER_SNDBUF;
+    setsockopt(c->io.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
     c->io.cb = listener_on_io;
     list_insert_tail(&srv->aud.listeners[slot], &c->node);
     srv->aud.nlisteners++;

@@ -51,6 +51,10 @@ void conn_close(struct conn *c)
     if (c->kind == CONN_SOURCE && c->src.space)
         space_source_detach(c->src.space, "closed");
     c->dead = 1;
+    if (c->lim) {
+        c->srv->limits.e[c->lim - 1].conns--;
+        c->lim = 0;
+    }
     loop_del(&c->srv->loop, &c->io);
     close(c->io.fd);
     c->io.fd = -1;
@@ -331,6 +335,9 @@ static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
                  * and close it, so the listening socket does not stay readable forever. */
                 server_counters(srv, port)->refused_fd_limit++;
                 LOG_RATELIMITED(LOG_WARN, "accept", "out of file descriptors: refusing");
+                /* shedding order: new joins first (this one), then stalled listeners */
+                if (srv->serves_audience)
+                    audience_shed_stalled(srv, 16);
                 if (srv->spare_fd >= 0) {
                     close(srv->spare_fd);
                     int x = accept(io->fd, NULL, NULL);
@@ -345,6 +352,31 @@ static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
                 LOG_RATELIMITED(LOG_WARN, "accept", "accept: %s", strerror(errno));
             return;
         }
+        struct addr_key key;
+        addr_key_from_sockaddr(&ss, &key);
+        struct addr_entry *e = NULL;
+        int trusted = server_trusted(srv, &key);
+        if (!trusted) {
+            e = addr_table_get(&srv->limits, &key, loop->now_ms);
+            if (!e)
+                server_counters(srv, port)->limits_table_full++;
+            if (e && e->conns >= (uint32_t)srv->cfg.max_conns_per_ip) {
+                /* cheap and well-formed: no head is read, nothing is allocated */
+                static const char refuse[] =
+                    "HTTP/1.0 429 Too Many Requests\r\nRetry-After: 10\r\n"
+                    "Content-Length: 0\r\nConnection: close\r\n\r\n";
+                if (send(fd, refuse, sizeof(refuse) - 1, MSG_NOSIGNAL) < 0) {
+                    /* nothing to do: the connection is closed either way */
+                }
+                close(fd);
+                server_counters(srv, port)->refused_conns_per_ip++;
+                char peer[48];
+                net_addr_str(&ss, peer, sizeof(peer));
+                LOG_RATELIMITED(LOG_INFO, "accept", "%s: over %d connections, refused", peer,
+                                srv->cfg.max_conns_per_ip);
+                continue;
+            }
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         struct conn *c = calloc(1, sizeof(*c));
@@ -356,6 +388,11 @@ static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
         c->io.cb = head_on_io;
         c->port = (uint8_t)port;
         c->kind = CONN_HEAD;
+        c->trusted = (uint8_t)trusted;
+        if (e) {
+            e->conns++;
+            c->lim = (uint32_t)(e - srv->limits.e) + 1;
+        }
         c->since_ms = loop->now_ms;
         net_addr_str(&ss, c->peer, sizeof(c->peer));
         list_init(&c->node);
@@ -454,8 +491,36 @@ static void main_signal_on_io(struct loop *loop, struct io *io, uint32_t events)
 
 /* ---- set-up -------------------------------------------------------------------------------- */
 
+int server_trusted(const struct server *srv, const struct addr_key *k)
+{
+    for (int i = 0; i < srv->ntrusted; i++)
+        if (memcmp(&srv->trusted[i], k, sizeof(*k)) == 0)
+            return 1;
+    return 0;
+}
+
+/* Parses the trusted-proxies list. Returns 0, or -1 with a message on stderr. */
+static int parse_trusted(struct server *srv)
+{
+    const char *s = srv->cfg.trusted_proxies;
+    srv->ntrusted = 0;
+    while (*s) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        if (srv->ntrusted == 16 || addr_key_parse(s, len, &srv->trusted[srv->ntrusted]) < 0) {
+            fprintf(stderr, "rostrum: trusted-proxies: bad or too many addresses (max 16): %s\n",
+                    srv->cfg.trusted_proxies);
+            return -1;
+        }
+        srv->ntrusted++;
+        s = comma ? comma + 1 : s + len;
+    }
+    return 0;
+}
+
 void server_common_init(struct server *srv)
 {
+    addr_table_init(&srv->limits, 65536);
     list_init(&srv->spaces);
     list_init(&srv->heads);
     list_init(&srv->lingers);
@@ -491,6 +556,8 @@ int server_listen(struct server *srv, struct io *io, const char *host, uint16_t 
 int server_init(struct server *srv)
 {
     server_common_init(srv);
+    if (parse_trusted(srv) < 0)
+        return -1;
     srv->start_wall = time(NULL);
     if (loop_init(&srv->loop) < 0) {
         fprintf(stderr, "rostrum: epoll: %s\n", strerror(errno));
@@ -573,4 +640,5 @@ void server_free(struct server *srv)
             close(fds[i]);
     loop_close(&srv->loop);
     shared_destroy(srv->sh);
+    addr_table_free(&srv->limits);
 }

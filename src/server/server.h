@@ -23,6 +23,7 @@
 #include <sys/types.h>
 
 #include "event/loop.h"
+#include "limits/limits.h"
 #include "server/config.h"
 #include "server/shared.h"
 #include "util/buf.h"
@@ -49,7 +50,9 @@ struct listener_state {
     uint8_t stalls;       /* stalls in the current window */
     int64_t stall_window_ms;
     int64_t last_byte_ms; /* last time its socket accepted a byte */
-    uint64_t bytes;
+    uint64_t bytes;       /* accepted by its socket */
+    uint64_t acked;       /* of which the client has acknowledged (bytes - SIOCOUTQ) */
+    int64_t acked_ms;     /* when <acked> last grew: "receiving audio" is judged on this */
 };
 
 struct source_state {
@@ -67,6 +70,8 @@ struct conn {
     uint8_t kind;  /* enum conn_kind */
     uint8_t port;  /* enum port_kind */
     uint8_t dead;
+    uint8_t trusted;       /* from a trusted proxy: X-Forwarded-For names the client */
+    uint32_t lim;          /* 1 + its entry in srv->limits, 0 if untracked */
     struct list_node node; /* heads FIFO / linger FIFO / slot listeners / zombies */
     int64_t since_ms;      /* when it entered its current list: deadlines count from here */
     char peer[48];
@@ -91,6 +96,7 @@ struct audience {
     uint32_t gen[SHARED_MAX_SPACES];               /* slot generations last seen */
     uint32_t nlisteners;
     int64_t last_flush_ms;
+    int64_t counted_ms; /* last count of who is receiving */
     struct loop_timer flush_timer;
     struct shared_worker *me; /* this process's block in the shared memory */
 };
@@ -124,6 +130,11 @@ struct server {
     uint8_t secret[32];       /* signs tokens; random per start */
     int published;            /* main: pages published since workers were last woken */
     struct audience aud;
+    struct addr_table limits;     /* per client address: connections, joins */
+    struct addr_key trusted[16];  /* proxies whose X-Forwarded-For is believed */
+    int ntrusted;
+    struct bucket join_bucket;    /* this process's listener joins */
+    int64_t next_admit_ms;        /* waiting room: the next free admission time */
     struct worker_proc workers[SHARED_MAX_WORKERS];
 };
 
@@ -153,6 +164,9 @@ void conn_linger(struct conn *c);
 /* Leaves the HEAD state: frees the head buffer, off the deadline list. */
 void conn_head_done(struct conn *c);
 
+/* 1 if <k> is a trusted proxy: exempt from per-address limits, its X-Forwarded-For believed. */
+int server_trusted(const struct server *srv, const struct addr_key *k);
+
 /* Common connection plumbing used by every process (server.c). */
 void server_common_init(struct server *srv);
 int server_listen(struct server *srv, struct io *io, const char *host, uint16_t port,
@@ -167,6 +181,9 @@ void audience_route(struct conn *c, const struct http_request *req);
 void audience_on_wake(struct server *srv);
 void audience_tick(struct server *srv, int second);
 void audience_close_all(struct server *srv);
+/* Closes up to <n> stalled listeners (socket full, nothing taken for a while) to free
+ * descriptors; never a listener that is receiving audio. */
+void audience_shed_stalled(struct server *srv, int n);
 /* Updates this process's receiving counts now (status and metrics read them). */
 void audience_count_now(struct server *srv);
 

@@ -60,6 +60,15 @@ struct shared_counters {
     uint64_t heads_too_large; /* 431 */
     uint64_t head_timeouts;
     uint64_t refused_fd_limit;
+    uint64_t refused_conns_per_ip; /* 429 at accept */
+    uint64_t refused_joins_per_ip; /* 429 on join */
+    uint64_t refused_capacity;     /* 503: listener limits */
+    uint64_t refused_join_rate;    /* 503: this worker's join rate */
+    uint64_t refused_ticket;       /* 403: forged, expired or another space's ticket */
+    uint64_t refused_early;        /* 425: a ticket before its admit time */
+    uint64_t tickets_issued;
+    uint64_t shed_stalled;         /* stalled listeners closed to free descriptors */
+    uint64_t limits_table_full;
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */

@@ -7,6 +7,7 @@
  * Icecast's quirk is kept on purpose: "source" is absent with no live mount, an object with
  * one, and an array with several.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -197,6 +198,28 @@ void status_metrics(struct server *srv, struct buf *b)
                (unsigned long long)st.head_timeouts);
     buf_printf(b, "rostrum_refused_total{reason=\"fd_limit\"} %llu\n",
                (unsigned long long)st.refused_fd_limit);
+    static const struct {
+        const char *reason;
+        size_t off;
+    } more[] = {
+        {"conns_per_ip", offsetof(struct shared_counters, refused_conns_per_ip)},
+        {"joins_per_ip", offsetof(struct shared_counters, refused_joins_per_ip)},
+        {"capacity", offsetof(struct shared_counters, refused_capacity)},
+        {"join_rate", offsetof(struct shared_counters, refused_join_rate)},
+        {"bad_ticket", offsetof(struct shared_counters, refused_ticket)},
+        {"early_ticket", offsetof(struct shared_counters, refused_early)},
+    };
+    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
+        buf_printf(b, "rostrum_refused_total{reason=\"%s\"} %llu\n", more[i].reason,
+                   (unsigned long long)*(const uint64_t *)(const void *)((const char *)&st +
+                                                                         more[i].off));
+    metric(b, "rostrum_tickets_issued_total", "counter", "Waiting-room tickets handed out.",
+           st.tickets_issued);
+    metric(b, "rostrum_shed_stalled_total", "counter",
+           "Stalled listeners closed to free descriptors.", st.shed_stalled);
+    metric(b, "rostrum_limits_table_full_total", "counter",
+           "Connections not tracked per address because the bounded table was full.",
+           st.limits_table_full);
     metric_head(b, "rostrum_event_loop_lag_seconds", "gauge",
                 "How late the last timer of this process's loop ran.");
     buf_printf(b, "rostrum_event_loop_lag_seconds %.3f\n", (double)srv->loop.lag_ms / 1000.0);

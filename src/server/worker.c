@@ -97,6 +97,10 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
     srv->worker_index = index;
     srv->start_wall = parent->start_wall;
     snprintf(srv->audience_addr, sizeof(srv->audience_addr), "%s", parent->audience_addr);
+    /* the parent's table (its stage connections) is not ours: a fresh one */
+    memcpy(srv->secret, parent->secret, sizeof(srv->secret)); /* tickets verify anywhere */
+    srv->ntrusted = parent->ntrusted;
+    memcpy(srv->trusted, parent->trusted, sizeof(srv->trusted));
     server_common_init(srv);
     if (loop_init(&srv->loop) < 0)
         _exit(1);
@@ -131,6 +135,7 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
     close(srv->wake.fd);
     close(srv->spare_fd);
     loop_close(&srv->loop);
+    addr_table_free(&srv->limits);
     exit(0);
 }
 

@@ -33,6 +33,7 @@ struct member {
     int input; /* mixer input, -1 when not on stage */
     uint8_t muted, requested, pcm, talking;
     const char *close_reason; /* set in a callback: close once wslay has returned */
+    int64_t last_rx_ms;       /* last message from the client: idle speakers are dropped */
     uint16_t close_code;
     char name[48];
 };
@@ -47,6 +48,7 @@ struct stage {
     struct loop_timer clock;
     int64_t next_tick_ms;
     int64_t last_state_ms;
+    int64_t last_idle_check_ms;
     int state_dirty;
     int end_requested;
     char title[128];
@@ -355,6 +357,7 @@ static void member_on_text(void *arg, const uint8_t *msg, size_t len)
 {
     struct member *m = arg;
     struct control ctl;
+    m->last_rx_ms = m->st->srv->loop.now_ms;
     if (m->close_reason)
         return;
     int rc = control_parse((const char *)msg, len, &ctl);
@@ -374,6 +377,7 @@ static void member_on_text(void *arg, const uint8_t *msg, size_t len)
 static void member_on_binary(void *arg, const uint8_t *msg, size_t len)
 {
     struct member *m = arg;
+    m->last_rx_ms = m->st->srv->loop.now_ms;
     if (m->close_reason || m->input < 0)
         return; /* a listener's audio goes nowhere */
     if (m->pcm) {
@@ -398,6 +402,7 @@ void stage_join(struct stage *st, struct conn *c, int role, const char *name)
     m->conn = c;
     m->id = ++st->next_id;
     m->input = -1;
+    m->last_rx_ms = st->srv->loop.now_ms;
     m->ws = ws_new(c->io.fd, NULL, &member_ws, m);
     snprintf(m->name, sizeof(m->name), "%s", name[0] ? name : role_names[role]);
     list_insert_tail(&st->members, &m->node);
@@ -488,6 +493,19 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
     }
     if (st->next_tick_ms <= loop->now_ms)
         st->next_tick_ms = loop->now_ms + STAGE_FRAME_MS;
+    if (loop->now_ms - st->last_idle_check_ms >= 1000) {
+        /* a client that sends nothing at all (no audio, no ping) is gone: the pages ping */
+        st->last_idle_check_ms = loop->now_ms;
+        struct list_node *it, *tmp;
+        list_for_each_safe(it, tmp, &st->members)
+        {
+            struct member *m = list_entry(it, struct member, node);
+            if (loop->now_ms - m->last_rx_ms > st->srv->cfg.speaker_idle_ms) {
+                ws_close(m->ws, 1001, "idle");
+                member_leave(m, "sent nothing for too long");
+            }
+        }
+    }
     if (st->state_dirty && loop->now_ms - st->last_state_ms >= STAGE_STATE_MIN_MS)
         stage_publish_state(st);
     loop_timer_start(loop, &st->clock, st->next_tick_ms - loop_clock_ms(), stage_tick);
