@@ -291,7 +291,7 @@ static void audience_join_ticket(struct conn *c, const char *mount)
             srv->next_admit_ms = now;
         int64_t admit = srv->next_admit_ms;
         srv->next_admit_ms += (int64_t)(1.0 / per_ms) > 0 ? (int64_t)(1.0 / per_ms) : 1;
-        long position = (long)((double)(admit - now) * per_ms);
+        long position = (long)((double)(admit - now) * per_ms + 0.999); /* tickets ahead */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         int64_t admit_wall = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + (admit - now);

@@ -17,7 +17,7 @@
 
 struct token {
     char space[64];
-    char role[16];
+    char role[32];
     int64_t expiry;
 };
 
