@@ -167,9 +167,11 @@
     audio.addEventListener('ended', () => setText(state, 'Stream ended'));
     audio.addEventListener('error', () => {
       labelButton(card);
-      setText(state, 'Stream error, press Listen to retry');
       root.classList.remove('playing');
+      if (!retryLater(card))
+        setText(state, 'Stream error, press Listen to retry');
     });
+    audio.addEventListener('playing', () => { card.retries = 0; });
     return card;
   }
 
@@ -190,25 +192,77 @@
       audio.setAttribute('src', src);
   }
 
-  function toggle(card) {
-    const audio = card.audio;
-    if (!audio.paused) {
-      audio.pause();
-      return;
+  /* Admission: ask the waiting room first. With it off (or room now) no ticket is needed;
+   * otherwise wait for the ticket's admit time, plus a little jitter so a storm of
+   * browsers does not come back in lockstep. */
+  async function admit(card) {
+    const base = streamUrl('/' + card.name);
+    try {
+      const r = await fetch(new URL('join/' + encodeURIComponent(card.name), location.href),
+                            {cache: 'no-store'});
+      if (!r.ok)
+        return base;
+      const j = await r.json();
+      if (!j.ticket)
+        return base;
+      const wait = j.admit_at_ms - Date.now();
+      if (wait > 0) {
+        setText(card.state, 'In the waiting room: ' + j.position + ' ahead of you');
+        await new Promise((ok) => setTimeout(ok, wait + Math.random() * 500));
+      }
+      return new URL(j.stream.replace(/^\//, ''), location.href).href;
+    } catch (e) {
+      return base;
     }
-    if (audio.error || audio.ended)
-      disconnect(audio, audio.getAttribute('src'));
+  }
+
+  /* Refused (503 or 429 come back as a media error) or cut: try again after a jittered,
+   * growing delay, as long as the listener still wants to listen. */
+  function retryLater(card) {
+    card.retries = (card.retries || 0) + 1;
+    if (card.retries > 8 || !card.wanted)
+      return false;
+    const delay = Math.min(30000, 1000 * 2 ** (card.retries - 1)) * (0.5 + Math.random());
+    setText(card.state, 'Busy, retrying in ' + Math.round(delay / 1000) + ' s…');
+    clearTimeout(card.retryTimer);
+    card.retryTimer = setTimeout(() => start(card), delay);
+    return true;
+  }
+
+  async function start(card) {
+    const audio = card.audio;
     setText(card.state, 'Connecting…');
+    const src = await admit(card);
+    if (!card.wanted)
+      return;
+    if (audio.getAttribute('src') !== src || audio.error || audio.ended)
+      disconnect(audio, src);
     const p = audio.play();
     if (p && p.catch) {
       p.catch((e) => {
         if (e && e.name === 'AbortError')
           return; /* a pause or reload beat the play: not an error */
-        setText(card.state, e && e.name === 'NotAllowedError'
-          ? 'The browser blocked playback: press Listen again'
-          : 'Could not play this stream');
+        if (e && e.name === 'NotAllowedError') {
+          card.wanted = false;
+          setText(card.state, 'The browser blocked playback: press Listen again');
+        } else if (!retryLater(card)) {
+          setText(card.state, 'Could not play this stream');
+        }
       });
     }
+  }
+
+  function toggle(card) {
+    const audio = card.audio;
+    if (!audio.paused) {
+      card.wanted = false;
+      clearTimeout(card.retryTimer);
+      audio.pause();
+      return;
+    }
+    card.wanted = true;
+    card.retries = 0;
+    start(card);
   }
 
   function updateCard(card, src, mount, now) {
