@@ -140,7 +140,8 @@
 
     root.append(head, desc, meta, onstage, controls, audio, link);
     const card = {root, title, desc, count, countLabel, since, genre, button, state, audio,
-                  name: mount.slice(1), onstage, chips, stageMode: 'unknown', stageBusy: false,
+                  name: mount.slice(1), mount: mount.slice(1), onstage, chips,
+                  stageMode: 'unknown', stageBusy: false,
                   stageTitle: '', stageSig: ''};
 
     button.addEventListener('click', () => toggle(card));
@@ -196,9 +197,9 @@
    * otherwise wait for the ticket's admit time, plus a little jitter so a storm of
    * browsers does not come back in lockstep. */
   async function admit(card) {
-    const base = streamUrl('/' + card.name);
+    const base = streamUrl('/' + card.mount);
     try {
-      const r = await fetch(new URL('join/' + encodeURIComponent(card.name), location.href),
+      const r = await fetch(new URL('join/' + encodeURIComponent(card.mount), location.href),
                             {cache: 'no-store'});
       if (!r.ok)
         return base;
