@@ -124,7 +124,11 @@ def run_one(args, full, fn):
     """Runs test <full> in a child process; returns (status, reason, details, seconds)."""
     timeout = getattr(fn, "timeout", 60)
     token = uuid.uuid4().hex
-    tmp = tempfile.mkdtemp(prefix="rostrum-it-")
+    # under the repository's build/ rather than /tmp: nothing else on a shared machine
+    # sweeps it while a test runs
+    base = Path(__file__).resolve().parents[2] / "build" / "itest"
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="rostrum-it-", dir=base)
     result = Path(tmp) / "result.json"
     env = dict(os.environ)
     env[harness.TOKEN_ENV] = token
