@@ -17,6 +17,9 @@ WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wfo
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 $(WARN) $(if $(WERROR),-Werror) -D_GNU_SOURCE -Isrc -MMD -MP \
             -fno-strict-aliasing
+ifeq ($(SAN),fuzz)
+CFLAGS   += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+endif
 ifeq ($(SAN),1)
 CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
@@ -96,8 +99,7 @@ $(O)/fuzz-replay: $(FUZZ_SRC) tests/fuzz/replay_main.c $(O)/librostrum.a
 	touch $@
 
 build/fuzz/%: tests/fuzz/%.c
-	$(MAKE) O=build/fuzz CC=clang SAN= \
-	  CFLAGS="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" build/fuzz/librostrum.a
+	$(MAKE) O=build/fuzz CC=clang SAN=fuzz build/fuzz/librostrum.a
 	clang -O1 -g -std=gnu11 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined \
 	  -o $@ $< build/fuzz/librostrum.a $(LDLIBS)
 
