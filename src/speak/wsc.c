@@ -21,9 +21,8 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
-#include <openssl/sha.h>
 
-static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+#include "ws/ws.h"
 
 /* ---- helpers: key, accept, encoding, addresses -------------------------------------------- */
 
@@ -51,16 +50,7 @@ void wsc_key_new(char key[WSC_KEY_LEN + 1])
 
 void wsc_accept_for(const char *key, char out[WSC_ACCEPT_LEN + 1])
 {
-    size_t klen = strlen(key);
-    unsigned char sha[SHA_DIGEST_LENGTH];
-    unsigned char *cat = malloc(klen + sizeof(ws_guid));
-    if (!cat)
-        abort();
-    memcpy(cat, key, klen);
-    memcpy(cat + klen, ws_guid, sizeof(ws_guid) - 1);
-    SHA1(cat, klen + sizeof(ws_guid) - 1, sha);
-    free(cat);
-    EVP_EncodeBlock((unsigned char *)out, sha, SHA_DIGEST_LENGTH); /* 28 chars + NUL */
+    ws_accept_key(key, strlen(key), out); /* the server's computation, in one place */
 }
 
 void wsc_percent_encode(struct buf *b, const char *s)

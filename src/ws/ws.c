@@ -23,10 +23,21 @@ struct ws {
     char error[96];
 };
 
+void ws_accept_key(const char *key, size_t len, char out[29])
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    unsigned char buf[64 + sizeof(guid)], sha[SHA_DIGEST_LENGTH];
+    if (len > 64)
+        len = 64; /* a key is 24 characters; never overflow for a longer one */
+    memcpy(buf, key, len);
+    memcpy(buf + len, guid, sizeof(guid) - 1);
+    SHA1(buf, len + sizeof(guid) - 1, sha);
+    EVP_EncodeBlock((unsigned char *)out, sha, SHA_DIGEST_LENGTH);
+}
+
 int ws_handshake(const struct http_request *req, char *out, size_t cap, int *status)
 {
     *status = 400;
-    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     if (req->method != HTTP_GET || !http_header_has_token(req, "Upgrade", "websocket") ||
         !http_header_has_token(req, "Connection", "upgrade"))
         return -1;
@@ -40,13 +51,8 @@ int ws_handshake(const struct http_request *req, char *out, size_t cap, int *sta
     if (!k || k->value_len != 24 ||
         EVP_DecodeBlock(raw, (const unsigned char *)k->value, 24) != 18) /* 16 + 2 padding */
         return -1;
-    char cat[24 + sizeof(guid)];
-    memcpy(cat, k->value, 24);
-    memcpy(cat + 24, guid, sizeof(guid) - 1);
-    unsigned char sha[SHA_DIGEST_LENGTH];
-    SHA1((const unsigned char *)cat, 24 + sizeof(guid) - 1, sha);
     char accept[32];
-    EVP_EncodeBlock((unsigned char *)accept, sha, SHA_DIGEST_LENGTH);
+    ws_accept_key(k->value, 24, accept);
     int n = snprintf(out, cap,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",

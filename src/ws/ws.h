@@ -22,6 +22,15 @@ struct http_request;
  * refuse with in <status> (400, or 426 for another version). */
 int ws_handshake(const struct http_request *req, char *out, size_t cap, int *status);
 
+/* Sec-WebSocket-Accept for a Sec-WebSocket-Key of <len> bytes: base64(SHA-1(key + the RFC's
+ * GUID)), 28 characters and a NUL in <out>. Both ends of the handshake use it. */
+void ws_accept_key(const char *key, size_t len, char out[29]);
+
+/* Sec-WebSocket-Accept for a Sec-WebSocket-Key of <len> bytes (at most 64 are used):
+ * base64(SHA-1(key + the RFC's GUID)), 28 characters and a NUL in <out>. Both ends of the
+ * handshake use it. */
+void ws_accept_key(const char *key, size_t len, char out[29]);
+
 struct ws;
 
 /* What a connection receives. <arg> is the one given to ws_new. */
