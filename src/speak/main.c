@@ -2,8 +2,8 @@
  * rostrum-speak: one speaker on a stage space, from the command line (docs/stage.md).
  *
  *   rostrum-speak --stage HOST:PORT --space NAME (--key KEY | --token T)
- *                 (--tone HZ | --input FILE) --seconds S
- *                 [--record OUT.ogg] [--name NAME] [--gain DB] [--json]
+ *                 (--tone HZ | --input FILE | --clicks MS) --seconds S
+ *                 [--record OUT.ogg] [--detect-clicks] [--name NAME] [--gain DB] [--json]
  *
  * It joins GET /ws/NAME over a WebSocket, sends one Opus packet (48 kHz mono, 20 ms) per
  * binary frame in real time, receives the mix-minus (optionally into an Ogg/Opus file) and the
@@ -16,6 +16,12 @@
  *
  *   connect ─► upgrade ─► welcome (+ audio ready) ─► speaking ─► S s later: close 1000 ─►
  *   the server's close (≤ 2 s) ─► exit 0
+ *
+ * Latency (bench/stage-latency): --clicks sends silence with a click every MS ms, starting on a
+ * frame boundary, and records the CLOCK_MONOTONIC time each click's frame was due; another
+ * speaker's --detect-clicks decodes what it hears and records when the packet carrying each
+ * click onset arrived, plus the onset's place in it. CLOCK_MONOTONIC is one clock for every
+ * process on the machine, so the two lists (in --json) subtract.
  *
  * Exit status: 0 done; 1 failure, or the server closed first; 2 bad usage; 3 refused before the
  * upgrade (HTTP status and body on stderr).
@@ -34,6 +40,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -41,6 +48,7 @@
 
 #include "event/loop.h"
 #include "ogg/mux.h"
+#include "speak/detect.h"
 #include "speak/source.h"
 #include "speak/wsc.h"
 #include "util/buf.h"
@@ -57,6 +65,8 @@
 #define MAX_PACKET 1500
 #define PRE_SKIP 312 /* the server's encoder look-ahead (docs/stage.md) */
 #define MAX_SECONDS 604800.0
+#define MAX_CLICKS_MS 3600000 /* --clicks: at most one an hour */
+#define TIMES_MAX 100000      /* click times kept for --json (more are counted, not kept) */
 
 enum exit_code { EXIT_DONE = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_REFUSED = 3 };
 enum phase { PH_CONNECTING, PH_WELCOME, PH_SPEAKING, PH_CLOSING, PH_DONE };
@@ -64,7 +74,15 @@ enum phase { PH_CONNECTING, PH_WELCOME, PH_SPEAKING, PH_CLOSING, PH_DONE };
 struct opts {
     const char *stage, *space, *key, *token, *input, *record, *name;
     double tone, seconds, gain;
-    int has_tone, json;
+    unsigned clicks_ms;
+    int has_tone, has_clicks, detect_clicks, json;
+};
+
+/* A bounded list of CLOCK_MONOTONIC times in ms, for --json. */
+struct times {
+    double *v;
+    size_t n, cap;
+    uint64_t lost; /* past TIMES_MAX */
 };
 
 /* The whole session. One per process, on main()'s stack; everything it points to is owned by
@@ -81,7 +99,8 @@ struct speak {
     int phase;
     int signals;
     /* timeline */
-    int64_t start_ms;
+    int64_t start_ms; /* CLOCK_MONOTONIC ms when slot 0 was due; valid once <started> */
+    int started;
     uint64_t slot, nslots;
     /* what happened */
     int64_t welcome_ms, first_rx_ms;
@@ -105,7 +124,45 @@ struct speak {
     struct ogg_mux *mux;
     int rec_errno;
     uint64_t rec_packets, rec_bad;
+    /* --clicks and --detect-clicks */
+    struct times clicks_sent;  /* due time of each click frame sent */
+    struct times clicks_heard; /* arrival of the packet with an onset + the onset's offset */
+    struct times heard_offset; /* that offset alone */
+    OpusDecoder *dec;
+    struct detect det;
+    uint64_t detect_bad; /* received packets that did not decode */
 };
+
+/* ---- times --------------------------------------------------------------------------------- */
+
+static void times_add(struct times *t, double ms)
+{
+    if (t->n == TIMES_MAX) {
+        t->lost++;
+        return;
+    }
+    if (t->n == t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 64;
+        t->v = realloc(t->v, t->cap * sizeof(*t->v));
+        if (!t->v)
+            abort();
+    }
+    t->v[t->n++] = ms;
+}
+
+static void times_free(struct times *t)
+{
+    free(t->v);
+    *t = (struct times){0};
+}
+
+/* CLOCK_MONOTONIC in ms, to the microsecond (loop_clock_ms is the same clock, truncated). */
+static double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
 
 /* ---- outcome ------------------------------------------------------------------------------- */
 
@@ -145,23 +202,25 @@ static void begin_close(struct speak *s, const char *reason)
 
 /* ---- sending ------------------------------------------------------------------------------- */
 
-static void send_frame(struct speak *s, const int16_t *pcm)
+/* Encodes and queues one frame. Returns 1 if it was queued, 0 if not (off stage, dropped). */
+static int send_frame(struct speak *s, const int16_t *pcm)
 {
     if (strcmp(s->role, "listener") == 0) {
         s->frames_off_stage++; /* the server would drop it: save the encoder and the wire */
-        return;
+        return 0;
     }
     unsigned char pkt[MAX_PACKET];
     opus_int32 n = opus_encode(s->enc, pcm, FRAME, pkt, sizeof(pkt));
     if (n < 0) {
         LOG_RATELIMITED(LOG_WARN, "speak", "opus_encode: %s", opus_strerror(n));
-        return;
+        return 0;
     }
     int rc = wsc_send(&s->ws, 1, pkt, (size_t)n, SEND_QUEUE_MAX);
     if (rc == 0)
         s->packets_sent++;
     else if (rc == -EAGAIN)
         s->packets_dropped++;
+    return rc == 0;
 }
 
 static void on_clock(struct loop *loop, struct loop_timer *t)
@@ -185,7 +244,9 @@ static void on_clock(struct loop *loop, struct loop_timer *t)
         } else {
             if (now - due > s->send_late_max_ms)
                 s->send_late_max_ms = now - due;
-            send_frame(s, pcm);
+            int click = speak_source_click_at(s->src);
+            if (send_frame(s, pcm) && click >= 0)
+                times_add(&s->clicks_sent, (double)due + click * 1000.0 / SPEAK_RATE);
         }
         s->slot++;
     }
@@ -203,6 +264,7 @@ static void maybe_start(struct speak *s)
     loop_timer_stop(&s->loop, &s->deadline);
     s->phase = PH_SPEAKING;
     s->start_ms = loop_clock_ms();
+    s->started = 1;
     s->slot = 0;
     loop_timer_start(&s->loop, &s->clock, 0, on_clock);
 }
@@ -239,12 +301,33 @@ static void rec_page(void *arg, const unsigned char *page, size_t len, uint64_t 
         s->rec_errno = errno ? errno : EIO;
 }
 
+/* --detect-clicks: decodes one received packet and notes a click onset in it, timed from the
+ * packet's arrival <now> (ms) plus the onset's offset inside the packet's audio. */
+static void detect_packet(struct speak *s, const uint8_t *msg, size_t len, double now)
+{
+    int16_t pcm[5760]; /* 120 ms: the longest Opus packet */
+    int n = opus_decode(s->dec, msg, (opus_int32)len, pcm, 5760, 0);
+    if (n < 0) {
+        s->detect_bad++;
+        return;
+    }
+    int at = detect_feed(&s->det, pcm, n);
+    if (at >= 0) {
+        double off = at * 1000.0 / SPEAK_RATE;
+        times_add(&s->clicks_heard, now + off);
+        times_add(&s->heard_offset, off);
+    }
+}
+
 static void on_audio(struct speak *s, const uint8_t *msg, size_t len)
 {
+    double now = mono_ms(); /* first: the arrival, before any decoding */
     s->packets_received++;
     s->bytes_received += len;
     if (s->first_rx_ms < 0 && s->have_welcome)
         s->first_rx_ms = loop_clock_ms() - s->welcome_ms;
+    if (s->dec)
+        detect_packet(s, msg, len, now);
     if (!s->mux)
         return;
     int samples = opus_packet_get_nb_samples(msg, (opus_int32)len, SPEAK_RATE);
@@ -411,8 +494,9 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: rostrum-speak --stage HOST:PORT --space NAME (--key KEY | --token T)\n"
-            "                     (--tone HZ | --input FILE) --seconds S\n"
-            "                     [--record OUT.ogg] [--name NAME] [--gain DB] [--json]\n"
+            "                     (--tone HZ | --input FILE | --clicks MS) --seconds S\n"
+            "                     [--record OUT.ogg] [--detect-clicks] [--name NAME]\n"
+            "                     [--gain DB] [--json]\n"
             "\n"
             "  --stage HOST:PORT  the server's stage port ([v6]:PORT for IPv6)\n"
             "  --space NAME       the stage space to join (/ws/NAME)\n"
@@ -422,11 +506,18 @@ static void usage(FILE *f)
             "  --tone HZ          send a sine at -12 dBFS\n"
             "  --input FILE       send FILE: raw s16le mono 48 kHz if it ends in .s16 or .raw,\n"
             "                     anything else through ffmpeg; looped to fill --seconds\n"
+            "  --clicks MS        send silence with a click (5 ms of 2 kHz at -6 dBFS) every MS\n"
+            "                     ms (a multiple of 20), each at the start of a frame, the first\n"
+            "                     after MS ms; 0: silence only. --json lists when each was due\n"
             "  --seconds S        how long to speak, then close\n"
             "  --record OUT.ogg   write what we hear (the mix-minus) as Ogg/Opus\n"
+            "  --detect-clicks    decode what we hear and note when each click arrives (an onset\n"
+            "                     above -20 dBFS after 300 ms below it), for --json\n"
             "  --name NAME        the name shown on stage\n"
             "  --gain DB          level change in dB (default 0)\n"
-            "  --json             print a JSON summary line on stdout at the end\n"
+            "  --json             print a JSON summary line on stdout at the end (times are\n"
+            "                     CLOCK_MONOTONIC ms: start_mono_ms, click_sent_mono_ms,\n"
+            "                     clicks_heard_mono_ms)\n"
             "\n"
             "exit: 0 done, 1 failed or closed by the server, 2 usage, 3 refused (HTTP status)\n");
 }
@@ -457,6 +548,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
         O_NAME,
         O_GAIN,
         O_JSON,
+        O_CLICKS,
+        O_DETECT,
         O_HELP
     };
     static const struct option longs[] = {
@@ -471,6 +564,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
         {"name", required_argument, NULL, O_NAME},
         {"gain", required_argument, NULL, O_GAIN},
         {"json", no_argument, NULL, O_JSON},
+        {"clicks", required_argument, NULL, O_CLICKS},
+        {"detect-clicks", no_argument, NULL, O_DETECT},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -502,6 +597,22 @@ static int parse_args(int argc, char **argv, struct opts *o)
         case O_JSON:
             o->json = 1;
             break;
+        case O_DETECT:
+            o->detect_clicks = 1;
+            break;
+        case O_CLICKS: {
+            double ms;
+            if (parse_double(optarg, 0, MAX_CLICKS_MS, &ms) < 0 || ms != floor(ms) ||
+                fmod(ms, FRAME_MS) != 0) {
+                fprintf(stderr,
+                        "rostrum-speak: --clicks wants 0 or a multiple of %d ms (up to %d)\n",
+                        FRAME_MS, MAX_CLICKS_MS);
+                return -1;
+            }
+            o->clicks_ms = (unsigned)ms;
+            o->has_clicks = 1;
+            break;
+        }
         case O_TONE:
             if (parse_double(optarg, 1, SPEAK_RATE / 2 - 1, &o->tone) < 0) {
                 fprintf(stderr, "rostrum-speak: --tone wants a frequency in Hz (1-23999)\n");
@@ -530,14 +641,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
             return -1;
         }
     }
-    const char *missing = !o->stage                   ? "--stage"
-                          : !o->space                 ? "--space"
-                          : !o->key && !o->token      ? "--key or --token"
-                          : !o->has_tone && !o->input ? "--tone or --input"
-                          : o->seconds < 0            ? "--seconds"
-                                                      : NULL;
-    if (missing || optind < argc || (o->key && o->token) || (o->has_tone && o->input) ||
-        !o->space[0]) {
+    int sources = !!o->has_tone + !!o->input + !!o->has_clicks;
+    const char *missing = !o->stage              ? "--stage"
+                          : !o->space            ? "--space"
+                          : !o->key && !o->token ? "--key or --token"
+                          : sources == 0         ? "--tone, --input or --clicks"
+                          : o->seconds < 0       ? "--seconds"
+                                                 : NULL;
+    if (missing || optind < argc || (o->key && o->token) || sources > 1 || !o->space[0]) {
         if (missing)
             fprintf(stderr, "rostrum-speak: %s is required\n", missing);
         else if (optind < argc)
@@ -546,7 +657,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
             fprintf(stderr, "rostrum-speak: --space is empty\n");
         else
             fprintf(stderr, "rostrum-speak: give only one of %s\n",
-                    o->key && o->token ? "--key and --token" : "--tone and --input");
+                    o->key && o->token ? "--key and --token" : "--tone, --input and --clicks");
         usage(stderr);
         return -1;
     }
@@ -597,6 +708,13 @@ static void build_target(const struct opts *o, struct buf *b)
     }
 }
 
+static void add_times(cJSON *j, const char *name, const struct times *t)
+{
+    cJSON *a = cJSON_AddArrayToObject(j, name);
+    for (size_t i = 0; i < t->n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber(round(t->v[i] * 1000.0) / 1000.0));
+}
+
 static void print_json(struct speak *s)
 {
     cJSON *j = cJSON_CreateObject();
@@ -633,6 +751,21 @@ static void print_json(struct speak *s)
     }
     if (s->o.record)
         cJSON_AddNumberToObject(j, "recorded_packets", (double)s->rec_packets);
+    /* CLOCK_MONOTONIC ms, comparable across processes: when frame 0 was due */
+    if (s->started)
+        cJSON_AddNumberToObject(j, "start_mono_ms", (double)s->start_ms);
+    else
+        cJSON_AddNullToObject(j, "start_mono_ms");
+    if (s->o.has_clicks) {
+        add_times(j, "click_sent_mono_ms", &s->clicks_sent);
+        cJSON_AddNumberToObject(j, "clicks_not_kept", (double)s->clicks_sent.lost);
+    }
+    if (s->o.detect_clicks) {
+        add_times(j, "clicks_heard_mono_ms", &s->clicks_heard);
+        add_times(j, "clicks_heard_offset_ms", &s->heard_offset);
+        cJSON_AddNumberToObject(j, "clicks_heard_not_kept", (double)s->clicks_heard.lost);
+        cJSON_AddNumberToObject(j, "undecodable_packets", (double)s->detect_bad);
+    }
     cJSON_AddNumberToObject(j, "exit", s->exit_code);
     if (s->error[0])
         cJSON_AddStringToObject(j, "error", s->error);
@@ -656,6 +789,11 @@ static void speak_free(struct speak *s)
     if (s->enc)
         opus_encoder_destroy(s->enc);
     ogg_mux_free(s->mux);
+    if (s->dec)
+        opus_decoder_destroy(s->dec);
+    times_free(&s->clicks_sent);
+    times_free(&s->clicks_heard);
+    times_free(&s->heard_offset);
     cJSON_Delete(s->state);
     if (s->sig.fd >= 0) {
         loop_del(&s->loop, &s->sig);
@@ -706,6 +844,8 @@ int main(int argc, char **argv)
         s->nslots = 1;
     if (s->o.has_tone)
         s->src = speak_source_tone(s->o.tone, s->o.gain);
+    else if (s->o.has_clicks)
+        s->src = speak_source_clicks(s->o.clicks_ms, s->o.gain);
     else
         s->src = speak_source_file(&s->loop, s->o.input, s->o.gain, on_source_ready, s, err,
                                    sizeof(err));
@@ -722,6 +862,14 @@ int main(int argc, char **argv)
         return EXIT_FAIL;
     }
     opus_encoder_ctl(s->enc, OPUS_SET_BITRATE(BITRATE));
+    if (s->o.detect_clicks) {
+        s->dec = opus_decoder_create(SPEAK_RATE, 1, &oerr);
+        if (!s->dec) {
+            fprintf(stderr, "rostrum-speak: opus_decoder_create: %s\n", opus_strerror(oerr));
+            speak_free(s);
+            return EXIT_FAIL;
+        }
+    }
     if (s->o.record && open_record(s, err, sizeof(err)) < 0) {
         fprintf(stderr, "rostrum-speak: %s\n", err);
         speak_free(s);

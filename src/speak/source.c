@@ -1,5 +1,5 @@
 /*
- * speak/source: tone, raw PCM file, or a file decoded by an ffmpeg child. See source.h.
+ * speak/source: tone, clicks, raw PCM file, or a file decoded by an ffmpeg child. See source.h.
  *
  * The ffmpeg child gets its own process group (a Ctrl-C at the terminal is ours to handle: we
  * close the WebSocket cleanly and then stop the child), default signal dispositions and an
@@ -25,7 +25,7 @@
 
 extern char **environ;
 
-enum kind { SRC_TONE, SRC_RAW, SRC_FFMPEG };
+enum kind { SRC_TONE, SRC_CLICKS, SRC_RAW, SRC_FFMPEG };
 
 #define RING_BYTES (SPEAK_RATE / 1000 * SPEAK_SOURCE_BUFFER_MS * 2)
 
@@ -36,8 +36,12 @@ struct speak_source {
     unsigned plays;
     int failed;
     char error[256];
-    /* tone */
+    /* tone (phase, step, amp) and clicks (step, amp) */
     double phase, step, amp;
+    /* clicks */
+    uint64_t pos;    /* samples made so far */
+    uint64_t period; /* samples between click onsets; 0: silence only */
+    int click_at;    /* onset index in the last read, -1: none */
     /* raw and ffmpeg */
     char *path;
     int fd;
@@ -70,6 +74,7 @@ static struct speak_source *source_new(int kind, double gain_db)
     s->gain = pow(10.0, gain_db / 20.0);
     s->fd = -1;
     s->io.fd = -1;
+    s->click_at = -1;
     return s;
 }
 
@@ -81,6 +86,37 @@ struct speak_source *speak_source_tone(double hz, double gain_db)
     s->plays = 1;
     s->ready = 1;
     return s;
+}
+
+struct speak_source *speak_source_clicks(unsigned period_ms, double gain_db)
+{
+    struct speak_source *s = source_new(SRC_CLICKS, 0.0);
+    s->period = (uint64_t)period_ms * (SPEAK_RATE / 1000);
+    s->step = 2.0 * M_PI * SPEAK_CLICK_HZ / SPEAK_RATE;
+    s->amp = 32767.0 * pow(10.0, (SPEAK_CLICK_DBFS + gain_db) / 20.0);
+    s->plays = 1;
+    s->ready = 1;
+    return s;
+}
+
+/* Silence, and the burst wherever a click falls: the sine starts at phase 0 on its onset sample,
+ * so the first sample past a detector's threshold is within a sample or two of it. */
+static void clicks_read(struct speak_source *s, int16_t *pcm, int n)
+{
+    const uint64_t len = (uint64_t)SPEAK_RATE / 1000 * SPEAK_CLICK_MS;
+    s->click_at = -1;
+    for (int i = 0; i < n; i++) {
+        uint64_t p = s->pos + (uint64_t)i, k = s->period ? p % s->period : 0;
+        if (s->period && p >= s->period && k < len) {
+            if (k == 0)
+                s->click_at = i;
+            double v = s->amp * sin(s->step * (double)k);
+            pcm[i] = (int16_t)(v > 32767.0 ? 32767 : v < -32768.0 ? -32768 : lrint(v));
+        } else {
+            pcm[i] = 0;
+        }
+    }
+    s->pos += (uint64_t)n;
 }
 
 static int ends_with(const char *s, const char *suffix)
@@ -360,6 +396,10 @@ int speak_source_read(struct speak_source *s, int16_t *pcm, int n)
         }
         return 0;
     }
+    if (s->kind == SRC_CLICKS) {
+        clicks_read(s, pcm, n);
+        return 0;
+    }
     if (s->kind == SRC_RAW) {
         if (raw_read(s, pcm, n) < 0)
             return -1;
@@ -375,6 +415,11 @@ int speak_source_read(struct speak_source *s, int16_t *pcm, int n)
     if (s->gain != 1.0)
         speak_apply_gain(pcm, n, s->gain);
     return 0;
+}
+
+int speak_source_click_at(const struct speak_source *s)
+{
+    return s->click_at;
 }
 
 uint64_t speak_source_underruns(const struct speak_source *s)
