@@ -65,6 +65,10 @@ static long b64url_decode(const char *in, size_t len, uint8_t *out, size_t cap)
             out[o++] = (uint8_t)(acc >> bits);
         }
     }
+    /* canonical only: the bits the last character carries beyond the bytes must be zero,
+     * so that one token has exactly one spelling */
+    if (acc & ((1u << bits) - 1))
+        return -1;
     return (long)o;
 }
 
