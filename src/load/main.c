@@ -2,6 +2,7 @@
  * rostrum-load: the project's load and attack tool, built on rostrum's own event loop.
  *
  *   rostrum-load listen --url http://127.0.0.1:8000/live --listeners N --rate R --seconds S ...
+ *   rostrum-load attack MODE --url http://127.0.0.1:8000/live --rate R --count N --seconds S ...
  *
  * One subcommand per kind of load; each parses its own options and returns the exit status:
  * 0 the run completed (whatever the figures), 1 internal error, 2 bad arguments. Only loopback
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "load/attack.h"
 #include "load/listen.h"
 #include "util/log.h"
 
@@ -19,7 +21,9 @@ static void usage(FILE *f)
             "usage: rostrum-load COMMAND [options]\n"
             "commands:\n"
             "  listen    HTTP listeners that join at a rate, check the Ogg stream they get and\n"
-            "            report time to first audio, bitrate held, stalls (--help for options)\n");
+            "            report time to first audio, bitrate held, stalls (--help for options)\n"
+            "  attack    bounded hostile clients: flood, slowloris, slowread, garbage, joinstorm,\n"
+            "            tickets (rostrum-load attack --help)\n");
 }
 
 int main(int argc, char **argv)
@@ -31,6 +35,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "listen") == 0)
         return load_listen_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "attack") == 0)
+        return load_attack_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(stdout);
