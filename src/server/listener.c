@@ -30,6 +30,7 @@
 #define LISTENER_MAX_BATCH (256 * 1024)
 #define STALL_WINDOW_MS 60000
 #define LISTENER_SNDBUF 65536 /* the kernel doubles it */
+#define PRE_DONE UINT32_MAX   /* pre_off once the whole preamble went out */
 
 static const char *const close_reason_names[CLOSE_REASONS] = {
     "peer closed", "too slow", "stuck", "mount ended", "stream restarted", "socket error"};
@@ -154,16 +155,17 @@ void listener_flush(struct conn *c)
         uint32_t pre_len, http_len;
         const unsigned char *pre = shared_preamble(ss, pre_gen, &pre_len, &http_len);
         if (pre_gen != c->l.pre_gen) {
-            /* the preamble changed (new source metadata) while this one was being sent:
-             * a newer half may have overwritten the one it was sending */
-            if (c->l.pre_off > 0 && c->l.pre_off < pre_len && pre_gen - c->l.pre_gen > 1) {
+            /* The preamble changed (new source metadata). Not started, or done: nothing to
+             * do. Half sent: finish the old one from its half of the double buffer, unless
+             * a second change has overwritten that half. */
+            if (c->l.pre_off == 0 || c->l.pre_off == PRE_DONE) {
+                c->l.pre_gen = pre_gen;
+            } else if (pre_gen - c->l.pre_gen > 1) {
                 listener_close(c, CLOSE_RESTART);
                 return;
-            }
-            if (c->l.pre_off > 0 && c->l.pre_off < pre_len)
+            } else {
                 pre = shared_preamble(ss, c->l.pre_gen, &pre_len, &http_len);
-            else
-                c->l.pre_gen = pre_gen;
+            }
         }
         if (c->l.head_only)
             pre_len = http_len;
@@ -209,7 +211,8 @@ void listener_flush(struct conn *c)
             listener_close(c, errno == EPIPE || errno == ECONNRESET ? CLOSE_PEER : CLOSE_ERROR);
             return;
         }
-        if (c->l.cursor < ring_tail(r) && w > (ssize_t)(c->l.pre_off < pre_len ? pre_len : 0)) {
+        size_t pre_part = c->l.pre_off < pre_len ? pre_len - c->l.pre_off : 0;
+        if (c->l.cursor < ring_tail(r) && (size_t)w > pre_part) {
             /* the writer lapped us during the copy: what went out may be torn */
             srv->aud.me->c.stalls++;
             listener_close(c, CLOSE_TOO_SLOW);
@@ -224,7 +227,7 @@ void listener_flush(struct conn *c)
             c->l.pre_off += (uint32_t)take;
             left -= take;
             if (c->l.pre_off >= pre_len)
-                c->l.pre_gen = pre_gen;
+                c->l.pre_off = PRE_DONE;
         }
         while (left > 0) {
             const struct ring_slot *s = ring_slot_get(r, c->l.cursor);

@@ -75,3 +75,32 @@ def test_grace_expiry_closes_listeners(ctx):
     r = http_request(srv.audience, "GET", "/live")
     check(r.status == 404, f"GET /live after the grace -> {r.status}, want 404")
     check(mount_status(srv, "/live") is None, "status-json still lists /live after the grace")
+
+
+@test(timeout=60, icecast=False)
+def test_restart_with_new_metadata_keeps_stream_valid(ctx):
+    """A returning source with another (longer) ice-name changes the preamble new listeners
+    get; listeners already past it must never see a byte of the new one mid-stream."""
+    srv = ctx.start_server()
+    src = ffmpeg_source(ctx, srv, "/live", 440, name="Short")
+    wait_live(srv, "/live", proc=src)
+    raw = listen(ctx, srv, "/live")
+    time.sleep(3)
+    src.signal(signal.SIGKILL)
+    src.wait(5)
+    src1b = ffmpeg_source(ctx, srv, "/live", 550, name="A middling name",
+                          proc_name="source_b")
+    time.sleep(3)
+    src1b.signal(signal.SIGKILL)
+    src1b.wait(5)
+    # a second change: the half of the double buffer the listener began with is rewritten
+    src2 = ffmpeg_source(ctx, srv, "/live", 660, name="A much longer name for the same space",
+                         proc_name="source_again")
+    time.sleep(4)
+    head = http_request(srv.audience, "HEAD", "/live")
+    check(head.header("icy-name") == "A much longer name for the same space",
+          f"new listeners get icy-name {head.header('icy-name')!r}")
+    check(raw.end is None, f"the listener was dropped ({raw.end}) by the metadata change")
+    raw.close()
+    check_listener_ogg(raw)  # one serial, continuous, CRCs valid: no stray preamble bytes
+    check(src2.alive(), f"the second source died:\n{src2.tail()}")
