@@ -232,8 +232,11 @@ int http_parse_request(const char *buf, size_t len, size_t scan_from, struct htt
                 head_len = i + 3;
                 break;
             }
-        } else if (c == '\0' || (c == '\r' && i + 1 < len && buf[i + 1] != '\n')) {
-            return HTTP_PARSE_INVALID; /* invalid whatever follows: say so now */
+        } else if (c == '\0' || (c == '\r' && i + 1 < lim && buf[i + 1] != '\n')) {
+            /* invalid whatever follows: say so now. A CR at the last byte of the limit is not
+             * judged: whatever follows it, the head is too large, and a peer sending the same
+             * bytes in pieces must get the same answer as one sending them at once. */
+            return HTTP_PARSE_INVALID;
         }
     }
     if (head_len == 0)

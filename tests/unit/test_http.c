@@ -527,6 +527,25 @@ TEST(head_size_limit)
     }
 }
 
+/* A CR as the last byte the limit allows, followed by a non-LF byte: the head is too large
+ * whether the bytes come at once or in pieces (found by fuzz_http: the two used to differ). */
+TEST(cr_at_head_limit)
+{
+    static char buf[HTTP_MAX_HEAD + 2];
+    struct http_request r;
+    int n = snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nX: ");
+    memset(buf + n, 'a', HTTP_MAX_HEAD - 1 - (size_t)n);
+    buf[HTTP_MAX_HEAD - 1] = '\r';
+    buf[HTTP_MAX_HEAD] = 'Y';
+    ASSERT_EQ_INT(parse_n(buf, HTTP_MAX_HEAD + 1, 0, &r, NULL), -3);
+    ASSERT_EQ_INT(parse_n(buf, HTTP_MAX_HEAD, 0, &r, NULL), -3);
+    ASSERT_EQ_INT(http_parse_request(buf, HTTP_MAX_HEAD + 1, HTTP_MAX_HEAD, &r), -3);
+    /* one byte earlier the CR is judged: invalid */
+    buf[HTTP_MAX_HEAD - 2] = '\r';
+    buf[HTTP_MAX_HEAD - 1] = 'Y';
+    ASSERT_EQ_INT(parse_n(buf, HTTP_MAX_HEAD, 0, &r, NULL), -1);
+}
+
 static size_t build_headers(char *out, int count)
 {
     size_t n = (size_t)sprintf(out, "GET / HTTP/1.1\r\n");
