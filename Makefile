@@ -24,7 +24,7 @@ ifeq ($(SAN),1)
 CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
 endif
-LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lcrypto -lm
+LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lcrypto -lisal -lm
 
 LIB_SRC  := $(filter-out src/server/main.c src/load/main.c src/speak/main.c,$(wildcard src/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(O)/obj/%.o) $(O)/obj/web_assets.o $(O)/obj/web_table.o

@@ -1,12 +1,16 @@
 /*
  * load/oggcheck: see oggcheck.h for what is checked and how damage is counted.
  *
- * The CRC runs slice-by-8 over body bytes (a load process checks tens of MB/s); header and
- * lacing bytes, a few dozen per page, go through the same function in short runs.
+ * The CRC is ISA-L's crc32_ieee (Debian libisal): Ogg's CRC is the normal (not reflected)
+ * CRC-32 with polynomial 0x04c11db7, which ISA-L computes with carry-less multiplies at
+ * ~12 GB/s on this machine against ~1.7 GB/s for a slice-by-8 table. At 100,000 listeners
+ * the load tool checks 600 MB/s on the same 2 cores as the server, so this matters.
  */
 #include "load/oggcheck.h"
 
 #include <string.h>
+
+#include <isa-l/crc.h>
 
 enum { ST_HEAD, ST_LACING, ST_BODY, ST_SYNC };
 enum { KIND_UNDECIDED, KIND_HEADER, KIND_AUDIO };
@@ -15,39 +19,10 @@ enum { PHASE_HEADER, PHASE_AUDIO };
 #define OGG_FLAG_CONTINUED 1
 #define OGG_FLAG_BOS 2
 
-static uint32_t crc_table[8][256];
-static int crc_ready;
-
-static void crc_init(void)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t r = i << 24;
-        for (int k = 0; k < 8; k++)
-            r = (r & 0x80000000u) ? (r << 1) ^ 0x04c11db7u : r << 1;
-        crc_table[0][i] = r;
-    }
-    for (int t = 1; t < 8; t++)
-        for (int i = 0; i < 256; i++)
-            crc_table[t][i] = (crc_table[t - 1][i] << 8) ^ crc_table[0][crc_table[t - 1][i] >> 24];
-    crc_ready = 1;
-}
-
 uint32_t oggcheck_crc(uint32_t crc, const uint8_t *p, size_t len)
 {
-    if (!crc_ready)
-        crc_init();
-    while (len >= 8) {
-        uint32_t x = crc ^ ((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
-                            (uint32_t)p[3]);
-        crc = crc_table[7][x >> 24] ^ crc_table[6][(x >> 16) & 0xff] ^
-              crc_table[5][(x >> 8) & 0xff] ^ crc_table[4][x & 0xff] ^ crc_table[3][p[4]] ^
-              crc_table[2][p[5]] ^ crc_table[1][p[6]] ^ crc_table[0][p[7]];
-        p += 8;
-        len -= 8;
-    }
-    while (len--)
-        crc = (crc << 8) ^ crc_table[0][(crc >> 24) ^ *p++];
-    return crc;
+    /* crc32_ieee() inverts the register on the way in and out; Ogg's CRC does neither. */
+    return ~crc32_ieee(~crc, p, len);
 }
 
 static uint32_t le32(const uint8_t *p)
@@ -58,8 +33,6 @@ static uint32_t le32(const uint8_t *p)
 void oggcheck_init(struct oggcheck *c)
 {
     *c = (struct oggcheck){0};
-    if (!crc_ready)
-        crc_init();
 }
 
 /* Saturating add for garbage_bytes: a peer sending only garbage must not wrap it. */

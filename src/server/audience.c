@@ -129,8 +129,14 @@ void audience_tick(struct server *srv, int second)
                 continue;
             }
             /* Honest counting: a listener receives audio if the client acknowledged new
-             * bytes lately, not if its socket buffer merely took them. */
+             * bytes lately, not if its socket buffer merely took them. Asked at most every
+             * half window per listener: at 100k listeners a SIOCOUTQ a second each was 5 %
+             * of the server's CPU, and every write interval (<= 2 s) still falls between. */
             int outq = 0;
+            if (c->l.acked > 0 && now - c->l.acked_ms < RECEIVING_WINDOW_MS / 2) {
+                receiving++;
+                continue;
+            }
             if (ioctl(c->io.fd, SIOCOUTQ, &outq) == 0 && outq >= 0 &&
                 c->l.bytes >= (uint64_t)outq && c->l.bytes - (uint64_t)outq > c->l.acked) {
                 c->l.acked = c->l.bytes - (uint64_t)outq;
