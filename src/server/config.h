@@ -58,7 +58,7 @@ struct config {
     char host_key[128];
     int max_conns_per_ip;      /* open connections per client address (IPv6: /64); 500 */
     int joins_per_ip;          /* listener joins per second per address (burst 2x); 50 */
-    int joins_per_worker;      /* listener joins per second per worker (burst 1 s); 1000 */
+    int joins_per_worker;      /* listener joins per second per worker (burst 3 s); 1000 */
     int waiting_room;          /* 1: GET /join/<space> hands out admission tickets */
     char trusted_proxies[512]; /* addresses whose X-Forwarded-For is believed, comma-separated */
     int speaker_idle_ms;       /* a speaker that sends nothing this long is dropped; 30000 */        /* creates stage spaces; "" = nobody can */

@@ -87,6 +87,27 @@ def test_joins_per_address_limited(ctx):
 
 
 @test(timeout=60, icecast=False)
+def test_joins_per_worker_limited(ctx):
+    # the worker's bucket holds 3 s of its rate: 6 joins at 2/s, then 503 + Retry-After 1-5 s
+    srv = ctx.start_server(config=config(ctx, "joins-per-worker = 2\n"), extra=["--workers", "1"])
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    statuses = []
+    for _ in range(10):
+        s = connect(srv.audience)
+        s.sendall(b"GET /live HTTP/1.0\r\n\r\n")
+        head, _ = read_head(s)
+        statuses.append((head.status, head.header("Retry-After")))
+        s.close()
+    ok = [h for h, _ in statuses if h == 200]
+    busy = [r for h, r in statuses if h == 503]
+    check(6 <= len(ok) <= 7 and len(ok) + len(busy) == 10,
+          f"10 quick joins with 2/s, 3 s deep: {statuses}")
+    check(all(r and 1 <= int(r) <= 5 for r in busy), f"Retry-After of the 503s: {busy}")
+    check(refused(srv, "join_rate") == len(busy), "join-rate refusals not counted")
+
+
+@test(timeout=60, icecast=False)
 def test_tickets_forged_early_and_genuine(ctx):
     srv = ctx.start_server(config=config(ctx, "waiting-room = 1\njoins-per-worker = 1\n"),
                            extra=["--workers", "1"])
