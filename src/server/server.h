@@ -95,6 +95,7 @@ struct audience {
     struct list_node listeners[SHARED_MAX_SPACES]; /* struct conn.node */
     uint32_t gen[SHARED_MAX_SPACES];               /* slot generations last seen */
     uint32_t nlisteners;
+    uint32_t max_here; /* listeners this process may hold: its share and a bit, fds allowing */
     int64_t last_flush_ms;
     int64_t counted_ms; /* last count of who is receiving */
     struct loop_timer flush_timer;

@@ -108,6 +108,29 @@ def test_joins_per_worker_limited(ctx):
 
 
 @test(timeout=60, icecast=False)
+def test_capacity_is_counted_over_all_workers(ctx):
+    # max-listeners holds across workers at once (not a second later): with 2 workers and room
+    # for 4, the 5th and 6th listeners get 503 + Retry-After, whichever worker they reach
+    srv = ctx.start_server(config=config(ctx, "max-listeners = 4\n"), extra=["--workers", "2"])
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    held, statuses = [], []
+    for _ in range(6):
+        s = connect(srv.audience)
+        s.sendall(b"GET /live HTTP/1.0\r\n\r\n")
+        head, _ = read_head(s)
+        statuses.append((head.status, head.header("Retry-After")))
+        held.append(s)
+    ok = [h for h, _ in statuses if h == 200]
+    full = [r for h, r in statuses if h == 503]
+    check(len(ok) == 4 and len(full) == 2 and all(full),
+          f"6 listeners, max-listeners 4 over 2 workers: {statuses}")
+    check(refused(srv, "capacity") == 2, "capacity refusals not counted")
+    for s in held:
+        s.close()
+
+
+@test(timeout=60, icecast=False)
 def test_tickets_forged_early_and_genuine(ctx):
     srv = ctx.start_server(config=config(ctx, "waiting-room = 1\njoins-per-worker = 1\n"),
                            extra=["--workers", "1"])
