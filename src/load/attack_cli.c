@@ -10,24 +10,19 @@
  * Exit status: 0 the run completed, whatever the figures; 1 internal error (a worker failed or
  * could not be started; what the others measured is still printed); 2 bad arguments.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "load/attack.h"
 #include "load/listen.h"
+#include "load/procs.h"
 #include "load/url.h"
 #include "util/buf.h"
 #include "util/log.h"
@@ -92,21 +87,6 @@ static int bad_arg(const char *fmt, ...)
     fprintf(stderr, "\n(see rostrum-load attack --help)\n");
     va_end(ap);
     return 2;
-}
-
-static int parse_u32(const char *opt, const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
-{
-    char *e;
-    errno = 0;
-    unsigned long long v = strtoull(s, &e, 10);
-    if (*s == '\0' || *s == '-' || *e != '\0' || errno || v < lo || v > hi) {
-        fprintf(stderr,
-                "rostrum-load attack: %s: expected a whole number from %u to %u, got \"%s\"\n", opt,
-                lo, hi, s);
-        return -1;
-    }
-    *out = (uint32_t)v;
-    return 0;
 }
 
 /* Parses the options into <o> (<argv>[0] is "attack", <argv>[1] the mode). Returns 0, 2 (bad
@@ -194,17 +174,17 @@ static int parse_opts(int argc, char **argv, struct attack_opts *o)
             break;
         }
         case O_COUNT:
-            if (parse_u32("--count", optarg, 1, 1000000, &o->count) < 0)
+            if (procs_parse_u32("attack", "--count", optarg, 1, 1000000, &o->count) < 0)
                 return 2;
             have_n = 1;
             break;
         case O_SECONDS:
-            if (parse_u32("--seconds", optarg, 1, 86400, &o->seconds) < 0)
+            if (procs_parse_u32("attack", "--seconds", optarg, 1, 86400, &o->seconds) < 0)
                 return 2;
             have_secs = 1;
             break;
         case O_PROCS:
-            if (parse_u32("--procs", optarg, 1, 256, &o->procs) < 0)
+            if (procs_parse_u32("attack", "--procs", optarg, 1, 256, &o->procs) < 0)
                 return 2;
             break;
         case O_SRC:
@@ -214,23 +194,25 @@ static int parse_opts(int argc, char **argv, struct attack_opts *o)
             o->reopen = 0;
             break;
         case O_INTERVAL:
-            if (parse_u32("--interval-ms", optarg, 1, 3600000, &o->interval_ms) < 0)
+            if (procs_parse_u32("attack", "--interval-ms", optarg, 1, 3600000, &o->interval_ms) < 0)
                 return 2;
             break;
         case O_READ_BPS:
-            if (parse_u32("--read-bytes-per-s", optarg, 1, 100000000, &o->read_bps) < 0)
+            if (procs_parse_u32("attack", "--read-bytes-per-s", optarg, 1, 100000000,
+                                &o->read_bps) < 0)
                 return 2;
             break;
         case O_RCVBUF:
-            if (parse_u32("--rcvbuf", optarg, 256, 64 << 20, &o->rcvbuf) < 0)
+            if (procs_parse_u32("attack", "--rcvbuf", optarg, 256, 64 << 20, &o->rcvbuf) < 0)
                 return 2;
             break;
         case O_MAX_BYTES:
-            if (parse_u32("--max-bytes", optarg, 1, ATTACK_GARBAGE_MAX, &o->max_bytes) < 0)
+            if (procs_parse_u32("attack", "--max-bytes", optarg, 1, ATTACK_GARBAGE_MAX,
+                                &o->max_bytes) < 0)
                 return 2;
             break;
         case O_TIMEOUT:
-            if (parse_u32("--timeout-ms", optarg, 1, 3600000, &o->timeout_ms) < 0)
+            if (procs_parse_u32("attack", "--timeout-ms", optarg, 1, 3600000, &o->timeout_ms) < 0)
                 return 2;
             break;
         case O_EXPIRED:
@@ -243,7 +225,7 @@ static int parse_opts(int argc, char **argv, struct attack_opts *o)
             o->timeline = 1;
             break;
         case O_SEED:
-            if (parse_u32("--seed", optarg, 0, UINT32_MAX, &o->seed) < 0)
+            if (procs_parse_u32("attack", "--seed", optarg, 0, UINT32_MAX, &o->seed) < 0)
                 return 2;
             break;
         case O_JSON:
@@ -283,18 +265,6 @@ static int parse_opts(int argc, char **argv, struct attack_opts *o)
 }
 
 /* ---- report -------------------------------------------------------------------------------- */
-
-static double ms(uint64_t us)
-{
-    return (double)us / 1000.0;
-}
-
-static void json_hist(struct buf *b, const char *name, const struct hist *h)
-{
-    buf_printf(b, "\"%s\":{\"p50\":%.2f,\"p99\":%.2f,\"max\":%.2f,\"count\":%llu}", name,
-               ms(hist_percentile(h, 50)), ms(hist_percentile(h, 99)), ms(h->max),
-               (unsigned long long)h->count);
-}
 
 /* {"200":n,...} of the non-zero entries of <codes>. */
 static void json_codes(struct buf *b, const uint32_t *codes)
@@ -342,13 +312,13 @@ static void build_json(const struct attack_opts *o, const struct attack_result *
     json_codes(b, r->http);
     buf_printf(b, ",\"bytes_sent\":%llu,\"bytes_received\":%llu,", u(r->bytes_sent),
                u(r->bytes_received));
-    json_hist(b, "connect_ms", &r->connect_us);
+    procs_json_hist(b, "connect_ms", &r->connect_us);
     buf_puts(b, ",");
-    json_hist(b, "ttfb_ms", &r->ttfb_us);
+    procs_json_hist(b, "ttfb_ms", &r->ttfb_us);
     buf_puts(b, ",");
-    json_hist(b, "server_closed_after_ms", &r->closed_after_us);
+    procs_json_hist(b, "server_closed_after_ms", &r->closed_after_us);
     buf_puts(b, ",");
-    json_hist(b, "kept_ms", &r->kept_us);
+    procs_json_hist(b, "kept_ms", &r->kept_us);
 
     switch (o->mode) {
     case ATTACK_SLOWLORIS:
@@ -374,7 +344,7 @@ static void build_json(const struct attack_opts *o, const struct attack_result *
         double pct = decided ? 100.0 * (double)r->joined / (double)decided : 0.0;
         buf_printf(b, ",\"joined\":%llu,\"unfinished\":%llu,\"success_pct\":%.2f,", u(r->joined),
                    u(r->unfinished), pct);
-        json_hist(b, "first_audio_ms", &r->first_audio_us);
+        procs_json_hist(b, "first_audio_ms", &r->first_audio_us);
         if (o->timeline) {
             buf_puts(b, ",\"timeline\":[");
             for (uint32_t s = 0; s < r->timeline_len; s++) {
@@ -393,9 +363,9 @@ static void build_json(const struct attack_opts *o, const struct attack_result *
                    "\"early_skipped\":%llu,\"admit_after_end\":%llu,\"max_position\":%llu,",
                    u(r->tk_tickets), u(r->tk_open), u(r->tk_unparsable), u(r->tk_early_skipped),
                    u(r->tk_admit_after_end), u(r->tk_max_position));
-        json_hist(b, "wait_ms", &r->tk_wait_us);
+        procs_json_hist(b, "wait_ms", &r->tk_wait_us);
         buf_puts(b, ",");
-        json_hist(b, "genuine_late_ms", &r->tk_late_us);
+        procs_json_hist(b, "genuine_late_ms", &r->tk_late_us);
         for (int k = 0; k < ATTACK_TK_KINDS; k++) {
             if (k == ATTACK_TK_EXPIRED && !o->ticket_expired) {
                 buf_puts(b, ",\"expired\":null");
@@ -431,9 +401,9 @@ static void print_summary(const struct attack_opts *o, const struct attack_resul
            u(r->closed_fin + r->closed_rst + r->closed_kernel), u(r->closed_fin), u(r->closed_rst),
            u(r->closed_kernel), u(r->no_response));
     printf("  closed after ms: p50 %.0f, p99 %.0f, max %.0f; kept ms: p50 %.0f, max %.0f\n",
-           ms(hist_percentile(&r->closed_after_us, 50)),
-           ms(hist_percentile(&r->closed_after_us, 99)), ms(r->closed_after_us.max),
-           ms(hist_percentile(&r->kept_us, 50)), ms(r->kept_us.max));
+           procs_ms(hist_percentile(&r->closed_after_us, 50)),
+           procs_ms(hist_percentile(&r->closed_after_us, 99)), procs_ms(r->closed_after_us.max),
+           procs_ms(hist_percentile(&r->kept_us, 50)), procs_ms(r->kept_us.max));
     printf("  responses %llu (Retry-After %llu, unparsable %llu):", u(r->responses),
            u(r->retry_after), u(r->bad_responses));
     for (int i = 100; i < ATTACK_HTTP_CODES; i++)
@@ -444,8 +414,8 @@ static void print_summary(const struct attack_opts *o, const struct attack_resul
         printf("  joined %llu of %llu (%llu unfinished at the end); first audio ms p50 %.1f "
                "p99 %.1f max %.1f\n",
                u(r->joined), u(r->attempted), u(r->unfinished),
-               ms(hist_percentile(&r->first_audio_us, 50)),
-               ms(hist_percentile(&r->first_audio_us, 99)), ms(r->first_audio_us.max));
+               procs_ms(hist_percentile(&r->first_audio_us, 50)),
+               procs_ms(hist_percentile(&r->first_audio_us, 99)), procs_ms(r->first_audio_us.max));
     if (o->mode == ATTACK_TICKETS) {
         printf("  tickets issued %llu, admission open %llu, unparsable %llu\n", u(r->tk_tickets),
                u(r->tk_open), u(r->tk_unparsable));
@@ -461,69 +431,16 @@ static void print_summary(const struct attack_opts *o, const struct attack_resul
 
 /* ---- parent -------------------------------------------------------------------------------- */
 
-/* Raises RLIMIT_NOFILE soft to hard; returns the resulting soft limit. */
-static rlim_t raise_nofile(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
-        return 1024;
-    if (rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
-            getrlimit(RLIMIT_NOFILE, &rl);
-    }
-    return rl.rlim_cur;
-}
-
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t k = write(fd, c, n);
-        if (k == -1 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return -1;
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-struct child {
-    pid_t pid;
-    int fd;     /* read end of its pipe, -1 once at EOF */
-    size_t got; /* bytes of <res> read */
-    struct attack_result res;
-};
-
-static void worker_child(const struct attack_opts *o, uint32_t index, uint32_t n, int64_t start_us,
-                         int fd, pid_t parent)
-{
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
-        _exit(1);
-    alarm(o->seconds + 5); /* a last bound should both the loop and the parent fail */
-    struct attack_result *res = calloc(1, sizeof(*res));
-    if (!res)
-        abort();
-    int rc = attack_worker(o, index, n, start_us, res);
-    if (rc < 0) {
-        log_error("attack", "worker %u: %s", index, strerror(-rc));
-        _exit(1);
-    }
-    if (write_all(fd, res, sizeof(*res)) < 0)
-        _exit(1);
-    close(fd);
-    free(res);
-    _exit(0);
-}
-
 static int64_t real_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int work(void *arg, uint32_t index, uint32_t n, int64_t start_us, void *rec)
+{
+    return attack_worker(arg, index, n, start_us, rec);
 }
 
 int load_attack_main(int argc, char **argv)
@@ -537,7 +454,7 @@ int load_attack_main(int argc, char **argv)
     if (rc)
         return rc;
 
-    rlim_t nofile = raise_nofile();
+    rlim_t nofile = procs_raise_nofile();
     uint32_t per_proc = (o.count + o.procs - 1) / o.procs;
     if ((rlim_t)per_proc + FD_SPARE > nofile) {
         fprintf(stderr,
@@ -548,112 +465,25 @@ int load_attack_main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    fflush(stdout);
-    fflush(stderr);
 
-    struct child *ch = calloc(o.procs, sizeof(*ch));
-    if (!ch)
-        abort();
-    pid_t self = getpid();
     int64_t launch_us = load_now_us();
     int64_t start_us = launch_us + START_DELAY_US;
     int64_t start_real = real_ms() + START_DELAY_US / 1000;
-    int64_t deadline = launch_us + (int64_t)o.seconds * 1000000 + HARD_STOP_US;
-    int spawn_failed = 0;
-    for (uint32_t k = 0; k < o.procs; k++) {
-        ch[k].fd = -1;
-        ch[k].pid = -1;
-        int p[2];
-        if (pipe2(p, O_CLOEXEC) == -1) {
-            log_error("attack", "pipe: %s", strerror(errno));
-            spawn_failed = 1;
-            break;
-        }
-        uint32_t n = o.count / o.procs + (k < o.count % o.procs);
-        pid_t pid = fork();
-        if (pid == -1) {
-            log_error("attack", "fork: %s", strerror(errno));
-            close(p[0]);
-            close(p[1]);
-            spawn_failed = 1;
-            break;
-        }
-        if (pid == 0) {
-            close(p[0]);
-            for (uint32_t j = 0; j < k; j++)
-                close(ch[j].fd);
-            worker_child(&o, k, n, start_us, p[1], self);
-        }
-        close(p[1]);
-        ch[k].pid = pid;
-        ch[k].fd = p[0];
-    }
-
-    struct pollfd *pfd = calloc(o.procs, sizeof(*pfd));
-    uint32_t *who = calloc(o.procs, sizeof(*who));
-    if (!pfd || !who)
-        abort();
-    for (;;) {
-        int64_t now = load_now_us();
-        nfds_t np = 0;
-        for (uint32_t k = 0; k < o.procs; k++) {
-            if (ch[k].fd >= 0) {
-                who[np] = k;
-                pfd[np++] = (struct pollfd){.fd = ch[k].fd, .events = POLLIN};
-            }
-        }
-        if (np == 0 || now >= deadline || spawn_failed)
-            break;
-        int n = poll(pfd, np, (int)((deadline - now + 999) / 1000));
-        if (n == -1 && errno != EINTR) {
-            log_error("attack", "poll: %s", strerror(errno));
-            break;
-        }
-        for (nfds_t i = 0; i < np && n > 0; i++) {
-            if (!pfd[i].revents)
-                continue;
-            struct child *c = &ch[who[i]];
-            ssize_t r;
-            if (c->got < sizeof(c->res)) {
-                r = read(c->fd, (char *)&c->res + c->got, sizeof(c->res) - c->got);
-            } else {
-                char junk[256];
-                r = read(c->fd, junk, sizeof(junk));
-            }
-            if (r > 0 && c->got < sizeof(c->res)) {
-                c->got += (size_t)r;
-            } else if (r == 0 || (r == -1 && errno != EINTR && errno != EAGAIN)) {
-                close(c->fd);
-                c->fd = -1;
-            }
-        }
-    }
-    free(pfd);
-    free(who);
+    struct procs p = {
+        .tag = "attack",
+        .nprocs = o.procs,
+        .units = o.count,
+        .rec_size = sizeof(struct attack_result),
+        .magic = ATTACK_RESULT_MAGIC,
+        .alarm_s = o.seconds + 5, /* a last bound should both the loop and the parent fail */
+        .start_us = start_us,
+        .deadline_us = launch_us + (int64_t)o.seconds * 1000000 + HARD_STOP_US,
+        .work = work,
+        .arg = &o,
+    };
+    int failed;
+    struct attack_result *res = procs_run(&p, &failed);
     double duration_s = (double)(load_now_us() - start_us) / 1e6;
-
-    int failed = spawn_failed;
-    for (uint32_t k = 0; k < o.procs; k++) {
-        if (ch[k].pid <= 0)
-            continue;
-        if (ch[k].fd >= 0) {
-            log_error("attack", "worker %u (pid %d) did not finish in time; killing it", k,
-                      (int)ch[k].pid);
-            kill(ch[k].pid, SIGKILL);
-            close(ch[k].fd);
-            ch[k].fd = -1;
-        }
-        int st = 0;
-        while (waitpid(ch[k].pid, &st, 0) == -1 && errno == EINTR)
-            ;
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || ch[k].got != sizeof(ch[k].res) ||
-            ch[k].res.magic != ATTACK_RESULT_MAGIC) {
-            log_error("attack", "worker %u (pid %d) failed (%s %d)", k, (int)ch[k].pid,
-                      WIFSIGNALED(st) ? "signal" : "exit",
-                      WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
-            failed = 1;
-        }
-    }
 
     struct attack_result *total = calloc(1, sizeof(*total));
     if (!total)
@@ -666,8 +496,8 @@ int load_attack_main(int argc, char **argv)
     hist_init(&total->tk_wait_us);
     hist_init(&total->tk_late_us);
     for (uint32_t k = 0; k < o.procs; k++)
-        if (ch[k].got == sizeof(ch[k].res) && ch[k].res.magic == ATTACK_RESULT_MAGIC)
-            attack_result_merge(total, &ch[k].res);
+        if (res[k].magic == ATTACK_RESULT_MAGIC)
+            attack_result_merge(total, &res[k]);
     if (o.json) {
         struct buf b = {0};
         build_json(&o, total, start_real, duration_s, &b);
@@ -678,6 +508,6 @@ int load_attack_main(int argc, char **argv)
     }
     fflush(stdout);
     free(total);
-    free(ch);
+    free(res);
     return failed ? 1 : 0;
 }

@@ -6,23 +6,18 @@
  * Exit status: 0 the run completed, whatever the figures; 1 internal error (a worker failed or
  * could not be started; what the others measured is still printed); 2 bad arguments.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "load/httpget.h"
 #include "load/listen.h"
+#include "load/procs.h"
 #include "load/url.h"
 #include "util/buf.h"
 #include "util/log.h"
@@ -66,21 +61,6 @@ static int bad_arg(const char *fmt, ...)
     fprintf(stderr, "\n(see rostrum-load listen --help)\n");
     va_end(ap);
     return 2;
-}
-
-static int parse_u32(const char *opt, const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
-{
-    char *e;
-    errno = 0;
-    unsigned long long v = strtoull(s, &e, 10);
-    if (*s == '\0' || *s == '-' || *e != '\0' || errno || v < lo || v > hi) {
-        fprintf(stderr,
-                "rostrum-load listen: %s: expected a whole number from %u to %u, got \"%s\"\n", opt,
-                lo, hi, s);
-        return -1;
-    }
-    *out = (uint32_t)v;
-    return 0;
 }
 
 /* Parses the options into <o>. Returns 0, 2 (bad arguments, message printed) or 3 (--help). */
@@ -128,7 +108,7 @@ static int parse_opts(int argc, char **argv, struct load_listen_opts *o)
             o->url_str = optarg;
             break;
         case O_LISTENERS:
-            if (parse_u32("--listeners", optarg, 1, 1000000, &o->listeners) < 0)
+            if (procs_parse_u32("listen", "--listeners", optarg, 1, 1000000, &o->listeners) < 0)
                 return 2;
             have_n = 1;
             break;
@@ -141,20 +121,20 @@ static int parse_opts(int argc, char **argv, struct load_listen_opts *o)
             break;
         }
         case O_SECONDS:
-            if (parse_u32("--seconds", optarg, 1, 86400, &o->seconds) < 0)
+            if (procs_parse_u32("listen", "--seconds", optarg, 1, 86400, &o->seconds) < 0)
                 return 2;
             have_secs = 1;
             break;
         case O_PROCS:
-            if (parse_u32("--procs", optarg, 1, 256, &o->procs) < 0)
+            if (procs_parse_u32("listen", "--procs", optarg, 1, 256, &o->procs) < 0)
                 return 2;
             break;
         case O_KBPS:
-            if (parse_u32("--kbps", optarg, 0, 100000, &o->kbps) < 0)
+            if (procs_parse_u32("listen", "--kbps", optarg, 0, 100000, &o->kbps) < 0)
                 return 2;
             break;
         case O_STALL:
-            if (parse_u32("--stall-ms", optarg, 1, 3600000, &o->stall_ms) < 0)
+            if (procs_parse_u32("listen", "--stall-ms", optarg, 1, 3600000, &o->stall_ms) < 0)
                 return 2;
             break;
         case O_SRC:
@@ -213,55 +193,7 @@ static int parse_opts(int argc, char **argv, struct load_listen_opts *o)
 
 /* ---- parent -------------------------------------------------------------------------------- */
 
-/* Raises RLIMIT_NOFILE soft to hard; returns the resulting soft limit. */
-static rlim_t raise_nofile(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
-        return 1024;
-    if (rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
-            getrlimit(RLIMIT_NOFILE, &rl);
-    }
-    return rl.rlim_cur;
-}
-
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t k = write(fd, c, n);
-        if (k == -1 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return -1;
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-struct child {
-    pid_t pid;
-    int fd;     /* read end of its pipe, -1 once at EOF */
-    size_t got; /* bytes of <res> read */
-    struct load_result res;
-};
-
 /* ---- reports ------------------------------------------------------------------------------- */
-
-static double ms(uint64_t us)
-{
-    return (double)us / 1000.0;
-}
-
-static void json_hist(struct buf *b, const char *name, const struct hist *h)
-{
-    buf_printf(b, "\"%s\":{\"p50\":%.2f,\"p99\":%.2f,\"max\":%.2f,\"count\":%llu},", name,
-               ms(hist_percentile(h, 50)), ms(hist_percentile(h, 99)), ms(h->max),
-               (unsigned long long)h->count);
-}
 
 static void print_json(const struct load_listen_opts *o, const struct load_result *r,
                        int have_server, double server_listeners, const char *metrics_err)
@@ -285,9 +217,12 @@ static void print_json(const struct load_listen_opts *o, const struct load_resul
         if (r->http[i])
             buf_printf(&b, ",\"%d\":%u", i, r->http[i]);
     buf_puts(&b, "},");
-    json_hist(&b, "connect_ms", &r->connect_us);
-    json_hist(&b, "ttfb_ms", &r->ttfb_us);
-    json_hist(&b, "first_audio_ms", &r->first_audio_us);
+    procs_json_hist(&b, "connect_ms", &r->connect_us);
+    buf_printf(&b, ",");
+    procs_json_hist(&b, "ttfb_ms", &r->ttfb_us);
+    buf_printf(&b, ",");
+    procs_json_hist(&b, "first_audio_ms", &r->first_audio_us);
+    buf_printf(&b, ",");
     double pct = r->connected ? 100.0 * (double)r->held / (double)r->connected : 0.0;
     buf_printf(&b,
                "\"held_bitrate\":%llu,\"held_bitrate_pct\":%.1f,\"held_bitrate_eligible\":%llu,"
@@ -347,8 +282,8 @@ static void print_summary(const struct load_listen_opts *o, const struct load_re
               {"first audio", &r->first_audio_us}};
     for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
         printf("  %-12s ms: p50 %8.2f  p99 %8.2f  max %8.2f  (%llu)\n", hs[i].name,
-               ms(hist_percentile(hs[i].h, 50)), ms(hist_percentile(hs[i].h, 99)), ms(hs[i].h->max),
-               (unsigned long long)hs[i].h->count);
+               procs_ms(hist_percentile(hs[i].h, 50)), procs_ms(hist_percentile(hs[i].h, 99)),
+               procs_ms(hs[i].h->max), (unsigned long long)hs[i].h->count);
     printf("  held %u kbps: %llu of %llu connected (%.1f %%; %llu had a steady part)\n", o->kbps,
            (unsigned long long)r->held, (unsigned long long)r->connected,
            r->connected ? 100.0 * (double)r->held / (double)r->connected : 0.0,
@@ -394,25 +329,24 @@ static int fetch_server_listeners(const struct load_listen_opts *o, double *v, c
     return ok;
 }
 
-static void worker_child(const struct load_listen_opts *o, uint32_t index, uint32_t n,
-                         int64_t start_us, int fd, pid_t parent)
+/* The server's count, taken once while the run is on (procs' at()). */
+struct count {
+    const struct load_listen_opts *o;
+    int have;
+    double listeners;
+    char err[256];
+};
+
+static void count_now(void *arg)
 {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
-        _exit(1);
-    struct load_result *res = calloc(1, sizeof(*res));
-    if (!res)
-        abort();
-    int rc = load_listen_worker(o, index, n, start_us, res);
-    if (rc < 0) {
-        log_error("load", "worker %u: %s", index, strerror(-rc));
-        _exit(1);
-    }
-    if (write_all(fd, res, sizeof(*res)) < 0)
-        _exit(1);
-    close(fd);
-    free(res);
-    _exit(0);
+    struct count *c = arg;
+    c->have = fetch_server_listeners(c->o, &c->listeners, c->err, sizeof(c->err));
+}
+
+static int work(void *arg, uint32_t index, uint32_t n, int64_t start_us, void *rec)
+{
+    const struct count *c = arg;
+    return load_listen_worker(c->o, index, n, start_us, rec);
 }
 
 int load_listen_main(int argc, char **argv)
@@ -426,7 +360,7 @@ int load_listen_main(int argc, char **argv)
     if (rc)
         return rc;
 
-    rlim_t nofile = raise_nofile();
+    rlim_t nofile = procs_raise_nofile();
     uint32_t per_proc = (o.listeners + o.procs - 1) / o.procs;
     if ((rlim_t)per_proc + FD_SPARE > nofile) {
         fprintf(
@@ -438,140 +372,41 @@ int load_listen_main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    fflush(stdout);
-    fflush(stderr);
 
-    struct child *ch = calloc(o.procs, sizeof(*ch));
-    if (!ch)
-        abort();
-    pid_t self = getpid();
     /* time for the forks; every worker starts pacing at the same instant */
     int64_t start_us = load_now_us() + 200000 + (int64_t)o.procs * 5000;
     int64_t end_us = start_us + (int64_t)o.seconds * 1000000;
-    int64_t count_us =
-        end_us - LOAD_COUNT_BEFORE_END_US < start_us ? start_us : end_us - LOAD_COUNT_BEFORE_END_US;
-    int spawn_failed = 0;
-    for (uint32_t k = 0; k < o.procs; k++) {
-        ch[k].fd = -1;
-        ch[k].pid = -1;
-        int p[2];
-        if (pipe2(p, O_CLOEXEC) == -1) {
-            log_error("load", "pipe: %s", strerror(errno));
-            spawn_failed = 1;
-            break;
-        }
-        uint32_t n = o.listeners / o.procs + (k < o.listeners % o.procs);
-        pid_t pid = fork();
-        if (pid == -1) {
-            log_error("load", "fork: %s", strerror(errno));
-            close(p[0]);
-            close(p[1]);
-            spawn_failed = 1;
-            break;
-        }
-        if (pid == 0) {
-            close(p[0]);
-            for (uint32_t j = 0; j < k; j++)
-                close(ch[j].fd);
-            worker_child(&o, k, n, start_us, p[1], self);
-        }
-        close(p[1]);
-        ch[k].pid = pid;
-        ch[k].fd = p[0];
-    }
-
-    int have_server = 0, fetched = !o.have_metrics || spawn_failed;
-    double server_listeners = 0;
-    char metrics_err[256] = "not fetched";
-    int64_t deadline = end_us + (int64_t)COLLECT_GRACE_MS * 1000;
-    struct pollfd *pfd = calloc(o.procs, sizeof(*pfd));
-    if (!pfd)
-        abort();
-    for (;;) {
-        int64_t now = load_now_us();
-        if (!fetched && now >= count_us) {
-            have_server =
-                fetch_server_listeners(&o, &server_listeners, metrics_err, sizeof(metrics_err));
-            fetched = 1;
-            continue;
-        }
-        nfds_t np = 0;
-        for (uint32_t k = 0; k < o.procs; k++)
-            if (ch[k].fd >= 0)
-                pfd[np++] = (struct pollfd){.fd = ch[k].fd, .events = POLLIN};
-        if (np == 0 && fetched)
-            break;
-        if (now >= deadline || spawn_failed)
-            break;
-        int64_t wake = fetched ? deadline : count_us;
-        int timeout = (int)((wake - now + 999) / 1000);
-        int n = poll(pfd, np, timeout < 0 ? 0 : timeout);
-        if (n == -1 && errno != EINTR) {
-            log_error("load", "poll: %s", strerror(errno));
-            break;
-        }
-        for (uint32_t k = 0; k < o.procs && n > 0; k++) {
-            if (ch[k].fd < 0)
-                continue;
-            struct pollfd *pf = NULL;
-            for (nfds_t i = 0; i < np; i++)
-                if (pfd[i].fd == ch[k].fd)
-                    pf = &pfd[i];
-            if (!pf || !pf->revents)
-                continue;
-            ssize_t r = 0;
-            if (ch[k].got < sizeof(ch[k].res))
-                r = read(ch[k].fd, (char *)&ch[k].res + ch[k].got, sizeof(ch[k].res) - ch[k].got);
-            else {
-                char junk[256];
-                r = read(ch[k].fd, junk, sizeof(junk));
-            }
-            if (r > 0 && ch[k].got < sizeof(ch[k].res))
-                ch[k].got += (size_t)r;
-            else if (r == 0 || (r == -1 && errno != EINTR && errno != EAGAIN)) {
-                close(ch[k].fd);
-                ch[k].fd = -1;
-            }
-        }
-    }
-    free(pfd);
-
-    /* workers stop by themselves; one that has not by now is stuck: kill it */
-    int failed = spawn_failed;
-    for (uint32_t k = 0; k < o.procs; k++) {
-        if (ch[k].pid <= 0)
-            continue;
-        if (ch[k].fd >= 0) {
-            log_error("load", "worker %u (pid %d) did not finish in time; killing it", k,
-                      (int)ch[k].pid);
-            kill(ch[k].pid, SIGKILL);
-            close(ch[k].fd);
-            ch[k].fd = -1;
-        }
-        int st = 0;
-        while (waitpid(ch[k].pid, &st, 0) == -1 && errno == EINTR)
-            ;
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || ch[k].got != sizeof(ch[k].res) ||
-            ch[k].res.magic != LOAD_RESULT_MAGIC) {
-            log_error("load", "worker %u (pid %d) failed (%s %d)", k, (int)ch[k].pid,
-                      WIFSIGNALED(st) ? "signal" : "exit",
-                      WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
-            failed = 1;
-        }
-    }
+    struct count cnt = {.o = &o};
+    snprintf(cnt.err, sizeof(cnt.err), "not fetched");
+    struct procs p = {
+        .tag = "load",
+        .nprocs = o.procs,
+        .units = o.listeners,
+        .rec_size = sizeof(struct load_result),
+        .magic = LOAD_RESULT_MAGIC,
+        .start_us = start_us,
+        .deadline_us = end_us + (int64_t)COLLECT_GRACE_MS * 1000,
+        .work = work,
+        .arg = &cnt,
+        .at_us = end_us - LOAD_COUNT_BEFORE_END_US < start_us ? start_us
+                                                              : end_us - LOAD_COUNT_BEFORE_END_US,
+        .at = o.have_metrics ? count_now : NULL,
+    };
+    int failed;
+    struct load_result *res = procs_run(&p, &failed);
 
     struct load_result *total = calloc(1, sizeof(*total));
     if (!total)
         abort();
     for (uint32_t k = 0; k < o.procs; k++)
-        if (ch[k].got == sizeof(ch[k].res) && ch[k].res.magic == LOAD_RESULT_MAGIC)
-            load_result_merge(total, &ch[k].res);
+        if (res[k].magic == LOAD_RESULT_MAGIC)
+            load_result_merge(total, &res[k]);
     if (o.json)
-        print_json(&o, total, have_server, server_listeners, metrics_err);
+        print_json(&o, total, cnt.have, cnt.listeners, cnt.err);
     else
-        print_summary(&o, total, have_server, server_listeners, metrics_err);
+        print_summary(&o, total, cnt.have, cnt.listeners, cnt.err);
     fflush(stdout);
     free(total);
-    free(ch);
+    free(res);
     return failed ? 1 : 0;
 }
