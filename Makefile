@@ -26,8 +26,20 @@ LDFLAGS  += -fsanitize=address,undefined
 endif
 LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lcrypto -lisal -lm
 
-LIB_SRC  := $(filter-out src/server/main.c src/load/main.c src/speak/main.c,$(wildcard src/*/*.c))
-LIB_OBJ  := $(LIB_SRC:%.c=$(O)/obj/%.o) $(O)/obj/web_assets.o $(O)/obj/web_table.o
+# Libraries in dependency order (each may use only those before it): the core modules any
+# program may use, the server's layers, and each tool's own code. The tools do not link the
+# server: rostrum-load and rostrum-speak are clients built on the core alone.
+CORE_DIRS   := util event net http ws ogg limits shm token config mixer
+SERVER_DIRS := conn space stage stageport audience proc
+MAINS       := src/proc/main.c src/load/main.c src/speak/main.c
+dir_src      = $(filter-out $(MAINS),$(foreach d,$(1),$(wildcard src/$(d)/*.c)))
+CORE_OBJ    := $(patsubst %.c,$(O)/obj/%.o,$(call dir_src,$(CORE_DIRS)))
+SERVER_OBJ  := $(patsubst %.c,$(O)/obj/%.o,$(call dir_src,$(SERVER_DIRS))) \
+               $(O)/obj/web_assets.o $(O)/obj/web_table.o
+LOAD_OBJ    := $(patsubst %.c,$(O)/obj/%.o,$(call dir_src,load))
+SPEAK_OBJ   := $(patsubst %.c,$(O)/obj/%.o,$(call dir_src,speak))
+LIBS        := $(O)/librostrum-server.a $(O)/librostrum-load.a $(O)/librostrum-speak.a \
+               $(O)/librostrum-core.a
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 WEB      := $(wildcard web/*)
@@ -50,21 +62,27 @@ $(O)/obj/web_table.o: $(O)/gen/web_table.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(O)/librostrum.a: $(LIB_OBJ)
+$(O)/librostrum-core.a: $(CORE_OBJ)
+	$(AR) rcs $@ $^
+$(O)/librostrum-server.a: $(SERVER_OBJ)
+	$(AR) rcs $@ $^
+$(O)/librostrum-load.a: $(LOAD_OBJ)
+	$(AR) rcs $@ $^
+$(O)/librostrum-speak.a: $(SPEAK_OBJ)
 	$(AR) rcs $@ $^
 
-$(O)/rostrum: $(O)/obj/src/server/main.o $(O)/librostrum.a
+$(O)/rostrum: $(O)/obj/src/proc/main.o $(O)/librostrum-server.a $(O)/librostrum-core.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(O)/rostrum-load: $(O)/obj/src/load/main.o $(O)/librostrum.a
+$(O)/rostrum-load: $(O)/obj/src/load/main.o $(O)/librostrum-load.a $(O)/librostrum-core.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(O)/rostrum-speak: $(O)/obj/src/speak/main.o $(O)/librostrum.a
+$(O)/rostrum-speak: $(O)/obj/src/speak/main.o $(O)/librostrum-speak.a $(O)/librostrum-core.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(O)/tests/%: tests/unit/%.c tests/unit/harness.h $(O)/librostrum.a
+$(O)/tests/%: tests/unit/%.c tests/unit/harness.h $(LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(O)/librostrum.a $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIBS) $(LDLIBS)
 
 # ---- tests ---------------------------------------------------------------------------------
 ASAN_O := build/asan
@@ -89,19 +107,19 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-$(O)/fuzz-replay: $(FUZZ_SRC) tests/fuzz/replay_main.c $(O)/librostrum.a
+$(O)/fuzz-replay: $(FUZZ_SRC) tests/fuzz/replay_main.c $(LIBS)
 	@mkdir -p $(dir $@)
 	for f in $(FUZZ_SRC); do \
 	  n=$$(basename $$f .c); \
 	  $(CC) $(CFLAGS) -DFUZZ_NAME=$$n $(LDFLAGS) -o $(O)/tests/$$n tests/fuzz/replay_main.c $$f \
-	    $(O)/librostrum.a $(LDLIBS) || exit 1; \
+	    $(LIBS) $(LDLIBS) || exit 1; \
 	done
 	touch $@
 
 build/fuzz/%: tests/fuzz/%.c
-	$(MAKE) O=build/fuzz CC=clang SAN=fuzz build/fuzz/librostrum.a
+	$(MAKE) O=build/fuzz CC=clang SAN=fuzz $(subst $(O)/,build/fuzz/,$(LIBS))
 	clang -O1 -g -std=gnu11 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined \
-	  -o $@ $< build/fuzz/librostrum.a $(LDLIBS)
+	  -o $@ $< $(subst $(O)/,build/fuzz/,$(LIBS)) $(LDLIBS)
 
 fuzz: $(FUZZ_BIN)
 	scripts/fuzz $(FUZZ_SECONDS) $(FUZZ_BIN)

@@ -10,10 +10,10 @@
 #include <time.h>
 
 #include "mixer/mixer.h"
-#include "server/server.h"
-#include "server/space.h"
+#include "proc/server.h"
+#include "space/space.h"
 #include "stage/control.h"
-#include "stage/token.h"
+#include "token/token.h"
 #include "util/log.h"
 #include "ws/ws.h"
 

@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "stage/control.h"
-#include "stage/token.h"
+#include "token/token.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

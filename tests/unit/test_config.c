@@ -5,7 +5,7 @@
  * and message and leaves the struct untouched; inputs are parsed from right before an
  * unreadable page so a read past <len> crashes the test.
  */
-#include "server/config.h"
+#include "config/config.h"
 
 #include <fcntl.h>
 #include <stdarg.h>

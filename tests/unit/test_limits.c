@@ -4,7 +4,7 @@
 
 #include "harness.h"
 #include "limits/limits.h"
-#include "stage/token.h"
+#include "token/token.h"
 
 TEST(bucket_allows_burst_then_rate)
 {

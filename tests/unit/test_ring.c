@@ -1,6 +1,6 @@
 /* Unit tests for the page ring: wrap-around of slots and arena, laggard detection, bursts. */
 #include "harness.h"
-#include "ring/ring.h"
+#include "shm/ring.h"
 
 static void fill(unsigned char *buf, uint32_t len, uint64_t seq)
 {

@@ -15,8 +15,8 @@
  * and it waits on the zombie list until the loop is about to sleep (as Redis's freeClientAsync),
  * so an event for it later in the same epoll batch finds it marked dead.
  */
-#ifndef ROSTRUM_SERVER_SERVER_H
-#define ROSTRUM_SERVER_SERVER_H
+#ifndef ROSTRUM_PROC_SERVER_H
+#define ROSTRUM_PROC_SERVER_H
 
 #include <stdint.h>
 #include <sys/socket.h>
@@ -24,8 +24,8 @@
 
 #include "event/loop.h"
 #include "limits/limits.h"
-#include "server/config.h"
-#include "server/shared.h"
+#include "config/config.h"
+#include "shm/shared.h"
 #include "util/buf.h"
 #include "util/list.h"
 

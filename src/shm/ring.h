@@ -14,8 +14,8 @@
  *
  * Listeners never copy page bytes: they point iovecs into the arena and writev() them.
  */
-#ifndef ROSTRUM_RING_RING_H
-#define ROSTRUM_RING_RING_H
+#ifndef ROSTRUM_SHM_RING_H
+#define ROSTRUM_SHM_RING_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-#include "stage/token.h"
+#include "token/token.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

@@ -28,7 +28,7 @@
 #include <unistd.h>
 
 #include "net/net.h"
-#include "server/server.h"
+#include "proc/server.h"
 #include "util/log.h"
 
 #define WORKER_TICK_MS 250

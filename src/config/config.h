@@ -18,8 +18,8 @@
  * Ownership: a struct config is a plain value owned by whoever declared it; nothing in it
  * points elsewhere, so it may be copied with memcpy and shared with forked workers.
  */
-#ifndef ROSTRUM_SERVER_CONFIG_H
-#define ROSTRUM_SERVER_CONFIG_H
+#ifndef ROSTRUM_CONFIG_CONFIG_H
+#define ROSTRUM_CONFIG_CONFIG_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,6 +1,6 @@
 /* web: the files of web/, compiled into the binary (scripts/gen-web-assets). */
-#ifndef ROSTRUM_SERVER_WEB_H
-#define ROSTRUM_SERVER_WEB_H
+#ifndef ROSTRUM_AUDIENCE_WEB_H
+#define ROSTRUM_AUDIENCE_WEB_H
 
 struct web_file {
     const char *path, *type;

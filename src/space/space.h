@@ -21,15 +21,15 @@
  * under a new slot generation: current listeners are closed (their players reconnect and get
  * the new headers), as a chained Ogg stream is what browsers handle worst.
  */
-#ifndef ROSTRUM_SERVER_SPACE_H
-#define ROSTRUM_SERVER_SPACE_H
+#ifndef ROSTRUM_SPACE_SPACE_H
+#define ROSTRUM_SPACE_SPACE_H
 
 #include <stdint.h>
 
 #include "event/loop.h"
 #include "ogg/demux.h"
-#include "server/server.h"
-#include "server/shared.h"
+#include "proc/server.h"
+#include "shm/shared.h"
 #include "util/list.h"
 
 struct ogg_mux;

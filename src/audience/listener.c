@@ -22,8 +22,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "ring/ring.h"
-#include "server/server.h"
+#include "shm/ring.h"
+#include "proc/server.h"
 #include "util/log.h"
 
 #define LISTENER_MAX_IOV 64

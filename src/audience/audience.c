@@ -25,8 +25,8 @@
 #include <time.h>
 
 #include "http/request.h"
-#include "stage/token.h"
-#include "server/server.h"
+#include "token/token.h"
+#include "proc/server.h"
 #include "util/log.h"
 
 #define RECEIVING_WINDOW_MS 5000

@@ -3,7 +3,7 @@
  * housekeeping tick (used by every process), and the main process: the stage port, the
  * spaces, and the workers. See server.h for the connection state machine.
  */
-#include "server/server.h"
+#include "proc/server.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +22,7 @@
 #include "http/request.h"
 #include "net/net.h"
 #include "ogg/demux.h"
-#include "server/space.h"
+#include "space/space.h"
 #include "util/log.h"
 
 #define ACCEPT_BATCH 64

@@ -4,8 +4,8 @@
  */
 #include <string.h>
 
-#include "server/server.h"
-#include "server/web.h"
+#include "proc/server.h"
+#include "audience/web.h"
 
 int web_asset(const char *path, const unsigned char **data, size_t *len, const char **type)
 {

@@ -1,4 +1,4 @@
-#include "server/shared.h"
+#include "shm/shared.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -20,8 +20,8 @@
 
 #include "http/request.h"
 #include "ogg/demux.h"
-#include "server/server.h"
-#include "server/space.h"
+#include "proc/server.h"
+#include "space/space.h"
 #include "stage/stage.h"
 #include "util/log.h"
 

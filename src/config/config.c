@@ -7,7 +7,7 @@
  * key_defs[] (name, where it may appear, integer range); the few kinds of value (integer,
  * string, HOST:PORT, log level) each have one setter.
  */
-#include "server/config.h"
+#include "config/config.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -19,10 +19,10 @@
 #include <time.h>
 
 #include "http/request.h"
-#include "server/server.h"
-#include "server/space.h"
+#include "proc/server.h"
+#include "space/space.h"
 #include "stage/stage.h"
-#include "stage/token.h"
+#include "token/token.h"
 #include "util/log.h"
 #include "ws/ws.h"
 

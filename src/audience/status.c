@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "server/server.h"
+#include "proc/server.h"
 
 static void time_fmt(char *out, size_t cap, int64_t t, int iso)
 {

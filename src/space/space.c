@@ -5,7 +5,7 @@
  *   source bytes -> ogg_demux (packets) -> ogg_mux (rostrum's pages) -> ring_publish
  * then, before the loop sleeps, the audience processes are woken to write what is new.
  */
-#include "server/space.h"
+#include "space/space.h"
 
 #include <stddef.h>
 #include <stdio.h>

@@ -18,13 +18,13 @@
  * main process writes the idle half, then bumps <preamble_gen>; a reader uses
  * half (preamble_gen & 1).
  */
-#ifndef ROSTRUM_SERVER_SHARED_H
-#define ROSTRUM_SERVER_SHARED_H
+#ifndef ROSTRUM_SHM_SHARED_H
+#define ROSTRUM_SHM_SHARED_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ring/ring.h"
+#include "shm/ring.h"
 
 #define SHARED_MAX_SPACES 64
 #define SHARED_MAX_WORKERS 32

@@ -16,8 +16,8 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "server/config.h"
-#include "server/server.h"
+#include "config/config.h"
+#include "proc/server.h"
 #include "util/log.h"
 
 static void usage(FILE *f)

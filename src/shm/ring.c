@@ -1,4 +1,4 @@
-#include "ring/ring.h"
+#include "shm/ring.h"
 
 #include <assert.h>
 #include <stdlib.h>
