@@ -24,9 +24,9 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "audience/audience.h"
 #include "http/request.h"
 #include "token/token.h"
-#include "proc/server.h"
 #include "util/log.h"
 
 #define RECEIVING_WINDOW_MS 5000
@@ -36,23 +36,22 @@
  * under the rate. */
 #define JOIN_BURST_S 3
 
-static void audience_flush_all(struct server *srv);
+static void audience_flush_all(struct audience *a);
 
-void audience_init(struct server *srv)
+void audience_init(struct audience *a)
 {
-    struct audience *a = &srv->aud;
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
         list_init(&a->listeners[i]);
-        a->gen[i] = __atomic_load_n(&srv->sh->spaces[i].gen, __ATOMIC_ACQUIRE);
+        a->gen[i] = __atomic_load_n(&a->sh->spaces[i].gen, __ATOMIC_ACQUIRE);
     }
-    a->me = &srv->sh->workers[srv->worker_index];
+    a->me = &a->sh->workers[a->worker_index];
     memset(a->me, 0, sizeof(*a->me));
     a->me->pid = (int32_t)getpid();
     /* The kernel spreads connections over the workers by a hash, a few % unevenly: a share
      * cut exactly refused 277 of 100,000 joins at max-listeners 100,000 while other workers
      * had room. So an eighth more than the share, as far as this process's descriptors go
      * (keeping 1,000 for sources, stage, status and the spare). */
-    uint32_t share = (uint32_t)(srv->cfg.max_listeners / (int)srv->sh->nworkers);
+    uint32_t share = (uint32_t)(a->cfg->max_listeners / (int)a->sh->nworkers);
     uint64_t cap = (uint64_t)share + share / 8 + 1;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
@@ -64,37 +63,36 @@ void audience_init(struct server *srv)
 /* Listener connections in all workers, now: each worker counts its own in shared memory.
  * (sh->total_connections is the same sum, refreshed once a second: at 5,000 joins/s that is
  * too late for a cap.) Two workers admitting at once may pass the cap by one each. */
-static uint32_t all_listeners(const struct server *srv)
+static uint32_t all_listeners(const struct audience *a)
 {
     uint32_t total = 0;
-    for (uint32_t w = 0; w < srv->sh->nworkers; w++)
-        total += __atomic_load_n(&srv->sh->workers[w].listener_connections, __ATOMIC_RELAXED);
+    for (uint32_t w = 0; w < a->sh->nworkers; w++)
+        total += __atomic_load_n(&a->sh->workers[w].listener_connections, __ATOMIC_RELAXED);
     return total;
 }
 
 /* Milliseconds between writes to each listener, from the whole audience's size. */
-static int64_t audience_interval_ms(struct server *srv)
+static int64_t audience_interval_ms(struct audience *a)
 {
-    uint64_t total = srv->sh->total_connections;
-    if (total < srv->aud.nlisteners)
-        total = srv->aud.nlisteners;
-    int64_t ms = (int64_t)(total * 1000 / (uint64_t)srv->cfg.write_budget);
-    return ms > srv->cfg.max_batch_ms ? srv->cfg.max_batch_ms : ms;
+    uint64_t total = a->sh->total_connections;
+    if (total < a->nlisteners)
+        total = a->nlisteners;
+    int64_t ms = (int64_t)(total * 1000 / (uint64_t)a->cfg->write_budget);
+    return ms > a->cfg->max_batch_ms ? a->cfg->max_batch_ms : ms;
 }
 
 static void flush_timer_cb(struct loop *loop, struct loop_timer *t)
 {
-    struct server *srv = (struct server *)((char *)t - offsetof(struct server, aud.flush_timer));
+    struct audience *a = (struct audience *)((char *)t - offsetof(struct audience, flush_timer));
     (void)loop;
-    audience_flush_all(srv);
+    audience_flush_all(a);
 }
 
 /* Closes the listeners of slots whose space ended or restarted. */
-static void audience_check_slots(struct server *srv)
+static void audience_check_slots(struct audience *a)
 {
-    struct audience *a = &srv->aud;
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
-        uint32_t gen = __atomic_load_n(&srv->sh->spaces[i].gen, __ATOMIC_ACQUIRE);
+        uint32_t gen = __atomic_load_n(&a->sh->spaces[i].gen, __ATOMIC_ACQUIRE);
         if (gen == a->gen[i])
             continue;
         a->gen[i] = gen;
@@ -102,57 +100,57 @@ static void audience_check_slots(struct server *srv)
         list_for_each_safe(n, tmp, &a->listeners[i])
         {
             struct conn *c = list_entry(n, struct conn, node);
-            if (c->l.gen != gen)
-                listener_close(c, srv->sh->spaces[i].state == SLOT_FREE ? CLOSE_MOUNT_END
+            if (LST(c)->gen != gen)
+                listener_close(c, a->sh->spaces[i].state == SLOT_FREE ? CLOSE_MOUNT_END
                                                                         : CLOSE_RESTART);
         }
     }
 }
 
-void audience_on_wake(struct server *srv)
+void audience_on_wake(struct audience *a)
 {
-    audience_check_slots(srv);
-    int64_t interval = audience_interval_ms(srv);
-    int64_t since = srv->loop.now_ms - srv->aud.last_flush_ms;
+    audience_check_slots(a);
+    int64_t interval = audience_interval_ms(a);
+    int64_t since = a->loop->now_ms - a->last_flush_ms;
     if (since >= interval) {
-        loop_timer_stop(&srv->loop, &srv->aud.flush_timer);
-        audience_flush_all(srv);
-    } else if (srv->aud.flush_timer.due_ms == 0) {
-        loop_timer_start(&srv->loop, &srv->aud.flush_timer, interval - since, flush_timer_cb);
+        loop_timer_stop(a->loop, &a->flush_timer);
+        audience_flush_all(a);
+    } else if (a->flush_timer.due_ms == 0) {
+        loop_timer_start(a->loop, &a->flush_timer, interval - since, flush_timer_cb);
     }
 }
 
-static void audience_flush_all(struct server *srv)
+static void audience_flush_all(struct audience *a)
 {
-    srv->aud.last_flush_ms = srv->loop.now_ms;
+    a->last_flush_ms = a->loop->now_ms;
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
         struct list_node *n, *tmp;
-        list_for_each_safe(n, tmp, &srv->aud.listeners[i])
+        list_for_each_safe(n, tmp, &a->listeners[i])
         {
             struct conn *c = list_entry(n, struct conn, node);
-            if (!c->l.blocked)
+            if (!LST(c)->blocked)
                 listener_flush(c);
         }
     }
 }
 
-void audience_tick(struct server *srv, int second)
+void audience_tick(struct audience *a, int second)
 {
-    struct audience *a = &srv->aud;
-    int64_t now = srv->loop.now_ms;
+    int64_t now = a->loop->now_ms;
     if (!second)
         return;
     a->counted_ms = now;
     /* Once a second: count who received audio lately, close who is stuck. A listener whose
      * socket took nothing for 3 x lag-ms is gone or hostile. */
-    int64_t stuck = (int64_t)srv->cfg.lag_ms * 3;
+    int64_t stuck = (int64_t)a->cfg->lag_ms * 3;
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
         uint32_t receiving = 0;
         struct list_node *n, *tmp;
         list_for_each_safe(n, tmp, &a->listeners[i])
         {
             struct conn *c = list_entry(n, struct conn, node);
-            if (c->l.blocked && now - c->l.last_byte_ms > stuck) {
+            struct listener_state *l = LST(c);
+            if (l->blocked && now - l->last_byte_ms > stuck) {
                 listener_close(c, CLOSE_STUCK);
                 continue;
             }
@@ -161,44 +159,47 @@ void audience_tick(struct server *srv, int second)
              * half window per listener: at 100k listeners a SIOCOUTQ a second each was 5 %
              * of the server's CPU, and every write interval (<= 2 s) still falls between. */
             int outq = 0;
-            if (c->l.acked > 0 && now - c->l.acked_ms < RECEIVING_WINDOW_MS / 2) {
+            if (l->acked > 0 && now - l->acked_ms < RECEIVING_WINDOW_MS / 2) {
                 receiving++;
                 continue;
             }
             if (ioctl(c->io.fd, SIOCOUTQ, &outq) == 0 && outq >= 0 &&
-                c->l.bytes >= (uint64_t)outq && c->l.bytes - (uint64_t)outq > c->l.acked) {
-                c->l.acked = c->l.bytes - (uint64_t)outq;
-                c->l.acked_ms = now;
+                l->bytes >= (uint64_t)outq && l->bytes - (uint64_t)outq > l->acked) {
+                l->acked = l->bytes - (uint64_t)outq;
+                l->acked_ms = now;
             }
-            if (c->l.acked > 0 && now - c->l.acked_ms < RECEIVING_WINDOW_MS)
+            if (l->acked > 0 && now - l->acked_ms < RECEIVING_WINDOW_MS)
                 receiving++;
         }
         a->me->receiving[i] = receiving;
     }
 }
 
-void audience_close_all(struct server *srv)
+void audience_close_all(struct audience *a)
 {
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
         struct list_node *n, *tmp;
-        list_for_each_safe(n, tmp, &srv->aud.listeners[i])
+        list_for_each_safe(n, tmp, &a->listeners[i])
         {
             listener_close(list_entry(n, struct conn, node), CLOSE_MOUNT_END);
         }
     }
-    loop_timer_stop(&srv->loop, &srv->aud.flush_timer);
+    loop_timer_stop(a->loop, &a->flush_timer);
 }
 
-void audience_shed_stalled(struct server *srv, int n)
+void audience_on_fd_limit(void *arg, int port)
 {
-    int64_t now = srv->loop.now_ms;
+    struct audience *a = arg;
+    int n = 16;
+    (void)port;
+    int64_t now = a->loop->now_ms;
     for (int i = 0; i < SHARED_MAX_SPACES && n > 0; i++) {
         struct list_node *it, *tmp;
-        list_for_each_safe(it, tmp, &srv->aud.listeners[i])
+        list_for_each_safe(it, tmp, &a->listeners[i])
         {
             struct conn *c = list_entry(it, struct conn, node);
-            if (c->l.blocked && now - c->l.acked_ms > RECEIVING_WINDOW_MS) {
-                srv->aud.me->c.shed_stalled++;
+            if (LST(c)->blocked && now - LST(c)->acked_ms > RECEIVING_WINDOW_MS) {
+                a->me->c.shed_stalled++;
                 listener_close(c, CLOSE_STUCK);
                 if (--n == 0)
                     break;
@@ -227,7 +228,7 @@ static void refuse(struct conn *c, int status, int retry_s, const char *why)
  * X-Forwarded-For. NULL entry: untracked (table full). */
 static struct addr_entry *join_entry(struct conn *c, const struct http_request *req)
 {
-    struct server *srv = c->srv;
+    struct audience *a = audience_of(c);
     if (c->trusted) {
         /* a trusted proxy: charge the client it names last in X-Forwarded-For */
         const struct http_header *xff = http_find_header(req, "X-Forwarded-For");
@@ -240,17 +241,17 @@ static struct addr_entry *join_entry(struct conn *c, const struct http_request *
                 last = v + i + 1;
         if (addr_key_parse(last, xff->value_len - (size_t)(last - v), &k) < 0)
             return NULL;
-        return addr_table_get(&srv->limits, &k, srv->loop.now_ms);
+        return addr_table_get(&a->hub->limits, &k, a->loop->now_ms);
     }
-    return c->lim ? &srv->limits.e[c->lim - 1] : NULL;
+    return c->lim ? &a->hub->limits.e[c->lim - 1] : NULL;
 }
 
 /* Admission of a listener join to <slot>. Returns 1 if admitted, else 0 after answering. */
 static int audience_admit(struct conn *c, const struct http_request *req, const char *mount)
 {
-    struct server *srv = c->srv;
-    struct shared_counters *ctr = &srv->aud.me->c;
-    int64_t now = srv->loop.now_ms;
+    struct audience *a = audience_of(c);
+    struct shared_counters *ctr = &a->me->c;
+    int64_t now = a->loop->now_ms;
     char tok[TOKEN_MAX];
     int ticketed = 0;
     /* A ticket is checked before anything else costs work: one HMAC. */
@@ -263,7 +264,7 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
         struct token t;
         const char *why;
         if (len >= sizeof(tok) ||
-            token_check(srv->secret, q + 7, len, time(NULL), &t, &why) < 0 ||
+            token_check(a->secret, q + 7, len, time(NULL), &t, &why) < 0 ||
             strcmp(t.space, mount) != 0 || strncmp(t.role, "admit@", 6) != 0) {
             ctr->refused_ticket++;
             LOG_RATELIMITED(LOG_INFO, "admit", "#%llu %s: bad ticket for /%s",
@@ -283,8 +284,8 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
         ticketed = 1;
     }
     /* capacity: this worker's, and the whole server's */
-    if (srv->aud.nlisteners >= srv->aud.max_here ||
-        all_listeners(srv) >= (uint32_t)srv->cfg.max_listeners) {
+    if (a->nlisteners >= a->max_here ||
+        all_listeners(a) >= (uint32_t)a->cfg->max_listeners) {
         ctr->refused_capacity++;
         refuse(c, 503, retry_after_s(), "Server full, retry later");
         return 0;
@@ -293,14 +294,14 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
         return 1; /* paced already by the waiting room */
     struct addr_entry *e = join_entry(c, req);
     int64_t wait;
-    if (e && !bucket_take(&e->joins, srv->cfg.joins_per_ip, 2.0 * srv->cfg.joins_per_ip, now,
+    if (e && !bucket_take(&e->joins, a->cfg->joins_per_ip, 2.0 * a->cfg->joins_per_ip, now,
                           &wait)) {
         ctr->refused_joins_per_ip++;
         refuse(c, 429, (int)(wait / 1000) + 1, "Too many joins from your address");
         return 0;
     }
-    if (!bucket_take(&srv->join_bucket, srv->cfg.joins_per_worker,
-                     JOIN_BURST_S * srv->cfg.joins_per_worker, now, &wait)) {
+    if (!bucket_take(&a->join_bucket, a->cfg->joins_per_worker,
+                     JOIN_BURST_S * a->cfg->joins_per_worker, now, &wait)) {
         ctr->refused_join_rate++;
         refuse(c, 503, retry_after_s(), "Too many joins right now, retry shortly");
         return 0;
@@ -313,25 +314,25 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
  * rate, and the queue position that implies. */
 static void audience_join_ticket(struct conn *c, const char *mount)
 {
-    struct server *srv = c->srv;
-    int64_t now = srv->loop.now_ms;
+    struct audience *a = audience_of(c);
+    int64_t now = a->loop->now_ms;
     struct buf b = {0};
-    if (!srv->cfg.waiting_room) {
+    if (!a->cfg->waiting_room) {
         buf_printf(&b, "{\"ticket\":null,\"stream\":\"/%s\"}", mount);
     } else {
-        double per_ms = srv->cfg.joins_per_worker / 1000.0;
-        if (srv->next_admit_ms < now)
-            srv->next_admit_ms = now;
-        int64_t admit = srv->next_admit_ms;
-        srv->next_admit_ms += (int64_t)(1.0 / per_ms) > 0 ? (int64_t)(1.0 / per_ms) : 1;
+        double per_ms = a->cfg->joins_per_worker / 1000.0;
+        if (a->next_admit_ms < now)
+            a->next_admit_ms = now;
+        int64_t admit = a->next_admit_ms;
+        a->next_admit_ms += (int64_t)(1.0 / per_ms) > 0 ? (int64_t)(1.0 / per_ms) : 1;
         long position = (long)((double)(admit - now) * per_ms + 0.999); /* tickets ahead */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         int64_t admit_wall = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + (admit - now);
         char role[32], tok[TOKEN_MAX];
         snprintf(role, sizeof(role), "admit@%lld", (long long)admit_wall);
-        token_mint(srv->secret, mount, role, admit_wall / 1000 + 120, tok, sizeof(tok));
-        srv->aud.me->c.tickets_issued++;
+        token_mint(a->secret, mount, role, admit_wall / 1000 + 120, tok, sizeof(tok));
+        a->me->c.tickets_issued++;
         buf_printf(&b,
                    "{\"ticket\":\"%s\",\"admit_at_ms\":%lld,\"position\":%ld,"
                    "\"stream\":\"/%s?ticket=%s\"}",
@@ -343,10 +344,10 @@ static void audience_join_ticket(struct conn *c, const char *mount)
 }
 
 /* The slot of the live space <mount>, or -1. */
-static int audience_find(struct server *srv, const char *mount)
+static int audience_find(struct audience *a, const char *mount)
 {
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
-        const struct shared_space *ss = &srv->sh->spaces[i];
+        const struct shared_space *ss = &a->sh->spaces[i];
         if (__atomic_load_n(&ss->state, __ATOMIC_ACQUIRE) == SLOT_LIVE &&
             strcmp(ss->mount, mount) == 0)
             return i;
@@ -357,10 +358,10 @@ static int audience_find(struct server *srv, const char *mount)
 static const char *const cors_doc = "Access-Control-Allow-Origin: *\r\n"
                                     "Cache-Control: no-cache, no-store";
 
-void audience_route(struct conn *c, const struct http_request *req)
+void audience_route(void *arg, struct conn *c, const struct http_request *req)
 {
-    struct server *srv = c->srv;
-    struct shared_counters *ctr = server_counters(srv, PORT_AUDIENCE);
+    struct audience *a = arg;
+    struct shared_counters *ctr = conn_counters(c);
     int head_only = req->method == HTTP_HEAD;
     if (req->method == HTTP_OPTIONS) {
         conn_respond_doc(c, 1, "text/plain", "", 0,
@@ -392,9 +393,9 @@ void audience_route(struct conn *c, const struct http_request *req)
         struct buf body = {0};
         int json = path[1] == 's';
         if (json)
-            status_json(srv, &body);
+            status_json(a, &body);
         else
-            status_metrics(srv, &body);
+            status_metrics(a, &body);
         conn_respond_doc(c, head_only,
                          json ? "application/json; charset=utf-8"
                               : "text/plain; version=0.0.4; charset=utf-8",
@@ -407,8 +408,8 @@ void audience_route(struct conn *c, const struct http_request *req)
         /* the stage's state: one small document per space, cacheable for a second, so
          * that listener pages polling it cost the origin nothing per listener behind a cache */
         path[plen - 5] = '\0';
-        int slot = mount_name_ok(path + 7) ? audience_find(srv, path + 7) : -1;
-        const struct shared_space *ss = slot >= 0 ? &srv->sh->spaces[slot] : NULL;
+        int slot = mount_name_ok(path + 7) ? audience_find(a, path + 7) : -1;
+        const struct shared_space *ss = slot >= 0 ? &a->sh->spaces[slot] : NULL;
         uint32_t gen = ss ? __atomic_load_n(&ss->doc_gen, __ATOMIC_ACQUIRE) : 0;
         if (!ss || ss->doc_len[gen & 1] == 0) {
             conn_error(c, 404, NULL, "No stage state for this space");
@@ -419,9 +420,9 @@ void audience_route(struct conn *c, const struct http_request *req)
                          "Access-Control-Allow-Origin: *\r\nCache-Control: public, max-age=1");
         return;
     }
-    audience_check_slots(srv); /* this process may not have been woken since a change */
+    audience_check_slots(a); /* this process may not have been woken since a change */
     if (strncmp(path, "/join/", 6) == 0) {
-        if (!mount_name_ok(path + 6) || audience_find(srv, path + 6) < 0) {
+        if (!mount_name_ok(path + 6) || audience_find(a, path + 6) < 0) {
             ctr->joins[JOIN_NOT_FOUND]++;
             conn_error(c, 404, NULL, "No such mount");
             return;
@@ -430,7 +431,7 @@ void audience_route(struct conn *c, const struct http_request *req)
         return;
     }
     const char *mount = path + 1;
-    int slot = mount_name_ok(mount) ? audience_find(srv, mount) : -1;
+    int slot = mount_name_ok(mount) ? audience_find(a, mount) : -1;
     if (slot < 0) {
         ctr->joins[JOIN_NOT_FOUND]++;
         conn_error(c, 404, NULL, "No such mount");
@@ -440,13 +441,12 @@ void audience_route(struct conn *c, const struct http_request *req)
         ctr->joins[JOIN_REFUSED]++;
         return;
     }
-    conn_head_done(c);
     listener_start(c, slot, head_only);
 }
 
-void audience_count_now(struct server *srv)
+void audience_count_now(struct audience *a)
 {
     /* at most once a second, whoever asks: status may be polled by every listener page */
-    if (srv->loop.now_ms - srv->aud.counted_ms >= 1000)
-        audience_tick(srv, 1);
+    if (a->loop->now_ms - a->counted_ms >= 1000)
+        audience_tick(a, 1);
 }

@@ -22,8 +22,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "audience/audience.h"
 #include "shm/ring.h"
-#include "proc/server.h"
 #include "util/log.h"
 
 #define LISTENER_MAX_IOV 64
@@ -35,53 +35,63 @@
 static const char *const close_reason_names[CLOSE_REASONS] = {
     "peer closed", "too slow", "stuck", "mount ended", "stream restarted", "socket error"};
 
+/* Whoever closes a listener's connection, its counts go with it. */
+static void listener_on_close(struct conn *c)
+{
+    struct listener_state *l = LST(c);
+    struct audience *a = audience_of(c);
+    list_unlink(&c->node);
+    a->nlisteners--;
+    a->me->conns[l->slot]--;
+    a->me->listener_connections--;
+}
+
+static const struct conn_ops listener_ops = {"listener", listener_on_close, NULL};
+
+static void listener_on_io(struct loop *loop, struct io *io, uint32_t events);
+
 void listener_close(struct conn *c, enum close_reason why)
 {
-    if (c->dead || c->kind != CONN_LISTENER)
+    struct listener_state *l = LST(c);
+    if (c->dead || c->ops != &listener_ops)
         return;
-    struct server *srv = c->srv;
-    struct shared_worker *me = srv->aud.me;
-    list_unlink(&c->node);
-    srv->aud.nlisteners--;
-    me->conns[c->l.slot]--;
-    me->listener_connections--;
-    me->c.listener_closes[why]++;
+    audience_of(c)->me->c.listener_closes[why]++;
     log_debug("listen", "#%llu %s: closed (%s) after %llu bytes", (unsigned long long)c->id,
-              c->peer, close_reason_names[why], (unsigned long long)c->l.bytes);
+              c->peer, close_reason_names[why], (unsigned long long)l->bytes);
     conn_close(c);
 }
 
 void listener_start(struct conn *c, int slot, int head_only)
 {
-    struct server *srv = c->srv;
-    struct shared_space *ss = &srv->sh->spaces[slot];
-    struct ring *r = shared_ring(srv->sh, slot);
-    struct shared_worker *me = srv->aud.me;
-    int burst_ms = config_burst_ms(&srv->cfg, config_space(&srv->cfg, ss->mount));
-    c->kind = CONN_LISTENER;
-    c->l = (struct listener_state){0};
-    c->l.slot = (uint16_t)slot;
-    c->l.gen = srv->aud.gen[slot];
-    c->l.head_only = (uint8_t)head_only;
-    c->l.pre_gen = __atomic_load_n(&ss->preamble_gen, __ATOMIC_ACQUIRE);
-    c->l.cursor = ring_burst_start(r, (uint64_t)burst_ms * 48);
-    c->l.last_byte_ms = srv->loop.now_ms;
-    c->l.stall_window_ms = srv->loop.now_ms;
+    struct listener_state *l = LST(c);
+    struct audience *a = audience_of(c);
+    struct shared_space *ss = &a->sh->spaces[slot];
+    struct ring *r = shared_ring(a->sh, slot);
+    struct shared_worker *me = a->me;
+    int burst_ms = config_burst_ms(a->cfg, config_space(a->cfg, ss->mount));
+    conn_take(c, &listener_ops);
+    l->slot = (uint16_t)slot;
+    l->gen = a->gen[slot];
+    l->head_only = (uint8_t)head_only;
+    l->pre_gen = __atomic_load_n(&ss->preamble_gen, __ATOMIC_ACQUIRE);
+    l->cursor = ring_burst_start(r, (uint64_t)burst_ms * 48);
+    l->last_byte_ms = a->loop->now_ms;
+    l->stall_window_ms = a->loop->now_ms;
     /* A bounded kernel buffer: about 20 s of audio at 48 kb/s. Without it the kernel would
      * autotune up to megabytes for a client that never reads, holding memory and hiding
      * the stall from us for minutes. */
     int sndbuf = LISTENER_SNDBUF;
     setsockopt(c->io.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
     c->io.cb = listener_on_io;
-    list_insert_tail(&srv->aud.listeners[slot], &c->node);
-    srv->aud.nlisteners++;
+    list_insert_tail(&a->listeners[slot], &c->node);
+    a->nlisteners++;
     me->conns[slot]++;
     me->listener_connections++;
     me->c.joins[JOIN_OK]++;
     log_debug("listen", "#%llu %s: joined /%s at page %llu (live edge %llu)",
-              (unsigned long long)c->id, c->peer, ss->mount, (unsigned long long)c->l.cursor,
+              (unsigned long long)c->id, c->peer, ss->mount, (unsigned long long)l->cursor,
               (unsigned long long)ring_head(r));
-    if (loop_mod(&srv->loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0) {
+    if (loop_mod(a->loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0) {
         listener_close(c, CLOSE_ERROR);
         return;
     }
@@ -91,21 +101,22 @@ void listener_start(struct conn *c, int slot, int head_only)
 /* Moves a lagging listener to the newest page. Returns 0, or -1 if it was closed. */
 static int listener_jump(struct conn *c, const struct ring *r)
 {
-    struct server *srv = c->srv;
-    int64_t now = srv->loop.now_ms;
-    if (now - c->l.stall_window_ms > STALL_WINDOW_MS) {
-        c->l.stall_window_ms = now;
-        c->l.stalls = 0;
+    struct listener_state *l = LST(c);
+    struct audience *a = audience_of(c);
+    int64_t now = a->loop->now_ms;
+    if (now - l->stall_window_ms > STALL_WINDOW_MS) {
+        l->stall_window_ms = now;
+        l->stalls = 0;
     }
-    c->l.stalls++;
-    srv->aud.me->c.stalls++;
-    if (c->l.stalls >= srv->cfg.max_stalls) {
+    l->stalls++;
+    a->me->c.stalls++;
+    if (l->stalls >= a->cfg->max_stalls) {
         listener_close(c, CLOSE_TOO_SLOW);
         return -1;
     }
     uint64_t head = ring_head(r);
-    c->l.cursor = head > ring_tail(r) ? head - 1 : head;
-    c->l.page_off = 0;
+    l->cursor = head > ring_tail(r) ? head - 1 : head;
+    l->page_off = 0;
     LOG_RATELIMITED(LOG_INFO, "listen", "#%llu %s: fell behind, jumped to the live edge",
                     (unsigned long long)c->id, c->peer);
     return 0;
@@ -114,80 +125,83 @@ static int listener_jump(struct conn *c, const struct ring *r)
 /* Checks the cursor against the ring before a write. Returns 0, or -1 if <c> was closed. */
 static int listener_check_lag(struct conn *c, const struct ring *r)
 {
+    struct listener_state *l = LST(c);
     uint64_t head = ring_head(r);
-    if (c->l.cursor >= head)
+    if (l->cursor >= head)
         return 0;
-    const struct ring_slot *s = ring_slot_get(r, c->l.cursor);
+    const struct ring_slot *s = ring_slot_get(r, l->cursor);
     if (!s) {
-        if (c->l.page_off > 0) {
-            c->srv->aud.me->c.stalls++;
+        if (l->page_off > 0) {
+            audience_of(c)->me->c.stalls++;
             listener_close(c, CLOSE_TOO_SLOW);
             return -1;
         }
         return listener_jump(c, r);
     }
-    if (c->l.page_off > 0)
+    if (l->page_off > 0)
         return 0;
     const struct ring_slot *last = ring_slot_get(r, head - 1);
     uint64_t lag = last && last->granule > s->granule ? last->granule - s->granule : 0;
-    if (lag > (uint64_t)c->srv->cfg.lag_ms * 48)
+    if (lag > (uint64_t)audience_of(c)->cfg->lag_ms * 48)
         return listener_jump(c, r);
     return 0;
 }
 
 static void listener_block(struct conn *c, int blocked)
 {
-    c->l.blocked = (uint8_t)blocked;
-    loop_mod(&c->srv->loop, &c->io, EPOLLIN | EPOLLRDHUP | (blocked ? EPOLLOUT : 0));
+    struct listener_state *l = LST(c);
+    l->blocked = (uint8_t)blocked;
+    loop_mod(audience_of(c)->loop, &c->io, EPOLLIN | EPOLLRDHUP | (blocked ? EPOLLOUT : 0));
 }
 
 void listener_flush(struct conn *c)
 {
-    struct server *srv = c->srv;
-    struct shared_space *ss = &srv->sh->spaces[c->l.slot];
-    const struct ring *r = shared_ring(srv->sh, c->l.slot);
+    struct audience *a = audience_of(c);
+    struct listener_state *l = LST(c);
+    struct shared_space *ss = &a->sh->spaces[l->slot];
+    const struct ring *r = shared_ring(a->sh, l->slot);
     for (int round = 0; round < 4 && !c->dead; round++) {
-        if (__atomic_load_n(&ss->gen, __ATOMIC_ACQUIRE) != c->l.gen) {
+        if (__atomic_load_n(&ss->gen, __ATOMIC_ACQUIRE) != l->gen) {
             listener_close(c, CLOSE_RESTART);
             return;
         }
         uint32_t pre_gen = __atomic_load_n(&ss->preamble_gen, __ATOMIC_ACQUIRE);
         uint32_t pre_len, http_len;
         const unsigned char *pre = shared_preamble(ss, pre_gen, &pre_len, &http_len);
-        if (pre_gen != c->l.pre_gen) {
+        if (pre_gen != l->pre_gen) {
             /* The preamble changed (new source metadata). Not started, or done: nothing to
              * do. Half sent: finish the old one from its half of the double buffer, unless
              * a second change has overwritten that half. */
-            if (c->l.pre_off == 0 || c->l.pre_off == PRE_DONE) {
-                c->l.pre_gen = pre_gen;
-            } else if (pre_gen - c->l.pre_gen > 1) {
+            if (l->pre_off == 0 || l->pre_off == PRE_DONE) {
+                l->pre_gen = pre_gen;
+            } else if (pre_gen - l->pre_gen > 1) {
                 listener_close(c, CLOSE_RESTART);
                 return;
             } else {
-                pre = shared_preamble(ss, c->l.pre_gen, &pre_len, &http_len);
+                pre = shared_preamble(ss, l->pre_gen, &pre_len, &http_len);
             }
         }
-        if (c->l.head_only)
+        if (l->head_only)
             pre_len = http_len;
-        if (c->l.pre_off >= pre_len && c->l.head_only) {
+        if (l->pre_off >= pre_len && l->head_only) {
             listener_close(c, CLOSE_PEER);
             return;
         }
-        if (c->l.pre_off >= pre_len && listener_check_lag(c, r) < 0)
+        if (l->pre_off >= pre_len && listener_check_lag(c, r) < 0)
             return;
 
         struct iovec iov[LISTENER_MAX_IOV];
         int n = 0;
         size_t total = 0;
-        if (c->l.pre_off < pre_len) {
-            iov[n].iov_base = (void *)(pre + c->l.pre_off);
-            iov[n].iov_len = pre_len - c->l.pre_off;
+        if (l->pre_off < pre_len) {
+            iov[n].iov_base = (void *)(pre + l->pre_off);
+            iov[n].iov_len = pre_len - l->pre_off;
             total += iov[n++].iov_len;
         }
         uint64_t head = ring_head(r);
-        if (!c->l.head_only) {
-            uint32_t off = c->l.page_off;
-            for (uint64_t seq = c->l.cursor;
+        if (!l->head_only) {
+            uint32_t off = l->page_off;
+            for (uint64_t seq = l->cursor;
                  seq < head && n < LISTENER_MAX_IOV && total < LISTENER_MAX_BATCH; seq++) {
                 const struct ring_slot *s = ring_slot_get(r, seq);
                 if (!s)
@@ -211,33 +225,33 @@ void listener_flush(struct conn *c)
             listener_close(c, errno == EPIPE || errno == ECONNRESET ? CLOSE_PEER : CLOSE_ERROR);
             return;
         }
-        size_t pre_part = c->l.pre_off < pre_len ? pre_len - c->l.pre_off : 0;
-        if (c->l.cursor < ring_tail(r) && (size_t)w > pre_part) {
+        size_t pre_part = l->pre_off < pre_len ? pre_len - l->pre_off : 0;
+        if (l->cursor < ring_tail(r) && (size_t)w > pre_part) {
             /* the writer lapped us during the copy: what went out may be torn */
-            srv->aud.me->c.stalls++;
+            a->me->c.stalls++;
             listener_close(c, CLOSE_TOO_SLOW);
             return;
         }
         size_t left = (size_t)w;
-        srv->aud.me->c.bytes_sent += left;
-        c->l.bytes += left;
-        c->l.last_byte_ms = srv->loop.now_ms;
-        if (c->l.pre_off < pre_len) {
-            size_t take = pre_len - c->l.pre_off < left ? pre_len - c->l.pre_off : left;
-            c->l.pre_off += (uint32_t)take;
+        a->me->c.bytes_sent += left;
+        l->bytes += left;
+        l->last_byte_ms = a->loop->now_ms;
+        if (l->pre_off < pre_len) {
+            size_t take = pre_len - l->pre_off < left ? pre_len - l->pre_off : left;
+            l->pre_off += (uint32_t)take;
             left -= take;
-            if (c->l.pre_off >= pre_len)
-                c->l.pre_off = PRE_DONE;
+            if (l->pre_off >= pre_len)
+                l->pre_off = PRE_DONE;
         }
         while (left > 0) {
-            const struct ring_slot *s = ring_slot_get(r, c->l.cursor);
-            size_t rest = s->len - c->l.page_off;
+            const struct ring_slot *s = ring_slot_get(r, l->cursor);
+            size_t rest = s->len - l->page_off;
             if (left >= rest) {
                 left -= rest;
-                c->l.cursor++;
-                c->l.page_off = 0;
+                l->cursor++;
+                l->page_off = 0;
             } else {
-                c->l.page_off += (uint32_t)left;
+                l->page_off += (uint32_t)left;
                 left = 0;
             }
         }
@@ -245,11 +259,11 @@ void listener_flush(struct conn *c)
             listener_block(c, 1);
             return;
         }
-        if (c->l.head_only) {
+        if (l->head_only) {
             listener_close(c, CLOSE_PEER);
             return;
         }
-        if (c->l.cursor >= head) {
+        if (l->cursor >= head) {
             listener_block(c, 0);
             return;
         }
@@ -257,7 +271,7 @@ void listener_flush(struct conn *c)
     }
 }
 
-void listener_on_io(struct loop *loop, struct io *io, uint32_t events)
+static void listener_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
     struct conn *c = (struct conn *)io;
     (void)loop;
@@ -277,7 +291,7 @@ void listener_on_io(struct loop *loop, struct io *io, uint32_t events)
         }
     }
     if (events & EPOLLOUT) {
-        c->l.blocked = 0;
+        LST(c)->blocked = 0;
         listener_flush(c);
     }
 }

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "proc/server.h"
+#include "audience/audience.h"
 
 static void time_fmt(char *out, size_t cap, int64_t t, int iso)
 {
@@ -43,15 +43,15 @@ static int slot_live(const struct shared *sh, int i)
     return __atomic_load_n(&sh->spaces[i].state, __ATOMIC_ACQUIRE) == SLOT_LIVE;
 }
 
-static void status_source(struct server *srv, int i, struct buf *b)
+static void status_source(struct audience *a, int i, struct buf *b)
 {
-    const struct shared_space *ss = &srv->sh->spaces[i];
+    const struct shared_space *ss = &a->sh->spaces[i];
     char t[64], host[300];
     uint32_t receiving, conns;
-    slot_counts(srv->sh, i, &receiving, &conns);
-    snprintf(host, sizeof(host), "%s", srv->audience_addr);
+    slot_counts(a->sh, i, &receiving, &conns);
+    snprintf(host, sizeof(host), "%s", a->addr);
     if (strncmp(host, "0.0.0.0:", 8) == 0)
-        snprintf(host, sizeof(host), "localhost:%s", srv->audience_addr + 8);
+        snprintf(host, sizeof(host), "localhost:%s", a->addr + 8);
     buf_puts(b, "{");
     buf_printf(b, "\"audio_info\":\"channels=%d;samplerate=48000\"", ss->channels);
     buf_printf(b, ",\"channels\":%d", ss->channels);
@@ -75,30 +75,30 @@ static void status_source(struct server *srv, int i, struct buf *b)
     buf_puts(b, ",\"dummy\":null}");
 }
 
-void status_json(struct server *srv, struct buf *b)
+void status_json(struct audience *a, struct buf *b)
 {
     char t[64];
-    audience_count_now(srv);
+    audience_count_now(a);
     buf_puts(b, "{\"icestats\":{\"admin\":\"icemaster@localhost\",\"host\":\"localhost\","
                 "\"location\":\"Earth\",\"server_id\":\"rostrum/0.1\"");
-    time_fmt(t, sizeof(t), srv->start_wall, 0);
+    time_fmt(t, sizeof(t), a->start_wall, 0);
     json_kv_str(b, "server_start", t, 1);
-    time_fmt(t, sizeof(t), srv->start_wall, 1);
+    time_fmt(t, sizeof(t), a->start_wall, 1);
     json_kv_str(b, "server_start_iso8601", t, 1);
     int live = 0;
     for (int i = 0; i < SHARED_MAX_SPACES; i++)
-        live += slot_live(srv->sh, i);
+        live += slot_live(a->sh, i);
     if (live > 0) {
         buf_puts(b, ",\"source\":");
         if (live > 1)
             buf_puts(b, "[");
         int n = 0;
         for (int i = 0; i < SHARED_MAX_SPACES; i++) {
-            if (!slot_live(srv->sh, i))
+            if (!slot_live(a->sh, i))
                 continue;
             if (n++)
                 buf_puts(b, ",");
-            status_source(srv, i, b);
+            status_source(a, i, b);
         }
         if (live > 1)
             buf_puts(b, "]");
@@ -118,11 +118,11 @@ static void metric(struct buf *b, const char *name, const char *type, const char
     buf_printf(b, "%s %llu\n", name, v);
 }
 
-void status_metrics(struct server *srv, struct buf *b)
+void status_metrics(struct audience *a, struct buf *b)
 {
-    const struct shared *sh = srv->sh;
+    const struct shared *sh = a->sh;
     struct shared_counters st;
-    audience_count_now(srv);
+    audience_count_now(a);
     shared_sum_counters(sh, &st);
     uint64_t receiving = 0, conns = 0, nspaces = 0;
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
@@ -222,7 +222,7 @@ void status_metrics(struct server *srv, struct buf *b)
            st.limits_table_full);
     metric_head(b, "rostrum_event_loop_lag_seconds", "gauge",
                 "How late the last timer of this process's loop ran.");
-    buf_printf(b, "rostrum_event_loop_lag_seconds %.3f\n", (double)srv->loop.lag_ms / 1000.0);
+    buf_printf(b, "rostrum_event_loop_lag_seconds %.3f\n", (double)a->loop->lag_ms / 1000.0);
     metric(b, "rostrum_start_time_seconds", "gauge", "Unix time the server started.",
-           (unsigned long long)srv->start_wall);
+           (unsigned long long)a->start_wall);
 }

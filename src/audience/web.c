@@ -4,7 +4,7 @@
  */
 #include <string.h>
 
-#include "proc/server.h"
+#include "audience/audience.h"
 #include "audience/web.h"
 
 int web_asset(const char *path, const unsigned char **data, size_t *len, const char **type)

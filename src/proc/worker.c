@@ -45,7 +45,7 @@ static void worker_wake_on_io(struct loop *loop, struct io *io, uint32_t events)
     (void)events;
     if (read(io->fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
         log_warn("worker", "wake read: %s", strerror(errno));
-    audience_on_wake(srv);
+    audience_on_wake(&srv->aud);
 }
 
 static void worker_signal_on_io(struct loop *loop, struct io *io, uint32_t events)
@@ -59,18 +59,19 @@ static void worker_signal_on_io(struct loop *loop, struct io *io, uint32_t event
 static void worker_tick(struct loop *loop, struct loop_timer *t)
 {
     struct server *srv = (struct server *)((char *)t - offsetof(struct server, tick));
-    server_expire(srv);
+    conn_hub_expire(&srv->hub);
     int second = loop->now_ms - srv->last_second_ms >= 1000;
     if (second)
         srv->last_second_ms = loop->now_ms;
-    audience_tick(srv, second);
+    audience_tick(&srv->aud, second);
     loop_timer_start(loop, t, WORKER_TICK_MS, worker_tick);
 }
 
 static void worker_before_sleep(struct loop *loop, void *arg)
 {
+    struct server *srv = arg;
     (void)loop;
-    server_free_zombies(arg);
+    conn_hub_free_zombies(&srv->hub);
 }
 
 /* Closes every descriptor inherited from the main process but <keep1> and <keep2>. */
@@ -93,16 +94,13 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
     srv->cfg = parent->cfg;
     srv->sh = parent->sh;
     srv->is_worker = 1;
-    srv->serves_audience = 1;
-    srv->worker_index = index;
     srv->start_wall = parent->start_wall;
     snprintf(srv->audience_addr, sizeof(srv->audience_addr), "%s", parent->audience_addr);
-    /* the parent's table (its stage connections) is not ours: a fresh one */
     memcpy(srv->secret, parent->secret, sizeof(srv->secret)); /* tickets verify anywhere */
-    srv->ntrusted = parent->ntrusted;
-    memcpy(srv->trusted, parent->trusted, sizeof(srv->trusted));
-    server_common_init(srv);
     if (loop_init(&srv->loop) < 0)
+        _exit(1);
+    /* the parent's connections and address table are not ours: a fresh hub */
+    if (server_hub_init(srv) < 0)
         _exit(1);
     srv->loop.before_sleep = worker_before_sleep;
     srv->loop.before_sleep_arg = srv;
@@ -114,11 +112,11 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
     srv->signals.cb = worker_signal_on_io;
     srv->wake.fd = wake_fd;
     srv->wake.cb = worker_wake_on_io;
-    audience_init(srv);
+    server_audience_init(srv, index);
     if (srv->signals.fd < 0 || loop_add(&srv->loop, &srv->signals, EPOLLIN) < 0 ||
         loop_add(&srv->loop, &srv->wake, EPOLLIN) < 0 ||
-        server_listen(srv, &srv->audience, srv->cfg.audience_host, srv->cfg.audience_port, 1,
-                      NULL, 0) < 0)
+        conn_listen(&srv->hub, &srv->audience, PORT_AUDIENCE, srv->cfg.audience_host,
+                    srv->cfg.audience_port, 1, NULL, 0) < 0)
         _exit(1);
     loop_timer_start(&srv->loop, &srv->tick, WORKER_TICK_MS, worker_tick);
     if (write(ready_fd, "r", 1) != 1)
@@ -127,15 +125,13 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
     log_debug("worker", "worker %d (pid %d) serving %s", index, (int)getpid(),
               srv->audience_addr);
     loop_run(&srv->loop);
-    audience_close_all(srv);
-    server_close_conns(srv);
+    audience_close_all(&srv->aud);
+    conn_hub_free(&srv->hub);
     loop_timer_stop(&srv->loop, &srv->tick);
-    close(srv->audience.fd);
+    close(srv->audience.io.fd);
     close(srv->signals.fd);
     close(srv->wake.fd);
-    close(srv->spare_fd);
     loop_close(&srv->loop);
-    addr_table_free(&srv->limits);
     exit(0);
 }
 

@@ -58,3 +58,24 @@ void shared_sum_counters(const struct shared *sh, struct shared_counters *out)
     for (uint32_t i = 0; i < sh->nworkers; i++)
         add_counters(out, &sh->workers[i].c);
 }
+
+int mount_name_ok(const char *m)
+{
+    /* names the audience port serves itself cannot be mounts */
+    static const char *const reserved[] = {"metrics", "status-json.xsl", "index.html",
+                                           "app.js", "style.css"};
+    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+        if (strcmp(m, reserved[i]) == 0)
+            return 0;
+    size_t n = strlen(m);
+    if (n == 0 || n > 63)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = m[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return 0;
+    }
+    return m[0] != '.';
+}
+

@@ -141,6 +141,10 @@ static inline const unsigned char *shared_preamble(const struct shared_space *s,
     return s->preamble[gen & 1];
 }
 
+/* 1 if <m> is a valid mount name: 1-63 of [A-Za-z0-9._-], not starting with '.', and not a
+ * name the audience port serves itself. */
+int mount_name_ok(const char *m);
+
 /* Sums the counters of the main process, every worker and the retired ones into <out>. */
 void shared_sum_counters(const struct shared *sh, struct shared_counters *out);
 

@@ -15,16 +15,15 @@
 #include <time.h>
 
 #include "ogg/mux.h"
-#include "stage/stage.h"
 #include "util/buf.h"
 #include "util/log.h"
 
 #define SPACE_FILL_MS 20 /* silence packet duration while in grace */
 
-struct space *space_find(struct server *srv, const char *mount)
+struct space *space_find(struct spaces *host, const char *mount)
 {
     struct list_node *n, *tmp;
-    list_for_each_safe(n, tmp, &srv->spaces)
+    list_for_each_safe(n, tmp, &host->list)
     {
         struct space *sp = list_entry(n, struct space, node);
         if (strcmp(sp->ss->mount, mount) == 0)
@@ -35,30 +34,30 @@ struct space *space_find(struct server *srv, const char *mount)
 
 static int space_grace_ms(const struct space *sp)
 {
-    return config_grace_ms(&sp->srv->cfg, sp->cfg);
+    return config_grace_ms(sp->host->cfg, sp->cfg);
 }
 
 static int space_page_ms(const struct space *sp)
 {
-    return config_page_ms(&sp->srv->cfg, sp->cfg);
+    return config_page_ms(sp->host->cfg, sp->cfg);
 }
 
-struct space *space_create(struct server *srv, const char *mount)
+struct space *space_create(struct spaces *host, const char *mount)
 {
     int slot = -1;
     for (int i = 0; i < SHARED_MAX_SPACES && slot < 0; i++)
-        if (srv->sh->spaces[i].state == SLOT_FREE)
+        if (host->sh->spaces[i].state == SLOT_FREE)
             slot = i;
     if (slot < 0)
         return NULL;
     struct space *sp = calloc(1, sizeof(*sp));
     if (!sp)
         abort();
-    sp->srv = srv;
+    sp->host = host;
     sp->slot = slot;
-    sp->ss = &srv->sh->spaces[slot];
-    sp->ring = shared_ring(srv->sh, slot);
-    sp->cfg = config_space(&srv->cfg, mount);
+    sp->ss = &host->sh->spaces[slot];
+    sp->ring = shared_ring(host->sh, slot);
+    sp->cfg = config_space(host->cfg, mount);
     struct shared_space *ss = sp->ss;
     snprintf(ss->mount, sizeof(ss->mount), "%s", mount);
     ss->stream_start_wall = time(NULL);
@@ -67,14 +66,20 @@ struct space *space_create(struct server *srv, const char *mount)
     ring_reset(sp->ring);
     __atomic_store_n(&ss->state, SLOT_WAITING, __ATOMIC_RELEASE);
     __atomic_add_fetch(&ss->gen, 1, __ATOMIC_RELEASE);
-    list_insert_tail(&srv->spaces, &sp->node);
+    list_insert_tail(&host->list, &sp->node);
     log_info("space", "/%s created (slot %d)", mount, slot);
     return sp;
 }
 
+void space_set_sink(struct space *sp, const struct space_sink *sink, void *arg)
+{
+    sp->sink = sink;
+    sp->sink_arg = arg;
+}
+
 void space_end(struct space *sp, enum close_reason why)
 {
-    struct server *srv = sp->srv;
+    struct spaces *host = sp->host;
     (void)why;
     log_info("space", "/%s ended", sp->ss->mount);
     if (sp->source) {
@@ -82,14 +87,14 @@ void space_end(struct space *sp, enum close_reason why)
         space_source_detach(sp, "space ended");
         conn_close(src);
     }
-    loop_timer_stop(&srv->loop, &sp->fill);
-    if (sp->stage)
-        stage_free(sp->stage);
+    loop_timer_stop(host->loop, &sp->fill);
+    if (sp->sink && sp->sink->free)
+        sp->sink->free(sp->sink_arg);
     sp->ss->doc_len[0] = sp->ss->doc_len[1] = 0;
     /* The audience processes see the new generation and close the listeners. */
     __atomic_store_n(&sp->ss->state, SLOT_FREE, __ATOMIC_RELEASE);
     __atomic_add_fetch(&sp->ss->gen, 1, __ATOMIC_RELEASE);
-    srv->published = 1;
+    host->published = 1;
     list_unlink(&sp->node);
     ogg_mux_free(sp->mux);
     free(sp);
@@ -154,12 +159,16 @@ static void space_build_preamble(struct space *sp)
     buf_free(&b);
 }
 
-void space_source_attach(struct space *sp, struct conn *src, const struct space_meta *meta)
+void space_source_attach(struct space *sp, struct conn *src, struct space_feed *feed,
+                         const struct space_meta *meta)
 {
     struct shared_space *ss = sp->ss;
-    struct shared_main *st = &sp->srv->sh->main;
+    struct shared_main *st = &sp->host->sh->main;
     const struct space_config *sc = sp->cfg;
     sp->source = src;
+    sp->feed = feed;
+    feed->space = sp;
+    feed->input = sp->sink ? sp->sink->add(sp->sink_arg) : -1;
     sp->meta = *meta;
     struct space_meta shown = *meta;
     if (sc && sc->display_name[0])
@@ -184,9 +193,9 @@ static void space_publish_page(void *arg, const unsigned char *page, size_t len,
     struct space *sp = arg;
     (void)seqno;
     ring_publish(sp->ring, page, (uint32_t)len, (uint32_t)samples, granule,
-                 sp->srv->loop.now_ms);
-    sp->srv->sh->main.pages_published++;
-    sp->srv->published = 1;
+                 sp->host->loop->now_ms);
+    sp->host->sh->main.pages_published++;
+    sp->host->published = 1;
 }
 
 /* Grace: every 20 ms, add silence so the listeners' timeline keeps pace with the clock.
@@ -219,22 +228,23 @@ void space_source_detach(struct space *sp, const char *why)
         return;
     log_info("space", "/%s: source %s left (%s); grace %d ms", sp->ss->mount, sp->source->peer,
              why, space_grace_ms(sp));
-    if (sp->stage)
-        stage_source_remove(sp->stage, sp->source->src.input);
-    sp->source->src.input = -1;
-    sp->source->src.space = NULL;
+    if (sp->sink)
+        sp->sink->remove(sp->sink_arg, sp->feed->input);
+    sp->feed->input = -1;
+    sp->feed->space = NULL;
+    sp->feed = NULL;
     sp->source = NULL;
     sp->ss->source_connected = 0;
-    sp->srv->sh->main.sources_connected--;
-    sp->srv->sh->main.source_drops++;
-    sp->gone_ms = sp->srv->loop.now_ms;
-    if (sp->stage)
-        return; /* the stage's mixer keeps the stream going */
+    sp->host->sh->main.sources_connected--;
+    sp->host->sh->main.source_drops++;
+    sp->gone_ms = sp->host->loop->now_ms;
+    if (sp->sink)
+        return; /* the sink (a stage's mixer) keeps the stream going */
     if (sp->fill.due_ms == 0) {
         sp->fill_from_ms = sp->last_packet_ms ? sp->last_packet_ms : sp->gone_ms;
         sp->fill_from_granule = sp->mux ? ogg_mux_granule(sp->mux) : 0;
     }
-    loop_timer_start(&sp->srv->loop, &sp->fill, SPACE_FILL_MS, space_fill_cb);
+    loop_timer_start(sp->host->loop, &sp->fill, SPACE_FILL_MS, space_fill_cb);
 }
 
 int space_on_head(struct space *sp, const struct opus_head_info *head)
@@ -251,10 +261,10 @@ int space_on_head(struct space *sp, const struct opus_head_info *head)
         ring_reset(sp->ring);
         /* a new generation: the audience processes close this slot's listeners */
         __atomic_add_fetch(&ss->gen, 1, __ATOMIC_RELEASE);
-        sp->srv->published = 1;
+        sp->host->published = 1;
     }
     /* a new stream owes nobody silence: its timeline starts with this source */
-    loop_timer_stop(&sp->srv->loop, &sp->fill);
+    loop_timer_stop(sp->host->loop, &sp->fill);
     sp->head = *head;
     if (getrandom(&sp->serial, sizeof(sp->serial), 0) != sizeof(sp->serial))
         sp->serial = (uint32_t)time(NULL);
@@ -275,8 +285,8 @@ void space_on_packet(struct space *sp, const unsigned char *pkt, size_t len, int
     if (!sp->mux)
         return;
     if (sp->fill.due_ms)
-        loop_timer_stop(&sp->srv->loop, &sp->fill); /* the new source's audio takes over */
-    sp->last_packet_ms = sp->srv->loop.now_ms;
+        loop_timer_stop(sp->host->loop, &sp->fill); /* the new source's audio takes over */
+    sp->last_packet_ms = sp->host->loop->now_ms;
     ogg_mux_packet(sp->mux, pkt, len, samples, space_publish_page, sp);
 }
 
@@ -294,8 +304,28 @@ void space_set_state(struct space *sp, const char *json, size_t len)
 void space_update_peak(struct space *sp)
 {
     uint32_t n = 0;
-    for (uint32_t w = 0; w < sp->srv->sh->nworkers; w++)
-        n += sp->srv->sh->workers[w].conns[sp->slot];
+    for (uint32_t w = 0; w < sp->host->sh->nworkers; w++)
+        n += sp->host->sh->workers[w].conns[sp->slot];
     if (n > sp->ss->listener_peak)
         sp->ss->listener_peak = n;
+}
+
+int space_feed_head(struct space_feed *f, const struct opus_head_info *head)
+{
+    if (!f->space)
+        return 1;
+    if (f->space->sink)
+        return 0; /* a mixer input: its own decoder follows the stream */
+    return space_on_head(f->space, head) < 0 ? 1 : 0;
+}
+
+int space_feed_packet(struct space_feed *f, const unsigned char *pkt, size_t len, int samples)
+{
+    if (!f->space)
+        return 1;
+    if (f->space->sink)
+        f->space->sink->packet(f->space->sink_arg, f->input, pkt, len);
+    else
+        space_on_packet(f->space, pkt, len, samples);
+    return 0;
 }

@@ -26,17 +26,44 @@
 
 #include <stdint.h>
 
+#include "config/config.h"
+#include "conn/conn.h"
 #include "event/loop.h"
 #include "ogg/demux.h"
-#include "proc/server.h"
 #include "shm/shared.h"
 #include "util/list.h"
 
 struct ogg_mux;
 
+/* The spaces of the main process, and what a space needs of its process. Owned by the
+ * process (embedded in its struct); the spaces in <list> are owned by it. */
+struct spaces {
+    struct loop *loop;
+    struct shared *sh;
+    const struct config *cfg;
+    const uint8_t *secret; /* signs tokens (32 bytes) */
+    struct list_node list; /* struct space.node */
+    int published;         /* pages published since the audience was last woken */
+};
+
+/* Where a space's sources go when the space does not re-pack them itself: a stage's mixer.
+ * Set with space_set_sink; <free> is called when the space ends. */
+struct space_sink {
+    int (*add)(void *arg); /* a new source: returns its input id */
+    void (*remove)(void *arg, int input);
+    void (*packet)(void *arg, int input, const unsigned char *pkt, size_t len);
+    void (*free)(void *arg);
+};
+
+/* A source's hold on the space it feeds; the space clears it when it lets the source go. */
+struct space_feed {
+    struct space *space; /* NULL once detached */
+    int input;           /* the sink's input id, or -1 */
+};
+
 struct space {
-    struct server *srv;
-    struct list_node node;              /* in srv->spaces */
+    struct spaces *host;
+    struct list_node node;              /* in host->list */
     int slot;                           /* index in the shared table */
     struct shared_space *ss;            /* = &srv->sh->spaces[slot] */
     struct ring *ring;                  /* the slot's ring */
@@ -46,6 +73,7 @@ struct space {
     struct opus_head_info head;
     uint32_t serial;
     struct conn *source;                /* NULL in grace */
+    struct space_feed *feed;            /* the source's hold on this space */
     struct loop_timer fill;             /* 20 ms silence filler while in grace */
     int64_t gone_ms;                    /* when the source left */
     int64_t fill_from_ms;               /* silence is due from here ... */
@@ -53,19 +81,30 @@ struct space {
     int64_t last_packet_ms;             /* when the last source packet arrived */
     unsigned char silence[64];
     int silence_len;
-    struct stage *stage;                /* a stage space: the mixer feeds the stream */
+    const struct space_sink *sink;      /* a stage space: the mixer takes the sources */
+    void *sink_arg;
 };
 
 /* Finds a space by mount name (no leading '/'), or NULL. */
-struct space *space_find(struct server *srv, const char *mount);
+struct space *space_find(struct spaces *host, const char *mount);
 /* Creates an empty space for <mount> (no source yet) in a free slot; NULL if none is free. */
-struct space *space_create(struct server *srv, const char *mount);
+struct space *space_create(struct spaces *host, const char *mount);
+/* Makes <sink> (borrowed; <arg> owned by it, freed by sink->free) take this space's sources. */
+void space_set_sink(struct space *sp, const struct space_sink *sink, void *arg);
 /* Ends <sp>: drops its source, frees its slot (listeners are closed by their processes). */
 void space_end(struct space *sp, enum close_reason why);
 
-/* Source events. */
-void space_source_attach(struct space *sp, struct conn *src, const struct space_meta *meta);
+/* Source events. <src> (borrowed) becomes the space's source; <feed> (owned by the source) is
+ * its hold on the space until space_source_detach clears it. */
+void space_source_attach(struct space *sp, struct conn *src, struct space_feed *feed,
+                         const struct space_meta *meta);
 void space_source_detach(struct space *sp, const char *why);
+/* The source's stream, through its feed: the sink's input, or the space's own stream.
+ * Return 0, or 1 if the feed is detached (the source should stop). */
+int space_feed_head(struct space_feed *f, const struct opus_head_info *head);
+int space_feed_packet(struct space_feed *f, const unsigned char *pkt, size_t len, int samples);
+
+/* The space's own stream: a new Opus head (returns 0), and packets. */
 int space_on_head(struct space *sp, const struct opus_head_info *head);
 void space_on_packet(struct space *sp, const unsigned char *pkt, size_t len, int samples);
 

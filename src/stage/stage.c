@@ -10,7 +10,6 @@
 #include <time.h>
 
 #include "mixer/mixer.h"
-#include "proc/server.h"
 #include "space/space.h"
 #include "stage/control.h"
 #include "token/token.h"
@@ -38,9 +37,18 @@ struct member {
     char name[48];
 };
 
+/* A member's connection holds a pointer to it (in its conn's priv), NULL once it left. */
+struct member_ref {
+    struct member *m;
+};
+CONN_PRIV_FITS(struct member_ref);
+#define MEMBER(c) (CONN_PRIV(c, struct member_ref)->m)
+
+static const struct conn_ops member_ops = {"member", NULL, NULL};
+
 struct stage {
     struct space *sp;
-    struct server *srv;
+    struct spaces *host;
     struct mixer *mixer;
     struct list_node members;
     uint32_t nmembers;
@@ -56,6 +64,9 @@ struct stage {
 
 #define role_names role_name_table
 
+static const struct space_sink stage_sink;
+static void member_on_io(struct loop *loop, struct io *io, uint32_t events);
+
 static int count_role(const struct stage *st, int role)
 {
     int n = 0;
@@ -69,7 +80,7 @@ static int count_role(const struct stage *st, int role)
 
 static int role_room(const struct stage *st, int role)
 {
-    const struct config *cfg = &st->srv->cfg;
+    const struct config *cfg = st->host->cfg;
     int max = role == ROLE_HOST ? 1 : role == ROLE_COHOST ? cfg->max_cohosts
               : role == ROLE_SPEAKER ? cfg->max_speakers : STAGE_MAX_MEMBERS;
     return count_role(st, role) < max;
@@ -105,7 +116,7 @@ static void member_flush(struct member *m)
             m->close_reason = "write failed";
         return;
     }
-    loop_mod(&m->st->srv->loop, &m->conn->io, EPOLLIN | EPOLLRDHUP | (rc ? EPOLLOUT : 0));
+    loop_mod(m->st->host->loop, &m->conn->io, EPOLLIN | EPOLLRDHUP | (rc ? EPOLLOUT : 0));
 }
 
 static void member_send_json(struct member *m, cJSON *j)
@@ -192,7 +203,7 @@ static void stage_publish_state(struct stage *st)
     buf_free(&msg);
     buf_free(&b);
     st->state_dirty = 0;
-    st->last_state_ms = st->srv->loop.now_ms;
+    st->last_state_ms = st->host->loop->now_ms;
 }
 
 /* ---- membership -------------------------------------------------------------------------- */
@@ -229,7 +240,7 @@ static void member_leave(struct member *m, const char *why)
     st->nmembers--;
     st->state_dirty = 1;
     ws_flush(m->ws); /* a queued close frame, if any */
-    m->conn->ws_member = NULL;
+    MEMBER(m->conn) = NULL;
     /* Lingering close: closing with the speaker's audio unread would reset the connection
      * and could destroy the close frame before the peer reads it (RFC 6455 section 7.1.1). */
     if (m->conn->dead)
@@ -327,7 +338,7 @@ static void control(struct member *m, const struct control *ctl)
         if (role > ROLE_COHOST || (role == ROLE_COHOST && m->role != ROLE_HOST))
             return member_error(m, "bad role");
         char tok[TOKEN_MAX];
-        token_mint(st->srv->secret, st->sp->ss->mount, role_names[role],
+        token_mint(st->host->secret, st->sp->ss->mount, role_names[role],
                    (int64_t)time(NULL) + 24 * 3600, tok, sizeof(tok));
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "type", "invite");
@@ -357,7 +368,7 @@ static void member_on_text(void *arg, const uint8_t *msg, size_t len)
 {
     struct member *m = arg;
     struct control ctl;
-    m->last_rx_ms = m->st->srv->loop.now_ms;
+    m->last_rx_ms = m->st->host->loop->now_ms;
     if (m->close_reason)
         return;
     int rc = control_parse((const char *)msg, len, &ctl);
@@ -377,7 +388,7 @@ static void member_on_text(void *arg, const uint8_t *msg, size_t len)
 static void member_on_binary(void *arg, const uint8_t *msg, size_t len)
 {
     struct member *m = arg;
-    m->last_rx_ms = m->st->srv->loop.now_ms;
+    m->last_rx_ms = m->st->host->loop->now_ms;
     if (m->close_reason || m->input < 0)
         return; /* a listener's audio goes nowhere */
     if (m->pcm) {
@@ -402,14 +413,14 @@ void stage_join(struct stage *st, struct conn *c, int role, const char *name)
     m->conn = c;
     m->id = ++st->next_id;
     m->input = -1;
-    m->last_rx_ms = st->srv->loop.now_ms;
+    m->last_rx_ms = st->host->loop->now_ms;
     m->ws = ws_new(c->io.fd, NULL, &member_ws, m);
     snprintf(m->name, sizeof(m->name), "%s", name[0] ? name : role_names[role]);
     list_insert_tail(&st->members, &m->node);
     st->nmembers++;
-    c->kind = CONN_WS;
-    c->ws_member = m;
-    c->io.cb = stage_member_on_io;
+    conn_take(c, &member_ops);
+    MEMBER(c) = m;
+    c->io.cb = member_on_io;
     log_info("stage", "/%s: \"%s\" joined as %s (#%u, %s)", st->sp->ss->mount, m->name,
              role_names[role], m->id, c->peer);
     cJSON *j = cJSON_CreateObject();
@@ -426,18 +437,13 @@ void stage_join(struct stage *st, struct conn *c, int role, const char *name)
     st->state_dirty = 1;
 }
 
-void stage_member_conn_gone(struct conn *c)
-{
-    (void)c; /* the member was freed by member_leave before the connection */
-}
-
-void stage_member_on_io(struct loop *loop, struct io *io, uint32_t events)
+static void member_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
     struct conn *c = (struct conn *)io;
     (void)loop;
-    if (c->dead || !c->ws_member)
+    if (c->dead || !MEMBER(c))
         return;
-    struct member *m = c->ws_member;
+    struct member *m = MEMBER(c);
     struct stage *st = m->st;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         if (ws_read(m->ws) < 0 && !m->close_reason) {
@@ -500,7 +506,7 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
         list_for_each_safe(it, tmp, &st->members)
         {
             struct member *m = list_entry(it, struct member, node);
-            if (loop->now_ms - m->last_rx_ms > st->srv->cfg.speaker_idle_ms) {
+            if (loop->now_ms - m->last_rx_ms > st->host->cfg->speaker_idle_ms) {
                 ws_close(m->ws, 1001, "idle");
                 member_leave(m, "sent nothing for too long");
             }
@@ -517,7 +523,7 @@ struct stage *stage_new(struct space *sp, const char *title)
     if (!st)
         abort();
     st->sp = sp;
-    st->srv = sp->srv;
+    st->host = sp->host;
     st->mixer = mixer_new(STAGE_BITRATE);
     list_init(&st->members);
     snprintf(st->title, sizeof(st->title), "%s", title && title[0] ? title : sp->ss->mount);
@@ -532,8 +538,9 @@ struct stage *stage_new(struct space *sp, const char *title)
     }
     struct opus_head_info head = {.channels = 1, .pre_skip = lookahead, .input_rate = 48000};
     space_on_head(sp, &head);
-    st->next_tick_ms = sp->srv->loop.now_ms + STAGE_FRAME_MS;
-    loop_timer_start(&sp->srv->loop, &st->clock, STAGE_FRAME_MS, stage_tick);
+    st->next_tick_ms = sp->host->loop->now_ms + STAGE_FRAME_MS;
+    loop_timer_start(sp->host->loop, &st->clock, STAGE_FRAME_MS, stage_tick);
+    space_set_sink(sp, &stage_sink, st);
     stage_publish_state(st);
     return st;
 }
@@ -551,24 +558,42 @@ void stage_free(struct stage *st)
         ws_close(m->ws, 1001, "space ended");
         member_leave(m, "space ended");
     }
-    loop_timer_stop(&st->srv->loop, &st->clock);
+    loop_timer_stop(st->host->loop, &st->clock);
     mixer_free(st->mixer);
     free(st);
 }
 
-int stage_source_add(struct stage *st)
+struct stage *stage_of(const struct space *sp)
 {
+    return sp->sink == &stage_sink ? sp->sink_arg : NULL;
+}
+
+/* ---- a studio source on a stage space is one more mixer input -------------------------- */
+
+static int stage_sink_add(void *arg)
+{
+    struct stage *st = arg;
     return mixer_input_add(st->mixer);
 }
 
-void stage_source_remove(struct stage *st, int input)
+static void stage_sink_remove(void *arg, int input)
 {
+    struct stage *st = arg;
     if (input >= 0)
         mixer_input_remove(st->mixer, input);
 }
 
-void stage_source_packet(struct stage *st, int input, const unsigned char *pkt, size_t len)
+static void stage_sink_packet(void *arg, int input, const unsigned char *pkt, size_t len)
 {
+    struct stage *st = arg;
     if (input >= 0)
         mixer_input_push_opus(st->mixer, input, pkt, len);
 }
+
+static void stage_sink_free(void *arg)
+{
+    stage_free(arg);
+}
+
+static const struct space_sink stage_sink = {stage_sink_add, stage_sink_remove, stage_sink_packet,
+                                             stage_sink_free};

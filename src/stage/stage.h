@@ -21,33 +21,26 @@
 
 struct space;
 struct conn;
-struct server;
-struct http_request;
 
 enum role { ROLE_LISTENER, ROLE_SPEAKER, ROLE_COHOST, ROLE_HOST, ROLES };
 
 struct stage;
 struct member;
 
-/* Makes <sp> a stage space: a mixer on a 20 ms clock feeding its stream. */
+/* Makes <sp> a stage space: a mixer on a 20 ms clock feeding its stream, and the sink of its
+ * studio sources (each one more mixer input). The space owns the stage from then on and
+ * frees it when it ends. */
 struct stage *stage_new(struct space *sp, const char *title);
-/* Closes every member and stops the clock. */
+/* Closes every member and stops the clock (the space's sink free). */
 void stage_free(struct stage *st);
+/* The stage of <sp>, or NULL if it is a plain mount (a studio relay). */
+struct stage *stage_of(const struct space *sp);
 
 /* The role a newcomer asking for <want> would get now (by key: the next free place on stage,
  * host first), or -1 with <why> if there is no room. */
 int stage_place(const struct stage *st, int want, int by_key, const char **why);
-/* Takes <c> (its WebSocket handshake answered) as a member with <role>. */
+/* Takes <c> (its WebSocket handshake answered, still in HEAD) as a member with <role>. */
 void stage_join(struct stage *st, struct conn *c, int role, const char *name);
-/* The event handler of a member's connection. */
-void stage_member_on_io(struct loop *loop, struct io *io, uint32_t events);
-/* Frees what a member connection holds (called when the connection is freed). */
-void stage_member_conn_gone(struct conn *c);
-
-/* A studio source on a stage space is one more mixer input. */
-int stage_source_add(struct stage *st);
-void stage_source_remove(struct stage *st, int input);
-void stage_source_packet(struct stage *st, int input, const unsigned char *pkt, size_t len);
 
 /* The state document (who is on stage, who talks, requests). */
 void stage_state_json(const struct stage *st, struct buf *out);

@@ -18,8 +18,9 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "stageport/stageport.h"
+
 #include "http/request.h"
-#include "proc/server.h"
 #include "space/space.h"
 #include "stage/stage.h"
 #include "token/token.h"
@@ -64,26 +65,26 @@ static int query_param(const struct http_request *req, const char *name, char *o
     return -1;
 }
 
-static int key_ok(const struct server *srv, const char *key, size_t len)
+static int key_ok(const struct spaces *host, const char *key, size_t len)
 {
-    size_t klen = strlen(srv->cfg.host_key);
-    return klen > 0 && len == klen && CRYPTO_memcmp(key, srv->cfg.host_key, klen) == 0;
+    size_t klen = strlen(host->cfg->host_key);
+    return klen > 0 && len == klen && CRYPTO_memcmp(key, host->cfg->host_key, klen) == 0;
 }
 
 /* Who the request's bearer is for space <mount>: 2 = the operator's host key, 1 = a host or
  * co-host token of that space, 0 = nobody. */
-static int bearer(const struct server *srv, const struct http_request *req, const char *mount)
+static int bearer(const struct spaces *host, const struct http_request *req, const char *mount)
 {
     const struct http_header *h = http_find_header(req, "Authorization");
     if (!h || h->value_len < 8 || strncasecmp(h->value, "Bearer ", 7) != 0)
         return 0;
     const char *v = h->value + 7;
     size_t len = h->value_len - 7;
-    if (key_ok(srv, v, len))
+    if (key_ok(host, v, len))
         return 2;
     struct token t;
     const char *why;
-    if (mount && token_check(srv->secret, v, len, time(NULL), &t, &why) == 0 &&
+    if (mount && token_check(host->secret, v, len, time(NULL), &t, &why) == 0 &&
         strcmp(t.space, mount) == 0 &&
         (strcmp(t.role, "host") == 0 || strcmp(t.role, "cohost") == 0))
         return 1;
@@ -113,69 +114,67 @@ static void respond_err(struct conn *c, int status, const char *msg)
 }
 
 /* Creates stage space <name>. Returns it, or NULL with <why>. */
-static struct space *create_stage_space(struct server *srv, const char *name, const char *title,
+static struct space *create_stage_space(struct spaces *host, const char *name, const char *title,
                                         const char **why)
 {
     if (!mount_name_ok(name)) {
         *why = "bad space name: use 1-63 of A-Z a-z 0-9 . _ -";
         return NULL;
     }
-    if (space_find(srv, name)) {
+    if (space_find(host, name)) {
         *why = "a space with that name exists";
         return NULL;
     }
-    struct space *sp = space_create(srv, name);
+    struct space *sp = space_create(host, name);
     if (!sp) {
         *why = "too many spaces on this server";
         return NULL;
     }
-    sp->stage = stage_new(sp, title);
+    stage_new(sp, title);
     log_info("stage", "/%s: stage space created", name);
     return sp;
 }
 
-static void api_create(struct conn *c, const struct http_request *req)
+static void api_create(struct spaces *host, struct conn *c, const struct http_request *req)
 {
-    struct server *srv = c->srv;
     char name[64], title[128] = "";
-    if (bearer(srv, req, NULL) != 2)
+    if (bearer(host, req, NULL) != 2)
         return respond_err(c, 401, "creating a space needs the host key (Bearer)");
     if (query_param(req, "name", name, sizeof(name)) < 0)
         return respond_err(c, 400, "name= is required");
     query_param(req, "title", title, sizeof(title));
     const char *why;
-    struct space *sp = create_stage_space(srv, name, title, &why);
+    struct space *sp = create_stage_space(host, name, title, &why);
     if (!sp)
         return respond_err(c, strstr(why, "exists") ? 409 : 400, why);
-    char host[TOKEN_MAX], speaker[TOKEN_MAX];
+    char host_tok[TOKEN_MAX], speaker[TOKEN_MAX];
     int64_t exp = (int64_t)time(NULL) + 24 * 3600;
-    token_mint(srv->secret, name, "host", exp, host, sizeof(host));
-    token_mint(srv->secret, name, "speaker", exp, speaker, sizeof(speaker));
+    token_mint(host->secret, name, "host", exp, host_tok, sizeof(host_tok));
+    token_mint(host->secret, name, "speaker", exp, speaker, sizeof(speaker));
     struct buf b = {0};
     buf_printf(&b, "{\"space\":\"%s\",\"host_token\":\"%s\",\"speaker_token\":\"%s\","
                    "\"listen_path\":\"/%s\",\"state_path\":\"/state/%s.json\"}",
-               name, host, speaker, name, name);
+               name, host_tok, speaker, name, name);
     respond_json(c, 201, b.data);
     buf_free(&b);
 }
 
-static void api_space(struct conn *c, const struct http_request *req, const char *name,
+static void api_space(struct spaces *host, struct conn *c, const struct http_request *req, const char *name,
                       const char *action)
 {
-    struct server *srv = c->srv;
-    struct space *sp = mount_name_ok(name) ? space_find(srv, name) : NULL;
-    if (!sp || !sp->stage)
+    struct space *sp = mount_name_ok(name) ? space_find(host, name) : NULL;
+    if (!sp || !stage_of(sp))
         return respond_err(c, 404, "no such stage space");
     if (action[0] == '\0' && (req->method == HTTP_GET || req->method == HTTP_HEAD)) {
         struct buf b = {0};
-        stage_state_json(sp->stage, &b);
+        stage_state_json(stage_of(sp), &b);
         respond_json(c, 200, b.data);
         buf_free(&b);
         return;
     }
     if (req->method != HTTP_POST)
         return respond_err(c, 405, "use POST");
-    if (!bearer(srv, req, name))
+    if (!bearer(host, req, name))
         return respond_err(c, 401, "needs the host key or a host/cohost token (Bearer)");
     if (strcmp(action, "/invites") == 0) {
         char rs[16] = "speaker";
@@ -184,7 +183,7 @@ static void api_space(struct conn *c, const struct http_request *req, const char
         if (role < ROLE_LISTENER || role > ROLE_COHOST)
             return respond_err(c, 400, "role must be listener, speaker or cohost");
         char tok[TOKEN_MAX];
-        token_mint(srv->secret, name, rs, (int64_t)time(NULL) + 24 * 3600, tok, sizeof(tok));
+        token_mint(host->secret, name, rs, (int64_t)time(NULL) + 24 * 3600, tok, sizeof(tok));
         struct buf b = {0};
         buf_printf(&b, "{\"role\":\"%s\",\"token\":\"%s\"}", rs, tok);
         respond_json(c, 201, b.data);
@@ -197,14 +196,13 @@ static void api_space(struct conn *c, const struct http_request *req, const char
     }
 }
 
-static void ws_join(struct conn *c, const struct http_request *req, const char *name)
+static void ws_join(struct spaces *host, struct conn *c, const struct http_request *req, const char *name)
 {
-    struct server *srv = c->srv;
     char tok[TOKEN_MAX], who[48] = "";
     query_param(req, "name", who, sizeof(who));
     int by_key = 0, want = ROLE_LISTENER;
     if (query_param(req, "key", tok, sizeof(tok)) >= 0) {
-        if (!key_ok(srv, tok, strlen(tok))) {
+        if (!key_ok(host, tok, strlen(tok))) {
             log_warn("stage", "#%llu %s: bad host key for /%s", (unsigned long long)c->id,
                      c->peer, name);
             return conn_error(c, 401, NULL, "Bad host key");
@@ -213,7 +211,7 @@ static void ws_join(struct conn *c, const struct http_request *req, const char *
     } else if (query_param(req, "token", tok, sizeof(tok)) >= 0) {
         struct token t;
         const char *why;
-        int bad = token_check(srv->secret, tok, strlen(tok), time(NULL), &t, &why) < 0;
+        int bad = token_check(host->secret, tok, strlen(tok), time(NULL), &t, &why) < 0;
         if (!bad && strcmp(t.space, name) != 0) {
             bad = 1;
             why = "token for another space";
@@ -225,8 +223,8 @@ static void ws_join(struct conn *c, const struct http_request *req, const char *
         }
         want = role_parse(t.role);
     }
-    struct space *sp = mount_name_ok(name) ? space_find(srv, name) : NULL;
-    if (sp && !sp->stage)
+    struct space *sp = mount_name_ok(name) ? space_find(host, name) : NULL;
+    if (sp && !stage_of(sp))
         return conn_error(c, 409, NULL, "This mount is a studio relay, not a stage");
     if (!sp && !by_key)
         return conn_error(c, 404, NULL, "No such space");
@@ -240,31 +238,30 @@ static void ws_join(struct conn *c, const struct http_request *req, const char *
     }
     const char *why = NULL;
     if (!sp) {
-        sp = create_stage_space(srv, name, name, &why);
+        sp = create_stage_space(host, name, name, &why);
         if (!sp)
             return conn_error(c, 400, NULL, why);
     }
-    int role = stage_place(sp->stage, want, by_key, &why);
+    int role = stage_place(stage_of(sp), want, by_key, &why);
     if (role < 0)
         return conn_error(c, 409, NULL, why);
     if (send(c->io.fd, head, (size_t)n, MSG_NOSIGNAL) != n)
         return conn_close(c);
-    conn_head_done(c);
-    loop_mod(&srv->loop, &c->io, EPOLLIN | EPOLLRDHUP);
-    stage_join(sp->stage, c, role, who);
+    loop_mod(host->loop, &c->io, EPOLLIN | EPOLLRDHUP);
+    stage_join(stage_of(sp), c, role, who);
 }
 
-void api_route(struct conn *c, const struct http_request *req)
+void api_route(struct spaces *host, struct conn *c, const struct http_request *req)
 {
     char path[256];
     if (http_decode_path(req->path, req->path_len, path, sizeof(path)) < 0)
         return conn_error(c, 400, NULL, "Bad path");
     if (strncmp(path, "/ws/", 4) == 0)
-        return ws_join(c, req, path + 4);
+        return ws_join(host, c, req, path + 4);
     if (strcmp(path, "/api/spaces") == 0) {
         if (req->method != HTTP_POST)
             return respond_err(c, 405, "use POST");
-        return api_create(c, req);
+        return api_create(host, c, req);
     }
     if (strncmp(path, "/api/spaces/", 12) == 0) {
         char name[64];
@@ -274,7 +271,7 @@ void api_route(struct conn *c, const struct http_request *req)
             return respond_err(c, 404, "no such stage space");
         memcpy(name, rest, nlen);
         name[nlen] = '\0';
-        return api_space(c, req, name, slash ? slash : "");
+        return api_space(host, c, req, name, slash ? slash : "");
     }
     conn_error(c, 404, NULL, "Not found");
 }

@@ -18,35 +18,48 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "stageport/stageport.h"
+
 #include "http/request.h"
 #include "ogg/demux.h"
-#include "proc/server.h"
-#include "space/space.h"
-#include "stage/stage.h"
 #include "util/log.h"
 
 #define SOURCE_READ_CHUNK 16384
 
+/* A source connection's state (in its conn's priv). */
+struct source_state {
+    struct space_feed feed; /* the space it feeds, until it lets go */
+    struct ogg_demux *demux;
+    int64_t last_byte_ms;
+    uint64_t bytes;
+};
+CONN_PRIV_FITS(struct source_state);
+
+#define SRC(c) CONN_PRIV(c, struct source_state)
+
+static void source_on_close(struct conn *c)
+{
+    if (SRC(c)->feed.space)
+        space_source_detach(SRC(c)->feed.space, "closed");
+}
+
+static void source_on_free(struct conn *c)
+{
+    ogg_demux_free(SRC(c)->demux);
+}
+
+static const struct conn_ops source_ops = {"source", source_on_close, source_on_free};
+
+static void source_on_io(struct loop *loop, struct io *io, uint32_t events);
+
 static int source_cb_head(void *arg, const struct opus_head_info *head)
 {
-    struct conn *c = arg;
-    if (!c->src.space)
-        return 1;
-    if (c->src.space->stage)
-        return 0; /* a mixer input: its own decoder follows the stream */
-    return space_on_head(c->src.space, head);
+    return space_feed_head(&SRC((struct conn *)arg)->feed, head);
 }
 
 static int source_cb_packet(void *arg, const unsigned char *pkt, size_t len, int samples)
 {
-    struct conn *c = arg;
-    if (!c->src.space)
-        return 1;
-    if (c->src.space->stage)
-        stage_source_packet(c->src.space->stage, c->src.input, pkt, len);
-    else
-        space_on_packet(c->src.space, pkt, len, samples);
-    return 0;
+    return space_feed_packet(&SRC((struct conn *)arg)->feed, pkt, len, samples);
 }
 
 static const struct ogg_demux_cb source_demux_cb = {source_cb_head, source_cb_packet};
@@ -54,24 +67,23 @@ static const struct ogg_demux_cb source_demux_cb = {source_cb_head, source_cb_pa
 /* Ends the source connection; its space (if any) enters grace. */
 static void source_drop(struct conn *c, const char *why)
 {
-    if (c->src.space)
-        space_source_detach(c->src.space, why);
-    ogg_demux_free(c->src.demux);
-    c->src.demux = NULL;
+    if (SRC(c)->feed.space)
+        space_source_detach(SRC(c)->feed.space, why);
     conn_close(c);
 }
 
 /* Feeds body bytes. Returns 0, or -1 if the source was dropped. */
 static int source_feed(struct conn *c, const void *data, size_t len)
 {
-    c->src.bytes += len;
-    c->src.last_byte_ms = c->srv->loop.now_ms;
-    int rc = ogg_demux_feed(c->src.demux, data, len, &source_demux_cb, c);
+    struct source_state *s = SRC(c);
+    s->bytes += len;
+    s->last_byte_ms = c->hub->loop->now_ms;
+    int rc = ogg_demux_feed(s->demux, data, len, &source_demux_cb, c);
     if (rc < 0) {
         char why[200];
-        snprintf(why, sizeof(why), "bad stream: %s", ogg_demux_error(c->src.demux));
+        snprintf(why, sizeof(why), "bad stream: %s", ogg_demux_error(s->demux));
         log_warn("source", "#%llu %s: dropping source: %s", (unsigned long long)c->id, c->peer,
-                 ogg_demux_error(c->src.demux));
+                 ogg_demux_error(s->demux));
         source_drop(c, why);
         return -1;
     }
@@ -82,7 +94,7 @@ static int source_feed(struct conn *c, const void *data, size_t len)
     return 0;
 }
 
-void source_on_io(struct loop *loop, struct io *io, uint32_t events)
+static void source_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
     struct conn *c = (struct conn *)io;
     (void)loop;
@@ -135,37 +147,14 @@ static int content_type_ok(const struct http_request *req)
     return 0;
 }
 
-/* Mount names are what config accepts for a space: [A-Za-z0-9._-]{1,63}. */
-
-int mount_name_ok(const char *m)
+void source_accept(struct spaces *host, struct conn *c, const struct http_request *req)
 {
-    /* names the audience port serves itself cannot be mounts */
-    static const char *const reserved[] = {"metrics", "status-json.xsl", "index.html",
-                                           "app.js", "style.css"};
-    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
-        if (strcmp(m, reserved[i]) == 0)
-            return 0;
-    size_t n = strlen(m);
-    if (n == 0 || n > 63)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = m[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-'))
-            return 0;
-    }
-    return m[0] != '.';
-}
-
-void source_accept(struct conn *c, const struct http_request *req)
-{
-    struct server *srv = c->srv;
     char path[256], user[128], pass[256];
     int plen = http_decode_path(req->path, req->path_len, path, sizeof(path));
     const char *mount = plen > 0 ? path + 1 : "";
-    const struct space_config *sc = mount_name_ok(mount) ? config_space(&srv->cfg, mount) : NULL;
+    const struct space_config *sc = mount_name_ok(mount) ? config_space(host->cfg, mount) : NULL;
     const char *want = sc && sc->source_password[0] ? sc->source_password
-                                                    : srv->cfg.source_password;
+                                                    : host->cfg->source_password;
 
     if (http_basic_auth(req, user, sizeof(user), pass, sizeof(pass)) < 0 ||
         strcmp(user, "source") != 0 || strcmp(pass, want) != 0) {
@@ -186,7 +175,7 @@ void source_accept(struct conn *c, const struct http_request *req)
         conn_error(c, 501, NULL, "Chunked source bodies are not supported");
         return;
     }
-    struct space *sp = space_find(srv, mount);
+    struct space *sp = space_find(host, mount);
     if (sp && sp->source) {
         log_warn("source", "#%llu %s: /%s refused: mount in use", (unsigned long long)c->id,
                  c->peer, mount);
@@ -194,7 +183,7 @@ void source_accept(struct conn *c, const struct http_request *req)
         return;
     }
     if (!sp)
-        sp = space_create(srv, mount);
+        sp = space_create(host, mount);
     if (!sp) {
         log_warn("source", "#%llu %s: /%s refused: all %d space slots in use",
                  (unsigned long long)c->id, c->peer, mount, SHARED_MAX_SPACES);
@@ -220,14 +209,12 @@ void source_accept(struct conn *c, const struct http_request *req)
     char *head = c->head.buf;
     size_t head_len = c->head.len, body_at = req->head_len;
     c->head.buf = NULL;
-    list_unlink(&c->node); /* off the head-deadline list */
-    c->kind = CONN_SOURCE;
-    c->src = (struct source_state){.space = sp, .demux = ogg_demux_new(), .input = -1,
-                                   .last_byte_ms = srv->loop.now_ms};
-    if (sp->stage)
-        c->src.input = stage_source_add(sp->stage);
+    conn_take(c, &source_ops);
+    struct source_state *s = SRC(c);
+    s->demux = ogg_demux_new();
+    s->last_byte_ms = host->loop->now_ms;
     c->io.cb = source_on_io;
-    space_source_attach(sp, c, &meta);
+    space_source_attach(sp, c, &s->feed, &meta);
     char name[160];
     log_info("source", "#%llu %s: source on /%s (%s, \"%s\")", (unsigned long long)c->id,
              c->peer, mount, http_method_name(req->method),
@@ -237,7 +224,7 @@ void source_accept(struct conn *c, const struct http_request *req)
         rc = source_feed(c, head + body_at, head_len - body_at);
     free(head);
     if (rc == 0)
-        loop_mod(&srv->loop, &c->io, EPOLLIN | EPOLLRDHUP);
+        loop_mod(host->loop, &c->io, EPOLLIN | EPOLLRDHUP);
 }
 
 /* Drops sources that have sent nothing for <timeout_ms> (a stuck encoder holds the mount). */
@@ -245,7 +232,7 @@ void source_accept(struct conn *c, const struct http_request *req)
 void source_check_idle(struct space *sp, int64_t timeout_ms)
 {
     struct conn *c = sp->source;
-    if (c && sp->srv->loop.now_ms - c->src.last_byte_ms > timeout_ms) {
+    if (c && sp->host->loop->now_ms - SRC(c)->last_byte_ms > timeout_ms) {
         log_warn("source", "#%llu %s: no data for %lld ms, dropping", (unsigned long long)c->id,
                  c->peer, (long long)timeout_ms);
         source_drop(c, "timed out");

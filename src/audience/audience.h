@@ -1,0 +1,100 @@
+/*
+ * audience: the audience port of one process (a listener worker, or the main process with
+ * --workers 0): admission, listeners, the web pages, status and metrics, all read from the
+ * shared table (shm/shared.h). It knows nothing of the main process's spaces or stage: what
+ * it serves is what the shared table says.
+ *
+ *   conn (head parsed) --> audience_route --> asset / status / metrics / state document
+ *                                        \--> admission --> listener (a cursor in a ring)
+ */
+#ifndef ROSTRUM_AUDIENCE_AUDIENCE_H
+#define ROSTRUM_AUDIENCE_AUDIENCE_H
+
+#include <stdint.h>
+
+#include "config/config.h"
+#include "conn/conn.h"
+#include "event/loop.h"
+#include "limits/limits.h"
+#include "shm/shared.h"
+#include "util/buf.h"
+#include "util/list.h"
+
+struct http_request;
+
+/* Per-listener state: small and fixed, whatever the listener does (in its conn's priv). */
+struct listener_state {
+    uint16_t slot;        /* its space's slot in the shared table */
+    uint8_t head_only;    /* a HEAD request: preamble's HTTP part only, then close */
+    uint8_t blocked;      /* socket full: EPOLLOUT armed, wait for it */
+    uint32_t gen;         /* the slot's generation when it joined */
+    uint64_t cursor;      /* next ring page to send */
+    uint32_t page_off;    /* bytes of page <cursor> already sent */
+    uint32_t pre_off;     /* bytes of the preamble (HTTP head + Ogg headers) sent */
+    uint32_t pre_gen;     /* preamble generation it is sending */
+    uint8_t stalls;       /* stalls in the current window */
+    int64_t stall_window_ms;
+    int64_t last_byte_ms; /* last time its socket accepted a byte */
+    uint64_t bytes;       /* accepted by its socket */
+    uint64_t acked;       /* of which the client has acknowledged (bytes - SIOCOUTQ) */
+    int64_t acked_ms;     /* when <acked> last grew: "receiving audio" is judged on this */
+};
+CONN_PRIV_FITS(struct listener_state);
+#define LST(c) CONN_PRIV(c, struct listener_state)
+
+/* The audience side of a process: listeners by slot, and when to write to them. Owned by the
+ * process (embedded in its struct); set the borrowed fields, then audience_init. */
+struct audience {
+    /* borrowed from the process */
+    struct conn_hub *hub;
+    struct loop *loop;
+    struct shared *sh;
+    const struct config *cfg;
+    const uint8_t *secret; /* verifies tickets (32 bytes) */
+    int worker_index;      /* this process's block in the shared table */
+    int64_t start_wall;    /* when the server started (status) */
+    const char *addr;      /* the audience address, as status shows it */
+    /* its own */
+    struct list_node listeners[SHARED_MAX_SPACES]; /* struct conn.node */
+    uint32_t gen[SHARED_MAX_SPACES];               /* slot generations last seen */
+    uint32_t nlisteners;
+    uint32_t max_here; /* listeners this process may hold: its share and a bit, fds allowing */
+    int64_t last_flush_ms;
+    int64_t counted_ms; /* last count of who is receiving */
+    struct loop_timer flush_timer;
+    struct shared_worker *me; /* this process's block in the shared memory */
+    struct bucket join_bucket; /* this process's listener joins */
+    int64_t next_admit_ms;     /* waiting room: the next free admission time */
+};
+
+/* The audience of the process that accepted <c>. */
+static inline struct audience *audience_of(const struct conn *c)
+{
+    return c->hub->route_arg[PORT_AUDIENCE];
+}
+
+/* Admission, routing, flush scheduling, per-second upkeep (audience.c). */
+void audience_init(struct audience *a);
+/* The route of the audience port (conn_route_fn): <arg> is the struct audience. */
+void audience_route(void *arg, struct conn *c, const struct http_request *req);
+/* Pages were published: write them now or when the delivery interval says. */
+void audience_on_wake(struct audience *a);
+void audience_tick(struct audience *a, int second);
+void audience_close_all(struct audience *a);
+/* Closes up to <n> stalled listeners (socket full, nothing taken for a while) to free
+ * descriptors; never a listener that is receiving audio. (conn_hub on_fd_limit.) */
+void audience_on_fd_limit(void *arg, int port);
+/* Updates this process's receiving counts now (status and metrics read them). */
+void audience_count_now(struct audience *a);
+
+/* Listeners (listener.c). */
+void listener_start(struct conn *c, int slot, int head_only);
+void listener_flush(struct conn *c);
+void listener_close(struct conn *c, enum close_reason why);
+
+/* Documents (status.c, web.c). */
+void status_json(struct audience *a, struct buf *out);
+void status_metrics(struct audience *a, struct buf *out);
+int web_asset(const char *path, const unsigned char **data, size_t *len, const char **type);
+
+#endif

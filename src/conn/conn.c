@@ -1,0 +1,475 @@
+/*
+ * conn: accepting, request heads under a deadline, small responses, lingering close and
+ * deferred freeing, for every process and port. See conn.h for the state machine.
+ */
+#include "conn/conn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "http/request.h"
+#include "net/net.h"
+#include "util/log.h"
+
+#define ACCEPT_BATCH 64
+#define HEAD_BUF_INITIAL 1024
+#define LINGER_MS 2000
+
+static void head_on_io(struct loop *loop, struct io *io, uint32_t events);
+static void linger_start(struct conn *c);
+static void response_on_io(struct loop *loop, struct io *io, uint32_t events);
+
+/* ---- closing ---------------------------------------------------------------------------- */
+
+void conn_close(struct conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = 1;
+    if (c->state == CONN_OWNED && c->ops && c->ops->close)
+        c->ops->close(c);
+    if (c->lim) {
+        c->hub->limits.e[c->lim - 1].conns--;
+        c->lim = 0;
+    }
+    loop_del(c->hub->loop, &c->io);
+    close(c->io.fd);
+    c->io.fd = -1;
+    list_unlink(&c->node);
+    list_insert_tail(&c->hub->zombies, &c->node);
+}
+
+static void conn_free(struct conn *c)
+{
+    switch (c->state) {
+    case CONN_HEAD:
+        free(c->head.buf);
+        break;
+    case CONN_RESPONSE:
+    case CONN_LINGER:
+        buf_free(&c->resp.out);
+        break;
+    default:
+        if (c->ops && c->ops->free)
+            c->ops->free(c);
+        break;
+    }
+    free(c);
+}
+
+void conn_hub_free_zombies(struct conn_hub *hub)
+{
+    struct list_node *n, *tmp;
+    list_for_each_safe(n, tmp, &hub->zombies)
+    {
+        list_unlink(n);
+        conn_free(list_entry(n, struct conn, node));
+    }
+}
+
+void conn_take(struct conn *c, const struct conn_ops *ops)
+{
+    if (c->state == CONN_HEAD) {
+        free(c->head.buf);
+        list_unlink(&c->node);
+    }
+    memset(c->priv, 0, sizeof(c->priv));
+    c->state = CONN_OWNED;
+    c->ops = ops;
+}
+
+/* ---- responses ---------------------------------------------------------------------------- */
+
+void conn_linger(struct conn *c)
+{
+    /* the owner gives <c> back, its own state already dropped */
+    c->ops = NULL;
+    c->resp.out = (struct buf){0};
+    linger_start(c);
+}
+
+static void linger_start(struct conn *c)
+{
+    /* Half-close and drain what the client still sends, so that closing does not reset the
+     * connection before it has read our response (nginx's lingering close). */
+    struct conn_hub *hub = c->hub;
+    buf_free(&c->resp.out);
+    shutdown(c->io.fd, SHUT_WR);
+    c->state = CONN_LINGER;
+    c->io.cb = response_on_io;
+    c->since_ms = hub->loop->now_ms;
+    list_insert_tail(&hub->lingers, &c->node);
+    if (loop_mod(hub->loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0)
+        conn_close(c);
+}
+
+static void response_write(struct conn *c)
+{
+    while (c->resp.off < c->resp.out.len) {
+        ssize_t w = send(c->io.fd, c->resp.out.data + c->resp.off, c->resp.out.len - c->resp.off,
+                         MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                if (loop_mod(c->hub->loop, &c->io, EPOLLOUT) < 0)
+                    conn_close(c);
+                return;
+            }
+            conn_close(c);
+            return;
+        }
+        c->resp.off += (size_t)w;
+        conn_counters(c)->bytes_sent += (uint64_t)w;
+    }
+    linger_start(c);
+}
+
+static void response_on_io(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct conn *c = (struct conn *)io;
+    (void)loop;
+    if (c->dead)
+        return;
+    if (c->state == CONN_RESPONSE) {
+        response_write(c);
+        return;
+    }
+    char sink[1024];
+    for (int i = 0; i < 16; i++) {
+        ssize_t r = recv(io->fd, sink, sizeof(sink), 0);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            conn_close(c);
+            return;
+        }
+        if (r < 0)
+            return;
+    }
+}
+
+void conn_respond(struct conn *c, struct buf *out)
+{
+    if (c->state == CONN_HEAD) {
+        free(c->head.buf);
+        list_unlink(&c->node);
+    }
+    c->ops = NULL;
+    c->state = CONN_RESPONSE;
+    c->resp.out = *out;
+    c->resp.off = 0;
+    *out = (struct buf){0};
+    c->io.cb = response_on_io;
+    response_write(c);
+}
+
+/* Appends a response head for a document of <len> bytes. */
+static void response_head(struct buf *out, int status, const char *type, size_t len,
+                          const char *extra)
+{
+    buf_printf(out,
+               "HTTP/1.0 %d %s\r\nServer: rostrum/0.1\r\nContent-Type: %s\r\n"
+               "Content-Length: %zu\r\nConnection: close\r\n",
+               status, http_status_reason(status), type, len);
+    if (extra && extra[0])
+        buf_printf(out, "%s\r\n", extra);
+    buf_puts(out, "\r\n");
+}
+
+void conn_error(struct conn *c, int status, const char *extra_header, const char *message)
+{
+    struct buf out = {0};
+    char body[256];
+    int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, http_status_reason(status),
+                     message);
+    /* CORS open, so that a web page can read why it was refused */
+    char extra[512];
+    snprintf(extra, sizeof(extra), "Access-Control-Allow-Origin: *%s%s",
+             extra_header ? "\r\n" : "", extra_header ? extra_header : "");
+    response_head(&out, status, "text/plain; charset=utf-8", (size_t)n, extra);
+    buf_append(&out, body, (size_t)n);
+    if (status == 400)
+        conn_counters(c)->bad_requests++;
+    if (status == 431)
+        conn_counters(c)->heads_too_large++;
+    conn_respond(c, &out);
+}
+
+void conn_respond_doc(struct conn *c, int head_only, const char *type, const void *body,
+                      size_t len, const char *extra)
+{
+    struct buf out = {0};
+    response_head(&out, 200, type, len, extra);
+    if (!head_only)
+        buf_append(&out, body, len);
+    conn_respond(c, &out);
+}
+
+/* ---- request heads --------------------------------------------------------------------------- */
+
+static void head_on_io(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct conn *c = (struct conn *)io;
+    (void)loop;
+    (void)events;
+    if (c->dead)
+        return;
+    if (!c->head.buf) {
+        c->head.cap = HEAD_BUF_INITIAL;
+        c->head.buf = malloc(c->head.cap);
+        if (!c->head.buf)
+            abort();
+    }
+    for (;;) {
+        if (c->head.len == c->head.cap) {
+            if (c->head.cap >= HTTP_MAX_HEAD) {
+                conn_error(c, 431, NULL, "Request head too large");
+                return;
+            }
+            c->head.cap *= 2;
+            c->head.buf = realloc(c->head.buf, c->head.cap);
+            if (!c->head.buf)
+                abort();
+        }
+        ssize_t r = recv(io->fd, c->head.buf + c->head.len, c->head.cap - c->head.len, 0);
+        if (r == 0) {
+            conn_close(c);
+            return;
+        }
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return;
+            conn_close(c);
+            return;
+        }
+        c->head.len += (uint32_t)r;
+        struct http_request req;
+        int rc = http_parse_request(c->head.buf, c->head.len, c->head.scanned, &req);
+        if (rc == HTTP_PARSE_INCOMPLETE) {
+            c->head.scanned = c->head.len;
+            continue;
+        }
+        if (rc == HTTP_PARSE_INVALID || rc == HTTP_PARSE_TOO_LARGE) {
+            char esc[80];
+            LOG_RATELIMITED(LOG_INFO, "http", "#%llu %s: %s request head: %s",
+                            (unsigned long long)c->id, c->peer,
+                            rc == HTTP_PARSE_INVALID ? "malformed" : "oversized",
+                            log_escape(esc, sizeof(esc), c->head.buf,
+                                       c->head.len < 60 ? c->head.len : 60));
+            if (rc == HTTP_PARSE_INVALID)
+                conn_error(c, 400, NULL, "Malformed request");
+            else
+                conn_error(c, 431, NULL, "Request head too large");
+            return;
+        }
+        conn_counters(c)->requests++;
+        if (log_level >= LOG_DEBUG) {
+            char esc[120];
+            log_debug("http", "#%llu %s: %s %s", (unsigned long long)c->id, c->peer,
+                      http_method_name(req.method),
+                      log_escape(esc, sizeof(esc), req.path, req.path_len));
+        }
+        c->hub->route[c->port](c->hub->route_arg[c->port], c, &req);
+        return;
+    }
+}
+
+/* ---- accepting ----------------------------------------------------------------------------- */
+
+static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct conn_port *lp = (struct conn_port *)io;
+    struct conn_hub *hub = lp->hub;
+    int port = lp->port;
+    (void)events;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1) {
+            if (errno == EMFILE || errno == ENFILE) {
+                /* Out of descriptors: use the spare to take the connection off the backlog
+                 * and close it, so the listening socket does not stay readable forever. */
+                hub->counters[port]->refused_fd_limit++;
+                LOG_RATELIMITED(LOG_WARN, "accept", "out of file descriptors: refusing");
+                /* shedding order: new joins first (this one), then stalled listeners */
+                if (hub->on_fd_limit)
+                    hub->on_fd_limit(hub->on_fd_limit_arg, port);
+                if (hub->spare_fd >= 0) {
+                    close(hub->spare_fd);
+                    int x = accept(io->fd, NULL, NULL);
+                    if (x >= 0)
+                        close(x);
+                    hub->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                }
+                return;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                errno != ECONNABORTED)
+                LOG_RATELIMITED(LOG_WARN, "accept", "accept: %s", strerror(errno));
+            return;
+        }
+        struct addr_key key;
+        addr_key_from_sockaddr(&ss, &key);
+        struct addr_entry *e = NULL;
+        int trusted = conn_hub_trusted(hub, &key);
+        if (!trusted) {
+            e = addr_table_get(&hub->limits, &key, loop->now_ms);
+            if (!e)
+                hub->counters[port]->limits_table_full++;
+            if (e && e->conns >= (uint32_t)hub->max_conns_per_ip) {
+                /* cheap and well-formed: no head is read, nothing is allocated */
+                static const char refuse[] =
+                    "HTTP/1.0 429 Too Many Requests\r\nRetry-After: 10\r\n"
+                    "Content-Length: 0\r\nConnection: close\r\n\r\n";
+                if (send(fd, refuse, sizeof(refuse) - 1, MSG_NOSIGNAL) < 0) {
+                    /* nothing to do: the connection is closed either way */
+                }
+                close(fd);
+                hub->counters[port]->refused_conns_per_ip++;
+                char peer[48];
+                net_addr_str(&ss, peer, sizeof(peer));
+                LOG_RATELIMITED(LOG_INFO, "accept", "%s: over %d connections, refused", peer,
+                                hub->max_conns_per_ip);
+                continue;
+            }
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        struct conn *c = calloc(1, sizeof(*c));
+        if (!c)
+            abort();
+        c->hub = hub;
+        c->id = ++hub->next_id;
+        c->io.fd = fd;
+        c->io.cb = head_on_io;
+        c->port = (uint8_t)port;
+        c->state = CONN_HEAD;
+        c->trusted = (uint8_t)trusted;
+        if (e) {
+            e->conns++;
+            c->lim = (uint32_t)(e - hub->limits.e) + 1;
+        }
+        c->since_ms = loop->now_ms;
+        net_addr_str(&ss, c->peer, sizeof(c->peer));
+        list_init(&c->node);
+        list_insert_tail(&hub->heads, &c->node);
+        if (loop_add(loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0) {
+            list_unlink(&c->node);
+            close(fd);
+            free(c);
+        }
+    }
+}
+
+/* ---- housekeeping and set-up ------------------------------------------------------------ */
+
+void conn_hub_expire(struct conn_hub *hub)
+{
+    int64_t now = hub->loop->now_ms;
+    struct list_node *n, *tmp;
+    /* Both lists are in deadline order: stop at the first one still in time. */
+    list_for_each_safe(n, tmp, &hub->heads)
+    {
+        struct conn *c = list_entry(n, struct conn, node);
+        if (now - c->since_ms < hub->head_timeout_ms)
+            break;
+        conn_counters(c)->head_timeouts++;
+        LOG_RATELIMITED(LOG_INFO, "http", "#%llu %s: no whole request head within %d ms, closing",
+                        (unsigned long long)c->id, c->peer, hub->head_timeout_ms);
+        conn_close(c);
+    }
+    list_for_each_safe(n, tmp, &hub->lingers)
+    {
+        struct conn *c = list_entry(n, struct conn, node);
+        if (now - c->since_ms < LINGER_MS)
+            break;
+        conn_close(c);
+    }
+}
+
+int conn_hub_trusted(const struct conn_hub *hub, const struct addr_key *k)
+{
+    for (int i = 0; i < hub->ntrusted; i++)
+        if (memcmp(&hub->trusted[i], k, sizeof(*k)) == 0)
+            return 1;
+    return 0;
+}
+
+int conn_hub_set_trusted(struct conn_hub *hub, const char *list)
+{
+    const char *s = list;
+    hub->ntrusted = 0;
+    while (*s) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        if (hub->ntrusted == 16 || addr_key_parse(s, len, &hub->trusted[hub->ntrusted]) < 0)
+            return -EINVAL;
+        hub->ntrusted++;
+        s = comma ? comma + 1 : s + len;
+    }
+    return 0;
+}
+
+int conn_listen(struct conn_hub *hub, struct conn_port *lp, int port, const char *host,
+                uint16_t tcp_port, int reuseport, char *addr, size_t addr_cap)
+{
+    char err[256];
+    int fd = net_listen(host, tcp_port, 4096, reuseport, err, sizeof(err));
+    if (fd < 0) {
+        log_error("server", "%s", err);
+        return -1;
+    }
+    lp->io.fd = fd;
+    lp->io.cb = accept_on_io;
+    lp->hub = hub;
+    lp->port = port;
+    if (loop_add(hub->loop, &lp->io, EPOLLIN) < 0)
+        return -1;
+    if (addr) {
+        const char *shown = host[0] ? host : "0.0.0.0";
+        if (strchr(shown, ':'))
+            snprintf(addr, addr_cap, "[%s]:%u", shown, net_local_port(fd));
+        else
+            snprintf(addr, addr_cap, "%s:%u", shown, net_local_port(fd));
+    }
+    return 0;
+}
+
+void conn_hub_init(struct conn_hub *hub, struct loop *loop)
+{
+    hub->loop = loop;
+    addr_table_init(&hub->limits, 65536);
+    list_init(&hub->heads);
+    list_init(&hub->lingers);
+    list_init(&hub->zombies);
+    hub->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+void conn_hub_close_all(struct conn_hub *hub)
+{
+    struct list_node *n, *tmp;
+    list_for_each_safe(n, tmp, &hub->heads)
+    {
+        conn_close(list_entry(n, struct conn, node));
+    }
+    list_for_each_safe(n, tmp, &hub->lingers)
+    {
+        conn_close(list_entry(n, struct conn, node));
+    }
+    conn_hub_free_zombies(hub);
+}
+
+void conn_hub_free(struct conn_hub *hub)
+{
+    conn_hub_close_all(hub);
+    if (hub->spare_fd >= 0)
+        close(hub->spare_fd);
+    hub->spare_fd = -1;
+    addr_table_free(&hub->limits);
+}
+

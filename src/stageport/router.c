@@ -1,0 +1,32 @@
+/* router: the stage port's requests, by method (see stageport.h). */
+#include "stageport/stageport.h"
+
+#include "http/request.h"
+
+void stageport_route(void *arg, struct conn *c, const struct http_request *req)
+{
+    struct spaces *host = arg;
+    switch (req->method) {
+    case HTTP_PUT:
+    case HTTP_SOURCE:
+        source_accept(host, c, req);
+        return;
+    case HTTP_OPTIONS:
+        /* libshout's capability probe: it picks PUT when Allow lists it. */
+        conn_respond_doc(c, 1, "text/plain", "", 0,
+                         "Allow: GET, HEAD, OPTIONS, POST, PUT, SOURCE\r\n"
+                         "Access-Control-Allow-Origin: *\r\n"
+                         "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
+                         "Access-Control-Allow-Headers: Authorization, Content-Type");
+        return;
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_POST:
+        api_route(host, c, req);
+        return;
+    default:
+        conn_error(c, 405, "Allow: GET, HEAD, OPTIONS, PUT, SOURCE", "Method not allowed");
+        return;
+    }
+}
+
