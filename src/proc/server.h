@@ -135,7 +135,9 @@ struct server {
     struct addr_key trusted[16];  /* proxies whose X-Forwarded-For is believed */
     int ntrusted;
     struct bucket join_bucket;    /* this process's listener joins */
-    int64_t next_admit_ms;        /* waiting room: the next free admission time */
+    double next_admit_ms;         /* waiting room: the next free admission time (loop clock,
+                                   * fractional: 3,000/s is a ticket every 1/3 ms) */
+    int64_t wall_offset_us;       /* waiting room: wall clock - loop clock, for admit times */
     struct worker_proc workers[SHARED_MAX_WORKERS];
 };
 
