@@ -83,15 +83,18 @@ async function api(method, path) {
 async function newInvite(role) {
   linksNote.textContent = 'Making a ' + role + ' link…';
   try {
+    /* an invite seats one person (at a time) unless the host asks for a reusable link */
+    const reusable = $('reusable-link').checked;
     const r = await api('POST', '/api/spaces/' + encodeURIComponent(session.space) +
-                                '/invites?role=' + role);
+                                '/invites?role=' + role + (reusable ? '&reusable=1' : ''));
     if (!r.ok || !r.body || typeof r.body.token !== 'string')
       throw new Error((r.body && r.body.error) || 'HTTP ' + r.status);
     const link = speakLink({token: r.body.token});
     if (role === 'speaker')
       $('speaker-link').value = link;
     const copied = await copyText(link, role === 'speaker' ? $('speaker-link') : null);
-    linksNote.textContent = (role === 'cohost' ? 'Co-host' : 'Speaker') + ' link ' +
+    linksNote.textContent = (role === 'cohost' ? 'Co-host' : 'Speaker') +
+      (r.body.reusable ? ' link (reusable) ' : ' link (seats one person) ') +
       (copied ? 'copied to the clipboard' : 'ready') + (role === 'cohost' ? ': ' + link : '.');
   } catch (e) {
     linksNote.textContent = 'Could not make an invite: ' + e.message;

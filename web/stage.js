@@ -196,9 +196,9 @@ export function tokenInfo(token) {
     while (p.length % 4)
       p += '=';
     const f = atob(p).split('|');
-    if (f[0] !== 'v1' || f.length < 4)
+    if (f[0] !== 'v2' || f[1] !== 'stage' || f.length < 7)
       return null;
-    return {space: f[1], role: f[2], expires: Number(f[3]) * 1000};
+    return {space: f[2], role: f[3], expires: Number(f[4]) * 1000, reusable: f[6] === 'many'};
   } catch (e) {
     return null;
   }
@@ -519,7 +519,9 @@ export class StageClient extends EventTarget {
           st.stage.some((m) => m && m.role === 'host'))
         return 'The host is already on stage (in another tab?).';
       if (ti && STAGE_ROLES.has(ti.role))
-        return 'Could not join: the stage may be full, or the invite is not valid.';
+        return 'Could not join: the stage may be full, the invite may be in use by someone ' +
+               'else (a link seats one person unless the host made it reusable), or you ' +
+               'were removed.';
       return 'Could not join: the invite is not valid for this space.';
     } finally {
       clearTimeout(t);

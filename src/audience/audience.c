@@ -13,10 +13,12 @@
  * e.g. with the default budget of 50,000 writes/s: 10k listeners -> 200 ms, 100k -> 2 s.
  * A newcomer is written to at once (headers and burst), whatever the interval.
  */
+#include <errno.h>
 #include <linux/sockios.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <stdio.h>
@@ -225,34 +227,114 @@ static void refuse(struct conn *c, int status, int retry_s, const char *why)
 }
 
 /* The address joins are charged to: the peer, or the client a trusted proxy names last in
- * X-Forwarded-For. NULL entry: untracked (table full). */
-static struct addr_entry *join_entry(struct conn *c, const struct http_request *req)
+ * X-Forwarded-For, into <key>. Returns its entry (NULL: untracked, the table being full), and
+ * in <*known> whether <key> could be had at all. */
+static struct addr_entry *join_entry(struct conn *c, const struct http_request *req,
+                                     struct addr_key *key, int *known)
 {
     struct audience *a = audience_of(c);
+    *known = 0;
     if (c->trusted) {
         /* a trusted proxy: charge the client it names last in X-Forwarded-For */
         const struct http_header *xff = http_find_header(req, "X-Forwarded-For");
-        struct addr_key k;
         if (!xff)
             return NULL;
         const char *v = xff->value, *last = v;
         for (size_t i = 0; i < xff->value_len; i++)
             if (v[i] == ',')
                 last = v + i + 1;
-        if (addr_key_parse(last, xff->value_len - (size_t)(last - v), &k) < 0)
+        if (addr_key_parse(last, xff->value_len - (size_t)(last - v), key) < 0)
             return NULL;
-        return addr_table_get(&a->hub->limits, &k, a->loop->now_ms);
+        *known = 1;
+        return addr_table_get(&a->hub->limits, key, a->loop->now_ms);
     }
-    return c->lim ? &a->hub->limits.e[c->lim - 1] : NULL;
+    if (c->lim) {
+        *key = a->hub->limits.e[c->lim - 1].key;
+        *known = 1;
+        return &a->hub->limits.e[c->lim - 1];
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getpeername(c->io.fd, (struct sockaddr *)&ss, &sl) == 0) {
+        addr_key_from_sockaddr(&ss, key);
+        *known = 1;
+    }
+    return NULL;
 }
 
-/* Admission of a listener join to <slot>. Returns 1 if admitted, else 0 after answering. */
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The wall-clock time of loop-clock time <ms>. The queue is kept on the loop clock, and read
+ * back through one offset, so that tickets queued 1/3 ms apart name times 1/3 ms apart (the
+ * time spent answering each does not creep in) and one place handed out twice names the same
+ * time. The offset follows a step of the wall clock of over a millisecond. */
+static int64_t admit_wall_us(struct audience *a, double ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t off = wall_us() - ((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+    if (llabs(off - a->wall_offset_us) > 1000)
+        a->wall_offset_us = off;
+    return a->wall_offset_us + (int64_t)(ms * 1000.0);
+}
+
+/* Checks the ticket in <q> (<len> bytes) for <mount> and the client <key>. Returns 1 if it
+ * admits now, 0 after answering. Nothing is marked used here: see audience_admit(). */
+static int ticket_ok(struct conn *c, const char *q, size_t len, const char *mount,
+                     const struct addr_key *key, int known, struct token *t)
+{
+    struct audience *a = audience_of(c);
+    struct shared_counters *ctr = &a->me->c;
+    const char *why = "malformed ticket";
+    int bad = len >= TOKEN_MAX || token_check(a->secret, TOKEN_ADMIT, q, len, time(NULL), t,
+                                              &why) < 0;
+    if (!bad && strcmp(t->space, mount) != 0) {
+        bad = 1;
+        why = "ticket for another stream";
+    }
+    if (!bad && (!known || memcmp(t->addr, key->b, sizeof(t->addr)) != 0)) {
+        bad = 1;
+        why = "ticket issued to another address";
+    }
+    if (bad) {
+        ctr->refused_ticket++;
+        LOG_RATELIMITED(LOG_INFO, "admit", "#%llu %s: bad ticket for /%s: %s",
+                        (unsigned long long)c->id, c->peer, mount, why);
+        char msg[192];
+        snprintf(msg, sizeof(msg), "Bad or expired ticket (%s): get a new one at /join/%.63s",
+                 why, mount);
+        conn_error(c, 403, NULL, msg);
+        return 0;
+    }
+    int64_t now_us = wall_us();
+    if (now_us + 250000 < t->admit_us) {
+        ctr->refused_early++;
+        refuse(c, 425, (int)((t->admit_us - now_us + 999999) / 1000000),
+               "Too early for this ticket");
+        return 0;
+    }
+    return 1;
+}
+
+/* Admission of a listener join to <slot>. Returns 1 if admitted, else 0 after answering.
+ *
+ * With the waiting room on, a join needs a ticket (GET /join/<space>); a ticket is good once,
+ * from the address it was issued to, and its join is still charged to that address's bucket
+ * (only the worker's join rate is skipped: the waiting room paced it already). */
 static int audience_admit(struct conn *c, const struct http_request *req, const char *mount)
 {
     struct audience *a = audience_of(c);
     struct shared_counters *ctr = &a->me->c;
     int64_t now = a->loop->now_ms;
-    char tok[TOKEN_MAX];
+    struct addr_key key;
+    int known;
+    struct addr_entry *e = join_entry(c, req, &key, &known);
+    struct token t;
     int ticketed = 0;
     /* A ticket is checked before anything else costs work: one HMAC. */
     const char *q = req->query;
@@ -261,27 +343,20 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
         const char *amp = memchr(q + 7, '&', len);
         if (amp)
             len = (size_t)(amp - (q + 7));
-        struct token t;
-        const char *why;
-        if (len >= sizeof(tok) ||
-            token_check(a->secret, q + 7, len, time(NULL), &t, &why) < 0 ||
-            strcmp(t.space, mount) != 0 || strncmp(t.role, "admit@", 6) != 0) {
-            ctr->refused_ticket++;
-            LOG_RATELIMITED(LOG_INFO, "admit", "#%llu %s: bad ticket for /%s",
-                            (unsigned long long)c->id, c->peer, mount);
-            conn_error(c, 403, NULL, "Bad or expired ticket");
+        if (!ticket_ok(c, q + 7, len, mount, &key, known, &t))
             return 0;
-        }
-        int64_t admit_ms = strtoll(t.role + 6, NULL, 10);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t wall_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-        if (wall_ms + 250 < admit_ms) {
-            ctr->refused_early++;
-            refuse(c, 425, (int)((admit_ms - wall_ms + 999) / 1000), "Too early for this ticket");
-            return 0;
-        }
         ticketed = 1;
+    } else if (a->cfg->waiting_room) {
+        char hdr[300], msg[200];
+        ctr->refused_no_ticket++;
+        snprintf(hdr, sizeof(hdr),
+                 "Location: /join/%.63s\r\nLink: </join/%.63s>; rel=\"waiting-room\"", mount,
+                 mount);
+        snprintf(msg, sizeof(msg),
+                 "This stream has a waiting room: GET /join/%.63s for a ticket, then join with "
+                 "the stream URL it names", mount);
+        conn_error(c, 403, hdr, msg);
+        return 0;
     }
     /* capacity: this worker's, and the whole server's */
     if (a->nlisteners >= a->max_here ||
@@ -290,15 +365,32 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
         refuse(c, 503, retry_after_s(), "Server full, retry later");
         return 0;
     }
-    if (ticketed)
-        return 1; /* paced already by the waiting room */
-    struct addr_entry *e = join_entry(c, req);
     int64_t wait;
     if (e && !bucket_take(&e->joins, a->cfg->joins_per_ip, 2.0 * a->cfg->joins_per_ip, now,
                           &wait)) {
         ctr->refused_joins_per_ip++;
         refuse(c, 429, (int)(wait / 1000) + 1, "Too many joins from your address");
         return 0;
+    }
+    if (ticketed) {
+        /* last, so that a refusal above leaves the ticket good for a retry */
+        int rc = shared_ticket_use(a->sh, t.id, t.expiry, time(NULL));
+        if (rc == -ENOSPC) {
+            ctr->refused_capacity++;
+            refuse(c, 503, retry_after_s(), "Too many tickets in use, retry shortly");
+            return 0;
+        }
+        if (rc < 0) {
+            ctr->refused_ticket_used++;
+            LOG_RATELIMITED(LOG_INFO, "admit", "#%llu %s: ticket for /%s used again",
+                            (unsigned long long)c->id, c->peer, mount);
+            char msg[128];
+            snprintf(msg, sizeof(msg), "This ticket was used already: get a new one at /join/%.63s",
+                     mount);
+            conn_error(c, 403, NULL, msg);
+            return 0;
+        }
+        return 1; /* paced already by the waiting room */
     }
     if (!bucket_take(&a->join_bucket, a->cfg->joins_per_worker,
                      JOIN_BURST_S * a->cfg->joins_per_worker, now, &wait)) {
@@ -309,34 +401,63 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
     return 1;
 }
 
-/* GET /join/<space>: the waiting room. With it off, or room to admit now, no ticket is
- * needed; otherwise a signed ticket names the admit time, spread at this worker's join
- * rate, and the queue position that implies. */
-static void audience_join_ticket(struct conn *c, const char *mount)
+/* GET /join/<space>: the waiting room. With it off, no ticket is needed; otherwise a signed
+ * ticket names the admit time, spread at this worker's join rate, and the queue position that
+ * implies. Asking is limited per address (the address's ticket bucket, joins-per-ip), and an
+ * address that asks again while its place is still ahead gets a new ticket for the same place:
+ * one client's retries do not push the queue back for everyone (a new place per worker at
+ * most, as each worker keeps its own queue and table). */
+static void audience_join_ticket(struct conn *c, const struct http_request *req,
+                                 const char *mount)
 {
     struct audience *a = audience_of(c);
     int64_t now = a->loop->now_ms;
+    struct addr_key key;
+    int known;
+    struct addr_entry *e = join_entry(c, req, &key, &known);
+    int64_t wait;
+    if (e && !bucket_take(&e->tickets, a->cfg->joins_per_ip, 2.0 * a->cfg->joins_per_ip, now,
+                          &wait)) {
+        a->me->c.refused_tickets_per_ip++;
+        refuse(c, 429, (int)(wait / 1000) + 1, "Too many waiting-room requests from your address");
+        return;
+    }
     struct buf b = {0};
     if (!a->cfg->waiting_room) {
         buf_printf(&b, "{\"ticket\":null,\"stream\":\"/%s\"}", mount);
+    } else if (!known) {
+        conn_error(c, 400, NULL, "No client address to issue a ticket to");
+        return;
     } else {
         double per_ms = a->cfg->joins_per_worker / 1000.0;
-        if (a->next_admit_ms < now)
-            a->next_admit_ms = now;
-        int64_t admit = a->next_admit_ms;
-        a->next_admit_ms += (int64_t)(1.0 / per_ms) > 0 ? (int64_t)(1.0 / per_ms) : 1;
-        long position = (long)((double)(admit - now) * per_ms + 0.999); /* tickets ahead */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t admit_wall = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + (admit - now);
-        char role[32], tok[TOKEN_MAX];
-        snprintf(role, sizeof(role), "admit@%lld", (long long)admit_wall);
-        token_mint(a->secret, mount, role, admit_wall / 1000 + 120, tok, sizeof(tok));
+        double admit;
+        if (e && e->ticket_admit_ms > (double)now) {
+            admit = e->ticket_admit_ms; /* its place, again */
+        } else {
+            if (a->next_admit_ms < (double)now)
+                a->next_admit_ms = (double)now;
+            admit = a->next_admit_ms;
+            a->next_admit_ms += 1.0 / per_ms;
+            if (e)
+                e->ticket_admit_ms = admit;
+        }
+        long position = (long)((admit - (double)now) * per_ms + 0.999); /* tickets ahead */
+        struct token t = {.purpose = TOKEN_ADMIT};
+        snprintf(t.space, sizeof(t.space), "%.63s", mount);
+        t.admit_us = admit_wall_us(a, admit);
+        t.expiry = t.admit_us / 1000000 + 60;
+        memcpy(t.addr, key.b, sizeof(t.addr));
+        char tok[TOKEN_MAX];
+        if (token_mint(a->secret, &t, tok, sizeof(tok)) < 0) {
+            conn_error(c, 500, NULL, "Could not make a ticket");
+            return;
+        }
         a->me->c.tickets_issued++;
         buf_printf(&b,
-                   "{\"ticket\":\"%s\",\"admit_at_ms\":%lld,\"position\":%ld,"
+                   "{\"ticket\":\"%s\",\"admit_at_ms\":%lld.%03lld,\"position\":%ld,"
                    "\"stream\":\"/%s?ticket=%s\"}",
-                   tok, (long long)admit_wall, position, mount, tok);
+                   tok, (long long)(t.admit_us / 1000), (long long)(t.admit_us % 1000), position,
+                   mount, tok);
     }
     conn_respond_doc(c, 0, "application/json", b.data, b.len,
                      "Access-Control-Allow-Origin: *\r\nCache-Control: no-store");
@@ -427,7 +548,7 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
             conn_error(c, 404, NULL, "No such mount");
             return;
         }
-        audience_join_ticket(c, path + 6);
+        audience_join_ticket(c, req, path + 6);
         return;
     }
     const char *mount = path + 1;

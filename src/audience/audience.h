@@ -64,7 +64,9 @@ struct audience {
     struct loop_timer flush_timer;
     struct shared_worker *me; /* this process's block in the shared memory */
     struct bucket join_bucket; /* this process's listener joins */
-    int64_t next_admit_ms;     /* waiting room: the next free admission time */
+    double next_admit_ms;      /* waiting room: the next free admission time (loop clock,
+                                * fractional: 3,000/s is a ticket every 1/3 ms) */
+    int64_t wall_offset_us;    /* waiting room: wall clock - loop clock, for admit times */
 };
 
 /* The audience of the process that accepted <c>. */

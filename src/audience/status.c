@@ -208,6 +208,10 @@ void status_metrics(struct audience *a, struct buf *b)
         {"join_rate", offsetof(struct shared_counters, refused_join_rate)},
         {"bad_ticket", offsetof(struct shared_counters, refused_ticket)},
         {"early_ticket", offsetof(struct shared_counters, refused_early)},
+        {"no_ticket", offsetof(struct shared_counters, refused_no_ticket)},
+        {"ticket_used", offsetof(struct shared_counters, refused_ticket_used)},
+        {"tickets_per_ip", offsetof(struct shared_counters, refused_tickets_per_ip)},
+        {"stage_token", offsetof(struct shared_counters, refused_stage_token)},
     };
     for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
         buf_printf(b, "rostrum_refused_total{reason=\"%s\"} %llu\n", more[i].reason,

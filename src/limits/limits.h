@@ -41,6 +41,9 @@ struct addr_entry {
     uint8_t used;
     struct bucket joins; /* joins from this key */
     int64_t last_ms;     /* last use: eviction picks the oldest idle entry */
+    struct bucket tickets;  /* waiting-room tickets (GET /join) asked for from this key */
+    double ticket_admit_ms; /* the admit time (loop clock) of its latest ticket: asking again
+                             * before then gets the same place, not one at the back */
 };
 
 struct addr_table {

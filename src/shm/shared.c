@@ -1,5 +1,6 @@
 #include "shm/shared.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -79,3 +80,44 @@ int mount_name_ok(const char *m)
     return m[0] != '.';
 }
 
+#define TICKET_EXP_BITS 20
+#define TICKET_EXP_MASK ((1u << TICKET_EXP_BITS) - 1)
+
+/* Expired: <now> is past the word's expiry, modulo 2^20 s (lifetimes are far shorter). */
+static int ticket_word_expired(uint64_t w, int64_t now_s)
+{
+    uint32_t d = ((uint32_t)now_s - (uint32_t)(w & TICKET_EXP_MASK)) & TICKET_EXP_MASK;
+    return d != 0 && d < (TICKET_EXP_MASK + 1) / 2;
+}
+
+int shared_ticket_use(struct shared *sh, uint64_t id, int64_t expiry_s, int64_t now_s)
+{
+    uint64_t tag = id >> TICKET_EXP_BITS ? id >> TICKET_EXP_BITS : 1;
+    uint64_t word = tag << TICKET_EXP_BITS | ((uint64_t)expiry_s & TICKET_EXP_MASK);
+    uint32_t home = (uint32_t)id & (SHARED_TICKETS - 1);
+    for (int attempt = 0; attempt < 4; attempt++) {
+        uint64_t *slot = NULL, was = 0;
+        for (uint32_t i = 0; i < SHARED_TICKET_PROBE; i++) {
+            uint64_t *s = &sh->used_tickets[(home + i) & (SHARED_TICKETS - 1)];
+            uint64_t w = __atomic_load_n(s, __ATOMIC_ACQUIRE);
+            if (w && w >> TICKET_EXP_BITS == tag)
+                return -EALREADY;
+            if (!slot && (w == 0 || ticket_word_expired(w, now_s))) {
+                slot = s;
+                was = w;
+            }
+        }
+        if (!slot)
+            return -ENOSPC;
+        if (!__atomic_compare_exchange_n(slot, &was, word, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            continue; /* someone took that slot: look again */
+        /* another worker claiming the same ticket at once may have taken another slot */
+        for (uint32_t i = 0; i < SHARED_TICKET_PROBE; i++) {
+            uint64_t *s = &sh->used_tickets[(home + i) & (SHARED_TICKETS - 1)];
+            if (s != slot && __atomic_load_n(s, __ATOMIC_ACQUIRE) >> TICKET_EXP_BITS == tag)
+                return -EALREADY;
+        }
+        return 0;
+    }
+    return -ENOSPC;
+}

@@ -32,6 +32,8 @@
 #define SHARED_STATE_MAX 8192
 #define SHARED_RING_SLOTS 4096       /* pages: 13 min of 200 ms pages */
 #define SHARED_RING_BYTES (2u << 20) /* arena: 5 min of audio at 48 kb/s */
+#define SHARED_TICKETS (1u << 20)    /* used-ticket table: ~8 min of tickets at 2,000/s */
+#define SHARED_TICKET_PROBE 32       /* slots looked at per ticket */
 
 enum slot_state { SLOT_FREE = 0, SLOT_WAITING, SLOT_LIVE };
 
@@ -69,6 +71,11 @@ struct shared_counters {
     uint64_t tickets_issued;
     uint64_t shed_stalled;         /* stalled listeners closed to free descriptors */
     uint64_t limits_table_full;
+    /* issue 8 (tickets and tokens) */
+    uint64_t refused_no_ticket;      /* 403: waiting room on, a join without a ticket */
+    uint64_t refused_ticket_used;    /* 403: a ticket presented a second time */
+    uint64_t refused_tickets_per_ip; /* 429: too many GET /join from one address */
+    uint64_t refused_stage_token;    /* 401/403/409 on the stage: bad, revoked or in use */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
@@ -120,6 +127,9 @@ struct shared {
     struct shared_counters retired; /* counters of workers that died, so totals never drop */
     struct shared_space spaces[SHARED_MAX_SPACES];
     struct shared_worker workers[SHARED_MAX_WORKERS];
+    /* Admission tickets already used, by every worker: see shared_ticket_use(). 8 MiB of
+     * address space, touched only where tickets land (MAP_NORESERVE). */
+    uint64_t used_tickets[SHARED_TICKETS];
     /* followed by SHARED_MAX_SPACES rings, each ring_bytes(SHARED_RING_SLOTS,
      * SHARED_RING_BYTES) long, at shared_ring() */
 };
@@ -144,6 +154,22 @@ static inline const unsigned char *shared_preamble(const struct shared_space *s,
 /* 1 if <m> is a valid mount name: 1-63 of [A-Za-z0-9._-], not starting with '.', and not a
  * name the audience port serves itself. */
 int mount_name_ok(const char *m);
+/*
+ * Marks admission ticket <id> (valid until <expiry_s>, unix seconds) used, for all workers at
+ * once. Returns 0 if it was not used before, -EALREADY if it was, -ENOSPC if its probe window
+ * holds only live tickets (the caller refuses: fail closed).
+ *
+ * Why shared memory: a listener's connections are spread over the workers by the kernel's
+ * hash of the 4-tuple, so a ticket replayed on a new connection usually reaches another
+ * worker; a used-ticket set per worker would let a ticket in once per worker. One table,
+ * lock-free: each slot is one 64-bit word, (44 high bits of the id) << 20 | (expiry mod 2^20
+ * s), claimed with a compare-and-swap, so a slot never holds half of an entry. A slot whose
+ * expiry passed is free again: the table holds only the tickets of the last ticket lifetime
+ * (60 s after their admit time), whatever the number issued. Two workers using the same ticket
+ * at the same instant both claim a slot; each then sees the other's and refuses, so the
+ * ticket is used at most once even then.
+ */
+int shared_ticket_use(struct shared *sh, uint64_t id, int64_t expiry_s, int64_t now_s);
 
 /* Sums the counters of the main process, every worker and the retired ones into <out>. */
 void shared_sum_counters(const struct shared *sh, struct shared_counters *out);

@@ -52,6 +52,7 @@ int control_parse(const char *msg, size_t len, struct control *out)
         out->role = role_parse(role->valuestring);
     out->muted = !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "muted"));
     out->pcm = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "pcm"));
+    out->reusable = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "reusable"));
     cJSON_Delete(j);
     return 0;
 }

@@ -32,6 +32,7 @@ struct control {
     int role;      /* enum role for promote/invite; -1 if absent or unknown */
     int muted;     /* mute: 1 unless "muted": false */
     int pcm;       /* format: "pcm": true */
+    int reusable;  /* invite: "reusable": true (a link that seats any number of people) */
 };
 
 /* Parses <len> bytes of <msg> (untrusted). Returns 0, or -1 if it is not a JSON object with a

@@ -21,6 +21,7 @@
 #define STAGE_MAX_MEMBERS 2000      /* control connections per space (listeners included) */
 #define STAGE_RETURN_QUEUE 16384    /* bytes of return audio that may wait for a slow speaker */
 #define STAGE_BITRATE 48000
+#define STAGE_MAX_REVOKED 1024      /* token ids revoked by removals, kept until they expire */
 
 struct member {
     struct list_node node;
@@ -34,6 +35,9 @@ struct member {
     const char *close_reason; /* set in a callback: close once wslay has returned */
     int64_t last_rx_ms;       /* last message from the client: idle speakers are dropped */
     uint16_t close_code;
+    uint64_t token_id;    /* the token that seated it; 0: the host key or no token */
+    int64_t token_expiry;
+    uint8_t token_once;   /* a single-use invite: nobody else may use it while this one is here */
     char name[48];
 };
 
@@ -45,6 +49,12 @@ CONN_PRIV_FITS(struct member_ref);
 #define MEMBER(c) (CONN_PRIV(c, struct member_ref)->m)
 
 static const struct conn_ops member_ops = {"member", NULL, NULL};
+
+/* A token id that may seat nobody any more, until the token itself expires. */
+struct revoked {
+    uint64_t id;
+    int64_t expiry;
+};
 
 struct stage {
     struct space *sp;
@@ -60,6 +70,12 @@ struct stage {
     int state_dirty;
     int end_requested;
     char title[128];
+    /* Removal: the removed member's token is revoked here, so that they cannot rejoin with it.
+     * Tokens are stateless, so this list is what "revoked" means; bounded by the token lifetime
+     * (24 h: an entry goes once its token has expired) and by STAGE_MAX_REVOKED (past that,
+     * the entry nearest its expiry is dropped, with a warning). */
+    struct revoked revoked[STAGE_MAX_REVOKED];
+    uint32_t nrevoked;
 };
 
 #define role_names role_name_table
@@ -88,6 +104,10 @@ static int role_room(const struct stage *st, int role)
 
 int stage_place(const struct stage *st, int want, int by_key, const char **why)
 {
+    if (!by_key && (want < ROLE_LISTENER || want >= ROLES)) {
+        *why = "the token names no role on this stage";
+        return -1;
+    }
     if (st->nmembers >= STAGE_MAX_MEMBERS) {
         *why = "too many connections to this space";
         return -1;
@@ -263,6 +283,48 @@ static struct member *member_find(struct stage *st, uint32_t id)
     return NULL;
 }
 
+/* ---- tokens: revocation and single use ---------------------------------------------------- */
+
+static void stage_revoke(struct stage *st, uint64_t id, int64_t expiry)
+{
+    int64_t now = (int64_t)time(NULL);
+    uint32_t keep = 0, soonest = 0;
+    for (uint32_t i = 0; i < st->nrevoked; i++) {
+        if (st->revoked[i].id == id)
+            return;
+        if (st->revoked[i].expiry >= now)
+            st->revoked[keep++] = st->revoked[i];
+    }
+    st->nrevoked = keep;
+    if (st->nrevoked == STAGE_MAX_REVOKED) {
+        for (uint32_t i = 1; i < st->nrevoked; i++)
+            if (st->revoked[i].expiry < st->revoked[soonest].expiry)
+                soonest = i;
+        log_warn("stage", "/%s: %d tokens revoked: forgetting the one nearest its expiry",
+                 st->sp->ss->mount, STAGE_MAX_REVOKED);
+        st->revoked[soonest] = st->revoked[--st->nrevoked];
+    }
+    st->revoked[st->nrevoked++] = (struct revoked){id, expiry};
+}
+
+const char *stage_token_refusal(const struct stage *st, const struct token *t)
+{
+    int64_t now = (int64_t)time(NULL);
+    for (uint32_t i = 0; i < st->nrevoked; i++)
+        if (st->revoked[i].id == t->id && st->revoked[i].expiry >= now)
+            return "this token was revoked: its holder was removed from the stage";
+    if (t->reusable)
+        return NULL;
+    struct list_node *it, *tmp;
+    list_for_each_safe(it, tmp, (struct list_node *)&st->members)
+    {
+        const struct member *m = list_entry(it, struct member, node);
+        if (m->token_once && m->token_id == t->id && !m->close_reason)
+            return "this invite seats one person and is in use: ask the host for another";
+    }
+    return NULL;
+}
+
 /* ---- control messages -------------------------------------------------------------------- */
 
 static int can_manage(const struct member *by, const struct member *target)
@@ -323,6 +385,10 @@ static void control(struct member *m, const struct control *ctl)
     case CTL_REMOVE:
         if (!t || t == m || !can_manage(m, t))
             return member_error(m, t ? "not allowed" : "no such member");
+        /* keep them out: their token seats nobody any more (a reusable link is revoked for
+         * newcomers too; those already seated by it stay). The host key cannot be revoked. */
+        if (t->token_id)
+            stage_revoke(st, t->token_id, t->token_expiry);
         ws_close(t->ws, 4001, "removed");
         member_leave(t, "removed by the host");
         return;
@@ -338,12 +404,17 @@ static void control(struct member *m, const struct control *ctl)
         if (role > ROLE_COHOST || (role == ROLE_COHOST && m->role != ROLE_HOST))
             return member_error(m, "bad role");
         char tok[TOKEN_MAX];
-        token_mint(st->host->secret, st->sp->ss->mount, role_names[role],
-                   (int64_t)time(NULL) + 24 * 3600, tok, sizeof(tok));
+        struct token it = {.purpose = TOKEN_STAGE, .expiry = (int64_t)time(NULL) + 24 * 3600,
+                           .reusable = ctl->reusable};
+        snprintf(it.space, sizeof(it.space), "%s", st->sp->ss->mount);
+        snprintf(it.role, sizeof(it.role), "%s", role_names[role]);
+        if (token_mint(st->host->secret, &it, tok, sizeof(tok)) < 0)
+            return member_error(m, "could not make an invite");
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "type", "invite");
         cJSON_AddStringToObject(o, "role", role_names[role]);
         cJSON_AddStringToObject(o, "token", tok);
+        cJSON_AddBoolToObject(o, "reusable", it.reusable);
         member_send_json(m, o);
         cJSON_Delete(o);
         return;
@@ -404,7 +475,8 @@ static void member_on_binary(void *arg, const uint8_t *msg, size_t len)
 
 static const struct ws_handler member_ws = {member_on_text, member_on_binary};
 
-void stage_join(struct stage *st, struct conn *c, int role, const char *name)
+void stage_join(struct stage *st, struct conn *c, int role, const char *name,
+                const struct token *t)
 {
     struct member *m = calloc(1, sizeof(*m));
     if (!m)
@@ -414,6 +486,11 @@ void stage_join(struct stage *st, struct conn *c, int role, const char *name)
     m->id = ++st->next_id;
     m->input = -1;
     m->last_rx_ms = st->host->loop->now_ms;
+    if (t) {
+        m->token_id = t->id;
+        m->token_expiry = t->expiry;
+        m->token_once = (uint8_t)!t->reusable;
+    }
     m->ws = ws_new(c->io.fd, NULL, &member_ws, m);
     snprintf(m->name, sizeof(m->name), "%s", name[0] ? name : role_names[role]);
     list_insert_tail(&st->members, &m->node);

@@ -21,6 +21,7 @@
 
 struct space;
 struct conn;
+struct token;
 
 enum role { ROLE_LISTENER, ROLE_SPEAKER, ROLE_COHOST, ROLE_HOST, ROLES };
 
@@ -39,8 +40,13 @@ struct stage *stage_of(const struct space *sp);
 /* The role a newcomer asking for <want> would get now (by key: the next free place on stage,
  * host first), or -1 with <why> if there is no room. */
 int stage_place(const struct stage *st, int want, int by_key, const char **why);
-/* Takes <c> (its WebSocket handshake answered, still in HEAD) as a member with <role>. */
-void stage_join(struct stage *st, struct conn *c, int role, const char *name);
+/* Why the stage token <t> may not seat anyone now (revoked when its holder was removed, or a
+ * single-use invite whose holder is connected), or NULL if it may. */
+const char *stage_token_refusal(const struct stage *st, const struct token *t);
+/* Takes <c> (its WebSocket handshake answered, still in HEAD) as a member with <role>, seated
+ * by token <t> (NULL: by the host key or no token). */
+void stage_join(struct stage *st, struct conn *c, int role, const char *name,
+                const struct token *t);
 
 /* The state document (who is on stage, who talks, requests). */
 void stage_state_json(const struct stage *st, struct buf *out);

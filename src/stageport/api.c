@@ -84,11 +84,31 @@ static int bearer(const struct spaces *host, const struct http_request *req, con
         return 2;
     struct token t;
     const char *why;
-    if (mount && token_check(host->secret, v, len, time(NULL), &t, &why) == 0 &&
+    if (mount && token_check(host->secret, TOKEN_STAGE, v, len, time(NULL), &t, &why) == 0 &&
         strcmp(t.space, mount) == 0 &&
         (strcmp(t.role, "host") == 0 || strcmp(t.role, "cohost") == 0))
         return 1;
     return 0;
+}
+
+/* A stage token for <space> and <role>, valid 24 h, into <out> (TOKEN_MAX bytes). A single-use
+ * one (<reusable> 0) seats one person at a time; see stage_token_refusal(). */
+static int mint_stage_token(struct spaces *host, const char *space, const char *role,
+                            int reusable, char *out)
+{
+    struct token t = {.purpose = TOKEN_STAGE, .expiry = (int64_t)time(NULL) + 24 * 3600,
+                      .reusable = reusable};
+    snprintf(t.space, sizeof(t.space), "%s", space);
+    snprintf(t.role, sizeof(t.role), "%s", role);
+    return token_mint(host->secret, &t, out, TOKEN_MAX);
+}
+
+/* reusable=1 (or true) in the query: the host asks for a link that seats many. */
+static int reusable_param(const struct http_request *req)
+{
+    char v[8];
+    return query_param(req, "reusable", v, sizeof(v)) > 0 &&
+           (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
 }
 
 static void respond_json(struct conn *c, int status, const char *body)
@@ -148,9 +168,9 @@ static void api_create(struct spaces *host, struct conn *c, const struct http_re
     if (!sp)
         return respond_err(c, strstr(why, "exists") ? 409 : 400, why);
     char host_tok[TOKEN_MAX], speaker[TOKEN_MAX];
-    int64_t exp = (int64_t)time(NULL) + 24 * 3600;
-    token_mint(host->secret, name, "host", exp, host_tok, sizeof(host_tok));
-    token_mint(host->secret, name, "speaker", exp, speaker, sizeof(speaker));
+    if (mint_stage_token(host, name, "host", 0, host_tok) < 0 ||
+        mint_stage_token(host, name, "speaker", reusable_param(req), speaker) < 0)
+        return respond_err(c, 500, "could not make the tokens");
     struct buf b = {0};
     buf_printf(&b, "{\"space\":\"%s\",\"host_token\":\"%s\",\"speaker_token\":\"%s\","
                    "\"listen_path\":\"/%s\",\"state_path\":\"/state/%s.json\"}",
@@ -183,9 +203,12 @@ static void api_space(struct spaces *host, struct conn *c, const struct http_req
         if (role < ROLE_LISTENER || role > ROLE_COHOST)
             return respond_err(c, 400, "role must be listener, speaker or cohost");
         char tok[TOKEN_MAX];
-        token_mint(host->secret, name, rs, (int64_t)time(NULL) + 24 * 3600, tok, sizeof(tok));
+        int reusable = reusable_param(req);
+        if (mint_stage_token(host, name, rs, reusable, tok) < 0)
+            return respond_err(c, 500, "could not make the invite");
         struct buf b = {0};
-        buf_printf(&b, "{\"role\":\"%s\",\"token\":\"%s\"}", rs, tok);
+        buf_printf(&b, "{\"role\":\"%s\",\"token\":\"%s\",\"reusable\":%s}", rs, tok,
+                   reusable ? "true" : "false");
         respond_json(c, 201, b.data);
         buf_free(&b);
     } else if (strcmp(action, "/end") == 0) {
@@ -196,38 +219,60 @@ static void api_space(struct spaces *host, struct conn *c, const struct http_req
     }
 }
 
+/* Refuses a stage token with <status> and the reason <why> (a static string), counted. */
+static void refuse_token(struct conn *c, int status, const char *space, const char *why)
+{
+    char msg[160];
+    conn_counters(c)->refused_stage_token++;
+    log_warn("stage", "#%llu %s: token refused for /%s: %s", (unsigned long long)c->id, c->peer,
+             space, why);
+    snprintf(msg, sizeof(msg), "Token refused: %s", why);
+    conn_error(c, status, NULL, msg);
+}
+
 static void ws_join(struct spaces *host, struct conn *c, const struct http_request *req, const char *name)
 {
     char tok[TOKEN_MAX], who[48] = "";
     query_param(req, "name", who, sizeof(who));
     int by_key = 0, want = ROLE_LISTENER;
+    struct token t;
+    const struct token *seat = NULL; /* the token that seats this one, if any */
+    struct shared_counters *ctr = conn_counters(c);
     if (query_param(req, "key", tok, sizeof(tok)) >= 0) {
         if (!key_ok(host, tok, strlen(tok))) {
+            ctr->refused_stage_token++;
             log_warn("stage", "#%llu %s: bad host key for /%s", (unsigned long long)c->id,
                      c->peer, name);
             return conn_error(c, 401, NULL, "Bad host key");
         }
         by_key = 1;
     } else if (query_param(req, "token", tok, sizeof(tok)) >= 0) {
-        struct token t;
-        const char *why;
-        int bad = token_check(host->secret, tok, strlen(tok), time(NULL), &t, &why) < 0;
+        const char *why = "malformed token";
+        int bad = token_check(host->secret, TOKEN_STAGE, tok, strlen(tok), time(NULL), &t, &why) <
+                  0;
         if (!bad && strcmp(t.space, name) != 0) {
             bad = 1;
             why = "token for another space";
         }
-        if (bad) {
-            log_warn("stage", "#%llu %s: refused for /%s: %s", (unsigned long long)c->id, c->peer,
-                     name, why);
-            return conn_error(c, 403, NULL, "Bad or expired token");
+        if (!bad && role_parse(t.role) < 0) {
+            bad = 1;
+            why = "the token names no role on this stage";
         }
+        if (bad)
+            return refuse_token(c, 403, name, why);
         want = role_parse(t.role);
+        seat = &t;
     }
     struct space *sp = mount_name_ok(name) ? space_find(host, name) : NULL;
     if (sp && !stage_of(sp))
         return conn_error(c, 409, NULL, "This mount is a studio relay, not a stage");
     if (!sp && !by_key)
         return conn_error(c, 404, NULL, "No such space");
+    if (seat) {
+        const char *why = stage_token_refusal(stage_of(sp), seat);
+        if (why)
+            return refuse_token(c, strstr(why, "revoked") ? 403 : 409, name, why);
+    }
     char head[256];
     int status = 0;
     int n = ws_handshake(req, head, sizeof(head), &status);
@@ -244,11 +289,11 @@ static void ws_join(struct spaces *host, struct conn *c, const struct http_reque
     }
     int role = stage_place(stage_of(sp), want, by_key, &why);
     if (role < 0)
-        return conn_error(c, 409, NULL, why);
+        return conn_error(c, 409, NULL, why ? why : "no room on this stage");
     if (send(c->io.fd, head, (size_t)n, MSG_NOSIGNAL) != n)
         return conn_close(c);
     loop_mod(host->loop, &c->io, EPOLLIN | EPOLLRDHUP);
-    stage_join(stage_of(sp), c, role, who);
+    stage_join(stage_of(sp), c, role, who, seat);
 }
 
 void api_route(struct spaces *host, struct conn *c, const struct http_request *req)

@@ -79,16 +79,41 @@ static void sign(const uint8_t secret[TOKEN_SECRET_LEN], const char *payload, si
     HMAC(EVP_sha256(), secret, TOKEN_SECRET_LEN, (const unsigned char *)payload, len, mac, &n);
 }
 
-int token_mint(const uint8_t secret[TOKEN_SECRET_LEN], const char *space, const char *role,
-               int64_t expiry, char *out, size_t cap)
+static const char *const purpose_names[] = {[TOKEN_STAGE] = "stage", [TOKEN_ADMIT] = "admit"};
+
+static int parse_i64(const char *s, int64_t *out)
 {
-    uint8_t nonce[6];
-    if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce))
-        memset(nonce, 0, sizeof(nonce));
-    char payload[128];
-    int n = snprintf(payload, sizeof(payload), "v1|%s|%s|%lld|%02x%02x%02x%02x%02x%02x", space,
-                     role, (long long)expiry, nonce[0], nonce[1], nonce[2], nonce[3], nonce[4],
-                     nonce[5]);
+    char *end;
+    if (!*s)
+        return -1;
+    long long v = strtoll(s, &end, 10);
+    if (*end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int token_mint(const uint8_t secret[TOKEN_SECRET_LEN], struct token *t, char *out, size_t cap)
+{
+    if (t->purpose != TOKEN_STAGE && t->purpose != TOKEN_ADMIT)
+        return -1;
+    while (t->id == 0)
+        if (getrandom(&t->id, sizeof(t->id), 0) != sizeof(t->id))
+            abort();
+    char payload[224], last[33], what[32];
+    if (t->purpose == TOKEN_STAGE) {
+        snprintf(last, sizeof(last), "%s", t->reusable ? "many" : "once");
+        snprintf(what, sizeof(what), "%s", t->role);
+    } else {
+        for (int i = 0; i < 16; i++)
+            snprintf(last + 2 * i, 3, "%02x", t->addr[i]);
+        snprintf(what, sizeof(what), "%lld", (long long)t->admit_us);
+    }
+    if (strchr(t->space, '|') || strchr(what, '|'))
+        return -1;
+    int n = snprintf(payload, sizeof(payload), "v2|%s|%s|%s|%lld|%016llx|%s",
+                     purpose_names[t->purpose], t->space, what, (long long)t->expiry,
+                     (unsigned long long)t->id, last);
     if (n < 0 || (size_t)n >= sizeof(payload) || cap < TOKEN_MAX)
         return -1;
     uint8_t mac[32];
@@ -100,11 +125,11 @@ int token_mint(const uint8_t secret[TOKEN_SECRET_LEN], const char *space, const 
     return (int)o;
 }
 
-int token_check(const uint8_t secret[TOKEN_SECRET_LEN], const char *tok, size_t len, int64_t now,
-                struct token *out, const char **why)
+int token_check(const uint8_t secret[TOKEN_SECRET_LEN], int purpose, const char *tok, size_t len,
+                int64_t now, struct token *out, const char **why)
 {
     const char *dot = memchr(tok, '.', len);
-    uint8_t payload[160], mac[40], want[32];
+    uint8_t payload[240], mac[40], want[32];
     *why = "malformed token";
     if (!dot || len >= TOKEN_MAX)
         return -1;
@@ -118,26 +143,54 @@ int token_check(const uint8_t secret[TOKEN_SECRET_LEN], const char *tok, size_t 
         return -1;
     }
     payload[plen] = '\0';
-    /* signed by us, so well-formed unless the secret leaked; parse carefully all the same */
-    char *f[5], *save = NULL, *p = (char *)payload;
-    for (int i = 0; i < 5; i++) {
-        f[i] = strtok_r(i ? NULL : p, "|", &save);
-        if (!f[i])
-            return -1;
+    if (memchr(payload, '\0', (size_t)plen))
+        return -1;
+    /* signed by us, so well-formed unless the secret leaked; parse carefully all the same.
+     * Empty fields are not skipped (strsep, not strtok): the field count is exact. */
+    char *f[8], *p = (char *)payload;
+    int nf = 0;
+    while (p && nf < 8)
+        f[nf++] = strsep(&p, "|");
+    if (nf != 7 || p || strcmp(f[0], "v2") != 0)
+        return -1;
+    int got = strcmp(f[1], "stage") == 0 ? TOKEN_STAGE : strcmp(f[1], "admit") == 0 ? TOKEN_ADMIT
+                                                                                     : 0;
+    if (got != purpose) {
+        *why = purpose == TOKEN_STAGE ? "not a stage token (an admission ticket?)"
+                                      : "not an admission ticket";
+        return -1;
     }
-    if (strcmp(f[0], "v1") != 0 || strlen(f[1]) >= sizeof(out->space) ||
-        strlen(f[2]) >= sizeof(out->role))
+    *out = (struct token){.purpose = got};
+    if (!f[2][0] || strlen(f[2]) >= sizeof(out->space) || parse_i64(f[4], &out->expiry) < 0 ||
+        strlen(f[5]) != 16)
         return -1;
     char *end;
-    long long exp = strtoll(f[3], &end, 10);
+    out->id = strtoull(f[5], &end, 16);
     if (*end != '\0')
         return -1;
-    if (exp < now) {
+    if (got == TOKEN_STAGE) {
+        if (!f[3][0] || strlen(f[3]) >= sizeof(out->role))
+            return -1;
+        if (strcmp(f[6], "many") == 0)
+            out->reusable = 1;
+        else if (strcmp(f[6], "once") != 0)
+            return -1;
+        snprintf(out->role, sizeof(out->role), "%s", f[3]);
+    } else {
+        if (parse_i64(f[3], &out->admit_us) < 0 || strlen(f[6]) != 32)
+            return -1;
+        for (int i = 0; i < 16; i++) {
+            char hex[3] = {f[6][2 * i], f[6][2 * i + 1], 0};
+            unsigned long v = strtoul(hex, &end, 16);
+            if (*end != '\0' || hex[0] == '-' || hex[0] == '+' || hex[0] == ' ')
+                return -1;
+            out->addr[i] = (uint8_t)v;
+        }
+    }
+    snprintf(out->space, sizeof(out->space), "%s", f[2]);
+    if (out->expiry < now) {
         *why = "token expired";
         return -1;
     }
-    snprintf(out->space, sizeof(out->space), "%s", f[1]);
-    snprintf(out->role, sizeof(out->role), "%s", f[2]);
-    out->expiry = exp;
     return 0;
 }

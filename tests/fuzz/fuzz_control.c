@@ -12,7 +12,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct control c;
     control_parse((const char *)data, size, &c);
     struct token t;
-    const char *why;
-    token_check(secret, (const char *)data, size, 0, &t, &why);
+    const char *why = NULL;
+    /* both purposes: a token of one kind must never parse as the other */
+    for (int purpose = TOKEN_STAGE; purpose <= TOKEN_ADMIT; purpose++)
+        if (token_check(secret, purpose, (const char *)data, size, 0, &t, &why) < 0 && !why)
+            __builtin_trap(); /* every refusal has a reason */
     return 0;
 }

@@ -139,10 +139,20 @@ def test_tickets_forged_early_and_genuine(ctx):
     other = ffmpeg_source(ctx, srv, "/other", 660, proc_name="source2")
     wait_live(srv, "/other", proc=other)
     tickets = []
-    for _ in range(3):
-        r = http_request(srv.audience, "GET", "/join/live")
-        check(r.status == 200, f"/join/live -> {r.status}")
-        tickets.append(json.loads(r.body))
+    # three clients (one address asking again would get its place back: test_tokens)
+    for i in range(3):
+        s = socket.create_connection(("127.0.0.1", srv.audience),
+                                     source_address=(f"127.0.0.{i + 1}", 0))
+        s.sendall(b"GET /join/live HTTP/1.0\r\n\r\n")
+        head, rest = read_head(s)
+        check(head.status == 200, f"/join/live -> {head.status}")
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            rest += d
+        s.close()
+        tickets.append(json.loads(rest))
     check(all(t["ticket"] for t in tickets), f"waiting room gave no tickets: {tickets}")
     pos = [t["position"] for t in tickets]
     check(pos == sorted(pos) and pos[-1] >= 2, f"queue positions {pos}")
@@ -156,16 +166,19 @@ def test_tickets_forged_early_and_genuine(ctx):
     r = http_request(srv.audience, "GET", f"/other?ticket={tok}")
     check(r.status == 403, f"ticket of /live used on /other -> {r.status}, want 403")
     # early
-    r = http_request(srv.audience, "GET", late["stream"])
+    s = socket.create_connection(("127.0.0.1", srv.audience), source_address=("127.0.0.3", 0))
+    s.sendall(f"GET {late['stream']} HTTP/1.0\r\n\r\n".encode())
+    r, _ = read_head(s)
+    s.close()
     check(r.status == 425 and r.header("Retry-After"),
           f"early ticket -> {r.status} (Retry-After {r.header('Retry-After')}), want 425")
     # on time
     wait_ms = late["admit_at_ms"] - time.time() * 1000
     time.sleep(max(0, wait_ms / 1000) + 0.3)
-    s = connect(srv.audience)
+    s = socket.create_connection(("127.0.0.1", srv.audience), source_address=("127.0.0.3", 0))
     s.sendall(f"GET {late['stream']} HTTP/1.0\r\n\r\n".encode())
     head, body = read_head(s)
-    check(head.status == 200, f"genuine ticket on time: {head.status}")
+    check(head.status == 200, f"genuine ticket on time (from its own address): {head.status}")
     s.close()
     check(refused(srv, "bad_ticket") >= 2 and refused(srv, "early_ticket") >= 1,
           "ticket refusals not counted")
