@@ -71,6 +71,7 @@ struct conn {
     uint8_t port;  /* enum port_kind */
     uint8_t dead;
     uint8_t trusted;       /* from a trusted proxy: X-Forwarded-For names the client */
+    uint8_t head_method;   /* the request is a HEAD: conn_respond sends no body */
     uint32_t lim;          /* 1 + its entry in srv->limits, 0 if untracked */
     struct list_node node; /* heads FIFO / linger FIFO / slot listeners / zombies */
     int64_t since_ms;      /* when it entered its current list: deadlines count from here */
@@ -151,7 +152,8 @@ void server_free(struct server *srv);
 
 /* Closes <c> (any kind) and queues it for freeing before the loop sleeps. Idempotent. */
 void conn_close(struct conn *c);
-/* Queues <out> (taken) as the whole response of <c>, then closes gracefully. */
+/* Queues <out> (taken) as the whole response of <c>, then closes gracefully. For a HEAD
+ * request, only the head of <out> is sent (RFC 9110 9.3.2), whoever built it. */
 void conn_respond(struct conn *c, struct buf *out);
 /* Sends a short error response with <status> and an optional extra header line (without
  * CRLF, or NULL), then closes. */

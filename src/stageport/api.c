@@ -90,43 +90,59 @@ static int bearer(const struct server *srv, const struct http_request *req, cons
     return 0;
 }
 
-static void respond_json(struct conn *c, int status, const char *body)
+/* <extra>: more header lines, each ending in CRLF, or "". (A HEAD request gets the head
+ * alone: conn_respond cuts the body.) */
+static void respond_json_h(struct conn *c, int status, const char *extra, const char *body)
 {
     struct buf out = {0};
     size_t len = strlen(body);
     buf_printf(&out,
                "HTTP/1.1 %d %s\r\nServer: rostrum/0.1\r\nContent-Type: application/json\r\n"
                "Content-Length: %zu\r\nAccess-Control-Allow-Origin: *\r\n"
-               "Cache-Control: no-store\r\nConnection: close\r\n\r\n%s",
-               status, http_status_reason(status), len, body);
+               "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n%s",
+               status, http_status_reason(status), len, extra, body);
     conn_respond(c, &out);
 }
 
-static void respond_err(struct conn *c, int status, const char *msg)
+static void respond_json(struct conn *c, int status, const char *body)
+{
+    respond_json_h(c, status, "", body);
+}
+
+static void respond_err_h(struct conn *c, int status, const char *extra, const char *msg)
 {
     struct buf b = {0};
     buf_puts(&b, "{\"error\":");
     buf_json_str(&b, msg, strlen(msg));
     buf_puts(&b, "}");
-    respond_json(c, status, b.data);
+    respond_json_h(c, status, extra, b.data);
     buf_free(&b);
 }
 
-/* Creates stage space <name>. Returns it, or NULL with <why>. */
+static void respond_err(struct conn *c, int status, const char *msg)
+{
+    respond_err_h(c, status, "", msg);
+}
+
+/* Creates stage space <name>. Returns it, or NULL with <why> and the HTTP <status> to refuse
+ * with: 400 bad name, 409 exists, 503 no free slot (a client should retry later). */
 static struct space *create_stage_space(struct server *srv, const char *name, const char *title,
-                                        const char **why)
+                                        const char **why, int *status)
 {
     if (!mount_name_ok(name)) {
-        *why = "bad space name: use 1-63 of A-Z a-z 0-9 . _ -";
+        *why = "bad space name: use 1-63 of A-Z a-z 0-9 . _ -, not a page or API name";
+        *status = 400;
         return NULL;
     }
     if (space_find(srv, name)) {
         *why = "a space with that name exists";
+        *status = 409;
         return NULL;
     }
     struct space *sp = space_create(srv, name);
     if (!sp) {
         *why = "too many spaces on this server";
+        *status = 503;
         return NULL;
     }
     sp->stage = stage_new(sp, title);
@@ -144,9 +160,15 @@ static void api_create(struct conn *c, const struct http_request *req)
         return respond_err(c, 400, "name= is required");
     query_param(req, "title", title, sizeof(title));
     const char *why;
-    struct space *sp = create_stage_space(srv, name, title, &why);
+    int status;
+    struct space *sp = create_stage_space(srv, name, title, &why, &status);
+    if (!sp && status == 503) {
+        log_warn("stage", "#%llu %s: /%s refused: all %d space slots in use",
+                 (unsigned long long)c->id, c->peer, name, SHARED_MAX_SPACES);
+        return respond_err_h(c, 503, "Retry-After: 10\r\n", why);
+    }
     if (!sp)
-        return respond_err(c, strstr(why, "exists") ? 409 : 400, why);
+        return respond_err(c, status, why);
     char host[TOKEN_MAX], speaker[TOKEN_MAX];
     int64_t exp = (int64_t)time(NULL) + 24 * 3600;
     token_mint(srv->secret, name, "host", exp, host, sizeof(host));
@@ -200,7 +222,7 @@ static void api_space(struct conn *c, const struct http_request *req, const char
 static void ws_join(struct conn *c, const struct http_request *req, const char *name)
 {
     struct server *srv = c->srv;
-    char tok[TOKEN_MAX], who[48] = "";
+    char tok[TOKEN_MAX], who[256] = ""; /* stage_join cuts it, on a whole character */
     query_param(req, "name", who, sizeof(who));
     int by_key = 0, want = ROLE_LISTENER;
     if (query_param(req, "key", tok, sizeof(tok)) >= 0) {
@@ -240,9 +262,10 @@ static void ws_join(struct conn *c, const struct http_request *req, const char *
     }
     const char *why = NULL;
     if (!sp) {
-        sp = create_stage_space(srv, name, name, &why);
+        int st;
+        sp = create_stage_space(srv, name, name, &why, &st);
         if (!sp)
-            return conn_error(c, 400, NULL, why);
+            return conn_error(c, st, st == 503 ? "Retry-After: 10" : NULL, why);
     }
     int role = stage_place(sp->stage, want, by_key, &why);
     if (role < 0)

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "audience/web.h" /* the generated asset table: names a mount cannot take */
 #include "http/request.h"
 #include "ogg/demux.h"
 #include "proc/server.h"
@@ -139,11 +140,16 @@ static int content_type_ok(const struct http_request *req)
 
 int mount_name_ok(const char *m)
 {
-    /* names the audience port serves itself cannot be mounts */
-    static const char *const reserved[] = {"metrics", "status-json.xsl", "index.html",
-                                           "app.js", "style.css"};
+    /* Names the ports serve themselves cannot be mounts: every file of web/ (from the asset
+     * table, so a new page is reserved when it is added), the audience port's documents
+     * (audience.c) and the first component of every route (audience.c, stage/api.c). */
+    static const char *const reserved[] = {"metrics", "status-json.xsl", "state", "join",
+                                           "api", "ws"};
     for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
         if (strcmp(m, reserved[i]) == 0)
+            return 0;
+    for (const struct web_file *f = web_files; f->path; f++)
+        if (strcmp(m, f->path + 1) == 0)
             return 0;
     size_t n = strlen(m);
     if (n == 0 || n > 63)
