@@ -29,13 +29,13 @@ LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lcrypto -lisal -lm
 # Libraries in dependency order (each may use only those before it): the core modules any
 # program may use, the server's layers, and each tool's own code. The tools do not link the
 # server: rostrum-load and rostrum-speak are clients built on the core alone.
-CORE_DIRS   := util event net http ws ogg limits shm token config mixer
+CORE_DIRS   := util event net http ws ogg limits web shm token config mixer
 SERVER_DIRS := conn space stage stageport audience proc
 MAINS       := src/proc/main.c src/load/main.c src/speak/main.c
 dir_src      = $(filter-out $(MAINS),$(foreach d,$(1),$(wildcard src/$(d)/*.c)))
-CORE_OBJ    := $(patsubst %.c,$(O)/obj/%.o,$(call dir_src,$(CORE_DIRS)))
-SERVER_OBJ  := $(patsubst %.c,$(O)/obj/%.o,$(call dir_src,$(SERVER_DIRS))) \
+CORE_OBJ    := $(patsubst %.c,$(O)/obj/%.o,$(call dir_src,$(CORE_DIRS))) \
                $(O)/obj/web_assets.o $(O)/obj/web_table.o
+SERVER_OBJ  := $(patsubst %.c,$(O)/obj/%.o,$(call dir_src,$(SERVER_DIRS)))
 LOAD_OBJ    := $(patsubst %.c,$(O)/obj/%.o,$(call dir_src,load))
 SPEAK_OBJ   := $(patsubst %.c,$(O)/obj/%.o,$(call dir_src,speak))
 LIBS        := $(O)/librostrum-server.a $(O)/librostrum-load.a $(O)/librostrum-speak.a \

@@ -1248,7 +1248,9 @@ export class StageView {
       setText(this.countEl, n ? String(n) : '');
       this.stageEmpty.hidden = n > 0;
       const nl = Number(st.control_listeners);
-      const reqs = Array.isArray(st.requests) ? st.requests.length : 0;
+      /* the document lists a bounded number of requests and counts the rest in "more" */
+      const more = Number.isInteger(st.more) && st.more > 0 ? st.more : 0;
+      const reqs = (Array.isArray(st.requests) ? st.requests.length : 0) + more;
       let txt = Number.isFinite(nl) && nl > 0
         ? nl + (nl === 1 ? ' person' : ' people') + ' in the audience here' : '';
       if (!manager && reqs)
@@ -1260,6 +1262,16 @@ export class StageView {
         this.requests.append(h('li', {class: 'empty-small', text: 'No requests.'}));
       else if (reqs)
         this.requests.querySelectorAll('.empty-small').forEach((e) => e.remove());
+      let moreEl = this.requests.querySelector('.more');
+      if (manager && more) {
+        if (!moreEl) {
+          moreEl = h('li', {class: 'empty-small more'});
+          this.requests.append(moreEl);
+        }
+        setText(moreEl, 'and ' + more + ' more');
+      } else if (moreEl) {
+        moreEl.remove();
+      }
     } else {
       this.reqPanel.hidden = true;
     }

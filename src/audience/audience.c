@@ -30,6 +30,7 @@
 #include "http/request.h"
 #include "token/token.h"
 #include "util/log.h"
+#include "web/web.h"
 
 #define RECEIVING_WINDOW_MS 5000
 /* The worker's join bucket holds this many seconds of its rate. A worker starved of CPU for a

@@ -94,9 +94,8 @@ void listener_start(struct conn *c, int slot, int head_only);
 void listener_flush(struct conn *c);
 void listener_close(struct conn *c, enum close_reason why);
 
-/* Documents (status.c, web.c). */
+/* Documents (status.c). */
 void status_json(struct audience *a, struct buf *out);
 void status_metrics(struct audience *a, struct buf *out);
-int web_asset(const char *path, const unsigned char **data, size_t *len, const char **type);
 
 #endif

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "util/utf8.h"
 
 enum key_id {
     KEY_AUDIENCE,
@@ -39,6 +40,7 @@ enum key_id {
     KEY_WAITING_ROOM,
     KEY_TRUSTED_PROXIES,
     KEY_SPEAKER_IDLE_MS,
+    KEY_STAGE_IDLE_END_MS,
     KEY_HOST_KEY,
     KEY_MAX_COHOSTS,
     KEY_MAX_SPEAKERS,
@@ -77,6 +79,7 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_WAITING_ROOM] = {"waiting-room", IN_GLOBAL, 0, 1},
     [KEY_TRUSTED_PROXIES] = {"trusted-proxies", IN_GLOBAL, 1, 0},
     [KEY_SPEAKER_IDLE_MS] = {"speaker-idle-ms", IN_GLOBAL, 1000, 600000},
+    [KEY_STAGE_IDLE_END_MS] = {"stage-idle-end-ms", IN_GLOBAL, 1000, 86400000},
     [KEY_HOST_KEY] = {"host-key", IN_GLOBAL, 1, 0},
     [KEY_MAX_COHOSTS] = {"max-cohosts", IN_GLOBAL, 0, 12},
     [KEY_MAX_SPEAKERS] = {"max-speakers", IN_GLOBAL, 0, 12},
@@ -140,6 +143,7 @@ void config_defaults(struct config *c)
     c->joins_per_worker = 1000;
     c->waiting_room = 0;
     c->speaker_idle_ms = 30000;
+    c->stage_idle_end_ms = 300000;
     c->max_cohosts = 2;
     c->max_speakers = 10;
     c->write_budget = 50000;
@@ -319,6 +323,8 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->waiting_room;
     case KEY_SPEAKER_IDLE_MS:
         return &c->speaker_idle_ms;
+    case KEY_STAGE_IDLE_END_MS:
+        return &c->stage_idle_end_ms;
     case KEY_MAX_COHOSTS:
         return &c->max_cohosts;
     case KEY_MAX_SPEAKERS:
@@ -332,8 +338,9 @@ static int *int_field(struct parser *p, enum key_id id)
     }
 }
 
-/* Copies a string value into a field of <cap> bytes. Tabs are kept; other control bytes are
- * refused, because names and descriptions end up in JSON, HTTP headers and logs. */
+/* Copies a string value into a field of <cap> bytes. Tabs are kept; other control bytes and
+ * invalid UTF-8 are refused, because names and descriptions end up in JSON, WebSocket text
+ * frames, HTTP headers and logs. */
 static int set_string(struct parser *p, const struct key_def *def, char *dst, size_t cap,
                       const char *val, size_t vlen)
 {
@@ -344,6 +351,8 @@ static int set_string(struct parser *p, const struct key_def *def, char *dst, si
         if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
             return fail(p, "%s: control character in value", def->name);
     }
+    if (!utf8_valid(val, vlen))
+        return fail(p, "%s: value is not valid UTF-8", def->name);
     memcpy(dst, val, vlen);
     dst[vlen] = '\0';
     return 0;

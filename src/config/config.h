@@ -61,6 +61,7 @@ struct config {
     int joins_per_worker;      /* listener joins per second per worker (burst 3 s); 1000 */
     int waiting_room;          /* 1: GET /join/<space> hands out admission tickets */
     char trusted_proxies[512]; /* addresses whose X-Forwarded-For is believed, comma-separated */
+    int stage_idle_end_ms;     /* a stage space with no member and no source ends; 300000 */
     int speaker_idle_ms;       /* a speaker that sends nothing this long is dropped; 30000 */        /* creates stage spaces; "" = nobody can */
     int max_batch_ms;          /* longest wait between writes to one listener; 2000 */
     int log_level;             /* enum log_level (util/log.h); default LOG_INFO */

@@ -163,6 +163,11 @@ void conn_respond(struct conn *c, struct buf *out)
     c->resp.out = *out;
     c->resp.off = 0;
     *out = (struct buf){0};
+    if (c->head_method && c->resp.out.data) {
+        const char *end = memmem(c->resp.out.data, c->resp.out.len, "\r\n\r\n", 4);
+        if (end)
+            c->resp.out.len = (size_t)(end + 4 - c->resp.out.data);
+    }
     c->io.cb = response_on_io;
     response_write(c);
 }
@@ -267,6 +272,7 @@ static void head_on_io(struct loop *loop, struct io *io, uint32_t events)
             return;
         }
         conn_counters(c)->requests++;
+        c->head_method = req.method == HTTP_HEAD;
         if (log_level >= LOG_DEBUG) {
             char esc[120];
             log_debug("http", "#%llu %s: %s %s", (unsigned long long)c->id, c->peer,

@@ -57,6 +57,7 @@ struct conn {
     uint8_t port;          /* enum port_kind */
     uint8_t dead;
     uint8_t trusted;       /* from a trusted proxy: X-Forwarded-For names the client */
+    uint8_t head_method;   /* the request is a HEAD: conn_respond sends no body */
     uint32_t lim;          /* 1 + its entry in hub->limits, 0 if untracked */
     struct list_node node; /* a deadline FIFO, or the owner's list; zombies */
     int64_t since_ms;      /* when it entered its current list: deadlines count from here */
@@ -135,7 +136,8 @@ static inline struct shared_counters *conn_counters(const struct conn *c)
 
 /* Closes <c> (any state) and queues it for freeing before the loop sleeps. Idempotent. */
 void conn_close(struct conn *c);
-/* Queues <out> (taken) as the whole response of <c>, then closes gracefully. */
+/* Queues <out> (taken) as the whole response of <c>, then closes gracefully. For a HEAD
+ * request, only the head of <out> is sent (RFC 9110 9.3.2), whoever built it. */
 void conn_respond(struct conn *c, struct buf *out);
 /* Sends a short error response with <status>, an optional extra header line (without CRLF, or
  * NULL) and <message> (never NULL), then closes. */

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "web/web.h"
+
 static size_t ring_stride(void)
 {
     size_t n = ring_bytes(SHARED_RING_SLOTS, SHARED_RING_BYTES);
@@ -62,12 +64,8 @@ void shared_sum_counters(const struct shared *sh, struct shared_counters *out)
 
 int mount_name_ok(const char *m)
 {
-    /* names the audience port serves itself cannot be mounts */
-    static const char *const reserved[] = {"metrics", "status-json.xsl", "index.html",
-                                           "app.js", "style.css"};
-    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
-        if (strcmp(m, reserved[i]) == 0)
-            return 0;
+    if (web_reserved(m))
+        return 0;
     size_t n = strlen(m);
     if (n == 0 || n > 63)
         return 0;

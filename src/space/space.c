@@ -17,6 +17,7 @@
 #include "ogg/mux.h"
 #include "util/buf.h"
 #include "util/log.h"
+#include "util/utf8.h"
 
 #define SPACE_FILL_MS 20 /* silence packet duration while in grace */
 
@@ -59,10 +60,18 @@ struct space *space_create(struct spaces *host, const char *mount)
     sp->ring = shared_ring(host->sh, slot);
     sp->cfg = config_space(host->cfg, mount);
     struct shared_space *ss = sp->ss;
+    /* The slot still holds what its last space showed (ice-* meta, the preamble, the state
+     * document): a new space starts clean. The generation counters stay, as readers in the
+     * audience processes compare against them. */
+    memset(&ss->meta, 0, sizeof(ss->meta));
     snprintf(ss->mount, sizeof(ss->mount), "%s", mount);
     ss->stream_start_wall = time(NULL);
     ss->listener_peak = 0;
     ss->channels = 0;
+    ss->source_connected = 0;
+    ss->preamble_len[0] = ss->preamble_len[1] = 0;
+    ss->preamble_http_len[0] = ss->preamble_http_len[1] = 0;
+    ss->doc_len[0] = ss->doc_len[1] = 0;
     ring_reset(sp->ring);
     __atomic_store_n(&ss->state, SLOT_WAITING, __ATOMIC_RELEASE);
     __atomic_add_fetch(&ss->gen, 1, __ATOMIC_RELEASE);
@@ -100,16 +109,11 @@ void space_end(struct space *sp, enum close_reason why)
     free(sp);
 }
 
-/* Copies a peer-supplied header value, dropping control bytes so it can go back out in a
- * header line and a log line unchanged. */
+/* Copies a peer-supplied header value as valid UTF-8 with control characters made spaces, so
+ * it can go back out in a header line, JSON (status, the stage's pages) and OpusTags. */
 static void meta_copy(char *dst, size_t cap, const char *src)
 {
-    size_t o = 0;
-    for (size_t i = 0; src[i] && o + 1 < cap; i++) {
-        unsigned char ch = (unsigned char)src[i];
-        dst[o++] = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;
-    }
-    dst[o] = '\0';
+    utf8_sanitize(dst, cap, src, strlen(src), UTF8_NO_CONTROLS);
 }
 
 /* Writes the preamble (HTTP response head + Ogg header pages) into the idle half of the
@@ -293,8 +297,12 @@ void space_on_packet(struct space *sp, const unsigned char *pkt, size_t len, int
 void space_set_state(struct space *sp, const char *json, size_t len)
 {
     struct shared_space *ss = sp->ss;
-    if (len > SHARED_STATE_MAX)
-        len = 0; /* bounded by the stage's limits; never publish a cut document */
+    if (len > SHARED_STATE_MAX) {
+        /* stage_state_json bounds it; never publish a cut document */
+        LOG_RATELIMITED(LOG_ERROR, "space", "/%s: state document of %zu bytes over %d: not served",
+                        ss->mount, len, SHARED_STATE_MAX);
+        len = 0;
+    }
     uint32_t next = ss->doc_gen + 1;
     memcpy(ss->doc[next & 1], json, len);
     ss->doc_len[next & 1] = (uint32_t)len;

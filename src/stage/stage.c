@@ -14,6 +14,7 @@
 #include "stage/control.h"
 #include "token/token.h"
 #include "util/log.h"
+#include "util/utf8.h"
 #include "ws/ws.h"
 
 #define STAGE_FRAME_MS 20
@@ -22,6 +23,8 @@
 #define STAGE_RETURN_QUEUE 16384    /* bytes of return audio that may wait for a slow speaker */
 #define STAGE_BITRATE 48000
 #define STAGE_MAX_REVOKED 1024      /* token ids revoked by removals, kept until they expire */
+#define STAGE_STATE_REQUESTS 50     /* requests the state document lists; the rest are "more" */
+#define STAGE_STATE_TAIL 96         /* room kept for the document's closing fields */
 
 struct member {
     struct list_node node;
@@ -67,6 +70,7 @@ struct stage {
     int64_t next_tick_ms;
     int64_t last_state_ms;
     int64_t last_idle_check_ms;
+    int64_t empty_since_ms; /* no member and no source since; 0 while someone is here */
     int state_dirty;
     int end_requested;
     char title[128];
@@ -158,47 +162,76 @@ static void member_error(struct member *m, const char *msg)
     cJSON_Delete(j);
 }
 
+/* Appends member <m> as an entry of the state document: with role, muted and talking if
+ * <on_stage>. Names are valid UTF-8 without controls (stage_join), so it escapes only '"'
+ * and '\\': at most 2 x 47 bytes. */
+static void state_member(struct buf *b, const struct member *m, int on_stage)
+{
+    buf_printf(b, "{\"id\":%u,\"name\":", m->id);
+    buf_json_str(b, m->name, strlen(m->name));
+    if (on_stage)
+        buf_printf(b, ",\"role\":\"%s\",\"muted\":%s,\"talking\":%s", role_names[m->role],
+                   m->muted ? "true" : "false", m->talking ? "true" : "false");
+    buf_puts(b, "}");
+}
+
+/* The document is bounded by construction: an entry goes in only if the document, with its
+ * tail, still fits SHARED_STATE_MAX (what the audience processes can serve). Requests past
+ * STAGE_STATE_REQUESTS or past the budget are counted in "more". The stage itself (at most 25
+ * members by the config's limits, under 5 KiB) always fits; if it ever did not, the members
+ * left out are logged. */
 void stage_state_json(const struct stage *st, struct buf *out)
 {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "space", st->sp->ss->mount);
-    cJSON_AddStringToObject(j, "title", st->title);
-    cJSON_AddBoolToObject(j, "live", 1);
-    cJSON *stage = cJSON_AddArrayToObject(j, "stage");
-    cJSON *req = cJSON_AddArrayToObject(j, "requests");
-    int listeners = 0, nreq = 0;
-    /* host first, then co-hosts, then speakers */
+    size_t start = out->len;
+    unsigned listeners = 0, nreq = 0, more = 0, left_out = 0, n = 0;
+    struct buf e = {0};
+    buf_puts(out, "{\"space\":");
+    buf_json_str(out, st->sp->ss->mount, strlen(st->sp->ss->mount));
+    buf_puts(out, ",\"title\":");
+    buf_json_str(out, st->title, strlen(st->title));
+    buf_puts(out, ",\"live\":true,\"stage\":[");
+    /* host first, then co-hosts, then speakers; then the listeners' requests */
     for (int r = ROLE_HOST; r >= ROLE_LISTENER; r--) {
+        if (r == ROLE_LISTENER) {
+            buf_puts(out, "],\"requests\":[");
+            n = 0;
+        }
         struct list_node *it, *tmp;
         list_for_each_safe(it, tmp, (struct list_node *)&st->members)
         {
             const struct member *m = list_entry(it, struct member, node);
             if (m->role != r)
                 continue;
-            if (r == ROLE_LISTENER) {
+            if (r == ROLE_LISTENER && !m->requested) {
                 listeners++;
-                if (m->requested && nreq++ < 50) {
-                    cJSON *o = cJSON_CreateObject();
-                    cJSON_AddNumberToObject(o, "id", m->id);
-                    cJSON_AddStringToObject(o, "name", m->name);
-                    cJSON_AddItemToArray(req, o);
-                }
                 continue;
             }
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddNumberToObject(o, "id", m->id);
-            cJSON_AddStringToObject(o, "name", m->name);
-            cJSON_AddStringToObject(o, "role", role_names[m->role]);
-            cJSON_AddBoolToObject(o, "muted", m->muted);
-            cJSON_AddBoolToObject(o, "talking", m->talking);
-            cJSON_AddItemToArray(stage, o);
+            listeners += r == ROLE_LISTENER;
+            e.len = 0;
+            state_member(&e, m, r != ROLE_LISTENER);
+            int fits = out->len - start + 1 + e.len + STAGE_STATE_TAIL <= SHARED_STATE_MAX;
+            if (r == ROLE_LISTENER && (!fits || nreq >= STAGE_STATE_REQUESTS)) {
+                more++;
+                continue;
+            }
+            if (!fits) {
+                left_out++;
+                continue;
+            }
+            if (n++)
+                buf_puts(out, ",");
+            buf_append(out, e.data, e.len);
+            nreq += r == ROLE_LISTENER;
         }
     }
-    cJSON_AddNumberToObject(j, "control_listeners", listeners);
-    char *s = cJSON_PrintUnformatted(j);
-    buf_puts(out, s);
-    free(s);
-    cJSON_Delete(j);
+    buf_puts(out, "]");
+    if (more)
+        buf_printf(out, ",\"more\":%u", more);
+    buf_printf(out, ",\"control_listeners\":%u}", listeners);
+    buf_free(&e);
+    if (left_out)
+        LOG_RATELIMITED(LOG_ERROR, "stage", "/%s: %u on stage left out of the state document",
+                        st->sp->ss->mount, left_out);
 }
 
 static void stage_publish_state(struct stage *st)
@@ -492,7 +525,10 @@ void stage_join(struct stage *st, struct conn *c, int role, const char *name,
         m->token_once = (uint8_t)!t->reusable;
     }
     m->ws = ws_new(c->io.fd, NULL, &member_ws, m);
-    snprintf(m->name, sizeof(m->name), "%s", name[0] ? name : role_names[role]);
+    /* the name goes into JSON and every member's text frames: valid UTF-8, no controls */
+    utf8_sanitize(m->name, sizeof(m->name), name, strlen(name), UTF8_NO_CONTROLS);
+    if (!m->name[0])
+        snprintf(m->name, sizeof(m->name), "%s", role_names[role]);
     list_insert_tail(&st->members, &m->node);
     st->nmembers++;
     conn_take(c, &member_ops);
@@ -588,6 +624,17 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
                 member_leave(m, "sent nothing for too long");
             }
         }
+        /* a space nobody is in (no member, no studio source) ends after stage-idle-end-ms */
+        if (st->nmembers > 0 || st->sp->source) {
+            st->empty_since_ms = 0;
+        } else if (!st->empty_since_ms) {
+            st->empty_since_ms = loop->now_ms;
+        } else if (loop->now_ms - st->empty_since_ms >= st->host->cfg->stage_idle_end_ms) {
+            log_info("stage", "/%s: nobody here for %d ms, ending the space", st->sp->ss->mount,
+                     st->host->cfg->stage_idle_end_ms);
+            space_end(st->sp, CLOSE_MOUNT_END); /* frees <st>, its clock stopped */
+            return;
+        }
     }
     if (st->state_dirty && loop->now_ms - st->last_state_ms >= STAGE_STATE_MIN_MS)
         stage_publish_state(st);
@@ -603,7 +650,11 @@ struct stage *stage_new(struct space *sp, const char *title)
     st->host = sp->host;
     st->mixer = mixer_new(STAGE_BITRATE);
     list_init(&st->members);
-    snprintf(st->title, sizeof(st->title), "%s", title && title[0] ? title : sp->ss->mount);
+    if (title && title[0])
+        utf8_sanitize(st->title, sizeof(st->title), title, strlen(title), UTF8_NO_CONTROLS);
+    if (!st->title[0])
+        snprintf(st->title, sizeof(st->title), "%s", sp->ss->mount);
+    st->empty_since_ms = sp->host->loop->now_ms; /* nobody has joined yet */
     snprintf(sp->ss->meta.name, sizeof(sp->ss->meta.name), "%s", st->title);
     /* the programme's stream: mono Opus, pre-skip = the encoder's look-ahead */
     int err;

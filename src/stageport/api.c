@@ -111,43 +111,59 @@ static int reusable_param(const struct http_request *req)
            (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
 }
 
-static void respond_json(struct conn *c, int status, const char *body)
+/* <extra>: more header lines, each ending in CRLF, or "". (A HEAD request gets the head
+ * alone: conn_respond cuts the body.) */
+static void respond_json_h(struct conn *c, int status, const char *extra, const char *body)
 {
     struct buf out = {0};
     size_t len = strlen(body);
     buf_printf(&out,
                "HTTP/1.1 %d %s\r\nServer: rostrum/0.1\r\nContent-Type: application/json\r\n"
                "Content-Length: %zu\r\nAccess-Control-Allow-Origin: *\r\n"
-               "Cache-Control: no-store\r\nConnection: close\r\n\r\n%s",
-               status, http_status_reason(status), len, body);
+               "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n%s",
+               status, http_status_reason(status), len, extra, body);
     conn_respond(c, &out);
 }
 
-static void respond_err(struct conn *c, int status, const char *msg)
+static void respond_json(struct conn *c, int status, const char *body)
+{
+    respond_json_h(c, status, "", body);
+}
+
+static void respond_err_h(struct conn *c, int status, const char *extra, const char *msg)
 {
     struct buf b = {0};
     buf_puts(&b, "{\"error\":");
     buf_json_str(&b, msg, strlen(msg));
     buf_puts(&b, "}");
-    respond_json(c, status, b.data);
+    respond_json_h(c, status, extra, b.data);
     buf_free(&b);
 }
 
-/* Creates stage space <name>. Returns it, or NULL with <why>. */
+static void respond_err(struct conn *c, int status, const char *msg)
+{
+    respond_err_h(c, status, "", msg);
+}
+
+/* Creates stage space <name>. Returns it, or NULL with <why> and the HTTP <status> to refuse
+ * with: 400 bad name, 409 exists, 503 no free slot (a client should retry later). */
 static struct space *create_stage_space(struct spaces *host, const char *name, const char *title,
-                                        const char **why)
+                                        const char **why, int *status)
 {
     if (!mount_name_ok(name)) {
-        *why = "bad space name: use 1-63 of A-Z a-z 0-9 . _ -";
+        *why = "bad space name: use 1-63 of A-Z a-z 0-9 . _ -, not a page or API name";
+        *status = 400;
         return NULL;
     }
     if (space_find(host, name)) {
         *why = "a space with that name exists";
+        *status = 409;
         return NULL;
     }
     struct space *sp = space_create(host, name);
     if (!sp) {
         *why = "too many spaces on this server";
+        *status = 503;
         return NULL;
     }
     stage_new(sp, title);
@@ -164,9 +180,15 @@ static void api_create(struct spaces *host, struct conn *c, const struct http_re
         return respond_err(c, 400, "name= is required");
     query_param(req, "title", title, sizeof(title));
     const char *why;
-    struct space *sp = create_stage_space(host, name, title, &why);
+    int status;
+    struct space *sp = create_stage_space(host, name, title, &why, &status);
+    if (!sp && status == 503) {
+        log_warn("stage", "#%llu %s: /%s refused: all %d space slots in use",
+                 (unsigned long long)c->id, c->peer, name, SHARED_MAX_SPACES);
+        return respond_err_h(c, 503, "Retry-After: 10\r\n", why);
+    }
     if (!sp)
-        return respond_err(c, strstr(why, "exists") ? 409 : 400, why);
+        return respond_err(c, status, why);
     char host_tok[TOKEN_MAX], speaker[TOKEN_MAX];
     if (mint_stage_token(host, name, "host", 0, host_tok) < 0 ||
         mint_stage_token(host, name, "speaker", reusable_param(req), speaker) < 0)
@@ -232,7 +254,7 @@ static void refuse_token(struct conn *c, int status, const char *space, const ch
 
 static void ws_join(struct spaces *host, struct conn *c, const struct http_request *req, const char *name)
 {
-    char tok[TOKEN_MAX], who[48] = "";
+    char tok[TOKEN_MAX], who[256] = ""; /* stage_join cuts it, on a whole character */
     query_param(req, "name", who, sizeof(who));
     int by_key = 0, want = ROLE_LISTENER;
     struct token t;
@@ -283,9 +305,10 @@ static void ws_join(struct spaces *host, struct conn *c, const struct http_reque
     }
     const char *why = NULL;
     if (!sp) {
-        sp = create_stage_space(host, name, name, &why);
+        int st;
+        sp = create_stage_space(host, name, name, &why, &st);
         if (!sp)
-            return conn_error(c, 400, NULL, why);
+            return conn_error(c, st, st == 503 ? "Retry-After: 10" : NULL, why);
     }
     int role = stage_place(stage_of(sp), want, by_key, &why);
     if (role < 0)

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/utf8.h"
+
 void buf_free(struct buf *b)
 {
     free(b->data);
@@ -52,37 +54,6 @@ void buf_printf(struct buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t avail)
-{
-    unsigned char c = s[0];
-    size_t n;
-    if (c < 0x80)
-        return 1;
-    else if (c >= 0xc2 && c <= 0xdf)
-        n = 2;
-    else if (c >= 0xe0 && c <= 0xef)
-        n = 3;
-    else if (c >= 0xf0 && c <= 0xf4)
-        n = 4;
-    else
-        return 0;
-    if (n > avail)
-        return 0;
-    for (size_t i = 1; i < n; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    if (n == 3 && c == 0xe0 && s[1] < 0xa0)
-        return 0; /* overlong */
-    if (n == 3 && c == 0xed && s[1] >= 0xa0)
-        return 0; /* surrogate */
-    if (n == 4 && c == 0xf0 && s[1] < 0x90)
-        return 0;
-    if (n == 4 && c == 0xf4 && s[1] >= 0x90)
-        return 0;
-    return n;
-}
-
 void buf_json_str(struct buf *b, const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
@@ -97,13 +68,14 @@ void buf_json_str(struct buf *b, const char *s, size_t len)
             buf_printf(b, "\\u%04x", c);
             i++;
         } else {
-            size_t n = utf8_len(p + i, len - i);
-            if (n == 0) {
-                buf_append(b, "\xef\xbf\xbd", 3);
-                i++;
+            uint32_t cp;
+            int n = utf8_decode(p + i, len - i, &cp);
+            if (n < 0) {
+                buf_append(b, UTF8_REPLACEMENT, 3); /* one per maximal invalid subpart */
+                i += (size_t)-n;
             } else {
-                buf_append(b, p + i, n);
-                i += n;
+                buf_append(b, p + i, (size_t)n);
+                i += (size_t)n;
             }
         }
     }

@@ -12,6 +12,8 @@
 #include <wslay/wslay.h>
 
 #include "http/request.h"
+#include "util/log.h"
+#include "util/utf8.h"
 
 struct ws {
     wslay_event_context_ptr ctx;
@@ -180,6 +182,15 @@ int ws_read(struct ws *w)
 
 int ws_send_text(struct ws *w, const char *s, size_t len)
 {
+    /* Defence in depth (strings are made valid where they enter): a browser drops the whole
+     * connection on a text frame that is not UTF-8, and would get the same frame again on
+     * every reconnect. */
+    if (!utf8_valid(s, len)) {
+        static int warned;
+        if (!warned++)
+            log_error("ws", "dropping a text frame that is not valid UTF-8 (logged once)");
+        return -1;
+    }
     struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)s, len};
     return wslay_event_queue_msg(w->ctx, &m) == 0 ? 0 : -1;
 }

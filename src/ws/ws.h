@@ -57,7 +57,8 @@ void ws_free(struct ws *w);
  * and a close frame has been queued where one is due (flush it with ws_flush()). */
 int ws_read(struct ws *w);
 /* Queue a message. Returns 0, or -1 if the connection is closing or more than <max_queue>
- * bytes already wait for the peer (the message is dropped: audio that late is useless). */
+ * bytes already wait for the peer (the message is dropped: audio that late is useless).
+ * A text message that is not valid UTF-8 is dropped too (-1, logged once per process). */
 int ws_send_text(struct ws *w, const char *s, size_t len);
 int ws_send_binary(struct ws *w, const void *p, size_t len, size_t max_queue);
 /* Queues a close frame with <code> and <reason>. */

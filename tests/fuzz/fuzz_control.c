@@ -1,9 +1,13 @@
-/* Fuzz target: one stage control message (JSON text frame) and a token string. */
+/* Fuzz target: one stage control message (JSON text frame), a token string, and the same
+ * bytes as a member name or title: what utf8_sanitize makes of them must be valid UTF-8
+ * without controls that fits its buffer (it goes into every member's text frames). */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "stage/control.h"
 #include "token/token.h"
+#include "util/utf8.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -17,5 +21,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int purpose = TOKEN_STAGE; purpose <= TOKEN_ADMIT; purpose++)
         if (token_check(secret, purpose, (const char *)data, size, 0, &t, &why) < 0 && !why)
             __builtin_trap(); /* every refusal has a reason */
+    char name[48];
+    size_t n = utf8_sanitize(name, sizeof(name), (const char *)data, size, UTF8_NO_CONTROLS);
+    if (n >= sizeof(name) || strlen(name) != n || !utf8_valid(name, n))
+        abort();
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            abort();
     return 0;
 }

@@ -440,6 +440,31 @@ TEST(error_nul_and_control_bytes)
     ASSERT_EQ_STR(c.spaces[0].display_name, "a\tb");
 }
 
+/* issue 8: names and descriptions reach JSON and WebSocket text frames */
+TEST(error_invalid_utf8)
+{
+    struct config c;
+    char err[128];
+    EXPECT_ERROR("[space a]\nname = \"caf\xe9\"\n", 2, "name: value is not valid UTF-8");
+    EXPECT_ERROR("[space a]\ndescription = \"\xed\xa0\x80\"\n", 2, "not valid UTF-8");
+    EXPECT_ERROR("[space a]\nname = \"\xc0\xaf\"\n", 2, "not valid UTF-8");
+    config_defaults(&c);
+    ASSERT_EQ_INT(parse(&c, "[space a]\nname = \"caf\xc3\xa9 \xf0\x9f\x8e\x99\"\n", err,
+                        sizeof(err)), 0);
+    ASSERT_EQ_STR(c.spaces[0].display_name, "caf\xc3\xa9 \xf0\x9f\x8e\x99");
+}
+
+TEST(stage_idle_end_ms)
+{
+    struct config c;
+    char err[128];
+    config_defaults(&c);
+    ASSERT_EQ_INT(c.stage_idle_end_ms, 300000);
+    ASSERT_EQ_INT(parse(&c, "stage-idle-end-ms = 1000\n", err, sizeof(err)), 0);
+    ASSERT_EQ_INT(c.stage_idle_end_ms, 1000);
+    EXPECT_ERROR("stage-idle-end-ms = 999\n", 1, "stage-idle-end-ms");
+}
+
 TEST(error_value_too_long)
 {
     char text[512];
