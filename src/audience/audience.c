@@ -36,6 +36,14 @@
  * under the rate. */
 #define JOIN_BURST_S 3
 
+/* Monotonic microseconds: a flush round of a few listeners takes less than a millisecond. */
+static int64_t clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void audience_flush_all(struct server *srv);
 
 void audience_init(struct server *srv)
@@ -59,6 +67,42 @@ void audience_init(struct server *srv)
         rl.rlim_cur > 2000 && cap > rl.rlim_cur - 1000)
         cap = rl.rlim_cur - 1000 > share + 1 ? rl.rlim_cur - 1000 : share + 1;
     a->max_here = (uint32_t)cap;
+    /* The join ceiling: a share of joins-per-second unless joins-per-worker is set. The kernel
+     * spreads joins evenly enough over the workers, and the bucket's 3 s of depth takes up
+     * the difference. The default ceiling is well above what 2 cores can take, so on a
+     * healthy box the overload pressure, not this, decides (see audience_admit). */
+    if (srv->cfg.joins_per_worker <= 0) {
+        int per = srv->cfg.joins_per_second / (int)srv->sh->nworkers;
+        srv->cfg.joins_per_worker = per > 0 ? per : 1;
+    }
+    a->overload = (struct overload){0};
+    a->flush_start_us = a->flush_period_us = a->flush_dur_us = 0;
+}
+
+/* Samples this process's overload pressure (every tick, 250 ms) and publishes it. */
+static void audience_sample_overload(struct server *srv)
+{
+    struct audience *a = &srv->aud;
+    int64_t lag = srv->loop.lag_peak_ms;
+    srv->loop.lag_peak_ms = 0;
+    /* the last round's share of its period; a period still running counts as longer, so a
+     * busy figure does not outlive the rounds that made it */
+    double busy = 0;
+    if (a->flush_start_us > 0 && a->flush_period_us > 0) {
+        int64_t period = a->flush_period_us, since = clock_us() - a->flush_start_us;
+        if (since > period)
+            period = since;
+        busy = (double)a->flush_dur_us / (double)period;
+    }
+    double p = overload_sample(&a->overload, srv->loop.now_ms, lag, srv->cfg.overload_lag_ms,
+                               busy);
+    __atomic_store_n(&a->me->pressure_milli, (uint32_t)(p * 1000 + 0.5), __ATOMIC_RELAXED);
+    uint32_t was = a->me->overloaded, now = (uint32_t)!overload_admits(&a->overload);
+    __atomic_store_n(&a->me->overloaded, now, __ATOMIC_RELAXED);
+    if (now != was)
+        log_warn("admit", "worker %d %s joins: pressure %.2f (loop lag %lld ms, flush %.0f %%)",
+                 srv->worker_index, now ? "refusing" : "admitting again", p, (long long)lag,
+                 busy * 100);
 }
 
 /* Listener connections in all workers, now: each worker counts its own in shared memory.
@@ -124,6 +168,11 @@ void audience_on_wake(struct server *srv)
 
 static void audience_flush_all(struct server *srv)
 {
+    struct audience *a = &srv->aud;
+    int64_t t0 = clock_us();
+    if (a->flush_start_us > 0)
+        a->flush_period_us = t0 - a->flush_start_us;
+    a->flush_start_us = t0;
     srv->aud.last_flush_ms = srv->loop.now_ms;
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
         struct list_node *n, *tmp;
@@ -134,12 +183,14 @@ static void audience_flush_all(struct server *srv)
                 listener_flush(c);
         }
     }
+    a->flush_dur_us = clock_us() - t0;
 }
 
 void audience_tick(struct server *srv, int second)
 {
     struct audience *a = &srv->aud;
     int64_t now = srv->loop.now_ms;
+    audience_sample_overload(srv);
     if (!second)
         return;
     a->counted_ms = now;
@@ -287,6 +338,16 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
         all_listeners(srv) >= (uint32_t)srv->cfg.max_listeners) {
         ctr->refused_capacity++;
         refuse(c, 503, retry_after_s(), "Server full, retry later");
+        return 0;
+    }
+    /* Overload: this worker's listeners are about to be served late. Before the per-address
+     * bucket, so a client is not charged for a join we could not take; tickets too, since
+     * the listeners already in come first. */
+    if (!overload_admits(&srv->aud.overload)) {
+        ctr->refused_overload++;
+        LOG_RATELIMITED(LOG_INFO, "admit", "#%llu %s: overloaded (pressure %.2f), refused",
+                        (unsigned long long)c->id, c->peer, srv->aud.overload.pressure);
+        refuse(c, 503, retry_after_s(), "Server busy, retry shortly");
         return 0;
     }
     if (ticketed)

@@ -100,6 +100,11 @@ struct audience {
     int64_t counted_ms; /* last count of who is receiving */
     struct loop_timer flush_timer;
     struct shared_worker *me; /* this process's block in the shared memory */
+    /* Admission follows this process's own load (limits.h, struct overload): */
+    struct overload overload;
+    int64_t flush_start_us;  /* start of the last flush round (monotonic us); 0: none yet */
+    int64_t flush_period_us; /* between the starts of the last two rounds */
+    int64_t flush_dur_us;    /* how long the last round took, wall time */
 };
 
 struct worker_proc {
