@@ -39,6 +39,14 @@
  * under the rate. */
 #define JOIN_BURST_S 3
 
+/* Monotonic microseconds: a flush round of a few listeners takes less than a millisecond. */
+static int64_t clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void audience_flush_all(struct audience *a);
 
 void audience_init(struct audience *a)
@@ -61,6 +69,42 @@ void audience_init(struct audience *a)
         rl.rlim_cur > 2000 && cap > rl.rlim_cur - 1000)
         cap = rl.rlim_cur - 1000 > share + 1 ? rl.rlim_cur - 1000 : share + 1;
     a->max_here = (uint32_t)cap;
+    /* The join ceiling: a share of joins-per-second unless joins-per-worker is set. The kernel
+     * spreads joins evenly enough over the workers, and the bucket's 3 s of depth takes up
+     * the difference. The default ceiling is well above what 2 cores can take, so on a
+     * healthy box the overload pressure, not this, decides (see audience_admit). */
+    a->join_rate = a->cfg->joins_per_worker;
+    if (a->join_rate <= 0) {
+        int per = a->cfg->joins_per_second / (int)a->sh->nworkers;
+        a->join_rate = per > 0 ? per : 1;
+    }
+    a->overload = (struct overload){0};
+    a->flush_start_us = a->flush_period_us = a->flush_dur_us = 0;
+}
+
+/* Samples this process's overload pressure (every tick, 250 ms) and publishes it. */
+static void audience_sample_overload(struct audience *a)
+{
+    int64_t lag = a->loop->lag_peak_ms;
+    a->loop->lag_peak_ms = 0;
+    /* the last round's share of its period; a period still running counts as longer, so a
+     * busy figure does not outlive the rounds that made it */
+    double busy = 0;
+    if (a->flush_start_us > 0 && a->flush_period_us > 0) {
+        int64_t period = a->flush_period_us, since = clock_us() - a->flush_start_us;
+        if (since > period)
+            period = since;
+        busy = (double)a->flush_dur_us / (double)period;
+    }
+    double p = overload_sample(&a->overload, a->loop->now_ms, lag, a->cfg->overload_lag_ms,
+                               busy);
+    __atomic_store_n(&a->me->pressure_milli, (uint32_t)(p * 1000 + 0.5), __ATOMIC_RELAXED);
+    uint32_t was = a->me->overloaded, now = (uint32_t)!overload_admits(&a->overload);
+    __atomic_store_n(&a->me->overloaded, now, __ATOMIC_RELAXED);
+    if (now != was)
+        log_warn("admit", "worker %d %s joins: pressure %.2f (loop lag %lld ms, flush %.0f %%)",
+                 a->worker_index, now ? "refusing" : "admitting again", p, (long long)lag,
+                 busy * 100);
 }
 
 /* Listener connections in all workers, now: each worker counts its own in shared memory.
@@ -125,6 +169,10 @@ void audience_on_wake(struct audience *a)
 
 static void audience_flush_all(struct audience *a)
 {
+    int64_t t0 = clock_us();
+    if (a->flush_start_us > 0)
+        a->flush_period_us = t0 - a->flush_start_us;
+    a->flush_start_us = t0;
     a->last_flush_ms = a->loop->now_ms;
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
         struct list_node *n, *tmp;
@@ -135,11 +183,13 @@ static void audience_flush_all(struct audience *a)
                 listener_flush(c);
         }
     }
+    a->flush_dur_us = clock_us() - t0;
 }
 
 void audience_tick(struct audience *a, int second)
 {
     int64_t now = a->loop->now_ms;
+    audience_sample_overload(a);
     if (!second)
         return;
     a->counted_ms = now;
@@ -366,6 +416,16 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
         refuse(c, 503, retry_after_s(), "Server full, retry later");
         return 0;
     }
+    /* Overload: this worker's listeners are about to be served late. Before the per-address
+     * bucket, so a client is not charged for a join we could not take; tickets too, since
+     * the listeners already in come first. */
+    if (!overload_admits(&a->overload)) {
+        ctr->refused_overload++;
+        LOG_RATELIMITED(LOG_INFO, "admit", "#%llu %s: overloaded (pressure %.2f), refused",
+                        (unsigned long long)c->id, c->peer, a->overload.pressure);
+        refuse(c, 503, retry_after_s(), "Server busy, retry shortly");
+        return 0;
+    }
     int64_t wait;
     if (e && !bucket_take(&e->joins, a->cfg->joins_per_ip, 2.0 * a->cfg->joins_per_ip, now,
                           &wait)) {
@@ -393,8 +453,8 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
         }
         return 1; /* paced already by the waiting room */
     }
-    if (!bucket_take(&a->join_bucket, a->cfg->joins_per_worker,
-                     JOIN_BURST_S * a->cfg->joins_per_worker, now, &wait)) {
+    if (!bucket_take(&a->join_bucket, a->join_rate,
+                     JOIN_BURST_S * a->join_rate, now, &wait)) {
         ctr->refused_join_rate++;
         refuse(c, 503, retry_after_s(), "Too many joins right now, retry shortly");
         return 0;
@@ -430,7 +490,7 @@ static void audience_join_ticket(struct conn *c, const struct http_request *req,
         conn_error(c, 400, NULL, "No client address to issue a ticket to");
         return;
     } else {
-        double per_ms = a->cfg->joins_per_worker / 1000.0;
+        double per_ms = a->join_rate / 1000.0;
         double admit;
         if (e && e->ticket_admit_ms > (double)now) {
             admit = e->ticket_admit_ms; /* its place, again */

@@ -64,9 +64,16 @@ struct audience {
     struct loop_timer flush_timer;
     struct shared_worker *me; /* this process's block in the shared memory */
     struct bucket join_bucket; /* this process's listener joins */
+    int join_rate;             /* their ceiling per second: joins-per-worker, or a share of
+                                * joins-per-second */
     double next_admit_ms;      /* waiting room: the next free admission time (loop clock,
                                 * fractional: 3,000/s is a ticket every 1/3 ms) */
     int64_t wall_offset_us;    /* waiting room: wall clock - loop clock, for admit times */
+    /* Admission follows this process's own load (limits.h, struct overload): */
+    struct overload overload;
+    int64_t flush_start_us;  /* start of the last flush round (monotonic us); 0: none yet */
+    int64_t flush_period_us; /* between the starts of the last two rounds */
+    int64_t flush_dur_us;    /* how long the last round took, wall time */
 };
 
 /* The audience of the process that accepted <c>. */

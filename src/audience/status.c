@@ -186,6 +186,17 @@ void status_metrics(struct audience *a, struct buf *b)
     for (uint32_t w = 0; w < sh->nworkers; w++)
         buf_printf(b, "rostrum_worker_listener_connections{worker=\"%u\"} %u\n", w,
                    sh->workers[w].listener_connections);
+    metric_head(b, "rostrum_worker_pressure", "gauge",
+                "Overload pressure of a worker, 0 to 1, from its loop lag and flush time; "
+                "joins are refused from 0.8 until it falls under 0.5.");
+    for (uint32_t w = 0; w < sh->nworkers; w++)
+        buf_printf(b, "rostrum_worker_pressure{worker=\"%u\"} %.3f\n", w,
+                   __atomic_load_n(&sh->workers[w].pressure_milli, __ATOMIC_RELAXED) / 1000.0);
+    metric_head(b, "rostrum_worker_overloaded", "gauge",
+                "1 while a worker refuses joins because it is not keeping up.");
+    for (uint32_t w = 0; w < sh->nworkers; w++)
+        buf_printf(b, "rostrum_worker_overloaded{worker=\"%u\"} %u\n", w,
+                   __atomic_load_n(&sh->workers[w].overloaded, __ATOMIC_RELAXED));
     metric(b, "rostrum_worker_restarts_total", "counter", "Listener workers restarted.",
            sh->main.worker_restarts);
     metric(b, "rostrum_requests_total", "counter", "Request heads parsed.", st.requests);
@@ -206,6 +217,7 @@ void status_metrics(struct audience *a, struct buf *b)
         {"joins_per_ip", offsetof(struct shared_counters, refused_joins_per_ip)},
         {"capacity", offsetof(struct shared_counters, refused_capacity)},
         {"join_rate", offsetof(struct shared_counters, refused_join_rate)},
+        {"overload", offsetof(struct shared_counters, refused_overload)},
         {"bad_ticket", offsetof(struct shared_counters, refused_ticket)},
         {"early_ticket", offsetof(struct shared_counters, refused_early)},
         {"no_ticket", offsetof(struct shared_counters, refused_no_ticket)},

@@ -37,6 +37,8 @@ enum key_id {
     KEY_MAX_CONNS_PER_IP,
     KEY_JOINS_PER_IP,
     KEY_JOINS_PER_WORKER,
+    KEY_JOINS_PER_SECOND,
+    KEY_OVERLOAD_LAG_MS,
     KEY_WAITING_ROOM,
     KEY_TRUSTED_PROXIES,
     KEY_SPEAKER_IDLE_MS,
@@ -75,7 +77,9 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_WORKERS] = {"workers", IN_GLOBAL, 0, 32},
     [KEY_MAX_CONNS_PER_IP] = {"max-conns-per-ip", IN_GLOBAL, 1, 1000000},
     [KEY_JOINS_PER_IP] = {"joins-per-ip", IN_GLOBAL, 1, 1000000},
-    [KEY_JOINS_PER_WORKER] = {"joins-per-worker", IN_GLOBAL, 1, 1000000},
+    [KEY_JOINS_PER_WORKER] = {"joins-per-worker", IN_GLOBAL, 0, 1000000},
+    [KEY_JOINS_PER_SECOND] = {"joins-per-second", IN_GLOBAL, 1, 10000000},
+    [KEY_OVERLOAD_LAG_MS] = {"overload-lag-ms", IN_GLOBAL, 10, 60000},
     [KEY_WAITING_ROOM] = {"waiting-room", IN_GLOBAL, 0, 1},
     [KEY_TRUSTED_PROXIES] = {"trusted-proxies", IN_GLOBAL, 1, 0},
     [KEY_SPEAKER_IDLE_MS] = {"speaker-idle-ms", IN_GLOBAL, 1000, 600000},
@@ -140,7 +144,9 @@ void config_defaults(struct config *c)
     c->workers = -1;
     c->max_conns_per_ip = 500;
     c->joins_per_ip = 50;
-    c->joins_per_worker = 1000;
+    c->joins_per_worker = 0;
+    c->joins_per_second = 20000;
+    c->overload_lag_ms = 1000;
     c->waiting_room = 0;
     c->speaker_idle_ms = 30000;
     c->stage_idle_end_ms = 300000;
@@ -319,6 +325,10 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->joins_per_ip;
     case KEY_JOINS_PER_WORKER:
         return &c->joins_per_worker;
+    case KEY_JOINS_PER_SECOND:
+        return &c->joins_per_second;
+    case KEY_OVERLOAD_LAG_MS:
+        return &c->overload_lag_ms;
     case KEY_WAITING_ROOM:
         return &c->waiting_room;
     case KEY_SPEAKER_IDLE_MS:

@@ -58,7 +58,11 @@ struct config {
     char host_key[128];
     int max_conns_per_ip;      /* open connections per client address (IPv6: /64); 500 */
     int joins_per_ip;          /* listener joins per second per address (burst 2x); 50 */
-    int joins_per_worker;      /* listener joins per second per worker (burst 3 s); 1000 */
+    int joins_per_second;      /* ceiling on listener joins per second, all workers; 20000 */
+    int joins_per_worker;      /* the same per worker (bucket 3 s deep); 0 (default) =
+                                  joins_per_second split over the workers, which each audience
+                                  process resolves into its own copy at start */
+    int overload_lag_ms;       /* loop lag that is pressure 1; joins refused from 0.8 x; 1000 */
     int waiting_room;          /* 1: GET /join/<space> hands out admission tickets */
     char trusted_proxies[512]; /* addresses whose X-Forwarded-For is believed, comma-separated */
     int stage_idle_end_ms;     /* a stage space with no member and no source ends; 300000 */

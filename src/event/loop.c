@@ -108,6 +108,8 @@ static void loop_run_timers(struct loop *loop)
         int64_t late = now - due->due_ms;
         if (late > loop->lag_ms || late >= 0)
             loop->lag_ms = late;
+        if (late > loop->lag_peak_ms)
+            loop->lag_peak_ms = late;
         loop_timer_stop(loop, due);
         loop->now_ms = now;
         due->cb(loop, due);

@@ -41,6 +41,7 @@ struct loop {
     int stop;
     int64_t now_ms;   /* monotonic time at the start of this iteration's dispatch */
     int64_t lag_ms;   /* how late the last timer ran: event-loop lag, for /metrics */
+    int64_t lag_peak_ms; /* the latest any timer ran since its reader last set it to 0 */
     struct loop_timer *timers;
     loop_hook before_sleep;
     void *before_sleep_arg;

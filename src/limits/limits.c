@@ -1,6 +1,7 @@
 #include "limits/limits.h"
 
 #include <arpa/inet.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,4 +117,29 @@ struct addr_entry *addr_table_get(struct addr_table *t, const struct addr_key *k
     }
     *victim = (struct addr_entry){.key = *k, .used = 1, .last_ms = now};
     return victim;
+}
+
+static double clamp01(double x)
+{
+    return x < 0 ? 0 : x > 1 ? 1 : x;
+}
+
+double overload_sample(struct overload *o, int64_t now_ms, int64_t lag_ms, int lag_limit_ms,
+                       double flush_busy)
+{
+    double raw = (double)lag_ms / (double)(lag_limit_ms > 0 ? lag_limit_ms : 1);
+    if (flush_busy > raw)
+        raw = flush_busy;
+    raw = clamp01(raw);
+    double kept = 0;
+    if (o->at_ms != 0)
+        kept = o->pressure *
+               exp2(-(double)(now_ms > o->at_ms ? now_ms - o->at_ms : 0) / OVERLOAD_HALF_LIFE_MS);
+    o->pressure = raw > kept ? raw : kept;
+    o->at_ms = now_ms;
+    if (!o->refusing && o->pressure >= OVERLOAD_ON)
+        o->refusing = 1;
+    else if (o->refusing && o->pressure < OVERLOAD_OFF)
+        o->refusing = 0;
+    return o->pressure;
 }

@@ -76,6 +76,7 @@ struct shared_counters {
     uint64_t refused_ticket_used;    /* 403: a ticket presented a second time */
     uint64_t refused_tickets_per_ip; /* 429: too many GET /join from one address */
     uint64_t refused_stage_token;    /* 401/403/409 on the stage: bad, revoked or in use */
+    uint64_t refused_overload;     /* 503: this worker is not keeping up (struct overload) */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
@@ -107,6 +108,10 @@ struct shared_worker {
     uint32_t conns[SHARED_MAX_SPACES];     /* open listener connections per slot */
     uint32_t receiving[SHARED_MAX_SPACES]; /* of which received audio in the last 5 s */
     struct shared_counters c;
+    /* Admission (audience.c), added at the end: this worker's overload pressure in
+     * thousandths, updated every 250 ms, and 1 while it refuses joins for it. */
+    uint32_t pressure_milli;
+    uint32_t overloaded;
 };
 
 /* The main process's own figures (ingest and the stage port). */
