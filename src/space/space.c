@@ -69,9 +69,8 @@ struct space *space_create(struct spaces *host, const char *mount)
     ss->listener_peak = 0;
     ss->channels = 0;
     ss->source_connected = 0;
-    ss->preamble_len[0] = ss->preamble_len[1] = 0;
-    ss->preamble_http_len[0] = ss->preamble_http_len[1] = 0;
-    ss->doc_len[0] = ss->doc_len[1] = 0;
+    shared_preamble_put(ss, NULL, 0, 0); /* empty generations, published as any other */
+    shared_doc_put(ss, NULL, 0);
     ring_reset(sp->ring);
     __atomic_store_n(&ss->state, SLOT_WAITING, __ATOMIC_RELEASE);
     __atomic_add_fetch(&ss->gen, 1, __ATOMIC_RELEASE);
