@@ -33,6 +33,8 @@ struct listener_state {
     uint32_t pre_off;     /* bytes of the preamble (HTTP head + Ogg headers) sent */
     uint32_t pre_gen;     /* preamble generation it is sending */
     uint8_t stalls;       /* stalls in the current window */
+    uint8_t jump_due;     /* a laggard caught mid-page: finish the page, then jump */
+    uint8_t sized;        /* its send buffer was fitted to the stream's bitrate */
     int64_t stall_window_ms;
     int64_t last_byte_ms; /* last time its socket accepted a byte */
     uint64_t bytes;       /* accepted by its socket */

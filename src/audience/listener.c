@@ -2,22 +2,30 @@
  * listener: delivery of a space's stream to one HTTP listener, in an audience process.
  *
  * A listener is a cursor into its slot's page ring plus a few counters (struct
- * listener_state, 56 bytes; 168 with the connection). Writes are batched: every page the listener has not yet had,
+ * listener_state, 72 bytes; 224 with the connection). Writes are batched: every page the listener has not yet had,
  * up to LISTENER_MAX_IOV pages, goes out in one writev() straight from the shared ring;
  * nothing is copied per listener. EPOLLOUT is armed only when the socket is full, and while
  * it is armed the listener is skipped by the flushes.
  *
- * Falling behind: a listener more than lag-ms of audio behind the live edge, or whose next
- * page has been evicted from the ring, jumps to the newest page (a page boundary, so the
- * Ogg stream stays well-formed) and that counts as a stall; max-stalls stalls within a minute
- * close it. A listener caught mid-page by eviction cannot finish that page and is closed.
+ * Falling behind (the laggard rule, listener_next_page()): before every write the listener's
+ * position is judged by time, more than lag-ms of audio behind the newest page, and by bytes
+ * and pages behind the ring's write position (ring_lag_limits(): past them its page could be
+ * overwritten while it is sent). A laggard at a page boundary jumps to the newest page; one
+ * caught mid-page -- a slow reader nearly always is -- gets only the rest of that page, so the
+ * Ogg stream the player sees stays whole, and jumps at its end. Each jump is a stall;
+ * max-stalls stalls within a minute close it. A listener whose page was evicted mid-page
+ * cannot finish it and is closed (with the rule above this takes a listener that took nothing
+ * for a long while: the byte limit keeps a quarter arena of margin).
  *
- * The ring is written by another process: after a writev() the pages it covered are checked
- * to be still in the ring (ring_tail()); if the writer had lapped them, bytes may have been
- * torn and the listener is closed. With lag-ms far below the ring's span this never happens
- * in practice; the check makes it safe rather than unlikely.
+ * The ring and the preamble are written by another process (shm/shm.h): pages are taken with
+ * ring_page_get() (a copy of the slot; the slot itself is never dereferenced later), and after
+ * each writev() the pages and the preamble generation it covered are checked to be intact. If
+ * not, the kernel may hold torn bytes that cannot be recalled, so the listener is closed
+ * (counted in torn_closes) rather than left with a page that fails its CRC.
  */
 #include <errno.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -29,7 +37,8 @@
 #define LISTENER_MAX_IOV 64
 #define LISTENER_MAX_BATCH (256 * 1024)
 #define STALL_WINDOW_MS 60000
-#define LISTENER_SNDBUF 65536 /* the kernel doubles it */
+#define LISTENER_SNDBUF 65536     /* at most; the kernel doubles it */
+#define LISTENER_SNDBUF_MIN 8192  /* at least */
 #define PRE_DONE UINT32_MAX   /* pre_off once the whole preamble went out */
 
 static const char *const close_reason_names[CLOSE_REASONS] = {
@@ -73,13 +82,13 @@ void listener_start(struct conn *c, int slot, int head_only)
     l->slot = (uint16_t)slot;
     l->gen = a->gen[slot];
     l->head_only = (uint8_t)head_only;
-    l->pre_gen = __atomic_load_n(&ss->preamble_gen, __ATOMIC_ACQUIRE);
+    l->pre_gen = shared_preamble_gen(ss);
     l->cursor = ring_burst_start(r, (uint64_t)burst_ms * 48);
     l->last_byte_ms = a->loop->now_ms;
     l->stall_window_ms = a->loop->now_ms;
-    /* A bounded kernel buffer: about 20 s of audio at 48 kb/s. Without it the kernel would
-     * autotune up to megabytes for a client that never reads, holding memory and hiding
-     * the stall from us for minutes. */
+    /* A bounded kernel buffer; listener_size_sndbuf() bounds it further once the stream's
+     * bitrate is known. Without it the kernel would autotune up to megabytes for a client
+     * that never reads, holding memory and hiding the stall from us for minutes. */
     int sndbuf = LISTENER_SNDBUF;
     setsockopt(c->io.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
     c->io.cb = listener_on_io;
@@ -98,7 +107,8 @@ void listener_start(struct conn *c, int slot, int head_only)
     listener_flush(c);
 }
 
-/* Moves a lagging listener to the newest page. Returns 0, or -1 if it was closed. */
+/* Moves a lagging listener to the newest page, a page boundary: <c> must not be mid-page.
+ * Counts a stall. Returns 0, or -1 if it was closed (max-stalls). */
 static int listener_jump(struct conn *c, const struct ring *r)
 {
     struct listener_state *l = LST(c);
@@ -110,54 +120,128 @@ static int listener_jump(struct conn *c, const struct ring *r)
     }
     l->stalls++;
     a->me->c.stalls++;
+    if (l->jump_due)
+        a->me->c.lag_jumps_mid_page++;
     if (l->stalls >= a->cfg->max_stalls) {
         listener_close(c, CLOSE_TOO_SLOW);
         return -1;
     }
-    uint64_t head = ring_head(r);
+    uint64_t from = l->cursor, head = ring_head(r);
     l->cursor = head > ring_tail(r) ? head - 1 : head;
     l->page_off = 0;
-    LOG_RATELIMITED(LOG_INFO, "listen", "#%llu %s: fell behind, jumped to the live edge",
-                    (unsigned long long)c->id, c->peer);
+    l->jump_due = 0;
+    LOG_RATELIMITED(LOG_INFO, "listen", "#%llu %s: fell behind, jumped %llu pages to the live edge",
+                    (unsigned long long)c->id, c->peer, (unsigned long long)(l->cursor - from));
     return 0;
 }
 
-/* Checks the cursor against the ring before a write. Returns 0, or -1 if <c> was closed. */
-static int listener_check_lag(struct conn *c, const struct ring *r)
+/* The laggard rule: 1 if the listener, whose next bytes are at <page_off> in page <cur>, is
+ * more than lag-ms of audio behind the newest page, or so far behind in bytes or pages that its
+ * page could be overwritten while it is being sent (ring_lag_limits()). */
+static int listener_lagging(const struct conn *c, const struct ring *r,
+                            const struct ring_page *cur, uint32_t queued)
+{
+    const struct listener_state *l = CONN_PRIV(c, const struct listener_state);
+    uint64_t head = ring_head(r), max_bytes, max_pages;
+    ring_lag_limits(r, &max_bytes, &max_pages);
+    if (head - cur->seq > max_pages || ring_write_pos(r) - (cur->pos + l->page_off) > max_bytes)
+        return 1;
+    struct ring_page last;
+    if (ring_page_get(r, head - 1, &last) < 0)
+        return 0; /* the writer is lapping the ring: the byte rule judges next time */
+    /* audio still in the kernel for it, at this page's bytes per sample */
+    uint64_t behind = cur->len ? (uint64_t)queued * cur->samples / cur->len : 0;
+    if (last.granule > cur->granule)
+        behind += last.granule - cur->granule;
+    return behind > (uint64_t)audience_of(c)->cfg->lag_ms * 48;
+}
+
+/* Applies the laggard rule before a write and leaves the page to send next in <cur>.
+ * Returns 1 with <cur> filled, 0 if there is no page to send, -1 if <c> was closed.
+ *
+ *   cursor page evicted ----------------------------> at a page boundary: jump (a stall)
+ *                                                     mid-page: close (the page is lost, and
+ *                                                     half an Ogg page would break the stream)
+ *   lagging (time, bytes or pages), at a boundary --> jump (a stall)
+ *   lagging mid-page -------------------------------> jump_due: only the rest of this page
+ *                                                     goes out; at its end, jump (a stall)
+ */
+static int listener_next_page(struct conn *c, const struct ring *r, struct ring_page *cur,
+                              uint32_t queued)
 {
     struct listener_state *l = LST(c);
-    uint64_t head = ring_head(r);
-    if (l->cursor >= head)
-        return 0;
-    const struct ring_slot *s = ring_slot_get(r, l->cursor);
-    if (!s) {
-        if (l->page_off > 0) {
-            audience_of(c)->me->c.stalls++;
-            listener_close(c, CLOSE_TOO_SLOW);
-            return -1;
+    for (int tries = 0; tries < 3; tries++) {
+        int rc = ring_page_get(r, l->cursor, cur);
+        if (rc == -EAGAIN)
+            return 0; /* at the live edge */
+        if (rc == -ENOENT) {
+            if (l->page_off > 0) {
+                audience_of(c)->me->c.stalls++;
+                listener_close(c, CLOSE_TOO_SLOW);
+                return -1;
+            }
+            if (listener_jump(c, r) < 0)
+                return -1;
+            continue;
         }
-        return listener_jump(c, r);
+        if (!l->jump_due && !listener_lagging(c, r, cur, queued))
+            return 1;
+        if (l->page_off > 0) {
+            l->jump_due = 1;
+            return 1;
+        }
+        if (listener_jump(c, r) < 0)
+            return -1;
+        /* the newest page, a boundary: send it (not lagging by any rule) */
+        rc = ring_page_get(r, l->cursor, cur);
+        if (rc == 0)
+            return 1;
+        if (rc == -EAGAIN)
+            return 0;
     }
-    if (l->page_off > 0)
-        return 0;
-    const struct ring_slot *last = ring_slot_get(r, head - 1);
-    uint64_t lag = last && last->granule > s->granule ? last->granule - s->granule : 0;
-    if (lag > (uint64_t)audience_of(c)->cfg->lag_ms * 48)
-        return listener_jump(c, r);
-    return 0;
+    return 0; /* the writer lapped the ring under us each time: try at the next flush */
+}
+
+/* Bounds the kernel's send buffer of <c> to about lag-ms of audio at the bitrate of page <p>
+ * (between LISTENER_SNDBUF_MIN and LISTENER_SNDBUF: 64 KiB is 10 s at 48 kb/s). What the
+ * kernel holds is judged by the laggard rule only when the socket fills (listener_on_io), so
+ * it must not hold more than the rule allows. Once per listener. */
+static void listener_size_sndbuf(struct conn *c, const struct ring_page *p)
+{
+    struct listener_state *l = LST(c);
+    l->sized = 1;
+    if (p->samples == 0)
+        return;
+    uint64_t bytes = (uint64_t)p->len * 48 * (uint64_t)audience_of(c)->cfg->lag_ms / p->samples;
+    if (bytes >= LISTENER_SNDBUF)
+        return;
+    int sndbuf = bytes > LISTENER_SNDBUF_MIN ? (int)bytes : LISTENER_SNDBUF_MIN;
+    setsockopt(c->io.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 }
 
 static void listener_block(struct conn *c, int blocked)
 {
-    struct listener_state *l = LST(c);
-    l->blocked = (uint8_t)blocked;
+    LST(c)->blocked = (uint8_t)blocked;
     loop_mod(audience_of(c)->loop, &c->io, EPOLLIN | EPOLLRDHUP | (blocked ? EPOLLOUT : 0));
 }
 
-void listener_flush(struct conn *c)
+/* Closes <c> because bytes it was sent may have been overwritten during the writev() (shm.h):
+ * the kernel has them, so the listener cannot be given a whole page instead. */
+static void listener_torn(struct conn *c, enum close_reason why)
 {
-    struct audience *a = audience_of(c);
+    audience_of(c)->me->c.torn_closes++;
+    if (why == CLOSE_TOO_SLOW)
+        audience_of(c)->me->c.stalls++;
+    LOG_RATELIMITED(LOG_WARN, "listen", "#%llu %s: shared bytes overwritten during a write",
+                    (unsigned long long)c->id, c->peer);
+    listener_close(c, why);
+}
+
+/* Writes what <c> has not had yet. <queued>: bytes its socket still holds, if known (else 0). */
+static void listener_flush_(struct conn *c, uint32_t queued)
+{
     struct listener_state *l = LST(c);
+    struct audience *a = audience_of(c);
     struct shared_space *ss = &a->sh->spaces[l->slot];
     const struct ring *r = shared_ring(a->sh, l->slot);
     for (int round = 0; round < 4 && !c->dead; round++) {
@@ -165,52 +249,58 @@ void listener_flush(struct conn *c)
             listener_close(c, CLOSE_RESTART);
             return;
         }
-        uint32_t pre_gen = __atomic_load_n(&ss->preamble_gen, __ATOMIC_ACQUIRE);
-        uint32_t pre_len, http_len;
-        const unsigned char *pre = shared_preamble(ss, pre_gen, &pre_len, &http_len);
-        if (pre_gen != l->pre_gen) {
-            /* The preamble changed (new source metadata). Not started, or done: nothing to
-             * do. Half sent: finish the old one from its half of the double buffer, unless
-             * a second change has overwritten that half. */
-            if (l->pre_off == 0 || l->pre_off == PRE_DONE) {
-                l->pre_gen = pre_gen;
-            } else if (pre_gen - l->pre_gen > 1) {
+        /* The preamble, unless done. Not started: the newest generation. Half sent: finish
+         * that generation from its half of the double buffer, unless a second change has
+         * given the half to another generation (then the listener cannot be finished). */
+        struct shared_view pv = {0};
+        uint32_t pre_len = 0;
+        if (l->pre_off != PRE_DONE) {
+            if (l->pre_off == 0)
+                l->pre_gen = shared_preamble_gen(ss);
+            if (shared_preamble_view(ss, l->pre_gen, &pv) < 0) {
+                if (l->pre_off == 0)
+                    continue; /* changed twice since we looked: look again */
                 listener_close(c, CLOSE_RESTART);
                 return;
-            } else {
-                pre = shared_preamble(ss, l->pre_gen, &pre_len, &http_len);
             }
+            pre_len = l->head_only ? pv.aux : pv.len;
         }
-        if (l->head_only)
-            pre_len = http_len;
-        if (l->pre_off >= pre_len && l->head_only) {
+        if (l->head_only && l->pre_off >= pre_len) {
             listener_close(c, CLOSE_PEER);
             return;
         }
-        if (l->pre_off >= pre_len && listener_check_lag(c, r) < 0)
-            return;
 
         struct iovec iov[LISTENER_MAX_IOV];
-        int n = 0;
-        size_t total = 0;
+        uint32_t page_len[LISTENER_MAX_IOV]; /* whole lengths of the pages in iov */
+        int n = 0, npages = 0;
+        size_t total = 0, pre_part = 0;
         if (l->pre_off < pre_len) {
-            iov[n].iov_base = (void *)(pre + l->pre_off);
-            iov[n].iov_len = pre_len - l->pre_off;
+            pre_part = pre_len - l->pre_off;
+            iov[n].iov_base = (void *)(pv.data + l->pre_off);
+            iov[n].iov_len = pre_part;
             total += iov[n++].iov_len;
         }
-        uint64_t head = ring_head(r);
+        struct ring_page pg;
+        int more = 0;
         if (!l->head_only) {
-            uint32_t off = l->page_off;
-            for (uint64_t seq = l->cursor;
-                 seq < head && n < LISTENER_MAX_IOV && total < LISTENER_MAX_BATCH; seq++) {
-                const struct ring_slot *s = ring_slot_get(r, seq);
-                if (!s)
-                    break;
-                iov[n].iov_base = (void *)(ring_slot_data(r, s) + off);
-                iov[n].iov_len = s->len - off;
-                total += iov[n++].iov_len;
-                off = 0;
-            }
+            more = listener_next_page(c, r, &pg, queued);
+            if (more < 0)
+                return;
+        }
+        if (more == 1 && !l->sized)
+            listener_size_sndbuf(c, &pg);
+        uint64_t seq = l->cursor;
+        uint32_t off = l->page_off;
+        while (more == 1) {
+            page_len[npages++] = pg.len;
+            iov[n].iov_base = (void *)(pg.data + off);
+            iov[n].iov_len = pg.len - off;
+            total += iov[n++].iov_len;
+            off = 0;
+            seq++;
+            if (l->jump_due || n == LISTENER_MAX_IOV || total >= LISTENER_MAX_BATCH)
+                break;
+            more = ring_page_get(r, seq, &pg) == 0;
         }
         if (n == 0) {
             listener_block(c, 0);
@@ -225,27 +315,28 @@ void listener_flush(struct conn *c)
             listener_close(c, errno == EPIPE || errno == ECONNRESET ? CLOSE_PEER : CLOSE_ERROR);
             return;
         }
-        size_t pre_part = l->pre_off < pre_len ? pre_len - l->pre_off : 0;
-        if (l->cursor < ring_tail(r) && (size_t)w > pre_part) {
-            /* the writer lapped us during the copy: what went out may be torn */
-            a->me->c.stalls++;
-            listener_close(c, CLOSE_TOO_SLOW);
+        /* The re-check of shm.h: were the bytes the kernel took still the ones we meant? */
+        if (pre_part > 0 && !shared_preamble_intact(ss, l->pre_gen)) {
+            listener_torn(c, CLOSE_RESTART);
+            return;
+        }
+        if ((size_t)w > pre_part && !ring_page_intact(r, l->cursor)) {
+            listener_torn(c, CLOSE_TOO_SLOW);
             return;
         }
         size_t left = (size_t)w;
         a->me->c.bytes_sent += left;
         l->bytes += left;
         l->last_byte_ms = a->loop->now_ms;
-        if (l->pre_off < pre_len) {
-            size_t take = pre_len - l->pre_off < left ? pre_len - l->pre_off : left;
+        if (pre_part > 0) {
+            size_t take = pre_part < left ? pre_part : left;
             l->pre_off += (uint32_t)take;
             left -= take;
             if (l->pre_off >= pre_len)
                 l->pre_off = PRE_DONE;
         }
-        while (left > 0) {
-            const struct ring_slot *s = ring_slot_get(r, l->cursor);
-            size_t rest = s->len - l->page_off;
+        for (int i = 0; left > 0 && i < npages; i++) {
+            size_t rest = page_len[i] - l->page_off;
             if (left >= rest) {
                 left -= rest;
                 l->cursor++;
@@ -263,12 +354,19 @@ void listener_flush(struct conn *c)
             listener_close(c, CLOSE_PEER);
             return;
         }
-        if (l->cursor >= head) {
+        if (l->jump_due)
+            continue; /* the partial page is finished: jump at this boundary */
+        if (l->cursor >= ring_head(r)) {
             listener_block(c, 0);
             return;
         }
         /* more pages than one batch: go round again */
     }
+}
+
+void listener_flush(struct conn *c)
+{
+    listener_flush_(c, 0);
 }
 
 static void listener_on_io(struct loop *loop, struct io *io, uint32_t events)
@@ -291,7 +389,13 @@ static void listener_on_io(struct loop *loop, struct io *io, uint32_t events)
         }
     }
     if (events & EPOLLOUT) {
+        /* It filled its socket: the one moment a listener may be further behind than its
+         * cursor says, by what the kernel still holds for it. Ask (only slow readers block,
+         * so this costs fast ones nothing). */
+        int outq = 0;
+        if (ioctl(io->fd, SIOCOUTQ, &outq) == -1 || outq < 0)
+            outq = 0;
         LST(c)->blocked = 0;
-        listener_flush(c);
+        listener_flush_(c, (uint32_t)outq);
     }
 }

@@ -236,6 +236,12 @@ void status_metrics(struct audience *a, struct buf *b)
     metric(b, "rostrum_limits_table_full_total", "counter",
            "Connections not tracked per address because the bounded table was full.",
            st.limits_table_full);
+    metric(b, "rostrum_listener_lag_jumps_mid_page_total", "counter",
+           "Of the stalls: laggards caught mid-page that were given the rest of it first.",
+           st.lag_jumps_mid_page);
+    metric(b, "rostrum_listener_torn_closes_total", "counter",
+           "Listeners closed because shared bytes changed during their write (never expected).",
+           st.torn_closes);
     metric_head(b, "rostrum_event_loop_lag_seconds", "gauge",
                 "How late the last timer of this process's loop ran.");
     buf_printf(b, "rostrum_event_loop_lag_seconds %.3f\n", (double)a->loop->lag_ms / 1000.0);

@@ -1,6 +1,7 @@
 #include "shm/ring.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -53,61 +54,75 @@ void ring_destroy(struct ring *r)
 
 void ring_reset(struct ring *r)
 {
-    __atomic_store_n(&r->tail, r->head, __ATOMIC_RELEASE);
+    shm_publish64(&r->tail, r->head);
 }
 
 uint64_t ring_publish(struct ring *r, const void *page, uint32_t len, uint32_t samples,
                       uint64_t granule, int64_t time_ms)
 {
+    /* Only this process writes the ring, so its own plain reads of head, tail and write_pos
+     * race with nothing; every store a reader may see follows shm.h. */
     assert(len > 0 && len <= r->data_size / 4);
     uint64_t pos = r->write_pos;
     uint64_t off = pos % r->data_size;
     if (off + len > r->data_size)
         pos += r->data_size - off; /* skip the arena's end: pages never wrap */
     struct ring_slot *slots = ring_slots(r);
+    uint64_t head = r->head, tail = r->tail;
     /* Evict pages whose bytes the new page overwrites, and the page whose slot it takes. */
-    while (r->tail < r->head) {
-        struct ring_slot *old = &slots[r->tail & (r->nslots - 1)];
-        if (old->pos + r->data_size >= pos + len && r->head - r->tail < r->nslots)
+    while (tail < head) {
+        struct ring_slot *old = &slots[tail & (r->nslots - 1)];
+        if (old->pos + r->data_size >= pos + len && head - tail < r->nslots)
             break;
-        /* published before the bytes are overwritten: see ring_tail() */
-        __atomic_store_n(&r->tail, r->tail + 1, __ATOMIC_RELEASE);
+        tail++;
     }
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (tail != r->tail)
+        shm_publish64(&r->tail, tail); /* a page leaves the ring before its bytes change */
+    shm_before_overwrite();
     memcpy(ring_arena(r) + pos % r->data_size, page, len);
-    struct ring_slot *s = &slots[r->head & (r->nslots - 1)];
-    *s = (struct ring_slot){.seq = r->head,
-                            .pos = pos,
-                            .len = len,
-                            .samples = samples,
-                            .granule = granule,
-                            .time_ms = time_ms};
-    r->write_pos = pos + len;
-    /* Readers in other processes must see the slot and bytes before the new head. */
-    __atomic_store_n(&r->head, r->head + 1, __ATOMIC_RELEASE);
-    return s->seq;
+    struct ring_slot *s = &slots[head & (r->nslots - 1)];
+    SHM_SET(s->seq, RING_SEQ_BUSY);
+    shm_before_overwrite();
+    SHM_SET(s->pos, pos);
+    SHM_SET(s->len, len);
+    SHM_SET(s->samples, samples);
+    SHM_SET(s->granule, granule);
+    SHM_SET(s->time_ms, time_ms);
+    shm_publish64(&s->seq, head);
+    shm_publish64(&r->write_pos, pos + len);
+    shm_publish64(&r->head, head + 1); /* bytes and slot are seen before the new head */
+    return head;
 }
 
-const struct ring_slot *ring_slot_get(const struct ring *r, uint64_t seq)
+int ring_page_get(const struct ring *r, uint64_t seq, struct ring_page *out)
 {
-    if (seq < ring_tail(r) || seq >= ring_head(r))
-        return NULL;
+    if (seq >= ring_head(r))
+        return -EAGAIN;
     const struct ring_slot *s = &ring_slots(r)[seq & (r->nslots - 1)];
-    return s->seq == seq ? s : NULL;
-}
-
-const unsigned char *ring_slot_data(const struct ring *r, const struct ring_slot *slot)
-{
-    return ring_arena(r) + slot->pos % r->data_size;
+    if (shm_load_acquire64(&s->seq) != seq)
+        return -ENOENT;
+    struct ring_page p = {.seq = seq,
+                          .pos = SHM_GET(s->pos),
+                          .len = SHM_GET(s->len),
+                          .samples = SHM_GET(s->samples),
+                          .granule = SHM_GET(s->granule),
+                          .time_ms = SHM_GET(s->time_ms)};
+    if (shm_reload64(&s->seq) != seq || !ring_page_intact(r, seq))
+        return -ENOENT;
+    /* a whole slot of one page: its position and length are the writer's, so in bounds */
+    p.data = ring_arena(r) + p.pos % r->data_size;
+    *out = p;
+    return 0;
 }
 
 uint64_t ring_burst_start(const struct ring *r, uint64_t burst_samples)
 {
-    uint64_t seq = r->head;
+    uint64_t seq = ring_head(r);
     uint64_t got = 0;
-    while (got < burst_samples && seq > r->tail) {
+    struct ring_page p;
+    while (got < burst_samples && seq > 0 && ring_page_get(r, seq - 1, &p) == 0) {
         seq--;
-        got += ring_slots(r)[seq & (r->nslots - 1)].samples;
+        got += p.samples;
     }
     return seq;
 }

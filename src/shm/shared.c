@@ -119,3 +119,54 @@ int shared_ticket_use(struct shared *sh, uint64_t id, int64_t expiry_s, int64_t 
     }
     return -ENOSPC;
 }
+
+void shared_dbuf_put(struct shared_dbuf *d, unsigned char *halves, size_t cap, const void *data,
+                     uint32_t len, uint32_t aux)
+{
+    if (len > cap)
+        abort();
+    uint32_t next = d->gen + 1, h = next & 1;
+    SHM_SET(d->half_gen[h], next ^ 1); /* the wrong parity: busy, no reader asks for it */
+    shm_before_overwrite();
+    if (len)
+        memcpy(halves + h * cap, data, len);
+    SHM_SET(d->len[h], len);
+    SHM_SET(d->aux[h], aux);
+    shm_publish32(&d->half_gen[h], next);
+    shm_publish32(&d->gen, next);
+}
+
+int shared_dbuf_view(const struct shared_dbuf *d, const unsigned char *halves, size_t cap,
+                     uint32_t gen, struct shared_view *v)
+{
+    uint32_t h = gen & 1;
+    if (shm_load_acquire32(&d->half_gen[h]) != gen)
+        return -ENOENT;
+    uint32_t len = SHM_GET(d->len[h]), aux = SHM_GET(d->aux[h]);
+    /* lengths read while a writer may come round are checked with the bytes, afterwards; keep
+     * even a torn one inside the half meanwhile */
+    if (len > cap)
+        len = (uint32_t)cap;
+    if (aux > len)
+        aux = len;
+    *v = (struct shared_view){.gen = gen, .len = len, .aux = aux, .data = halves + h * cap};
+    return 0;
+}
+
+int shared_dbuf_copy(const struct shared_dbuf *d, const unsigned char *halves, size_t cap,
+                     void *out, uint32_t *aux)
+{
+    for (int tries = 0; tries < 8; tries++) {
+        struct shared_view v;
+        uint32_t gen = shared_dbuf_gen(d);
+        if (shared_dbuf_view(d, halves, cap, gen, &v) < 0)
+            continue;
+        memcpy(out, v.data, v.len);
+        if (!shared_dbuf_intact(d, gen))
+            continue;
+        if (aux)
+            *aux = v.aux;
+        return (int)v.len;
+    }
+    return -EAGAIN;
+}

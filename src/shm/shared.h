@@ -14,9 +14,11 @@
  *   for supervision                    per-slot listener counts
  *
  * A slot's <gen> changes whenever the slot is taken by a new space or ended, so a listener
- * that remembers (slot, gen) notices its space is gone. The preamble is double-buffered: the
- * main process writes the idle half, then bumps <preamble_gen>; a reader uses
- * half (preamble_gen & 1).
+ * that remembers (slot, gen) notices its space is gone. The preamble and the stage's state
+ * document are double buffers (struct shared_dbuf): the main process writes the idle half,
+ * then publishes its generation; a reader uses a generation's half and checks afterwards that
+ * the half still holds that generation. The rules are in shm/shm.h; every access to a double
+ * buffer goes through the functions below, and to a ring through ring.h.
  */
 #ifndef ROSTRUM_SHM_SHARED_H
 #define ROSTRUM_SHM_SHARED_H
@@ -25,6 +27,7 @@
 #include <stdint.h>
 
 #include "shm/ring.h"
+#include "shm/shm.h"
 
 #define SHARED_MAX_SPACES 64
 #define SHARED_MAX_WORKERS 32
@@ -77,11 +80,32 @@ struct shared_counters {
     uint64_t refused_tickets_per_ip; /* 429: too many GET /join from one address */
     uint64_t refused_stage_token;    /* 401/403/409 on the stage: bad, revoked or in use */
     uint64_t refused_overload;     /* 503: this worker is not keeping up (struct overload) */
+    /* issue 8 (shared memory protocol, laggards) */
+    uint64_t torn_closes;        /* listeners closed: the writer overwrote bytes during their writev */
+    uint64_t lag_jumps_mid_page; /* of the stalls: laggards that finished a partial page first */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
 struct space_meta {
     char name[128], description[256], genre[64], url[256], bitrate[16];
+};
+
+/* The header of a double buffer of two halves, each <cap> bytes, that follow it in its owner
+ * (shm.h, rule 2). Written by the main process only. */
+struct shared_dbuf {
+    uint32_t gen;         /* the generation to take now; it lives in half gen & 1 */
+    uint32_t half_gen[2]; /* the generation half i holds (of parity i), other parity: busy */
+    uint32_t len[2];
+    uint32_t aux[2]; /* the preamble: length of its HTTP part */
+};
+
+/* A reader's view of one generation of a double buffer. Its bytes may change under the reader:
+ * trust what was made of them only if shared_dbuf_intact() says so afterwards. */
+struct shared_view {
+    uint32_t gen;
+    uint32_t len;
+    uint32_t aux;
+    const unsigned char *data;
 };
 
 struct shared_space {
@@ -93,13 +117,10 @@ struct shared_space {
     uint32_t source_connected;
     int64_t stream_start_wall;
     uint32_t listener_peak; /* kept by the main process from the workers' counts */
-    uint32_t preamble_gen;
-    uint32_t preamble_len[2];
-    uint32_t preamble_http_len[2];
+    struct shared_dbuf preamble_hdr;
     unsigned char preamble[2][SHARED_PREAMBLE_MAX]; /* HTTP response head + Ogg header pages */
-    uint32_t doc_gen; /* the stage's state document, double-buffered like the preamble */
-    uint32_t doc_len[2];
-    char doc[2][SHARED_STATE_MAX];
+    struct shared_dbuf doc_hdr; /* the stage's state document */
+    unsigned char doc[2][SHARED_STATE_MAX];
 };
 
 struct shared_worker {
@@ -147,13 +168,63 @@ void shared_destroy(struct shared *sh);
 /* The ring of slot <i>. */
 struct ring *shared_ring(struct shared *sh, int i);
 
-/* The preamble a newcomer should get now (its current half), and its lengths. */
-static inline const unsigned char *shared_preamble(const struct shared_space *s, uint32_t gen,
-                                                   uint32_t *len, uint32_t *http_len)
+/* Writer: publishes <len> bytes of <data> (<= <cap>) with <aux> as the next generation of the
+ * double buffer <d> whose halves, <cap> bytes each, start at <halves>. */
+void shared_dbuf_put(struct shared_dbuf *d, unsigned char *halves, size_t cap, const void *data,
+                     uint32_t len, uint32_t aux);
+
+/* Reader: the generation to take now. */
+static inline uint32_t shared_dbuf_gen(const struct shared_dbuf *d)
 {
-    *len = s->preamble_len[gen & 1];
-    *http_len = s->preamble_http_len[gen & 1];
-    return s->preamble[gen & 1];
+    return shm_load_acquire32(&d->gen);
+}
+
+/* Reader: a view of generation <gen> of <d>. Returns 0, or -ENOENT if its half has been (or is
+ * being) given to a later generation. */
+int shared_dbuf_view(const struct shared_dbuf *d, const unsigned char *halves, size_t cap,
+                     uint32_t gen, struct shared_view *v);
+
+/* Reader: after using bytes of a view of generation <gen>, 1 if they were that generation's
+ * all along, 0 if the writer may have overwritten them meanwhile. */
+static inline int shared_dbuf_intact(const struct shared_dbuf *d, uint32_t gen)
+{
+    return shm_reload32(&d->half_gen[gen & 1]) == gen;
+}
+
+/* Reader: copies the current generation into <out> (<cap> bytes, >= the buffer's). Returns its
+ * length (0 if empty), or -EAGAIN if the writer changed it under every one of a few tries. */
+int shared_dbuf_copy(const struct shared_dbuf *d, const unsigned char *halves, size_t cap,
+                     void *out, uint32_t *aux);
+
+/* The preamble (HTTP response head + Ogg header pages) and the state document of a space. */
+static inline void shared_preamble_put(struct shared_space *s, const void *data, uint32_t len,
+                                       uint32_t http_len)
+{
+    shared_dbuf_put(&s->preamble_hdr, &s->preamble[0][0], SHARED_PREAMBLE_MAX, data, len,
+                    http_len);
+}
+static inline uint32_t shared_preamble_gen(const struct shared_space *s)
+{
+    return shared_dbuf_gen(&s->preamble_hdr);
+}
+/* <v->aux> is the length of the HTTP part. */
+static inline int shared_preamble_view(const struct shared_space *s, uint32_t gen,
+                                       struct shared_view *v)
+{
+    return shared_dbuf_view(&s->preamble_hdr, &s->preamble[0][0], SHARED_PREAMBLE_MAX, gen, v);
+}
+static inline int shared_preamble_intact(const struct shared_space *s, uint32_t gen)
+{
+    return shared_dbuf_intact(&s->preamble_hdr, gen);
+}
+static inline void shared_doc_put(struct shared_space *s, const void *json, uint32_t len)
+{
+    shared_dbuf_put(&s->doc_hdr, &s->doc[0][0], SHARED_STATE_MAX, json, len, 0);
+}
+/* Copies the state document into <out> (SHARED_STATE_MAX bytes). Returns as shared_dbuf_copy. */
+static inline int shared_doc_copy(const struct shared_space *s, void *out)
+{
+    return shared_dbuf_copy(&s->doc_hdr, &s->doc[0][0], SHARED_STATE_MAX, out, NULL);
 }
 
 /* 1 if <m> is a valid mount name: 1-63 of [A-Za-z0-9._-], not starting with '.', and not a

@@ -69,9 +69,8 @@ struct space *space_create(struct spaces *host, const char *mount)
     ss->listener_peak = 0;
     ss->channels = 0;
     ss->source_connected = 0;
-    ss->preamble_len[0] = ss->preamble_len[1] = 0;
-    ss->preamble_http_len[0] = ss->preamble_http_len[1] = 0;
-    ss->doc_len[0] = ss->doc_len[1] = 0;
+    shared_preamble_put(ss, NULL, 0, 0); /* empty generations, published as any other */
+    shared_doc_put(ss, NULL, 0);
     ring_reset(sp->ring);
     __atomic_store_n(&ss->state, SLOT_WAITING, __ATOMIC_RELEASE);
     __atomic_add_fetch(&ss->gen, 1, __ATOMIC_RELEASE);
@@ -99,7 +98,7 @@ void space_end(struct space *sp, enum close_reason why)
     loop_timer_stop(host->loop, &sp->fill);
     if (sp->sink && sp->sink->free)
         sp->sink->free(sp->sink_arg);
-    sp->ss->doc_len[0] = sp->ss->doc_len[1] = 0;
+    shared_doc_put(sp->ss, NULL, 0);
     /* The audience processes see the new generation and close the listeners. */
     __atomic_store_n(&sp->ss->state, SLOT_FREE, __ATOMIC_RELEASE);
     __atomic_add_fetch(&sp->ss->gen, 1, __ATOMIC_RELEASE);
@@ -155,11 +154,7 @@ static void space_build_preamble(struct space *sp)
     /* meta fields are bounded (under 1 KiB in all) and so are the Ogg headers */
     if (b.len > SHARED_PREAMBLE_MAX)
         abort();
-    uint32_t next = ss->preamble_gen + 1;
-    memcpy(ss->preamble[next & 1], b.data, b.len);
-    ss->preamble_len[next & 1] = (uint32_t)b.len;
-    ss->preamble_http_len[next & 1] = (uint32_t)http_len;
-    __atomic_store_n(&ss->preamble_gen, next, __ATOMIC_RELEASE);
+    shared_preamble_put(ss, b.data, (uint32_t)b.len, (uint32_t)http_len);
     buf_free(&b);
 }
 
@@ -303,10 +298,7 @@ void space_set_state(struct space *sp, const char *json, size_t len)
                         ss->mount, len, SHARED_STATE_MAX);
         len = 0;
     }
-    uint32_t next = ss->doc_gen + 1;
-    memcpy(ss->doc[next & 1], json, len);
-    ss->doc_len[next & 1] = (uint32_t)len;
-    __atomic_store_n(&ss->doc_gen, next, __ATOMIC_RELEASE);
+    shared_doc_put(ss, json, (uint32_t)len);
 }
 
 void space_update_peak(struct space *sp)

@@ -1101,14 +1101,17 @@ def opus_packet_samples(pkt):
     return fs * frames
 
 
-def check_ogg_opus_stream(pages, allow_final_eos=False):
+def check_ogg_opus_stream(pages, allow_final_eos=False, allow_jumps=False):
     """Checks one listener's Ogg/Opus stream; returns a list of problems (empty = good).
 
     Rules: every CRC valid; page 0 is BOS, sequence 0, granule 0, one packet `OpusHead`;
     page 1 starts `OpusTags`; one serial throughout; no other BOS; no EOS (unless last and
     <allow_final_eos>); from the first audio page on, sequence numbers continue by one and
     granule positions strictly increase, each by the samples of the packets that end on that
-    page (the Opus TOC tells their length)."""
+    page (the Opus TOC tells their length). With <allow_jumps> (a laggard moved to the live
+    edge), the sequence may skip forward between two audio pages if the page before ends its
+    last packet and the page after continues none; the granule then grows by at least the
+    samples of the page's packets (the audio skipped)."""
     problems = []
     if len(pages) < 3:
         return [f"only {len(pages)} complete Ogg pages"]
@@ -1152,8 +1155,14 @@ def check_ogg_opus_stream(pages, allow_final_eos=False):
     prev = None
     for j, p in enumerate(audio):
         i = first_audio + j
+        jumped = False
         if j and p.seq != audio[j - 1].seq + 1:
-            problems.append(f"sequence jumps {audio[j - 1].seq} -> {p.seq} at page {i}")
+            before = audio[j - 1]
+            if (allow_jumps and p.seq > before.seq and not p.continued and before.lacing
+                    and before.lacing[-1] != 255):
+                jumped = True
+            else:
+                problems.append(f"sequence jumps {before.seq} -> {p.seq} at page {i}")
         if p.granule == -1:
             continue
         if prev is not None:
@@ -1164,7 +1173,8 @@ def check_ogg_opus_stream(pages, allow_final_eos=False):
                 got = sum(samples_on.get(k, 0) for k in range(pi + 1, i + 1))
                 # The end of a stream may be trimmed: the EOS page may hold more than it plays.
                 trimmed = p.eos and 0 < p.granule - pg <= got
-                if got != p.granule - pg and not trimmed:
+                skipped = jumped and p.granule - pg > got
+                if got != p.granule - pg and not trimmed and not skipped:
                     problems.append(f"granule step {p.granule - pg} at page {i} (seq {p.seq}) "
                                     f"but its packets hold {got} samples")
         prev = (p.granule, i)
@@ -1177,11 +1187,12 @@ def audio_seconds(pages):
     return (g[-1] - g[0]) / 48000.0 if len(g) >= 2 else 0.0
 
 
-def check_listener_ogg(lst, allow_final_eos=False):
-    """Parses what a Listener received and fails on any Ogg/Opus problem; returns the pages."""
+def check_listener_ogg(lst, allow_final_eos=False, allow_jumps=False):
+    """Parses what a Listener received and fails on any Ogg/Opus problem; returns the pages.
+    <allow_jumps>: see check_ogg_opus_stream."""
     data = lst.data()
     pages, _rest = parse_ogg(data)
-    problems = check_ogg_opus_stream(pages, allow_final_eos)
+    problems = check_ogg_opus_stream(pages, allow_final_eos, allow_jumps)
     check(not problems, f"Ogg stream of {lst.mount} ({len(data)} bytes, {len(pages)} pages) "
                         "is broken:\n  " + "\n  ".join(problems))
     return pages

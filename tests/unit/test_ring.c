@@ -1,4 +1,6 @@
 /* Unit tests for the page ring: wrap-around of slots and arena, laggard detection, bursts. */
+#include <errno.h>
+
 #include "harness.h"
 #include "shm/ring.h"
 
@@ -11,11 +13,11 @@ static void fill(unsigned char *buf, uint32_t len, uint64_t seq)
 static int check(const struct ring *r, uint64_t seq, uint32_t len)
 {
     unsigned char want[4096];
-    const struct ring_slot *s = ring_slot_get(r, seq);
-    if (!s || s->len != len)
+    struct ring_page p;
+    if (ring_page_get(r, seq, &p) < 0 || p.len != len)
         return 0;
     fill(want, len, seq);
-    return memcmp(ring_slot_data(r, s), want, len) == 0;
+    return memcmp(p.data, want, len) == 0 && ring_page_intact(r, seq);
 }
 
 TEST(publish_and_read)
@@ -28,8 +30,10 @@ TEST(publish_and_read)
     }
     for (uint64_t i = 0; i < 5; i++)
         ASSERT(check(r, i, sizeof(page)));
-    ASSERT(ring_slot_get(r, 5) == NULL);
-    ASSERT_EQ_UINT(ring_slot_get(r, 4)->granule, 5 * 960);
+    struct ring_page p;
+    ASSERT_EQ_INT(ring_page_get(r, 5, &p), -EAGAIN);
+    ASSERT_EQ_INT(ring_page_get(r, 4, &p), 0);
+    ASSERT_EQ_UINT(p.granule, 5 * 960);
     ring_destroy(r);
 }
 
@@ -46,7 +50,8 @@ TEST(slot_wraparound_evicts_oldest)
             ASSERT(check(r, s, sizeof(page)));
     }
     ASSERT_EQ_UINT(r->tail, 92);
-    ASSERT(ring_slot_get(r, 91) == NULL);
+    struct ring_page p;
+    ASSERT_EQ_INT(ring_page_get(r, 91, &p), -ENOENT);
     ring_destroy(r);
 }
 
@@ -62,10 +67,10 @@ TEST(arena_wraparound_never_splits_a_page)
         ASSERT(check(r, seq, len));
         uint64_t bytes = 0;
         for (uint64_t s = r->tail; s < r->head; s++) {
-            const struct ring_slot *sl = ring_slot_get(r, s);
-            ASSERT(sl != NULL);
-            ASSERT(sl->pos % r->data_size + sl->len <= r->data_size);
-            bytes += sl->len;
+            struct ring_page p;
+            ASSERT_EQ_INT(ring_page_get(r, s, &p), 0);
+            ASSERT(p.pos % r->data_size + p.len <= r->data_size);
+            bytes += p.len;
         }
         ASSERT(bytes <= r->data_size);
     }
@@ -86,8 +91,10 @@ TEST(slow_reader_sees_its_page_evicted)
     ASSERT(check(r, cursor, sizeof(page)));
     fill(page, sizeof(page), 16);
     ring_publish(r, page, sizeof(page), 960, 0, 0);
-    ASSERT(ring_slot_get(r, cursor) == NULL);
+    struct ring_page p;
+    ASSERT_EQ_INT(ring_page_get(r, cursor, &p), -ENOENT);
     ASSERT(cursor < r->tail);
+    ASSERT(!ring_page_intact(r, cursor));
     ring_destroy(r);
 }
 
@@ -112,7 +119,8 @@ TEST(reset_keeps_sequence_going)
     ring_publish(r, page, sizeof(page), 960, 0, 0);
     ring_publish(r, page, sizeof(page), 960, 0, 0);
     ring_reset(r);
-    ASSERT(ring_slot_get(r, 1) == NULL);
+    struct ring_page p;
+    ASSERT_EQ_INT(ring_page_get(r, 1, &p), -ENOENT);
     ASSERT_EQ_UINT(ring_publish(r, page, sizeof(page), 960, 0, 0), 2);
     ring_destroy(r);
 }
