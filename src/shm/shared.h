@@ -122,6 +122,7 @@ struct shared_main {
     uint64_t worker_restarts;
     /* the stage port's WebSocket bounds (issue 8) */
     uint64_t ws_members;                   /* gauge: members of all stage spaces */
+    uint64_t ws_off_stage;                 /* gauge: of which off stage (max-members) */
     uint64_t ws_closes[WS_CLOSE_REASONS];  /* members closed for a bound */
     uint64_t refused_max_members;          /* 503: max-members reached */
     uint64_t refused_fd_reserve;           /* 503: descriptors kept for sources and speakers */

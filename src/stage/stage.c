@@ -255,6 +255,12 @@ static void stage_publish_state(struct stage *st)
 static void member_set_role(struct member *m, int role)
 {
     struct stage *st = m->st;
+    if ((m->role == ROLE_LISTENER) != (role == ROLE_LISTENER)) {
+        if (role == ROLE_LISTENER)
+            st->srv->sh->main.ws_off_stage++;
+        else
+            st->srv->sh->main.ws_off_stage--;
+    }
     if (role != ROLE_LISTENER && m->input < 0) {
         m->input = mixer_input_add(st->mixer);
         mixer_input_set_muted(st->mixer, m->input, m->muted);
@@ -283,6 +289,8 @@ static void member_leave(struct member *m, const char *why)
     list_unlink(&m->node);
     st->nmembers--;
     st->srv->sh->main.ws_members--;
+    if (m->role == ROLE_LISTENER)
+        st->srv->sh->main.ws_off_stage--;
     st->state_dirty = 1;
     ws_flush(m->ws); /* a queued close frame, if any */
     m->conn->ws_member = NULL;
@@ -474,6 +482,7 @@ void stage_join(struct stage *st, struct conn *c, int role, const char *name)
     int sndbuf = STAGE_SNDBUF;
     setsockopt(c->io.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
     st->srv->sh->main.ws_members++;
+    st->srv->sh->main.ws_off_stage++; /* a listener until member_set_role below */
     snprintf(m->name, sizeof(m->name), "%s", name[0] ? name : role_names[role]);
     list_insert_tail(&st->members, &m->node);
     st->nmembers++;

@@ -269,7 +269,7 @@ static void ws_join(struct conn *c, const struct http_request *req, const char *
         /* off stage: bounded in number, and kept out of the descriptor reserve */
         if (fds_in_reserve(c))
             return refuse_fd_reserve(c, "member off stage");
-        if (srv->sh->main.ws_members >= (uint64_t)srv->cfg.max_members) {
+        if (srv->sh->main.ws_off_stage >= (uint64_t)srv->cfg.max_members) {
             srv->sh->main.refused_max_members++;
             LOG_RATELIMITED(LOG_WARN, "stage", "#%llu %s: %d members (max-members), refused",
                             (unsigned long long)c->id, c->peer, srv->cfg.max_members);
