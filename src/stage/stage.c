@@ -295,8 +295,9 @@ static void member_leave(struct member *m, const char *why)
     ws_flush(m->ws); /* a queued close frame, if any */
     m->conn->ws_member = NULL;
     /* Lingering close: closing with the speaker's audio unread would reset the connection
-     * and could destroy the close frame before the peer reads it (RFC 6455 section 7.1.1). */
-    if (m->conn->dead)
+     * and could destroy the close frame before the peer reads it (RFC 6455 section 7.1.1).
+     * Not for a peer that floods us: draining it would keep paying for its flood. */
+    if (m->conn->dead || ws_over_rate(m->ws))
         conn_close(m->conn);
     else
         conn_linger(m->conn);
