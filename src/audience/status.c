@@ -229,6 +229,20 @@ void status_metrics(struct audience *a, struct buf *b)
         buf_printf(b, "rostrum_refused_total{reason=\"%s\"} %llu\n", more[i].reason,
                    (unsigned long long)*(const uint64_t *)(const void *)((const char *)&st +
                                                                          more[i].off));
+    /* the stage port's own refusals (main process only) */
+    buf_printf(b, "rostrum_refused_total{reason=\"max_members\"} %llu\n",
+               (unsigned long long)sh->main.refused_max_members);
+    buf_printf(b, "rostrum_refused_total{reason=\"fd_reserve\"} %llu\n",
+               (unsigned long long)sh->main.refused_fd_reserve);
+    metric(b, "rostrum_ws_members", "gauge", "WebSocket members of all stage spaces.",
+           sh->main.ws_members);
+    static const char *const ws_why[WS_CLOSE_REASONS] = {"send_queue", "not_reading",
+                                                         "over_rate", "idle"};
+    metric_head(b, "rostrum_ws_closes_total", "counter",
+                "Stage WebSocket members closed for a bound, by reason.");
+    for (int i = 0; i < WS_CLOSE_REASONS; i++)
+        buf_printf(b, "rostrum_ws_closes_total{reason=\"%s\"} %llu\n", ws_why[i],
+                   (unsigned long long)sh->main.ws_closes[i]);
     metric(b, "rostrum_tickets_issued_total", "counter", "Waiting-room tickets handed out.",
            st.tickets_issued);
     metric(b, "rostrum_shed_stalled_total", "counter",

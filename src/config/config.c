@@ -48,6 +48,7 @@ enum key_id {
     KEY_MAX_SPEAKERS,
     KEY_WRITE_BUDGET,
     KEY_MAX_BATCH_MS,
+    KEY_MAX_MEMBERS,
     KEY_LOG_LEVEL,
     KEY_NAME,
     KEY_DESCRIPTION,
@@ -89,6 +90,7 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_MAX_SPEAKERS] = {"max-speakers", IN_GLOBAL, 0, 12},
     [KEY_WRITE_BUDGET] = {"write-budget", IN_GLOBAL, 1000, 10000000},
     [KEY_MAX_BATCH_MS] = {"max-batch-ms", IN_GLOBAL, 0, 5000},
+    [KEY_MAX_MEMBERS] = {"max-members", IN_GLOBAL, 1, 1000000},
     [KEY_LOG_LEVEL] = {"log-level", IN_GLOBAL, 1, 0},
     [KEY_NAME] = {"name", IN_SPACE, 1, 0},
     [KEY_DESCRIPTION] = {"description", IN_SPACE, 1, 0},
@@ -154,6 +156,7 @@ void config_defaults(struct config *c)
     c->max_speakers = 10;
     c->write_budget = 50000;
     c->max_batch_ms = 2000;
+    c->max_members = 4000;
     c->log_level = LOG_INFO;
 }
 
@@ -343,6 +346,8 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->write_budget;
     case KEY_MAX_BATCH_MS:
         return &c->max_batch_ms;
+    case KEY_MAX_MEMBERS:
+        return &c->max_members;
     default:
         abort(); /* key_defs[] and this switch disagree */
     }

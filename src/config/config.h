@@ -68,6 +68,7 @@ struct config {
     int stage_idle_end_ms;     /* a stage space with no member and no source ends; 300000 */
     int speaker_idle_ms;       /* a speaker that sends nothing this long is dropped; 30000 */        /* creates stage spaces; "" = nobody can */
     int max_batch_ms;          /* longest wait between writes to one listener; 2000 */
+    int max_members;           /* stage WebSocket members off stage, all spaces; 4000 */
     int log_level;             /* enum log_level (util/log.h); default LOG_INFO */
     struct space_config spaces[CONFIG_MAX_SPACES];
     size_t num_spaces;

@@ -54,6 +54,16 @@ enum close_reason {
     CLOSE_REASONS
 };
 
+/* Why the stage port closed a WebSocket member for a bound (issue 8), labels of
+ * rostrum_ws_closes_total. */
+enum ws_close_why {
+    WS_CLOSE_QUEUE,       /* its send queue went over its bound */
+    WS_CLOSE_NOT_READING, /* its socket took nothing for a long time while output waited */
+    WS_CLOSE_OVER_RATE,   /* sent more frames or bytes per second than a speaker does */
+    WS_CLOSE_IDLE,        /* sent nothing (not even a ping) for speaker-idle-ms */
+    WS_CLOSE_REASONS
+};
+
 /* Counters of one process: monotonic, summed over processes for /metrics. */
 struct shared_counters {
     uint64_t joins[JOIN_OUTCOMES];
@@ -143,6 +153,12 @@ struct shared_main {
     uint64_t source_drops;
     uint64_t sources_connected; /* gauge */
     uint64_t worker_restarts;
+    /* the stage port's WebSocket bounds (issue 8) */
+    uint64_t ws_members;                   /* gauge: members of all stage spaces */
+    uint64_t ws_off_stage;                 /* gauge: of which off stage (max-members) */
+    uint64_t ws_closes[WS_CLOSE_REASONS];  /* members closed for a bound */
+    uint64_t refused_max_members;          /* 503: max-members reached */
+    uint64_t refused_fd_reserve;           /* 503: descriptors kept for sources and speakers */
 };
 
 struct shared {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "mixer/mixer.h"
@@ -19,8 +20,11 @@
 
 #define STAGE_FRAME_MS 20
 #define STAGE_STATE_MIN_MS 200      /* state broadcasts at most 5 times a second */
+#define STAGE_STATE_LISTENER_MS 1000 /* members off stage get it at most once a second */
 #define STAGE_MAX_MEMBERS 2000      /* control connections per space (listeners included) */
 #define STAGE_RETURN_QUEUE 16384    /* bytes of return audio that may wait for a slow speaker */
+#define STAGE_SNDBUF 16384          /* a member's kernel send buffer (the kernel doubles it) */
+#define STAGE_STUCK_MS 10000        /* output waiting, the socket took nothing: not reading */
 #define STAGE_BITRATE 48000
 #define STAGE_MAX_REVOKED 1024      /* token ids revoked by removals, kept until they expire */
 #define STAGE_STATE_REQUESTS 50     /* requests the state document lists; the rest are "more" */
@@ -35,12 +39,17 @@ struct member {
     int role;
     int input; /* mixer input, -1 when not on stage */
     uint8_t muted, requested, pcm, talking;
+    uint8_t blocked;          /* the last flush left output waiting */
     const char *close_reason; /* set in a callback: close once wslay has returned */
     int64_t last_rx_ms;       /* last message from the client: idle speakers are dropped */
     uint16_t close_code;
     uint64_t token_id;    /* the token that seated it; 0: the host key or no token */
     int64_t token_expiry;
     uint8_t token_once;   /* a single-use invite: nobody else may use it while this one is here */
+    uint32_t state_seq;       /* the state document it was last sent (stage.state_seq) */
+    int64_t state_ms;         /* and when */
+    int64_t out_ok_ms;        /* last time its output was all out or its socket took bytes */
+    uint64_t sent_seen;       /* ws_bytes_sent() then */
     char name[48];
 };
 
@@ -73,6 +82,9 @@ struct stage {
     int64_t empty_since_ms; /* no member and no source since; 0 while someone is here */
     int state_dirty;
     int end_requested;
+    struct buf state_msg;   /* the latest {"type":"state",...}: the only one members get */
+    uint32_t state_seq;     /* bumped with each new document */
+    int64_t last_deliver_ms;
     char title[128];
     /* Removal: the removed member's token is revoked here, so that they cannot rejoin with it.
      * Tokens are stateless, so this list is what "revoked" means; bounded by the token lifetime
@@ -132,6 +144,18 @@ int stage_place(const struct stage *st, int want, int by_key, const char **why)
 
 /* ---- sending ----------------------------------------------------------------------------- */
 
+/* Marks <m> to be closed with <code> for a bound (counted by <why>); the close happens
+ * outside wslay's callbacks (member_drop). */
+static void member_bound(struct member *m, enum ws_close_why why, uint16_t code,
+                         const char *reason)
+{
+    if (m->close_reason)
+        return;
+    m->close_reason = reason;
+    m->close_code = code;
+    m->st->host->sh->main.ws_closes[why]++;
+}
+
 static void member_flush(struct member *m)
 {
     int rc = ws_flush(m->ws);
@@ -140,17 +164,32 @@ static void member_flush(struct member *m)
             m->close_reason = "write failed";
         return;
     }
+    uint64_t sent = ws_bytes_sent(m->ws);
+    if (rc == 0 || sent != m->sent_seen) {
+        m->sent_seen = sent;
+        m->out_ok_ms = m->st->host->loop->now_ms;
+    }
+    m->blocked = (uint8_t)rc;
     loop_mod(m->st->host->loop, &m->conn->io, EPOLLIN | EPOLLRDHUP | (rc ? EPOLLOUT : 0));
+}
+
+/* Queues text <s> for <m>; a member whose queue is over its bound is closed (1008). */
+static void member_send_text(struct member *m, const char *s, size_t len)
+{
+    if (ws_send_text(m->ws, s, len) == -2)
+        member_bound(m, WS_CLOSE_QUEUE, 1008, "not reading: send queue over its bound");
+    member_flush(m);
 }
 
 static void member_send_json(struct member *m, cJSON *j)
 {
     char *s = cJSON_PrintUnformatted(j);
     if (s) {
-        ws_send_text(m->ws, s, strlen(s));
+        member_send_text(m, s, strlen(s));
         free(s);
+    } else {
+        member_flush(m);
     }
-    member_flush(m);
 }
 
 static void member_error(struct member *m, const char *msg)
@@ -234,29 +273,45 @@ void stage_state_json(const struct stage *st, struct buf *out)
                         st->sp->ss->mount, left_out);
 }
 
+/* Sends the latest state document to every member that lacks it and may have it now. The
+ * feed is coalesced: a member with output still waiting gets nothing more queued behind it
+ * (it gets the then-latest document once its queue is empty), and members off stage get at
+ * most one document a second. So a member that does not read holds one document at most. */
+static void stage_deliver_state(struct stage *st)
+{
+    int64_t now = st->host->loop->now_ms;
+    struct list_node *it, *tmp;
+    list_for_each_safe(it, tmp, &st->members)
+    {
+        struct member *m = list_entry(it, struct member, node);
+        if (m->close_reason || m->state_seq == st->state_seq || m->blocked ||
+            ws_queued(m->ws) > 0)
+            continue;
+        if (m->role == ROLE_LISTENER && m->state_ms &&
+            now - m->state_ms < STAGE_STATE_LISTENER_MS)
+            continue;
+        m->state_seq = st->state_seq;
+        m->state_ms = now;
+        member_send_text(m, st->state_msg.data, st->state_msg.len);
+    }
+    st->last_deliver_ms = now;
+}
+
 static void stage_publish_state(struct stage *st)
 {
     struct buf b = {0};
     stage_state_json(st, &b);
     space_set_state(st->sp, b.data, b.len);
     /* members get it as a message of type "state" */
-    struct buf msg = {0};
-    buf_puts(&msg, "{\"type\":\"state\",\"state\":");
-    buf_append(&msg, b.data, b.len);
-    buf_puts(&msg, "}");
-    struct list_node *it, *tmp;
-    list_for_each_safe(it, tmp, &st->members)
-    {
-        struct member *m = list_entry(it, struct member, node);
-        if (m->close_reason)
-            continue;
-        ws_send_text(m->ws, msg.data, msg.len);
-        member_flush(m);
-    }
-    buf_free(&msg);
+    st->state_msg.len = 0;
+    buf_puts(&st->state_msg, "{\"type\":\"state\",\"state\":");
+    buf_append(&st->state_msg, b.data, b.len);
+    buf_puts(&st->state_msg, "}");
     buf_free(&b);
+    st->state_seq++;
     st->state_dirty = 0;
     st->last_state_ms = st->host->loop->now_ms;
+    stage_deliver_state(st);
 }
 
 /* ---- membership -------------------------------------------------------------------------- */
@@ -264,6 +319,12 @@ static void stage_publish_state(struct stage *st)
 static void member_set_role(struct member *m, int role)
 {
     struct stage *st = m->st;
+    if ((m->role == ROLE_LISTENER) != (role == ROLE_LISTENER)) {
+        if (role == ROLE_LISTENER)
+            st->host->sh->main.ws_off_stage++;
+        else
+            st->host->sh->main.ws_off_stage--;
+    }
     if (role != ROLE_LISTENER && m->input < 0) {
         m->input = mixer_input_add(st->mixer);
         mixer_input_set_muted(st->mixer, m->input, m->muted);
@@ -291,17 +352,29 @@ static void member_leave(struct member *m, const char *why)
         mixer_input_remove(st->mixer, m->input);
     list_unlink(&m->node);
     st->nmembers--;
+    st->host->sh->main.ws_members--;
+    if (m->role == ROLE_LISTENER)
+        st->host->sh->main.ws_off_stage--;
     st->state_dirty = 1;
     ws_flush(m->ws); /* a queued close frame, if any */
     MEMBER(m->conn) = NULL;
     /* Lingering close: closing with the speaker's audio unread would reset the connection
-     * and could destroy the close frame before the peer reads it (RFC 6455 section 7.1.1). */
-    if (m->conn->dead)
+     * and could destroy the close frame before the peer reads it (RFC 6455 section 7.1.1).
+     * Not for a peer that floods us: draining it would keep paying for its flood. */
+    if (m->conn->dead || ws_over_rate(m->ws))
         conn_close(m->conn);
     else
         conn_linger(m->conn);
     ws_free(m->ws);
     free(m);
+}
+
+/* Closes <m> for the reason a callback or a bound set. */
+static void member_drop(struct member *m)
+{
+    if (m->close_code)
+        ws_close(m->ws, m->close_code, m->close_reason);
+    member_leave(m, m->close_reason);
 }
 
 static struct member *member_find(struct stage *st, uint32_t id)
@@ -529,6 +602,13 @@ void stage_join(struct stage *st, struct conn *c, int role, const char *name,
     utf8_sanitize(m->name, sizeof(m->name), name, strlen(name), UTF8_NO_CONTROLS);
     if (!m->name[0])
         snprintf(m->name, sizeof(m->name), "%s", role_names[role]);
+    m->out_ok_ms = st->host->loop->now_ms;
+    /* A bounded kernel buffer, so a member that does not read is noticed (STAGE_STUCK_MS)
+     * instead of the kernel autotuning megabytes for it. */
+    int sndbuf = STAGE_SNDBUF;
+    setsockopt(c->io.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+    st->host->sh->main.ws_members++;
+    st->host->sh->main.ws_off_stage++; /* a listener until member_set_role below */
     list_insert_tail(&st->members, &m->node);
     st->nmembers++;
     conn_take(c, &member_ops);
@@ -561,6 +641,8 @@ static void member_on_io(struct loop *loop, struct io *io, uint32_t events)
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         if (ws_read(m->ws) < 0 && !m->close_reason) {
             m->close_reason = ws_error(m->ws);
+            if (ws_over_rate(m->ws)) /* ws has queued the close (1008) */
+                st->host->sh->main.ws_closes[WS_CLOSE_OVER_RATE]++;
         }
     }
     if (st->end_requested) {
@@ -568,9 +650,7 @@ static void member_on_io(struct loop *loop, struct io *io, uint32_t events)
         return;
     }
     if (m->close_reason) {
-        if (m->close_code)
-            ws_close(m->ws, m->close_code, m->close_reason);
-        member_leave(m, m->close_reason);
+        member_drop(m);
         return;
     }
     if (events & EPOLLOUT)
@@ -613,16 +693,23 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
     if (st->next_tick_ms <= loop->now_ms)
         st->next_tick_ms = loop->now_ms + STAGE_FRAME_MS;
     if (loop->now_ms - st->last_idle_check_ms >= 1000) {
-        /* a client that sends nothing at all (no audio, no ping) is gone: the pages ping */
+        /* a client that sends nothing at all (no audio, no ping) is gone: the pages ping;
+         * one whose socket takes nothing while output waits does not read */
         st->last_idle_check_ms = loop->now_ms;
         struct list_node *it, *tmp;
         list_for_each_safe(it, tmp, &st->members)
         {
             struct member *m = list_entry(it, struct member, node);
-            if (loop->now_ms - m->last_rx_ms > st->host->cfg->speaker_idle_ms) {
-                ws_close(m->ws, 1001, "idle");
-                member_leave(m, "sent nothing for too long");
-            }
+            if (m->close_reason)
+                ; /* set outside its own event handler (a bound, a control message) */
+            else if (loop->now_ms - m->last_rx_ms > st->host->cfg->speaker_idle_ms)
+                member_bound(m, WS_CLOSE_IDLE, 1001, "idle: sent nothing for too long");
+            else if (m->blocked && loop->now_ms - m->out_ok_ms > STAGE_STUCK_MS)
+                member_bound(m, WS_CLOSE_NOT_READING, 1008,
+                             "not reading: its socket took nothing for 10 s");
+            else
+                continue;
+            member_drop(m);
         }
         /* a space nobody is in (no member, no studio source) ends after stage-idle-end-ms */
         if (st->nmembers > 0 || st->sp->source) {
@@ -638,6 +725,8 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
     }
     if (st->state_dirty && loop->now_ms - st->last_state_ms >= STAGE_STATE_MIN_MS)
         stage_publish_state(st);
+    else if (loop->now_ms - st->last_deliver_ms >= STAGE_STATE_MIN_MS)
+        stage_deliver_state(st);
     loop_timer_start(loop, &st->clock, st->next_tick_ms - loop_clock_ms(), stage_tick);
 }
 
@@ -688,6 +777,7 @@ void stage_free(struct stage *st)
     }
     loop_timer_stop(st->host->loop, &st->clock);
     mixer_free(st->mixer);
+    buf_free(&st->state_msg);
     free(st);
 }
 

@@ -9,12 +9,20 @@
  *
  * Every check that can refuse happens before any state changes, and before the WebSocket
  * upgrade, so a refused speaker gets a plain HTTP status with a reason.
+ *
+ * The main process's descriptors are shared by sources, speakers, the API and worker
+ * respawn, so what anybody may open is bounded (issue 8): members off stage (no token, or
+ * a listener token, which any number of people may share) count against max-members, and
+ * they and plain API calls (no Authorization) are refused with 503 once the process is
+ * within a reserve of its descriptor limit. Sources (source.c), the host key and stage
+ * tokens (host, cohost, speaker: at most 13 a space) may use the reserve.
  */
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -63,6 +71,33 @@ static int query_param(const struct http_request *req, const char *name, char *o
         q = stop + 1;
     }
     return -1;
+}
+
+#define API_FD_RESERVE 1000 /* descriptors kept for sources, stage seats and respawn... */
+#define API_FD_RESERVE_SHARE 4 /* ...but at most a quarter of the limit */
+
+/* 1 if <c> came when the process is within the reserve of its descriptor limit. The
+ * kernel hands out the lowest free descriptor, so a new connection's number is a lower
+ * bound on the descriptors open: at or above limit - reserve, the reserve is being eaten. */
+static int fds_in_reserve(const struct conn *c)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur > (rlim_t)1 << 30)
+        return 0;
+    long limit = (long)rl.rlim_cur;
+    long reserve = limit / API_FD_RESERVE_SHARE;
+    if (reserve > API_FD_RESERVE)
+        reserve = API_FD_RESERVE;
+    return c->io.fd >= limit - reserve;
+}
+
+static void refuse_fd_reserve(struct spaces *host, struct conn *c, const char *what)
+{
+    host->sh->main.refused_fd_reserve++;
+    LOG_RATELIMITED(LOG_WARN, "stage", "#%llu %s: near the descriptor limit, %s refused",
+                    (unsigned long long)c->id, c->peer, what);
+    conn_error(c, 503, "Retry-After: 10", "Server busy: try again shortly");
 }
 
 static int key_ok(const struct spaces *host, const char *key, size_t len)
@@ -290,6 +325,17 @@ static void ws_join(struct spaces *host, struct conn *c, const struct http_reque
         return conn_error(c, 409, NULL, "This mount is a studio relay, not a stage");
     if (!sp && !by_key)
         return conn_error(c, 404, NULL, "No such space");
+    if (!by_key && want == ROLE_LISTENER) {
+        /* off stage: bounded in number, and kept out of the descriptor reserve */
+        if (fds_in_reserve(c))
+            return refuse_fd_reserve(host, c, "member off stage");
+        if (host->sh->main.ws_off_stage >= (uint64_t)host->cfg->max_members) {
+            host->sh->main.refused_max_members++;
+            LOG_RATELIMITED(LOG_WARN, "stage", "#%llu %s: %d members (max-members), refused",
+                            (unsigned long long)c->id, c->peer, host->cfg->max_members);
+            return conn_error(c, 503, "Retry-After: 10", "Too many members: try again later");
+        }
+    }
     if (seat) {
         const char *why = stage_token_refusal(stage_of(sp), seat);
         if (why)
@@ -326,6 +372,8 @@ void api_route(struct spaces *host, struct conn *c, const struct http_request *r
         return conn_error(c, 400, NULL, "Bad path");
     if (strncmp(path, "/ws/", 4) == 0)
         return ws_join(host, c, req, path + 4);
+    if (!http_find_header(req, "Authorization") && fds_in_reserve(c))
+        return refuse_fd_reserve(host, c, "API call");
     if (strcmp(path, "/api/spaces") == 0) {
         if (req->method != HTTP_POST)
             return respond_err(c, 405, "use POST");

@@ -9,11 +9,15 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <wslay/wslay.h>
 
 #include "http/request.h"
 #include "util/log.h"
 #include "util/utf8.h"
+
+#define WS_IN_BUF 4096
+#define WS_PING_MAX (2 + 4 + 125) /* a masked ping with a 7-bit length: all a ping may be */
 
 struct ws {
     wslay_event_context_ptr ctx;
@@ -22,6 +26,20 @@ struct ws {
     const struct ws_handler *h;
     void *arg;
     int eof;
+    uint8_t over_rate;    /* closed for sending too fast */
+    uint8_t pong_pending; /* a ping went to wslay and its pong may still be queued */
+    uint8_t ping_waiting; /* a later ping was held back: answer it when the queue drains */
+    uint8_t ping_len;
+    uint8_t ping[125];    /* its payload, unmasked */
+    /* the frame scanner: bytes read from the socket, not yet handed to wslay */
+    uint8_t in[WS_IN_BUF];
+    size_t in_off, in_len;
+    uint64_t frame_left; /* bytes of the current frame (header included) still to pass on */
+    size_t budget;       /* bytes ws_read() may still read from the socket */
+    int64_t now_ms;      /* clock of the current ws_read() */
+    double frame_tokens, byte_tokens;
+    int64_t tokens_ms;
+    uint64_t sent;
     char error[96];
 };
 
@@ -75,25 +93,138 @@ static long sock_send(void *io_arg, const uint8_t *buf, size_t len)
     return send(*(int *)io_arg, buf, len, MSG_NOSIGNAL);
 }
 
+/* Reads more from the socket into w->in (after what is there). Returns 1 if bytes came, 0 if
+ * none are there now (or the budget is spent), -1 on EOF or error (w->error set). */
+static int in_fill(struct ws *w)
+{
+    if (w->in_off > 0) {
+        memmove(w->in, w->in + w->in_off, w->in_len - w->in_off);
+        w->in_len -= w->in_off;
+        w->in_off = 0;
+    }
+    size_t room = sizeof(w->in) - w->in_len;
+    if (room > w->budget)
+        room = w->budget;
+    if (room == 0)
+        return 0;
+    long r = w->io.recv(w->io.io_arg, w->in + w->in_len, room);
+    if (r > 0) {
+        w->in_len += (size_t)r;
+        w->budget -= (size_t)r;
+        return 1;
+    }
+    if (r == 0) {
+        w->eof = 1;
+        snprintf(w->error, sizeof(w->error), "peer closed the connection");
+        return -1;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return 0;
+    snprintf(w->error, sizeof(w->error), "read: %s", strerror(errno));
+    return -1;
+}
+
+/* Takes one frame of <bytes> from the rate buckets. Returns 0, or -1 if over the rate. */
+static int rate_take(struct ws *w, uint64_t bytes)
+{
+    double dt = (double)(w->now_ms - w->tokens_ms) / 1000.0;
+    w->tokens_ms = w->now_ms;
+    if (dt > 0) {
+        w->frame_tokens += dt * WS_RATE_FRAMES;
+        w->byte_tokens += dt * WS_RATE_BYTES;
+    }
+    if (w->frame_tokens > WS_BURST_FRAMES)
+        w->frame_tokens = WS_BURST_FRAMES;
+    if (w->byte_tokens > WS_BURST_BYTES)
+        w->byte_tokens = WS_BURST_BYTES;
+    w->frame_tokens -= 1;
+    w->byte_tokens -= (double)bytes;
+    return w->frame_tokens < 0 || w->byte_tokens < 0 ? -1 : 0;
+}
+
+/* Looks at the frame starting at w->in + w->in_off. Returns its header length and sets
+ * <payload>, or 0 if the header is not all there. */
+static size_t frame_header(const struct ws *w, uint64_t *payload)
+{
+    const uint8_t *p = w->in + w->in_off;
+    size_t avail = w->in_len - w->in_off;
+    if (avail < 2)
+        return 0;
+    size_t hlen = 2 + ((p[1] & 0x80) ? 4 : 0);
+    uint64_t n = p[1] & 0x7f;
+    if (n == 126)
+        hlen += 2;
+    else if (n == 127)
+        hlen += 8;
+    if (avail < hlen)
+        return 0;
+    if (n == 126) {
+        n = (uint64_t)p[2] << 8 | p[3];
+    } else if (n == 127) {
+        n = 0;
+        for (int i = 0; i < 8; i++)
+            n = n << 8 | p[2 + i];
+    }
+    *payload = n;
+    return hlen;
+}
+
+/* wslay asks for bytes: hands it those of the current frame, scanning each new frame's
+ * header first (rate, pings). Returns bytes given, or -1 with wslay's error set. */
 static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
                        void *user)
 {
     struct ws *w = user;
     (void)flags;
-    long r = w->io.recv(w->io.io_arg, buf, len);
-    if (r > 0)
-        return r;
-    if (r == 0) {
-        w->eof = 1;
-        snprintf(w->error, sizeof(w->error), "peer closed the connection");
-        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-    } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-    } else {
-        snprintf(w->error, sizeof(w->error), "read: %s", strerror(errno));
-        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    for (;;) {
+        size_t avail = w->in_len - w->in_off;
+        if (w->frame_left > 0 && avail > 0) {
+            size_t n = avail < len ? avail : len;
+            if (n > w->frame_left)
+                n = (size_t)w->frame_left;
+            memcpy(buf, w->in + w->in_off, n);
+            w->in_off += n;
+            w->frame_left -= n;
+            return (ssize_t)n;
+        }
+        uint64_t payload = 0;
+        size_t hlen = w->frame_left == 0 ? frame_header(w, &payload) : 0;
+        if (hlen > 0) {
+            const uint8_t *p = w->in + w->in_off;
+            if (rate_take(w, hlen + payload) < 0) {
+                w->over_rate = 1;
+                snprintf(w->error, sizeof(w->error), "sent faster than %.0f frames/s or %.0f KiB/s",
+                         WS_RATE_FRAMES, WS_RATE_BYTES / 1024);
+                wslay_event_queue_close(ctx, 1008, (const uint8_t *)"over rate", 9);
+                wslay_event_shutdown_read(ctx);
+                wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+                return -1;
+            }
+            int ping = (p[0] & 0x0f) == WSLAY_PING && (p[0] & 0xf0) == 0x80 && (p[1] & 0x80) &&
+                       payload <= 125;
+            if (ping && w->pong_pending) {
+                /* a pong is outstanding: keep only this ping's payload, for later */
+                if (avail < hlen + payload)
+                    goto more; /* the whole ping first */
+                for (uint64_t i = 0; i < payload; i++)
+                    w->ping[i] = p[hlen + i] ^ p[hlen - 4 + (i & 3)];
+                w->ping_len = (uint8_t)payload;
+                w->ping_waiting = 1;
+                w->in_off += hlen + (size_t)payload;
+                continue;
+            }
+            if (ping)
+                w->pong_pending = 1;
+            w->frame_left = hlen + payload; /* at least 2 */
+            continue;
+        }
+    more:;
+        int r = in_fill(w);
+        if (r > 0)
+            continue;
+        wslay_event_set_error(ctx, r == 0 ? WSLAY_ERR_WOULDBLOCK : WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
     }
-    return -1;
 }
 
 static ssize_t cb_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
@@ -102,8 +233,10 @@ static ssize_t cb_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     struct ws *w = user;
     (void)flags;
     long r = w->io.send(w->io.io_arg, data, len);
-    if (r >= 0)
+    if (r >= 0) {
+        w->sent += (uint64_t)r;
         return r;
+    }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
     else
@@ -149,6 +282,9 @@ struct ws *ws_new(int fd, const struct ws_io *io, const struct ws_handler *h, vo
     if (wslay_event_context_server_init(&w->ctx, &cbs, w) != 0)
         abort();
     wslay_event_config_set_max_recv_msg_length(w->ctx, WS_MAX_MESSAGE);
+    w->frame_tokens = WS_BURST_FRAMES;
+    w->byte_tokens = WS_BURST_BYTES;
+    w->tokens_ms = -1; /* set by the first ws_read() */
     return w;
 }
 
@@ -160,8 +296,19 @@ void ws_free(struct ws *w)
     free(w);
 }
 
+static int64_t clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int ws_read(struct ws *w)
 {
+    w->now_ms = clock_ms();
+    if (w->tokens_ms < 0)
+        w->tokens_ms = w->now_ms;
+    w->budget = WS_READ_BUDGET;
     int rc = wslay_event_recv(w->ctx);
     if (rc != 0) {
         if (!w->error[0])
@@ -180,6 +327,11 @@ int ws_read(struct ws *w)
     return 0;
 }
 
+int ws_over_rate(const struct ws *w)
+{
+    return w->over_rate;
+}
+
 int ws_send_text(struct ws *w, const char *s, size_t len)
 {
     /* Defence in depth (strings are made valid where they enter): a browser drops the whole
@@ -191,13 +343,17 @@ int ws_send_text(struct ws *w, const char *s, size_t len)
             log_error("ws", "dropping a text frame that is not valid UTF-8 (logged once)");
         return -1;
     }
+    if (wslay_event_get_queued_msg_length(w->ctx) + len > WS_QUEUE_MAX_BYTES ||
+        wslay_event_get_queued_msg_count(w->ctx) >= WS_QUEUE_MAX_MSGS)
+        return -2;
     struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)s, len};
     return wslay_event_queue_msg(w->ctx, &m) == 0 ? 0 : -1;
 }
 
 int ws_send_binary(struct ws *w, const void *p, size_t len, size_t max_queue)
 {
-    if (wslay_event_get_queued_msg_length(w->ctx) > max_queue)
+    if (wslay_event_get_queued_msg_length(w->ctx) > max_queue ||
+        wslay_event_get_queued_msg_count(w->ctx) >= WS_QUEUE_MAX_MSGS / 2)
         return -1;
     struct wslay_event_msg m = {WSLAY_BINARY_FRAME, p, len};
     return wslay_event_queue_msg(w->ctx, &m) == 0 ? 0 : -1;
@@ -210,9 +366,21 @@ void ws_close(struct ws *w, uint16_t code, const char *reason)
 
 int ws_flush(struct ws *w)
 {
-    if (wslay_event_send(w->ctx) != 0)
-        return -1;
-    return wslay_event_want_write(w->ctx) ? 1 : 0;
+    for (;;) {
+        if (wslay_event_send(w->ctx) != 0)
+            return -1;
+        if (wslay_event_want_write(w->ctx))
+            return 1;
+        /* all out, the pong included: a held-back ping may be answered now */
+        w->pong_pending = 0;
+        if (!w->ping_waiting)
+            return 0;
+        w->ping_waiting = 0;
+        struct wslay_event_msg m = {WSLAY_PONG, w->ping, w->ping_len};
+        if (wslay_event_queue_msg(w->ctx, &m) != 0)
+            return 0; /* closing */
+        w->pong_pending = 1;
+    }
 }
 
 int ws_finished(const struct ws *w)
@@ -229,4 +397,9 @@ const char *ws_error(const struct ws *w)
 size_t ws_queued(const struct ws *w)
 {
     return wslay_event_get_queued_msg_length(w->ctx);
+}
+
+uint64_t ws_bytes_sent(const struct ws *w)
+{
+    return w->sent;
 }

@@ -5,6 +5,20 @@
  * between wslay's callbacks and our sockets (or any byte source, for the fuzz target), a
  * bound on message size and on what may queue toward a slow peer, and one clear reason for
  * every failure. Control frames (ping/pong/close) are answered by wslay.
+ *
+ * Everything a peer can grow is bounded here (issue 8):
+ *
+ *   socket --recv--> [in: frame scanner] --bytes--> wslay --messages--> handler
+ *                       |  rate: frames/s and bytes/s (token buckets); over it: close 1008
+ *                       |  ping while a pong waits: not passed on (payload kept, see below)
+ *   socket <--send-- wslay queue  <-- ws_send_*: bytes and messages capped
+ *
+ * wslay queues a pong for every ping it parses and cannot take one back, so a peer that
+ * pings and never reads would grow the queue without end. The scanner finds frame
+ * boundaries in the byte stream (a frame header is 2-14 bytes) and hands wslay at most one
+ * ping while a pong is outstanding; a later ping's payload replaces the kept one and is
+ * answered once the queue has drained (RFC 6455 5.5.3 allows answering only the latest).
+ * Reading stops after WS_READ_BUDGET bytes per ws_read(), so one member cannot hold the loop.
  */
 #ifndef ROSTRUM_WS_WS_H
 #define ROSTRUM_WS_WS_H
@@ -15,16 +29,22 @@
 struct http_request;
 
 #define WS_MAX_MESSAGE 65536    /* a larger message closes the connection (1009) */
+#define WS_QUEUE_MAX_BYTES 65536 /* ws_send_text refuses past this many queued bytes... */
+#define WS_QUEUE_MAX_MSGS 256    /* ...or messages (audio may use half of the messages) */
+#define WS_READ_BUDGET 65536     /* bytes read per ws_read(); the loop comes back for more */
+/* Inbound rate per connection, frames of any kind and bytes on the wire. A speaker sends 50
+ * frames/s (Opus ~6 KB/s, PCM 96 KB/s) and a control message now and then; the burst covers
+ * a browser that flushes its whole 64 KiB send buffer after a stall. */
+#define WS_RATE_FRAMES 200.0
+#define WS_BURST_FRAMES 1000.0
+#define WS_RATE_BYTES (256.0 * 1024)
+#define WS_BURST_BYTES (1024.0 * 1024)
 
 /* Checks that <req> is a WebSocket upgrade we take (GET, Upgrade: websocket, Connection:
  * upgrade, Sec-WebSocket-Version: 13, a 16-byte base64 key) and writes the 101 response head
  * into <out> (<cap> bytes, 256 is plenty). Returns its length, or -1 with the HTTP status to
  * refuse with in <status> (400, or 426 for another version). */
 int ws_handshake(const struct http_request *req, char *out, size_t cap, int *status);
-
-/* Sec-WebSocket-Accept for a Sec-WebSocket-Key of <len> bytes: base64(SHA-1(key + the RFC's
- * GUID)), 28 characters and a NUL in <out>. Both ends of the handshake use it. */
-void ws_accept_key(const char *key, size_t len, char out[29]);
 
 /* Sec-WebSocket-Accept for a Sec-WebSocket-Key of <len> bytes (at most 64 are used):
  * base64(SHA-1(key + the RFC's GUID)), 28 characters and a NUL in <out>. Both ends of the
@@ -52,14 +72,20 @@ struct ws_io {
 struct ws *ws_new(int fd, const struct ws_io *io, const struct ws_handler *h, void *arg);
 void ws_free(struct ws *w);
 
-/* Reads what is available and dispatches whole messages. Returns 0 to go on, or -1 when the
- * connection is over (peer closed, protocol error, message too large): ws_error() says why,
- * and a close frame has been queued where one is due (flush it with ws_flush()). */
+/* Reads what is available (at most WS_READ_BUDGET bytes) and dispatches whole messages.
+ * Returns 0 to go on, or -1 when the connection is over (peer closed, protocol error, message
+ * too large, over the inbound rate): ws_error() says why, and a close frame has been queued
+ * where one is due (flush it with ws_flush()). */
 int ws_read(struct ws *w);
-/* Queue a message. Returns 0, or -1 if the connection is closing or more than <max_queue>
- * bytes already wait for the peer (the message is dropped: audio that late is useless).
- * A text message that is not valid UTF-8 is dropped too (-1, logged once per process). */
+/* 1 if reading ended because the peer sent faster than WS_RATE_* (closed with 1008). */
+int ws_over_rate(const struct ws *w);
+/* Queue a text message. Returns 0, -1 if the connection is closing or the text is not valid
+ * UTF-8 (dropped, logged once per process), or -2 if the queue is over WS_QUEUE_MAX_BYTES or
+ * WS_QUEUE_MAX_MSGS (the peer does not read: close it). */
 int ws_send_text(struct ws *w, const char *s, size_t len);
+/* Queue a binary message. Returns 0, or -1 if the connection is closing or more than
+ * <max_queue> bytes (or half the message cap) already wait for the peer: the message is
+ * dropped, as audio that late is useless. */
 int ws_send_binary(struct ws *w, const void *p, size_t len, size_t max_queue);
 /* Queues a close frame with <code> and <reason>. */
 void ws_close(struct ws *w, uint16_t code, const char *reason);
@@ -69,6 +95,9 @@ int ws_flush(struct ws *w);
 /* 1 once the exchange is over: a close was received and sent, or reading failed. */
 int ws_finished(const struct ws *w);
 const char *ws_error(const struct ws *w);
+/* Bytes of queued messages not yet written to the socket. */
 size_t ws_queued(const struct ws *w);
+/* Bytes written to the socket so far (progress of a slow peer). */
+uint64_t ws_bytes_sent(const struct ws *w);
 
 #endif

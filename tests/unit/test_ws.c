@@ -1,0 +1,220 @@
+/* Unit tests for the WebSocket glue's bounds (issue 8): pongs coalesced, the inbound rate,
+ * the send queue cap, and the frame scanner split at every byte. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "harness.h"
+#include "ws/ws.h"
+
+struct pipe {
+    uint8_t in[65536];
+    size_t in_len, in_off, cut; /* recv gives bytes up to <cut>, then EAGAIN */
+    uint8_t out[65536];
+    size_t out_len;
+    int writable;
+    int ntext, nbinary;
+    uint8_t last[256];
+    size_t last_len;
+};
+
+static long p_recv(void *arg, uint8_t *buf, size_t len)
+{
+    struct pipe *p = arg;
+    size_t end = p->cut < p->in_len ? p->cut : p->in_len;
+    if (p->in_off >= end) {
+        errno = EAGAIN;
+        return -1;
+    }
+    size_t n = end - p->in_off < len ? end - p->in_off : len;
+    memcpy(buf, p->in + p->in_off, n);
+    p->in_off += n;
+    return (long)n;
+}
+
+static long p_send(void *arg, const uint8_t *buf, size_t len)
+{
+    struct pipe *p = arg;
+    if (!p->writable) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (len > sizeof(p->out) - p->out_len)
+        len = sizeof(p->out) - p->out_len;
+    memcpy(p->out + p->out_len, buf, len);
+    p->out_len += len;
+    return (long)len;
+}
+
+static struct pipe *cur;
+
+static void on_text(void *arg, const uint8_t *msg, size_t len)
+{
+    (void)arg;
+    cur->ntext++;
+    cur->last_len = len;
+    memcpy(cur->last, msg, len < sizeof(cur->last) ? len : sizeof(cur->last));
+}
+
+static void on_binary(void *arg, const uint8_t *msg, size_t len)
+{
+    (void)arg;
+    (void)msg;
+    (void)len;
+    cur->nbinary++;
+}
+
+static const struct ws_handler handler = {on_text, on_binary};
+
+/* Appends a masked client frame. */
+static void frame(struct pipe *p, int fin, int opcode, const void *payload, size_t n)
+{
+    static const uint8_t mask[4] = {0x12, 0x34, 0x56, 0x78};
+    uint8_t *o = p->in + p->in_len;
+    size_t h = 0;
+    o[h++] = (uint8_t)((fin ? 0x80 : 0) | opcode);
+    if (n < 126) {
+        o[h++] = (uint8_t)(0x80 | n);
+    } else {
+        o[h++] = 0x80 | 126;
+        o[h++] = (uint8_t)(n >> 8);
+        o[h++] = (uint8_t)n;
+    }
+    memcpy(o + h, mask, 4);
+    h += 4;
+    for (size_t i = 0; i < n; i++)
+        o[h + i] = ((const uint8_t *)payload)[i] ^ mask[i & 3];
+    p->in_len += h + n;
+}
+
+static struct ws *open_ws(struct pipe *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->cut = (size_t)-1;
+    cur = p;
+    struct ws_io io = {p_recv, p_send, p};
+    return ws_new(-1, &io, &handler, NULL);
+}
+
+TEST(ws_ping_flood_one_pong_outstanding)
+{
+    static struct pipe p;
+    struct ws *w = open_ws(&p);
+    char pl[8];
+    for (int i = 0; i < 500; i++) {
+        int n = snprintf(pl, sizeof(pl), "p%03d", i);
+        frame(&p, 1, 0x9, pl, (size_t)n);
+    }
+    ASSERT_EQ_INT(ws_read(w), 0);
+    ASSERT_EQ_UINT(p.in_off, p.in_len);
+    ASSERT_EQ_INT(ws_flush(w), 1);   /* the peer reads nothing */
+    ASSERT_EQ_UINT(ws_queued(w), 4); /* one pong of 4 bytes, not 500 */
+    p.writable = 1;
+    ASSERT_EQ_INT(ws_flush(w), 0);
+    /* the first ping's pong, then one for the latest ping: unmasked, 0x8A, length 4 */
+    ASSERT_EQ_UINT(p.out_len, 12);
+    ASSERT_EQ_MEM(p.out, "\x8a\x04p000", 6);
+    ASSERT_EQ_MEM(p.out + 6, "\x8a\x04p499", 6);
+    ws_free(w);
+}
+
+TEST(ws_over_rate_closes_1008)
+{
+    static struct pipe p;
+    struct ws *w = open_ws(&p);
+    for (int i = 0; i < (int)WS_BURST_FRAMES + 100; i++)
+        frame(&p, 1, 0x2, "x", 1);
+    p.writable = 1;
+    ASSERT_EQ_INT(ws_read(w), -1);
+    ASSERT(ws_over_rate(w));
+    ASSERT(p.nbinary <= (int)WS_BURST_FRAMES);
+    ws_flush(w);
+    ASSERT(p.out_len >= 4);
+    ASSERT_EQ_MEM(p.out, "\x88", 1);
+    ASSERT_EQ_MEM(p.out + 2, "\x03\xf0", 2); /* 1008 */
+    ws_free(w);
+}
+
+TEST(ws_speaker_rate_is_not_over)
+{
+    /* a second of a speaker: 50 Opus frames, a few control messages */
+    static struct pipe p;
+    struct ws *w = open_ws(&p);
+    uint8_t opus[160] = {0};
+    for (int i = 0; i < 50; i++)
+        frame(&p, 1, 0x2, opus, sizeof(opus));
+    frame(&p, 1, 0x1, "{\"type\":\"ping\"}", 15);
+    frame(&p, 1, 0x9, "", 0);
+    ASSERT_EQ_INT(ws_read(w), 0);
+    ASSERT(!ws_over_rate(w));
+    ASSERT_EQ_INT(p.nbinary, 50);
+    ASSERT_EQ_INT(p.ntext, 1);
+    ws_free(w);
+}
+
+TEST(ws_send_queue_is_capped)
+{
+    static struct pipe p;
+    struct ws *w = open_ws(&p);
+    char msg[1000];
+    memset(msg, 'a', sizeof(msg));
+    int n = 0, rc;
+    while ((rc = ws_send_text(w, msg, sizeof(msg))) == 0)
+        n++;
+    ASSERT_EQ_INT(rc, -2);
+    ASSERT(ws_queued(w) <= WS_QUEUE_MAX_BYTES);
+    ASSERT(n <= WS_QUEUE_MAX_MSGS && n >= 60);
+    /* audio stops at its own bound, well before */
+    ASSERT_EQ_INT(ws_send_binary(w, msg, 100, 16384), -1);
+    ws_free(w);
+}
+
+TEST(ws_scanner_split_at_every_byte)
+{
+    /* text, a fragmented binary message with a ping between its fragments, a 300-byte text
+     * (16-bit length), two pings: cut the stream at every byte, the same messages come out */
+    static struct pipe p;
+    static uint8_t stream[4096];
+    size_t len;
+    char big[300];
+    memset(big, 'b', sizeof(big));
+    big[0] = '{';
+    {
+        struct ws *w = open_ws(&p);
+        frame(&p, 1, 0x1, "{\"type\":\"request\"}", 18);
+        frame(&p, 0, 0x2, "abc", 3);
+        frame(&p, 1, 0x9, "hi", 2);
+        frame(&p, 1, 0x0, "def", 3);
+        frame(&p, 1, 0x1, big, sizeof(big));
+        frame(&p, 1, 0x9, "a", 1);
+        frame(&p, 1, 0x9, "b", 1);
+        len = p.in_len;
+        memcpy(stream, p.in, len);
+        ws_free(w);
+    }
+    for (size_t cut = 0; cut <= len; cut++) {
+        struct ws *w = open_ws(&p);
+        memcpy(p.in, stream, len);
+        p.in_len = len;
+        p.cut = cut;
+        ASSERT_EQ_INT(ws_read(w), 0);
+        p.cut = len;
+        ASSERT_EQ_INT(ws_read(w), 0);
+        ASSERT_EQ_INT(p.ntext, 2);
+        ASSERT_EQ_INT(p.nbinary, 1);
+        ASSERT_EQ_UINT(p.last_len, sizeof(big));
+        p.writable = 1;
+        ASSERT_EQ_INT(ws_flush(w), 0);
+        /* nothing was flushed while reading: the pong for "hi", then one for the latest */
+        ASSERT_EQ_UINT(p.out_len, 4 + 3);
+        ASSERT_EQ_MEM(p.out, "\x8a\x02hi", 4);
+        ASSERT_EQ_MEM(p.out + 4, "\x8a\x01" "b", 3);
+        ws_free(w);
+    }
+}
+
+int main(void)
+{
+    return RUN_TESTS();
+}
