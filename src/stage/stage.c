@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "mixer/mixer.h"
+#include "net/net.h"
 #include "space/space.h"
 #include "stage/control.h"
 #include "token/token.h"
@@ -619,7 +620,9 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
         list_for_each_safe(it, tmp, &st->members)
         {
             struct member *m = list_entry(it, struct member, node);
-            if (loop->now_ms - m->last_rx_ms > st->host->cfg->speaker_idle_ms) {
+            /* bytes waiting unread (this process was stopped) are not idleness */
+            if (loop->now_ms - m->last_rx_ms > st->host->cfg->speaker_idle_ms &&
+                net_readable_bytes(m->conn->io.fd) == 0) {
                 ws_close(m->ws, 1001, "idle");
                 member_leave(m, "sent nothing for too long");
             }
