@@ -247,3 +247,26 @@ def test_issue8_metrics_main_loop_lag_by_process(ctx):
     check(metric(vals, "rostrum_event_loop_lag_seconds") ==
           sum(v for (n, _), v in vals.items() if n == "rostrum_event_loop_lag_seconds"),
           "an unlabelled rostrum_event_loop_lag_seconds sample is left")
+
+
+@test(timeout=40, icecast=False)
+def test_issue8_source_gone_before_reply_leaks_no_slot(ctx):
+    # a source that resets right after its head: the 100 Continue cannot be sent, and the
+    # space made for it must be given back (64 slots: leaked ones refuse every later source)
+    import base64
+    import struct
+    srv = ctx.start_server(extra=["--workers", "1"])
+    auth = base64.b64encode(f"source:{PASSWORD}".encode()).decode()
+    for i in range(70):
+        s = connect(srv.stage)
+        s.sendall(f"PUT /gone{i} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n"
+                  "Content-Type: audio/ogg\r\nExpect: 100-continue\r\n\r\n".encode())
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    time.sleep(1)
+    vals, _ = metrics(srv)
+    check(metric(vals, "rostrum_spaces") == 0,
+          f"{metric(vals, 'rostrum_spaces')} spaces left by sources that never started")
+    good = PySource(srv.stage, "/after")
+    check(good.accepted, f"a source after them -> {good.resp.status}: slots leaked")
+    good.close()
