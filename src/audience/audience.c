@@ -28,6 +28,7 @@
 
 #include "audience/audience.h"
 #include "http/request.h"
+#include "net/net.h"
 #include "token/token.h"
 #include "util/log.h"
 #include "web/web.h"
@@ -203,7 +204,9 @@ void audience_tick(struct audience *a, int second)
         {
             struct conn *c = list_entry(n, struct conn, node);
             struct listener_state *l = LST(c);
-            if (l->blocked && now - l->last_byte_ms > stuck) {
+            /* a socket with room now (this process was stopped, the client was not) is
+             * not stuck: its EPOLLOUT is waiting in this very loop iteration */
+            if (l->blocked && now - l->last_byte_ms > stuck && !net_writable_now(c->io.fd)) {
                 listener_close(c, CLOSE_STUCK);
                 continue;
             }

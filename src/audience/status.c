@@ -256,9 +256,17 @@ void status_metrics(struct audience *a, struct buf *b)
     metric(b, "rostrum_listener_torn_closes_total", "counter",
            "Listeners closed because shared bytes changed during their write (never expected).",
            st.torn_closes);
+    /* every process's own loop, main included (ingest and the mixer run there), whichever
+     * process answers: each publishes its peak of the last second in the shared mapping */
     metric_head(b, "rostrum_event_loop_lag_seconds", "gauge",
-                "How late the last timer of this process's loop ran.");
-    buf_printf(b, "rostrum_event_loop_lag_seconds %.3f\n", (double)a->loop->lag_ms / 1000.0);
+                "Latest a timer ran in the last second, by process (main: ingest and mixer).");
+    buf_printf(b, "rostrum_event_loop_lag_seconds{process=\"main\"} %.3f\n",
+               (double)sh->main.loop_lag_ms / 1000.0);
+    for (uint32_t w = 0; a->cfg->workers > 0 && w < sh->nworkers; w++)
+        buf_printf(b, "rostrum_event_loop_lag_seconds{process=\"worker-%u\"} %.3f\n", w,
+                   (double)sh->workers[w].loop_lag_ms / 1000.0);
+    metric(b, "rostrum_sources_paced_total", "counter",
+           "Sources found faster than real time and paced to it.", sh->main.sources_paced);
     metric(b, "rostrum_start_time_seconds", "gauge", "Unix time the server started.",
            (unsigned long long)a->start_wall);
 }

@@ -31,6 +31,7 @@ enum key_id {
     KEY_GRACE_MS,
     KEY_MAX_LISTENERS,
     KEY_HEAD_TIMEOUT_MS,
+    KEY_RESPONSE_TIMEOUT_MS,
     KEY_LAG_MS,
     KEY_MAX_STALLS,
     KEY_WORKERS,
@@ -73,6 +74,7 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_GRACE_MS] = {"grace-ms", IN_GLOBAL | IN_SPACE, 0, 600000},
     [KEY_MAX_LISTENERS] = {"max-listeners", IN_GLOBAL, 1, 10000000},
     [KEY_HEAD_TIMEOUT_MS] = {"head-timeout-ms", IN_GLOBAL, 100, 60000},
+    [KEY_RESPONSE_TIMEOUT_MS] = {"response-timeout-ms", IN_GLOBAL, 100, 600000},
     [KEY_LAG_MS] = {"lag-ms", IN_GLOBAL, 1000, 60000},
     [KEY_MAX_STALLS] = {"max-stalls", IN_GLOBAL, 1, 100},
     [KEY_WORKERS] = {"workers", IN_GLOBAL, 0, 32},
@@ -141,6 +143,7 @@ void config_defaults(struct config *c)
     c->grace_ms = 10000;
     c->max_listeners = 100000;
     c->head_timeout_ms = 5000;
+    c->response_timeout_ms = 30000;
     c->lag_ms = 10000;
     c->max_stalls = 3;
     c->workers = -1;
@@ -316,6 +319,8 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->max_listeners;
     case KEY_HEAD_TIMEOUT_MS:
         return &c->head_timeout_ms;
+    case KEY_RESPONSE_TIMEOUT_MS:
+        return &c->response_timeout_ms;
     case KEY_LAG_MS:
         return &c->lag_ms;
     case KEY_MAX_STALLS:

@@ -48,6 +48,7 @@ struct config {
     int grace_ms;              /* a space outlives its source this long; default 10000 */
     int max_listeners;         /* default 100000, 1..10000000 */
     int head_timeout_ms;       /* a request head must arrive within; default 5000 */
+    int response_timeout_ms;   /* a response must be written whole within; default 30000 */
     int lag_ms;                /* further behind than this jumps to the live edge; 10000 */
     int max_stalls;            /* jumps before a listener is closed; default 3, 1..100 */
     int workers;               /* listener worker processes; -1 (default) = from max-listeners

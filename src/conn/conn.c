@@ -21,6 +21,7 @@
 #define ACCEPT_BATCH 64
 #define HEAD_BUF_INITIAL 1024
 #define LINGER_MS 2000
+#define RESPONSE_SNDBUF 16384 /* the kernel doubles it */
 
 static void head_on_io(struct loop *loop, struct io *io, uint32_t events);
 static void linger_start(struct conn *c);
@@ -105,6 +106,7 @@ static void linger_start(struct conn *c)
     c->state = CONN_LINGER;
     c->io.cb = response_on_io;
     c->since_ms = hub->loop->now_ms;
+    list_unlink(&c->node); /* off the response-deadline list */
     list_insert_tail(&hub->lingers, &c->node);
     if (loop_mod(hub->loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0)
         conn_close(c);
@@ -169,6 +171,16 @@ void conn_respond(struct conn *c, struct buf *out)
             c->resp.out.len = (size_t)(end + 4 - c->resp.out.data);
     }
     c->io.cb = response_on_io;
+    /* Under a deadline (a FIFO: every response has the same one), and with a bounded kernel
+     * buffer when large, so a client that stops reading holds neither a descriptor nor a
+     * copy of the document for longer than response-timeout-ms. */
+    if (c->resp.out.len > RESPONSE_SNDBUF) {
+        int sndbuf = RESPONSE_SNDBUF;
+        setsockopt(c->io.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+    }
+    c->since_ms = c->hub->loop->now_ms;
+    list_unlink(&c->node);
+    list_insert_tail(&c->hub->responses, &c->node);
     response_write(c);
 }
 
@@ -365,6 +377,8 @@ static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
         list_init(&c->node);
         list_insert_tail(&hub->heads, &c->node);
         if (loop_add(loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0) {
+            if (e)
+                e->conns--; /* it never counted */
             list_unlink(&c->node);
             close(fd);
             free(c);
@@ -378,7 +392,7 @@ void conn_hub_expire(struct conn_hub *hub)
 {
     int64_t now = hub->loop->now_ms;
     struct list_node *n, *tmp;
-    /* Both lists are in deadline order: stop at the first one still in time. */
+    /* Every list is in deadline order: stop at the first one still in time. */
     list_for_each_safe(n, tmp, &hub->heads)
     {
         struct conn *c = list_entry(n, struct conn, node);
@@ -387,6 +401,20 @@ void conn_hub_expire(struct conn_hub *hub)
         conn_counters(c)->head_timeouts++;
         LOG_RATELIMITED(LOG_INFO, "http", "#%llu %s: no whole request head within %d ms, closing",
                         (unsigned long long)c->id, c->peer, hub->head_timeout_ms);
+        conn_close(c);
+    }
+    list_for_each_safe(n, tmp, &hub->responses)
+    {
+        struct conn *c = list_entry(n, struct conn, node);
+        if (now - c->since_ms < hub->response_timeout_ms)
+            break;
+        LOG_RATELIMITED(LOG_INFO, "http",
+                        "#%llu %s: response not taken within %d ms (%zu of %zu bytes), closing",
+                        (unsigned long long)c->id, c->peer, hub->response_timeout_ms,
+                        c->resp.off, c->resp.out.len);
+        /* reset, not FIN: the unsent rest would keep the kernel's copy alive for minutes */
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         conn_close(c);
     }
     list_for_each_safe(n, tmp, &hub->lingers)
@@ -452,6 +480,7 @@ void conn_hub_init(struct conn_hub *hub, struct loop *loop)
     addr_table_init(&hub->limits, 65536);
     list_init(&hub->heads);
     list_init(&hub->lingers);
+    list_init(&hub->responses);
     list_init(&hub->zombies);
     hub->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
@@ -460,6 +489,10 @@ void conn_hub_close_all(struct conn_hub *hub)
 {
     struct list_node *n, *tmp;
     list_for_each_safe(n, tmp, &hub->heads)
+    {
+        conn_close(list_entry(n, struct conn, node));
+    }
+    list_for_each_safe(n, tmp, &hub->responses)
     {
         conn_close(list_entry(n, struct conn, node));
     }

@@ -14,7 +14,7 @@
  * list until the loop is about to sleep (Redis's freeClientAsync), so an event for it later
  * in the same epoll batch finds it marked dead.
  *
- * Deadlines: heads and lingers each sit in a FIFO in the order they entered it; the
+ * Deadlines: heads, responses and lingers each sit in a FIFO in the order they entered it; the
  * housekeeping tick closes from the front until it meets one still in time.
  */
 #ifndef ROSTRUM_CONN_CONN_H
@@ -87,6 +87,7 @@ struct conn_hub {
     struct loop *loop;
     struct list_node heads;     /* reading a head, oldest first */
     struct list_node lingers;   /* draining input before close, oldest first */
+    struct list_node responses; /* writing a response, oldest first */
     struct list_node zombies;   /* closed, freed before the loop sleeps */
     struct addr_table limits;   /* per client address: connections, joins */
     struct addr_key trusted[16]; /* proxies whose X-Forwarded-For is believed */
@@ -94,6 +95,7 @@ struct conn_hub {
     uint64_t next_id;
     int spare_fd; /* kept open so EMFILE can be survived: see accept */
     int head_timeout_ms;
+    int response_timeout_ms;
     int max_conns_per_ip;
     struct shared_counters *counters[PORTS];
     conn_route_fn route[PORTS];

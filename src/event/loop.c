@@ -106,10 +106,12 @@ static void loop_run_timers(struct loop *loop)
         if (!due)
             return;
         int64_t late = now - due->due_ms;
-        if (late > loop->lag_ms || late >= 0)
+        if (late >= 0)
             loop->lag_ms = late;
         if (late > loop->lag_peak_ms)
             loop->lag_peak_ms = late;
+        if (late > loop->lag_report_ms)
+            loop->lag_report_ms = late;
         loop_timer_stop(loop, due);
         loop->now_ms = now;
         due->cb(loop, due);
@@ -122,6 +124,15 @@ void loop_run(struct loop *loop)
     while (!loop->stop) {
         int n = epoll_wait(loop->epfd, events, LOOP_MAX_EVENTS, loop_next_timeout(loop));
         loop->now_ms = loop_clock_ms();
+        if (n == -1 && errno == EINTR) {
+            /* EINTR, typically after SIGSTOP/SIGCONT (see signal(7)): the process was not
+             * running, and what its sockets received meanwhile has not been looked at. Poll
+             * again (timeout 0 if timers are due) before any timer judges idleness, so a
+             * pause never looks like silence from every peer. */
+            continue;
+        }
+        if (n < 0)
+            n = 0; /* EBADF/EINVAL are bugs of ours; run the timers as before */
         for (int i = 0; i < n; i++) {
             struct io *io = events[i].data.ptr;
             io->cb(loop, io, events[i].events);

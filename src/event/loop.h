@@ -8,7 +8,10 @@
  * same length and so expire in insertion order.
  *
  * Each iteration: wait for events (no longer than the nearest timer), dispatch them, run due
- * timers, then run the before-sleep hook, where batched writes happen.
+ * timers, then run the before-sleep hook, where batched writes happen. Timers never run
+ * before the events that were ready when the loop woke up have been dispatched (a wait cut
+ * short by a signal is retried first), so a timer that judges a peer idle sees what the peer
+ * sent while the process was stopped.
  */
 #ifndef ROSTRUM_EVENT_LOOP_H
 #define ROSTRUM_EVENT_LOOP_H
@@ -42,6 +45,7 @@ struct loop {
     int64_t now_ms;   /* monotonic time at the start of this iteration's dispatch */
     int64_t lag_ms;   /* how late the last timer ran: event-loop lag, for /metrics */
     int64_t lag_peak_ms; /* the latest any timer ran since its reader last set it to 0 */
+    int64_t lag_report_ms; /* the same, for /metrics: its once-a-second publisher resets it */
     struct loop_timer *timers;
     loop_hook before_sleep;
     void *before_sleep_arg;

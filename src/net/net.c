@@ -6,8 +6,10 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 int net_set_nonblock(int fd)
@@ -81,4 +83,18 @@ void net_addr_str(const struct sockaddr_storage *ss, char *out, size_t cap)
     } else {
         snprintf(out, cap, "unix");
     }
+}
+
+int net_readable_bytes(int fd)
+{
+    int n = 0;
+    if (ioctl(fd, FIONREAD, &n) == -1 || n < 0)
+        return 0;
+    return n;
+}
+
+int net_writable_now(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) && !(p.revents & (POLLERR | POLLHUP));
 }

@@ -24,4 +24,10 @@ void net_addr_str(const struct sockaddr_storage *ss, char *out, size_t cap);
 /* Sets O_NONBLOCK. Returns 0 or -errno. */
 int net_set_nonblock(int fd);
 
+/* What the socket <fd> can tell without being read or written, for idle and stuck checks
+ * that must not mistake a pause of this process for a silent peer: bytes waiting to be read
+ * (FIONREAD; 0 if none or on error), and 1 if a write would not block now. */
+int net_readable_bytes(int fd);
+int net_writable_now(int fd);
+
 #endif

@@ -82,6 +82,20 @@ static int default_workers(int asked, int max_listeners)
     return n < 1 ? 1 : n > SHARED_MAX_WORKERS ? SHARED_MAX_WORKERS : (int)n;
 }
 
+static int wildcard_host(const char *h)
+{
+    return h[0] == '\0' || strcmp(h, "0.0.0.0") == 0 || strcmp(h, "::") == 0;
+}
+
+/* 1 if the audience and stage addresses would be the same port (port 0 picks two). */
+static int same_port(const struct config *cfg)
+{
+    if (cfg->audience_port == 0 || cfg->audience_port != cfg->stage_port)
+        return 0;
+    return strcmp(cfg->audience_host, cfg->stage_host) == 0 ||
+           wildcard_host(cfg->audience_host) || wildcard_host(cfg->stage_host);
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     static struct server srv;
@@ -188,6 +202,13 @@ static int cmd_serve(int argc, char **argv)
     if (cfg->source_password[0] == '\0') {
         fprintf(stderr, "rostrum: no source password: give --source-password or set "
                         "source-password in the config file\n");
+        return 2;
+    }
+    if (same_port(cfg)) {
+        fprintf(stderr,
+                "rostrum: the audience port (%s:%u) and the stage port (%s:%u) overlap: "
+                "listeners and sources need two different ports\n",
+                cfg->audience_host, cfg->audience_port, cfg->stage_host, cfg->stage_port);
         return 2;
     }
     log_level = cfg->log_level;

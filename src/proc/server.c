@@ -31,13 +31,16 @@ static void main_tick(struct loop *loop, struct loop_timer *t)
     struct server *srv = (struct server *)((char *)t - offsetof(struct server, tick));
     conn_hub_expire(&srv->hub);
     int second = loop->now_ms - srv->last_second_ms >= 1000;
-    if (second)
+    if (second) {
         srv->last_second_ms = loop->now_ms;
+        srv->sh->main.loop_lag_ms = loop->lag_report_ms; /* for /metrics, in every process */
+        loop->lag_report_ms = 0;
+    }
     struct list_node *n, *tmp;
     list_for_each_safe(n, tmp, &srv->spaces.list)
     {
         struct space *sp = list_entry(n, struct space, node);
-        source_check_idle(sp, SOURCE_IDLE_MS);
+        source_tick(sp, SOURCE_IDLE_MS);
     }
     if (srv->serves_audience)
         audience_tick(&srv->aud, second);
@@ -93,6 +96,7 @@ int server_hub_init(struct server *srv)
     srv->audience.io.fd = srv->stage.io.fd = srv->signals.fd = srv->wake.fd = -1;
     srv->audience_reserve_fd = -1;
     hub->head_timeout_ms = srv->cfg.head_timeout_ms;
+    hub->response_timeout_ms = srv->cfg.response_timeout_ms;
     hub->max_conns_per_ip = srv->cfg.max_conns_per_ip;
     hub->counters[PORT_AUDIENCE] = hub->counters[PORT_STAGE] = &srv->sh->main.c;
     hub->route[PORT_STAGE] = stageport_route;

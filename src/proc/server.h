@@ -28,6 +28,8 @@ struct worker_proc {
     int wake_fd;       /* eventfd the main process writes when pages are published */
     int64_t started_ms;
     struct loop_timer respawn;
+    struct io ready;               /* starting: its ready pipe, watched by the loop; fd -1 after */
+    struct loop_timer ready_timer; /* starting: kill it if not ready by then */
 };
 
 struct server {

@@ -12,6 +12,16 @@
  * first added to the retired ones, so totals never go down); its listeners reconnect and the
  * others see nothing. A worker that dies within a second of starting is restarted a second
  * later, not in a tight loop. Workers die with the main process (PR_SET_PDEATHSIG).
+ *
+ * A restart never blocks the main loop (the mixer ticks there every 20 ms): the new worker's
+ * "ready" pipe is watched by the loop, under a deadline. A worker that is not ready in time is
+ * killed; it is reaped like any dead worker, and only then is the block forked again, so a
+ * block never has two live workers:
+ *
+ *   pid 0 --fork--> STARTING --ready byte--> UP --dies--> reaped: pid 0 --> fork (now or 1 s)
+ *                      \--deadline: SIGKILL--> dies --> reaped ...
+ *
+ * Only start-up waits for the workers synchronously, before the loop runs.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,7 +42,7 @@
 #include "util/log.h"
 
 #define WORKER_TICK_MS 250
-#define WORKER_READY_TIMEOUT_MS 10000
+#define WORKER_READY_TIMEOUT_MS 5000
 
 /* ---- in the worker ------------------------------------------------------------------------- */
 
@@ -61,8 +71,11 @@ static void worker_tick(struct loop *loop, struct loop_timer *t)
     struct server *srv = (struct server *)((char *)t - offsetof(struct server, tick));
     conn_hub_expire(&srv->hub);
     int second = loop->now_ms - srv->last_second_ms >= 1000;
-    if (second)
+    if (second) {
         srv->last_second_ms = loop->now_ms;
+        srv->aud.me->loop_lag_ms = loop->lag_report_ms;
+        loop->lag_report_ms = 0;
+    }
     audience_tick(&srv->aud, second);
     loop_timer_start(loop, t, WORKER_TICK_MS, worker_tick);
 }
@@ -86,7 +99,7 @@ static void close_inherited(int keep1, int keep2)
 }
 
 static void __attribute__((noreturn)) worker_main(const struct server *parent, int index,
-                                                  int wake_fd, int ready_fd)
+                                                  int wake_fd, int ready_fd, int stall_ms)
 {
     struct server *srv = &worker_srv;
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -113,6 +126,11 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
     srv->wake.fd = wake_fd;
     srv->wake.cb = worker_wake_on_io;
     server_audience_init(srv, index);
+    if (stall_ms > 0) {
+        /* test hook (ROSTRUM_TEST_STALL_RESPAWN_MS): a worker that fails to come up */
+        struct timespec ts = {stall_ms / 1000, (long)(stall_ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
     if (srv->signals.fd < 0 || loop_add(&srv->loop, &srv->signals, EPOLLIN) < 0 ||
         loop_add(&srv->loop, &srv->wake, EPOLLIN) < 0 ||
         conn_listen(&srv->hub, &srv->audience, PORT_AUDIENCE, srv->cfg.audience_host,
@@ -139,18 +157,27 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
 
 static void worker_respawn_cb(struct loop *loop, struct loop_timer *t);
 
-/* Forks worker <i> and waits for it to listen. Returns 0 or -1. */
-static int worker_spawn(struct server *srv, int i)
+static struct server *server_of_loop(struct loop *loop)
+{
+    return (struct server *)((char *)loop - offsetof(struct server, loop));
+}
+
+/* Forks worker <i> into its block; the caller waits for its ready byte on <w->ready.fd>.
+ * Returns 0 or -1 (nothing left open). */
+static int worker_fork(struct server *srv, int i)
 {
     struct worker_proc *w = &srv->workers[i];
     int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     int ready[2];
-    if (efd < 0 || pipe2(ready, O_CLOEXEC) < 0) {
+    if (efd < 0 || pipe2(ready, O_CLOEXEC | O_NONBLOCK) < 0) {
         log_error("worker", "cannot start worker %d: %s", i, strerror(errno));
         if (efd >= 0)
             close(efd);
         return -1;
     }
+    /* test hook: stall the first restarted worker before it listens */
+    const char *stall = getenv("ROSTRUM_TEST_STALL_RESPAWN_MS");
+    int stall_ms = stall && srv->sh->main.worker_restarts == 1 ? atoi(stall) : 0;
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
@@ -162,32 +189,80 @@ static int worker_spawn(struct server *srv, int i)
     }
     if (pid == 0) {
         close(ready[0]);
-        worker_main(srv, i, efd, ready[1]);
+        worker_main(srv, i, efd, ready[1], stall_ms);
     }
     close(ready[1]);
-    if (w->wake_fd > 0)
+    if (w->wake_fd >= 0)
         close(w->wake_fd);
     w->pid = pid;
     w->wake_fd = efd;
     w->started_ms = loop_clock_ms();
-    struct pollfd p = {.fd = ready[0], .events = POLLIN};
-    char ch;
-    int ok = poll(&p, 1, WORKER_READY_TIMEOUT_MS) == 1 && read(ready[0], &ch, 1) == 1;
-    close(ready[0]);
-    if (!ok) {
-        log_error("worker", "worker %d (pid %d) did not start", i, (int)pid);
-        return -1;
-    }
+    w->ready.fd = ready[0];
     return 0;
+}
+
+/* Stops watching worker <i>'s ready pipe (it answered, died, or ran out of time). */
+static void worker_ready_done(struct server *srv, struct worker_proc *w)
+{
+    loop_timer_stop(&srv->loop, &w->ready_timer);
+    if (w->ready.fd >= 0) {
+        loop_del(&srv->loop, &w->ready);
+        close(w->ready.fd);
+        w->ready.fd = -1;
+    }
+}
+
+static void worker_ready_on_io(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct server *srv = server_of_loop(loop);
+    struct worker_proc *w = (struct worker_proc *)((char *)io - offsetof(struct worker_proc, ready));
+    char ch;
+    (void)events;
+    ssize_t r = read(io->fd, &ch, 1);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (r == 1)
+        log_info("worker", "worker %d (pid %d) restarted", (int)(w - srv->workers), (int)w->pid);
+    /* EOF: it died before listening; SIGCHLD reaps it and schedules the next try */
+    worker_ready_done(srv, w);
+}
+
+static void worker_ready_timeout_cb(struct loop *loop, struct loop_timer *t)
+{
+    struct server *srv = server_of_loop(loop);
+    struct worker_proc *w =
+        (struct worker_proc *)((char *)t - offsetof(struct worker_proc, ready_timer));
+    log_error("worker", "worker %d (pid %d) not ready within %d ms: killing it",
+              (int)(w - srv->workers), (int)w->pid, WORKER_READY_TIMEOUT_MS);
+    worker_ready_done(srv, w);
+    if (w->pid > 0)
+        kill(w->pid, SIGKILL); /* reaped in workers_on_child_exit, then forked again */
 }
 
 int workers_start(struct server *srv)
 {
     char err[256];
-    /* Hold the port (bound, not listening) and learn it if 0 was asked for. */
-    int fd = net_listen(srv->cfg.audience_host, srv->cfg.audience_port, -1, 1, err, sizeof(err));
+    /* Hold the port, and learn it if 0 was asked for: bound, never listening (so no
+     * connection waits in a queue nobody accepts), and without SO_REUSEPORT, so binding it
+     * fails if anything listens there already: a second server on a busy port must not
+     * join our workers' group and take a share of the connections. Our workers' sockets
+     * (SO_REUSEADDR + SO_REUSEPORT) may share the port with this one because it does not
+     * listen; a stranger's probe cannot, because our workers do. */
+    for (int i = 0; i < srv->cfg.workers; i++) {
+        struct worker_proc *w = &srv->workers[i];
+        w->wake_fd = w->ready.fd = -1;
+        w->ready.cb = worker_ready_on_io;
+    }
+    int fd = net_listen(srv->cfg.audience_host, srv->cfg.audience_port, -1, 0, err, sizeof(err));
     if (fd < 0) {
-        fprintf(stderr, "rostrum: %s\n", err);
+        if (fd == -EADDRINUSE)
+            fprintf(stderr,
+                    "rostrum: audience port %s:%u is already in use (another rostrum serve, or "
+                    "another program, listens there): not starting\n",
+                    srv->cfg.audience_host[0] ? srv->cfg.audience_host : "0.0.0.0",
+                    srv->cfg.audience_port);
+        else
+            fprintf(stderr, "rostrum: %s\n", err);
         return -1;
     }
     srv->audience_reserve_fd = fd;
@@ -199,18 +274,44 @@ int workers_start(struct server *srv)
     else
         snprintf(srv->audience_addr, sizeof(srv->audience_addr), "%s:%u", host,
                  srv->cfg.audience_port);
-    for (int i = 0; i < srv->cfg.workers; i++) {
-        srv->workers[i].wake_fd = -1;
-        if (worker_spawn(srv, i) < 0)
+    for (int i = 0; i < srv->cfg.workers; i++)
+        if (worker_fork(srv, i) < 0)
             return -1;
+    /* Start-up only (the loop is not running yet): wait for every worker to listen. */
+    int64_t deadline = loop_clock_ms() + WORKER_READY_TIMEOUT_MS;
+    for (int i = 0; i < srv->cfg.workers; i++) {
+        struct worker_proc *w = &srv->workers[i];
+        int ok = 0;
+        while (!ok) {
+            int64_t left = deadline - loop_clock_ms();
+            struct pollfd p = {.fd = w->ready.fd, .events = POLLIN};
+            int n = left > 0 ? poll(&p, 1, (int)left) : 0;
+            if (n < 0 && errno == EINTR)
+                continue;
+            char ch;
+            ok = n == 1 && read(w->ready.fd, &ch, 1) == 1;
+            if (!ok)
+                break;
+        }
+        close(w->ready.fd);
+        w->ready.fd = -1;
+        if (!ok) {
+            log_error("worker", "worker %d (pid %d) did not start", i, (int)w->pid);
+            return -1;
+        }
     }
     log_info("worker", "%d listener workers on %s", srv->cfg.workers, srv->audience_addr);
     return 0;
 }
 
+/* Forks block <i> again, without waiting for it: the loop watches its ready pipe. Only for a
+ * block whose previous worker has been reaped. */
 static void worker_respawn(struct server *srv, int i)
 {
     struct shared *sh = srv->sh;
+    struct worker_proc *w = &srv->workers[i];
+    if (w->pid > 0)
+        return; /* still alive (or not reaped yet): never two workers for one block */
     /* keep its counters in the totals, then give the new worker a clean block */
     const uint64_t *from = (const uint64_t *)&sh->workers[i].c;
     uint64_t *to = (uint64_t *)&sh->retired;
@@ -218,13 +319,24 @@ static void worker_respawn(struct server *srv, int i)
         to[k] += from[k];
     memset(&sh->workers[i], 0, sizeof(sh->workers[i]));
     sh->main.worker_restarts++;
-    if (worker_spawn(srv, i) < 0)
-        loop_timer_start(&srv->loop, &srv->workers[i].respawn, 1000, worker_respawn_cb);
+    if (worker_fork(srv, i) < 0 || loop_add(&srv->loop, &w->ready, EPOLLIN) < 0) {
+        if (w->ready.fd >= 0) {
+            close(w->ready.fd);
+            w->ready.fd = -1;
+            if (w->pid > 0)
+                kill(w->pid, SIGKILL); /* unwatched: reaped, then retried */
+            return;
+        }
+        loop_timer_start(&srv->loop, &w->respawn, 1000, worker_respawn_cb);
+        return;
+    }
+    loop_timer_start(&srv->loop, &w->ready_timer, WORKER_READY_TIMEOUT_MS,
+                     worker_ready_timeout_cb);
 }
 
 static void worker_respawn_cb(struct loop *loop, struct loop_timer *t)
 {
-    struct server *srv = (struct server *)((char *)loop - offsetof(struct server, loop));
+    struct server *srv = server_of_loop(loop);
     for (int i = 0; i < srv->cfg.workers; i++)
         if (&srv->workers[i].respawn == t)
             worker_respawn(srv, i);
@@ -240,6 +352,7 @@ void workers_on_child_exit(struct server *srv)
             if (w->pid != pid)
                 continue;
             w->pid = 0;
+            worker_ready_done(srv, w); /* it may have died while starting */
             if (WIFSIGNALED(st))
                 log_warn("worker", "worker %d (pid %d) killed by signal %d: restarting", i,
                          (int)pid, WTERMSIG(st));
@@ -268,6 +381,7 @@ void workers_stop(struct server *srv)
     int n = srv->cfg.workers > 0 ? srv->cfg.workers : 0;
     for (int i = 0; i < n; i++) {
         loop_timer_stop(&srv->loop, &srv->workers[i].respawn);
+        worker_ready_done(srv, &srv->workers[i]);
         if (srv->workers[i].pid > 0)
             kill(srv->workers[i].pid, SIGTERM);
     }

@@ -143,6 +143,7 @@ struct shared_worker {
      * thousandths, updated every 250 ms, and 1 while it refuses joins for it. */
     uint32_t pressure_milli;
     uint32_t overloaded;
+    int64_t loop_lag_ms; /* issue 8: this worker's peak loop lag over the last second */
 };
 
 /* The main process's own figures (ingest and the stage port). */
@@ -159,6 +160,9 @@ struct shared_main {
     uint64_t ws_closes[WS_CLOSE_REASONS];  /* members closed for a bound */
     uint64_t refused_max_members;          /* 503: max-members reached */
     uint64_t refused_fd_reserve;           /* 503: descriptors kept for sources and speakers */
+    /* issue 8 (pause): added at the end to ease merging */
+    uint64_t sources_paced;   /* sources found faster than real time and paced */
+    int64_t loop_lag_ms;      /* the main loop's peak timer lateness over the last second */
 };
 
 struct shared {

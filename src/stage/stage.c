@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "mixer/mixer.h"
+#include "net/net.h"
 #include "space/space.h"
 #include "stage/control.h"
 #include "token/token.h"
@@ -702,7 +703,9 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
             struct member *m = list_entry(it, struct member, node);
             if (m->close_reason)
                 ; /* set outside its own event handler (a bound, a control message) */
-            else if (loop->now_ms - m->last_rx_ms > st->host->cfg->speaker_idle_ms)
+            else if (loop->now_ms - m->last_rx_ms > st->host->cfg->speaker_idle_ms &&
+                     net_readable_bytes(m->conn->io.fd) == 0) /* unread bytes (this process
+                                                                * was stopped) are not idle */
                 member_bound(m, WS_CLOSE_IDLE, 1001, "idle: sent nothing for too long");
             else if (m->blocked && loop->now_ms - m->out_ok_ms > STAGE_STUCK_MS)
                 member_bound(m, WS_CLOSE_NOT_READING, 1008,

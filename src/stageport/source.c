@@ -9,6 +9,13 @@
  * type (415), busy mount (403). The body is Ogg/Opus; the demuxer turns it into packets that
  * the space re-packs. A stream the demuxer refuses drops this source alone, with its reason
  * logged once; the space goes into grace as if the source had left.
+ *
+ * Pacing: a source may not run more than SOURCE_AHEAD_MS ahead of real time (its audio since
+ * its first packet against the clock since then). A source faster than that (ffmpeg without
+ * -re, a file pushed as fast as TCP goes) would fill the ring with minutes of audio in
+ * seconds and push every listener past lag-ms; instead its socket is not read until the
+ * clock catches up, so TCP backpressure slows it to real time. The reason is logged once.
+ * A source that fell behind (its network stalled) may catch up: only being ahead counts.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,11 +27,16 @@
 
 #include "stageport/stageport.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
 #include "http/request.h"
+#include "net/net.h"
 #include "ogg/demux.h"
 #include "util/log.h"
 
 #define SOURCE_READ_CHUNK 16384
+#define SOURCE_AHEAD_MS 5000 /* above an Icecast relay's 64 KB burst at 96 kb/s */
 
 /* A source connection's state (in its conn's priv). */
 struct source_state {
@@ -32,6 +44,10 @@ struct source_state {
     struct ogg_demux *demux;
     int64_t last_byte_ms;
     uint64_t bytes;
+    int64_t media_start_ms; /* arrival of its first packet: pacing counts from here */
+    uint64_t media_samples; /* audio it has sent since, at 48 kHz */
+    uint8_t paced;          /* ahead of real time: its socket is not read for now */
+    uint8_t pace_logged;
 };
 CONN_PRIV_FITS(struct source_state);
 
@@ -59,7 +75,13 @@ static int source_cb_head(void *arg, const struct opus_head_info *head)
 
 static int source_cb_packet(void *arg, const unsigned char *pkt, size_t len, int samples)
 {
-    return space_feed_packet(&SRC((struct conn *)arg)->feed, pkt, len, samples);
+    struct conn *c = arg;
+    struct source_state *s = SRC(c);
+    if (s->media_samples == 0)
+        s->media_start_ms = c->hub->loop->now_ms;
+    if (samples > 0)
+        s->media_samples += (uint64_t)samples;
+    return space_feed_packet(&s->feed, pkt, len, samples);
 }
 
 static const struct ogg_demux_cb source_demux_cb = {source_cb_head, source_cb_packet};
@@ -94,13 +116,47 @@ static int source_feed(struct conn *c, const void *data, size_t len)
     return 0;
 }
 
+/* How far <c>'s audio is ahead of the clock since its first packet, in ms (< 0: behind). */
+static int64_t source_ahead_ms(const struct conn *c)
+{
+    const struct source_state *s = SRC(c);
+    if (s->media_samples == 0)
+        return 0;
+    return (int64_t)(s->media_samples / 48) - (c->hub->loop->now_ms - s->media_start_ms);
+}
+
+/* Stops reading <c> while it is too far ahead; source_tick() resumes it. Returns 1 if paced. */
+static int source_pace(struct conn *c)
+{
+    struct source_state *s = SRC(c);
+    int64_t ahead = source_ahead_ms(c);
+    if (ahead <= SOURCE_AHEAD_MS)
+        return 0;
+    if (!s->pace_logged) {
+        s->pace_logged = 1;
+        log_warn("source", "#%llu %s: source is faster than real time (%lld ms ahead): "
+                 "pacing it to real time", (unsigned long long)c->id, c->peer, (long long)ahead);
+        if (s->feed.space)
+            s->feed.space->host->sh->main.sources_paced++;
+    }
+    s->paced = 1;
+    /* no events but the ones epoll always reports (error, hang-up): see source_on_io */
+    if (loop_mod(c->hub->loop, &c->io, 0) < 0)
+        source_drop(c, strerror(errno));
+    return 1;
+}
+
 static void source_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
     struct conn *c = (struct conn *)io;
     (void)loop;
-    (void)events;
     if (c->dead)
         return;
+    if (SRC(c)->paced) {
+        if (events & (EPOLLERR | EPOLLHUP))
+            source_drop(c, "disconnected");
+        return;
+    }
     char buf[SOURCE_READ_CHUNK];
     /* A few reads per wake-up: enough for any real source, fair to everyone else. */
     for (int i = 0; i < 4; i++) {
@@ -115,7 +171,7 @@ static void source_on_io(struct loop *loop, struct io *io, uint32_t events)
             source_drop(c, strerror(errno));
             return;
         }
-        if (source_feed(c, buf, (size_t)r) < 0)
+        if (source_feed(c, buf, (size_t)r) < 0 || source_pace(c))
             return;
     }
 }
@@ -147,6 +203,18 @@ static int content_type_ok(const struct http_request *req)
     return 0;
 }
 
+/* 1 if <got> is <want>, in time independent of where they differ and of their lengths:
+ * both are hashed first, so CRYPTO_memcmp compares equal lengths. */
+static int secret_equal(const char *got, const char *want)
+{
+    unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
+    unsigned int na = 0, nb = 0;
+    if (!EVP_Digest(got, strlen(got), a, &na, EVP_sha256(), NULL) ||
+        !EVP_Digest(want, strlen(want), b, &nb, EVP_sha256(), NULL) || na != nb)
+        abort();
+    return CRYPTO_memcmp(a, b, na) == 0;
+}
+
 void source_accept(struct spaces *host, struct conn *c, const struct http_request *req)
 {
     char path[256], user[128], pass[256];
@@ -157,7 +225,7 @@ void source_accept(struct spaces *host, struct conn *c, const struct http_reques
                                                     : host->cfg->source_password;
 
     if (http_basic_auth(req, user, sizeof(user), pass, sizeof(pass)) < 0 ||
-        strcmp(user, "source") != 0 || strcmp(pass, want) != 0) {
+        !secret_equal(user, "source") || !secret_equal(pass, want)) {
         log_warn("source", "#%llu %s: %s /%s refused: bad credentials", (unsigned long long)c->id,
                  c->peer, http_method_name(req->method), mount_name_ok(mount) ? mount : "?");
         conn_error(c, 401, "WWW-Authenticate: Basic realm=\"rostrum\"", "Authentication required");
@@ -182,6 +250,7 @@ void source_accept(struct spaces *host, struct conn *c, const struct http_reques
         conn_error(c, 403, NULL, "Mountpoint in use");
         return;
     }
+    int created = !sp;
     if (!sp)
         sp = space_create(host, mount);
     if (!sp) {
@@ -195,6 +264,10 @@ void source_accept(struct spaces *host, struct conn *c, const struct http_reques
                             ? "HTTP/1.1 100 Continue\r\n\r\n"
                             : "HTTP/1.0 200 OK\r\n\r\n";
     if (send(c->io.fd, reply, strlen(reply), MSG_NOSIGNAL) != (ssize_t)strlen(reply)) {
+        log_info("source", "#%llu %s: /%s: the reply could not be sent, closing",
+                 (unsigned long long)c->id, c->peer, mount);
+        if (created)
+            space_end(sp, CLOSE_MOUNT_END); /* made for this source alone: give the slot back */
         conn_close(c);
         return;
     }
@@ -227,14 +300,33 @@ void source_accept(struct spaces *host, struct conn *c, const struct http_reques
         loop_mod(host->loop, &c->io, EPOLLIN | EPOLLRDHUP);
 }
 
-/* Drops sources that have sent nothing for <timeout_ms> (a stuck encoder holds the mount). */
-
-void source_check_idle(struct space *sp, int64_t timeout_ms)
+/* Every tick of the main process: resumes a paced source that is back within its bound, and
+ * drops a source that has sent nothing for <timeout_ms> (a stuck encoder holds the mount).
+ * Idleness is judged from the socket, not the clock alone: after this process was stopped or
+ * starved, bytes may be waiting that the loop has not read yet, and that is not idleness. */
+void source_tick(struct space *sp, int64_t timeout_ms)
 {
     struct conn *c = sp->source;
-    if (c && sp->host->loop->now_ms - SRC(c)->last_byte_ms > timeout_ms) {
-        log_warn("source", "#%llu %s: no data for %lld ms, dropping", (unsigned long long)c->id,
-                 c->peer, (long long)timeout_ms);
-        source_drop(c, "timed out");
+    if (!c || c->dead)
+        return;
+    struct source_state *s = SRC(c);
+    int64_t now = sp->host->loop->now_ms;
+    if (s->paced) {
+        s->last_byte_ms = now; /* we are the ones not reading */
+        if (source_ahead_ms(c) > SOURCE_AHEAD_MS / 2)
+            return;
+        s->paced = 0;
+        if (loop_mod(sp->host->loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0)
+            source_drop(c, strerror(errno));
+        return;
     }
+    if (now - s->last_byte_ms <= timeout_ms)
+        return;
+    if (net_readable_bytes(c->io.fd) > 0) {
+        s->last_byte_ms = now; /* it did send: the loop has not read it yet */
+        return;
+    }
+    log_warn("source", "#%llu %s: no data for %lld ms, dropping", (unsigned long long)c->id,
+             c->peer, (long long)timeout_ms);
+    source_drop(c, "timed out");
 }

@@ -18,8 +18,9 @@ void stageport_route(void *arg, struct conn *c, const struct http_request *req);
 
 /* A PUT/SOURCE head has been parsed: checks it, then <c> becomes the space's source. */
 void source_accept(struct spaces *host, struct conn *c, const struct http_request *req);
-/* Drops the source of <sp> if it has sent nothing for <timeout_ms>. */
-void source_check_idle(struct space *sp, int64_t timeout_ms);
+/* Upkeep of <sp>'s source, every tick: resumes it once pacing allows; drops it if its socket
+ * has had nothing for <timeout_ms>. */
+void source_tick(struct space *sp, int64_t timeout_ms);
 
 /* GET, HEAD and POST on the stage port: the API and the WebSocket entry. */
 void api_route(struct spaces *host, struct conn *c, const struct http_request *req);
