@@ -117,7 +117,9 @@ __attribute__((format(printf, 2, 3))) static int fail(struct parser *p, const ch
 {
     if (p->errlen == 0)
         return -1;
-    int n = snprintf(p->err, p->errlen, "%s:%u: ", p->filename, p->line);
+    /* line 0: a value from the command line, named by its option */
+    int n = p->line ? snprintf(p->err, p->errlen, "%s:%u: ", p->filename, p->line)
+                    : snprintf(p->err, p->errlen, "%s: ", p->filename);
     if (n >= 0 && (size_t)n < p->errlen) {
         va_list ap;
         va_start(ap, fmt);
@@ -629,6 +631,41 @@ int config_parse(struct config *c, const char *text, size_t len, const char *fil
         memcpy(c, tmp, sizeof(*c));
     free(tmp);
     return rc;
+}
+
+int config_set(struct config *c, const char *key, const char *value, char *err, size_t errlen)
+{
+    int id = -1;
+    for (int j = 0; j < KEY_COUNT && id < 0; j++)
+        if (strcmp(key_defs[j].name, key) == 0 && (key_defs[j].where & IN_GLOBAL))
+            id = j;
+    if (id < 0) {
+        snprintf(err, errlen, "--%s: unknown option", key);
+        return -1;
+    }
+    size_t vlen = strlen(value);
+    if (vlen > CONFIG_MAX_LINE) {
+        snprintf(err, errlen, "--%s: value too long", key);
+        return -1;
+    }
+    struct config *tmp = malloc(sizeof(*tmp));
+    if (!tmp)
+        abort();
+    memcpy(tmp, c, sizeof(*tmp));
+    struct parser p = {.c = tmp, .filename = "command line", .err = err, .errlen = errlen};
+    int rc = apply(&p, (enum key_id)id, value, vlen);
+    if (rc == 0)
+        memcpy(c, tmp, sizeof(*c));
+    free(tmp);
+    return rc;
+}
+
+const char *config_global_key(int i)
+{
+    for (int j = 0; j < KEY_COUNT; j++)
+        if ((key_defs[j].where & IN_GLOBAL) && i-- == 0)
+            return key_defs[j].name;
+    return NULL;
 }
 
 int config_load_file(struct config *c, const char *path, char *err, size_t errlen)

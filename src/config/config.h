@@ -87,6 +87,13 @@ void config_defaults(struct config *c);
 int config_parse(struct config *c, const char *text, size_t len, const char *filename, char *err,
                  size_t errlen);
 
+/* Sets global key <key> (its config-file name) to <value>, checked as a line of the file would
+ * be, with the same ranges: the command line goes through here. Returns 0, or -1 with
+ * "--KEY: message" in <err>; on error <c> is unchanged. */
+int config_set(struct config *c, const char *key, const char *value, char *err, size_t errlen);
+/* The name of the <i>th key a command line may set (a global one), or NULL past the last. */
+const char *config_global_key(int i);
+
 /* Reads the file at <path> (at most CONFIG_MAX_FILE bytes) and config_parse()s it onto <c>.
  * File errors read "PATH: No such file or directory" and the like; <c> is unchanged. */
 int config_load_file(struct config *c, const char *path, char *err, size_t errlen);

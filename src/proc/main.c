@@ -1,12 +1,12 @@
 /*
  * rostrum: command line.
  *
- *   rostrum serve [--audience HOST:PORT] [--stage HOST:PORT] [--source-password PW]
- *                 [--config FILE] [--burst-ms N] [--page-ms N] [--grace-ms N]
- *                 [--workers N] [--max-listeners N] [--write-budget N] [--max-batch-ms N]
- *                 [--log-level error|warn|info|debug]
+ *   rostrum serve [--config FILE] [--KEY VALUE ...]
  *
- * The config file is read first; options given on the command line override it. When both
+ * Every global key of the config file (docs/config.example) is an option of the same name,
+ * checked by the config parser against the same table of ranges: --audience HOST:PORT,
+ * --stage HOST:PORT, --source-password PW, --workers N, --max-members N ... The config file
+ * is read first; options given on the command line override it. When both
  * ports listen, one line "ready audience=HOST:PORT stage=HOST:PORT" goes to stdout, so tests
  * and scripts that bind port 0 learn the ports.
  */
@@ -19,6 +19,9 @@
 #include "config/config.h"
 #include "proc/server.h"
 #include "util/log.h"
+
+#define CONFIG_MAX_OPTIONS 64 /* global config keys, each a --KEY option */
+#define OPT_KEY 1000          /* getopt value of the first of them */
 
 static void usage(FILE *f)
 {
@@ -37,29 +40,9 @@ static void usage(FILE *f)
             "  --max-listeners N        listeners to plan for (default 100000)\n"
             "  --write-budget N         writes/s before deliveries are batched (default 50000)\n"
             "  --max-batch-ms N         longest wait between writes to a listener (default 2000)\n"
-            "  --log-level LEVEL        error, warn, info (default) or debug\n");
-}
-
-static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "rostrum: %s: expected a number from %d to %d, got \"%s\"\n", opt, lo, hi,
-                s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_level(const char *s)
-{
-    static const char *const names[] = {"error", "warn", "info", "debug"};
-    for (int i = 0; i < 4; i++)
-        if (strcmp(s, names[i]) == 0)
-            return i;
-    return -1;
+            "  --log-level LEVEL        error, warn, info (default) or debug\n"
+            "  --KEY VALUE              any global key of the config file, with the same range\n"
+            "                           (docs/config.example), e.g. --max-members 4000\n");
 }
 
 /* Raises the descriptor limit to its hard maximum and, unless <asked> >= 0, returns enough
@@ -101,14 +84,15 @@ static int cmd_serve(int argc, char **argv)
     static struct server srv;
     struct config *cfg = &srv.cfg;
     config_defaults(cfg);
-    static const struct option opts[] = {
-        {"audience", required_argument, 0, 'a'}, {"stage", required_argument, 0, 's'},
-        {"source-password", required_argument, 0, 'p'}, {"config", required_argument, 0, 'c'},
-        {"burst-ms", required_argument, 0, 'b'}, {"page-ms", required_argument, 0, 'g'},
-        {"grace-ms", required_argument, 0, 'r'}, {"log-level", required_argument, 0, 'l'},
-        {"host-key", required_argument, 0, 'k'}, {"workers", required_argument, 0, 'w'}, {"max-listeners", required_argument, 0, 'm'},
-        {"write-budget", required_argument, 0, 'W'}, {"max-batch-ms", required_argument, 0, 'B'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    /* Every global key of the config file is an option of the same name, checked by the
+     * config parser (one table of names and ranges), plus --config and --help. */
+    struct option opts[CONFIG_MAX_OPTIONS + 3];
+    int nopts = 0;
+    for (const char *k; nopts < CONFIG_MAX_OPTIONS && (k = config_global_key(nopts)); nopts++)
+        opts[nopts] = (struct option){k, required_argument, 0, OPT_KEY + nopts};
+    opts[nopts++] = (struct option){"config", required_argument, 0, 'c'};
+    opts[nopts++] = (struct option){"help", no_argument, 0, 'h'};
+    opts[nopts] = (struct option){0, 0, 0, 0};
     /* First pass: the config file, so that the command line can override it. */
     for (int i = 1; i < argc - 1; i++) {
         if (strcmp(argv[i], "--config") == 0) {
@@ -122,70 +106,16 @@ static int cmd_serve(int argc, char **argv)
     int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (o >= OPT_KEY && o < OPT_KEY + CONFIG_MAX_OPTIONS) {
+            char err[512];
+            if (config_set(cfg, opts[o - OPT_KEY].name, optarg, err, sizeof(err)) < 0) {
+                fprintf(stderr, "rostrum: %s\n", err);
+                return 2;
+            }
+            continue;
+        }
         switch (o) {
-        case 'a':
-            if (config_parse_hostport(optarg, cfg->audience_host, sizeof(cfg->audience_host),
-                                      &cfg->audience_port) < 0) {
-                fprintf(stderr, "rostrum: --audience: expected HOST:PORT, got \"%s\"\n", optarg);
-                return 2;
-            }
-            break;
-        case 's':
-            if (config_parse_hostport(optarg, cfg->stage_host, sizeof(cfg->stage_host),
-                                      &cfg->stage_port) < 0) {
-                fprintf(stderr, "rostrum: --stage: expected HOST:PORT, got \"%s\"\n", optarg);
-                return 2;
-            }
-            break;
-        case 'p':
-            if (strlen(optarg) >= sizeof(cfg->source_password)) {
-                fprintf(stderr, "rostrum: --source-password: too long\n");
-                return 2;
-            }
-            snprintf(cfg->source_password, sizeof(cfg->source_password), "%s", optarg);
-            break;
         case 'c':
-            break;
-        case 'b':
-            if (parse_int("--burst-ms", optarg, 0, 30000, &cfg->burst_ms) < 0)
-                return 2;
-            break;
-        case 'g':
-            if (parse_int("--page-ms", optarg, 20, 2000, &cfg->page_ms) < 0)
-                return 2;
-            break;
-        case 'r':
-            if (parse_int("--grace-ms", optarg, 0, 600000, &cfg->grace_ms) < 0)
-                return 2;
-            break;
-        case 'k':
-            if (strlen(optarg) >= sizeof(cfg->host_key)) {
-                fprintf(stderr, "rostrum: --host-key: too long\n");
-                return 2;
-            }
-            snprintf(cfg->host_key, sizeof(cfg->host_key), "%s", optarg);
-            break;
-        case 'w':
-            if (parse_int("--workers", optarg, 0, SHARED_MAX_WORKERS, &cfg->workers) < 0)
-                return 2;
-            break;
-        case 'm':
-            if (parse_int("--max-listeners", optarg, 1, 10000000, &cfg->max_listeners) < 0)
-                return 2;
-            break;
-        case 'W':
-            if (parse_int("--write-budget", optarg, 1000, 10000000, &cfg->write_budget) < 0)
-                return 2;
-            break;
-        case 'B':
-            if (parse_int("--max-batch-ms", optarg, 0, 5000, &cfg->max_batch_ms) < 0)
-                return 2;
-            break;
-        case 'l':
-            if ((cfg->log_level = parse_level(optarg)) < 0) {
-                fprintf(stderr, "rostrum: --log-level: error, warn, info or debug\n");
-                return 2;
-            }
             break;
         case 'h':
             usage(stdout);

@@ -1,5 +1,6 @@
 /*
- * test_config: the configuration file parser (src/server/config.c).
+ * test_config: the configuration file parser (src/config/config.c), and the command line's
+ * options, which go through it (config_set).
  *
  * A full valid file sets every key; each kind of error is reported with its own line number
  * and message and leaves the struct untouched; inputs are parsed from right before an
@@ -582,6 +583,31 @@ TEST(load_file_too_large)
     ASSERT(strstr(err, "file too large") != NULL);
     unlink(path);
     rmdir(dir);
+}
+
+/* issue 8: command-line options are checked by the config parser, against the same table */
+TEST(command_line_options_use_the_config_ranges)
+{
+    struct config c, before;
+    char err[256];
+    config_defaults(&c);
+    ASSERT_EQ_INT(config_set(&c, "max-members", "12", err, sizeof(err)), 0);
+    ASSERT_EQ_INT(c.max_members, 12);
+    ASSERT_EQ_INT(config_set(&c, "audience", "127.0.0.1:9000", err, sizeof(err)), 0);
+    ASSERT_EQ_INT(c.audience_port, 9000);
+    memcpy(&before, &c, sizeof(c));
+    ASSERT_EQ_INT(config_set(&c, "page-ms", "5", err, sizeof(err)), -1);
+    ASSERT(strstr(err, "out of range (20 to 2000)") != NULL);
+    ASSERT_EQ_INT(config_set(&c, "workers", "x", err, sizeof(err)), -1);
+    ASSERT_EQ_INT(config_set(&c, "no-such-key", "1", err, sizeof(err)), -1);
+    ASSERT(strstr(err, "--no-such-key: unknown option") != NULL);
+    ASSERT_EQ_INT(config_set(&c, "name", "x", err, sizeof(err)), -1); /* a [space] key */
+    ASSERT(memcmp(&c, &before, sizeof(c)) == 0);
+    /* every key the command line offers is a global key config_set takes */
+    int n = 0;
+    for (const char *k; (k = config_global_key(n)); n++)
+        ASSERT(strcmp(k, "name") != 0 && strcmp(k, "description") != 0);
+    ASSERT(n > 20);
 }
 
 int main(void)
