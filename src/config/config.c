@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/check.h"
 #include "util/log.h"
 #include "util/utf8.h"
 
@@ -356,7 +357,7 @@ static int *int_field(struct parser *p, enum key_id id)
     case KEY_MAX_MEMBERS:
         return &c->max_members;
     default:
-        abort(); /* key_defs[] and this switch disagree */
+        check_fail(__FILE__, __LINE__, "key_defs[] and this switch disagree");
     }
 }
 
@@ -471,7 +472,7 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
     case KEY_DESCRIPTION:
         return set_string(p, def, sc->description, sizeof(sc->description), val, vlen);
     default:
-        abort();
+        check_fail(__FILE__, __LINE__, "key_defs[] and this switch disagree");
     }
 }
 
@@ -596,8 +597,7 @@ int config_parse(struct config *c, const char *text, size_t len, const char *fil
                  size_t errlen)
 {
     struct config *tmp = malloc(sizeof(*tmp));
-    if (!tmp)
-        abort();
+    BUG_ON(!tmp);
     memcpy(tmp, c, sizeof(*tmp));
     struct parser p = {
         .c = tmp,
@@ -649,8 +649,7 @@ int config_set(struct config *c, const char *key, const char *value, char *err, 
         return -1;
     }
     struct config *tmp = malloc(sizeof(*tmp));
-    if (!tmp)
-        abort();
+    BUG_ON(!tmp);
     memcpy(tmp, c, sizeof(*tmp));
     struct parser p = {.c = tmp, .filename = "command line", .err = err, .errlen = errlen};
     int rc = apply(&p, (enum key_id)id, value, vlen);
@@ -694,8 +693,7 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
     /* read to EOF rather than trusting st_size: the file may change under us */
     size_t cap = (size_t)st.st_size + 1, len = 0;
     char *buf = malloc(cap);
-    if (!buf)
-        abort();
+    BUG_ON(!buf);
     for (;;) {
         if (len == cap) {
             if (cap > CONFIG_MAX_FILE) {
@@ -706,8 +704,7 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
             }
             cap *= 2;
             buf = realloc(buf, cap);
-            if (!buf)
-                abort();
+            BUG_ON(!buf);
         }
         ssize_t r = read(fd, buf + len, cap - len);
         if (r == -1 && errno == EINTR)

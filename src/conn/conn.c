@@ -16,6 +16,7 @@
 
 #include "http/request.h"
 #include "net/net.h"
+#include "util/check.h"
 #include "util/log.h"
 
 #define ACCEPT_BATCH 64
@@ -238,8 +239,7 @@ static void head_on_io(struct loop *loop, struct io *io, uint32_t events)
     if (!c->head.buf) {
         c->head.cap = HEAD_BUF_INITIAL;
         c->head.buf = malloc(c->head.cap);
-        if (!c->head.buf)
-            abort();
+        BUG_ON(!c->head.buf);
     }
     for (;;) {
         if (c->head.len == c->head.cap) {
@@ -249,8 +249,7 @@ static void head_on_io(struct loop *loop, struct io *io, uint32_t events)
             }
             c->head.cap *= 2;
             c->head.buf = realloc(c->head.buf, c->head.cap);
-            if (!c->head.buf)
-                abort();
+            BUG_ON(!c->head.buf);
         }
         ssize_t r = recv(io->fd, c->head.buf + c->head.len, c->head.cap - c->head.len, 0);
         if (r == 0) {
@@ -359,8 +358,7 @@ static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         struct conn *c = calloc(1, sizeof(*c));
-        if (!c)
-            abort();
+        BUG_ON(!c);
         c->hub = hub;
         c->id = ++hub->next_id;
         c->io.fd = fd;

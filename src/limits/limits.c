@@ -1,4 +1,5 @@
 #include "limits/limits.h"
+#include "util/check.h"
 
 #include <arpa/inet.h>
 #include <math.h>
@@ -75,8 +76,7 @@ void addr_table_init(struct addr_table *t, uint32_t slots)
     t->mask = n - 1;
     t->table_full = 0;
     t->e = calloc(n, sizeof(*t->e));
-    if (!t->e)
-        abort();
+    BUG_ON(!t->e);
 }
 
 void addr_table_free(struct addr_table *t)

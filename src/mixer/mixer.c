@@ -36,6 +36,7 @@
 
 #include <opus/opus.h>
 
+#include "util/check.h"
 #include "util/log.h"
 
 #define TAG "mixer"
@@ -118,8 +119,7 @@ static OpusEncoder *encoder_new(const struct mixer *m)
 {
     int err;
     OpusEncoder *e = opus_encoder_create(MIXER_RATE, 1, OPUS_APPLICATION_AUDIO, &err);
-    if (!e || err != OPUS_OK)
-        abort();
+    BUG_ON(!e || err != OPUS_OK);
     opus_encoder_ctl(e, OPUS_SET_BITRATE(m->bitrate));
     return e;
 }
@@ -189,8 +189,7 @@ static void limiter_run(struct limiter *l, float release, float *x, int n)
 struct mixer *mixer_new(int bitrate)
 {
     struct mixer *m = calloc(1, sizeof(*m));
-    if (!m)
-        abort();
+    BUG_ON(!m);
     m->bitrate = bitrate < 6000 ? 6000 : bitrate > 510000 ? 510000 : bitrate;
     m->gate_ms = (float)pow(10.0, MIXER_GATE_DBFS / 10.0);
     m->talk_ms = (float)pow(10.0, MIXER_TALK_DBFS / 10.0);
@@ -262,8 +261,7 @@ int mixer_input_push_opus(struct mixer *m, int id, const unsigned char *pkt, siz
         int err;
         /* a mono decoder downmixes stereo packets itself */
         in->dec = opus_decoder_create(MIXER_RATE, 1, &err);
-        if (!in->dec || err != OPUS_OK)
-            abort();
+        BUG_ON(!in->dec || err != OPUS_OK);
     }
     n = opus_decode_float(in->dec, pkt, (opus_int32)len, m->dec, MIXER_MAX_PUSH, 0);
     if (n < 0)

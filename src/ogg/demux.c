@@ -22,6 +22,7 @@
 #include <ogg/ogg.h>
 #include <opus/opus.h>
 
+#include "util/check.h"
 #include "util/log.h"
 
 #define FEED_CHUNK 16384
@@ -96,8 +97,7 @@ int opus_head_parse(const unsigned char *pkt, size_t len, struct opus_head_info 
 struct ogg_demux *ogg_demux_new(void)
 {
     struct ogg_demux *d = calloc(1, sizeof(*d));
-    if (!d)
-        abort();
+    BUG_ON(!d);
     ogg_sync_init(&d->sync);
     d->state = ST_HEAD;
     return d;
@@ -289,8 +289,7 @@ static int drain(struct ogg_demux *d, const struct ogg_demux_cb *cb, void *arg)
 static void sync_write(struct ogg_demux *d, const unsigned char *p, size_t len)
 {
     char *dst = ogg_sync_buffer(&d->sync, (long)len);
-    if (!dst)
-        abort();
+    BUG_ON(!dst);
     memcpy(dst, p, len);
     ogg_sync_wrote(&d->sync, (long)len);
 }

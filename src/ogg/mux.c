@@ -16,6 +16,7 @@
 #include <ogg/ogg.h>
 #include <opus/opus.h>
 
+#include "util/check.h"
 #include "util/log.h"
 
 #define FLUSH_FILL (1 << 17) /* more than any page body: never cut early */
@@ -65,8 +66,7 @@ static void headers_append(struct ogg_mux *m, const ogg_page *og)
 {
     size_t n = (size_t)(og->header_len + og->body_len);
     m->headers = realloc(m->headers, m->headers_len + n);
-    if (!m->headers)
-        abort();
+    BUG_ON(!m->headers);
     memcpy(m->headers + m->headers_len, og->header, (size_t)og->header_len);
     memcpy(m->headers + m->headers_len + og->header_len, og->body, (size_t)og->body_len);
     m->headers_len += n;
@@ -93,10 +93,9 @@ struct ogg_mux *ogg_mux_new(uint32_t serial, const struct opus_head_info *head, 
     if (head->channels < 1 || head->channels > 2 || head->pre_skip < 0 || head->pre_skip > 65535)
         return NULL;
     struct ogg_mux *m = calloc(1, sizeof(*m));
-    if (!m)
-        abort();
-    if (ogg_stream_init(&m->os, (int)serial) != 0)
-        abort();
+    BUG_ON(!m);
+    int rc = ogg_stream_init(&m->os, (int)serial);
+    BUG_ON(rc != 0);
     m->pre_skip = head->pre_skip;
     m->granule = m->page_granule = (uint64_t)head->pre_skip;
     ogg_mux_set_page_ms(m, page_ms);

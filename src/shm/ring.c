@@ -1,4 +1,5 @@
 #include "shm/ring.h"
+#include "util/check.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -41,8 +42,7 @@ struct ring *ring_create(uint32_t nslots, uint64_t data_size)
 {
     size_t size = ring_bytes(nslots, data_size);
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        abort();
+    BUG_ON(p == MAP_FAILED);
     return ring_init(p, nslots, data_size);
 }
 

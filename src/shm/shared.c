@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "util/check.h"
 #include "web/web.h"
 
 static size_t ring_stride(void)
@@ -23,8 +24,7 @@ struct shared *shared_create(uint32_t nworkers)
     size_t size = shared_head_size() + SHARED_MAX_SPACES * ring_stride();
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
-    if (p == MAP_FAILED)
-        abort();
+    BUG_ON(p == MAP_FAILED);
     struct shared *sh = p;
     sh->size = size;
     sh->nworkers = nworkers;
@@ -123,8 +123,7 @@ int shared_ticket_use(struct shared *sh, uint64_t id, int64_t expiry_s, int64_t 
 void shared_dbuf_put(struct shared_dbuf *d, unsigned char *halves, size_t cap, const void *data,
                      uint32_t len, uint32_t aux)
 {
-    if (len > cap)
-        abort();
+    BUG_ON(len > cap);
     uint32_t next = d->gen + 1, h = next & 1;
     SHM_SET(d->half_gen[h], next ^ 1); /* the wrong parity: busy, no reader asks for it */
     shm_before_overwrite();

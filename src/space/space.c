@@ -16,6 +16,7 @@
 
 #include "ogg/mux.h"
 #include "util/buf.h"
+#include "util/check.h"
 #include "util/log.h"
 #include "util/utf8.h"
 
@@ -52,8 +53,7 @@ struct space *space_create(struct spaces *host, const char *mount)
     if (slot < 0)
         return NULL;
     struct space *sp = calloc(1, sizeof(*sp));
-    if (!sp)
-        abort();
+    BUG_ON(!sp);
     sp->host = host;
     sp->slot = slot;
     sp->ss = &host->sh->spaces[slot];
@@ -152,8 +152,7 @@ static void space_build_preamble(struct space *sp)
         buf_append(&b, h, hlen);
     }
     /* meta fields are bounded (under 1 KiB in all) and so are the Ogg headers */
-    if (b.len > SHARED_PREAMBLE_MAX)
-        abort();
+    BUG_ON(b.len > SHARED_PREAMBLE_MAX);
     shared_preamble_put(ss, b.data, (uint32_t)b.len, (uint32_t)http_len);
     buf_free(&b);
 }

@@ -52,6 +52,7 @@
 #include "speak/source.h"
 #include "speak/wsc.h"
 #include "util/buf.h"
+#include "util/check.h"
 #include "util/log.h"
 
 #define FRAME_MS 20
@@ -144,8 +145,7 @@ static void times_add(struct times *t, double ms)
     if (t->n == t->cap) {
         t->cap = t->cap ? t->cap * 2 : 64;
         t->v = realloc(t->v, t->cap * sizeof(*t->v));
-        if (!t->v)
-            abort();
+        BUG_ON(!t->v);
     }
     t->v[t->n++] = ms;
 }

@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "util/check.h"
 #include "util/log.h"
 
 extern char **environ;
@@ -68,8 +69,7 @@ void speak_apply_gain(int16_t *pcm, int n, double gain)
 static struct speak_source *source_new(int kind, double gain_db)
 {
     struct speak_source *s = calloc(1, sizeof(*s));
-    if (!s)
-        abort();
+    BUG_ON(!s);
     s->kind = kind;
     s->gain = pow(10.0, gain_db / 20.0);
     s->fd = -1;
@@ -357,8 +357,7 @@ struct speak_source *speak_source_file(struct loop *loop, const char *path, doub
     }
     struct speak_source *s = source_new(raw ? SRC_RAW : SRC_FFMPEG, gain_db);
     s->path = strdup(path);
-    if (!s->path)
-        abort();
+    BUG_ON(!s->path);
     if (raw) {
         s->fd = fd;
         s->plays = 1;
@@ -370,8 +369,7 @@ struct speak_source *speak_source_file(struct loop *loop, const char *path, doub
     s->ready_cb = ready;
     s->ready_arg = arg;
     s->ring = malloc(RING_BYTES);
-    if (!s->ring)
-        abort();
+    BUG_ON(!s->ring);
     if (ffmpeg_start(s) < 0) {
         snprintf(err, errlen, "%s", s->error);
         speak_source_free(s);

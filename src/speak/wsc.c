@@ -22,6 +22,7 @@
 
 #include <openssl/evp.h>
 
+#include "util/check.h"
 #include "ws/ws.h"
 
 /* ---- helpers: key, accept, encoding, addresses -------------------------------------------- */
@@ -34,7 +35,7 @@ static void random_bytes(void *p, size_t len)
         if (n == -1) {
             if (errno == EINTR)
                 continue;
-            abort(); /* no entropy source at all: nothing sensible to do */
+            check_fail(__FILE__, __LINE__, "getrandom: no entropy source at all");
         }
         b += n;
         len -= (size_t)n;
@@ -409,8 +410,7 @@ void wsc_flush(struct wsc *w)
 static void wsc_open(struct wsc *w, const char *rest, size_t len)
 {
     loop_timer_stop(w->loop, &w->deadline);
-    if (wslay_event_context_client_init(&w->ctx, &wsc_callbacks, w) != 0)
-        abort();
+    BUG_ON(wslay_event_context_client_init(&w->ctx, &wsc_callbacks, w) != 0);
     wslay_event_config_set_max_recv_msg_length(w->ctx, WSC_MAX_MESSAGE);
     memcpy(w->early, rest, len);
     w->early_len = len;
@@ -597,8 +597,7 @@ int wsc_send(struct wsc *w, int binary, const void *p, size_t len, size_t max_qu
         .msg_length = len,
     };
     int rc = wslay_event_queue_msg(w->ctx, &m);
-    if (rc == WSLAY_ERR_NOMEM)
-        abort();
+    BUG_ON(rc == WSLAY_ERR_NOMEM);
     return rc == 0 ? 0 : -EPIPE;
 }
 

@@ -15,6 +15,7 @@
 #include "space/space.h"
 #include "stage/control.h"
 #include "token/token.h"
+#include "util/check.h"
 #include "util/log.h"
 #include "util/utf8.h"
 #include "ws/ws.h"
@@ -586,8 +587,7 @@ void stage_join(struct stage *st, struct conn *c, int role, const char *name,
                 const struct token *t)
 {
     struct member *m = calloc(1, sizeof(*m));
-    if (!m)
-        abort();
+    BUG_ON(!m);
     m->st = st;
     m->conn = c;
     m->id = ++st->next_id;
@@ -736,8 +736,7 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
 struct stage *stage_new(struct space *sp, const char *title)
 {
     struct stage *st = calloc(1, sizeof(*st));
-    if (!st)
-        abort();
+    BUG_ON(!st);
     st->sp = sp;
     st->host = sp->host;
     st->mixer = mixer_new(STAGE_BITRATE);

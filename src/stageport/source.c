@@ -34,6 +34,7 @@
 #include "net/net.h"
 #include "ogg/demux.h"
 #include "util/log.h"
+#include "util/check.h"
 
 #define SOURCE_READ_CHUNK 16384
 #define SOURCE_AHEAD_MS 5000 /* above an Icecast relay's 64 KB burst at 96 kb/s */
@@ -211,7 +212,7 @@ static int secret_equal(const char *got, const char *want)
     unsigned int na = 0, nb = 0;
     if (!EVP_Digest(got, strlen(got), a, &na, EVP_sha256(), NULL) ||
         !EVP_Digest(want, strlen(want), b, &nb, EVP_sha256(), NULL) || na != nb)
-        abort();
+        check_fail(__FILE__, __LINE__, "SHA-256");
     return CRYPTO_memcmp(a, b, na) == 0;
 }
 

@@ -1,4 +1,5 @@
 #include "token/token.h"
+#include "util/check.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -99,7 +100,7 @@ int token_mint(const uint8_t secret[TOKEN_SECRET_LEN], struct token *t, char *ou
         return -1;
     while (t->id == 0)
         if (getrandom(&t->id, sizeof(t->id), 0) != sizeof(t->id))
-            abort();
+            check_fail(__FILE__, __LINE__, "getrandom");
     char payload[224], last[33], what[32];
     if (t->purpose == TOKEN_STAGE) {
         snprintf(last, sizeof(last), "%s", t->reusable ? "many" : "once");

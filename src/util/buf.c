@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/check.h"
 #include "util/utf8.h"
 
 void buf_free(struct buf *b)
@@ -21,8 +22,7 @@ void buf_reserve(struct buf *b, size_t extra)
     while (cap < b->len + extra + 1)
         cap *= 2;
     b->data = realloc(b->data, cap);
-    if (!b->data)
-        abort();
+    BUG_ON(!b->data);
     b->cap = cap;
 }
 

@@ -13,6 +13,7 @@
 #include <wslay/wslay.h>
 
 #include "http/request.h"
+#include "util/check.h"
 #include "util/log.h"
 #include "util/utf8.h"
 
@@ -268,8 +269,7 @@ static void cb_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 struct ws *ws_new(int fd, const struct ws_io *io, const struct ws_handler *h, void *arg)
 {
     struct ws *w = calloc(1, sizeof(*w));
-    if (!w)
-        abort();
+    BUG_ON(!w);
     w->fd = fd;
     w->h = h;
     w->arg = arg;
@@ -279,8 +279,7 @@ struct ws *ws_new(int fd, const struct ws_io *io, const struct ws_handler *h, vo
         w->io = (struct ws_io){sock_recv, sock_send, &w->fd};
     static const struct wslay_event_callbacks cbs = {cb_recv, cb_send, cb_genmask, NULL,
                                                      NULL, NULL, cb_msg};
-    if (wslay_event_context_server_init(&w->ctx, &cbs, w) != 0)
-        abort();
+    BUG_ON(wslay_event_context_server_init(&w->ctx, &cbs, w) != 0);
     wslay_event_config_set_max_recv_msg_length(w->ctx, WS_MAX_MESSAGE);
     w->frame_tokens = WS_BURST_FRAMES;
     w->byte_tokens = WS_BURST_BYTES;
