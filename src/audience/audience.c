@@ -493,7 +493,9 @@ static void audience_join_ticket(struct conn *c, const struct http_request *req,
         conn_error(c, 400, NULL, "No client address to issue a ticket to");
         return;
     } else {
-        double per_ms = a->join_rate / 1000.0;
+        /* the waiting room's pace, not the join ceiling: the ceiling is set high so that the
+         * machine's pressure decides, but tickets must be spread at a rate it can take */
+        double per_ms = (double)a->cfg->waiting_room_rate / a->sh->nworkers / 1000.0;
         double admit;
         if (e && e->ticket_admit_ms > (double)now) {
             admit = e->ticket_admit_ms; /* its place, again */

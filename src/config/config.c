@@ -22,6 +22,7 @@
 #include "util/check.h"
 #include "util/log.h"
 #include "util/utf8.h"
+#include "web/web.h"
 
 enum key_id {
     KEY_AUDIENCE,
@@ -40,6 +41,7 @@ enum key_id {
     KEY_JOINS_PER_IP,
     KEY_JOINS_PER_WORKER,
     KEY_JOINS_PER_SECOND,
+    KEY_WAITING_ROOM_RATE,
     KEY_OVERLOAD_LAG_MS,
     KEY_WAITING_ROOM,
     KEY_TRUSTED_PROXIES,
@@ -83,6 +85,7 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_JOINS_PER_IP] = {"joins-per-ip", IN_GLOBAL, 1, 1000000},
     [KEY_JOINS_PER_WORKER] = {"joins-per-worker", IN_GLOBAL, 0, 1000000},
     [KEY_JOINS_PER_SECOND] = {"joins-per-second", IN_GLOBAL, 1, 10000000},
+    [KEY_WAITING_ROOM_RATE] = {"waiting-room-rate", IN_GLOBAL, 1, 1000000},
     [KEY_OVERLOAD_LAG_MS] = {"overload-lag-ms", IN_GLOBAL, 10, 60000},
     [KEY_WAITING_ROOM] = {"waiting-room", IN_GLOBAL, 0, 1},
     [KEY_TRUSTED_PROXIES] = {"trusted-proxies", IN_GLOBAL, 1, 0},
@@ -106,12 +109,12 @@ struct parser {
     struct space_config *sc; /* the current [space] section; NULL before the first */
     const char *filename;
     unsigned line;
-    uint32_t seen; /* bit per key_id set in the current section */
+    uint64_t seen; /* bit per key_id set in the current section */
     char *err;
     size_t errlen;
 };
 
-_Static_assert(KEY_COUNT <= 32, "parser.seen has one bit per key");
+_Static_assert(KEY_COUNT <= 64, "parser.seen has one bit per key");
 
 /* Writes "FILE:LINE: message" to the error buffer. Always returns -1. */
 __attribute__((format(printf, 2, 3))) static int fail(struct parser *p, const char *fmt, ...)
@@ -154,6 +157,7 @@ void config_defaults(struct config *c)
     c->joins_per_ip = 50;
     c->joins_per_worker = 0;
     c->joins_per_second = 20000;
+    c->waiting_room_rate = 5000;
     c->overload_lag_ms = 1000;
     c->waiting_room = 0;
     c->speaker_idle_ms = 30000;
@@ -188,7 +192,8 @@ static bool name_valid(const char *s, size_t len)
 
 int config_space_name_valid(const char *name)
 {
-    return name && name_valid(name, strnlen(name, 64));
+    /* a name the ports serve themselves (a page, a route) could never be its mount */
+    return name && name_valid(name, strnlen(name, 64)) && !web_reserved(name);
 }
 
 /* Parses a port of 1-5 decimal digits, 0..65535. */
@@ -338,6 +343,8 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->joins_per_worker;
     case KEY_JOINS_PER_SECOND:
         return &c->joins_per_second;
+    case KEY_WAITING_ROOM_RATE:
+        return &c->waiting_room_rate;
     case KEY_OVERLOAD_LAG_MS:
         return &c->overload_lag_ms;
     case KEY_WAITING_ROOM:
@@ -444,9 +451,9 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         return fail(p, "'%s' is a global key: put it before the first [space] section", def->name);
     if (!p->sc && !(def->where & IN_GLOBAL))
         return fail(p, "'%s' is only allowed in a [space NAME] section", def->name);
-    if (p->seen & (1u << id))
+    if (p->seen & (UINT64_C(1) << id))
         return fail(p, "duplicate key '%s'", def->name);
-    p->seen |= 1u << id;
+    p->seen |= UINT64_C(1) << id;
 
     if (def->min <= def->max)
         return set_int(p, def, id, val, vlen);

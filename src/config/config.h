@@ -63,6 +63,8 @@ struct config {
     int joins_per_worker;      /* the same per worker (bucket 3 s deep); 0 (default) =
                                   joins_per_second split over the workers, which each audience
                                   process resolves into its own copy at start */
+    int waiting_room_rate;     /* waiting room: admissions per second its tickets are spaced
+                                  at, over all workers; 5000 */
     int overload_lag_ms;       /* loop lag that is pressure 1; joins refused from 0.8 x; 1000 */
     int waiting_room;          /* 1: GET /join/<space> hands out admission tickets */
     char trusted_proxies[512]; /* addresses whose X-Forwarded-For is believed, comma-separated */

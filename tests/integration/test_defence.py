@@ -132,7 +132,7 @@ def test_capacity_is_counted_over_all_workers(ctx):
 
 @test(timeout=60, icecast=False)
 def test_tickets_forged_early_and_genuine(ctx):
-    srv = ctx.start_server(config=config(ctx, "waiting-room = 1\njoins-per-worker = 1\n"),
+    srv = ctx.start_server(config=config(ctx, "waiting-room = 1\nwaiting-room-rate = 1\n"),
                            extra=["--workers", "1"])
     src = ffmpeg_source(ctx, srv, "/live", 440)
     wait_live(srv, "/live", proc=src)

@@ -84,7 +84,7 @@ def test_ticket_single_use(ctx):
 @test(timeout=60, icecast=False)
 def test_join_flood_limited_and_does_not_push_queue(ctx):
     # 2 admissions a second: each new place in the queue is 500 ms further back
-    srv = waiting_room(ctx, "joins-per-worker = 2\njoins-per-ip = 5\n")
+    srv = waiting_room(ctx, "waiting-room-rate = 2\njoins-per-ip = 5\n")
     statuses, places = [], set()
     for _ in range(30):
         head, body = get(srv.audience, "/join/live", bind="127.0.0.3")
@@ -112,7 +112,7 @@ def test_ticket_pacing_below_a_millisecond(ctx):
     # 3,000/s: a ticket every 1/3 ms (the old pacing truncated that to 1 ms). Requests that
     # arrive together queue up, and their tickets must name times exactly 1/3 ms apart,
     # however long the server took to answer each.
-    srv = waiting_room(ctx, "joins-per-worker = 3000\n")
+    srv = waiting_room(ctx, "waiting-room-rate = 3000\n")
     socks = []
     for i in range(32):  # each from its own address, so no one gets a place back
         socks.append(socket.create_connection(("127.0.0.1", srv.audience), timeout=5,

@@ -249,6 +249,10 @@ TEST(space_names)
     ASSERT(!config_space_name_valid("a b"));
     ASSERT(!config_space_name_valid("caf\xc3\xa9"));
     ASSERT(!config_space_name_valid(NULL));
+    /* names the ports serve themselves (issue 8: a [space stage.js] could never be a mount) */
+    ASSERT(!config_space_name_valid("stage.js"));
+    ASSERT(!config_space_name_valid("metrics"));
+    ASSERT(!config_space_name_valid("api"));
     char long_name[65];
     memset(long_name, 'n', 64);
     long_name[64] = '\0';
