@@ -37,7 +37,11 @@
  * each worker asks the kernel once a second (sock_diag) which of the server's ends of its
  * connections have left ESTABLISHED (FIN_WAIT1/2, CLOSING): that moment is the server's close.
  *
- * attack.c holds the worker, attack_cli.c the options, the parent and the report.
+ * Files: attack_core.c holds the worker (slots, the state machine above, the response-head
+ * parser, the timers); each mode is a table of hooks in its own file (attack_flood.c,
+ * attack_slow.c for slowloris and slowread, attack_garbage.c, attack_joinstorm.c,
+ * attack_tickets.c; attack_int.h is what they share); attack_cli.c holds the options, the parent
+ * and the report.
  */
 #ifndef ROSTRUM_LOAD_ATTACK_H
 #define ROSTRUM_LOAD_ATTACK_H
