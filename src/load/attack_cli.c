@@ -27,7 +27,8 @@
 #include "util/log.h"
 
 #define PER_PROC_DEFAULT 15000
-#define MODE_LIST "flood, slowloris, slowread, garbage, joinstorm or tickets"
+#define MODE_LIST                                                                                  \
+    "flood, slowloris, slowread, garbage, joinstorm, tickets, wsping, wsnoread or stagefd"
 #define FD_SPARE 32           /* descriptors a worker needs beside its connections */
 #define START_DELAY_US 200000 /* time for the forks; every worker starts at the same instant */
 #define HARD_STOP_US 4500000  /* after --seconds from launch: the parent stops waiting */
@@ -50,12 +51,17 @@ static void usage(FILE *f)
         "  tickets     N probes: GET /join/MOUNT, then the stream with a forged ticket, an "
         "expired\n"
         "              one (--ticket-expired), the genuine one early, and on time\n"
+        "stage modes (--url http://HOST:STAGE_PORT/SPACE; members ask for /ws/SPACE?name=atkN):\n"
+        "  wsping      members that send {\"type\":\"ping\"} as fast as the socket takes it, never "
+        "read\n"
+        "  wsnoread    members that join and never read\n"
+        "  stagefd     connections held open, sending nothing (--handshake: upgraded, reading)\n"
         "options:\n"
         "  --url URL              target; HOST must be loopback (127.0.0.0/8 or [::1])\n"
         "  --rate R               new connections (joinstorm: joins; tickets: probes) per second\n"
-        "  --count N              flood, slowloris, slowread, garbage: most connections open at\n"
-        "                         once (closed ones are replaced at the rate while the run "
-        "lasts);\n"
+        "  --count N              flood, slowloris, slowread, garbage, stage modes: most open at\n"
+        "                         once (closed ones are replaced at the rate while the run\n"
+        "                         lasts);\n"
         "                         joinstorm, tickets: attempts in all (1..1000000)\n"
         "  --seconds S            run length; nothing runs past it (1..86400)\n"
         "  --procs P              worker processes (default ceil(N / %d))\n"
@@ -63,12 +69,14 @@ static void usage(FILE *f)
         "  --no-reopen            pressure modes: open N in all, do not replace closed ones\n"
         "  --interval-ms MS       slowloris: between header lines (default 10000)\n"
         "  --read-bytes-per-s B   slowread: bytes read per second per connection (default 32)\n"
-        "  --rcvbuf BYTES         slowread: SO_RCVBUF (default 4096)\n"
+        "  --rcvbuf BYTES         slowread, wsping, wsnoread: SO_RCVBUF (default 4096)\n"
         "  --max-bytes B          garbage: most bytes per connection (default and max 16384)\n"
         "  --timeout-ms MS        joinstorm, tickets: wait for first audio; garbage: for the\n"
         "                         answer (default 10000)\n"
         "  --ticket-expired TOKEN tickets: a ticket known to be expired, tried on every probe\n"
         "  --timeline             joinstorm: per-second outcomes in the report\n"
+        "  --token TOKEN          stage modes: join with this token (default: anonymous)\n"
+        "  --handshake            stagefd: complete the WebSocket upgrade, then hold\n"
         "  --seed N               garbage contents (default 1)\n"
         "  --json                 print one JSON object instead of a summary\n"
         "exit status: 0 run completed, 1 internal error, 2 bad arguments\n",
@@ -103,6 +111,8 @@ static int parse_opts(int argc, char **argv, struct attack_opts *o)
         {"timeout-ms", OPT_U32, &o->timeout_ms, 1, 3600000, 0, NULL, NULL},
         {"ticket-expired", OPT_STR, &o->ticket_expired, 0, ATTACK_TICKET_MAX, 0, NULL, "a ticket"},
         {"timeline", OPT_FLAG, &o->timeline, 0, 0, 1, NULL, NULL},
+        {"token", OPT_STR, &o->token, 0, ATTACK_TICKET_MAX, 0, NULL, "a token"},
+        {"handshake", OPT_FLAG, &o->handshake, 0, 0, 1, NULL, NULL},
         {"seed", OPT_U32, &o->seed, 0, UINT32_MAX, 0, NULL, NULL},
         {"json", OPT_FLAG, &o->json, 0, 0, 1, NULL, NULL},
     };
@@ -127,6 +137,19 @@ static int parse_opts(int argc, char **argv, struct attack_opts *o)
         return opts_bad("attack", "--ticket-expired is for the tickets mode");
     if (o->timeline && o->mode != ATTACK_JOINSTORM)
         return opts_bad("attack", "--timeline is for the joinstorm mode");
+    int stage = o->mode == ATTACK_WSPING || o->mode == ATTACK_WSNOREAD || o->mode == ATTACK_STAGEFD;
+    if (o->token && !stage)
+        return opts_bad("attack", "--token is for the stage modes (wsping, wsnoread, stagefd)");
+    if (o->handshake && o->mode != ATTACK_STAGEFD)
+        return opts_bad("attack", "--handshake is for the stagefd mode");
+    if (o->token && o->mode == ATTACK_STAGEFD && !o->handshake)
+        return opts_bad("attack", "--token needs --handshake in the stagefd mode");
+    char ws_path[LOAD_URL_MAX_PATH + 8];
+    if (stage && attack_ws_path(o->url.path, ws_path, sizeof(ws_path)) < 0)
+        return opts_bad("attack",
+                        "--url %s: the stage modes want the space as the path (/SPACE or "
+                        "/ws/SPACE)",
+                        o->url_str);
     /* 127.0.1.1 .. 127.0.1.250 */
     if ((rc = opts_src_ips("attack", src, o->url.family, 0x7f000101, 250, &o->src_first,
                            &o->src_count)) != 0)
@@ -228,6 +251,26 @@ static void build_json(const struct attack_opts *o, const struct attack_result *
         }
         break;
     }
+    case ATTACK_WSPING:
+    case ATTACK_WSNOREAD:
+    case ATTACK_STAGEFD: {
+        char path[LOAD_URL_MAX_PATH + 8] = "";
+        attack_ws_path(o->url.path, path, sizeof(path));
+        int ws = o->mode != ATTACK_STAGEFD || o->handshake;
+        buf_puts(b, ",\"stage\":{\"ws_path\":");
+        buf_json_str(b, path, strlen(path));
+        buf_printf(b, ",\"handshake\":%s,\"token\":%s,\"rcvbuf\":", ws ? "true" : "false",
+                   o->token ? "true" : "false");
+        if (o->mode == ATTACK_STAGEFD)
+            buf_puts(b, "null");
+        else
+            buf_printf(b, "%u", o->rcvbuf);
+        buf_printf(b,
+                   ",\"upgraded\":%llu,\"bad_accept\":%llu,\"frames_sent\":%llu,"
+                   "\"held_at_end\":%llu}",
+                   u(r->ws_upgraded), u(r->ws_bad_accept), u(r->ws_frames_sent), u(r->open_at_end));
+        break;
+    }
     case ATTACK_TICKETS:
         buf_printf(b,
                    ",\"tickets\":{\"issued\":%llu,\"admission_open\":%llu,\"unparsable\":%llu,"
@@ -287,6 +330,10 @@ static void print_summary(const struct attack_opts *o, const struct attack_resul
                u(r->joined), u(r->attempted), u(r->unfinished),
                procs_ms(hist_percentile(&r->first_audio_us, 50)),
                procs_ms(hist_percentile(&r->first_audio_us, 99)), procs_ms(r->first_audio_us.max));
+    if (o->mode == ATTACK_WSPING || o->mode == ATTACK_WSNOREAD || o->mode == ATTACK_STAGEFD)
+        printf("  WebSocket: upgraded %llu, wrong Accept %llu, ping frames sent %llu, held at the "
+               "end %llu\n",
+               u(r->ws_upgraded), u(r->ws_bad_accept), u(r->ws_frames_sent), u(r->open_at_end));
     if (o->mode == ATTACK_TICKETS) {
         printf("  tickets issued %llu, admission open %llu, unparsable %llu\n", u(r->tk_tickets),
                u(r->tk_open), u(r->tk_unparsable));

@@ -45,10 +45,20 @@
 static const struct atk_mode *const modes[ATTACK_MODES] = {
     &atk_mode_flood,   &atk_mode_slowloris, &atk_mode_slowread,
     &atk_mode_garbage, &atk_mode_joinstorm, &atk_mode_tickets,
+    &atk_mode_wsping,  &atk_mode_wsnoread,  &atk_mode_stagefd,
 };
 
+/* The hooks for <o>: by mode, but stagefd without --handshake sends nothing. */
+static const struct atk_mode *mode_of(const struct attack_opts *o)
+{
+    if (o->mode == ATTACK_STAGEFD && !o->handshake)
+        return &atk_mode_stagefd_tcp;
+    return modes[o->mode];
+}
+
 static const char *const mode_names[ATTACK_MODES] = {"flood",   "slowloris", "slowread",
-                                                     "garbage", "joinstorm", "tickets"};
+                                                     "garbage", "joinstorm", "tickets",
+                                                     "wsping",  "wsnoread",  "stagefd"};
 static const char *const fail_names[ATTACK_FAILS] = {"refused", "timeout", "addr_not_avail",
                                                      "socket_error", "other"};
 static const char *const tk_names[ATTACK_TK_KINDS] = {"join",  "forged",  "expired",
@@ -111,6 +121,9 @@ void attack_result_merge(struct attack_result *into, const struct attack_result 
     into->lines_sent += from->lines_sent;
     into->joined += from->joined;
     into->unfinished += from->unfinished;
+    into->ws_upgraded += from->ws_upgraded;
+    into->ws_bad_accept += from->ws_bad_accept;
+    into->ws_frames_sent += from->ws_frames_sent;
     for (int i = 0; i < ATTACK_HTTP_CODES; i++)
         into->http[i] += from->http[i];
     for (int k = 0; k < ATTACK_G_KINDS; k++) {
@@ -694,7 +707,7 @@ int attack_worker(const struct attack_opts *o, uint32_t index, uint32_t n, int64
     if (!w)
         abort();
     w->o = o;
-    w->m = modes[o->mode];
+    w->m = mode_of(o);
     w->index = index;
     w->n = n;
     w->rate = o->rate * (double)n / (double)o->count;

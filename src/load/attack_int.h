@@ -162,7 +162,8 @@ struct atk_worker {
 };
 
 extern const struct atk_mode atk_mode_flood, atk_mode_slowloris, atk_mode_slowread,
-    atk_mode_garbage, atk_mode_joinstorm, atk_mode_tickets;
+    atk_mode_garbage, atk_mode_joinstorm, atk_mode_tickets, atk_mode_wsping, atk_mode_wsnoread,
+    atk_mode_stagefd, atk_mode_stagefd_tcp;
 
 /* The worker that owns <loop>. */
 struct atk_worker *atk_worker_of(struct loop *loop);
