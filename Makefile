@@ -62,13 +62,19 @@ $(O)/obj/web_table.o: $(O)/gen/web_table.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# Each archive is made whole again: "ar rcs" alone keeps the member of a source that was
+# removed or moved (src/load/attack.c), and the tools would link its stale copy.
 $(O)/librostrum-core.a: $(CORE_OBJ)
+	@rm -f $@
 	$(AR) rcs $@ $^
 $(O)/librostrum-server.a: $(SERVER_OBJ)
+	@rm -f $@
 	$(AR) rcs $@ $^
 $(O)/librostrum-load.a: $(LOAD_OBJ)
+	@rm -f $@
 	$(AR) rcs $@ $^
 $(O)/librostrum-speak.a: $(SPEAK_OBJ)
+	@rm -f $@
 	$(AR) rcs $@ $^
 
 $(O)/rostrum: $(O)/obj/src/proc/main.o $(O)/librostrum-server.a $(O)/librostrum-core.a

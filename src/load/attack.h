@@ -16,6 +16,16 @@
  *              then the stream with a forged ticket, an expired one (--ticket-expired), the
  *              genuine one before its admit time, and the genuine one after it
  *
+ * Against the stage port (the main process: the speakers' WebSocket, the mixer, the API); the
+ * URL is http://HOST:STAGE_PORT/SPACE (or /ws/SPACE), and each member asks for
+ * /ws/SPACE?name=atkN, with &token=--token if given (else an anonymous listener):
+ *   wsping     members that, once upgraded, send {"type":"ping"} text frames as fast as the
+ *              socket takes them and never read again (SO_RCVBUF --rcvbuf)
+ *   wsnoread   members that join and never read again (SO_RCVBUF --rcvbuf): the server's state
+ *              documents and pongs pile up toward them
+ *   stagefd    a descriptor flood of the stage port: connections that send nothing, or with
+ *              --handshake that complete the upgrade and then read (discard) what comes
+ *
  * Bounds, whatever the server does: never more than --count connections open at once (the
  * "pressure" modes flood, slowloris, slowread and garbage replace a connection the server closed
  * while the run lasts, unless --no-reopen; joinstorm and tickets make --count attempts in all),
@@ -37,11 +47,16 @@
  * each worker asks the kernel once a second (sock_diag) which of the server's ends of its
  * connections have left ESTABLISHED (FIN_WAIT1/2, CLOSING): that moment is the server's close.
  *
- * attack.c holds the worker, attack_cli.c the options, the parent and the report.
+ * Files: attack_core.c holds the worker (slots, the state machine above, the response-head
+ * parser, the timers); each mode is a table of hooks in its own file (attack_flood.c,
+ * attack_slow.c for slowloris and slowread, attack_garbage.c, attack_joinstorm.c,
+ * attack_tickets.c; attack_int.h is what they share); attack_cli.c holds the options, the parent
+ * and the report.
  */
 #ifndef ROSTRUM_LOAD_ATTACK_H
 #define ROSTRUM_LOAD_ATTACK_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "load/hist.h"
@@ -54,6 +69,9 @@ enum attack_mode {
     ATTACK_GARBAGE,
     ATTACK_JOINSTORM,
     ATTACK_TICKETS,
+    ATTACK_WSPING,
+    ATTACK_WSNOREAD,
+    ATTACK_STAGEFD,
     ATTACK_MODES
 };
 
@@ -95,6 +113,11 @@ enum attack_garbage_kind {
 #define ATTACK_CONNECT_TIMEOUT_US 10000000
 #define ATTACK_GARBAGE_MAX 16384
 #define ATTACK_TICKET_MAX 1024 /* longest ticket kept; a longer one counts as unparsable */
+/* The stage modes' Sec-WebSocket-Key: the RFC 6455 sample (any 16 bytes will do for an
+ * attacker; a fixed one lets the worker compute the expected Accept once). */
+#define ATTACK_WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="
+#define ATTACK_WS_PING "{\"type\":\"ping\"}"
+#define ATTACK_WS_PING_FRAME (2 + 4 + sizeof(ATTACK_WS_PING) - 1) /* header, mask, payload */
 
 /* Joins (joinstorm) started in one second of the run, by outcome. */
 struct attack_second {
@@ -127,9 +150,12 @@ struct attack_result {
     uint64_t retry_after;   /* responses with a Retry-After header */
     uint64_t bytes_sent;
     uint64_t bytes_received;
-    uint64_t lines_sent; /* slowloris: header lines sent after the request line */
-    uint64_t joined;     /* joinstorm: a first whole audio page arrived */
-    uint64_t unfinished; /* joinstorm: still joining when the run ended */
+    uint64_t lines_sent;     /* slowloris: header lines sent after the request line */
+    uint64_t joined;         /* joinstorm: a first whole audio page arrived */
+    uint64_t unfinished;     /* joinstorm: still joining when the run ended */
+    uint64_t ws_upgraded;    /* stage modes: 101 with the right Sec-WebSocket-Accept */
+    uint64_t ws_bad_accept;  /* ... 101 without it (closed by the tool) */
+    uint64_t ws_frames_sent; /* wsping: ping frames sent whole */
     uint32_t http[ATTACK_HTTP_CODES];
     uint32_t garbage_sent[ATTACK_G_KINDS];    /* garbage: messages sent whole, by flavour */
     uint32_t garbage_http[ATTACK_G_KINDS][4]; /* ... answered 400, 431, other, nothing */
@@ -173,6 +199,8 @@ struct attack_opts {
                             connect timeout too, if shorter); garbage: sent to an answer */
     uint32_t seed;
     const char *ticket_expired; /* tickets: a ticket known to be expired, or NULL */
+    const char *token;          /* stage modes: the member's token, or NULL (anonymous) */
+    int handshake;              /* stagefd: complete the WebSocket upgrade */
     int reopen;                 /* pressure modes: replace closed connections */
     int timeline;               /* joinstorm: print per-second outcomes */
     int json;
@@ -186,7 +214,8 @@ const char *attack_fail_name(enum attack_fail f);
 const char *attack_ticket_kind_name(enum attack_ticket_kind k);
 const char *attack_garbage_kind_name(enum attack_garbage_kind k);
 
-/* True if <o>->mode keeps --count connections open (flood, slowloris, slowread, garbage). */
+/* True if <o>->mode keeps --count connections open (flood, slowloris, slowread, garbage and
+ * the stage modes). */
 int attack_is_pressure(const struct attack_opts *o);
 
 /* Runs worker <index> (of <o>->procs) with <n> of the --count connections: waits for
@@ -212,6 +241,29 @@ uint32_t attack_garbage(enum attack_garbage_kind kind, uint32_t seed, uint32_t l
  * middle of it so that base64 padding bits cannot absorb the change. Returns 0, or -1 if <t> is
  * empty or does not fit. */
 int attack_forge_ticket(const char *t, char *out, size_t cap);
+
+/* The WebSocket path asked for by the stage modes for URL path <path>: "/ws/SPACE" for "/SPACE"
+ * or "/ws/SPACE", into <out> (<cap> bytes). Returns 0, or -1 if <path> names no space (empty,
+ * a '/' or '?' in the name) or it does not fit. */
+int attack_ws_path(const char *path, char *out, size_t cap);
+
+/* The upgrade request of stage member number <n> for <ws_path> (attack_ws_path) on
+ * <host>:<port>, with <token> (percent-encoded here) or anonymous if NULL, Sec-WebSocket-Key
+ * ATTACK_WS_KEY: written to <out> (<cap> bytes). Returns its length, or 0 if it does not fit. */
+uint32_t attack_ws_upgrade(const char *ws_path, const char *host, uint16_t port, uint64_t n,
+                           const char *token, char *out, size_t cap);
+
+/* One client-to-server WebSocket frame (RFC 6455 5.2): FIN, <opcode>, masked with <mask> (as
+ * the 4 key bytes, most significant first), <len> bytes of <payload>, with the 7-, 16- or 64-bit
+ * length as <len> needs. Written to <out> (<cap> bytes); returns its length, or 0 if it does not
+ * fit. */
+size_t attack_ws_frame(uint8_t *out, size_t cap, uint8_t opcode, const void *payload, size_t len,
+                       uint32_t mask);
+
+/* As many whole ATTACK_WS_PING text frames as fit in <cap> bytes (at most 65536), each with its
+ * own mask drawn from <seed> (deterministic: a partial send is resumed by building it again).
+ * Returns the length, a multiple of ATTACK_WS_PING_FRAME. */
+size_t attack_ws_pings(uint8_t *out, size_t cap, uint32_t seed);
 
 /* Runs "rostrum-load attack" (load/attack_cli.c) with the arguments after "rostrum-load"
  * (<argv>[0] is "attack"). Returns the exit status: 0 the run completed, 1 internal error,

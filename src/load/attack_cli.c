@@ -10,9 +10,7 @@
  * Exit status: 0 the run completed, whatever the figures; 1 internal error (a worker failed or
  * could not be started; what the others measured is still printed); 2 bad arguments.
  */
-#include <getopt.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,12 +20,15 @@
 
 #include "load/attack.h"
 #include "load/listen.h"
+#include "load/opts.h"
 #include "load/procs.h"
 #include "load/url.h"
 #include "util/buf.h"
 #include "util/log.h"
 
 #define PER_PROC_DEFAULT 15000
+#define MODE_LIST                                                                                  \
+    "flood, slowloris, slowread, garbage, joinstorm, tickets, wsping, wsnoread or stagefd"
 #define FD_SPARE 32           /* descriptors a worker needs beside its connections */
 #define START_DELAY_US 200000 /* time for the forks; every worker starts at the same instant */
 #define HARD_STOP_US 4500000  /* after --seconds from launch: the parent stops waiting */
@@ -50,12 +51,17 @@ static void usage(FILE *f)
         "  tickets     N probes: GET /join/MOUNT, then the stream with a forged ticket, an "
         "expired\n"
         "              one (--ticket-expired), the genuine one early, and on time\n"
+        "stage modes (--url http://HOST:STAGE_PORT/SPACE; members ask for /ws/SPACE?name=atkN):\n"
+        "  wsping      members that send {\"type\":\"ping\"} as fast as the socket takes it, never "
+        "read\n"
+        "  wsnoread    members that join and never read\n"
+        "  stagefd     connections held open, sending nothing (--handshake: upgraded, reading)\n"
         "options:\n"
         "  --url URL              target; HOST must be loopback (127.0.0.0/8 or [::1])\n"
         "  --rate R               new connections (joinstorm: joins; tickets: probes) per second\n"
-        "  --count N              flood, slowloris, slowread, garbage: most connections open at\n"
-        "                         once (closed ones are replaced at the rate while the run "
-        "lasts);\n"
+        "  --count N              flood, slowloris, slowread, garbage, stage modes: most open at\n"
+        "                         once (closed ones are replaced at the rate while the run\n"
+        "                         lasts);\n"
         "                         joinstorm, tickets: attempts in all (1..1000000)\n"
         "  --seconds S            run length; nothing runs past it (1..86400)\n"
         "  --procs P              worker processes (default ceil(N / %d))\n"
@@ -63,78 +69,26 @@ static void usage(FILE *f)
         "  --no-reopen            pressure modes: open N in all, do not replace closed ones\n"
         "  --interval-ms MS       slowloris: between header lines (default 10000)\n"
         "  --read-bytes-per-s B   slowread: bytes read per second per connection (default 32)\n"
-        "  --rcvbuf BYTES         slowread: SO_RCVBUF (default 4096)\n"
+        "  --rcvbuf BYTES         slowread, wsping, wsnoread: SO_RCVBUF (default 4096)\n"
         "  --max-bytes B          garbage: most bytes per connection (default and max 16384)\n"
         "  --timeout-ms MS        joinstorm, tickets: wait for first audio; garbage: for the\n"
         "                         answer (default 10000)\n"
         "  --ticket-expired TOKEN tickets: a ticket known to be expired, tried on every probe\n"
         "  --timeline             joinstorm: per-second outcomes in the report\n"
+        "  --token TOKEN          stage modes: join with this token (default: anonymous)\n"
+        "  --handshake            stagefd: complete the WebSocket upgrade, then hold\n"
         "  --seed N               garbage contents (default 1)\n"
         "  --json                 print one JSON object instead of a summary\n"
         "exit status: 0 run completed, 1 internal error, 2 bad arguments\n",
         PER_PROC_DEFAULT);
 }
 
-static int bad_arg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Prints a bad-argument message; returns the exit status for it, 2. */
-static int bad_arg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "rostrum-load attack: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n(see rostrum-load attack --help)\n");
-    va_end(ap);
-    return 2;
-}
-
 /* Parses the options into <o> (<argv>[0] is "attack", <argv>[1] the mode). Returns 0, 2 (bad
  * arguments, message printed) or 3 (--help). */
 static int parse_opts(int argc, char **argv, struct attack_opts *o)
 {
-    enum {
-        O_URL = 256,
-        O_RATE,
-        O_COUNT,
-        O_SECONDS,
-        O_PROCS,
-        O_SRC,
-        O_NO_REOPEN,
-        O_INTERVAL,
-        O_READ_BPS,
-        O_RCVBUF,
-        O_MAX_BYTES,
-        O_TIMEOUT,
-        O_EXPIRED,
-        O_TIMELINE,
-        O_SEED,
-        O_JSON,
-        O_HELP
-    };
-    static const struct option opts[] = {
-        {"url", required_argument, NULL, O_URL},
-        {"rate", required_argument, NULL, O_RATE},
-        {"count", required_argument, NULL, O_COUNT},
-        {"seconds", required_argument, NULL, O_SECONDS},
-        {"procs", required_argument, NULL, O_PROCS},
-        {"src-ips", required_argument, NULL, O_SRC},
-        {"no-reopen", no_argument, NULL, O_NO_REOPEN},
-        {"interval-ms", required_argument, NULL, O_INTERVAL},
-        {"read-bytes-per-s", required_argument, NULL, O_READ_BPS},
-        {"rcvbuf", required_argument, NULL, O_RCVBUF},
-        {"max-bytes", required_argument, NULL, O_MAX_BYTES},
-        {"timeout-ms", required_argument, NULL, O_TIMEOUT},
-        {"ticket-expired", required_argument, NULL, O_EXPIRED},
-        {"timeline", no_argument, NULL, O_TIMELINE},
-        {"seed", required_argument, NULL, O_SEED},
-        {"json", no_argument, NULL, O_JSON},
-        {"help", no_argument, NULL, O_HELP},
-        {0},
-    };
-    char err[256];
     const char *src = NULL;
-    int have_n = 0, have_rate = 0, have_secs = 0;
+    int have_n = 0, have_rate = 0, have_secs = 0, rc;
     *o = (struct attack_opts){.interval_ms = 10000,
                               .read_bps = 32,
                               .rcvbuf = 4096,
@@ -142,125 +96,65 @@ static int parse_opts(int argc, char **argv, struct attack_opts *o)
                               .timeout_ms = 10000,
                               .seed = 1,
                               .reopen = 1};
+    const struct opt tab[] = {
+        {"url", OPT_STR, &o->url_str, 0, 0, 0, NULL, "a URL"},
+        {"rate", OPT_RATE, &o->rate, 0, 1e6, 0, &have_rate, "connections per second"},
+        {"count", OPT_U32, &o->count, 1, 1000000, 0, &have_n, NULL},
+        {"seconds", OPT_U32, &o->seconds, 1, 86400, 0, &have_secs, NULL},
+        {"procs", OPT_U32, &o->procs, 1, 256, 0, NULL, NULL},
+        {"src-ips", OPT_STR, &src, 0, 0, 0, NULL, "an address range"},
+        {"no-reopen", OPT_FLAG, &o->reopen, 0, 0, 0, NULL, NULL},
+        {"interval-ms", OPT_U32, &o->interval_ms, 1, 3600000, 0, NULL, NULL},
+        {"read-bytes-per-s", OPT_U32, &o->read_bps, 1, 100000000, 0, NULL, NULL},
+        {"rcvbuf", OPT_U32, &o->rcvbuf, 256, 64 << 20, 0, NULL, NULL},
+        {"max-bytes", OPT_U32, &o->max_bytes, 1, ATTACK_GARBAGE_MAX, 0, NULL, NULL},
+        {"timeout-ms", OPT_U32, &o->timeout_ms, 1, 3600000, 0, NULL, NULL},
+        {"ticket-expired", OPT_STR, &o->ticket_expired, 0, ATTACK_TICKET_MAX, 0, NULL, "a ticket"},
+        {"timeline", OPT_FLAG, &o->timeline, 0, 0, 1, NULL, NULL},
+        {"token", OPT_STR, &o->token, 0, ATTACK_TICKET_MAX, 0, NULL, "a token"},
+        {"handshake", OPT_FLAG, &o->handshake, 0, 0, 1, NULL, NULL},
+        {"seed", OPT_U32, &o->seed, 0, UINT32_MAX, 0, NULL, NULL},
+        {"json", OPT_FLAG, &o->json, 0, 0, 1, NULL, NULL},
+    };
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
             return 3;
     if (argc < 2 || argv[1][0] == '-')
-        return bad_arg("a MODE is required: flood, slowloris, slowread, garbage, joinstorm or "
-                       "tickets");
+        return opts_bad("attack", "a MODE is required: %s", MODE_LIST);
     int m = attack_mode_parse(argv[1]);
     if (m < 0)
-        return bad_arg("unknown mode \"%s\": flood, slowloris, slowread, garbage, joinstorm or "
-                       "tickets",
-                       argv[1]);
+        return opts_bad("attack", "unknown mode \"%s\": %s", argv[1], MODE_LIST);
     o->mode = (enum attack_mode)m;
-    optind = 2;
-    opterr = 0;
-    for (;;) {
-        int ch = getopt_long(argc, argv, "", opts, NULL);
-        if (ch == -1)
-            break;
-        switch (ch) {
-        case O_URL:
-            o->url_str = optarg;
-            break;
-        case O_RATE: {
-            char *e;
-            o->rate = strtod(optarg, &e);
-            if (*optarg == '\0' || *e != '\0' || !(o->rate > 0) || o->rate > 1e6)
-                return bad_arg("--rate: expected connections per second in (0, 1e6], got \"%s\"",
-                               optarg);
-            have_rate = 1;
-            break;
-        }
-        case O_COUNT:
-            if (procs_parse_u32("attack", "--count", optarg, 1, 1000000, &o->count) < 0)
-                return 2;
-            have_n = 1;
-            break;
-        case O_SECONDS:
-            if (procs_parse_u32("attack", "--seconds", optarg, 1, 86400, &o->seconds) < 0)
-                return 2;
-            have_secs = 1;
-            break;
-        case O_PROCS:
-            if (procs_parse_u32("attack", "--procs", optarg, 1, 256, &o->procs) < 0)
-                return 2;
-            break;
-        case O_SRC:
-            src = optarg;
-            break;
-        case O_NO_REOPEN:
-            o->reopen = 0;
-            break;
-        case O_INTERVAL:
-            if (procs_parse_u32("attack", "--interval-ms", optarg, 1, 3600000, &o->interval_ms) < 0)
-                return 2;
-            break;
-        case O_READ_BPS:
-            if (procs_parse_u32("attack", "--read-bytes-per-s", optarg, 1, 100000000,
-                                &o->read_bps) < 0)
-                return 2;
-            break;
-        case O_RCVBUF:
-            if (procs_parse_u32("attack", "--rcvbuf", optarg, 256, 64 << 20, &o->rcvbuf) < 0)
-                return 2;
-            break;
-        case O_MAX_BYTES:
-            if (procs_parse_u32("attack", "--max-bytes", optarg, 1, ATTACK_GARBAGE_MAX,
-                                &o->max_bytes) < 0)
-                return 2;
-            break;
-        case O_TIMEOUT:
-            if (procs_parse_u32("attack", "--timeout-ms", optarg, 1, 3600000, &o->timeout_ms) < 0)
-                return 2;
-            break;
-        case O_EXPIRED:
-            if (optarg[0] == '\0' || strlen(optarg) > ATTACK_TICKET_MAX)
-                return bad_arg("--ticket-expired: expected a ticket of 1 to %d characters",
-                               ATTACK_TICKET_MAX);
-            o->ticket_expired = optarg;
-            break;
-        case O_TIMELINE:
-            o->timeline = 1;
-            break;
-        case O_SEED:
-            if (procs_parse_u32("attack", "--seed", optarg, 0, UINT32_MAX, &o->seed) < 0)
-                return 2;
-            break;
-        case O_JSON:
-            o->json = 1;
-            break;
-        default:
-            return bad_arg("unknown or incomplete option \"%s\"", argv[optind - 1]);
-        }
-    }
-    if (optind < argc)
-        return bad_arg("unexpected argument \"%s\"", argv[optind]);
+    if ((rc = opts_parse("attack", argc, argv, 2, tab, sizeof(tab) / sizeof(tab[0]))) != 0)
+        return rc;
     if (!o->url_str)
-        return bad_arg("--url is required");
+        return opts_bad("attack", "--url is required");
     if (!have_n || !have_rate || !have_secs)
-        return bad_arg("--count, --rate and --seconds are required");
-    if (load_url_parse(o->url_str, &o->url, err, sizeof(err)) < 0)
-        return bad_arg("--url %s: %s", o->url_str, err);
+        return opts_bad("attack", "--count, --rate and --seconds are required");
+    if ((rc = opts_url("attack", "--url", o->url_str, &o->url)) != 0)
+        return rc;
     if (o->ticket_expired && o->mode != ATTACK_TICKETS)
-        return bad_arg("--ticket-expired is for the tickets mode");
+        return opts_bad("attack", "--ticket-expired is for the tickets mode");
     if (o->timeline && o->mode != ATTACK_JOINSTORM)
-        return bad_arg("--timeline is for the joinstorm mode");
-    if (src) {
-        if (o->url.family != AF_INET)
-            return bad_arg("--src-ips: source addresses are IPv4; the URL is IPv6 (%s)",
-                           o->url_str);
-        if (load_ip_range_parse(src, &o->src_first, &o->src_count, err, sizeof(err)) < 0)
-            return bad_arg("--src-ips: %s", err);
-    } else if (o->url.family == AF_INET) {
-        o->src_first = 0x7f000101; /* 127.0.1.1 .. 127.0.1.250 */
-        o->src_count = 250;
-    }
-    if (o->procs == 0)
-        o->procs = (o->count + PER_PROC_DEFAULT - 1) / PER_PROC_DEFAULT;
-    if (o->procs > o->count)
-        o->procs = o->count;
+        return opts_bad("attack", "--timeline is for the joinstorm mode");
+    int stage = o->mode == ATTACK_WSPING || o->mode == ATTACK_WSNOREAD || o->mode == ATTACK_STAGEFD;
+    if (o->token && !stage)
+        return opts_bad("attack", "--token is for the stage modes (wsping, wsnoread, stagefd)");
+    if (o->handshake && o->mode != ATTACK_STAGEFD)
+        return opts_bad("attack", "--handshake is for the stagefd mode");
+    if (o->token && o->mode == ATTACK_STAGEFD && !o->handshake)
+        return opts_bad("attack", "--token needs --handshake in the stagefd mode");
+    char ws_path[LOAD_URL_MAX_PATH + 8];
+    if (stage && attack_ws_path(o->url.path, ws_path, sizeof(ws_path)) < 0)
+        return opts_bad("attack",
+                        "--url %s: the stage modes want the space as the path (/SPACE or "
+                        "/ws/SPACE)",
+                        o->url_str);
+    /* 127.0.1.1 .. 127.0.1.250 */
+    if ((rc = opts_src_ips("attack", src, o->url.family, 0x7f000101, 250, &o->src_first,
+                           &o->src_count)) != 0)
+        return rc;
+    opts_procs(&o->procs, o->count, PER_PROC_DEFAULT);
     return 0;
 }
 
@@ -357,6 +251,26 @@ static void build_json(const struct attack_opts *o, const struct attack_result *
         }
         break;
     }
+    case ATTACK_WSPING:
+    case ATTACK_WSNOREAD:
+    case ATTACK_STAGEFD: {
+        char path[LOAD_URL_MAX_PATH + 8] = "";
+        attack_ws_path(o->url.path, path, sizeof(path));
+        int ws = o->mode != ATTACK_STAGEFD || o->handshake;
+        buf_puts(b, ",\"stage\":{\"ws_path\":");
+        buf_json_str(b, path, strlen(path));
+        buf_printf(b, ",\"handshake\":%s,\"token\":%s,\"rcvbuf\":", ws ? "true" : "false",
+                   o->token ? "true" : "false");
+        if (o->mode == ATTACK_STAGEFD)
+            buf_puts(b, "null");
+        else
+            buf_printf(b, "%u", o->rcvbuf);
+        buf_printf(b,
+                   ",\"upgraded\":%llu,\"bad_accept\":%llu,\"frames_sent\":%llu,"
+                   "\"held_at_end\":%llu}",
+                   u(r->ws_upgraded), u(r->ws_bad_accept), u(r->ws_frames_sent), u(r->open_at_end));
+        break;
+    }
     case ATTACK_TICKETS:
         buf_printf(b,
                    ",\"tickets\":{\"issued\":%llu,\"admission_open\":%llu,\"unparsable\":%llu,"
@@ -416,6 +330,10 @@ static void print_summary(const struct attack_opts *o, const struct attack_resul
                u(r->joined), u(r->attempted), u(r->unfinished),
                procs_ms(hist_percentile(&r->first_audio_us, 50)),
                procs_ms(hist_percentile(&r->first_audio_us, 99)), procs_ms(r->first_audio_us.max));
+    if (o->mode == ATTACK_WSPING || o->mode == ATTACK_WSNOREAD || o->mode == ATTACK_STAGEFD)
+        printf("  WebSocket: upgraded %llu, wrong Accept %llu, ping frames sent %llu, held at the "
+               "end %llu\n",
+               u(r->ws_upgraded), u(r->ws_bad_accept), u(r->ws_frames_sent), u(r->open_at_end));
     if (o->mode == ATTACK_TICKETS) {
         printf("  tickets issued %llu, admission open %llu, unparsable %llu\n", u(r->tk_tickets),
                u(r->tk_open), u(r->tk_unparsable));
@@ -454,16 +372,8 @@ int load_attack_main(int argc, char **argv)
     if (rc)
         return rc;
 
-    rlim_t nofile = procs_raise_nofile();
-    uint32_t per_proc = (o.count + o.procs - 1) / o.procs;
-    if ((rlim_t)per_proc + FD_SPARE > nofile) {
-        fprintf(stderr,
-                "rostrum-load attack: %u connections per process exceed the descriptor limit "
-                "(%llu); use more --procs (at least %llu)\n(see rostrum-load attack --help)\n",
-                per_proc, (unsigned long long)nofile,
-                (unsigned long long)((o.count + (nofile - FD_SPARE) - 1) / (nofile - FD_SPARE)));
+    if (opts_check_fds("attack", "connections", o.count, o.procs, FD_SPARE) != 0)
         return 2;
-    }
     signal(SIGPIPE, SIG_IGN);
 
     int64_t launch_us = load_now_us();

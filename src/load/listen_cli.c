@@ -6,9 +6,7 @@
  * Exit status: 0 the run completed, whatever the figures; 1 internal error (a worker failed or
  * could not be started; what the others measured is still printed); 2 bad arguments.
  */
-#include <getopt.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +15,7 @@
 
 #include "load/httpget.h"
 #include "load/listen.h"
+#include "load/opts.h"
 #include "load/procs.h"
 #include "load/url.h"
 #include "util/buf.h"
@@ -49,145 +48,49 @@ static void usage(FILE *f)
         PER_PROC_DEFAULT);
 }
 
-static int bad_arg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Prints a bad-argument message; returns the exit status for it, 2. */
-static int bad_arg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "rostrum-load listen: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n(see rostrum-load listen --help)\n");
-    va_end(ap);
-    return 2;
-}
-
 /* Parses the options into <o>. Returns 0, 2 (bad arguments, message printed) or 3 (--help). */
 static int parse_opts(int argc, char **argv, struct load_listen_opts *o)
 {
-    enum {
-        O_URL = 256,
-        O_LISTENERS,
-        O_RATE,
-        O_SECONDS,
-        O_PROCS,
-        O_KBPS,
-        O_STALL,
-        O_SRC,
-        O_METRICS,
-        O_JSON,
-        O_HELP
-    };
-    static const struct option opts[] = {
-        {"url", required_argument, NULL, O_URL},
-        {"listeners", required_argument, NULL, O_LISTENERS},
-        {"rate", required_argument, NULL, O_RATE},
-        {"seconds", required_argument, NULL, O_SECONDS},
-        {"procs", required_argument, NULL, O_PROCS},
-        {"kbps", required_argument, NULL, O_KBPS},
-        {"stall-ms", required_argument, NULL, O_STALL},
-        {"src-ips", required_argument, NULL, O_SRC},
-        {"metrics-url", required_argument, NULL, O_METRICS},
-        {"json", no_argument, NULL, O_JSON},
-        {"help", no_argument, NULL, O_HELP},
-        {0},
-    };
-    char err[256];
     const char *src = NULL;
-    int have_n = 0, have_rate = 0, have_secs = 0;
+    int have_n = 0, have_rate = 0, have_secs = 0, rc;
     *o = (struct load_listen_opts){.kbps = 48, .stall_ms = 3000};
-    optind = 1;
-    opterr = 0;
-    for (;;) {
-        int ch = getopt_long(argc, argv, "", opts, NULL);
-        if (ch == -1)
-            break;
-        switch (ch) {
-        case O_URL:
-            o->url_str = optarg;
-            break;
-        case O_LISTENERS:
-            if (procs_parse_u32("listen", "--listeners", optarg, 1, 1000000, &o->listeners) < 0)
-                return 2;
-            have_n = 1;
-            break;
-        case O_RATE: {
-            char *e;
-            o->rate = strtod(optarg, &e);
-            if (*optarg == '\0' || *e != '\0' || !(o->rate > 0) || o->rate > 1e7)
-                return bad_arg("--rate: expected joins per second > 0, got \"%s\"", optarg);
-            have_rate = 1;
-            break;
-        }
-        case O_SECONDS:
-            if (procs_parse_u32("listen", "--seconds", optarg, 1, 86400, &o->seconds) < 0)
-                return 2;
-            have_secs = 1;
-            break;
-        case O_PROCS:
-            if (procs_parse_u32("listen", "--procs", optarg, 1, 256, &o->procs) < 0)
-                return 2;
-            break;
-        case O_KBPS:
-            if (procs_parse_u32("listen", "--kbps", optarg, 0, 100000, &o->kbps) < 0)
-                return 2;
-            break;
-        case O_STALL:
-            if (procs_parse_u32("listen", "--stall-ms", optarg, 1, 3600000, &o->stall_ms) < 0)
-                return 2;
-            break;
-        case O_SRC:
-            src = optarg;
-            break;
-        case O_METRICS:
-            o->metrics_str = optarg;
-            break;
-        case O_JSON:
-            o->json = 1;
-            break;
-        case O_HELP:
-            return 3;
-        default:
-            return bad_arg("unknown or incomplete option \"%s\"", argv[optind - 1]);
-        }
-    }
-    if (optind < argc)
-        return bad_arg("unexpected argument \"%s\"", argv[optind]);
+    const struct opt tab[] = {
+        {"url", OPT_STR, &o->url_str, 0, 0, 0, NULL, "a URL"},
+        {"listeners", OPT_U32, &o->listeners, 1, 1000000, 0, &have_n, NULL},
+        {"rate", OPT_RATE, &o->rate, 0, 1e7, 0, &have_rate, "joins per second"},
+        {"seconds", OPT_U32, &o->seconds, 1, 86400, 0, &have_secs, NULL},
+        {"procs", OPT_U32, &o->procs, 1, 256, 0, NULL, NULL},
+        {"kbps", OPT_U32, &o->kbps, 0, 100000, 0, NULL, NULL},
+        {"stall-ms", OPT_U32, &o->stall_ms, 1, 3600000, 0, NULL, NULL},
+        {"src-ips", OPT_STR, &src, 0, 0, 0, NULL, "an address range"},
+        {"metrics-url", OPT_STR, &o->metrics_str, 0, 0, 0, NULL, "a URL or \"none\""},
+        {"json", OPT_FLAG, &o->json, 0, 0, 1, NULL, NULL},
+    };
+    if ((rc = opts_parse("listen", argc, argv, 1, tab, sizeof(tab) / sizeof(tab[0]))) != 0)
+        return rc;
     if (!o->url_str)
-        return bad_arg("--url is required");
+        return opts_bad("listen", "--url is required");
     if (!have_n || !have_rate || !have_secs)
-        return bad_arg("--listeners, --rate and --seconds are required");
-    if (load_url_parse(o->url_str, &o->url, err, sizeof(err)) < 0)
-        return bad_arg("--url %s: %s", o->url_str, err);
+        return opts_bad("listen", "--listeners, --rate and --seconds are required");
+    if ((rc = opts_url("listen", "--url", o->url_str, &o->url)) != 0)
+        return rc;
 
     if (o->metrics_str && strcmp(o->metrics_str, "none") == 0) {
         o->have_metrics = 0;
     } else if (o->metrics_str) {
-        if (load_url_parse(o->metrics_str, &o->metrics, err, sizeof(err)) < 0)
-            return bad_arg("--metrics-url %s: %s", o->metrics_str, err);
+        if ((rc = opts_url("listen", "--metrics-url", o->metrics_str, &o->metrics)) != 0)
+            return rc;
         o->have_metrics = 1;
     } else {
         o->metrics = o->url;
         snprintf(o->metrics.path, sizeof(o->metrics.path), "/metrics");
         o->have_metrics = 1;
     }
-
-    if (src) {
-        if (o->url.family != AF_INET)
-            return bad_arg("--src-ips: source addresses are IPv4; the URL is IPv6 (%s)",
-                           o->url_str);
-        if (load_ip_range_parse(src, &o->src_first, &o->src_count, err, sizeof(err)) < 0)
-            return bad_arg("--src-ips: %s", err);
-    } else if (o->url.family == AF_INET) {
-        o->src_first = 0x7f000002; /* 127.0.0.2 .. 127.0.0.250 */
-        o->src_count = 249;
-    }
-
-    if (o->procs == 0)
-        o->procs = (o->listeners + PER_PROC_DEFAULT - 1) / PER_PROC_DEFAULT;
-    if (o->procs > o->listeners)
-        o->procs = o->listeners;
+    /* 127.0.0.2 .. 127.0.0.250 */
+    if ((rc = opts_src_ips("listen", src, o->url.family, 0x7f000002, 249, &o->src_first,
+                           &o->src_count)) != 0)
+        return rc;
+    opts_procs(&o->procs, o->listeners, PER_PROC_DEFAULT);
     return 0;
 }
 
@@ -360,17 +263,8 @@ int load_listen_main(int argc, char **argv)
     if (rc)
         return rc;
 
-    rlim_t nofile = procs_raise_nofile();
-    uint32_t per_proc = (o.listeners + o.procs - 1) / o.procs;
-    if ((rlim_t)per_proc + FD_SPARE > nofile) {
-        fprintf(
-            stderr,
-            "rostrum-load listen: %u listeners per process exceed the descriptor limit (%llu);"
-            " use more --procs (at least %llu)\n(see rostrum-load listen --help)\n",
-            per_proc, (unsigned long long)nofile,
-            (unsigned long long)((o.listeners + (nofile - FD_SPARE) - 1) / (nofile - FD_SPARE)));
+    if (opts_check_fds("listen", "listeners", o.listeners, o.procs, FD_SPARE) != 0)
         return 2;
-    }
     signal(SIGPIPE, SIG_IGN);
 
     /* time for the forks; every worker starts pacing at the same instant */

@@ -23,7 +23,8 @@ static void usage(FILE *f)
             "  listen    HTTP listeners that join at a rate, check the Ogg stream they get and\n"
             "            report time to first audio, bitrate held, stalls (--help for options)\n"
             "  attack    bounded hostile clients: flood, slowloris, slowread, garbage, joinstorm,\n"
-            "            tickets (rostrum-load attack --help)\n");
+            "            tickets; against the stage port: wsping, wsnoread, stagefd\n"
+            "            (rostrum-load attack --help)\n");
 }
 
 int main(int argc, char **argv)

@@ -192,21 +192,6 @@ rlim_t procs_raise_nofile(void)
     return rl.rlim_cur;
 }
 
-int procs_parse_u32(const char *cmd, const char *opt, const char *s, uint32_t lo, uint32_t hi,
-                    uint32_t *out)
-{
-    char *e;
-    errno = 0;
-    unsigned long long v = strtoull(s, &e, 10);
-    if (*s == '\0' || *s == '-' || *e != '\0' || errno || v < lo || v > hi) {
-        fprintf(stderr, "rostrum-load %s: %s: expected a whole number from %u to %u, got \"%s\"\n",
-                cmd, opt, lo, hi, s);
-        return -1;
-    }
-    *out = (uint32_t)v;
-    return 0;
-}
-
 void procs_json_hist(struct buf *b, const char *name, const struct hist *h)
 {
     buf_printf(b, "\"%s\":{\"p50\":%.2f,\"p99\":%.2f,\"max\":%.2f,\"count\":%llu}", name,

@@ -8,8 +8,8 @@
  * A record counts only if it came whole, starts with the expected magic, and its worker
  * exited 0.
  *
- * Also the small helpers both command lines use: numbers from options, the descriptor limit,
- * a histogram as JSON.
+ * Also the small helpers both reports use: the descriptor limit, a histogram as JSON. The
+ * options themselves are load/opts.
  */
 #ifndef ROSTRUM_LOAD_PROCS_H
 #define ROSTRUM_LOAD_PROCS_H
@@ -42,11 +42,6 @@ void *procs_run(const struct procs *p, int *failed);
 
 /* Raises RLIMIT_NOFILE soft to hard; returns the resulting soft limit. */
 rlim_t procs_raise_nofile(void);
-
-/* Parses <s> (option <opt> of "rostrum-load <cmd>") as a whole number in [lo, hi]; on error
- * prints why and returns -1. */
-int procs_parse_u32(const char *cmd, const char *opt, const char *s, uint32_t lo, uint32_t hi,
-                    uint32_t *out);
 
 /* Appends "name":{"p50":..,"p99":..,"max":..,"count":..}, with the times in ms. */
 void procs_json_hist(struct buf *b, const char *name, const struct hist *h);

@@ -16,6 +16,7 @@
 
 #include "harness.h"
 #include "load/attack.h"
+#include "ws/ws.h"
 
 /* ---- pure pieces ---------------------------------------------------------------------------- */
 
@@ -85,6 +86,136 @@ TEST(mode_names_round_trip)
     ASSERT_EQ_INT(attack_mode_parse("ddos"), -1);
 }
 
+/* ---- stage modes: the WebSocket pieces --------------------------------------------------------
+ */
+
+TEST(ws_path_takes_the_space)
+{
+    char out[64];
+    ASSERT_EQ_INT(attack_ws_path("/room", out, sizeof(out)), 0);
+    ASSERT_EQ_STR(out, "/ws/room");
+    ASSERT_EQ_INT(attack_ws_path("/ws/room", out, sizeof(out)), 0);
+    ASSERT_EQ_STR(out, "/ws/room");
+    ASSERT_EQ_INT(attack_ws_path("/", out, sizeof(out)), -1);
+    ASSERT_EQ_INT(attack_ws_path("/ws/", out, sizeof(out)), -1);
+    ASSERT_EQ_INT(attack_ws_path("/a/b", out, sizeof(out)), -1);
+    ASSERT_EQ_INT(attack_ws_path("/room?x=1", out, sizeof(out)), -1);
+    ASSERT_EQ_INT(attack_ws_path("/room", out, 8), -1); /* "/ws/room" and its NUL: 9 */
+}
+
+TEST(ws_upgrade_request_is_whole_and_encoded)
+{
+    char out[1024];
+    uint32_t n = attack_ws_upgrade("/ws/room", "127.0.0.1", 8001, 42, NULL, out, sizeof(out));
+    ASSERT(n > 0 && n == strlen(out));
+    ASSERT(strncmp(out, "GET /ws/room?name=atk42 HTTP/1.1\r\nHost: 127.0.0.1:8001\r\n", 56) == 0);
+    ASSERT(strstr(out, "\r\nUpgrade: websocket\r\n") != NULL);
+    ASSERT(strstr(out, "\r\nConnection: Upgrade\r\n") != NULL);
+    ASSERT(strstr(out, "\r\nSec-WebSocket-Key: " ATTACK_WS_KEY "\r\n") != NULL);
+    ASSERT(strstr(out, "\r\nSec-WebSocket-Version: 13\r\n") != NULL);
+    ASSERT(strcmp(out + n - 4, "\r\n\r\n") == 0);
+    n = attack_ws_upgrade("/ws/room", "127.0.0.1", 8001, 1, "a.b+c/d=", out, sizeof(out));
+    ASSERT(strstr(out, "GET /ws/room?name=atk1&token=a.b%2Bc%2Fd%3D HTTP/1.1\r\n") == out);
+    ASSERT_EQ_UINT(attack_ws_upgrade("/ws/room", "127.0.0.1", 8001, 1, NULL, out, 40), 0);
+    /* the key's Accept, as the server computes it: the RFC 6455 sample */
+    char acc[29];
+    ws_accept_key(ATTACK_WS_KEY, strlen(ATTACK_WS_KEY), acc);
+    ASSERT_EQ_STR(acc, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
+
+TEST(ws_frame_lengths_and_mask)
+{
+    static uint8_t pl[70000], out[70016];
+    for (size_t i = 0; i < sizeof(pl); i++)
+        pl[i] = (uint8_t)(i * 7);
+    const size_t lens[] = {0, 1, 125, 126, 127, 65535, 65536, 70000};
+    for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+        size_t len = lens[k];
+        size_t n = attack_ws_frame(out, sizeof(out), 0x2, pl, len, 0xa1b2c3d4u);
+        size_t hl = len < 126 ? 2 : len <= 65535 ? 4 : 10;
+        ASSERT_EQ_UINT(n, hl + 4 + len);
+        ASSERT_EQ_UINT(out[0], 0x82); /* FIN, binary */
+        ASSERT(out[1] & 0x80);        /* masked, as a client must */
+        uint64_t got = out[1] & 0x7f;
+        if (hl == 4)
+            got = (uint64_t)out[2] << 8 | out[3];
+        if (hl == 10) {
+            got = 0;
+            for (int i = 0; i < 8; i++)
+                got = got << 8 | out[2 + i];
+        }
+        ASSERT_EQ_UINT(got, len);
+        if (hl == 4)
+            ASSERT_EQ_UINT(out[1] & 0x7f, 126);
+        if (hl == 10)
+            ASSERT_EQ_UINT(out[1] & 0x7f, 127);
+        const uint8_t key[4] = {0xa1, 0xb2, 0xc3, 0xd4};
+        ASSERT_EQ_MEM(out + hl, key, 4);
+        for (size_t i = 0; i < len; i++)
+            ASSERT_EQ_UINT(out[hl + 4 + i] ^ key[i & 3], pl[i]);
+        ASSERT_EQ_UINT(attack_ws_frame(out, hl + 3 + len, 0x2, pl, len, 1), 0); /* one short */
+    }
+}
+
+/* The server's own WebSocket reader (ws/ws.c over wslay), fed from a buffer. */
+struct feed {
+    const uint8_t *p;
+    size_t len, off;
+    int texts;
+    size_t text_bytes;
+    int bad;
+};
+
+static long feed_recv(void *arg, uint8_t *buf, size_t len)
+{
+    struct feed *f = arg;
+    if (f->off == f->len) {
+        errno = EAGAIN;
+        return -1;
+    }
+    size_t n = f->len - f->off < len ? f->len - f->off : len;
+    n = n > 1000 ? 1000 : n; /* frames split across reads */
+    memcpy(buf, f->p + f->off, n);
+    f->off += n;
+    return (long)n;
+}
+
+static long feed_send(void *arg, const uint8_t *buf, size_t len)
+{
+    return (long)len;
+}
+
+static void feed_text(void *arg, const uint8_t *msg, size_t len)
+{
+    struct feed *f = arg;
+    f->texts++;
+    f->text_bytes += len;
+    if (len != strlen(ATTACK_WS_PING) || memcmp(msg, ATTACK_WS_PING, len) != 0)
+        f->bad++;
+}
+
+TEST(ws_pings_are_what_the_server_reads)
+{
+    static uint8_t out[20000], again[20000];
+    size_t n = attack_ws_pings(out, 16384, 7);
+    ASSERT(n > 16384 - ATTACK_WS_PING_FRAME && n <= 16384);
+    ASSERT_EQ_UINT(n % ATTACK_WS_PING_FRAME, 0);
+    ASSERT_EQ_UINT(attack_ws_pings(again, 16384, 7), n);
+    ASSERT_EQ_MEM(out, again, n); /* deterministic in its seed */
+    attack_ws_pings(again, 16384, 8);
+    ASSERT(memcmp(out, again, n) != 0);
+    ASSERT_EQ_UINT(attack_ws_pings(out, ATTACK_WS_PING_FRAME - 1, 7), 0);
+    struct feed f = {.p = out, .len = n};
+    struct ws_io io = {.recv = feed_recv, .send = feed_send, .io_arg = &f};
+    struct ws_handler h = {.on_text = feed_text};
+    struct ws *w = ws_new(-1, &io, &h, &f);
+    while (f.off < f.len)
+        ASSERT_EQ_INT(ws_read(w), 0);
+    ws_free(w);
+    ASSERT_EQ_INT(f.texts, (int)(n / ATTACK_WS_PING_FRAME));
+    ASSERT_EQ_INT(f.bad, 0);
+}
+
 /* ---- a fake server ------------------------------------------------------------------------- */
 
 enum fake_mode {
@@ -92,6 +223,8 @@ enum fake_mode {
     FAKE_HTTP,        /* answer requests: streams, 503s, tickets, 400s (see fake_answer) */
     FAKE_TRICKLE,     /* read head lines, close after the third line (no blank line needed) */
     FAKE_FLOOD_SLOW,  /* on a whole request: send as much as fits of 1 MiB, close after 1 s */
+    FAKE_WS,          /* a WebSocket upgrade (a wrong Accept for /ws/bad), then read and drop,
+                         and close 500 ms after it; a connection that sends nothing stays */
 };
 
 struct fake_client {
@@ -201,6 +334,23 @@ static int fake_answer(struct fake_client *c)
     return 1;
 }
 
+/* FAKE_WS: answers the upgrade in <c> with 101 and the Accept of its key (wrong for /ws/bad). */
+static void fake_ws_upgrade(struct fake_client *c)
+{
+    const char *k = strstr(c->buf, "Sec-WebSocket-Key: ");
+    char acc[29] = "wrong";
+    if (k && strncmp(c->buf, "GET /ws/bad", 11) != 0)
+        ws_accept_key(k + 19, 24, acc);
+    char resp[256];
+    snprintf(resp, sizeof(resp),
+             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Accept: %s\r\n\r\n",
+             acc);
+    say(c->fd, resp);
+    static const uint8_t welcome[] = {0x81, 5, 'h', 'e', 'l', 'l', 'o'};
+    send(c->fd, welcome, sizeof(welcome), MSG_NOSIGNAL);
+}
+
 /* Forks a fake server in <mode> on 127.0.0.1:<*port>; it exits after <life_ms>. Returns its pid. */
 static pid_t fake_server(enum fake_mode mode, uint16_t *port, long life_ms)
 {
@@ -266,6 +416,10 @@ static pid_t fake_server(enum fake_mode mode, uint16_t *port, long life_ms)
                         send(c->fd, big, sizeof(big), MSG_NOSIGNAL); /* as much as fits */
                         c->kind = 2;
                         c->t_close = now + 1000;
+                    } else if (mode == FAKE_WS && whole) {
+                        fake_ws_upgrade(c);
+                        c->kind = 3;
+                        c->t_close = now + 500;
                     } else if (mode == FAKE_HTTP && (whole || c->len >= sizeof(c->buf) - 1)) {
                         if (!whole)
                             say(c->fd, "HTTP/1.0 431 Request Header Fields Too Large\r\n\r\n");
@@ -578,6 +732,114 @@ TEST(garbage_answers_by_kind)
     /* no newline at all, under the fake's 4 KiB: it waits; the tool gives up after 500 ms */
     ASSERT_EQ_INT(json_num_in(out, "no_newline", "no_status"), 2);
     ASSERT(json_num(out, "timeouts") >= 2);
+}
+
+TEST(wsping_upgrades_and_pings_without_reading)
+{
+    uint16_t port;
+    pid_t srv = fake_server(FAKE_WS, &port, 8000);
+    char url[64], out[16384];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/room", port);
+    const char *args[] = {"attack", "wsping",    "--url", url,           "--rate", "50", "--count",
+                          "3",      "--seconds", "2",     "--no-reopen", "--json", NULL};
+    int rc = run_tool(args, out, sizeof(out));
+    stop(srv);
+    if (json_num_in(out, "stage", "upgraded") != 3)
+        fprintf(stderr, "    %s", out);
+    ASSERT_EQ_INT(rc, 0);
+    ASSERT(strstr(out, "\"mode\":\"wsping\"") != NULL);
+    ASSERT(strstr(out, "\"ws_path\":\"/ws/room\"") != NULL);
+    ASSERT_EQ_INT(json_num(out, "101"), 3);
+    ASSERT_EQ_INT(json_num_in(out, "stage", "upgraded"), 3);
+    ASSERT_EQ_INT(json_num_in(out, "stage", "bad_accept"), 0);
+    ASSERT(json_num_in(out, "stage", "frames_sent") >= 3 * 780);
+    ASSERT(json_num(out, "bytes_sent") >= json_num_in(out, "stage", "frames_sent") * 21);
+    /* the fake closes 500 ms after the upgrade: seen, though the tool never reads */
+    ASSERT_EQ_INT(json_num_in(out, "closed_by_server", "all"), 3);
+    ASSERT_EQ_INT(json_num(out, "open_at_end"), 0);
+}
+
+TEST(wsnoread_joins_and_holds)
+{
+    uint16_t port;
+    pid_t srv = fake_server(FAKE_WS, &port, 8000);
+    char url[64], out[16384];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/ws/room", port);
+    const char *args[] = {"attack",      "wsnoread",  "--url", url,       "--rate",
+                          "50",          "--count",   "3",     "--token", "t.k",
+                          "--no-reopen", "--seconds", "2",     "--json",  NULL};
+    int rc = run_tool(args, out, sizeof(out));
+    stop(srv);
+    if (json_num_in(out, "stage", "upgraded") != 3)
+        fprintf(stderr, "    %s", out);
+    ASSERT_EQ_INT(rc, 0);
+    ASSERT_EQ_INT(json_num_in(out, "stage", "upgraded"), 3);
+    ASSERT_EQ_INT(json_num_in(out, "stage", "frames_sent"), 0);
+    ASSERT(strstr(out, "\"token\":true") != NULL);
+    ASSERT_EQ_INT(json_num_in(out, "closed_by_server", "fin"), 3);
+    /* the request and nothing else went out */
+    char req[1024];
+    uint32_t one = attack_ws_upgrade("/ws/room", "127.0.0.1", port, 0, "t.k", req, sizeof(req));
+    ASSERT_EQ_INT(json_num(out, "bytes_sent"), 3 * (long long)one);
+}
+
+TEST(stage_upgrade_with_a_wrong_accept_is_counted)
+{
+    uint16_t port;
+    pid_t srv = fake_server(FAKE_WS, &port, 8000);
+    char url[64], out[16384];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/bad", port);
+    const char *args[] = {"attack", "wsnoread",  "--url", url,           "--rate", "50", "--count",
+                          "2",      "--seconds", "1",     "--no-reopen", "--json", NULL};
+    ASSERT_EQ_INT(run_tool(args, out, sizeof(out)), 0);
+    stop(srv);
+    ASSERT_EQ_INT(json_num_in(out, "stage", "upgraded"), 0);
+    ASSERT_EQ_INT(json_num_in(out, "stage", "bad_accept"), 2);
+}
+
+TEST(stagefd_holds_with_and_without_the_handshake)
+{
+    uint16_t port;
+    pid_t srv = fake_server(FAKE_WS, &port, 8000);
+    char url[64], out[16384];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/room", port);
+    const char *tcp[] = {"attack", "stagefd",   "--url", url,           "--rate", "50", "--count",
+                         "4",      "--seconds", "1",     "--no-reopen", "--json", NULL};
+    ASSERT_EQ_INT(run_tool(tcp, out, sizeof(out)), 0);
+    ASSERT_EQ_INT(json_num(out, "connected"), 4);
+    ASSERT_EQ_INT(json_num(out, "bytes_sent"), 0);
+    ASSERT_EQ_INT(json_num(out, "open_at_end"), 4); /* the fake waits for a request */
+    ASSERT(strstr(out, "\"handshake\":false") != NULL);
+    const char *ws[] = {"attack",      "stagefd", "--url",       url,         "--rate",
+                        "50",          "--count", "4",           "--seconds", "2",
+                        "--no-reopen", "--json",  "--handshake", NULL};
+    ASSERT_EQ_INT(run_tool(ws, out, sizeof(out)), 0);
+    stop(srv);
+    if (json_num_in(out, "stage", "upgraded") != 4)
+        fprintf(stderr, "    %s", out);
+    ASSERT_EQ_INT(json_num_in(out, "stage", "upgraded"), 4);
+    /* it reads: the fake's first frame arrived, and its close was seen at EOF */
+    ASSERT(json_num(out, "bytes_received") >= 4 * 7);
+    ASSERT_EQ_INT(json_num_in(out, "closed_by_server", "fin"), 4);
+}
+
+TEST(stage_options_are_checked)
+{
+    char out[2048];
+    const char *nospace[] = {"attack",    "wsping", "--url",   "http://127.0.0.1:1/",
+                             "--rate",    "1",      "--count", "1",
+                             "--seconds", "1",      NULL};
+    ASSERT_EQ_INT(run_tool(nospace, out, sizeof(out)), 2);
+    ASSERT(strstr(out, "/SPACE") != NULL);
+    const char *hs[] = {"attack",    "wsping", "--url",       "http://127.0.0.1:1/room",
+                        "--rate",    "1",      "--count",     "1",
+                        "--seconds", "1",      "--handshake", NULL};
+    ASSERT_EQ_INT(run_tool(hs, out, sizeof(out)), 2);
+    const char *tok[] = {"attack",    "flood", "--url",   "http://127.0.0.1:1/room",
+                         "--rate",    "1",     "--count", "1",
+                         "--seconds", "1",     "--token", "x",
+                         NULL};
+    ASSERT_EQ_INT(run_tool(tok, out, sizeof(out)), 2);
 }
 
 int main(void)

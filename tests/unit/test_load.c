@@ -1,7 +1,7 @@
 /*
  * test_load: the load tool's pieces that decide its figures: the incremental Ogg page checker
  * (load/oggcheck), the duration histogram (load/hist), the loopback-only URL rule (load/url) and
- * the metrics reader (load/httpget).
+ * the metrics reader (load/httpget), and the option table both commands parse with (load/opts).
  *
  * Streams are made with libogg (ogg_stream_packetin + ogg_stream_flush), independently of the
  * checker, so a CRC or lacing bug in the checker cannot hide behind the same bug in the input.
@@ -23,6 +23,7 @@
 #include "load/httpget.h"
 #include "load/listen.h"
 #include "load/oggcheck.h"
+#include "load/opts.h"
 #include "load/url.h"
 
 /* ---- helpers: pages ----------------------------------------------------------------------- */
@@ -971,6 +972,138 @@ TEST(tool_counts_connect_refused)
     ASSERT_EQ_INT(json_num(out, "connected"), 0);
     ASSERT_EQ_INT(json_num(out, "connect_refused"), 5);
     ASSERT(strstr(out, "server_listeners") == NULL);
+}
+
+/* ---- the shared option parser (load/opts) ------------------------------------------------- */
+
+struct popts {
+    uint32_t n;
+    double rate;
+    const char *name;
+    int flag, on;
+    int seen_n;
+};
+
+/* Parses <args> (NULL-terminated, args[0] the command) into <p> (defaults: n 7, on 1); stderr
+ * into <err>. Returns opts_parse's result. */
+static int parse_with(const char *const *args, struct popts *p, char *err, size_t cap)
+{
+    *p = (struct popts){.n = 7, .on = 1};
+    const struct opt tab[] = {
+        {"count", OPT_U32, &p->n, 1, 1000, 0, &p->seen_n, NULL},
+        {"rate", OPT_RATE, &p->rate, 0, 100, 0, NULL, "things per second"},
+        {"name", OPT_STR, &p->name, 0, 8, 0, NULL, "a name"},
+        {"json", OPT_FLAG, &p->flag, 0, 0, 1, NULL, NULL},
+        {"no-reopen", OPT_FLAG, &p->on, 0, 0, 0, NULL, NULL},
+    };
+    char path[] = "/tmp/test_opts_XXXXXX";
+    int tmp = mkstemp(path);
+    ASSERT(tmp >= 0);
+    unlink(path);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(tmp, 2);
+    int argc = 0;
+    while (args[argc])
+        argc++;
+    int rc = opts_parse("test", argc, (char **)args, 1, tab, sizeof(tab) / sizeof(tab[0]));
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    ssize_t n = pread(tmp, err, cap - 1, 0);
+    close(tmp);
+    err[n > 0 ? n : 0] = 0;
+    return rc;
+}
+
+TEST(opts_parses_values_flags_and_defaults)
+{
+    struct popts p;
+    char err[512];
+    const char *a[] = {"test", "--count", "12",          "--rate=2.5", "--name",
+                       "ana",  "--json",  "--no-reopen", NULL};
+    ASSERT_EQ_INT(parse_with(a, &p, err, sizeof(err)), 0);
+    ASSERT_EQ_UINT(p.n, 12);
+    ASSERT(p.rate == 2.5);
+    ASSERT_EQ_STR(p.name, "ana");
+    ASSERT_EQ_INT(p.flag, 1);
+    ASSERT_EQ_INT(p.on, 0);
+    ASSERT_EQ_INT(p.seen_n, 1);
+    ASSERT_EQ_STR(err, "");
+    const char *none[] = {"test", NULL};
+    ASSERT_EQ_INT(parse_with(none, &p, err, sizeof(err)), 0);
+    ASSERT_EQ_UINT(p.n, 7); /* the default stays */
+    ASSERT_EQ_INT(p.seen_n, 0);
+    const char *help[] = {"test", "--count", "x", "-h", NULL};
+    ASSERT_EQ_INT(parse_with(help, &p, err, sizeof(err)), 3); /* --help wins */
+}
+
+TEST(opts_refuses_unknown_options)
+{
+    struct popts p;
+    char err[512];
+    const char *a[] = {"test", "--count", "3", "--bogus", "1", NULL};
+    ASSERT_EQ_INT(parse_with(a, &p, err, sizeof(err)), 2);
+    ASSERT(strstr(err, "rostrum-load test: unknown option \"--bogus\"") != NULL);
+    ASSERT(strstr(err, "--help") != NULL);
+    const char *abbrev[] = {"test", "--cou", "3", NULL}; /* no abbreviations */
+    ASSERT_EQ_INT(parse_with(abbrev, &p, err, sizeof(err)), 2);
+    const char *eq[] = {"test", "--bogus=3", NULL};
+    ASSERT_EQ_INT(parse_with(eq, &p, err, sizeof(err)), 2);
+    ASSERT(strstr(err, "unknown option \"--bogus\"") != NULL);
+    const char *stray[] = {"test", "3", NULL};
+    ASSERT_EQ_INT(parse_with(stray, &p, err, sizeof(err)), 2);
+    ASSERT(strstr(err, "unexpected argument \"3\"") != NULL);
+    const char *missing[] = {"test", "--count", NULL};
+    ASSERT_EQ_INT(parse_with(missing, &p, err, sizeof(err)), 2);
+    ASSERT(strstr(err, "--count needs a value") != NULL);
+    const char *flagval[] = {"test", "--json=1", NULL};
+    ASSERT_EQ_INT(parse_with(flagval, &p, err, sizeof(err)), 2);
+}
+
+TEST(opts_refuses_bad_numbers)
+{
+    struct popts p;
+    char err[512];
+    const char *bad[][4] = {{"test", "--count", "12x", NULL}, {"test", "--count", "", NULL},
+                            {"test", "--count", "-1", NULL},  {"test", "--count", "+5", NULL},
+                            {"test", "--count", "1.5", NULL}, {"test", "--rate", "fast", NULL},
+                            {"test", "--rate", "nan", NULL},  {"test", "--rate", "", NULL}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ASSERT_EQ_INT(parse_with(bad[i], &p, err, sizeof(err)), 2);
+        ASSERT(strstr(err, "expected") != NULL);
+        ASSERT_EQ_UINT(p.n, 7); /* untouched */
+    }
+    ASSERT(strstr(err, "--rate: expected things per second in (0, 100]") != NULL);
+}
+
+TEST(opts_checks_ranges)
+{
+    struct popts p;
+    char err[512];
+    const char *lo[] = {"test", "--count", "0", NULL};
+    ASSERT_EQ_INT(parse_with(lo, &p, err, sizeof(err)), 2);
+    ASSERT(strstr(err, "--count: expected a whole number from 1 to 1000, got \"0\"") != NULL);
+    const char *hi[] = {"test", "--count", "1001", NULL};
+    ASSERT_EQ_INT(parse_with(hi, &p, err, sizeof(err)), 2);
+    const char *huge[] = {"test", "--count", "99999999999999999999999", NULL};
+    ASSERT_EQ_INT(parse_with(huge, &p, err, sizeof(err)), 2);
+    const char *edge[] = {"test", "--count", "1000", "--rate", "100", NULL};
+    ASSERT_EQ_INT(parse_with(edge, &p, err, sizeof(err)), 0);
+    ASSERT_EQ_UINT(p.n, 1000);
+    const char *rate0[] = {"test", "--rate", "0", NULL};
+    ASSERT_EQ_INT(parse_with(rate0, &p, err, sizeof(err)), 2);
+    const char *rate_hi[] = {"test", "--rate", "100.5", NULL};
+    ASSERT_EQ_INT(parse_with(rate_hi, &p, err, sizeof(err)), 2);
+    const char *name_long[] = {"test", "--name", "ninechars", NULL};
+    ASSERT_EQ_INT(parse_with(name_long, &p, err, sizeof(err)), 2);
+    ASSERT(strstr(err, "--name: expected a name of 1 to 8 characters") != NULL);
+    uint32_t procs = 0;
+    opts_procs(&procs, 40000, 15000);
+    ASSERT_EQ_UINT(procs, 3);
+    procs = 9;
+    opts_procs(&procs, 4, 15000);
+    ASSERT_EQ_UINT(procs, 4); /* never more processes than units */
 }
 
 int main(void)
