@@ -505,6 +505,11 @@ static int parse_section(struct parser *p, const char *s, size_t len)
     if (!name_valid(in, nlen))
         return fail(p, "bad space name '%s': 1 to 63 of A-Z a-z 0-9 . _ - (and not only dots)",
                     SHOW(shown, in, nlen));
+    char name[64];
+    memcpy(name, in, nlen);
+    name[nlen] = '\0';
+    if (web_reserved(name))
+        return fail(p, "space name '%s' is a page or route of the server's own", name);
     for (size_t i = 0; i < p->c->num_spaces; i++) {
         if (strlen(p->c->spaces[i].name) == nlen && memcmp(p->c->spaces[i].name, in, nlen) == 0)
             return fail(p, "duplicate space '%.*s'", (int)nlen, in);

@@ -259,6 +259,14 @@ TEST(space_names)
     ASSERT(!config_space_name_valid(long_name));
 }
 
+/* issue 8: a [space] a page or route owns could never be its mount (found by fuzz_config: the
+ * parser and config_space_name_valid disagreed) */
+TEST(error_reserved_space_name)
+{
+    EXPECT_ERROR("[space stage.js]\n", 1, "page or route");
+    EXPECT_ERROR("source-password = x\n[space  state ]\n", 2, "page or route");
+}
+
 TEST(error_unknown_key)
 {
     EXPECT_ERROR("# c\n\nburst-ms = 5\nbogus = 1\n", 4, "unknown key 'bogus'");
