@@ -203,3 +203,41 @@ def test_access_log_and_reopen_issue9(ctx):
         l2.close()
     wait_for(lambda: len(access_lines(log)) >= 4, 5, "4 lines in the new access log")
     check(len(access_lines(rotated)) == 1, "lines went to the rotated file after SIGUSR1")
+
+
+@test(timeout=40, icecast=False)
+def test_source_refusals_logged_issue9(ctx):
+    """Each refusal of a source is logged with its status and reason; a first PUT without
+    credentials (libshout's probe) and OPTIONS are not warnings."""
+    srv = ctx.start_server(extra=["--workers", "1"])
+    auth = basic_auth("source", PASSWORD)
+
+    def send(head):
+        s = socket.create_connection(("127.0.0.1", srv.stage))
+        s.settimeout(5)
+        s.sendall(head.encode())
+        st = read_head(s)[0].status
+        s.close()
+        return st
+
+    cases = [
+        (f"PUT /bad%20name HTTP/1.1\r\nAuthorization: {auth}\r\n\r\n", 400,
+         r"warn +source .*PUT /bad%20name refused: 400, bad mount name"),
+        (f"PUT /live HTTP/1.1\r\nAuthorization: {auth}\r\nContent-Type: audio/mpeg\r\n\r\n", 415,
+         r"warn +source .*PUT /live refused: 415, content type 'audio/mpeg'"),
+        (f"PUT /live HTTP/1.1\r\nAuthorization: {auth}\r\nContent-Type: audio/ogg\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n", 501, r"warn +source .*refused: 501, chunked body"),
+        ("DELETE /live HTTP/1.1\r\n\r\n", 405, r"warn +source .*DELETE /live refused: 405"),
+        (f"PUT /live HTTP/1.1\r\nAuthorization: {basic_auth('source', 'nope')}\r\n\r\n", 401,
+         r"warn +source .*PUT /live refused: 401, bad credentials"),
+        ("PUT /live HTTP/1.1\r\nContent-Type: audio/ogg\r\n\r\n", 401,
+         r"info +source .*PUT /live: 401, no credentials yet"),
+        ("OPTIONS * HTTP/1.1\r\n\r\n", 200, r"debug +source .*OPTIONS"),
+    ]
+    for head, want, pattern in cases:
+        st = send(head)
+        check(st == want, f"{head.splitlines()[0]}: {st}, want {want}")
+        time.sleep(1.1)  # one line per second per reason is the rate limit
+        wait_log(srv, pattern, 3, f"the log line /{pattern}/")
+    check(not re.search(r"warn +source .*no credentials", srv.log_text()),
+          "a request without credentials was logged as a warning")
