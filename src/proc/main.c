@@ -43,7 +43,9 @@ static void usage(FILE *f)
             "  --max-batch-ms N         longest wait between writes to a listener (default 2000)\n"
             "  --log-level LEVEL        error, warn, info (default) or debug\n"
             "  --KEY VALUE              any global key of the config file, with the same range\n"
-            "                           (docs/config.example), e.g. --max-members 4000\n");
+            "                           (docs/config.example), e.g. --max-members 4000\n"
+            "signals: TERM/INT stop; HUP re-reads the config file (the options above still\n"
+            "override it); USR1 reopens the access log (logrotate)\n");
 }
 
 /* Raises the descriptor limit to its hard maximum and, unless <asked> >= 0, returns enough
