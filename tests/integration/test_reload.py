@@ -141,8 +141,7 @@ def test_reload_restart_keys_named_issue9(ctx):
     hup(srv)
     wait_log(srv, r"reload +'workers' changed from 1 to 2: needs a restart, kept 1", 5,
              "the workers change to be named")
-    text = srv.log_text()
-    check(re.search(r"reload +configuration re-read", text), "the reload was not applied")
+    wait_log(srv, r"reload +configuration re-read", 3, "the rest of the reload to be applied")
     wait_for(lambda: metric(metrics(srv)[0], "rostrum_workers") == 1, 3, "still one worker")
 
 
@@ -241,3 +240,24 @@ def test_source_refusals_logged_issue9(ctx):
         wait_log(srv, pattern, 3, f"the log line /{pattern}/")
     check(not re.search(r"warn +source .*no credentials", srv.log_text()),
           "a request without credentials was logged as a warning")
+
+
+@test(timeout=40, icecast=False)
+def test_reload_in_one_process_issue9(ctx):
+    """--workers 0: the main process serves listeners itself and takes the reload there."""
+    log = ctx.tmp / "access.log"
+    conf = write_config(ctx, "workers = 0\nmax-conns-per-ip = 50\n")
+    srv = ctx.start_server(config=str(conf))
+    st, held = probe(srv.audience, 3, "127.0.0.9")
+    check(st == 200, f"before: 4th connection got {st}")
+    for h in held:
+        h.close()
+    write_config(ctx, f"workers = 0\nmax-conns-per-ip = 3\naccess-log = {log}\n")
+    time.sleep(0.5)
+    hup(srv)
+    wait_log(srv, r"reload +configuration re-read", 5, "the reload")
+    st, held = probe(srv.audience, 3, "127.0.0.9")
+    check(st == 429, f"after: 4th connection got {st}")
+    for h in held:
+        h.close()
+    check(log.exists(), "the access log named by the reload was not opened")
