@@ -14,6 +14,7 @@
  * A newcomer is written to at once (headers and burst), whatever the interval.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/sockios.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -50,15 +51,10 @@ static int64_t clock_us(void)
 
 static void audience_flush_all(struct audience *a);
 
-void audience_init(struct audience *a)
+/* What audience_init (and a reload) take from the config: listeners allowed here, and the
+ * join ceiling. */
+static void audience_derive(struct audience *a)
 {
-    for (int i = 0; i < SHARED_MAX_SPACES; i++) {
-        list_init(&a->listeners[i]);
-        a->gen[i] = __atomic_load_n(&a->sh->spaces[i].gen, __ATOMIC_ACQUIRE);
-    }
-    a->me = &a->sh->workers[a->worker_index];
-    memset(a->me, 0, sizeof(*a->me));
-    a->me->pid = (int32_t)getpid();
     /* The kernel spreads connections over the workers by a hash, a few % unevenly: a share
      * cut exactly refused 277 of 100,000 joins at max-listeners 100,000 while other workers
      * had room. So an eighth more than the share, as far as this process's descriptors go
@@ -79,8 +75,78 @@ void audience_init(struct audience *a)
         int per = a->cfg->joins_per_second / (int)a->sh->nworkers;
         a->join_rate = per > 0 ? per : 1;
     }
+}
+
+void audience_init(struct audience *a)
+{
+    for (int i = 0; i < SHARED_MAX_SPACES; i++) {
+        list_init(&a->listeners[i]);
+        a->gen[i] = __atomic_load_n(&a->sh->spaces[i].gen, __ATOMIC_ACQUIRE);
+    }
+    a->me = &a->sh->workers[a->worker_index];
+    memset(a->me, 0, sizeof(*a->me));
+    a->me->pid = (int32_t)getpid();
+    audience_derive(a);
+    a->access_fd = -1;
+    a->access_path[0] = '\0';
+    if (a->cfg->access_log[0])
+        audience_reopen_log(a);
     a->overload = (struct overload){0};
     a->flush_start_us = a->flush_period_us = a->flush_dur_us = 0;
+}
+
+void audience_reconfigure(struct audience *a)
+{
+    audience_derive(a);
+    if (strcmp(a->access_path, a->cfg->access_log) != 0)
+        audience_reopen_log(a);
+}
+
+void audience_reopen_log(struct audience *a)
+{
+    if (a->access_fd >= 0)
+        close(a->access_fd);
+    a->access_fd = -1;
+    snprintf(a->access_path, sizeof(a->access_path), "%s", a->cfg->access_log);
+    if (!a->access_path[0])
+        return;
+    /* O_APPEND: every audience process appends its own lines, each one write() of less than
+     * PIPE_BUF bytes, so lines never interleave */
+    a->access_fd = open(a->access_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (a->access_fd == -1)
+        log_error("access", "access-log %s: %s: no access log", a->access_path, strerror(errno));
+}
+
+void audience_free(struct audience *a)
+{
+    if (a->access_fd >= 0)
+        close(a->access_fd);
+    a->access_fd = -1;
+}
+
+void audience_log_session(struct audience *a, const struct conn *c, const char *why)
+{
+    if (a->access_fd < 0)
+        return;
+    const struct listener_state *l = LST(c);
+    char when[32], line[512];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    int64_t ms = a->loop->now_ms - l->joined_ms;
+    char mount[72];
+    log_escape(mount, sizeof(mount), a->sh->spaces[l->slot].mount,
+               strnlen(a->sh->spaces[l->slot].mount, sizeof(a->sh->spaces[l->slot].mount)));
+    /* time, client, space, seconds, bytes, reason: tab-separated (the reason has spaces) */
+    int n = snprintf(line, sizeof(line), "%s\t%s\t/%s\t%lld.%03lld\t%llu\t%s\n", when, c->peer,
+                     mount, (long long)(ms / 1000), (long long)(ms % 1000),
+                     (unsigned long long)l->bytes, why);
+    if (n <= 0 || (size_t)n >= sizeof(line))
+        return;
+    if (write(a->access_fd, line, (size_t)n) != n)
+        LOG_RATELIMITED(LOG_WARN, "access", "access-log %s: %s", a->access_path,
+                        strerror(errno));
 }
 
 /* Samples this process's overload pressure (every tick, 250 ms) and publishes it. */

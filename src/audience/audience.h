@@ -40,6 +40,8 @@ struct listener_state {
     uint64_t bytes;       /* accepted by its socket */
     uint64_t acked;       /* of which the client has acknowledged (bytes - SIOCOUTQ) */
     int64_t acked_ms;     /* when <acked> last grew: "receiving audio" is judged on this */
+    int64_t joined_ms;    /* loop clock at join: the access log's duration */
+    uint8_t why;          /* enum close_reason + 1 once listener_close() knows; 0 = not yet */
 };
 CONN_PRIV_FITS(struct listener_state);
 #define LST(c) CONN_PRIV(c, struct listener_state)
@@ -76,6 +78,8 @@ struct audience {
     int64_t flush_start_us;  /* start of the last flush round (monotonic us); 0: none yet */
     int64_t flush_period_us; /* between the starts of the last two rounds */
     int64_t flush_dur_us;    /* how long the last round took, wall time */
+    int access_fd;           /* the access log (cfg->access_log), O_APPEND; -1 = none */
+    char access_path[256];   /* the path it was opened at */
 };
 
 /* The audience of the process that accepted <c>. */
@@ -86,6 +90,16 @@ static inline struct audience *audience_of(const struct conn *c)
 
 /* Admission, routing, flush scheduling, per-second upkeep (audience.c). */
 void audience_init(struct audience *a);
+/* After a reload changed <a->cfg>: recomputes what audience_init derived from it (join
+ * ceiling, listeners allowed here) and opens the access log again if its path changed. */
+void audience_reconfigure(struct audience *a);
+/* Opens the access log at cfg->access_log again (SIGUSR1: logrotate moved it), or closes it
+ * if the path is empty. An error is logged and leaves no access log. */
+void audience_reopen_log(struct audience *a);
+/* Closes the access log (after audience_close_all, whose closes it records). */
+void audience_free(struct audience *a);
+/* Appends the access-log line of listener <c>, closed for <why> (a reason name). */
+void audience_log_session(struct audience *a, const struct conn *c, const char *why);
 /* The route of the audience port (conn_route_fn): <arg> is the struct audience. */
 void audience_route(void *arg, struct conn *c, const struct http_request *req);
 /* Pages were published: write them now or when the delivery interval says. */

@@ -49,6 +49,7 @@ static void listener_on_close(struct conn *c)
 {
     struct listener_state *l = LST(c);
     struct audience *a = audience_of(c);
+    audience_log_session(a, c, l->why ? close_reason_names[l->why - 1] : "server closed");
     list_unlink(&c->node);
     a->nlisteners--;
     a->me->conns[l->slot]--;
@@ -65,6 +66,7 @@ void listener_close(struct conn *c, enum close_reason why)
     if (c->dead || c->ops != &listener_ops)
         return;
     audience_of(c)->me->c.listener_closes[why]++;
+    l->why = (uint8_t)(why + 1);
     log_debug("listen", "#%llu %s: closed (%s) after %llu bytes", (unsigned long long)c->id,
               c->peer, close_reason_names[why], (unsigned long long)l->bytes);
     conn_close(c);
@@ -85,6 +87,8 @@ void listener_start(struct conn *c, int slot, int head_only)
     l->pre_gen = shared_preamble_gen(ss);
     l->cursor = ring_burst_start(r, (uint64_t)burst_ms * 48);
     l->last_byte_ms = a->loop->now_ms;
+    l->joined_ms = a->loop->now_ms;
+    l->why = 0;
     l->stall_window_ms = a->loop->now_ms;
     /* A bounded kernel buffer; listener_size_sndbuf() bounds it further once the stream's
      * bitrate is known. Without it the kernel would autotune up to megabytes for a client

@@ -1,7 +1,7 @@
 /*
  * config: the server's configuration file.
  *
- * A small line-based format, read once at start (docs/config.example is the reference):
+ * A small line-based format, read at start and again on SIGHUP (docs/config.example is the reference):
  *
  *     # a comment (whole lines only, so a password may contain '#')
  *     audience = 0.0.0.0:8000
@@ -73,6 +73,7 @@ struct config {
     int max_batch_ms;          /* longest wait between writes to one listener; 2000 */
     int max_members;           /* stage WebSocket members off stage, all spaces; 4000 */
     int log_level;             /* enum log_level (util/log.h); default LOG_INFO */
+    char access_log[256];      /* a line per listener session, appended; "" (default) = none */
     struct space_config spaces[CONFIG_MAX_SPACES];
     size_t num_spaces;
 };

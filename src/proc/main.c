@@ -6,7 +6,8 @@
  * Every global key of the config file (docs/config.example) is an option of the same name,
  * checked by the config parser against the same table of ranges: --audience HOST:PORT,
  * --stage HOST:PORT, --source-password PW, --workers N, --max-members N ... The config file
- * is read first; options given on the command line override it. When both
+ * is read first; options given on the command line override it, also when SIGHUP re-reads
+ * the file (src/proc/reload.c). When both
  * ports listen, one line "ready audience=HOST:PORT stage=HOST:PORT" goes to stdout, so tests
  * and scripts that bind port 0 learn the ports.
  */
@@ -42,7 +43,9 @@ static void usage(FILE *f)
             "  --max-batch-ms N         longest wait between writes to a listener (default 2000)\n"
             "  --log-level LEVEL        error, warn, info (default) or debug\n"
             "  --KEY VALUE              any global key of the config file, with the same range\n"
-            "                           (docs/config.example), e.g. --max-members 4000\n");
+            "                           (docs/config.example), e.g. --max-members 4000\n"
+            "signals: TERM/INT stop; HUP re-reads the config file (the options above still\n"
+            "override it); USR1 reopens the access log (logrotate)\n");
 }
 
 /* Raises the descriptor limit to its hard maximum and, unless <asked> >= 0, returns enough
@@ -83,7 +86,6 @@ static int cmd_serve(int argc, char **argv)
 {
     static struct server srv;
     struct config *cfg = &srv.cfg;
-    config_defaults(cfg);
     /* Every global key of the config file is an option of the same name, checked by the
      * config parser (one table of names and ranges), plus --config and --help. */
     struct option opts[CONFIG_MAX_OPTIONS + 3];
@@ -93,29 +95,29 @@ static int cmd_serve(int argc, char **argv)
     opts[nopts++] = (struct option){"config", required_argument, 0, 'c'};
     opts[nopts++] = (struct option){"help", no_argument, 0, 'h'};
     opts[nopts] = (struct option){0, 0, 0, 0};
-    /* First pass: the config file, so that the command line can override it. */
-    for (int i = 1; i < argc - 1; i++) {
-        if (strcmp(argv[i], "--config") == 0) {
-            char err[512];
-            if (config_load_file(cfg, argv[i + 1], err, sizeof(err)) < 0) {
-                fprintf(stderr, "rostrum: %s\n", err);
-                return 2;
-            }
-        }
-    }
+    /* The options are kept (server_args) and applied over the files, now and on each
+     * reload (SIGHUP), so the command line always overrides the file. */
+    struct server_args *args = &srv.args;
     int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (o >= OPT_KEY && o < OPT_KEY + CONFIG_MAX_OPTIONS) {
-            char err[512];
-            if (config_set(cfg, opts[o - OPT_KEY].name, optarg, err, sizeof(err)) < 0) {
-                fprintf(stderr, "rostrum: %s\n", err);
+            if (args->nopts == SERVER_MAX_OPTS) {
+                fprintf(stderr, "rostrum: too many options (max %d)\n", SERVER_MAX_OPTS);
                 return 2;
             }
+            args->key[args->nopts] = opts[o - OPT_KEY].name;
+            args->val[args->nopts++] = optarg;
             continue;
         }
         switch (o) {
         case 'c':
+            if (args->nfiles == SERVER_MAX_FILES) {
+                fprintf(stderr, "rostrum: too many --config files (max %d)\n",
+                        SERVER_MAX_FILES);
+                return 2;
+            }
+            args->files[args->nfiles++] = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -124,6 +126,11 @@ static int cmd_serve(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    char err[600];
+    if (server_config_read(args, cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "rostrum: %s\n", err);
+        return 2;
     }
     if (optind < argc) {
         fprintf(stderr, "rostrum: unexpected argument \"%s\"\n", argv[optind]);
@@ -142,6 +149,7 @@ static int cmd_serve(int argc, char **argv)
         return 2;
     }
     log_level = cfg->log_level;
+    srv.given = *cfg;
     cfg->workers = default_workers(cfg->workers, cfg->max_listeners);
     if (server_init(&srv) < 0)
         return 1;

@@ -1,6 +1,10 @@
 /*
  * server: the main process (see server.h): set-up, the housekeeping tick, signals, and
  * waking the audience when pages were published.
+ *
+ * Signals (read from a signalfd by the loop): SIGTERM and SIGINT stop; SIGHUP re-reads the
+ * configuration (reload.c); SIGUSR1 reopens the access log in every audience process (for
+ * logrotate); SIGCHLD reaps workers.
  */
 #include "proc/server.h"
 
@@ -82,6 +86,20 @@ static void main_signal_on_io(struct loop *loop, struct io *io, uint32_t events)
             workers_on_child_exit(srv);
             continue;
         }
+        if (si.ssi_signo == SIGHUP) {
+            log_info("server", "SIGHUP: re-reading the configuration");
+            server_reload(srv);
+            continue;
+        }
+        if (si.ssi_signo == SIGUSR1) {
+            /* logrotate moved the files: each audience process opens its own again */
+            log_info("server", "SIGUSR1: reopening log files");
+            if (srv->serves_audience)
+                audience_reopen_log(&srv->aud);
+            else
+                workers_signal(srv, SIGUSR1);
+            continue;
+        }
         log_info("server", "signal %u: shutting down", si.ssi_signo);
         loop_stop(loop);
     }
@@ -156,6 +174,8 @@ int server_init(struct server *srv)
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGCHLD);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGUSR1);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     srv->signals.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     srv->signals.cb = main_signal_on_io;
@@ -193,8 +213,10 @@ void server_free(struct server *srv)
     {
         space_end(list_entry(n, struct space, node), CLOSE_MOUNT_END);
     }
-    if (srv->serves_audience)
+    if (srv->serves_audience) {
         audience_close_all(&srv->aud);
+        audience_free(&srv->aud);
+    }
     conn_hub_free(&srv->hub);
     loop_timer_stop(&srv->loop, &srv->tick);
     int fds[] = {srv->audience.io.fd, srv->stage.io.fd, srv->signals.fd,

@@ -32,9 +32,23 @@ struct worker_proc {
     struct loop_timer ready_timer; /* starting: kill it if not ready by then */
 };
 
+/* What the command line asked for, kept so that a reload (SIGHUP) reads the same files and
+ * lays the same options over them. The strings borrow from argv. */
+#define SERVER_MAX_FILES 8
+#define SERVER_MAX_OPTS 64
+struct server_args {
+    int nfiles, nopts;
+    const char *files[SERVER_MAX_FILES];         /* --config, in order */
+    const char *key[SERVER_MAX_OPTS], *val[SERVER_MAX_OPTS]; /* --KEY VALUE, in order */
+};
+
 struct server {
     struct loop loop;
     struct config cfg;
+    struct server_args args;  /* main: the command line, for reloads */
+    struct config given;      /* main: cfg as read, before start-up resolved workers and
+                                 ports: what a reload compares against */
+    uint32_t cfg_gen;         /* generation of sh->cfg_blob that cfg is */
     struct shared *sh;
     int is_worker;            /* 1 in a listener worker */
     int serves_audience;      /* worker, or main with --workers 0 */
@@ -66,10 +80,26 @@ int server_hub_init(struct server *srv);
 /* Makes <srv> serve the audience port: its audience, routed from its hub. */
 void server_audience_init(struct server *srv, int worker_index);
 
+/* Reload (reload.c). Reads the configuration <args> names into <out>: defaults, then each
+ * file, then each option. Returns 0, or -1 with "FILE:LINE: message" or "--KEY: message" in
+ * <err>. */
+int server_config_read(const struct server_args *args, struct config *out, char *err,
+                       size_t errlen);
+/* Main process, on SIGHUP: re-reads the configuration and applies what may change live, here
+ * and (through the shared memory) in the workers; names each key that needs a restart; a
+ * file with an error is refused whole, with its FILE:LINE in the log. */
+void server_reload(struct server *srv);
+/* Either process: makes the derived copies of <srv->cfg> (hub, audience, spaces) follow it. */
+void server_apply_config(struct server *srv);
+/* Main process: publishes <srv->cfg> to the workers (they pick it up when woken). */
+void server_publish_config(struct server *srv);
+
 /* Workers (worker.c): start, supervise, stop; the worker's own main loop. */
 int workers_start(struct server *srv);
 void workers_on_child_exit(struct server *srv);
 void workers_wake(struct server *srv);
 void workers_stop(struct server *srv);
+/* Sends <sig> to every live worker. */
+void workers_signal(struct server *srv, int sig);
 
 #endif

@@ -39,6 +39,7 @@
 
 #include "net/net.h"
 #include "proc/server.h"
+#include "util/check.h"
 #include "util/log.h"
 
 #define WORKER_TICK_MS 250
@@ -48,6 +49,23 @@
 
 static struct server worker_srv; /* the worker's own process state */
 
+/* Takes the configuration the main process published, if it is newer than ours (reload.c). */
+static void worker_check_config(struct server *srv)
+{
+    if (shm_load_acquire32(&srv->sh->cfg_gen) == srv->cfg_gen)
+        return;
+    struct config *nc = malloc(sizeof(*nc));
+    BUG_ON(!nc);
+    uint32_t g = shared_config_get(srv->sh, srv->cfg_gen, nc, (uint32_t)sizeof(*nc));
+    if (g != 0 && g != srv->cfg_gen) {
+        srv->cfg = *nc;
+        srv->cfg_gen = g;
+        server_apply_config(srv);
+        log_debug("worker", "worker %d: configuration generation %u", srv->worker_index, g);
+    }
+    free(nc);
+}
+
 static void worker_wake_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
     struct server *srv = (struct server *)((char *)loop - offsetof(struct server, loop));
@@ -55,21 +73,32 @@ static void worker_wake_on_io(struct loop *loop, struct io *io, uint32_t events)
     (void)events;
     if (read(io->fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
         log_warn("worker", "wake read: %s", strerror(errno));
+    worker_check_config(srv);
     audience_on_wake(&srv->aud);
 }
 
 static void worker_signal_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
+    struct server *srv = (struct server *)((char *)loop - offsetof(struct server, loop));
     struct signalfd_siginfo si;
     (void)events;
-    if (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-        loop_stop(loop);
+    while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGUSR1) {
+            audience_reopen_log(&srv->aud);
+        } else if (si.ssi_signo == SIGHUP) {
+            worker_check_config(srv); /* the main process reads the file, not us */
+        } else {
+            loop_stop(loop);
+            return;
+        }
+    }
 }
 
 static void worker_tick(struct loop *loop, struct loop_timer *t)
 {
     struct server *srv = (struct server *)((char *)t - offsetof(struct server, tick));
     conn_hub_expire(&srv->hub);
+    worker_check_config(srv);
     int second = loop->now_ms - srv->last_second_ms >= 1000;
     if (second) {
         srv->last_second_ms = loop->now_ms;
@@ -105,6 +134,7 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     close_inherited(wake_fd, ready_fd);
     srv->cfg = parent->cfg;
+    srv->cfg_gen = parent->cfg_gen;
     srv->sh = parent->sh;
     srv->is_worker = 1;
     srv->start_wall = parent->start_wall;
@@ -121,6 +151,8 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGUSR1);
     srv->signals.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     srv->signals.cb = worker_signal_on_io;
     srv->wake.fd = wake_fd;
@@ -144,6 +176,7 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
               srv->audience_addr);
     loop_run(&srv->loop);
     audience_close_all(&srv->aud);
+    audience_free(&srv->aud);
     conn_hub_free(&srv->hub);
     loop_timer_stop(&srv->loop, &srv->tick);
     close(srv->audience.io.fd);
@@ -374,6 +407,13 @@ void workers_wake(struct server *srv)
         if (srv->workers[i].pid > 0 && write(srv->workers[i].wake_fd, &one, sizeof(one)) < 0 &&
             errno != EAGAIN)
             LOG_RATELIMITED(LOG_WARN, "worker", "wake worker %d: %s", i, strerror(errno));
+}
+
+void workers_signal(struct server *srv, int sig)
+{
+    for (int i = 0; i < srv->cfg.workers; i++)
+        if (srv->workers[i].pid > 0)
+            kill(srv->workers[i].pid, sig);
 }
 
 void workers_stop(struct server *srv)

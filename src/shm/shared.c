@@ -39,6 +39,29 @@ void shared_destroy(struct shared *sh)
         munmap(sh, sh->size);
 }
 
+uint32_t shared_config_put(struct shared *sh, const void *data, uint32_t len)
+{
+    BUG_ON(len > SHARED_CONFIG_BYTES);
+    uint32_t g = sh->cfg_gen;
+    __atomic_store_n(&sh->cfg_gen, g + 1, __ATOMIC_RELAXED); /* odd: being written */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(sh->cfg_blob, data, len);
+    sh->cfg_len = len;
+    __atomic_store_n(&sh->cfg_gen, g + 2, __ATOMIC_RELEASE);
+    return g + 2;
+}
+
+uint32_t shared_config_get(const struct shared *sh, uint32_t seen, void *out, uint32_t len)
+{
+    uint32_t g = shm_load_acquire32(&sh->cfg_gen);
+    if (g == seen)
+        return seen;
+    if ((g & 1) || g == 0 || __atomic_load_n(&sh->cfg_len, __ATOMIC_RELAXED) != len)
+        return 0;
+    memcpy(out, sh->cfg_blob, len);
+    return shm_reload32(&sh->cfg_gen) == g ? g : 0;
+}
+
 struct ring *shared_ring(struct shared *sh, int i)
 {
     return (struct ring *)(void *)((char *)sh + shared_head_size() + (size_t)i * ring_stride());

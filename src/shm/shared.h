@@ -37,6 +37,7 @@
 #define SHARED_RING_BYTES (2u << 20) /* arena: 5 min of audio at 48 kb/s */
 #define SHARED_TICKETS (1u << 20)    /* used-ticket table: ~8 min of tickets at 2,000/s */
 #define SHARED_TICKET_PROBE 32       /* slots looked at per ticket */
+#define SHARED_CONFIG_BYTES (64u << 10) /* the serialised configuration, for the workers */
 
 enum slot_state { SLOT_FREE = 0, SLOT_WAITING, SLOT_LIVE };
 
@@ -173,6 +174,12 @@ struct shared {
     struct shared_counters retired; /* counters of workers that died, so totals never drop */
     struct shared_space spaces[SHARED_MAX_SPACES];
     struct shared_worker workers[SHARED_MAX_WORKERS];
+    /* The configuration as the main process last (re)loaded it, as opaque bytes (the layer
+     * that knows its type is above this one): a seqlock, <cfg_gen> odd while it is being
+     * written. See shared_config_put(). */
+    uint32_t cfg_gen;
+    uint32_t cfg_len;
+    unsigned char cfg_blob[SHARED_CONFIG_BYTES];
     /* Admission tickets already used, by every worker: see shared_ticket_use(). 8 MiB of
      * address space, touched only where tickets land (MAP_NORESERVE). */
     uint64_t used_tickets[SHARED_TICKETS];
@@ -184,6 +191,16 @@ struct shared {
  * pages are written). Aborts if it cannot. */
 struct shared *shared_create(uint32_t nworkers);
 void shared_destroy(struct shared *sh);
+
+/* Writer (the main process, one at a time): publishes <len> bytes (<= SHARED_CONFIG_BYTES) of
+ * configuration as the next generation. Returns that generation (even, never 0). */
+uint32_t shared_config_put(struct shared *sh, const void *data, uint32_t len);
+
+/* Reader (a worker): if the configuration's generation is not <seen>, copies it into <out>
+ * (<len> bytes, which must be the published length) and returns its generation; returns
+ * <seen> if nothing changed, or 0 if a write is under way or <len> does not match (try
+ * again later). */
+uint32_t shared_config_get(const struct shared *sh, uint32_t seen, void *out, uint32_t len);
 
 /* The ring of slot <i>. */
 struct ring *shared_ring(struct shared *sh, int i);

@@ -157,18 +157,13 @@ static void space_build_preamble(struct space *sp)
     buf_free(&b);
 }
 
-void space_source_attach(struct space *sp, struct conn *src, struct space_feed *feed,
-                         const struct space_meta *meta)
+/* Publishes what listeners see of the source's meta: its own, under the [space] section's
+ * name and description when the config sets them. */
+static void space_show_meta(struct space *sp)
 {
     struct shared_space *ss = sp->ss;
-    struct shared_main *st = &sp->host->sh->main;
     const struct space_config *sc = sp->cfg;
-    sp->source = src;
-    sp->feed = feed;
-    feed->space = sp;
-    feed->input = sp->sink ? sp->sink->add(sp->sink_arg) : -1;
-    sp->meta = *meta;
-    struct space_meta shown = *meta;
+    struct space_meta shown = sp->meta;
     if (sc && sc->display_name[0])
         snprintf(shown.name, sizeof(shown.name), "%s", sc->display_name);
     if (sc && sc->description[0])
@@ -178,6 +173,43 @@ void space_source_attach(struct space *sp, struct conn *src, struct space_feed *
     meta_copy(ss->meta.genre, sizeof(ss->meta.genre), shown.genre);
     meta_copy(ss->meta.url, sizeof(ss->meta.url), shown.url);
     meta_copy(ss->meta.bitrate, sizeof(ss->meta.bitrate), shown.bitrate);
+}
+
+void spaces_reconfigure(struct spaces *host)
+{
+    struct list_node *n;
+    struct list_node *tmp;
+    list_for_each_safe(n, tmp, &host->list)
+    {
+        struct space *sp = list_entry(n, struct space, node);
+        /* sp->cfg points into the config, whose sections may have moved */
+        sp->cfg = config_space(host->cfg, sp->ss->mount);
+        if (!sp->source)
+            continue;
+        struct space_meta was;
+        memcpy(was.name, sp->ss->meta.name, sizeof(was.name));
+        memcpy(was.description, sp->ss->meta.description, sizeof(was.description));
+        space_show_meta(sp);
+        /* the icy-name/description headers of the next joiner; only when they changed, as a
+         * listener caught mid-preamble by two changes must be closed */
+        if (sp->mux && (memcmp(was.name, sp->ss->meta.name, sizeof(was.name)) != 0 ||
+                        memcmp(was.description, sp->ss->meta.description,
+                               sizeof(was.description)) != 0))
+            space_build_preamble(sp);
+    }
+}
+
+void space_source_attach(struct space *sp, struct conn *src, struct space_feed *feed,
+                         const struct space_meta *meta)
+{
+    struct shared_space *ss = sp->ss;
+    struct shared_main *st = &sp->host->sh->main;
+    sp->source = src;
+    sp->feed = feed;
+    feed->space = sp;
+    feed->input = sp->sink ? sp->sink->add(sp->sink_arg) : -1;
+    sp->meta = *meta;
+    space_show_meta(sp);
     ss->source_connected = 1;
     if (sp->mux)
         space_build_preamble(sp);

@@ -87,6 +87,10 @@ struct space {
 
 /* Finds a space by mount name (no leading '/'), or NULL. */
 struct space *space_find(struct spaces *host, const char *mount);
+/* After a reload changed <host->cfg>: each space takes its [space] section again, and one
+ * with a source shows the section's name and description. (A new page-ms applies from the
+ * next stream: the muxer of a running one keeps its page size.) */
+void spaces_reconfigure(struct spaces *host);
 /* Creates an empty space for <mount> (no source yet) in a free slot; NULL if none is free. */
 struct space *space_create(struct spaces *host, const char *mount);
 /* Makes <sink> (borrowed; <arg> owned by it, freed by sink->free) take this space's sources. */

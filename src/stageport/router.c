@@ -2,6 +2,7 @@
 #include "stageport/stageport.h"
 
 #include "http/request.h"
+#include "util/log.h"
 
 void stageport_route(void *arg, struct conn *c, const struct http_request *req)
 {
@@ -13,6 +14,8 @@ void stageport_route(void *arg, struct conn *c, const struct http_request *req)
         return;
     case HTTP_OPTIONS:
         /* libshout's capability probe: it picks PUT when Allow lists it. */
+        log_debug("source", "#%llu %s: OPTIONS (a client's capability probe)",
+                  (unsigned long long)c->id, c->peer);
         conn_respond_doc(c, 1, "text/plain", "", 0,
                          "Allow: GET, HEAD, OPTIONS, POST, PUT, SOURCE\r\n"
                          "Access-Control-Allow-Origin: *\r\n"
@@ -24,9 +27,14 @@ void stageport_route(void *arg, struct conn *c, const struct http_request *req)
     case HTTP_POST:
         api_route(host, c, req);
         return;
-    default:
+    default: {
+        char shown[80];
+        LOG_RATELIMITED(LOG_WARN, "source", "#%llu %s: %s %s refused: 405, method not allowed",
+                        (unsigned long long)c->id, c->peer, http_method_name(req->method),
+                        log_escape(shown, sizeof(shown), req->path, req->path_len));
         conn_error(c, 405, "Allow: GET, HEAD, OPTIONS, PUT, SOURCE", "Method not allowed");
         return;
+    }
     }
 }
 

@@ -225,29 +225,49 @@ void source_accept(struct spaces *host, struct conn *c, const struct http_reques
     const char *want = sc && sc->source_password[0] ? sc->source_password
                                                     : host->cfg->source_password;
 
+    /* Every refusal is logged with its reason (rate-limited per reason). A request with no
+     * credentials at all is a client's first probe (libshout sends one before the request
+     * that carries them), not an attack: info, not a warning. */
+    char shown[80];
+    log_escape(shown, sizeof(shown), req->path, req->path_len);
+    unsigned long long id = (unsigned long long)c->id;
+    const char *method = http_method_name(req->method);
     if (http_basic_auth(req, user, sizeof(user), pass, sizeof(pass)) < 0 ||
         !secret_equal(user, "source") || !secret_equal(pass, want)) {
-        log_warn("source", "#%llu %s: %s /%s refused: bad credentials", (unsigned long long)c->id,
-                 c->peer, http_method_name(req->method), mount_name_ok(mount) ? mount : "?");
+        if (!http_find_header(req, "Authorization"))
+            LOG_RATELIMITED(LOG_INFO, "source", "#%llu %s: %s %s: 401, no credentials yet "
+                            "(a client's first probe)", id, c->peer, method, shown);
+        else
+            LOG_RATELIMITED(LOG_WARN, "source", "#%llu %s: %s %s refused: 401, bad credentials",
+                            id, c->peer, method, shown);
         conn_error(c, 401, "WWW-Authenticate: Basic realm=\"rostrum\"", "Authentication required");
         return;
     }
     if (!mount_name_ok(mount)) {
+        LOG_RATELIMITED(LOG_WARN, "source", "#%llu %s: %s %s refused: 400, bad mount name", id,
+                        c->peer, method, shown);
         conn_error(c, 400, NULL, "Bad mount name: use 1-63 of A-Z a-z 0-9 . _ -");
         return;
     }
     if (!content_type_ok(req)) {
+        const struct http_header *h = http_find_header(req, "Content-Type");
+        char type[64];
+        log_escape(type, sizeof(type), h->value, h->value_len);
+        LOG_RATELIMITED(LOG_WARN, "source", "#%llu %s: %s %s refused: 415, content type '%s' "
+                        "(rostrum takes Ogg/Opus)", id, c->peer, method, shown, type);
         conn_error(c, 415, NULL, "Unsupported content type: rostrum takes Ogg/Opus");
         return;
     }
     if (req->chunked) {
+        LOG_RATELIMITED(LOG_WARN, "source", "#%llu %s: %s %s refused: 501, chunked body", id,
+                        c->peer, method, shown);
         conn_error(c, 501, NULL, "Chunked source bodies are not supported");
         return;
     }
     struct space *sp = space_find(host, mount);
     if (sp && sp->source) {
-        log_warn("source", "#%llu %s: /%s refused: mount in use", (unsigned long long)c->id,
-                 c->peer, mount);
+        LOG_RATELIMITED(LOG_WARN, "source", "#%llu %s: /%s refused: 403, mount in use", id,
+                        c->peer, mount);
         conn_error(c, 403, NULL, "Mountpoint in use");
         return;
     }
@@ -255,8 +275,8 @@ void source_accept(struct spaces *host, struct conn *c, const struct http_reques
     if (!sp)
         sp = space_create(host, mount);
     if (!sp) {
-        log_warn("source", "#%llu %s: /%s refused: all %d space slots in use",
-                 (unsigned long long)c->id, c->peer, mount, SHARED_MAX_SPACES);
+        LOG_RATELIMITED(LOG_WARN, "source", "#%llu %s: /%s refused: 503, all %d space slots in "
+                        "use", id, c->peer, mount, SHARED_MAX_SPACES);
         conn_error(c, 503, "Retry-After: 10", "Too many spaces on this server");
         return;
     }

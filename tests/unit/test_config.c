@@ -137,6 +137,19 @@ TEST(full_file_sets_every_key)
     ASSERT(config_space(&c, "Live") == NULL); /* names are case-sensitive, like paths */
 }
 
+TEST(issue9_access_log_key)
+{
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    ASSERT_EQ_STR(c.access_log, "");
+    ASSERT_EQ_INT(parse(&c, "access-log = /var/log/rostrum/access.log\n", err, sizeof(err)), 0);
+    ASSERT_EQ_STR(c.access_log, "/var/log/rostrum/access.log");
+    ASSERT_EQ_INT(config_set(&c, "access-log", "", err, sizeof(err)), 0);
+    ASSERT_EQ_STR(c.access_log, "");
+    EXPECT_ERROR("[space a]\naccess-log = x\n", 2, "global key");
+}
+
 TEST(effective_values_fall_back_to_global)
 {
     struct config c;

@@ -392,6 +392,57 @@ TEST(issue8_preamble_old_read_path_is_caught)
     ASSERT(t.torn_accepted > 0);
 }
 
+/* ---- the configuration the workers take on a reload (issue 9) --------------------------- */
+
+#define CFG_LEN 40000 /* about sizeof(struct config) */
+
+static void config_writer(void *arg, struct control *ctl)
+{
+    struct shared *sh = arg;
+    static unsigned char cfg[CFG_LEN];
+    uint64_t n = 0;
+    int64_t deadline = now_ms() + 20000;
+    while (!__atomic_load_n(&ctl->stop, __ATOMIC_ACQUIRE) && now_ms() < deadline) {
+        make_record(cfg, CFG_LEN, ++n);
+        shared_config_put(sh, cfg, CFG_LEN);
+        __atomic_store_n(&ctl->published, n, __ATOMIC_RELAXED);
+    }
+}
+
+TEST(issue9_config_copy_never_torn_while_reloads_race)
+{
+    crc_init();
+    struct shared *sh = shared_create(1);
+    struct control *ctl = control_new();
+    pid_t w = spawn_writer(ctl, config_writer, sh);
+    static unsigned char out[CFG_LEN];
+    struct tally t = {0};
+    uint32_t seen = 0;
+    int64_t end = now_ms() + RUN_MS;
+    while (now_ms() < end) {
+        uint32_t g = shared_config_get(sh, seen, out, CFG_LEN);
+        if (g == seen)
+            continue;
+        if (g == 0) {
+            t.rejected_after++;
+            continue;
+        }
+        t.accepted++;
+        seen = g;
+        uint64_t id;
+        memcpy(&id, out, 8);
+        if (!record_ok(out, CFG_LEN, id))
+            t.torn_accepted++;
+    }
+    stop_writer(ctl, w);
+    print_tally("config", &t, ctl->published);
+    /* a length that is not the published one is refused, not copied short */
+    ASSERT_EQ_UINT(shared_config_get(sh, 0, out, CFG_LEN - 1), 0);
+    ASSERT_EQ_UINT(t.torn_accepted, 0);
+    ASSERT(t.accepted > 10 && t.rejected_after > 0);
+    shared_destroy(sh);
+}
+
 int main(void)
 {
     return RUN_TESTS();
