@@ -2,6 +2,7 @@
 stage's figures in /metrics with a live stage, and the dashboard page in headless Chromium."""
 
 import json
+import re
 import shutil
 import signal
 import struct
@@ -152,6 +153,17 @@ def test_dashboard_issue9_metrics_stage_gauges(ctx):
     d = dashboard(srv)
     check(max(d["charts"]["stage"]["speakers"][-3:]) == 2, f"stage chart: {d['charts']['stage']}")
     check(max(d["charts"]["stage_health"]["mixer_max_ms"][-3:]) > 0, "no mixer time in history")
+    # the Grafana dashboard asks only for metrics that exist
+    graf = json.loads((ROOT / "docs" / "grafana-rostrum.json").read_text())
+    check(graf["__inputs"][0]["name"] == "DS_PROMETHEUS", "no DS_PROMETHEUS input")
+    kinds = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    for p in graf["panels"]:
+        check(p["datasource"]["uid"] == "${DS_PROMETHEUS}", f"panel {p['title']}: datasource")
+        for t in p["targets"]:
+            for name in re.findall(r"rostrum_[a-z_]+", t["expr"]):
+                base = re.sub(r"_(sum|count)$", "", name)
+                check(name in kinds or base in kinds, f"Grafana panel {p['title']!r} asks for "
+                                                      f"{name}, which /metrics does not have")
     check(a.wait(20) == 0, f"speaker A failed:\n{a.tail()}")
     check(b.wait(20) == 0, f"speaker B failed:\n{b.tail()}")
 
