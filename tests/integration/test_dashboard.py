@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import time
@@ -209,3 +210,32 @@ def test_dashboard_issue9_browser_draws_charts(ctx):
           f"the listeners chart does not show the listener: {charts['listeners']}")
     size, w, h = png_size(shot)
     check(size > 20000 and w >= 800 and h >= 600, f"screenshot {size} bytes, {w}x{h}")
+
+
+@test(timeout=60, icecast=False)
+def test_dashboard_issue9_return_drops_for_slow_speaker(ctx):
+    from wsclient import WS  # the suite's small WebSocket client
+
+    srv = ctx.start_server(extra=["--host-key", HOST_KEY, "--workers", "1",
+                                  "--speaker-idle-ms", "120000"])
+    a = speaker(ctx, srv, "room", "A", 440, 25)
+    wait_for(lambda: metric(metrics(srv)[0], "rostrum_stage_speakers", space="room") == 1, 10,
+             "the first speaker on stage")
+    # a speaker that takes its seat, then never reads its return audio
+    lazy = WS(srv.stage, f"/ws/room?key={HOST_KEY}&name=lazy")
+    lazy.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    wait_for(lambda: metric(metrics(srv)[0], "rostrum_stage_speakers", space="room") == 2, 10,
+             "the lazy speaker on stage")
+
+    def dropping():
+        vals, _ = metrics(srv)
+        return (metric(vals, "rostrum_stage_return_drops_total") or 0) > 0
+
+    wait_for(dropping, 30, "return audio for the lazy speaker to be dropped", interval=0.5)
+    vals, text = metrics(srv)
+    promtool(text)
+    q = metric(vals, "rostrum_stage_return_queued_bytes", space="room")
+    check(q is not None and q >= 8000, f"return queued bytes {q} with a speaker not reading")
+    wait_for(lambda: max(dashboard(srv)["charts"]["stage_health"]["return_drops_per_s"]) > 0,
+             3, "the dashboard's history to show the return drops")
+    lazy.sock.close()
