@@ -626,8 +626,8 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
         if (strcmp(path + 10, ".json") == 0) {
             struct buf body = {0};
             status_dashboard(a, &body);
-            conn_respond_doc(c, head_only, "application/json; charset=utf-8", body.data,
-                             body.len, "Cache-Control: no-cache, no-store");
+            conn_respond_doc(c, head_only, "application/json; charset=utf-8", body.data, body.len,
+                             "Cache-Control: no-cache, no-store");
             buf_free(&body);
             return;
         }

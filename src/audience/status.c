@@ -122,23 +122,24 @@ static void metric(struct buf *b, const char *name, const char *type, const char
 
 /* The reasons of rostrum_refused_total, in the order of status_refusals(). */
 static const char *const refusal_names[SHARED_REFUSALS] = {
-    "malformed",   "head_too_large", "head_timeout", "fd_limit",     "conns_per_ip",
-    "joins_per_ip", "capacity",      "join_rate",    "overload",     "bad_ticket",
-    "early_ticket", "no_ticket",     "ticket_used",  "tickets_per_ip", "stage_token",
-    "max_members", "fd_reserve"};
+    "malformed",   "head_too_large", "head_timeout", "fd_limit",    "conns_per_ip", "joins_per_ip",
+    "capacity",    "join_rate",      "overload",     "bad_ticket",  "early_ticket", "no_ticket",
+    "ticket_used", "tickets_per_ip", "stage_token",  "max_members", "fd_reserve"};
 
 /* Fills <out> with the refusals by reason (refusal_names) from the summed counters <st>, and
  * the stage port's own (main process only). */
 static void status_refusals(const struct shared *sh, const struct shared_counters *st,
                             uint64_t out[SHARED_REFUSALS])
 {
-    const uint64_t v[SHARED_REFUSALS] = {
-        st->bad_requests,         st->heads_too_large,    st->head_timeouts,
-        st->refused_fd_limit,     st->refused_conns_per_ip, st->refused_joins_per_ip,
-        st->refused_capacity,     st->refused_join_rate,  st->refused_overload,
-        st->refused_ticket,       st->refused_early,      st->refused_no_ticket,
-        st->refused_ticket_used,  st->refused_tickets_per_ip, st->refused_stage_token,
-        sh->main.refused_max_members, sh->main.refused_fd_reserve};
+    const uint64_t v[SHARED_REFUSALS] = {st->bad_requests,           st->heads_too_large,
+                                         st->head_timeouts,          st->refused_fd_limit,
+                                         st->refused_conns_per_ip,   st->refused_joins_per_ip,
+                                         st->refused_capacity,       st->refused_join_rate,
+                                         st->refused_overload,       st->refused_ticket,
+                                         st->refused_early,          st->refused_no_ticket,
+                                         st->refused_ticket_used,    st->refused_tickets_per_ip,
+                                         st->refused_stage_token,    sh->main.refused_max_members,
+                                         sh->main.refused_fd_reserve};
     memcpy(out, v, sizeof(v));
 }
 
@@ -366,8 +367,7 @@ enum series_kind {
     SER_WS_CLOSES,
 };
 
-static double sample_value(const struct shared_sample *s, enum series_kind k, int idx,
-                           uint32_t gen)
+static double sample_value(const struct shared_sample *s, enum series_kind k, int idx, uint32_t gen)
 {
     double v = 0;
     switch (k) {
