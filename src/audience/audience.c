@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <linux/sockios.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -611,6 +612,52 @@ static int audience_find(struct audience *a, const char *mount)
 static const char *const cors_doc = "Access-Control-Allow-Origin: *\r\n"
                                     "Cache-Control: no-cache, no-store";
 
+/* 1 if <a,b> (<len> bytes each) are equal, in time that depends only on <len>. */
+static int same_secret(const char *x, const char *y, size_t len)
+{
+    unsigned char d = 0;
+    for (size_t i = 0; i < len; i++)
+        d |= (unsigned char)(x[i] ^ y[i]);
+    return d == 0;
+}
+
+/* The dashboard's gate (issue 9): 1 if no admin-key is set or <req> carries it (?key= or
+ * Authorization: Bearer); else answers 401 (no key given) or 403 (a wrong one) and returns 0. */
+static int admin_ok(struct conn *c, const struct audience *a, const struct http_request *req)
+{
+    const char *want = a->cfg->admin_key;
+    size_t wlen = strlen(want);
+    if (wlen == 0)
+        return 1;
+    const char *got = NULL;
+    size_t glen = 0;
+    const struct http_header *h = http_find_header(req, "Authorization");
+    if (h && h->value_len > 7 && strncasecmp(h->value, "Bearer ", 7) == 0) {
+        got = h->value + 7;
+        glen = h->value_len - 7;
+    }
+    for (const char *q = req->query, *end = req->query + req->query_len; !got && q < end;) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *next = amp ? amp + 1 : end;
+        size_t plen = (size_t)((amp ? amp : end) - q);
+        if (plen >= 4 && strncmp(q, "key=", 4) == 0) {
+            got = q + 4;
+            glen = plen - 4;
+        }
+        q = next;
+    }
+    if (!got) {
+        conn_error(c, 401, "WWW-Authenticate: Bearer realm=\"rostrum dashboard\"",
+                   "The dashboard needs the admin key: ?key=... or Authorization: Bearer");
+        return 0;
+    }
+    if (glen != wlen || !same_secret(got, want, wlen)) {
+        conn_error(c, 403, NULL, "Wrong admin key");
+        return 0;
+    }
+    return 1;
+}
+
 void audience_route(void *arg, struct conn *c, const struct http_request *req)
 {
     struct audience *a = arg;
@@ -638,6 +685,20 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
     const unsigned char *data;
     size_t len;
     const char *type;
+    if (strncmp(path, "/dashboard", 10) == 0 &&
+        (!path[10] || strcmp(path + 10, ".html") == 0 || strcmp(path + 10, ".json") == 0)) {
+        if (!admin_ok(c, a, req))
+            return;
+        if (strcmp(path + 10, ".json") == 0) {
+            struct buf body = {0};
+            status_dashboard(a, &body);
+            conn_respond_doc(c, head_only, "application/json; charset=utf-8", body.data, body.len,
+                             "Cache-Control: no-cache, no-store");
+            buf_free(&body);
+            return;
+        }
+        snprintf(path, sizeof(path), "/dashboard.html");
+    }
     if (web_asset(path, &data, &len, &type) == 0) {
         conn_respond_doc(c, head_only, type, data, len, "Cache-Control: no-cache");
         return;

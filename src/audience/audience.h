@@ -120,5 +120,10 @@ void listener_close(struct conn *c, enum close_reason why);
 /* Documents (status.c). */
 void status_json(struct audience *a, struct buf *out);
 void status_metrics(struct audience *a, struct buf *out);
+/* Main process, once a second: appends a sample of the shared figures, taken at <wall_ms>, to
+ * the dashboard's history (struct shared_history). */
+void status_sample(struct shared *sh, int64_t wall_ms);
+/* /dashboard.json: the history as one series per figure, rates made of neighbouring samples. */
+void status_dashboard(struct audience *a, struct buf *out);
 
 #endif

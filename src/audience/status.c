@@ -9,10 +9,12 @@
  */
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "audience/audience.h"
+#include "util/check.h"
 
 static void time_fmt(char *out, size_t cap, int64_t t, int iso)
 {
@@ -118,6 +120,29 @@ static void metric(struct buf *b, const char *name, const char *type, const char
     buf_printf(b, "%s %llu\n", name, v);
 }
 
+/* The reasons of rostrum_refused_total, in the order of status_refusals(). */
+static const char *const refusal_names[SHARED_REFUSALS] = {
+    "malformed",   "head_too_large", "head_timeout", "fd_limit",    "conns_per_ip", "joins_per_ip",
+    "capacity",    "join_rate",      "overload",     "bad_ticket",  "early_ticket", "no_ticket",
+    "ticket_used", "tickets_per_ip", "stage_token",  "max_members", "fd_reserve"};
+
+/* Fills <out> with the refusals by reason (refusal_names) from the summed counters <st>, and
+ * the stage port's own (main process only). */
+static void status_refusals(const struct shared *sh, const struct shared_counters *st,
+                            uint64_t out[SHARED_REFUSALS])
+{
+    const uint64_t v[SHARED_REFUSALS] = {st->bad_requests,           st->heads_too_large,
+                                         st->head_timeouts,          st->refused_fd_limit,
+                                         st->refused_conns_per_ip,   st->refused_joins_per_ip,
+                                         st->refused_capacity,       st->refused_join_rate,
+                                         st->refused_overload,       st->refused_ticket,
+                                         st->refused_early,          st->refused_no_ticket,
+                                         st->refused_ticket_used,    st->refused_tickets_per_ip,
+                                         st->refused_stage_token,    sh->main.refused_max_members,
+                                         sh->main.refused_fd_reserve};
+    memcpy(out, v, sizeof(v));
+}
+
 void status_metrics(struct audience *a, struct buf *b)
 {
     const struct shared *sh = a->sh;
@@ -200,40 +225,12 @@ void status_metrics(struct audience *a, struct buf *b)
     metric(b, "rostrum_worker_restarts_total", "counter", "Listener workers restarted.",
            sh->main.worker_restarts);
     metric(b, "rostrum_requests_total", "counter", "Request heads parsed.", st.requests);
+    uint64_t refused[SHARED_REFUSALS];
+    status_refusals(sh, &st, refused);
     metric_head(b, "rostrum_refused_total", "counter", "Connections refused, by reason.");
-    buf_printf(b, "rostrum_refused_total{reason=\"malformed\"} %llu\n",
-               (unsigned long long)st.bad_requests);
-    buf_printf(b, "rostrum_refused_total{reason=\"head_too_large\"} %llu\n",
-               (unsigned long long)st.heads_too_large);
-    buf_printf(b, "rostrum_refused_total{reason=\"head_timeout\"} %llu\n",
-               (unsigned long long)st.head_timeouts);
-    buf_printf(b, "rostrum_refused_total{reason=\"fd_limit\"} %llu\n",
-               (unsigned long long)st.refused_fd_limit);
-    static const struct {
-        const char *reason;
-        size_t off;
-    } more[] = {
-        {"conns_per_ip", offsetof(struct shared_counters, refused_conns_per_ip)},
-        {"joins_per_ip", offsetof(struct shared_counters, refused_joins_per_ip)},
-        {"capacity", offsetof(struct shared_counters, refused_capacity)},
-        {"join_rate", offsetof(struct shared_counters, refused_join_rate)},
-        {"overload", offsetof(struct shared_counters, refused_overload)},
-        {"bad_ticket", offsetof(struct shared_counters, refused_ticket)},
-        {"early_ticket", offsetof(struct shared_counters, refused_early)},
-        {"no_ticket", offsetof(struct shared_counters, refused_no_ticket)},
-        {"ticket_used", offsetof(struct shared_counters, refused_ticket_used)},
-        {"tickets_per_ip", offsetof(struct shared_counters, refused_tickets_per_ip)},
-        {"stage_token", offsetof(struct shared_counters, refused_stage_token)},
-    };
-    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
-        buf_printf(b, "rostrum_refused_total{reason=\"%s\"} %llu\n", more[i].reason,
-                   (unsigned long long)*(const uint64_t *)(const void *)((const char *)&st +
-                                                                         more[i].off));
-    /* the stage port's own refusals (main process only) */
-    buf_printf(b, "rostrum_refused_total{reason=\"max_members\"} %llu\n",
-               (unsigned long long)sh->main.refused_max_members);
-    buf_printf(b, "rostrum_refused_total{reason=\"fd_reserve\"} %llu\n",
-               (unsigned long long)sh->main.refused_fd_reserve);
+    for (int i = 0; i < SHARED_REFUSALS; i++)
+        buf_printf(b, "rostrum_refused_total{reason=\"%s\"} %llu\n", refusal_names[i],
+                   (unsigned long long)refused[i]);
     metric(b, "rostrum_ws_members", "gauge", "WebSocket members of all stage spaces.",
            sh->main.ws_members);
     static const char *const ws_why[WS_CLOSE_REASONS] = {"send_queue", "not_reading",
@@ -243,6 +240,42 @@ void status_metrics(struct audience *a, struct buf *b)
     for (int i = 0; i < WS_CLOSE_REASONS; i++)
         buf_printf(b, "rostrum_ws_closes_total{reason=\"%s\"} %llu\n", ws_why[i],
                    (unsigned long long)sh->main.ws_closes[i]);
+    /* the stage (issue 9): kept by the main process, in the shared mapping */
+    metric_head(b, "rostrum_stage_speakers", "gauge",
+                "Members on a stage (host, co-hosts, speakers), by space.");
+    for (int i = 0; i < SHARED_MAX_SPACES; i++)
+        if (slot_live(sh, i))
+            buf_printf(b, "rostrum_stage_speakers{space=\"%s\"} %u\n", sh->spaces[i].mount,
+                       __atomic_load_n(&sh->spaces[i].stage_speakers, __ATOMIC_RELAXED));
+    metric_head(b, "rostrum_stage_members", "gauge",
+                "WebSocket members of a stage, listeners included, by space.");
+    for (int i = 0; i < SHARED_MAX_SPACES; i++)
+        if (slot_live(sh, i))
+            buf_printf(b, "rostrum_stage_members{space=\"%s\"} %u\n", sh->spaces[i].mount,
+                       __atomic_load_n(&sh->spaces[i].stage_members, __ATOMIC_RELAXED));
+    metric_head(b, "rostrum_stage_return_queued_bytes", "gauge",
+                "Bytes queued to a stage's speakers that their sockets have not taken, by space.");
+    for (int i = 0; i < SHARED_MAX_SPACES; i++)
+        if (slot_live(sh, i))
+            buf_printf(b, "rostrum_stage_return_queued_bytes{space=\"%s\"} %u\n",
+                       sh->spaces[i].mount,
+                       __atomic_load_n(&sh->spaces[i].stage_queued_bytes, __ATOMIC_RELAXED));
+    metric(b, "rostrum_stage_return_drops_total", "counter",
+           "Return-audio packets dropped for a speaker that does not read them.",
+           __atomic_load_n(&sh->main.return_drops, __ATOMIC_RELAXED));
+    metric_head(b, "rostrum_mixer_frame_seconds", "summary",
+                "Time to mix, encode and queue one 20 ms stage frame.");
+    buf_printf(b, "rostrum_mixer_frame_seconds_sum %.6f\n",
+               (double)__atomic_load_n(&sh->main.mixer_frame_ns, __ATOMIC_RELAXED) / 1e9);
+    buf_printf(b, "rostrum_mixer_frame_seconds_count %llu\n",
+               (unsigned long long)__atomic_load_n(&sh->main.mixer_frames, __ATOMIC_RELAXED));
+    metric_head(b, "rostrum_mixer_frame_max_seconds", "gauge",
+                "The longest stage frame of the last second.");
+    buf_printf(b, "rostrum_mixer_frame_max_seconds %.6f\n",
+               (double)__atomic_load_n(&sh->main.mixer_frame_max_us, __ATOMIC_RELAXED) / 1e6);
+    metric(b, "rostrum_mixer_overruns_total", "counter",
+           "Stage frames that took over 20 ms, or whose tick came 20 ms late.",
+           __atomic_load_n(&sh->main.mixer_overruns, __ATOMIC_RELAXED));
     metric(b, "rostrum_tickets_issued_total", "counter", "Waiting-room tickets handed out.",
            st.tickets_issued);
     metric(b, "rostrum_shed_stalled_total", "counter",
@@ -269,4 +302,207 @@ void status_metrics(struct audience *a, struct buf *b)
            "Sources found faster than real time and paced to it.", sh->main.sources_paced);
     metric(b, "rostrum_start_time_seconds", "gauge", "Unix time the server started.",
            (unsigned long long)a->start_wall);
+}
+
+/* ---- the dashboard's history (issue 9) ----------------------------------------------------- */
+
+void status_sample(struct shared *sh, int64_t wall_ms)
+{
+    struct shared_history *h = &sh->main.history;
+    uint64_t n = h->count + 1;
+    struct shared_sample *s = &h->samples[(n - 1) % SHARED_HISTORY];
+    struct shared_counters st;
+    __atomic_store_n(&s->seq, 0, __ATOMIC_RELEASE);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    shared_sum_counters(sh, &st);
+    s->wall_ms = wall_ms;
+    s->nworkers = sh->nworkers;
+    s->speakers = s->members = s->queued_bytes = 0;
+    for (int i = 0; i < SHARED_MAX_SPACES; i++) {
+        uint32_t r, c;
+        slot_counts(sh, i, &r, &c);
+        int used = sh->spaces[i].state != SLOT_FREE;
+        s->listeners[i] = used ? r : 0;
+        s->slot_gen[i] = used ? sh->spaces[i].gen : 0;
+        s->speakers += sh->spaces[i].stage_speakers;
+        s->members += sh->spaces[i].stage_members;
+        s->queued_bytes += sh->spaces[i].stage_queued_bytes;
+    }
+    memcpy(s->joins, st.joins, sizeof(s->joins));
+    status_refusals(sh, &st, s->refused);
+    s->stalls = st.stalls;
+    s->bytes_sent = st.bytes_sent;
+    s->loop_lag_ms[0] = (uint32_t)sh->main.loop_lag_ms;
+    for (uint32_t w = 0; w < SHARED_MAX_WORKERS; w++) {
+        int in = w < sh->nworkers;
+        s->pressure_milli[w] =
+            in ? (uint16_t)__atomic_load_n(&sh->workers[w].pressure_milli, __ATOMIC_RELAXED) : 0;
+        s->loop_lag_ms[1 + w] = in ? (uint32_t)sh->workers[w].loop_lag_ms : 0;
+    }
+    s->mixer_frame_max_us = sh->main.mixer_frame_max_us;
+    s->mixer_overruns = sh->main.mixer_overruns;
+    s->return_drops = sh->main.return_drops;
+    s->ws_closes = 0;
+    for (int i = 0; i < WS_CLOSE_REASONS; i++)
+        s->ws_closes += sh->main.ws_closes[i];
+    __atomic_store_n(&s->seq, (uint32_t)n, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->count, n, __ATOMIC_RELEASE);
+}
+
+/* What a series of the dashboard shows of a sample. */
+enum series_kind {
+    SER_LISTENERS, /* <idx>: slot; -1: all */
+    SER_JOINS,
+    SER_REFUSED, /* <idx>: reason; -1: all */
+    SER_STALLS,
+    SER_BYTES,
+    SER_PRESSURE,
+    SER_LAG, /* <idx>: 0 main, 1 + worker */
+    SER_SPEAKERS,
+    SER_MEMBERS,
+    SER_QUEUED,
+    SER_MIXER_MAX_MS,
+    SER_OVERRUNS,
+    SER_RETURN_DROPS,
+    SER_WS_CLOSES,
+};
+
+static double sample_value(const struct shared_sample *s, enum series_kind k, int idx, uint32_t gen)
+{
+    double v = 0;
+    switch (k) {
+    case SER_LISTENERS:
+        if (idx >= 0)
+            return s->slot_gen[idx] == gen ? s->listeners[idx] : 0;
+        for (int i = 0; i < SHARED_MAX_SPACES; i++)
+            v += s->listeners[i];
+        return v;
+    case SER_JOINS:
+        return (double)s->joins[idx];
+    case SER_REFUSED:
+        if (idx >= 0)
+            return (double)s->refused[idx];
+        for (int i = 0; i < SHARED_REFUSALS; i++)
+            v += (double)s->refused[i];
+        return v;
+    case SER_STALLS:
+        return (double)s->stalls;
+    case SER_BYTES:
+        return (double)s->bytes_sent;
+    case SER_PRESSURE:
+        return s->pressure_milli[idx] / 1000.0;
+    case SER_LAG:
+        return s->loop_lag_ms[idx];
+    case SER_SPEAKERS:
+        return s->speakers;
+    case SER_MEMBERS:
+        return s->members;
+    case SER_QUEUED:
+        return s->queued_bytes;
+    case SER_MIXER_MAX_MS:
+        return s->mixer_frame_max_us / 1000.0;
+    case SER_OVERRUNS:
+        return (double)s->mixer_overruns;
+    case SER_RETURN_DROPS:
+        return (double)s->return_drops;
+    case SER_WS_CLOSES:
+        return (double)s->ws_closes;
+    }
+    return 0;
+}
+
+/* Writes "<name>":[...] of <n> samples <s>: the values, or with <rate> the change per second
+ * from the sample before (0 for the first). */
+static void series(struct buf *b, const char *name, const struct shared_sample *s, int n,
+                   enum series_kind k, int idx, uint32_t gen, int rate, int comma)
+{
+    buf_printf(b, "%s", comma ? "," : "");
+    buf_json_str(b, name, strlen(name));
+    buf_puts(b, ":[");
+    for (int i = 0; i < n; i++) {
+        double v = sample_value(&s[i], k, idx, gen);
+        if (rate) {
+            double dt = i > 0 ? (double)(s[i].wall_ms - s[i - 1].wall_ms) / 1000.0 : 0;
+            double d = i > 0 ? v - sample_value(&s[i - 1], k, idx, gen) : 0;
+            v = dt > 0 && d > 0 ? d / dt : 0;
+        }
+        buf_printf(b, i ? ",%.4g" : "%.4g", v);
+    }
+    buf_puts(b, "]");
+}
+
+/* Copies the samples still held into <out> (SHARED_HISTORY of them), oldest first; returns
+ * how many. A sample the writer is replacing meanwhile is left out. */
+static int history_copy(const struct shared *sh, struct shared_sample *out)
+{
+    const struct shared_history *h = &sh->main.history;
+    uint64_t count = __atomic_load_n(&h->count, __ATOMIC_ACQUIRE);
+    /* the oldest slot is the next to be written: leave it out */
+    uint64_t first = count >= SHARED_HISTORY ? count - SHARED_HISTORY + 2 : 1;
+    int n = 0;
+    for (uint64_t k = first; k <= count; k++) {
+        const struct shared_sample *s = &h->samples[(k - 1) % SHARED_HISTORY];
+        if (__atomic_load_n(&s->seq, __ATOMIC_ACQUIRE) != (uint32_t)k)
+            continue;
+        memcpy(&out[n], s, sizeof(*s));
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) == (uint32_t)k)
+            n++;
+    }
+    return n;
+}
+
+void status_dashboard(struct audience *a, struct buf *b)
+{
+    const struct shared *sh = a->sh;
+    struct shared_sample *s = malloc(sizeof(*s) * SHARED_HISTORY);
+    BUG_ON(!s);
+    int n = history_copy(sh, s);
+    uint32_t nworkers = n > 0 ? s[n - 1].nworkers : sh->nworkers;
+    buf_printf(b, "{\"interval_ms\":1000,\"capacity\":%d,\"points\":%d,\"workers\":%u,\"t\":[",
+               SHARED_HISTORY, n, nworkers);
+    for (int i = 0; i < n; i++)
+        buf_printf(b, i ? ",%.3f" : "%.3f", (double)s[i].wall_ms / 1000.0);
+    buf_puts(b, "],\"charts\":{\"listeners\":{");
+    series(b, "all", s, n, SER_LISTENERS, -1, 0, 0, 0);
+    for (int i = 0; i < SHARED_MAX_SPACES; i++)
+        if (sh->spaces[i].state != SLOT_FREE)
+            series(b, sh->spaces[i].mount, s, n, SER_LISTENERS, i, sh->spaces[i].gen, 0, 1);
+    static const char *const outcomes[JOIN_OUTCOMES] = {"ok", "not_found", "bad_request",
+                                                        "refused"};
+    buf_puts(b, "},\"joins_per_s\":{");
+    for (int i = 0; i < JOIN_OUTCOMES; i++)
+        series(b, outcomes[i], s, n, SER_JOINS, i, 0, 1, i > 0);
+    buf_puts(b, "},\"refusals_per_s\":{");
+    series(b, "all", s, n, SER_REFUSED, -1, 0, 1, 0);
+    for (int r = 0; r < SHARED_REFUSALS; r++)
+        if (n > 1 && s[n - 1].refused[r] != s[0].refused[r]) /* only reasons seen lately */
+            series(b, refusal_names[r], s, n, SER_REFUSED, r, 0, 1, 1);
+    buf_puts(b, "},\"stalls_per_s\":{");
+    series(b, "stalls", s, n, SER_STALLS, 0, 0, 1, 0);
+    buf_puts(b, "},\"bytes_out_per_s\":{");
+    series(b, "bytes", s, n, SER_BYTES, 0, 0, 1, 0);
+    buf_puts(b, "},\"worker_pressure\":{");
+    char name[32];
+    for (uint32_t w = 0; w < nworkers && w < SHARED_MAX_WORKERS; w++) {
+        snprintf(name, sizeof(name), "worker-%u", w);
+        series(b, name, s, n, SER_PRESSURE, (int)w, 0, 0, w > 0);
+    }
+    buf_puts(b, "},\"loop_lag_ms\":{");
+    series(b, "main", s, n, SER_LAG, 0, 0, 0, 0);
+    for (uint32_t w = 0; a->cfg->workers > 0 && w < nworkers && w < SHARED_MAX_WORKERS; w++) {
+        snprintf(name, sizeof(name), "worker-%u", w);
+        series(b, name, s, n, SER_LAG, 1 + (int)w, 0, 0, 1);
+    }
+    buf_puts(b, "},\"stage\":{");
+    series(b, "speakers", s, n, SER_SPEAKERS, 0, 0, 0, 0);
+    series(b, "members", s, n, SER_MEMBERS, 0, 0, 0, 1);
+    buf_puts(b, "},\"stage_health\":{");
+    series(b, "mixer_max_ms", s, n, SER_MIXER_MAX_MS, 0, 0, 0, 0);
+    series(b, "overruns_per_s", s, n, SER_OVERRUNS, 0, 0, 1, 1);
+    series(b, "return_drops_per_s", s, n, SER_RETURN_DROPS, 0, 0, 1, 1);
+    series(b, "ws_closes_per_s", s, n, SER_WS_CLOSES, 0, 0, 1, 1);
+    series(b, "queued_bytes", s, n, SER_QUEUED, 0, 0, 0, 1);
+    buf_puts(b, "}}}\n");
+    free(s);
 }

@@ -48,6 +48,7 @@ enum key_id {
     KEY_SPEAKER_IDLE_MS,
     KEY_STAGE_IDLE_END_MS,
     KEY_HOST_KEY,
+    KEY_ADMIN_KEY,
     KEY_MAX_COHOSTS,
     KEY_MAX_SPEAKERS,
     KEY_WRITE_BUDGET,
@@ -93,6 +94,7 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_SPEAKER_IDLE_MS] = {"speaker-idle-ms", IN_GLOBAL, 1000, 600000},
     [KEY_STAGE_IDLE_END_MS] = {"stage-idle-end-ms", IN_GLOBAL, 1000, 86400000},
     [KEY_HOST_KEY] = {"host-key", IN_GLOBAL, 1, 0},
+    [KEY_ADMIN_KEY] = {"admin-key", IN_GLOBAL, 1, 0},
     [KEY_MAX_COHOSTS] = {"max-cohosts", IN_GLOBAL, 0, 12},
     [KEY_MAX_SPEAKERS] = {"max-speakers", IN_GLOBAL, 0, 12},
     [KEY_WRITE_BUDGET] = {"write-budget", IN_GLOBAL, 1000, 10000000},
@@ -474,6 +476,8 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         return set_log_level(p, def, val, vlen);
     case KEY_HOST_KEY:
         return set_string(p, def, c->host_key, sizeof(c->host_key), val, vlen);
+    case KEY_ADMIN_KEY:
+        return set_string(p, def, c->admin_key, sizeof(c->admin_key), val, vlen);
     case KEY_TRUSTED_PROXIES:
         return set_string(p, def, c->trusted_proxies, sizeof(c->trusted_proxies), val, vlen);
     case KEY_ACCESS_LOG:

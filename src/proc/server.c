@@ -58,6 +58,11 @@ static void main_tick(struct loop *loop, struct loop_timer *t)
         {
             space_update_peak(list_entry(n, struct space, node));
         }
+        srv->sh->main.mixer_frame_max_us = srv->sh->main.mixer_frame_peak_us;
+        srv->sh->main.mixer_frame_peak_us = 0;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        status_sample(srv->sh, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
     }
     loop_timer_start(loop, t, TICK_MS, main_tick);
 }

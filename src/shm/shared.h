@@ -132,6 +132,10 @@ struct shared_space {
     unsigned char preamble[2][SHARED_PREAMBLE_MAX]; /* HTTP response head + Ogg header pages */
     struct shared_dbuf doc_hdr; /* the stage's state document */
     unsigned char doc[2][SHARED_STATE_MAX];
+    /* issue 9 (the operator's views), gauges kept by the stage of this slot, 0 without one */
+    uint32_t stage_members;      /* WebSocket members, listeners included */
+    uint32_t stage_speakers;     /* of which on stage (host, co-hosts, speakers) */
+    uint32_t stage_queued_bytes; /* bytes queued to its speakers, not yet taken by their sockets */
 };
 
 struct shared_worker {
@@ -145,6 +149,40 @@ struct shared_worker {
     uint32_t pressure_milli;
     uint32_t overloaded;
     int64_t loop_lag_ms; /* issue 8: this worker's peak loop lag over the last second */
+};
+
+/*
+ * The dashboard's history (issue 9): one sample a second of the figures it charts, the last
+ * SHARED_HISTORY seconds, taken by the main process (status_sample()) and read by whichever
+ * process serves /dashboard.json. Bounded by construction: a ring of fixed samples.
+ *
+ * Sample n (from 1) lives in samples[(n - 1) % SHARED_HISTORY]. The writer sets its <seq> to
+ * 0, fills it, stores <seq> = n (release), then <count> = n (release). A reader takes <count>,
+ * copies the samples it wants and keeps a copy only if its <seq> is the one expected before
+ * and after the copy; counters are cumulative, so the reader makes rates of neighbours.
+ */
+#define SHARED_HISTORY 600
+#define SHARED_REFUSALS 17 /* reasons of rostrum_refused_total (status.c, refusal_names) */
+
+struct shared_sample {
+    uint32_t seq;
+    uint32_t nworkers;
+    int64_t wall_ms;
+    uint32_t listeners[SHARED_MAX_SPACES]; /* per slot: received audio in the last 5 s */
+    uint32_t slot_gen[SHARED_MAX_SPACES];  /* the slot's generation then (0: free) */
+    uint64_t joins[JOIN_OUTCOMES];
+    uint64_t refused[SHARED_REFUSALS];
+    uint64_t stalls, bytes_sent;
+    uint16_t pressure_milli[SHARED_MAX_WORKERS];
+    uint32_t loop_lag_ms[SHARED_MAX_WORKERS + 1]; /* [0]: main, [1 + i]: worker i */
+    uint32_t speakers, members, queued_bytes;     /* over all stages */
+    uint32_t mixer_frame_max_us;
+    uint64_t mixer_overruns, return_drops, ws_closes;
+};
+
+struct shared_history {
+    uint64_t count; /* samples taken so far */
+    struct shared_sample samples[SHARED_HISTORY];
 };
 
 /* The main process's own figures (ingest and the stage port). */
@@ -164,6 +202,14 @@ struct shared_main {
     /* issue 8 (pause): added at the end to ease merging */
     uint64_t sources_paced;   /* sources found faster than real time and paced */
     int64_t loop_lag_ms;      /* the main loop's peak timer lateness over the last second */
+    /* issue 9 (the operator's views): the mixers of all stages, kept by the main process */
+    uint64_t mixer_frames;        /* frames mixed */
+    uint64_t mixer_frame_ns;      /* their mixing time, summed (with mixer_frames: a summary) */
+    uint64_t mixer_overruns;      /* frames that took over 20 ms, or ticks that came 20 ms late */
+    uint64_t return_drops;        /* return-audio packets dropped for a speaker not reading */
+    uint32_t mixer_frame_max_us;  /* the longest frame of the last second (published) */
+    uint32_t mixer_frame_peak_us; /* the longest of the current second (main process only) */
+    struct shared_history history;
 };
 
 struct shared {

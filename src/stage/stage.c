@@ -666,9 +666,16 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
     /* Drift-free: due times advance by exactly 20 ms; after a long stall, resynchronise
      * instead of bursting. */
     int frames = 0;
+    struct shared_main *fig = &st->host->sh->main;
+    uint32_t speakers = 0, queued = 0;
     while (st->next_tick_ms <= loop->now_ms && frames < 5) {
         int len = 0;
         struct list_node *it, *tmp;
+        /* the frame's cost for /metrics: mixing, encoding and queueing, per frame */
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int late = loop->now_ms - st->next_tick_ms >= STAGE_FRAME_MS;
+        speakers = queued = 0;
         const unsigned char *prog = mixer_tick(st->mixer, &len);
         if (prog && len > 0)
             space_on_packet(st->sp, prog, (size_t)len, 960);
@@ -684,13 +691,28 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
             }
             int rlen = 0;
             const unsigned char *r = mixer_return_packet(st->mixer, m->input, &rlen);
-            if (r && rlen > 0)
-                ws_send_binary(m->ws, r, (size_t)rlen, STAGE_RETURN_QUEUE);
+            if (r && rlen > 0 && ws_send_binary(m->ws, r, (size_t)rlen, STAGE_RETURN_QUEUE) < 0)
+                fig->return_drops++;
             member_flush(m);
+            speakers++;
+            queued += (uint32_t)ws_queued(m->ws);
         }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        int64_t ns = (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
+        fig->mixer_frames++;
+        fig->mixer_frame_ns += (uint64_t)ns;
+        if ((uint32_t)(ns / 1000) > fig->mixer_frame_peak_us)
+            fig->mixer_frame_peak_us = (uint32_t)(ns / 1000);
+        if (late || ns > STAGE_FRAME_MS * 1000000LL)
+            fig->mixer_overruns++;
         st->next_tick_ms += STAGE_FRAME_MS;
         frames++;
     }
+    if (frames > 0) {
+        st->sp->ss->stage_speakers = speakers;
+        st->sp->ss->stage_queued_bytes = queued;
+    }
+    st->sp->ss->stage_members = st->nmembers;
     if (st->next_tick_ms <= loop->now_ms)
         st->next_tick_ms = loop->now_ms + STAGE_FRAME_MS;
     if (loop->now_ms - st->last_idle_check_ms >= 1000) {
@@ -778,6 +800,7 @@ void stage_free(struct stage *st)
         member_leave(m, "space ended");
     }
     loop_timer_stop(st->host->loop, &st->clock);
+    st->sp->ss->stage_members = st->sp->ss->stage_speakers = st->sp->ss->stage_queued_bytes = 0;
     mixer_free(st->mixer);
     buf_free(&st->state_msg);
     free(st);
