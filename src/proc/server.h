@@ -66,7 +66,10 @@ int server_hub_init(struct server *srv);
 /* Makes <srv> serve the audience port: its audience, routed from its hub. */
 void server_audience_init(struct server *srv, int worker_index);
 
-/* Workers (worker.c): start, supervise, stop; the worker's own main loop. */
+/* Workers (worker.c): hold the audience port (bound, not listening; learns port 0), then
+ * start them; supervise, stop; the worker's own main loop. Each returns 0 or -1 (said on
+ * stderr). */
+int workers_reserve_port(struct server *srv);
 int workers_start(struct server *srv);
 void workers_on_child_exit(struct server *srv);
 void workers_wake(struct server *srv);
