@@ -24,7 +24,7 @@ ifeq ($(SAN),1)
 CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
 endif
-LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lcrypto -lisal -lm
+LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lcrypto -lisal -lsystemd -lm
 
 # Libraries in dependency order (each may use only those before it): the core modules any
 # program may use, the server's layers, and each tool's own code. The tools do not link the
