@@ -164,4 +164,4 @@ install: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak
 clean:
 	rm -rf build
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find build -name '*.d' -type f 2>/dev/null)
