@@ -95,6 +95,11 @@ def test_install_man_page_renders_and_names_every_key(ctx):
     for want in ("serve", "--config", "--version", "--help", "SIGTERM", "SIGINT", "SIGHUP",
                  "EXIT STATUS", "FILES", "rostrum.service", "rostrum.conf"):
         check(want in text, f"the man page does not mention {want}")
+    # the page is of this version
+    r = subprocess.run([ctx.binary, "--version"], capture_output=True, text=True)
+    th = re.search(r'^\.TH ROSTRUM 1 "[^"]*" "([^"]*)"', page.read_text(), re.M)
+    check(th and th.group(1) == r.stdout.strip(),
+          f"the man page's .TH says {th and th.group(1)!r}, rostrum --version {r.stdout!r}")
     # serve --help and the man page describe the same options: each --KEY of --help is here.
     r = subprocess.run([ctx.binary, "serve", "--help"], capture_output=True, text=True)
     for opt in set(re.findall(r"--[a-z][a-z-]+", r.stdout)) - {"--KEY"}:
