@@ -46,7 +46,7 @@ def make_install(ctx, destdir, prefix):
 
 
 @test(timeout=300, icecast=False)
-def test_install_make_install_destdir_prefix(ctx):
+def test_issue9_install_make_install_destdir_prefix(ctx):
     dest = ctx.tmp / "dest"
     make_install(ctx, dest, "/usr")
     for rel in INSTALLED:
@@ -74,7 +74,7 @@ def test_install_make_install_destdir_prefix(ctx):
 
 
 @test(timeout=60, icecast=False)
-def test_install_man_page_renders_and_names_every_key(ctx):
+def test_issue9_install_man_page_renders_and_names_every_key(ctx):
     page = ROOT / "docs/rostrum.1"
     check(page.is_file(), "no docs/rostrum.1")
     r = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(page)], capture_output=True,
@@ -107,7 +107,7 @@ def test_install_man_page_renders_and_names_every_key(ctx):
 
 
 @test(timeout=60, icecast=False)
-def test_install_systemd_unit_verifies(ctx):
+def test_issue9_install_systemd_unit_verifies(ctx):
     unit_src = ROOT / "docs/rostrum.service"
     check(unit_src.is_file(), "no docs/rostrum.service")
     tool = shutil.which("systemd-analyze")
@@ -150,7 +150,7 @@ def test_install_systemd_unit_verifies(ctx):
 
 
 @test(timeout=60, icecast=False)
-def test_install_sd_notify_ready_once_ports_listen(ctx):
+def test_issue9_install_sd_notify_ready_once_ports_listen(ctx):
     """Type=notify: with NOTIFY_SOCKET set, READY=1 arrives once both ports accept."""
     path = ctx.tmp / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -179,7 +179,7 @@ def test_install_sd_notify_ready_once_ports_listen(ctx):
 
 
 @test(timeout=30, icecast=False)
-def test_install_version_help_unknown_command(ctx):
+def test_issue9_install_version_help_unknown_command(ctx):
     def run(*args):
         return subprocess.run([ctx.binary, *args], capture_output=True, text=True, timeout=10)
 
@@ -218,7 +218,7 @@ def child_pids(pid):
 
 
 @test(timeout=90, icecast=False)
-def test_install_user_drops_privileges_after_binding(ctx):
+def test_issue9_install_user_drops_privileges_after_binding(ctx):
     if os.geteuid() != 0:
         raise Skip("--user needs the test to run as root")
     nobody = pwd.getpwnam("nobody").pw_uid
@@ -247,7 +247,7 @@ def test_install_user_drops_privileges_after_binding(ctx):
 
 
 @test(timeout=30, icecast=False)
-def test_install_user_unknown_refuses_to_start(ctx):
+def test_issue9_install_user_unknown_refuses_to_start(ctx):
     r = subprocess.run([ctx.binary, "serve", "--audience", "127.0.0.1:0", "--stage",
                         "127.0.0.1:0", "--source-password", PASSWORD, "--workers", "1",
                         "--user", "no-such-user-rostrum"], capture_output=True, text=True,
@@ -266,3 +266,93 @@ def test_install_user_unknown_refuses_to_start(ctx):
         check(r.returncode == 1 and "cannot become user 'daemon'" in r.stderr,
               f"a failed drop: exit {r.returncode}, {r.stderr[-800:]!r}")
         check("ready" not in r.stdout, "the server said ready after a failed drop")
+
+
+def unit_syscall_filter(unit, tool):
+    """The system calls the unit's SystemCallFilter= lines allow (an allow-list, minus the
+    ~ lines), groups expanded with `systemd-analyze syscall-filter`."""
+    out = subprocess.run([tool, "syscall-filter"], capture_output=True, text=True,
+                         timeout=30).stdout
+    groups, cur = {}, None
+    for line in out.split("\n"):
+        m = re.match(r"^(@[\w-]+)$", line)
+        if m:
+            cur = groups.setdefault(m.group(1), [])
+            continue
+        m = re.match(r"^\s+([@\w-]+)$", line)
+        if m and cur is not None:
+            cur.append(m.group(1))
+
+    def expand(items):
+        r = set()
+        for x in items:
+            r |= expand(groups.get(x, [])) if x.startswith("@") else {x}
+        return r
+
+    allowed = set()
+    for line in re.findall(r"^SystemCallFilter=(.*)$", unit, re.M):
+        if line.startswith("~"):
+            allowed -= expand(line[1:].split())
+        else:
+            allowed |= expand(line.split())
+    check(len(allowed) > 100, f"could not read the unit's filter ({len(allowed)} calls)")
+    return allowed
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_install_unit_sandbox_allows_what_rostrum_does(ctx):
+    """The unit's seccomp filter kills (or here: fails) any other call, so every system call a
+    live server makes -- start-up, workers, a source, a listener, a stage speaker, metrics,
+    SIGTERM -- must be in it; sockets only of the allowed families; no W+X memory
+    (MemoryDenyWriteExecute). Measured with strace on the binary under test."""
+    tool, strace = shutil.which("systemd-analyze"), shutil.which("strace")
+    if not tool or not strace:
+        raise Skip("needs systemd-analyze and strace (scripts/install-deps test installs them)")
+    unit = (ROOT / "docs/rostrum.service").read_text()
+    allowed = unit_syscall_filter(unit, tool)
+    trace, out = ctx.tmp / "strace.txt", ctx.tmp / "traced.stdout"
+    p = ctx.spawn("traced", [strace, "-f", "-qq", "-o", trace, ctx.binary, "serve",
+                             "--audience", "127.0.0.1:0", "--stage", "127.0.0.1:0",
+                             "--source-password", PASSWORD, "--workers", "2",
+                             "--host-key", "hk-install"], stdout=out,
+                  env={"ASAN_OPTIONS": "detect_leaks=0"})  # LeakSanitizer cannot run traced
+
+    class Traced:  # what the harness helpers need of a server
+        password = PASSWORD
+
+        def url(self, path):
+            return f"http://127.0.0.1:{self.audience}{path}"
+
+        def source_url(self, mount):
+            return f"icecast://source:{PASSWORD}@127.0.0.1:{self.stage}{mount}"
+
+    srv = Traced()
+    m = wait_for(lambda: re.match(r"ready audience=127\.0\.0\.1:(\d+) stage=127\.0\.0\.1:(\d+)",
+                                  out.read_text()), 30, "the traced server's ready line")
+    srv.audience, srv.stage = int(m.group(1)), int(m.group(2))
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    lst = ffmpeg_listener(ctx, srv, "/live", "2")
+    spk = ctx.spawn("speaker", [Path(ctx.binary).parent / "rostrum-speak", "--stage",
+                                f"127.0.0.1:{srv.stage}", "--space", "room", "--key",
+                                "hk-install", "--tone", "330", "--seconds", "2"])
+    check_ffmpeg_decode(lst, 2, 30)
+    check(spk.wait(30) == 0, f"rostrum-speak failed:\n{spk.tail()}")
+    for path in ("/metrics", "/status-json.xsl", "/"):
+        check(http_request(srv.audience, "GET", path).status == 200, f"GET {path}")
+    main = [int(x) for x in subprocess.run(["ps", "-o", "pid=", "--ppid", str(p.pid)],
+                                           capture_output=True, text=True).stdout.split()]
+    check(len(main) == 1, f"strace's child: {main}")
+    os.kill(main[0], 15)
+    check(p.wait(30) == 0, f"the traced server did not stop cleanly:\n{p.tail()}")
+    text = trace.read_text(errors="replace")
+    calls = set(re.findall(r"^\d+ +(\w+)\(", text, re.M))
+    check(len(calls) > 30, f"strace saw only {sorted(calls)}")
+    denied = sorted(calls - allowed - {"execve"})  # execve: systemd's own, before the filter
+    check(not denied, f"rostrum makes calls the unit's SystemCallFilter= refuses: {denied}")
+    fams = set(re.findall(r"\bsocket\((AF_\w+)", text))
+    check(fams <= {"AF_INET", "AF_INET6", "AF_UNIX"},
+          f"sockets of families RestrictAddressFamilies= refuses: {sorted(fams)}")
+    wx = re.findall(r"^\d+ +(?:mmap|mprotect|pkey_mprotect)\(.*PROT_WRITE\|PROT_EXEC.*$", text,
+                    re.M)
+    check(not wx, f"writable and executable memory (MemoryDenyWriteExecute=): {wx[:3]}")
