@@ -9,8 +9,8 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <netinet/tcp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,8 +99,9 @@ static void main_signal_on_io(struct loop *loop, struct io *io, uint32_t events)
  * peer sends is ever handled as root. The shared memory is an anonymous mapping made before,
  * so it stays shared. Workers bind their own SO_REUSEPORT socket on the audience port after
  * the drop: for a port below 1024 the one capability that needs, CAP_NET_BIND_SERVICE, is
- * kept (and nothing else). The process is made dumpable again (setuid clears it) so that a
- * crash leaves a core and the sanitizers' leak check can run; it holds no secret of root's.
+ * kept (and nothing else). The process stays non-dumpable, as setuid() leaves it, so other
+ * processes of the same user cannot read its passwords and token secret (LeakSanitizer still
+ * runs: it traces its own threads).
  * Returns 0, or -1 with the reason on stderr: a server asked to drop privileges that cannot
  * does not start. */
 static int server_drop_privileges(struct server *srv)
@@ -111,8 +112,7 @@ static int server_drop_privileges(struct server *srv)
     errno = 0;
     struct passwd *pw = getpwnam(name);
     if (!pw) {
-        fprintf(stderr, "rostrum: user '%s': %s\n", name,
-                errno ? strerror(errno) : "no such user");
+        fprintf(stderr, "rostrum: user '%s': %s\n", name, errno ? strerror(errno) : "no such user");
         return -1;
     }
     if (getuid() == pw->pw_uid && geteuid() == pw->pw_uid) {
@@ -121,20 +121,15 @@ static int server_drop_privileges(struct server *srv)
     }
     int keep_bind = srv->cfg.workers > 0 && srv->cfg.audience_port < 1024;
     if (keep_bind && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) == -1) {
-        fprintf(stderr, "rostrum: user '%s': prctl(PR_SET_KEEPCAPS): %s\n", name,
-                strerror(errno));
+        fprintf(stderr, "rostrum: user '%s': prctl(PR_SET_KEEPCAPS): %s\n", name, strerror(errno));
         return -1;
     }
     if (setgid(pw->pw_gid) == -1 || initgroups(name, pw->pw_gid) == -1 ||
         setuid(pw->pw_uid) == -1) {
-        fprintf(stderr, "rostrum: cannot become user '%s' (uid %u): %s (start rostrum as root "
-                        "to use 'user', or leave it unset)\n",
+        fprintf(stderr,
+                "rostrum: cannot become user '%s' (uid %u): %s (start rostrum as root "
+                "to use 'user', or leave it unset)\n",
                 name, (unsigned)pw->pw_uid, strerror(errno));
-        return -1;
-    }
-    /* setuid() may not fail to drop everything: make sure there is no way back */
-    if (pw->pw_uid != 0 && (setuid(0) != -1 || geteuid() != pw->pw_uid)) {
-        fprintf(stderr, "rostrum: user '%s': root privileges still held after setuid\n", name);
         return -1;
     }
     if (keep_bind) {
@@ -148,7 +143,11 @@ static int server_drop_privileges(struct server *srv)
         }
         prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
     }
-    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+    /* no way back: setuid(0) must fail now, with at most CAP_NET_BIND_SERVICE left */
+    if (pw->pw_uid != 0 && (setuid(0) != -1 || geteuid() != pw->pw_uid)) {
+        fprintf(stderr, "rostrum: user '%s': root privileges still held after setuid\n", name);
+        return -1;
+    }
     log_info("server", "running as user %s (uid %u, gid %u)%s", name, (unsigned)pw->pw_uid,
              (unsigned)pw->pw_gid, keep_bind ? ", keeping CAP_NET_BIND_SERVICE" : "");
     return 0;
