@@ -174,6 +174,7 @@ static int cmd_serve(int argc, char **argv)
     log_info("server", "rostrum listening: audience %s, stage %s", srv.audience_addr,
              srv.stage_addr);
     server_run(&srv);
+    sd_notify(0, "STOPPING=1");
     server_free(&srv);
     log_info("server", "stopped");
     return 0;

@@ -151,7 +151,8 @@ def test_issue9_install_systemd_unit_verifies(ctx):
 
 @test(timeout=60, icecast=False)
 def test_issue9_install_sd_notify_ready_once_ports_listen(ctx):
-    """Type=notify: with NOTIFY_SOCKET set, READY=1 arrives once both ports accept."""
+    """Type=notify: with NOTIFY_SOCKET set, READY=1 arrives once both ports accept, and
+    STOPPING=1 when SIGTERM is taken."""
     path = ctx.tmp / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
@@ -174,6 +175,11 @@ def test_issue9_install_sd_notify_ready_once_ports_listen(ctx):
     check(http_request(int(m.group(1)), "GET", "/status-json.xsl").status == 200,
           "audience port does not answer after READY=1")
     p.signal(15)
+    try:
+        msg = sock.recv(4096).decode()
+    except socket.timeout:
+        raise AssertionError(f"no STOPPING=1 after SIGTERM\n{p.tail()}")
+    check("STOPPING=1" in msg.split("\n"), f"on SIGTERM sd_notify sent {msg!r}, not STOPPING=1")
     rc = p.wait(20)
     check(rc == 0, f"exit {rc} on SIGTERM\n{p.tail()}")
 
