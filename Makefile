@@ -5,6 +5,8 @@
 #                   integration tests; ends with "N passed, N failed"
 #   make demo       install deps, build, run a live demo space
 #   make fuzz       build libFuzzer targets with clang and run each for FUZZ_SECONDS
+#   make install    the binaries, rostrum(1), the example config and the systemd unit under
+#                   DESTDIR + PREFIX (default /usr/local)
 #
 # Variants live in their own folders: O=build (release), O=build/asan (sanitizers).
 
@@ -24,7 +26,7 @@ ifeq ($(SAN),1)
 CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
 endif
-LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lcrypto -lisal -lm
+LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lcrypto -lisal -lsystemd -lm
 
 # Libraries in dependency order (each may use only those before it): the core modules any
 # program may use, the server's layers, and each tool's own code. The tools do not link the
@@ -44,7 +46,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 WEB      := $(wildcard web/*)
 
-.PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench
+.PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench install
 all: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak
 
 $(O)/obj/%.o: %.c
@@ -137,7 +139,29 @@ bench: test-deps all
 demo: deps all
 	scripts/demo
 
+# ---- install ------------------------------------------------------------------------------
+# The unit's ExecStart is pointed at the installed binary; the config itself is the operator's
+# (the example goes to the docs, never over /etc/rostrum/rostrum.conf).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+DOCDIR  ?= $(PREFIX)/share/doc/rostrum
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+
+install: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR) \
+	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	install -m 0755 $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak $(DESTDIR)$(BINDIR)/
+	install -m 0644 docs/rostrum.1 $(DESTDIR)$(MANDIR)/man1/rostrum.1
+	install -m 0644 docs/config.example $(DESTDIR)$(DOCDIR)/rostrum.conf.example
+	sed 's|^ExecStart=/usr/bin/rostrum |ExecStart=$(BINDIR)/rostrum |' docs/rostrum.service \
+	  > $(DESTDIR)$(UNITDIR)/rostrum.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/rostrum.service
+	install -m 0644 docs/rostrum.sysusers $(DESTDIR)$(SYSUSERSDIR)/rostrum.conf
+
 clean:
 	rm -rf build
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find build -name '*.d' -type f 2>/dev/null)

@@ -2,6 +2,7 @@
  * rostrum: command line.
  *
  *   rostrum serve [--config FILE] [--KEY VALUE ...]
+ *   rostrum --version | -h | --help
  *
  * Every global key of the config file (docs/config.example) is an option of the same name,
  * checked by the config parser against the same table of ranges: --audience HOST:PORT,
@@ -9,13 +10,18 @@
  * is read first; options given on the command line override it, also when SIGHUP re-reads
  * the file (src/proc/reload.c). When both
  * ports listen, one line "ready audience=HOST:PORT stage=HOST:PORT" goes to stdout, so tests
- * and scripts that bind port 0 learn the ports.
+ * and scripts that bind port 0 learn the ports, and systemd (Type=notify) is told READY=1
+ * (sd_notify does nothing without NOTIFY_SOCKET). Exit codes: 0 on a clean stop, 1 if the
+ * server could not start, 2 for a bad command line or configuration.
  */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
 
 #include "config/config.h"
 #include "proc/server.h"
@@ -23,6 +29,21 @@
 
 #define CONFIG_MAX_OPTIONS 64 /* global config keys, each a --KEY option */
 #define OPT_KEY 1000          /* getopt value of the first of them */
+
+#ifndef ROSTRUM_VERSION
+#define ROSTRUM_VERSION "0.9.0"
+#endif
+
+static void usage_top(FILE *f)
+{
+    fprintf(f, "usage: rostrum COMMAND [options]\n"
+               "commands:\n"
+               "  serve        run the server (rostrum serve --help lists its options)\n"
+               "options:\n"
+               "  -h, --help   this help\n"
+               "  --version    print the version\n"
+               "See rostrum(1).\n");
+}
 
 static void usage(FILE *f)
 {
@@ -42,6 +63,7 @@ static void usage(FILE *f)
             "  --write-budget N         writes/s before deliveries are batched (default 50000)\n"
             "  --max-batch-ms N         longest wait between writes to a listener (default 2000)\n"
             "  --log-level LEVEL        error, warn, info (default) or debug\n"
+            "  --user NAME              started as root: become NAME once both ports are bound\n"
             "  --KEY VALUE              any global key of the config file, with the same range\n"
             "                           (docs/config.example), e.g. --max-members 4000\n"
             "signals: TERM/INT stop; HUP re-reads the config file (the options above still\n"
@@ -155,9 +177,12 @@ static int cmd_serve(int argc, char **argv)
         return 1;
     printf("ready audience=%s stage=%s\n", srv.audience_addr, srv.stage_addr);
     fflush(stdout);
+    sd_notifyf(0, "READY=1\nSTATUS=audience %s, stage %s\nMAINPID=%d", srv.audience_addr,
+               srv.stage_addr, (int)getpid());
     log_info("server", "rostrum listening: audience %s, stage %s", srv.audience_addr,
              srv.stage_addr);
     server_run(&srv);
+    sd_notify(0, "STOPPING=1");
     server_free(&srv);
     log_info("server", "stopped");
     return 0;
@@ -165,12 +190,25 @@ static int cmd_serve(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "serve") == 0)
+    if (argc < 2) {
+        usage_top(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0)
         return cmd_serve(argc - 1, argv + 1);
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0)) {
-        usage(stdout);
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage_top(stdout);
         return 0;
     }
-    usage(stderr);
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("rostrum %s\n", ROSTRUM_VERSION);
+        return 0;
+    }
+    if (cmd[0] == '-')
+        fprintf(stderr, "rostrum: unknown option '%s'\n", cmd);
+    else
+        fprintf(stderr, "rostrum: unknown command '%s'\n", cmd);
+    usage_top(stderr);
     return 2;
 }

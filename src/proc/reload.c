@@ -71,6 +71,10 @@ static void keep_restart_keys(struct config *nc, const struct config *was,
                  workers_shown(was->workers, a, sizeof(a)),
                  workers_shown(nc->workers, b, sizeof(b)),
                  workers_shown(run->workers, c, sizeof(c)));
+    if (strcmp(nc->user, was->user) != 0)
+        log_warn("reload", "'user' changed from '%s' to '%s': needs a restart, kept '%s'",
+                 was->user, nc->user, run->user);
+    memcpy(nc->user, was->user, sizeof(nc->user));
     memcpy(nc->audience_host, was->audience_host, sizeof(nc->audience_host));
     nc->audience_port = was->audience_port;
     memcpy(nc->stage_host, was->stage_host, sizeof(nc->stage_host));

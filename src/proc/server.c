@@ -10,15 +10,20 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -112,6 +117,65 @@ static void main_signal_on_io(struct loop *loop, struct io *io, uint32_t events)
 
 /* ---- set-up -------------------------------------------------------------------------------- */
 
+/* Becomes <srv->cfg.user> (uid, gid, supplementary groups) if one is configured: called once
+ * both ports are bound and before any worker is forked or connection accepted, so nothing a
+ * peer sends is ever handled as root. The shared memory is an anonymous mapping made before,
+ * so it stays shared. Workers bind their own SO_REUSEPORT socket on the audience port after
+ * the drop: for a port below 1024 the one capability that needs, CAP_NET_BIND_SERVICE, is
+ * kept (and nothing else). The process stays non-dumpable, as setuid() leaves it, so other
+ * processes of the same user cannot read its passwords and token secret (LeakSanitizer still
+ * runs: it traces its own threads).
+ * Returns 0, or -1 with the reason on stderr: a server asked to drop privileges that cannot
+ * does not start. */
+static int server_drop_privileges(struct server *srv)
+{
+    const char *name = srv->cfg.user;
+    if (name[0] == '\0')
+        return 0;
+    errno = 0;
+    struct passwd *pw = getpwnam(name);
+    if (!pw) {
+        fprintf(stderr, "rostrum: user '%s': %s\n", name, errno ? strerror(errno) : "no such user");
+        return -1;
+    }
+    if (getuid() == pw->pw_uid && geteuid() == pw->pw_uid) {
+        log_info("server", "already running as user %s (uid %u)", name, (unsigned)pw->pw_uid);
+        return 0;
+    }
+    int keep_bind = srv->cfg.workers > 0 && srv->cfg.audience_port < 1024;
+    if (keep_bind && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) == -1) {
+        fprintf(stderr, "rostrum: user '%s': prctl(PR_SET_KEEPCAPS): %s\n", name, strerror(errno));
+        return -1;
+    }
+    if (setgid(pw->pw_gid) == -1 || initgroups(name, pw->pw_gid) == -1 ||
+        setuid(pw->pw_uid) == -1) {
+        fprintf(stderr,
+                "rostrum: cannot become user '%s' (uid %u): %s (start rostrum as root "
+                "to use 'user', or leave it unset)\n",
+                name, (unsigned)pw->pw_uid, strerror(errno));
+        return -1;
+    }
+    if (keep_bind) {
+        struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+        struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = {{0}};
+        d[0].effective = d[0].permitted = 1u << CAP_NET_BIND_SERVICE;
+        if (syscall(SYS_capset, &h, d) == -1) {
+            fprintf(stderr, "rostrum: user '%s': keeping CAP_NET_BIND_SERVICE for port %u: %s\n",
+                    name, srv->cfg.audience_port, strerror(errno));
+            return -1;
+        }
+        prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+    }
+    /* no way back: setuid(0) must fail now, with at most CAP_NET_BIND_SERVICE left */
+    if (pw->pw_uid != 0 && (setuid(0) != -1 || geteuid() != pw->pw_uid)) {
+        fprintf(stderr, "rostrum: user '%s': root privileges still held after setuid\n", name);
+        return -1;
+    }
+    log_info("server", "running as user %s (uid %u, gid %u)%s", name, (unsigned)pw->pw_uid,
+             (unsigned)pw->pw_gid, keep_bind ? ", keeping CAP_NET_BIND_SERVICE" : "");
+    return 0;
+}
+
 int server_hub_init(struct server *srv)
 {
     struct conn_hub *hub = &srv->hub;
@@ -198,7 +262,10 @@ int server_init(struct server *srv)
                         srv->cfg.audience_port, 0, srv->audience_addr,
                         sizeof(srv->audience_addr)) < 0)
             return -1;
-    } else if (workers_start(srv) < 0) {
+        if (server_drop_privileges(srv) < 0)
+            return -1;
+    } else if (workers_reserve_port(srv) < 0 || server_drop_privileges(srv) < 0 ||
+               workers_start(srv) < 0) {
         return -1;
     }
     loop_timer_start(&srv->loop, &srv->tick, TICK_MS, main_tick);

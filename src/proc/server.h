@@ -94,7 +94,10 @@ void server_apply_config(struct server *srv);
 /* Main process: publishes <srv->cfg> to the workers (they pick it up when woken). */
 void server_publish_config(struct server *srv);
 
-/* Workers (worker.c): start, supervise, stop; the worker's own main loop. */
+/* Workers (worker.c): hold the audience port (bound, not listening; learns port 0), then
+ * start them; supervise, stop; the worker's own main loop. Each returns 0 or -1 (said on
+ * stderr). */
+int workers_reserve_port(struct server *srv);
 int workers_start(struct server *srv);
 void workers_on_child_exit(struct server *srv);
 void workers_wake(struct server *srv);

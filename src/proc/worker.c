@@ -272,7 +272,7 @@ static void worker_ready_timeout_cb(struct loop *loop, struct loop_timer *t)
         kill(w->pid, SIGKILL); /* reaped in workers_on_child_exit, then forked again */
 }
 
-int workers_start(struct server *srv)
+int workers_reserve_port(struct server *srv)
 {
     char err[256];
     /* Hold the port, and learn it if 0 was asked for: bound, never listening (so no
@@ -307,6 +307,11 @@ int workers_start(struct server *srv)
     else
         snprintf(srv->audience_addr, sizeof(srv->audience_addr), "%s:%u", host,
                  srv->cfg.audience_port);
+    return 0;
+}
+
+int workers_start(struct server *srv)
+{
     for (int i = 0; i < srv->cfg.workers; i++)
         if (worker_fork(srv, i) < 0)
             return -1;

@@ -635,6 +635,33 @@ TEST(command_line_options_use_the_config_ranges)
     ASSERT(n > 20);
 }
 
+/* issue 9: `user` is a global string key (so also --user), bounded by its field, not allowed
+ * in a [space] section, and unset by default */
+TEST(user_key_issue9)
+{
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    ASSERT_EQ_INT(c.user[0], '\0');
+    const char *text = "user = rostrum\n";
+    ASSERT_EQ_INT(config_parse(&c, text, strlen(text), "t.conf", err, sizeof(err)), 0);
+    ASSERT(strcmp(c.user, "rostrum") == 0);
+    ASSERT_EQ_INT(config_set(&c, "user", "nobody", err, sizeof(err)), 0);
+    ASSERT(strcmp(c.user, "nobody") == 0);
+    char big[100];
+    memset(big, 'u', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    ASSERT_EQ_INT(config_set(&c, "user", big, err, sizeof(err)), -1);
+    ASSERT(strcmp(c.user, "nobody") == 0);
+    const char *in_space = "[space a]\nuser = x\n";
+    ASSERT_EQ_INT(config_parse(&c, in_space, strlen(in_space), "t.conf", err, sizeof(err)), -1);
+    ASSERT(strstr(err, "t.conf:2:") != NULL);
+    int found = 0;
+    for (int i = 0; config_global_key(i); i++)
+        found |= strcmp(config_global_key(i), "user") == 0;
+    ASSERT(found);
+}
+
 int main(void)
 {
     return RUN_TESTS();
