@@ -13,13 +13,8 @@
  *    "legend":"..."}, ...}, "status":"...", "screenshot":"..."}
  * and exits 0 if the charts were drawn with data and the page raised no error, else 1.
  */
-import {mkdtempSync, rmSync} from 'node:fs';
-import {tmpdir} from 'node:os';
-import {join} from 'node:path';
+import {AUTOPLAY, FAKE_MIC, firstLine, withChromium} from './chromium.mjs';
 
-import {chromium} from 'playwright-core';
-
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const [url, shot, minArg] = process.argv.slice(2);
 const minPoints = minArg === undefined ? 3 : Number(minArg);
 if (!url || !shot || !(minPoints > 0)) {
@@ -81,42 +76,28 @@ async function run(page) {
 }
 
 async function main() {
-  const profile = mkdtempSync(join(tmpdir(), 'rostrum-chromium-'));
-  let context = null;
-  let code = 1;
   try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-             '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: {width: 1300, height: 900},
-      timeout: 30000,
+    return await withChromium({args: [], viewport: {width: 1300, height: 900}}, async (context) => {
+      const page = context.pages()[0] || await context.newPage();
+      let ok = false, reason = null;
+      try {
+        [ok, reason] = await run(page);
+      } catch (e) {
+        reason = firstLine(e);
+      }
+      try {
+        await page.screenshot({path: shot, fullPage: true});
+        result.screenshot = shot;
+      } catch (e) {
+        result.screenshot_error = firstLine(e);
+        ok = false;
+        reason = reason || 'no screenshot';
+      }
+      return finish(ok, reason);
     });
-    const page = context.pages()[0] || await context.newPage();
-    let ok = false, reason = null;
-    try {
-      [ok, reason] = await run(page);
-    } catch (e) {
-      reason = String(e && e.message ? e.message.split('\n')[0] : e);
-    }
-    try {
-      await page.screenshot({path: shot, fullPage: true});
-      result.screenshot = shot;
-    } catch (e) {
-      result.screenshot_error = String(e && e.message ? e.message.split('\n')[0] : e);
-      ok = false;
-      reason = reason || 'no screenshot';
-    }
-    code = finish(ok, reason);
   } catch (e) {
-    code = finish(false, 'browser: ' + String(e && e.message ? e.message.split('\n')[0] : e));
-  } finally {
-    if (context)
-      await context.close().catch(() => {});
-    rmSync(profile, {recursive: true, force: true});
+    return finish(false, 'browser: ' + firstLine(e));
   }
-  return code;
 }
 
 process.exitCode = await main();

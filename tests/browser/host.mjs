@@ -16,13 +16,10 @@
  * Prints one line of JSON ({"ok":true,"steps":[...]} or {"ok":false,"reason":...}); exits 0/1.
  * SCREENSHOTS=DIR saves a screenshot at each step.
  */
-import {mkdtempSync, rmSync} from 'node:fs';
-import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 
-import {chromium} from 'playwright-core';
+import {AUTOPLAY, FAKE_MIC, firstLine, withChromium} from './chromium.mjs';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STEP_MS = 15000;
 
 const [audience, stage, hostKey, spaceArg] = process.argv.slice(2);
@@ -195,27 +192,12 @@ async function run(context) {
 }
 
 async function main() {
-  const profile = mkdtempSync(join(tmpdir(), 'rostrum-chromium-'));
-  let context = null;
   try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-             '--disable-background-networking', '--disable-component-update', '--disable-sync',
-             '--autoplay-policy=no-user-gesture-required',
-             '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
-      viewport: {width: 1100, height: 800},
-      timeout: 30000,
-    });
-    await run(context);
+    await withChromium({args: [...AUTOPLAY, ...FAKE_MIC], viewport: {width: 1100, height: 800}},
+                       run);
     result.ok = true;
   } catch (e) {
-    result.reason = String(e && e.message ? e.message.split('\n')[0] : e);
-  } finally {
-    if (context)
-      await context.close().catch(() => {});
-    rmSync(profile, {recursive: true, force: true});
+    result.reason = firstLine(e);
   }
   result.elapsed_ms = Date.now() - t0;
   console.log(JSON.stringify(result));

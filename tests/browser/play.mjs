@@ -15,13 +15,8 @@
  * Prints one line of JSON ({"ok":true,...} or {"ok":false,"reason":...}); exits 0 or 1.
  * SCREENSHOT=path.png saves a screenshot of the page at the end, pass or fail.
  */
-import {mkdtempSync, rmSync} from 'node:fs';
-import {tmpdir} from 'node:os';
-import {join} from 'node:path';
+import {AUTOPLAY, FAKE_MIC, firstLine, withChromium} from './chromium.mjs';
 
-import {chromium} from 'playwright-core';
-
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const CARD_TIMEOUT_MS = 10000;
 const COUNT_TIMEOUT_MS = 10000;
 const MIN_PLAYED_S = 2;
@@ -172,44 +167,29 @@ async function run(page) {
 }
 
 async function main() {
-  const profile = mkdtempSync(join(tmpdir(), 'rostrum-chromium-'));
-  let context = null;
-  let code = 1;
   try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-             '--disable-background-networking', '--disable-component-update', '--disable-sync',
-             '--autoplay-policy=no-user-gesture-required'],
-      viewport: {width: 1100, height: 700},
-      timeout: 30000,
-    });
-    result.browser = context.browser() ? context.browser().version() : null;
-    const page = context.pages()[0] || await context.newPage();
-    let ok = false, reason = null;
-    try {
-      [ok, reason] = await run(page);
-    } catch (e) {
-      reason = String(e && e.message ? e.message.split('\n')[0] : e);
-    }
-    if (process.env.SCREENSHOT) {
+    return await withChromium({args: AUTOPLAY, viewport: {width: 1100, height: 700}}, async (context) => {
+      result.browser = context.browser() ? context.browser().version() : null;
+      const page = context.pages()[0] || await context.newPage();
+      let ok = false, reason = null;
       try {
-        await page.screenshot({path: process.env.SCREENSHOT, fullPage: true});
-        result.screenshot = process.env.SCREENSHOT;
+        [ok, reason] = await run(page);
       } catch (e) {
-        result.screenshot_error = String(e && e.message ? e.message.split('\n')[0] : e);
+        reason = firstLine(e);
       }
-    }
-    code = finish(ok, reason);
+      if (process.env.SCREENSHOT) {
+        try {
+          await page.screenshot({path: process.env.SCREENSHOT, fullPage: true});
+          result.screenshot = process.env.SCREENSHOT;
+        } catch (e) {
+          result.screenshot_error = firstLine(e);
+        }
+      }
+      return finish(ok, reason);
+    });
   } catch (e) {
-    code = finish(false, 'browser: ' + String(e && e.message ? e.message.split('\n')[0] : e));
-  } finally {
-    if (context)
-      await context.close().catch(() => {});
-    rmSync(profile, {recursive: true, force: true});
+    return finish(false, 'browser: ' + firstLine(e));
   }
-  return code;
 }
 
 process.exitCode = await main();

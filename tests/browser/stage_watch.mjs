@@ -14,13 +14,8 @@
  * and exits 0 if exactly one WebSocket opened, none closed, the page is still connected and
  * shows the host and a request, else 1.
  */
-import {mkdtempSync, rmSync} from 'node:fs';
-import {tmpdir} from 'node:os';
-import {join} from 'node:path';
+import {AUTOPLAY, FAKE_MIC, firstLine, withChromium} from './chromium.mjs';
 
-import {chromium} from 'playwright-core';
-
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const [audience, stage, space, key, secondsArg] = process.argv.slice(2);
 const seconds = secondsArg === undefined ? 15 : Number(secondsArg);
 if (!audience || !stage || !space || !key || !(seconds > 0)) {
@@ -93,35 +88,20 @@ async function run(page) {
 }
 
 async function main() {
-  const profile = mkdtempSync(join(tmpdir(), 'rostrum-chromium-'));
-  let context = null;
-  let code = 1;
   try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-             '--disable-background-networking', '--disable-component-update', '--disable-sync',
-             '--autoplay-policy=no-user-gesture-required',
-             '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
-      timeout: 30000,
+    return await withChromium({args: [...AUTOPLAY, ...FAKE_MIC]}, async (context) => {
+      const page = context.pages()[0] || await context.newPage();
+      let ok = false, reason = null;
+      try {
+        [ok, reason] = await run(page);
+      } catch (e) {
+        reason = firstLine(e);
+      }
+      return finish(ok, reason);
     });
-    const page = context.pages()[0] || await context.newPage();
-    let ok = false, reason = null;
-    try {
-      [ok, reason] = await run(page);
-    } catch (e) {
-      reason = String(e && e.message ? e.message.split('\n')[0] : e);
-    }
-    code = finish(ok, reason);
   } catch (e) {
-    code = finish(false, 'browser: ' + String(e && e.message ? e.message.split('\n')[0] : e));
-  } finally {
-    if (context)
-      await context.close().catch(() => {});
-    rmSync(profile, {recursive: true, force: true});
+    return finish(false, 'browser: ' + firstLine(e));
   }
-  return code;
 }
 
 process.exitCode = await main();

@@ -33,3 +33,27 @@ def test_browser_plays_live_space(ctx):
     out = play.output().decode(errors="replace").strip()
     check(rc == 0, f"play.mjs exited with {rc}: {out[-1500:]}\n{play.tail(15)}")
     check(src.alive(), f"source died:\n{src.tail()}")
+
+
+HOST = ROOT / "tests" / "browser" / "host.mjs"
+
+
+@test(timeout=150, icecast=False, exclusive=True)
+def test_browser_host_console_runs_a_stage(ctx):
+    # the host console and the speaker page in one browser: create, invite, request to speak,
+    # promote, mute, demote, remove, end (tests/browser/host.mjs says each step)
+    node = shutil.which("node")
+    check(node and (MODULES / "playwright-core").is_dir(), "node or playwright-core missing")
+    key = "browser-host-key"
+    srv = ctx.start_server(extra=["--host-key", key, "--workers", "1"])
+    env = {"HOME": str(ctx.tmp), "XDG_CONFIG_HOME": str(ctx.tmp / ".config"),
+           "XDG_CACHE_HOME": str(ctx.tmp / ".cache"), "TMPDIR": str(ctx.tmp)}
+    host = ctx.spawn("host", [node, HOST, srv.url(""), f"127.0.0.1:{srv.stage}", key], env=env,
+                     stdout=ctx.tmp / "host.out")
+    try:
+        rc = host.wait(120)
+    finally:
+        host.signal(signal.SIGTERM)
+    out = host.output().decode(errors="replace").strip()
+    check(rc == 0, f"host.mjs exited with {rc}: {out[-1500:]}\n{host.tail(15)}")
+    check('"step":"ended"' in out, f"host.mjs did not reach the end: {out[-800:]}")
