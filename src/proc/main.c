@@ -175,7 +175,11 @@ static int cmd_serve(int argc, char **argv)
     cfg->workers = default_workers(cfg->workers, cfg->max_listeners);
     if (server_init(&srv) < 0)
         return 1;
-    printf("ready audience=%s stage=%s\n", srv.audience_addr, srv.stage_addr);
+    if (srv.cfg.audience_tls)
+        printf("ready audience=%s stage=%s audience-tls=%s\n", srv.audience_addr,
+               srv.stage_addr, srv.audience_tls_addr);
+    else
+        printf("ready audience=%s stage=%s\n", srv.audience_addr, srv.stage_addr);
     fflush(stdout);
     sd_notifyf(0, "READY=1\nSTATUS=audience %s, stage %s\nMAINPID=%d", srv.audience_addr,
                srv.stage_addr, (int)getpid());

@@ -71,6 +71,19 @@ static void keep_restart_keys(struct config *nc, const struct config *was,
                  workers_shown(was->workers, a, sizeof(a)),
                  workers_shown(nc->workers, b, sizeof(b)),
                  workers_shown(run->workers, c, sizeof(c)));
+    if (nc->audience_tls != was->audience_tls ||
+        strcmp(nc->audience_tls_host, was->audience_tls_host) != 0 ||
+        nc->audience_tls_port != was->audience_tls_port)
+        log_warn("reload", "'audience-tls' changed: needs a restart, kept %s",
+                 run->audience_tls ? "the running TLS listener" : "no TLS listener");
+    if (strcmp(nc->tls_cert, was->tls_cert) != 0 || strcmp(nc->tls_key, was->tls_key) != 0)
+        log_warn("reload", "'tls-cert' or 'tls-key' changed: needs a restart, kept the "
+                           "running certificate");
+    memcpy(nc->tls_cert, was->tls_cert, sizeof(nc->tls_cert));
+    memcpy(nc->tls_key, was->tls_key, sizeof(nc->tls_key));
+    nc->audience_tls = was->audience_tls;
+    memcpy(nc->audience_tls_host, was->audience_tls_host, sizeof(nc->audience_tls_host));
+    nc->audience_tls_port = was->audience_tls_port;
     if (strcmp(nc->user, was->user) != 0)
         log_warn("reload", "'user' changed from '%s' to '%s': needs a restart, kept '%s'",
                  was->user, nc->user, run->user);
@@ -117,6 +130,7 @@ void server_reload(struct server *srv)
     /* as it runs: the resolved ports and number of workers */
     nc->audience_port = srv->cfg.audience_port;
     nc->stage_port = srv->cfg.stage_port;
+    nc->audience_tls_port = srv->cfg.audience_tls_port;
     nc->workers = srv->cfg.workers;
     srv->cfg = *nc;
     free(nc);
