@@ -51,6 +51,9 @@ static void usage(FILE *f)
             "usage: rostrum serve [options]\n"
             "  --audience HOST:PORT     listeners, status, metrics, web page (default 0.0.0.0:8000)\n"
             "  --stage HOST:PORT        studio sources (PUT/SOURCE) (default 0.0.0.0:8001)\n"
+            "  --audience-tls HOST:PORT the audience side over TLS too (needs --tls-cert, --tls-key)\n"
+            "  --tls-cert FILE          certificate, full chain (PEM)\n"
+            "  --tls-key FILE           its private key (PEM)\n"
             "  --source-password PW     password of user 'source' (required here or in config)\n"
             "  --config FILE            config file (see docs/config.example)\n"
             "  --burst-ms N             recent audio sent to a newcomer (default 1000)\n"
@@ -183,8 +186,9 @@ static int cmd_serve(int argc, char **argv)
     fflush(stdout);
     sd_notifyf(0, "READY=1\nSTATUS=audience %s, stage %s\nMAINPID=%d", srv.audience_addr,
                srv.stage_addr, (int)getpid());
-    log_info("server", "rostrum listening: audience %s, stage %s", srv.audience_addr,
-             srv.stage_addr);
+    log_info("server", "rostrum listening: audience %s, stage %s%s%s", srv.audience_addr,
+             srv.stage_addr, srv.cfg.audience_tls ? ", audience over TLS " : "",
+             srv.cfg.audience_tls ? srv.audience_tls_addr : "");
     server_run(&srv);
     sd_notify(0, "STOPPING=1");
     server_free(&srv);

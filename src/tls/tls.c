@@ -13,6 +13,7 @@
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "util/check.h"
 
@@ -69,7 +70,10 @@ struct tls_ctx *tls_ctx_new(const char *cert, const char *key, char *err, size_t
         return NULL;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        snprintf(what, sizeof(what), "tls-key %s: cannot load the private key", key);
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+            snprintf(what, sizeof(what), "tls-key %s does not match tls-cert %s", key, cert);
+        else
+            snprintf(what, sizeof(what), "tls-key %s: cannot load the private key", key);
         ssl_reason(err, errcap, what);
         SSL_CTX_free(ctx);
         return NULL;

@@ -1,0 +1,231 @@
+"""TLS on the audience side (issue 9, part 1): `--audience-tls HOST:PORT` with `--tls-cert`
+(full chain) and `--tls-key` serves the same audience code over HTTPS: status, metrics and
+listener streams, whose bytes are the plain stream's. Real peers: curl, ffmpeg and
+`openssl s_client` against a test CA made here with `openssl`; a bad certificate or key stops
+start-up with a message; the log says whether kernel TLS carries the listener writes.
+"""
+
+import json
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+from harness import (check, check_ffmpeg_decode, check_listener_ogg, check_ogg_opus_stream,
+                     ffmpeg_source, listen, parse_ogg, test, wait_for, wait_live)
+
+
+def make_pki(ctx):
+    """A test CA and a server certificate for localhost / 127.0.0.1 signed by it, in the temp
+    dir. Returns (ca.pem, chain.pem = server + CA, server.key)."""
+    d = ctx.tmp / "pki"
+    d.mkdir(exist_ok=True)
+
+    def run(*argv):
+        r = subprocess.run(["openssl", *argv], cwd=d, capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0, f"openssl {' '.join(argv)}: {r.stderr[-800:]}")
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=rostrum test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=rostrum-test-server")
+    (d / "ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext")
+    (d / "chain.pem").write_bytes((d / "server.pem").read_bytes() + (d / "ca.pem").read_bytes())
+    return d / "ca.pem", d / "chain.pem", d / "server.key"
+
+
+def tls_server(ctx, workers=None):
+    ca, chain, key = make_pki(ctx)
+    extra = ["--audience-tls", "127.0.0.1:0", "--tls-cert", str(chain), "--tls-key", str(key)]
+    if workers is not None:
+        extra += ["--workers", str(workers)]
+    srv = ctx.start_server(extra=extra)
+    check(srv.audience_tls, "no audience-tls port in the ready line")
+    return srv, ca
+
+
+class TlsListener:
+    """A listener over TLS (Python's ssl, verifying against <ca>): GET <mount>, then reads in a
+    thread. data() and mount as check_listener_ogg wants them."""
+
+    def __init__(self, port, mount, ca):
+        self.mount = mount
+        self.chunks = []
+        self.end = None
+        self._stop = False
+        c = ssl.create_default_context(cafile=str(ca))
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = c.wrap_socket(raw, server_hostname="localhost")
+        self.sock.sendall(f"GET {mount} HTTP/1.1\r\nHost: localhost:{port}\r\n"
+                          "User-Agent: rostrum-itest-tls\r\n\r\n".encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = self.sock.recv(65536)
+            check(d, f"TLS listener of {mount}: closed before a response head")
+            buf += d
+        self.head, rest = buf.split(b"\r\n\r\n", 1)
+        if rest:
+            self.chunks.append(rest)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                d = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError as e:
+                self.end = f"error {e}"
+                return
+            if not d:
+                self.end = "eof"
+                return
+            self.chunks.append(d)
+
+    def data(self):
+        return b"".join(list(self.chunks))
+
+    def close(self):
+        self._stop = True
+        self.thread.join(2)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def curl(ca, url, *extra, timeout=15):
+    return subprocess.run(["curl", "-sS", "--cacert", str(ca), *extra, url],
+                          capture_output=True, timeout=timeout)
+
+
+def https(srv, path, host="127.0.0.1"):
+    return f"https://{host}:{srv.audience_tls}{path}"
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_curl_status_metrics_and_stream(ctx):
+    srv, ca = tls_server(ctx)
+    src = ffmpeg_source(ctx, srv, "/live")
+    wait_live(srv, "/live", proc=src)
+    r = curl(ca, https(srv, "/status-json.xsl"))
+    check(r.returncode == 0, f"curl https status: {r.returncode} {r.stderr!r}")
+    st = json.loads(r.stdout)
+    sources = st["icestats"].get("source")
+    sources = sources if isinstance(sources, list) else [sources]
+    check(any(s and s.get("listenurl", "").endswith("/live") for s in sources),
+          f"/live not in the status over TLS: {st}")
+    r = curl(ca, https(srv, "/metrics"))
+    check(r.returncode == 0 and b"rostrum_" in r.stdout, f"curl https metrics: {r.stderr!r}")
+    r = curl(ca, https(srv, "/live", host="localhost"), "-m", "4", "-o", "-")
+    # curl ends with 28 (the -m deadline): a live stream never ends
+    check(r.returncode == 28, f"curl https stream: exit {r.returncode} {r.stderr!r}")
+    pages, _ = parse_ogg(r.stdout)
+    problems = check_ogg_opus_stream(pages)
+    check(len(pages) > 5 and not problems,
+          f"stream over TLS: {len(r.stdout)} bytes, {len(pages)} pages: {problems}")
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_listener_ogg_and_ffmpeg_decodes(ctx):
+    srv, ca = tls_server(ctx, workers=2)
+    src = ffmpeg_source(ctx, srv, "/live")
+    wait_live(srv, "/live", proc=src)
+    lst = TlsListener(srv.audience_tls, "/live", ca)
+    ctx.on_cleanup(lst.close)
+    ff = ctx.spawn("tlsffmpeg", ["ffmpeg", "-nostdin", "-v", "error", "-ca_file", str(ca),
+                                 "-i", https(srv, "/live", host="localhost"), "-t", "3",
+                                 "-f", "s16le", "-ac", "1", "-ar", "48000", "-"],
+                   stdout=ctx.tmp / "tlsffmpeg.pcm")
+    check_ffmpeg_decode(ff, 3, 30)
+    time.sleep(1)
+    check(lst.head.startswith(b"HTTP/1.") and b" 200 " in lst.head.split(b"\r\n")[0],
+          f"TLS listener head: {lst.head[:200]!r}")
+    check(lst.end is None, f"TLS listener ended: {lst.end}")
+    pages = check_listener_ogg(lst)
+    check(len(pages) > 10, f"only {len(pages)} pages over TLS")
+
+
+@test(timeout=60, icecast=False)
+def test_issue9_tls_s_client_sees_the_certificate(ctx):
+    srv, ca = tls_server(ctx)
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{srv.audience_tls}",
+                        "-servername", "localhost", "-CAfile", str(ca), "-verify_return_error",
+                        "-showcerts"], input=b"", capture_output=True, timeout=20)
+    out = r.stdout.decode(errors="replace")
+    check(r.returncode == 0, f"s_client exit {r.returncode}: {r.stderr[-800:]!r}")
+    check("CN = rostrum-test-server" in out or "CN=rostrum-test-server" in out,
+          f"s_client did not see the server certificate:\n{out[:1500]}")
+    check("Verify return code: 0 (ok)" in out, f"chain not verified:\n{out[-1500:]}")
+    # the full chain is sent: the CA follows the server certificate
+    check(out.count("-----BEGIN CERTIFICATE-----") == 2, "the chain is not whole")
+    # a plain request on the TLS port is not served
+    s = socket.create_connection(("127.0.0.1", srv.audience_tls), timeout=5)
+    s.sendall(b"GET /status-json.xsl HTTP/1.0\r\n\r\n")
+    s.settimeout(5)
+    try:
+        got = s.recv(4096)
+    except OSError:
+        got = b""
+    s.close()
+    check(b"icestats" not in got, "plain HTTP answered on the TLS port")
+
+
+@test(timeout=60, icecast=False)
+def test_issue9_tls_bad_certificate_or_key_stops_startup(ctx):
+    ca, chain, key = make_pki(ctx)
+    other = ctx.tmp / "other.key"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", str(other)], check=True,
+                   capture_output=True, timeout=60)
+    cases = [(ctx.tmp / "missing.pem", key, "missing.pem"),
+             (chain, ctx.tmp / "missing.key", "missing.key"),
+             (chain, other, "does not match")]
+    for cert, k, want in cases:
+        r = subprocess.run([ctx.binary, "serve", "--audience", "127.0.0.1:0", "--stage",
+                            "127.0.0.1:0", "--source-password", "pw", "--audience-tls",
+                            "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(k)],
+                           capture_output=True, timeout=20)
+        err = r.stderr.decode(errors="replace")
+        check(r.returncode == 1, f"{cert.name}/{k.name}: exit {r.returncode}, want 1: {err}")
+        check(want in err and "not starting" in err, f"no clear message for {want}: {err}")
+        check(b"ready" not in r.stdout, f"ready printed with a bad {want}")
+    r = subprocess.run([ctx.binary, "serve", "--audience", "127.0.0.1:0", "--stage",
+                        "127.0.0.1:0", "--source-password", "pw", "--audience-tls",
+                        "127.0.0.1:0"], capture_output=True, timeout=20)
+    err = r.stderr.decode(errors="replace")
+    check(r.returncode == 1 and "tls-cert" in err, f"no cert at all: {r.returncode} {err}")
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_and_plain_serve_the_same_bytes_and_log_ktls(ctx):
+    for workers in (0, 1):
+        srv, ca = tls_server(ctx, workers=workers)
+        src = ffmpeg_source(ctx, srv, "/live", proc_name=f"source{workers}")
+        wait_live(srv, "/live", proc=src)
+        plain = listen(ctx, srv, "/live")
+        tls = TlsListener(srv.audience_tls, "/live", ca)
+        ctx.on_cleanup(tls.close)
+        time.sleep(3)
+        tls.close()
+        plain.close()
+        a, _ = parse_ogg(plain.data())
+        b, _ = parse_ogg(tls.data())
+        check(len(a) > 5 and len(b) > 5, f"workers {workers}: pages plain {len(a)} tls {len(b)}")
+        # after the preamble (OpusHead, OpusTags) every page both got is the same bytes
+        pa = {p.seq: p.raw for p in a if p.seq >= 2}
+        pb = {p.seq: p.raw for p in b if p.seq >= 2}
+        common = sorted(set(pa) & set(pb))
+        check(len(common) >= 5, f"workers {workers}: only {len(common)} pages in common")
+        diff = [s for s in common if pa[s] != pb[s]]
+        check(not diff, f"workers {workers}: pages {diff[:5]} differ between plain and TLS")
+        check(a[0].raw == b[0].raw, f"workers {workers}: OpusHead differs")
+        log = srv.log_text()
+        check("kTLS send in use" in log or "kTLS not available" in log,
+              f"workers {workers}: the log does not say whether kTLS is used")
+        srv.stop()
+        src.kill()
