@@ -13,7 +13,7 @@ import threading
 import time
 
 from harness import (check, check_ffmpeg_decode, check_listener_ogg, check_ogg_opus_stream,
-                     ffmpeg_source, listen, parse_ogg, test, wait_for, wait_live)
+                     ffmpeg_source, listen, metric, metrics, parse_ogg, test, wait_for, wait_live)
 
 
 def make_pki(ctx):
@@ -229,3 +229,78 @@ def test_issue9_tls_and_plain_serve_the_same_bytes_and_log_ktls(ctx):
               f"workers {workers}: the log does not say whether kTLS is used")
         srv.stop()
         src.kill()
+
+
+class SlowTlsListener(TlsListener):
+    """A TLS listener with a small receive buffer that reads <rate> bytes a second: its socket
+    fills, so the server's TLS writes block mid-record (the fallback keeps the record) and the
+    laggard rule jumps it to the live edge."""
+
+    def __init__(self, port, mount, ca, rate):
+        self.rate = rate
+        self.mount = mount
+        self.chunks = []
+        self.end = None
+        self._stop = False
+        c = ssl.create_default_context(cafile=str(ca))
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(10)
+        raw.connect(("127.0.0.1", port))
+        self.sock = c.wrap_socket(raw, server_hostname="localhost")
+        self.sock.sendall(b"GET " + mount.encode() + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        self.head = b""
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        self.sock.settimeout(0.5)
+        t0, got, buf = time.monotonic(), 0, b""
+        while not self._stop:
+            due = t0 + got / self.rate
+            now = time.monotonic()
+            if due > now:
+                time.sleep(min(0.05, due - now))
+                continue
+            try:
+                d = self.sock.recv(256)
+            except socket.timeout:
+                continue
+            except OSError as e:
+                self.end = f"error {e}"
+                return
+            if not d:
+                self.end = "eof"
+                return
+            got += len(d)
+            if not self.head:
+                buf += d
+                if b"\r\n\r\n" in buf:
+                    self.head, rest = buf.split(b"\r\n\r\n", 1)
+                    if rest:
+                        self.chunks.append(rest)
+                continue
+            self.chunks.append(d)
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_slow_reader_stream_stays_valid(ctx):
+    ca, chain, key = make_pki(ctx)
+    cfg = ctx.tmp / "slow.conf"
+    cfg.write_text("lag-ms = 2000\nmax-stalls = 100\n")
+    srv = ctx.start_server(config=str(cfg), burst_ms=500, extra=[
+        "--workers", "1", "--audience-tls", "127.0.0.1:0", "--tls-cert", str(chain),
+        "--tls-key", str(key)])
+    src = ffmpeg_source(ctx, srv, "/live")
+    wait_live(srv, "/live", proc=src)
+    stalls0 = metric(metrics(srv)[0], "rostrum_stalls_total")
+    slow = SlowTlsListener(srv.audience_tls, "/live", ca, 3000)
+    ctx.on_cleanup(slow.close)
+    wait_for(lambda: metric(metrics(srv)[0], "rostrum_stalls_total") > stalls0, 40,
+             "the slow TLS reader to be jumped to the live edge")
+    time.sleep(12)  # what was queued before the jump drains
+    slow.close()
+    check(slow.end is None, f"the slow TLS reader was closed ({slow.end})")
+    pages = check_listener_ogg(slow, allow_jumps=True)
+    jumps = sum(1 for a, b in zip(pages[2:], pages[3:]) if b.seq != a.seq + 1)
+    check(jumps >= 1, f"no jump in the slow TLS reader's {len(pages)} pages")
