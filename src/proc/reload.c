@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "proc/server.h"
+#include "tls/tls.h"
 #include "util/check.h"
 #include "util/log.h"
 
@@ -76,11 +77,6 @@ static void keep_restart_keys(struct config *nc, const struct config *was,
         nc->audience_tls_port != was->audience_tls_port)
         log_warn("reload", "'audience-tls' changed: needs a restart, kept %s",
                  run->audience_tls ? "the running TLS listener" : "no TLS listener");
-    if (strcmp(nc->tls_cert, was->tls_cert) != 0 || strcmp(nc->tls_key, was->tls_key) != 0)
-        log_warn("reload", "'tls-cert' or 'tls-key' changed: needs a restart, kept the "
-                           "running certificate");
-    memcpy(nc->tls_cert, was->tls_cert, sizeof(nc->tls_cert));
-    memcpy(nc->tls_key, was->tls_key, sizeof(nc->tls_key));
     nc->audience_tls = was->audience_tls;
     memcpy(nc->audience_tls_host, was->audience_tls_host, sizeof(nc->audience_tls_host));
     nc->audience_tls_port = was->audience_tls_port;
@@ -140,9 +136,29 @@ void server_reload(struct server *srv)
              file && srv->args.nopts ? " (command-line options over it)" : "");
 }
 
+/* Reads the certificate and key again (certbot renews them in place) for the connections
+ * accepted from now on; those already open keep the context they began with (each SSL holds
+ * a reference). Each process reads the files itself, as the user it runs as. A file that
+ * cannot be loaded keeps the running certificate, said in the log. */
+static void server_tls_reload(struct server *srv)
+{
+    char err[800];
+    struct tls_ctx *t = tls_ctx_new(srv->cfg.tls_cert, srv->cfg.tls_key, err, sizeof(err));
+    if (!t) {
+        log_error("reload", "%s: kept the running certificate", err);
+        return;
+    }
+    tls_ctx_free(srv->tls);
+    srv->tls = t;
+    srv->audience_tls.tls = t;
+    log_info("tls", "certificate re-read from %s for new connections", srv->cfg.tls_cert);
+}
+
 void server_apply_config(struct server *srv)
 {
     const struct config *cfg = &srv->cfg;
+    if (cfg->audience_tls)
+        server_tls_reload(srv);
     log_level = cfg->log_level;
     srv->hub.head_timeout_ms = cfg->head_timeout_ms;
     srv->hub.response_timeout_ms = cfg->response_timeout_ms;

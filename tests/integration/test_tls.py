@@ -304,3 +304,69 @@ def test_issue9_tls_slow_reader_stream_stays_valid(ctx):
     pages = check_listener_ogg(slow, allow_jumps=True)
     jumps = sum(1 for a, b in zip(pages[2:], pages[3:]) if b.seq != a.seq + 1)
     check(jumps >= 1, f"no jump in the slow TLS reader's {len(pages)} pages")
+
+
+def server_cert(ctx, cn):
+    """Another server certificate (CN <cn>) from the CA make_pki made. Returns (chain, key)."""
+    d = ctx.tmp / "pki"
+    for argv in (["req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{cn}.key", "-out",
+                  f"{cn}.csr", "-subj", f"/CN={cn}"],
+                 ["x509", "-req", "-in", f"{cn}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                  "-CAcreateserial", "-out", f"{cn}.pem", "-days", "2", "-extfile", "ext"]):
+        r = subprocess.run(["openssl", *argv], cwd=d, capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0, f"openssl {argv[0]}: {r.stderr[-500:]}")
+    chain = (d / f"{cn}.pem").read_bytes() + (d / "ca.pem").read_bytes()
+    return chain, (d / f"{cn}.key").read_bytes()
+
+
+def served_cn(port, ca):
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
+                        "localhost", "-CAfile", str(ca), "-verify_return_error"], input=b"",
+                       capture_output=True, timeout=20)
+    out = r.stdout.decode(errors="replace")
+    check(r.returncode == 0 and "Verify return code: 0 (ok)" in out,
+          f"s_client: {r.returncode} {r.stderr[-500:]!r}")
+    for line in out.splitlines():
+        if line.startswith("subject="):
+            return line.split("CN", 1)[1].lstrip(" =")
+    raise AssertionError(f"no subject in s_client output:\n{out[:1000]}")
+
+
+@test(timeout=120, icecast=False)
+def test_issue9_tls_sighup_rereads_certificate_for_new_connections(ctx):
+    import signal
+    ca, chain, key = make_pki(ctx)
+    live_cert, live_key = ctx.tmp / "fullchain.pem", ctx.tmp / "privkey.pem"
+    live_cert.write_bytes(chain.read_bytes())
+    live_key.write_bytes(key.read_bytes())
+    cfg = ctx.tmp / "tls.conf"
+    cfg.write_text(f"tls-cert = {live_cert}\ntls-key = {live_key}\n")
+    srv = ctx.start_server(config=str(cfg), extra=["--workers", "1", "--audience-tls",
+                                                   "127.0.0.1:0"])
+    src = ffmpeg_source(ctx, srv, "/live")
+    wait_live(srv, "/live", proc=src)
+    check(served_cn(srv.audience_tls, ca) == "rostrum-test-server", "not the first certificate")
+    old = TlsListener(srv.audience_tls, "/live", ca)
+    ctx.on_cleanup(old.close)
+    time.sleep(1)
+    # certbot's deploy hook: the files are replaced, then the server gets SIGHUP
+    new_chain, new_key = server_cert(ctx, "rostrum-renewed")
+    live_cert.write_bytes(new_chain)
+    live_key.write_bytes(new_key)
+    srv.proc.signal(signal.SIGHUP)
+    wait_for(lambda: srv.log_text().count("certificate re-read from") >= 2, 15,
+             "the main process and the worker to re-read the certificate")
+    check(served_cn(srv.audience_tls, ca) == "rostrum-renewed",
+          "a new connection after SIGHUP does not get the new certificate")
+    # a broken file on reload keeps the running certificate
+    live_key.write_bytes(b"not a key\n")
+    srv.proc.signal(signal.SIGHUP)
+    wait_for(lambda: srv.log_text().count("kept the running certificate") >= 2, 15,
+             "the bad key to be refused by both processes")
+    check(served_cn(srv.audience_tls, ca) == "rostrum-renewed", "lost the certificate")
+    n = len(old.data())
+    time.sleep(2)
+    old.close()
+    check(old.end is None, f"the listener from before the reload was closed ({old.end})")
+    check(len(old.data()) > n, "the listener from before the reload stopped receiving")
+    check_listener_ogg(old)
