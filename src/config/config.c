@@ -58,6 +58,7 @@ enum key_id {
     KEY_ACCESS_LOG,
     KEY_USER,
     KEY_AUDIENCE_TLS,
+    KEY_STAGE_TLS,
     KEY_TLS_CERT,
     KEY_TLS_KEY,
     KEY_NAME,
@@ -108,6 +109,7 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_ACCESS_LOG] = {"access-log", IN_GLOBAL, 1, 0},
     [KEY_USER] = {"user", IN_GLOBAL, 1, 0},
     [KEY_AUDIENCE_TLS] = {"audience-tls", IN_GLOBAL, 1, 0},
+    [KEY_STAGE_TLS] = {"stage-tls", IN_GLOBAL, 1, 0},
     [KEY_TLS_CERT] = {"tls-cert", IN_GLOBAL, 1, 0},
     [KEY_TLS_KEY] = {"tls-key", IN_GLOBAL, 1, 0},
     [KEY_NAME] = {"name", IN_SPACE, 1, 0},
@@ -496,6 +498,10 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         c->audience_tls = 1;
         return set_hostport(p, def, c->audience_tls_host, sizeof(c->audience_tls_host),
                             &c->audience_tls_port, val, vlen);
+    case KEY_STAGE_TLS:
+        c->stage_tls = 1;
+        return set_hostport(p, def, c->stage_tls_host, sizeof(c->stage_tls_host),
+                            &c->stage_tls_port, val, vlen);
     case KEY_TLS_CERT:
         return set_string(p, def, c->tls_cert, sizeof(c->tls_cert), val, vlen);
     case KEY_TLS_KEY:

@@ -77,6 +77,13 @@ static void keep_restart_keys(struct config *nc, const struct config *was,
         nc->audience_tls_port != was->audience_tls_port)
         log_warn("reload", "'audience-tls' changed: needs a restart, kept %s",
                  run->audience_tls ? "the running TLS listener" : "no TLS listener");
+    if (nc->stage_tls != was->stage_tls || strcmp(nc->stage_tls_host, was->stage_tls_host) != 0 ||
+        nc->stage_tls_port != was->stage_tls_port)
+        log_warn("reload", "'stage-tls' changed: needs a restart, kept %s",
+                 run->stage_tls ? "the running TLS listener" : "no TLS listener");
+    nc->stage_tls = was->stage_tls;
+    memcpy(nc->stage_tls_host, was->stage_tls_host, sizeof(nc->stage_tls_host));
+    nc->stage_tls_port = was->stage_tls_port;
     nc->audience_tls = was->audience_tls;
     memcpy(nc->audience_tls_host, was->audience_tls_host, sizeof(nc->audience_tls_host));
     nc->audience_tls_port = was->audience_tls_port;
@@ -127,6 +134,7 @@ void server_reload(struct server *srv)
     nc->audience_port = srv->cfg.audience_port;
     nc->stage_port = srv->cfg.stage_port;
     nc->audience_tls_port = srv->cfg.audience_tls_port;
+    nc->stage_tls_port = srv->cfg.stage_tls_port;
     nc->workers = srv->cfg.workers;
     srv->cfg = *nc;
     free(nc);
@@ -151,13 +159,14 @@ static void server_tls_reload(struct server *srv)
     tls_ctx_free(srv->tls);
     srv->tls = t;
     srv->audience_tls.tls = t;
+    srv->stage_tls.tls = t;
     log_info("tls", "certificate re-read from %s for new connections", srv->cfg.tls_cert);
 }
 
 void server_apply_config(struct server *srv)
 {
     const struct config *cfg = &srv->cfg;
-    if (cfg->audience_tls)
+    if (srv->tls)
         server_tls_reload(srv);
     log_level = cfg->log_level;
     srv->hub.head_timeout_ms = cfg->head_timeout_ms;

@@ -147,6 +147,7 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
         _exit(1);
     srv->tls = parent->tls; /* our copy of the parent's context, made before the fork */
     srv->audience_tls.tls = parent->tls;
+    srv->stage_tls.io.fd = -1; /* the stage is the main process's */
     srv->loop.before_sleep = worker_before_sleep;
     srv->loop.before_sleep_arg = srv;
     sigset_t mask;

@@ -370,3 +370,54 @@ def test_issue9_tls_sighup_rereads_certificate_for_new_connections(ctx):
     check(old.end is None, f"the listener from before the reload was closed ({old.end})")
     check(len(old.data()) > n, "the listener from before the reload stopped receiving")
     check_listener_ogg(old)
+
+
+def stage_tls_server(ctx):
+    from test_stage import KEY
+    ca, chain, key = make_pki(ctx)
+    srv = ctx.start_server(extra=["--host-key", KEY, "--workers", "1", "--stage-tls",
+                                  "127.0.0.1:0", "--tls-cert", str(chain), "--tls-key",
+                                  str(key)])
+    check(srv.stage_tls, "no stage-tls port in the ready line")
+    return srv, ca, KEY
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_wss_member_joins_stage_and_hears_the_mix(ctx):
+    from test_stage import speaker
+    from wsclient import WS
+    srv, ca, key = stage_tls_server(ctx)
+    # the API over HTTPS: create the space
+    r = curl(ca, f"https://localhost:{srv.stage_tls}/api/spaces?name=room", "-X", "POST",
+             "-H", f"Authorization: Bearer {key}")
+    check(r.returncode == 0, f"curl https API: {r.returncode} {r.stderr!r}")
+    created = json.loads(r.stdout)
+    check("speaker_token" in created, f"create over HTTPS: {r.stdout[:300]!r}")
+    a = speaker(ctx, srv, "room", "A", tone=440, seconds=12)
+    sslctx = ssl.create_default_context(cafile=str(ca))
+    ws = WS(srv.stage_tls, f"/ws/room?token={created['speaker_token']}&name=wss",
+            wrap=lambda s: sslctx.wrap_socket(s, server_hostname="localhost"))
+    welcome = ws.wait_for(lambda m: m.get("type") == "welcome", 5, "welcome over wss")
+    check(welcome.get("role") in ("speaker", "listener"), f"welcome: {welcome}")
+    deadline = time.monotonic() + 15
+    while ws.binary < 100 and time.monotonic() < deadline:
+        try:
+            ws.read_frame(timeout=1)
+        except (socket.timeout, TimeoutError):
+            pass
+    check(ws.binary >= 100, f"only {ws.binary} audio frames of the mix over wss")
+    ws.close()
+    check(a.wait(25) == 0, f"speaker A failed:\n{a.tail()}")
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_ffmpeg_source_over_tls(ctx):
+    from harness import PASSWORD, ffmpeg_listener
+    srv, ca, key = stage_tls_server(ctx)
+    src = ctx.spawn("tlssource", [
+        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "warning", "-re", "-f", "lavfi",
+        "-i", "sine=frequency=440:sample_rate=48000", "-c:a", "libopus", "-b:a", "48k",
+        "-vbr", "off", "-f", "ogg", "-content_type", "audio/ogg", "-tls", "1",
+        f"icecast://source:{PASSWORD}@127.0.0.1:{srv.stage_tls}/live"])
+    wait_live(srv, "/live", proc=src)
+    check_ffmpeg_decode(ffmpeg_listener(ctx, srv, "/live", 3), 3, 30)
