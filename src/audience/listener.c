@@ -248,6 +248,14 @@ static void listener_flush_(struct conn *c, uint32_t queued)
     struct audience *a = audience_of(c);
     struct shared_space *ss = &a->sh->spaces[l->slot];
     const struct ring *r = shared_ring(a->sh, l->slot);
+    if (conn_write_pending(c) && conn_writev(c, NULL, 0) < 0) {
+        /* TLS without kTLS: a record counted as sent goes out first */
+        if (errno == EAGAIN)
+            listener_block(c, 1);
+        else
+            listener_close(c, CLOSE_ERROR);
+        return;
+    }
     for (int round = 0; round < 4 && !c->dead; round++) {
         if (__atomic_load_n(&ss->gen, __ATOMIC_ACQUIRE) != l->gen) {
             listener_close(c, CLOSE_RESTART);
@@ -310,7 +318,7 @@ static void listener_flush_(struct conn *c, uint32_t queued)
             listener_block(c, 0);
             return;
         }
-        ssize_t w = writev(c->io.fd, iov, n);
+        ssize_t w = conn_writev(c, iov, n);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
                 listener_block(c, 1);
@@ -350,7 +358,7 @@ static void listener_flush_(struct conn *c, uint32_t queued)
                 left = 0;
             }
         }
-        if ((size_t)w < total) {
+        if ((size_t)w < total || conn_write_pending(c)) {
             listener_block(c, 1);
             return;
         }
@@ -383,7 +391,7 @@ static void listener_on_io(struct loop *loop, struct io *io, uint32_t events)
         /* A listener has nothing to say; read to learn that it left, discard the rest. */
         char sink[512];
         for (int i = 0; i < 8; i++) {
-            ssize_t r = recv(io->fd, sink, sizeof(sink), 0);
+            ssize_t r = conn_recv(c, sink, sizeof(sink));
             if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
                 listener_close(c, CLOSE_PEER);
                 return;

@@ -57,6 +57,10 @@ enum key_id {
     KEY_LOG_LEVEL,
     KEY_ACCESS_LOG,
     KEY_USER,
+    KEY_AUDIENCE_TLS,
+    KEY_STAGE_TLS,
+    KEY_TLS_CERT,
+    KEY_TLS_KEY,
     KEY_NAME,
     KEY_DESCRIPTION,
     KEY_COUNT
@@ -104,6 +108,10 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_LOG_LEVEL] = {"log-level", IN_GLOBAL, 1, 0},
     [KEY_ACCESS_LOG] = {"access-log", IN_GLOBAL, 1, 0},
     [KEY_USER] = {"user", IN_GLOBAL, 1, 0},
+    [KEY_AUDIENCE_TLS] = {"audience-tls", IN_GLOBAL, 1, 0},
+    [KEY_STAGE_TLS] = {"stage-tls", IN_GLOBAL, 1, 0},
+    [KEY_TLS_CERT] = {"tls-cert", IN_GLOBAL, 1, 0},
+    [KEY_TLS_KEY] = {"tls-key", IN_GLOBAL, 1, 0},
     [KEY_NAME] = {"name", IN_SPACE, 1, 0},
     [KEY_DESCRIPTION] = {"description", IN_SPACE, 1, 0},
 };
@@ -486,6 +494,18 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         return set_string(p, def, c->access_log, sizeof(c->access_log), val, vlen);
     case KEY_USER:
         return set_string(p, def, c->user, sizeof(c->user), val, vlen);
+    case KEY_AUDIENCE_TLS:
+        c->audience_tls = 1;
+        return set_hostport(p, def, c->audience_tls_host, sizeof(c->audience_tls_host),
+                            &c->audience_tls_port, val, vlen);
+    case KEY_STAGE_TLS:
+        c->stage_tls = 1;
+        return set_hostport(p, def, c->stage_tls_host, sizeof(c->stage_tls_host),
+                            &c->stage_tls_port, val, vlen);
+    case KEY_TLS_CERT:
+        return set_string(p, def, c->tls_cert, sizeof(c->tls_cert), val, vlen);
+    case KEY_TLS_KEY:
+        return set_string(p, def, c->tls_key, sizeof(c->tls_key), val, vlen);
     case KEY_NAME:
         return set_string(p, def, sc->display_name, sizeof(sc->display_name), val, vlen);
     case KEY_DESCRIPTION:

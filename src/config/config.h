@@ -42,6 +42,14 @@ struct config {
     uint16_t audience_port; /* default 0.0.0.0:8000 */
     char stage_host[256];
     uint16_t stage_port;       /* default 0.0.0.0:8001 */
+    char audience_tls_host[256];
+    uint16_t audience_tls_port; /* with audience_tls: the TLS listener of the audience side */
+    int audience_tls;           /* 1 if audience-tls is set (default: no TLS listener) */
+    char stage_tls_host[256];
+    uint16_t stage_tls_port;    /* with stage_tls: the TLS listener of the stage side */
+    int stage_tls;              /* 1 if stage-tls is set (default: no TLS listener) */
+    char tls_cert[512];         /* full chain, PEM; needed by a TLS listener */
+    char tls_key[512];          /* its private key, PEM */
     char source_password[128]; /* default "" (server refuses to start without one) */
     int burst_ms;              /* audio sent at once on join; default 1000, 0..30000 */
     int page_ms;               /* Ogg page duration; default 200, 20..2000 */

@@ -12,10 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "http/request.h"
 #include "net/net.h"
+#include "tls/tls.h"
 #include "util/check.h"
 #include "util/log.h"
 
@@ -42,6 +44,8 @@ void conn_close(struct conn *c)
         c->lim = 0;
     }
     loop_del(c->hub->loop, &c->io);
+    tls_conn_free(c->tls);
+    c->tls = NULL;
     close(c->io.fd);
     c->io.fd = -1;
     list_unlink(&c->node);
@@ -87,6 +91,48 @@ void conn_take(struct conn *c, const struct conn_ops *ops)
     c->ops = ops;
 }
 
+/* ---- the I/O seam ------------------------------------------------------------------------ */
+
+ssize_t conn_recv(struct conn *c, void *buf, size_t len)
+{
+    if (c->tls)
+        return tls_read(c->tls, buf, len);
+    return recv(c->io.fd, buf, len, 0);
+}
+
+ssize_t conn_writev(struct conn *c, const struct iovec *iov, int n)
+{
+    if (c->tls) {
+        if (n == 0)
+            return tls_flush(c->tls) < 0 ? -1 : 0;
+        return tls_writev(c->tls, iov, n);
+    }
+    return writev(c->io.fd, iov, n);
+}
+
+int conn_write_pending(const struct conn *c)
+{
+    return c->tls && tls_pending(c->tls);
+}
+
+/* A handshake finished on <c>: says once per process whether the kernel encrypts (kTLS), so
+ * the operator knows which listener path runs. */
+static void tls_log_mode(struct conn *c)
+{
+    static int said;
+    char d[96];
+    if (said)
+        return;
+    said = 1;
+    if (tls_ktls_send(c->tls))
+        log_info("tls", "#%llu %s: kTLS send in use (%s): listener writes stay one writev()",
+                 (unsigned long long)c->id, c->peer, tls_describe(c->tls, d, sizeof(d)));
+    else
+        log_info("tls", "#%llu %s: kTLS not available (%s): listener writes go through "
+                        "SSL_write (one record at a time)",
+                 (unsigned long long)c->id, c->peer, tls_describe(c->tls, d, sizeof(d)));
+}
+
 /* ---- responses ---------------------------------------------------------------------------- */
 
 void conn_linger(struct conn *c)
@@ -103,6 +149,8 @@ static void linger_start(struct conn *c)
      * connection before it has read our response (nginx's lingering close). */
     struct conn_hub *hub = c->hub;
     buf_free(&c->resp.out);
+    if (c->tls)
+        tls_close_notify(c->tls);
     shutdown(c->io.fd, SHUT_WR);
     c->state = CONN_LINGER;
     c->io.cb = response_on_io;
@@ -116,8 +164,8 @@ static void linger_start(struct conn *c)
 static void response_write(struct conn *c)
 {
     while (c->resp.off < c->resp.out.len) {
-        ssize_t w = send(c->io.fd, c->resp.out.data + c->resp.off, c->resp.out.len - c->resp.off,
-                         MSG_NOSIGNAL);
+        struct iovec iov = {c->resp.out.data + c->resp.off, c->resp.out.len - c->resp.off};
+        ssize_t w = conn_writev(c, &iov, 1);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
                 if (loop_mod(c->hub->loop, &c->io, EPOLLOUT) < 0)
@@ -129,6 +177,12 @@ static void response_write(struct conn *c)
         }
         c->resp.off += (size_t)w;
         conn_counters(c)->bytes_sent += (uint64_t)w;
+    }
+    if (conn_write_pending(c) && conn_writev(c, NULL, 0) < 0) {
+        if (errno == EAGAIN && loop_mod(c->hub->loop, &c->io, EPOLLOUT) == 0)
+            return;
+        conn_close(c);
+        return;
     }
     linger_start(c);
 }
@@ -232,10 +286,30 @@ void conn_respond_doc(struct conn *c, int head_only, const char *type, const voi
 static void head_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
     struct conn *c = (struct conn *)io;
-    (void)loop;
     (void)events;
     if (c->dead)
         return;
+    if (c->tls_handshake) {
+        /* under the head deadline: the handshake is part of reading the head */
+        int rc = tls_handshake(c->tls);
+        if (rc < 0) {
+            LOG_RATELIMITED(LOG_INFO, "tls", "#%llu %s: TLS handshake failed",
+                            (unsigned long long)c->id, c->peer);
+            conn_close(c);
+            return;
+        }
+        if (rc != TLS_DONE) {
+            if (loop_mod(loop, io, (rc == TLS_WANT_WRITE ? EPOLLOUT : EPOLLIN) | EPOLLRDHUP) < 0)
+                conn_close(c);
+            return;
+        }
+        c->tls_handshake = 0;
+        tls_log_mode(c);
+        if (loop_mod(loop, io, EPOLLIN | EPOLLRDHUP) < 0) {
+            conn_close(c);
+            return;
+        }
+    }
     if (!c->head.buf) {
         c->head.cap = HEAD_BUF_INITIAL;
         c->head.buf = malloc(c->head.cap);
@@ -251,7 +325,7 @@ static void head_on_io(struct loop *loop, struct io *io, uint32_t events)
             c->head.buf = realloc(c->head.buf, c->head.cap);
             BUG_ON(!c->head.buf);
         }
-        ssize_t r = recv(io->fd, c->head.buf + c->head.len, c->head.cap - c->head.len, 0);
+        ssize_t r = conn_recv(c, c->head.buf + c->head.len, c->head.cap - c->head.len);
         if (r == 0) {
             conn_close(c);
             return;
@@ -366,6 +440,10 @@ static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
         c->port = (uint8_t)port;
         c->state = CONN_HEAD;
         c->trusted = (uint8_t)trusted;
+        if (lp->tls) {
+            c->tls = tls_conn_new(lp->tls, fd);
+            c->tls_handshake = 1;
+        }
         if (e) {
             e->conns++;
             c->lim = (uint32_t)(e - hub->limits.e) + 1;
@@ -378,6 +456,7 @@ static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
             if (e)
                 e->conns--; /* it never counted */
             list_unlink(&c->node);
+            tls_conn_free(c->tls);
             close(fd);
             free(c);
         }

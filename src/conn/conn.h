@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "event/loop.h"
 #include "limits/limits.h"
@@ -31,6 +32,9 @@
 
 struct http_request;
 struct conn;
+struct tls_conn;
+struct tls_ctx;
+struct iovec;
 
 enum port_kind { PORT_AUDIENCE, PORT_STAGE, PORTS };
 enum conn_state { CONN_HEAD, CONN_RESPONSE, CONN_LINGER, CONN_OWNED };
@@ -58,10 +62,12 @@ struct conn {
     uint8_t dead;
     uint8_t trusted;       /* from a trusted proxy: X-Forwarded-For names the client */
     uint8_t head_method;   /* the request is a HEAD: conn_respond sends no body */
+    uint8_t tls_handshake; /* TLS, handshake not finished (still in CONN_HEAD) */
     uint32_t lim;          /* 1 + its entry in hub->limits, 0 if untracked */
     struct list_node node; /* a deadline FIFO, or the owner's list; zombies */
     int64_t since_ms;      /* when it entered its current list: deadlines count from here */
     char peer[48];
+    struct tls_conn *tls; /* owned: a TLS connection's state, NULL for plain */
     union {
         struct { /* CONN_HEAD */
             char *buf;
@@ -119,6 +125,7 @@ struct conn_port {
     struct io io;
     struct conn_hub *hub;
     int port; /* enum port_kind */
+    struct tls_ctx *tls; /* borrowed: accept TLS on this socket; NULL = plain */
 };
 
 /* Listens on <host>:<tcp_port> for <port> connections, accepting into <hub>; the address
@@ -129,6 +136,15 @@ int conn_listen(struct conn_hub *hub, struct conn_port *lp, int port, const char
 void conn_hub_expire(struct conn_hub *hub);
 /* Frees closed connections: call before the loop sleeps. */
 void conn_hub_free_zombies(struct conn_hub *hub);
+
+/* The I/O seam: every read and write of a connection's bytes goes through these, plain or
+ * TLS, with the socket calls' contract (-1 and errno, EAGAIN when it would block).
+ * conn_recv: >0, 0 at the end of the stream, -1. conn_writev: bytes taken, or -1. After a
+ * write, conn_write_pending(c) is 1 if bytes counted as taken still wait in user space (TLS
+ * without kTLS): wait for EPOLLOUT and write again (an empty conn_writev flushes them). */
+ssize_t conn_recv(struct conn *c, void *buf, size_t len);
+ssize_t conn_writev(struct conn *c, const struct iovec *iov, int n);
+int conn_write_pending(const struct conn *c);
 
 /* Counters for connections on the port of <c>. */
 static inline struct shared_counters *conn_counters(const struct conn *c)

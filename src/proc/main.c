@@ -51,6 +51,10 @@ static void usage(FILE *f)
             "usage: rostrum serve [options]\n"
             "  --audience HOST:PORT     listeners, status, metrics, web page (default 0.0.0.0:8000)\n"
             "  --stage HOST:PORT        studio sources (PUT/SOURCE) (default 0.0.0.0:8001)\n"
+            "  --audience-tls HOST:PORT the audience side over TLS too (needs --tls-cert, --tls-key)\n"
+            "  --stage-tls HOST:PORT    the stage side over TLS too (API, wss://, sources)\n"
+            "  --tls-cert FILE          certificate, full chain (PEM)\n"
+            "  --tls-key FILE           its private key (PEM)\n"
             "  --source-password PW     password of user 'source' (required here or in config)\n"
             "  --config FILE            config file (see docs/config.example)\n"
             "  --burst-ms N             recent audio sent to a newcomer (default 1000)\n"
@@ -175,12 +179,20 @@ static int cmd_serve(int argc, char **argv)
     cfg->workers = default_workers(cfg->workers, cfg->max_listeners);
     if (server_init(&srv) < 0)
         return 1;
-    printf("ready audience=%s stage=%s\n", srv.audience_addr, srv.stage_addr);
+    printf("ready audience=%s stage=%s", srv.audience_addr, srv.stage_addr);
+    if (srv.cfg.audience_tls)
+        printf(" audience-tls=%s", srv.audience_tls_addr);
+    if (srv.cfg.stage_tls)
+        printf(" stage-tls=%s", srv.stage_tls_addr);
+    printf("\n");
     fflush(stdout);
     sd_notifyf(0, "READY=1\nSTATUS=audience %s, stage %s\nMAINPID=%d", srv.audience_addr,
                srv.stage_addr, (int)getpid());
-    log_info("server", "rostrum listening: audience %s, stage %s", srv.audience_addr,
-             srv.stage_addr);
+    log_info("server", "rostrum listening: audience %s, stage %s%s%s%s%s", srv.audience_addr,
+             srv.stage_addr, srv.cfg.audience_tls ? ", audience over TLS " : "",
+             srv.cfg.audience_tls ? srv.audience_tls_addr : "",
+             srv.cfg.stage_tls ? ", stage over TLS " : "",
+             srv.cfg.stage_tls ? srv.stage_tls_addr : "");
     server_run(&srv);
     sd_notify(0, "STOPPING=1");
     server_free(&srv);

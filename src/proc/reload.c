@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "proc/server.h"
+#include "tls/tls.h"
 #include "util/check.h"
 #include "util/log.h"
 
@@ -71,6 +72,21 @@ static void keep_restart_keys(struct config *nc, const struct config *was,
                  workers_shown(was->workers, a, sizeof(a)),
                  workers_shown(nc->workers, b, sizeof(b)),
                  workers_shown(run->workers, c, sizeof(c)));
+    if (nc->audience_tls != was->audience_tls ||
+        strcmp(nc->audience_tls_host, was->audience_tls_host) != 0 ||
+        nc->audience_tls_port != was->audience_tls_port)
+        log_warn("reload", "'audience-tls' changed: needs a restart, kept %s",
+                 run->audience_tls ? "the running TLS listener" : "no TLS listener");
+    if (nc->stage_tls != was->stage_tls || strcmp(nc->stage_tls_host, was->stage_tls_host) != 0 ||
+        nc->stage_tls_port != was->stage_tls_port)
+        log_warn("reload", "'stage-tls' changed: needs a restart, kept %s",
+                 run->stage_tls ? "the running TLS listener" : "no TLS listener");
+    nc->stage_tls = was->stage_tls;
+    memcpy(nc->stage_tls_host, was->stage_tls_host, sizeof(nc->stage_tls_host));
+    nc->stage_tls_port = was->stage_tls_port;
+    nc->audience_tls = was->audience_tls;
+    memcpy(nc->audience_tls_host, was->audience_tls_host, sizeof(nc->audience_tls_host));
+    nc->audience_tls_port = was->audience_tls_port;
     if (strcmp(nc->user, was->user) != 0)
         log_warn("reload", "'user' changed from '%s' to '%s': needs a restart, kept '%s'",
                  was->user, nc->user, run->user);
@@ -117,6 +133,8 @@ void server_reload(struct server *srv)
     /* as it runs: the resolved ports and number of workers */
     nc->audience_port = srv->cfg.audience_port;
     nc->stage_port = srv->cfg.stage_port;
+    nc->audience_tls_port = srv->cfg.audience_tls_port;
+    nc->stage_tls_port = srv->cfg.stage_tls_port;
     nc->workers = srv->cfg.workers;
     srv->cfg = *nc;
     free(nc);
@@ -126,9 +144,30 @@ void server_reload(struct server *srv)
              file && srv->args.nopts ? " (command-line options over it)" : "");
 }
 
+/* Reads the certificate and key again (certbot renews them in place) for the connections
+ * accepted from now on; those already open keep the context they began with (each SSL holds
+ * a reference). Each process reads the files itself, as the user it runs as. A file that
+ * cannot be loaded keeps the running certificate, said in the log. */
+static void server_tls_reload(struct server *srv)
+{
+    char err[800];
+    struct tls_ctx *t = tls_ctx_new(srv->cfg.tls_cert, srv->cfg.tls_key, err, sizeof(err));
+    if (!t) {
+        log_error("reload", "%s: kept the running certificate", err);
+        return;
+    }
+    tls_ctx_free(srv->tls);
+    srv->tls = t;
+    srv->audience_tls.tls = t;
+    srv->stage_tls.tls = t;
+    log_info("tls", "certificate re-read from %s for new connections", srv->cfg.tls_cert);
+}
+
 void server_apply_config(struct server *srv)
 {
     const struct config *cfg = &srv->cfg;
+    if (srv->tls)
+        server_tls_reload(srv);
     log_level = cfg->log_level;
     srv->hub.head_timeout_ms = cfg->head_timeout_ms;
     srv->hub.response_timeout_ms = cfg->response_timeout_ms;

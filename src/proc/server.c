@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "stageport/stageport.h"
+#include "tls/tls.h"
 #include "util/log.h"
 
 #define TICK_MS 250
@@ -181,7 +182,8 @@ int server_hub_init(struct server *srv)
     struct conn_hub *hub = &srv->hub;
     conn_hub_init(hub, &srv->loop);
     srv->audience.io.fd = srv->stage.io.fd = srv->signals.fd = srv->wake.fd = -1;
-    srv->audience_reserve_fd = -1;
+    srv->audience_reserve_fd = srv->audience_tls_reserve_fd = -1;
+    srv->audience_tls.io.fd = srv->stage_tls.io.fd = -1;
     hub->head_timeout_ms = srv->cfg.head_timeout_ms;
     hub->response_timeout_ms = srv->cfg.response_timeout_ms;
     hub->max_conns_per_ip = srv->cfg.max_conns_per_ip;
@@ -252,8 +254,23 @@ int server_init(struct server *srv)
         fprintf(stderr, "rostrum: signalfd: %s\n", strerror(errno));
         return -1;
     }
+    if (srv->cfg.audience_tls || srv->cfg.stage_tls) {
+        char err[800];
+        srv->tls = tls_ctx_new(srv->cfg.tls_cert, srv->cfg.tls_key, err, sizeof(err));
+        if (!srv->tls) {
+            fprintf(stderr, "rostrum: %s: %s: not starting\n",
+                    srv->cfg.audience_tls ? "audience-tls" : "stage-tls", err);
+            return -1;
+        }
+        srv->audience_tls.tls = srv->stage_tls.tls = srv->tls;
+    }
     if (conn_listen(&srv->hub, &srv->stage, PORT_STAGE, srv->cfg.stage_host,
                     srv->cfg.stage_port, 0, srv->stage_addr, sizeof(srv->stage_addr)) < 0)
+        return -1;
+    if (srv->cfg.stage_tls &&
+        conn_listen(&srv->hub, &srv->stage_tls, PORT_STAGE, srv->cfg.stage_tls_host,
+                    srv->cfg.stage_tls_port, 0, srv->stage_tls_addr,
+                    sizeof(srv->stage_tls_addr)) < 0)
         return -1;
     if (srv->cfg.workers == 0) {
         /* one process: the main loop serves the audience port too */
@@ -261,6 +278,11 @@ int server_init(struct server *srv)
         if (conn_listen(&srv->hub, &srv->audience, PORT_AUDIENCE, srv->cfg.audience_host,
                         srv->cfg.audience_port, 0, srv->audience_addr,
                         sizeof(srv->audience_addr)) < 0)
+            return -1;
+        if (srv->cfg.audience_tls &&
+            conn_listen(&srv->hub, &srv->audience_tls, PORT_AUDIENCE, srv->cfg.audience_tls_host,
+                        srv->cfg.audience_tls_port, 0, srv->audience_tls_addr,
+                        sizeof(srv->audience_tls_addr)) < 0)
             return -1;
         if (server_drop_privileges(srv) < 0)
             return -1;
@@ -292,10 +314,12 @@ void server_free(struct server *srv)
     conn_hub_free(&srv->hub);
     loop_timer_stop(&srv->loop, &srv->tick);
     int fds[] = {srv->audience.io.fd, srv->stage.io.fd, srv->signals.fd,
-                 srv->audience_reserve_fd};
+                 srv->audience_reserve_fd, srv->audience_tls.io.fd, srv->audience_tls_reserve_fd,
+                 srv->stage_tls.io.fd};
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
         if (fds[i] >= 0)
             close(fds[i]);
     loop_close(&srv->loop);
+    tls_ctx_free(srv->tls);
     shared_destroy(srv->sh);
 }

@@ -54,9 +54,14 @@ struct server {
     int serves_audience;      /* worker, or main with --workers 0 */
     int worker_index;         /* this process's shared_worker block (audience side) */
     struct conn_port audience, stage;
+    struct conn_port audience_tls; /* with audience-tls: the audience side over TLS */
+    struct conn_port stage_tls;    /* with stage-tls: the stage side over TLS (main only) */
+    struct tls_ctx *tls;      /* the certificate and key (made before the workers fork) */
     struct io signals, wake;
     int audience_reserve_fd;  /* main: bound, not listening: holds the port for the workers */
-    char audience_addr[300], stage_addr[300];
+    int audience_tls_reserve_fd; /* the same for the TLS port */
+    char audience_addr[300], stage_addr[300], audience_tls_addr[300];
+    char stage_tls_addr[300];
     struct conn_hub hub;      /* this process's connections */
     struct spaces spaces;     /* main: the spaces */
     struct audience aud;      /* the audience side, if this process serves it */

@@ -145,6 +145,9 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
     /* the parent's connections and address table are not ours: a fresh hub */
     if (server_hub_init(srv) < 0)
         _exit(1);
+    srv->tls = parent->tls; /* our copy of the parent's context, made before the fork */
+    srv->audience_tls.tls = parent->tls;
+    srv->stage_tls.io.fd = -1; /* the stage is the main process's */
     srv->loop.before_sleep = worker_before_sleep;
     srv->loop.before_sleep_arg = srv;
     sigset_t mask;
@@ -166,7 +169,10 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
     if (srv->signals.fd < 0 || loop_add(&srv->loop, &srv->signals, EPOLLIN) < 0 ||
         loop_add(&srv->loop, &srv->wake, EPOLLIN) < 0 ||
         conn_listen(&srv->hub, &srv->audience, PORT_AUDIENCE, srv->cfg.audience_host,
-                    srv->cfg.audience_port, 1, NULL, 0) < 0)
+                    srv->cfg.audience_port, 1, NULL, 0) < 0 ||
+        (srv->cfg.audience_tls &&
+         conn_listen(&srv->hub, &srv->audience_tls, PORT_AUDIENCE, srv->cfg.audience_tls_host,
+                     srv->cfg.audience_tls_port, 1, NULL, 0) < 0))
         _exit(1);
     loop_timer_start(&srv->loop, &srv->tick, WORKER_TICK_MS, worker_tick);
     if (write(ready_fd, "r", 1) != 1)
@@ -180,6 +186,8 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
     conn_hub_free(&srv->hub);
     loop_timer_stop(&srv->loop, &srv->tick);
     close(srv->audience.io.fd);
+    if (srv->audience_tls.io.fd >= 0)
+        close(srv->audience_tls.io.fd);
     close(srv->signals.fd);
     close(srv->wake.fd);
     loop_close(&srv->loop);
@@ -272,9 +280,35 @@ static void worker_ready_timeout_cb(struct loop *loop, struct loop_timer *t)
         kill(w->pid, SIGKILL); /* reaped in workers_on_child_exit, then forked again */
 }
 
-int workers_reserve_port(struct server *srv)
+/* Binds <host>:<*port> without listening, for workers_reserve_port; the port it got goes
+ * back to <*port>, the socket to <*fd>, "HOST:PORT" to <addr>. Returns 0 or -1 (said why). */
+static int reserve_port(const char *host, uint16_t *port, const char *what, int *fd_out,
+                        char *addr, size_t addr_cap)
 {
     char err[256];
+    int fd = net_listen(host, *port, -1, 0, err, sizeof(err));
+    if (fd < 0) {
+        if (fd == -EADDRINUSE)
+            fprintf(stderr,
+                    "rostrum: %s port %s:%u is already in use (another rostrum serve, or "
+                    "another program, listens there): not starting\n",
+                    what, host[0] ? host : "0.0.0.0", *port);
+        else
+            fprintf(stderr, "rostrum: %s\n", err);
+        return -1;
+    }
+    *fd_out = fd;
+    *port = net_local_port(fd);
+    const char *shown = host[0] ? host : "0.0.0.0";
+    if (strchr(shown, ':'))
+        snprintf(addr, addr_cap, "[%s]:%u", shown, *port);
+    else
+        snprintf(addr, addr_cap, "%s:%u", shown, *port);
+    return 0;
+}
+
+int workers_reserve_port(struct server *srv)
+{
     /* Hold the port, and learn it if 0 was asked for: bound, never listening (so no
      * connection waits in a queue nobody accepts), and without SO_REUSEPORT, so binding it
      * fails if anything listens there already: a second server on a busy port must not
@@ -286,27 +320,15 @@ int workers_reserve_port(struct server *srv)
         w->wake_fd = w->ready.fd = -1;
         w->ready.cb = worker_ready_on_io;
     }
-    int fd = net_listen(srv->cfg.audience_host, srv->cfg.audience_port, -1, 0, err, sizeof(err));
-    if (fd < 0) {
-        if (fd == -EADDRINUSE)
-            fprintf(stderr,
-                    "rostrum: audience port %s:%u is already in use (another rostrum serve, or "
-                    "another program, listens there): not starting\n",
-                    srv->cfg.audience_host[0] ? srv->cfg.audience_host : "0.0.0.0",
-                    srv->cfg.audience_port);
-        else
-            fprintf(stderr, "rostrum: %s\n", err);
+    if (reserve_port(srv->cfg.audience_host, &srv->cfg.audience_port, "audience",
+                     &srv->audience_reserve_fd, srv->audience_addr,
+                     sizeof(srv->audience_addr)) < 0)
         return -1;
-    }
-    srv->audience_reserve_fd = fd;
-    srv->cfg.audience_port = net_local_port(fd);
-    const char *host = srv->cfg.audience_host[0] ? srv->cfg.audience_host : "0.0.0.0";
-    if (strchr(host, ':'))
-        snprintf(srv->audience_addr, sizeof(srv->audience_addr), "[%s]:%u", host,
-                 srv->cfg.audience_port);
-    else
-        snprintf(srv->audience_addr, sizeof(srv->audience_addr), "%s:%u", host,
-                 srv->cfg.audience_port);
+    if (srv->cfg.audience_tls &&
+        reserve_port(srv->cfg.audience_tls_host, &srv->cfg.audience_tls_port, "audience-tls",
+                     &srv->audience_tls_reserve_fd, srv->audience_tls_addr,
+                     sizeof(srv->audience_tls_addr)) < 0)
+        return -1;
     return 0;
 }
 

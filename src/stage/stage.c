@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "mixer/mixer.h"
@@ -583,6 +584,23 @@ static void member_on_binary(void *arg, const uint8_t *msg, size_t len)
 
 static const struct ws_handler member_ws = {member_on_text, member_on_binary};
 
+/* The ws transport of a member on a TLS connection <arg> (struct conn *). */
+static long member_tls_recv(void *arg, uint8_t *buf, size_t len)
+{
+    return conn_recv(arg, buf, len);
+}
+
+static long member_tls_send(void *arg, const uint8_t *buf, size_t len)
+{
+    struct iovec iov = {(void *)buf, len};
+    return conn_writev(arg, &iov, buf ? 1 : 0);
+}
+
+static int member_tls_pending(void *arg)
+{
+    return conn_write_pending(arg);
+}
+
 void stage_join(struct stage *st, struct conn *c, int role, const char *name,
                 const struct token *t)
 {
@@ -598,7 +616,9 @@ void stage_join(struct stage *st, struct conn *c, int role, const char *name,
         m->token_expiry = t->expiry;
         m->token_once = (uint8_t)!t->reusable;
     }
-    m->ws = ws_new(c->io.fd, NULL, &member_ws, m);
+    /* over TLS, the bytes go through the connection's seam */
+    struct ws_io tls_io = {member_tls_recv, member_tls_send, c, member_tls_pending};
+    m->ws = ws_new(c->io.fd, c->tls ? &tls_io : NULL, &member_ws, m);
     /* the name goes into JSON and every member's text frames: valid UTF-8, no controls */
     utf8_sanitize(m->name, sizeof(m->name), name, strlen(name), UTF8_NO_CONTROLS);
     if (!m->name[0])

@@ -24,6 +24,7 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "stageport/stageport.h"
@@ -359,7 +360,8 @@ static void ws_join(struct spaces *host, struct conn *c, const struct http_reque
     int role = stage_place(stage_of(sp), want, by_key, &why);
     if (role < 0)
         return conn_error(c, 409, NULL, why ? why : "no room on this stage");
-    if (send(c->io.fd, head, (size_t)n, MSG_NOSIGNAL) != n)
+    struct iovec iov = {head, (size_t)n};
+    if (conn_writev(c, &iov, 1) != n || conn_write_pending(c))
         return conn_close(c);
     loop_mod(host->loop, &c->io, EPOLLIN | EPOLLRDHUP);
     stage_join(stage_of(sp), c, role, who, seat);

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "stageport/stageport.h"
@@ -161,7 +162,7 @@ static void source_on_io(struct loop *loop, struct io *io, uint32_t events)
     char buf[SOURCE_READ_CHUNK];
     /* A few reads per wake-up: enough for any real source, fair to everyone else. */
     for (int i = 0; i < 4; i++) {
-        ssize_t r = recv(io->fd, buf, sizeof(buf), 0);
+        ssize_t r = conn_recv(c, buf, sizeof(buf));
         if (r == 0) {
             source_drop(c, "disconnected");
             return;
@@ -284,7 +285,9 @@ void source_accept(struct spaces *host, struct conn *c, const struct http_reques
     const char *reply = http_header_has_token(req, "Expect", "100-continue")
                             ? "HTTP/1.1 100 Continue\r\n\r\n"
                             : "HTTP/1.0 200 OK\r\n\r\n";
-    if (send(c->io.fd, reply, strlen(reply), MSG_NOSIGNAL) != (ssize_t)strlen(reply)) {
+    struct iovec iov = {(void *)reply, strlen(reply)};
+    /* a fresh socket takes a few bytes whole; over TLS, all out (no record left pending) */
+    if (conn_writev(c, &iov, 1) != (ssize_t)strlen(reply) || conn_write_pending(c)) {
         log_info("source", "#%llu %s: /%s: the reply could not be sent, closing",
                  (unsigned long long)c->id, c->peer, mount);
         if (created)

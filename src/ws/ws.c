@@ -276,7 +276,7 @@ struct ws *ws_new(int fd, const struct ws_io *io, const struct ws_handler *h, vo
     if (io)
         w->io = *io;
     else
-        w->io = (struct ws_io){sock_recv, sock_send, &w->fd};
+        w->io = (struct ws_io){sock_recv, sock_send, &w->fd, NULL};
     static const struct wslay_event_callbacks cbs = {cb_recv, cb_send, cb_genmask, NULL,
                                                      NULL, NULL, cb_msg};
     BUG_ON(wslay_event_context_server_init(&w->ctx, &cbs, w) != 0);
@@ -370,6 +370,12 @@ int ws_flush(struct ws *w)
             return -1;
         if (wslay_event_want_write(w->ctx))
             return 1;
+        if (w->io.pending && w->io.pending(w->io.io_arg)) {
+            if (w->io.send(w->io.io_arg, NULL, 0) < 0 && errno != EAGAIN && errno != EINTR)
+                return -1;
+            if (w->io.pending(w->io.io_arg))
+                return 1;
+        }
         /* all out, the pong included: a held-back ping may be answered now */
         w->pong_pending = 0;
         if (!w->ping_waiting)

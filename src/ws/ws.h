@@ -65,6 +65,9 @@ struct ws_io {
     long (*recv)(void *io_arg, uint8_t *buf, size_t len);
     long (*send)(void *io_arg, const uint8_t *buf, size_t len);
     void *io_arg;
+    /* Optional (TLS): 1 if bytes send() counted still wait in user space; send(NULL, 0)
+     * pushes them on. ws_flush() wants EPOLLOUT until they are gone. */
+    int (*pending)(void *io_arg);
 };
 
 /* A WebSocket on connected socket <fd> (borrowed: the caller closes it). <io> NULL means the

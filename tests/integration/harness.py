@@ -204,8 +204,9 @@ class Server:
             first = self.proc.output().split(b"\n", 1)
             if len(first) < 2:
                 return False
-            m = re.fullmatch(rb"ready audience=127\.0\.0\.1:(\d+) stage=127\.0\.0\.1:(\d+)",
-                             first[0])
+            m = re.fullmatch(rb"ready audience=127\.0\.0\.1:(\d+) stage=127\.0\.0\.1:(\d+)"
+                             rb"(?: audience-tls=127\.0\.0\.1:(\d+))?"
+                             rb"(?: stage-tls=127\.0\.0\.1:(\d+))?", first[0])
             if not m:
                 raise FatalFailure(f"bad ready line {first[0]!r}")
             return True
@@ -213,6 +214,8 @@ class Server:
         wait_for(ready, 15, "the server's ready line", interval=0.02)
         self.audience = int(m.group(1))
         self.stage = int(m.group(2))
+        self.audience_tls = int(m.group(3)) if m.group(3) else None  # with --audience-tls
+        self.stage_tls = int(m.group(4)) if m.group(4) else None  # with --stage-tls
 
     def url(self, path):
         return f"http://127.0.0.1:{self.audience}{path}"

@@ -20,8 +20,12 @@ class HandshakeRefused(Exception):
 
 
 class WS:
-    def __init__(self, port, path, timeout=5.0):
+    def __init__(self, port, path, timeout=5.0, wrap=None):
+        """<wrap>: a function from the connected socket to the one to use (TLS: an
+        ssl.SSLContext's wrap_socket)."""
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if wrap:
+            self.sock = wrap(self.sock)
         key = base64.b64encode(os.urandom(16))
         self.sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                           b"Upgrade: websocket\r\nConnection: Upgrade\r\n"

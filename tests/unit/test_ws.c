@@ -93,7 +93,7 @@ static struct ws *open_ws(struct pipe *p)
     memset(p, 0, sizeof(*p));
     p->cut = (size_t)-1;
     cur = p;
-    struct ws_io io = {p_recv, p_send, p};
+    struct ws_io io = {p_recv, p_send, p, NULL};
     return ws_new(-1, &io, &handler, NULL);
 }
 

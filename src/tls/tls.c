@@ -1,0 +1,255 @@
+/*
+ * tls: OpenSSL server connections behind the seam of tls.h (handshake, read, writev with
+ * kTLS or a bounded SSL_write fallback).
+ */
+#include "tls/tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "util/check.h"
+
+#define TLS_RECORD 16384 /* the largest TLS plaintext record */
+
+struct tls_ctx {
+    SSL_CTX *ctx;
+};
+
+/* Owned by the connection that made it; <fd> is borrowed. */
+struct tls_conn {
+    SSL *ssl;
+    int fd;
+    int ktls;       /* the kernel has the send keys */
+    size_t pend;    /* bytes of <pend_buf> OpenSSL holds as a record not yet sent whole */
+    char *pend_buf; /* a copy of them, given again to SSL_write (malloc'd, TLS_RECORD) */
+};
+
+/* Puts OpenSSL's first queued reason into <err> after <what>. */
+static void ssl_reason(char *err, size_t cap, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char r[200] = "unknown error";
+    if (e)
+        ERR_error_string_n(e, r, sizeof(r));
+    snprintf(err, cap, "%s: %s", what, r);
+    ERR_clear_error();
+}
+
+struct tls_ctx *tls_ctx_new(const char *cert, const char *key, char *err, size_t errcap)
+{
+    char what[600];
+    if (!cert[0] || !key[0]) {
+        snprintf(err, errcap, "TLS needs both tls-cert and tls-key");
+        return NULL;
+    }
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    BUG_ON(!ctx);
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* kTLS where the kernel offers it; no renegotiation (it would need writes during reads) */
+    SSL_CTX_set_options(ctx, SSL_OP_ENABLE_KTLS | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* AES-GCM first: the ciphers the kernel can take over */
+    SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL");
+    SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                                  "TLS_CHACHA20_POLY1305_SHA256");
+    /* many idle listeners: no read/write buffers kept between calls */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        snprintf(what, sizeof(what), "tls-cert %s: cannot load the certificate chain", cert);
+        ssl_reason(err, errcap, what);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+            snprintf(what, sizeof(what), "tls-key %s does not match tls-cert %s", key, cert);
+        else
+            snprintf(what, sizeof(what), "tls-key %s: cannot load the private key", key);
+        ssl_reason(err, errcap, what);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(what, sizeof(what), "tls-key %s does not match tls-cert %s", key, cert);
+        ssl_reason(err, errcap, what);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    struct tls_ctx *t = calloc(1, sizeof(*t));
+    BUG_ON(!t);
+    t->ctx = ctx;
+    return t;
+}
+
+void tls_ctx_free(struct tls_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    SSL_CTX_free(ctx->ctx);
+    free(ctx);
+}
+
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd)
+{
+    struct tls_conn *t = calloc(1, sizeof(*t));
+    BUG_ON(!t);
+    t->ssl = SSL_new(ctx->ctx);
+    BUG_ON(!t->ssl);
+    t->fd = fd;
+    BUG_ON(SSL_set_fd(t->ssl, fd) != 1);
+    SSL_set_accept_state(t->ssl);
+    return t;
+}
+
+void tls_conn_free(struct tls_conn *t)
+{
+    if (!t)
+        return;
+    SSL_free(t->ssl);
+    free(t->pend_buf);
+    free(t);
+}
+
+/* Maps the result <rc> of an SSL call to errno: EAGAIN for a retry, 0 for a clean close,
+ * ECONNRESET otherwise. Returns the SSL_ERROR_ code. */
+static int ssl_errno(struct tls_conn *t, int rc)
+{
+    int e = SSL_get_error(t->ssl, rc);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        errno = EAGAIN;
+        break;
+    case SSL_ERROR_ZERO_RETURN:
+        errno = 0;
+        break;
+    case SSL_ERROR_SYSCALL:
+        if (errno == 0 || errno == EAGAIN)
+            errno = ECONNRESET; /* EOF in the middle of a record */
+        break;
+    default:
+        errno = ECONNRESET;
+        break;
+    }
+    ERR_clear_error();
+    return e;
+}
+
+int tls_handshake(struct tls_conn *t)
+{
+    ERR_clear_error();
+    int rc = SSL_do_handshake(t->ssl);
+    if (rc == 1) {
+        t->ktls = BIO_get_ktls_send(SSL_get_wbio(t->ssl)) ? 1 : 0;
+        return TLS_DONE;
+    }
+    int e = ssl_errno(t, rc);
+    if (e == SSL_ERROR_WANT_READ)
+        return TLS_WANT_READ;
+    if (e == SSL_ERROR_WANT_WRITE)
+        return TLS_WANT_WRITE;
+    return -1;
+}
+
+int tls_ktls_send(const struct tls_conn *t)
+{
+    return t->ktls;
+}
+
+ssize_t tls_read(struct tls_conn *t, void *buf, size_t len)
+{
+    ERR_clear_error();
+    size_t got = 0;
+    if (SSL_read_ex(t->ssl, buf, len, &got) == 1)
+        return (ssize_t)got;
+    int e = ssl_errno(t, 0);
+    if (e == SSL_ERROR_ZERO_RETURN)
+        return 0;
+    if (e == SSL_ERROR_SYSCALL && errno == ECONNRESET && !ERR_peek_error())
+        return 0; /* EOF without close_notify: the peer left all the same */
+    return -1;
+}
+
+int tls_pending(const struct tls_conn *t)
+{
+    return t->pend > 0;
+}
+
+int tls_flush(struct tls_conn *t)
+{
+    while (t->pend > 0) {
+        ERR_clear_error();
+        size_t w = 0;
+        if (SSL_write_ex(t->ssl, t->pend_buf, t->pend, &w) != 1) {
+            ssl_errno(t, 0);
+            return -1;
+        }
+        /* partial write mode: the record went, maybe a shorter one than asked */
+        memmove(t->pend_buf, t->pend_buf + w, t->pend - w);
+        t->pend -= w;
+    }
+    return 0;
+}
+
+ssize_t tls_writev(struct tls_conn *t, const struct iovec *iov, int n)
+{
+    if (t->pend > 0 && tls_flush(t) < 0)
+        return -1;
+    if (t->ktls)
+        return writev(t->fd, iov, n);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const char *p = iov[i].iov_base;
+        size_t left = iov[i].iov_len;
+        while (left > 0) {
+            size_t chunk = left < TLS_RECORD ? left : TLS_RECORD;
+            size_t w = 0;
+            ERR_clear_error();
+            if (SSL_write_ex(t->ssl, p, chunk, &w) == 1) {
+                p += w;
+                left -= w;
+                total += w;
+                continue;
+            }
+            int e = ssl_errno(t, 0);
+            if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ)
+                return total > 0 ? (ssize_t)total : -1;
+            /* OpenSSL made a record of <chunk> bytes and holds it: it is ours to send again,
+             * so count it as written and keep the bytes it must be given */
+            if (!t->pend_buf) {
+                t->pend_buf = malloc(TLS_RECORD);
+                BUG_ON(!t->pend_buf);
+            }
+            memcpy(t->pend_buf, p, chunk);
+            t->pend = chunk;
+            total += chunk;
+            errno = EAGAIN;
+            return (ssize_t)total;
+        }
+    }
+    return (ssize_t)total;
+}
+
+void tls_close_notify(struct tls_conn *t)
+{
+    if (t->pend > 0 && tls_flush(t) < 0)
+        return;
+    ERR_clear_error();
+    SSL_shutdown(t->ssl);
+    ERR_clear_error();
+}
+
+const char *tls_describe(const struct tls_conn *t, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s %s", SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl));
+    return buf;
+}

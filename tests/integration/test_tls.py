@@ -1,0 +1,423 @@
+"""TLS on the audience side (issue 9, part 1): `--audience-tls HOST:PORT` with `--tls-cert`
+(full chain) and `--tls-key` serves the same audience code over HTTPS: status, metrics and
+listener streams, whose bytes are the plain stream's. Real peers: curl, ffmpeg and
+`openssl s_client` against a test CA made here with `openssl`; a bad certificate or key stops
+start-up with a message; the log says whether kernel TLS carries the listener writes.
+"""
+
+import json
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+from harness import (check, check_ffmpeg_decode, check_listener_ogg, check_ogg_opus_stream,
+                     ffmpeg_source, listen, metric, metrics, parse_ogg, test, wait_for, wait_live)
+
+
+def make_pki(ctx):
+    """A test CA and a server certificate for localhost / 127.0.0.1 signed by it, in the temp
+    dir. Returns (ca.pem, chain.pem = server + CA, server.key)."""
+    d = ctx.tmp / "pki"
+    d.mkdir(exist_ok=True)
+
+    def run(*argv):
+        r = subprocess.run(["openssl", *argv], cwd=d, capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0, f"openssl {' '.join(argv)}: {r.stderr[-800:]}")
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=rostrum test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=rostrum-test-server")
+    (d / "ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext")
+    (d / "chain.pem").write_bytes((d / "server.pem").read_bytes() + (d / "ca.pem").read_bytes())
+    return d / "ca.pem", d / "chain.pem", d / "server.key"
+
+
+def tls_server(ctx, workers=None):
+    ca, chain, key = make_pki(ctx)
+    extra = ["--audience-tls", "127.0.0.1:0", "--tls-cert", str(chain), "--tls-key", str(key)]
+    if workers is not None:
+        extra += ["--workers", str(workers)]
+    srv = ctx.start_server(extra=extra)
+    check(srv.audience_tls, "no audience-tls port in the ready line")
+    return srv, ca
+
+
+class TlsListener:
+    """A listener over TLS (Python's ssl, verifying against <ca>): GET <mount>, then reads in a
+    thread. data() and mount as check_listener_ogg wants them."""
+
+    def __init__(self, port, mount, ca):
+        self.mount = mount
+        self.chunks = []
+        self.end = None
+        self._stop = False
+        c = ssl.create_default_context(cafile=str(ca))
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = c.wrap_socket(raw, server_hostname="localhost")
+        self.sock.sendall(f"GET {mount} HTTP/1.1\r\nHost: localhost:{port}\r\n"
+                          "User-Agent: rostrum-itest-tls\r\n\r\n".encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = self.sock.recv(65536)
+            check(d, f"TLS listener of {mount}: closed before a response head")
+            buf += d
+        self.head, rest = buf.split(b"\r\n\r\n", 1)
+        if rest:
+            self.chunks.append(rest)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                d = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError as e:
+                self.end = f"error {e}"
+                return
+            if not d:
+                self.end = "eof"
+                return
+            self.chunks.append(d)
+
+    def data(self):
+        return b"".join(list(self.chunks))
+
+    def close(self):
+        self._stop = True
+        self.thread.join(2)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def curl(ca, url, *extra, timeout=15):
+    return subprocess.run(["curl", "-sS", "--cacert", str(ca), *extra, url],
+                          capture_output=True, timeout=timeout)
+
+
+def https(srv, path, host="127.0.0.1"):
+    return f"https://{host}:{srv.audience_tls}{path}"
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_curl_status_metrics_and_stream(ctx):
+    srv, ca = tls_server(ctx)
+    src = ffmpeg_source(ctx, srv, "/live")
+    wait_live(srv, "/live", proc=src)
+    r = curl(ca, https(srv, "/status-json.xsl"))
+    check(r.returncode == 0, f"curl https status: {r.returncode} {r.stderr!r}")
+    st = json.loads(r.stdout)
+    sources = st["icestats"].get("source")
+    sources = sources if isinstance(sources, list) else [sources]
+    check(any(s and s.get("listenurl", "").endswith("/live") for s in sources),
+          f"/live not in the status over TLS: {st}")
+    r = curl(ca, https(srv, "/metrics"))
+    check(r.returncode == 0 and b"rostrum_" in r.stdout, f"curl https metrics: {r.stderr!r}")
+    r = curl(ca, https(srv, "/live", host="localhost"), "-m", "4", "-o", "-")
+    # curl ends with 28 (the -m deadline): a live stream never ends
+    check(r.returncode == 28, f"curl https stream: exit {r.returncode} {r.stderr!r}")
+    pages, _ = parse_ogg(r.stdout)
+    problems = check_ogg_opus_stream(pages)
+    check(len(pages) > 5 and not problems,
+          f"stream over TLS: {len(r.stdout)} bytes, {len(pages)} pages: {problems}")
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_listener_ogg_and_ffmpeg_decodes(ctx):
+    srv, ca = tls_server(ctx, workers=2)
+    src = ffmpeg_source(ctx, srv, "/live")
+    wait_live(srv, "/live", proc=src)
+    lst = TlsListener(srv.audience_tls, "/live", ca)
+    ctx.on_cleanup(lst.close)
+    ff = ctx.spawn("tlsffmpeg", ["ffmpeg", "-nostdin", "-v", "error", "-ca_file", str(ca),
+                                 "-i", https(srv, "/live", host="localhost"), "-t", "3",
+                                 "-f", "s16le", "-ac", "1", "-ar", "48000", "-"],
+                   stdout=ctx.tmp / "tlsffmpeg.pcm")
+    check_ffmpeg_decode(ff, 3, 30)
+    time.sleep(1)
+    check(lst.head.startswith(b"HTTP/1.") and b" 200 " in lst.head.split(b"\r\n")[0],
+          f"TLS listener head: {lst.head[:200]!r}")
+    check(lst.end is None, f"TLS listener ended: {lst.end}")
+    pages = check_listener_ogg(lst)
+    check(len(pages) > 10, f"only {len(pages)} pages over TLS")
+
+
+@test(timeout=60, icecast=False)
+def test_issue9_tls_s_client_sees_the_certificate(ctx):
+    srv, ca = tls_server(ctx)
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{srv.audience_tls}",
+                        "-servername", "localhost", "-CAfile", str(ca), "-verify_return_error",
+                        "-showcerts"], input=b"", capture_output=True, timeout=20)
+    out = r.stdout.decode(errors="replace")
+    check(r.returncode == 0, f"s_client exit {r.returncode}: {r.stderr[-800:]!r}")
+    check("CN = rostrum-test-server" in out or "CN=rostrum-test-server" in out,
+          f"s_client did not see the server certificate:\n{out[:1500]}")
+    check("Verify return code: 0 (ok)" in out, f"chain not verified:\n{out[-1500:]}")
+    # the full chain is sent: the CA follows the server certificate
+    check(out.count("-----BEGIN CERTIFICATE-----") == 2, "the chain is not whole")
+    # a plain request on the TLS port is not served
+    s = socket.create_connection(("127.0.0.1", srv.audience_tls), timeout=5)
+    s.sendall(b"GET /status-json.xsl HTTP/1.0\r\n\r\n")
+    s.settimeout(5)
+    try:
+        got = s.recv(4096)
+    except OSError:
+        got = b""
+    s.close()
+    check(b"icestats" not in got, "plain HTTP answered on the TLS port")
+
+
+@test(timeout=60, icecast=False)
+def test_issue9_tls_bad_certificate_or_key_stops_startup(ctx):
+    ca, chain, key = make_pki(ctx)
+    other = ctx.tmp / "other.key"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", str(other)], check=True,
+                   capture_output=True, timeout=60)
+    cases = [(ctx.tmp / "missing.pem", key, "missing.pem"),
+             (chain, ctx.tmp / "missing.key", "missing.key"),
+             (chain, other, "does not match")]
+    for cert, k, want in cases:
+        r = subprocess.run([ctx.binary, "serve", "--audience", "127.0.0.1:0", "--stage",
+                            "127.0.0.1:0", "--source-password", "pw", "--audience-tls",
+                            "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(k)],
+                           capture_output=True, timeout=20)
+        err = r.stderr.decode(errors="replace")
+        check(r.returncode == 1, f"{cert.name}/{k.name}: exit {r.returncode}, want 1: {err}")
+        check(want in err and "not starting" in err, f"no clear message for {want}: {err}")
+        check(b"ready" not in r.stdout, f"ready printed with a bad {want}")
+    r = subprocess.run([ctx.binary, "serve", "--audience", "127.0.0.1:0", "--stage",
+                        "127.0.0.1:0", "--source-password", "pw", "--audience-tls",
+                        "127.0.0.1:0"], capture_output=True, timeout=20)
+    err = r.stderr.decode(errors="replace")
+    check(r.returncode == 1 and "tls-cert" in err, f"no cert at all: {r.returncode} {err}")
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_and_plain_serve_the_same_bytes_and_log_ktls(ctx):
+    for workers in (0, 1):
+        srv, ca = tls_server(ctx, workers=workers)
+        src = ffmpeg_source(ctx, srv, "/live", proc_name=f"source{workers}")
+        wait_live(srv, "/live", proc=src)
+        plain = listen(ctx, srv, "/live")
+        tls = TlsListener(srv.audience_tls, "/live", ca)
+        ctx.on_cleanup(tls.close)
+        time.sleep(3)
+        tls.close()
+        plain.close()
+        a, _ = parse_ogg(plain.data())
+        b, _ = parse_ogg(tls.data())
+        check(len(a) > 5 and len(b) > 5, f"workers {workers}: pages plain {len(a)} tls {len(b)}")
+        # after the preamble (OpusHead, OpusTags) every page both got is the same bytes
+        pa = {p.seq: p.raw for p in a if p.seq >= 2}
+        pb = {p.seq: p.raw for p in b if p.seq >= 2}
+        common = sorted(set(pa) & set(pb))
+        check(len(common) >= 5, f"workers {workers}: only {len(common)} pages in common")
+        diff = [s for s in common if pa[s] != pb[s]]
+        check(not diff, f"workers {workers}: pages {diff[:5]} differ between plain and TLS")
+        check(a[0].raw == b[0].raw, f"workers {workers}: OpusHead differs")
+        log = srv.log_text()
+        check("kTLS send in use" in log or "kTLS not available" in log,
+              f"workers {workers}: the log does not say whether kTLS is used")
+        srv.stop()
+        src.kill()
+
+
+class SlowTlsListener(TlsListener):
+    """A TLS listener with a small receive buffer that reads <rate> bytes a second: its socket
+    fills, so the server's TLS writes block mid-record (the fallback keeps the record) and the
+    laggard rule jumps it to the live edge."""
+
+    def __init__(self, port, mount, ca, rate):
+        self.rate = rate
+        self.mount = mount
+        self.chunks = []
+        self.end = None
+        self._stop = False
+        c = ssl.create_default_context(cafile=str(ca))
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(10)
+        raw.connect(("127.0.0.1", port))
+        self.sock = c.wrap_socket(raw, server_hostname="localhost")
+        self.sock.sendall(b"GET " + mount.encode() + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        self.head = b""
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        self.sock.settimeout(0.5)
+        t0, got, buf = time.monotonic(), 0, b""
+        while not self._stop:
+            due = t0 + got / self.rate
+            now = time.monotonic()
+            if due > now:
+                time.sleep(min(0.05, due - now))
+                continue
+            try:
+                d = self.sock.recv(256)
+            except socket.timeout:
+                continue
+            except OSError as e:
+                self.end = f"error {e}"
+                return
+            if not d:
+                self.end = "eof"
+                return
+            got += len(d)
+            if not self.head:
+                buf += d
+                if b"\r\n\r\n" in buf:
+                    self.head, rest = buf.split(b"\r\n\r\n", 1)
+                    if rest:
+                        self.chunks.append(rest)
+                continue
+            self.chunks.append(d)
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_slow_reader_stream_stays_valid(ctx):
+    ca, chain, key = make_pki(ctx)
+    cfg = ctx.tmp / "slow.conf"
+    cfg.write_text("lag-ms = 2000\nmax-stalls = 100\n")
+    srv = ctx.start_server(config=str(cfg), burst_ms=500, extra=[
+        "--workers", "1", "--audience-tls", "127.0.0.1:0", "--tls-cert", str(chain),
+        "--tls-key", str(key)])
+    src = ffmpeg_source(ctx, srv, "/live")
+    wait_live(srv, "/live", proc=src)
+    stalls0 = metric(metrics(srv)[0], "rostrum_stalls_total")
+    slow = SlowTlsListener(srv.audience_tls, "/live", ca, 3000)
+    ctx.on_cleanup(slow.close)
+    wait_for(lambda: metric(metrics(srv)[0], "rostrum_stalls_total") > stalls0, 40,
+             "the slow TLS reader to be jumped to the live edge")
+    time.sleep(12)  # what was queued before the jump drains
+    slow.close()
+    check(slow.end is None, f"the slow TLS reader was closed ({slow.end})")
+    pages = check_listener_ogg(slow, allow_jumps=True)
+    jumps = sum(1 for a, b in zip(pages[2:], pages[3:]) if b.seq != a.seq + 1)
+    check(jumps >= 1, f"no jump in the slow TLS reader's {len(pages)} pages")
+
+
+def server_cert(ctx, cn):
+    """Another server certificate (CN <cn>) from the CA make_pki made. Returns (chain, key)."""
+    d = ctx.tmp / "pki"
+    for argv in (["req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{cn}.key", "-out",
+                  f"{cn}.csr", "-subj", f"/CN={cn}"],
+                 ["x509", "-req", "-in", f"{cn}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                  "-CAcreateserial", "-out", f"{cn}.pem", "-days", "2", "-extfile", "ext"]):
+        r = subprocess.run(["openssl", *argv], cwd=d, capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0, f"openssl {argv[0]}: {r.stderr[-500:]}")
+    chain = (d / f"{cn}.pem").read_bytes() + (d / "ca.pem").read_bytes()
+    return chain, (d / f"{cn}.key").read_bytes()
+
+
+def served_cn(port, ca):
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
+                        "localhost", "-CAfile", str(ca), "-verify_return_error"], input=b"",
+                       capture_output=True, timeout=20)
+    out = r.stdout.decode(errors="replace")
+    check(r.returncode == 0 and "Verify return code: 0 (ok)" in out,
+          f"s_client: {r.returncode} {r.stderr[-500:]!r}")
+    for line in out.splitlines():
+        if line.startswith("subject="):
+            return line.split("CN", 1)[1].lstrip(" =")
+    raise AssertionError(f"no subject in s_client output:\n{out[:1000]}")
+
+
+@test(timeout=120, icecast=False)
+def test_issue9_tls_sighup_rereads_certificate_for_new_connections(ctx):
+    import signal
+    ca, chain, key = make_pki(ctx)
+    live_cert, live_key = ctx.tmp / "fullchain.pem", ctx.tmp / "privkey.pem"
+    live_cert.write_bytes(chain.read_bytes())
+    live_key.write_bytes(key.read_bytes())
+    cfg = ctx.tmp / "tls.conf"
+    cfg.write_text(f"tls-cert = {live_cert}\ntls-key = {live_key}\n")
+    srv = ctx.start_server(config=str(cfg), extra=["--workers", "1", "--audience-tls",
+                                                   "127.0.0.1:0"])
+    src = ffmpeg_source(ctx, srv, "/live")
+    wait_live(srv, "/live", proc=src)
+    check(served_cn(srv.audience_tls, ca) == "rostrum-test-server", "not the first certificate")
+    old = TlsListener(srv.audience_tls, "/live", ca)
+    ctx.on_cleanup(old.close)
+    time.sleep(1)
+    # certbot's deploy hook: the files are replaced, then the server gets SIGHUP
+    new_chain, new_key = server_cert(ctx, "rostrum-renewed")
+    live_cert.write_bytes(new_chain)
+    live_key.write_bytes(new_key)
+    srv.proc.signal(signal.SIGHUP)
+    wait_for(lambda: srv.log_text().count("certificate re-read from") >= 2, 15,
+             "the main process and the worker to re-read the certificate")
+    check(served_cn(srv.audience_tls, ca) == "rostrum-renewed",
+          "a new connection after SIGHUP does not get the new certificate")
+    # a broken file on reload keeps the running certificate
+    live_key.write_bytes(b"not a key\n")
+    srv.proc.signal(signal.SIGHUP)
+    wait_for(lambda: srv.log_text().count("kept the running certificate") >= 2, 15,
+             "the bad key to be refused by both processes")
+    check(served_cn(srv.audience_tls, ca) == "rostrum-renewed", "lost the certificate")
+    n = len(old.data())
+    time.sleep(2)
+    old.close()
+    check(old.end is None, f"the listener from before the reload was closed ({old.end})")
+    check(len(old.data()) > n, "the listener from before the reload stopped receiving")
+    check_listener_ogg(old)
+
+
+def stage_tls_server(ctx):
+    from test_stage import KEY
+    ca, chain, key = make_pki(ctx)
+    srv = ctx.start_server(extra=["--host-key", KEY, "--workers", "1", "--stage-tls",
+                                  "127.0.0.1:0", "--tls-cert", str(chain), "--tls-key",
+                                  str(key)])
+    check(srv.stage_tls, "no stage-tls port in the ready line")
+    return srv, ca, KEY
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_wss_member_joins_stage_and_hears_the_mix(ctx):
+    from test_stage import speaker
+    from wsclient import WS
+    srv, ca, key = stage_tls_server(ctx)
+    # the API over HTTPS: create the space
+    r = curl(ca, f"https://localhost:{srv.stage_tls}/api/spaces?name=room", "-X", "POST",
+             "-H", f"Authorization: Bearer {key}")
+    check(r.returncode == 0, f"curl https API: {r.returncode} {r.stderr!r}")
+    created = json.loads(r.stdout)
+    check("speaker_token" in created, f"create over HTTPS: {r.stdout[:300]!r}")
+    a = speaker(ctx, srv, "room", "A", tone=440, seconds=12)
+    sslctx = ssl.create_default_context(cafile=str(ca))
+    ws = WS(srv.stage_tls, f"/ws/room?token={created['speaker_token']}&name=wss",
+            wrap=lambda s: sslctx.wrap_socket(s, server_hostname="localhost"))
+    welcome = ws.wait_for(lambda m: m.get("type") == "welcome", 5, "welcome over wss")
+    check(welcome.get("role") in ("speaker", "listener"), f"welcome: {welcome}")
+    deadline = time.monotonic() + 15
+    while ws.binary < 100 and time.monotonic() < deadline:
+        try:
+            ws.read_frame(timeout=1)
+        except (socket.timeout, TimeoutError):
+            pass
+    check(ws.binary >= 100, f"only {ws.binary} audio frames of the mix over wss")
+    ws.close()
+    check(a.wait(25) == 0, f"speaker A failed:\n{a.tail()}")
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_ffmpeg_source_over_tls(ctx):
+    from harness import PASSWORD, ffmpeg_listener
+    srv, ca, key = stage_tls_server(ctx)
+    src = ctx.spawn("tlssource", [
+        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "warning", "-re", "-f", "lavfi",
+        "-i", "sine=frequency=440:sample_rate=48000", "-c:a", "libopus", "-b:a", "48k",
+        "-vbr", "off", "-f", "ogg", "-content_type", "audio/ogg", "-tls", "1",
+        f"icecast://source:{PASSWORD}@127.0.0.1:{srv.stage_tls}/live"])
+    wait_live(srv, "/live", proc=src)
+    check_ffmpeg_decode(ffmpeg_listener(ctx, srv, "/live", 3), 3, 30)
