@@ -638,6 +638,65 @@ def metric(vals, name, **labels):
 # ---- listeners ------------------------------------------------------------------------------
 
 
+class StreamReader:
+    """GET <mount> over <sock> (connected: a plain socket or an ssl one), then reads the stream
+    in a thread, at most <rate> bytes a second (None: as fast as it comes). The response head
+    is read before this returns (head); the body is kept as (monotonic time, bytes) chunks.
+    data() and mount are what check_listener_ogg wants; end says why reading stopped."""
+
+    def __init__(self, sock, mount, host, rate=None):
+        self.sock, self.mount, self.rate = sock, mount, rate
+        self.chunks, self.end, self._stop = [], None, False
+        self._size = 256 if rate else 65536
+        sock.sendall(f"GET {mount} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = sock.recv(self._size)
+            check(d, f"listener of {mount}: closed before a response head")
+            buf += d
+        self._got = len(buf)
+        self.head, rest = buf.split(b"\r\n\r\n", 1)
+        if rest:
+            self.chunks.append((time.monotonic(), rest))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        self.sock.settimeout(0.2)
+        t0 = time.monotonic()
+        while not self._stop:
+            if self.rate:
+                # pace: never more than <rate> bytes a second since the start
+                due = t0 + self._got / self.rate
+                now = time.monotonic()
+                if due > now:
+                    time.sleep(min(0.05, due - now))
+                    continue
+            try:
+                d = self.sock.recv(self._size)
+            except socket.timeout:
+                continue
+            except OSError as e:
+                self.end = f"error {e}"
+                return
+            if not d:
+                self.end = "eof"
+                return
+            self._got += len(d)
+            self.chunks.append((time.monotonic(), d))
+
+    def data(self):
+        return b"".join(c for _, c in list(self.chunks))
+
+    def close(self):
+        self._stop = True
+        self.thread.join(2)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
 class Listener:
     """A raw HTTP listener: GET <mount>, then a thread records every chunk with its arrival time.
 

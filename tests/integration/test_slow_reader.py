@@ -6,67 +6,23 @@ a page boundary (a counted stall), its Ogg stream still valid for a player, and 
 after the jump near live -- not minutes behind while counted as receiving."""
 
 import socket
-import threading
 import time
 
-from harness import (check, check_listener_ogg, ffmpeg_source, listen, metric, metrics,
+from harness import (StreamReader, check, check_listener_ogg, ffmpeg_source, listen, metric, metrics,
                      parse_ogg, test, wait_for, wait_live)
 
 LAG_MS = 2000
 BYTES_PER_S = 3000  # the stream is 48 kb/s (6,000 B/s): this reads at half of it
 
 
-class SlowListener:
+class SlowListener(StreamReader):
     """A raw GET /<mount> with a small receive buffer, read at <rate> bytes a second."""
 
     def __init__(self, port, mount, rate):
-        self.mount = mount
-        self.chunks = []  # (monotonic time, bytes)
-        self.end = None
-        self._stop = False
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.connect(("127.0.0.1", port))
-        self.sock.sendall(f"GET {mount} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        self.rate = rate
-        self.head = b""
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        self.sock.settimeout(0.5)
-        t0 = time.monotonic()
-        got = 0
-        buf = b""
-        while not self._stop:
-            # pace: never more than <rate> bytes a second since the start
-            due = t0 + got / self.rate
-            now = time.monotonic()
-            if due > now:
-                time.sleep(min(0.05, due - now))
-                continue
-            try:
-                d = self.sock.recv(256)
-            except socket.timeout:
-                continue
-            except OSError as e:
-                self.end = f"error {e}"
-                return
-            if not d:
-                self.end = "eof"
-                return
-            got += len(d)
-            if not self.head:
-                buf += d
-                if b"\r\n\r\n" in buf:
-                    self.head, rest = buf.split(b"\r\n\r\n", 1)
-                    if rest:
-                        self.chunks.append((time.monotonic(), rest))
-                continue
-            self.chunks.append((time.monotonic(), d))
-
-    def data(self):
-        return b"".join(c for _, c in list(self.chunks))
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        super().__init__(sock, mount, "127.0.0.1", rate)
 
     def pages_with_times(self):
         ends, off = [], 0
@@ -81,10 +37,6 @@ class SlowListener:
             out.append((ends[j][1], p))
         return out
 
-    def close(self):
-        self._stop = True
-        self.thread.join(2)
-        self.sock.close()
 
 
 def live_granule_at(ref_pages, t):

@@ -9,10 +9,9 @@ import json
 import socket
 import ssl
 import subprocess
-import threading
 import time
 
-from harness import (check, check_ffmpeg_decode, check_listener_ogg, check_ogg_opus_stream,
+from harness import (StreamReader, check, check_ffmpeg_decode, check_listener_ogg, check_ogg_opus_stream,
                      ffmpeg_source, listen, metric, metrics, parse_ogg, test, wait_for, wait_live)
 
 
@@ -47,56 +46,21 @@ def tls_server(ctx, workers=None):
     return srv, ca
 
 
-class TlsListener:
-    """A listener over TLS (Python's ssl, verifying against <ca>): GET <mount>, then reads in a
-    thread. data() and mount as check_listener_ogg wants them."""
+def tls_socket(port, ca, rcvbuf=None):
+    """A TLS connection to 127.0.0.1:<port>, verified against <ca> as "localhost"."""
+    raw = socket.socket()
+    if rcvbuf:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", port))
+    return ssl.create_default_context(cafile=str(ca)).wrap_socket(raw, server_hostname="localhost")
+
+
+class TlsListener(StreamReader):
+    """A listener over TLS (Python's ssl, verifying against <ca>), read as fast as it comes."""
 
     def __init__(self, port, mount, ca):
-        self.mount = mount
-        self.chunks = []
-        self.end = None
-        self._stop = False
-        c = ssl.create_default_context(cafile=str(ca))
-        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.sock = c.wrap_socket(raw, server_hostname="localhost")
-        self.sock.sendall(f"GET {mount} HTTP/1.1\r\nHost: localhost:{port}\r\n"
-                          "User-Agent: rostrum-itest-tls\r\n\r\n".encode())
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            d = self.sock.recv(65536)
-            check(d, f"TLS listener of {mount}: closed before a response head")
-            buf += d
-        self.head, rest = buf.split(b"\r\n\r\n", 1)
-        if rest:
-            self.chunks.append(rest)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        self.sock.settimeout(0.2)
-        while not self._stop:
-            try:
-                d = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError as e:
-                self.end = f"error {e}"
-                return
-            if not d:
-                self.end = "eof"
-                return
-            self.chunks.append(d)
-
-    def data(self):
-        return b"".join(list(self.chunks))
-
-    def close(self):
-        self._stop = True
-        self.thread.join(2)
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        super().__init__(tls_socket(port, ca), mount, f"localhost:{port}")
 
 
 def curl(ca, url, *extra, timeout=15):
@@ -231,56 +195,13 @@ def test_issue9_tls_and_plain_serve_the_same_bytes_and_log_ktls(ctx):
         src.kill()
 
 
-class SlowTlsListener(TlsListener):
+class SlowTlsListener(StreamReader):
     """A TLS listener with a small receive buffer that reads <rate> bytes a second: its socket
     fills, so the server's TLS writes block mid-record (the fallback keeps the record) and the
     laggard rule jumps it to the live edge."""
 
     def __init__(self, port, mount, ca, rate):
-        self.rate = rate
-        self.mount = mount
-        self.chunks = []
-        self.end = None
-        self._stop = False
-        c = ssl.create_default_context(cafile=str(ca))
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.settimeout(10)
-        raw.connect(("127.0.0.1", port))
-        self.sock = c.wrap_socket(raw, server_hostname="localhost")
-        self.sock.sendall(b"GET " + mount.encode() + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        self.head = b""
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        self.sock.settimeout(0.5)
-        t0, got, buf = time.monotonic(), 0, b""
-        while not self._stop:
-            due = t0 + got / self.rate
-            now = time.monotonic()
-            if due > now:
-                time.sleep(min(0.05, due - now))
-                continue
-            try:
-                d = self.sock.recv(256)
-            except socket.timeout:
-                continue
-            except OSError as e:
-                self.end = f"error {e}"
-                return
-            if not d:
-                self.end = "eof"
-                return
-            got += len(d)
-            if not self.head:
-                buf += d
-                if b"\r\n\r\n" in buf:
-                    self.head, rest = buf.split(b"\r\n\r\n", 1)
-                    if rest:
-                        self.chunks.append(rest)
-                continue
-            self.chunks.append(d)
+        super().__init__(tls_socket(port, ca, rcvbuf=4096), mount, "localhost", rate)
 
 
 @test(timeout=90, icecast=False)
