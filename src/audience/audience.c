@@ -85,7 +85,8 @@ void audience_init(struct audience *a)
         a->gen[i] = __atomic_load_n(&a->sh->spaces[i].gen, __ATOMIC_ACQUIRE);
     }
     a->me = &a->sh->workers[a->worker_index];
-    memset(a->me, 0, sizeof(*a->me));
+    if (!a->continued)
+        memset(a->me, 0, sizeof(*a->me));
     a->me->pid = (int32_t)getpid();
     audience_derive(a);
     a->access_fd = -1;
@@ -94,6 +95,12 @@ void audience_init(struct audience *a)
         audience_reopen_log(a);
     a->overload = (struct overload){0};
     a->flush_start_us = a->flush_period_us = a->flush_dur_us = 0;
+}
+
+void audience_init_continue(struct audience *a)
+{
+    a->continued = 1;
+    audience_init(a);
 }
 
 void audience_reconfigure(struct audience *a)

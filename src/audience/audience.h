@@ -73,6 +73,7 @@ struct audience {
     double next_admit_ms;      /* waiting room: the next free admission time (loop clock,
                                 * fractional: 3,000/s is a ticket every 1/3 ms) */
     int64_t wall_offset_us;    /* waiting room: wall clock - loop clock, for admit times */
+    uint8_t continued;         /* took over its block from the worker before (upgrade) */
     /* Admission follows this process's own load (limits.h, struct overload): */
     struct overload overload;
     int64_t flush_start_us;  /* start of the last flush round (monotonic us); 0: none yet */
@@ -90,6 +91,9 @@ static inline struct audience *audience_of(const struct conn *c)
 
 /* Admission, routing, flush scheduling, per-second upkeep (audience.c). */
 void audience_init(struct audience *a);
+/* The same for a worker that takes over the listeners of the one before it (an upgrade):
+ * the block's counters carry on instead of starting from zero. */
+void audience_init_continue(struct audience *a);
 /* After a reload changed <a->cfg>: recomputes what audience_init derived from it (join
  * ceiling, listeners allowed here) and opens the access log again if its path changed. */
 void audience_reconfigure(struct audience *a);
@@ -116,6 +120,18 @@ void audience_count_now(struct audience *a);
 void listener_start(struct conn *c, int slot, int head_only);
 void listener_flush(struct conn *c);
 void listener_close(struct conn *c, enum close_reason why);
+
+/* Upgrade: a listener as it moves from a worker to the one that replaces it, with its socket
+ * (sent beside it). Only plain listeners move: a TLS session's keys live in its process. */
+#define LISTENER_RECORD_VERSION 1
+struct listener_record {
+    struct listener_state st;
+};
+/* Fills <r> for listener <c>; returns 0, or -1 if <c> cannot move (not a listener, TLS). */
+int listener_save(struct conn *c, struct listener_record *r);
+/* Takes <fd> as the listener <r> describes, where it left off. Returns 0, or -1 (fd closed)
+ * if its space is gone or restarted since. */
+int listener_restore(struct audience *a, int fd, const struct listener_record *r);
 
 /* Documents (status.c). */
 void status_json(struct audience *a, struct buf *out);

@@ -24,6 +24,7 @@
  * (counted in torn_closes) rather than left with a page that fails its CRC.
  */
 #include <errno.h>
+#include <string.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -109,6 +110,39 @@ void listener_start(struct conn *c, int slot, int head_only)
         return;
     }
     listener_flush(c);
+}
+
+int listener_save(struct conn *c, struct listener_record *r)
+{
+    if (c->dead || c->ops != &listener_ops || c->tls)
+        return -1;
+    memset(r, 0, sizeof(*r));
+    r->st = *LST(c);
+    return 0;
+}
+
+int listener_restore(struct audience *a, int fd, const struct listener_record *r)
+{
+    const struct listener_state *st = &r->st;
+    if (st->slot >= SHARED_MAX_SPACES || st->gen != a->gen[st->slot] ||
+        __atomic_load_n(&a->sh->spaces[st->slot].state, __ATOMIC_ACQUIRE) == SLOT_FREE) {
+        close(fd); /* its space ended or restarted while it moved: it reconnects */
+        return -1;
+    }
+    struct conn *c = conn_adopt(a->hub, fd, PORT_AUDIENCE);
+    if (!c)
+        return -1;
+    conn_take(c, &listener_ops);
+    *LST(c) = *st;
+    c->io.cb = listener_on_io;
+    /* the block's gauges already count it: the worker before us never let it go */
+    list_insert_tail(&a->listeners[st->slot], &c->node);
+    a->nlisteners++;
+    if (loop_mod(a->loop, &c->io, EPOLLIN | EPOLLRDHUP | (st->blocked ? EPOLLOUT : 0)) < 0) {
+        listener_close(c, CLOSE_ERROR);
+        return -1;
+    }
+    return 0;
 }
 
 /* Moves a lagging listener to the newest page, a page boundary: <c> must not be mid-page.

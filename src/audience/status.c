@@ -234,7 +234,7 @@ void status_metrics(struct audience *a, struct buf *b)
     metric(b, "rostrum_ws_members", "gauge", "WebSocket members of all stage spaces.",
            sh->main.ws_members);
     static const char *const ws_why[WS_CLOSE_REASONS] = {"send_queue", "not_reading",
-                                                         "over_rate", "idle"};
+                                                         "over_rate", "idle", "restart"};
     metric_head(b, "rostrum_ws_closes_total", "counter",
                 "Stage WebSocket members closed for a bound, by reason.");
     for (int i = 0; i < WS_CLOSE_REASONS; i++)

@@ -371,6 +371,10 @@ static void head_on_io(struct loop *loop, struct io *io, uint32_t events)
 
 /* ---- accepting ----------------------------------------------------------------------------- */
 
+static struct conn *conn_new(struct conn_hub *hub, int fd, int port,
+                             const struct sockaddr_storage *ss, int trusted, struct addr_entry *e,
+                             struct tls_ctx *tls);
+
 static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
     struct conn_port *lp = (struct conn_port *)io;
@@ -431,36 +435,63 @@ static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        struct conn *c = calloc(1, sizeof(*c));
-        BUG_ON(!c);
-        c->hub = hub;
-        c->id = ++hub->next_id;
-        c->io.fd = fd;
-        c->io.cb = head_on_io;
-        c->port = (uint8_t)port;
-        c->state = CONN_HEAD;
-        c->trusted = (uint8_t)trusted;
-        if (lp->tls) {
-            c->tls = tls_conn_new(lp->tls, fd);
-            c->tls_handshake = 1;
-        }
-        if (e) {
-            e->conns++;
-            c->lim = (uint32_t)(e - hub->limits.e) + 1;
-        }
-        c->since_ms = loop->now_ms;
-        net_addr_str(&ss, c->peer, sizeof(c->peer));
-        list_init(&c->node);
-        list_insert_tail(&hub->heads, &c->node);
-        if (loop_add(loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0) {
-            if (e)
-                e->conns--; /* it never counted */
-            list_unlink(&c->node);
-            tls_conn_free(c->tls);
-            close(fd);
-            free(c);
-        }
+        conn_new(hub, fd, port, &ss, trusted, e, lp->tls);
     }
+}
+
+/* A connection in HEAD for <fd> from <ss>, counted in the address entry <e> (may be NULL).
+ * Returns it, or NULL (fd closed) if the loop would not take it. */
+static struct conn *conn_new(struct conn_hub *hub, int fd, int port,
+                             const struct sockaddr_storage *ss, int trusted, struct addr_entry *e,
+                             struct tls_ctx *tls)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    BUG_ON(!c);
+    c->hub = hub;
+    c->id = ++hub->next_id;
+    c->io.fd = fd;
+    c->io.cb = head_on_io;
+    c->port = (uint8_t)port;
+    c->state = CONN_HEAD;
+    c->trusted = (uint8_t)trusted;
+    if (tls) {
+        c->tls = tls_conn_new(tls, fd);
+        c->tls_handshake = 1;
+    }
+    if (e) {
+        e->conns++;
+        c->lim = (uint32_t)(e - hub->limits.e) + 1;
+    }
+    c->since_ms = hub->loop->now_ms;
+    net_addr_str(ss, c->peer, sizeof(c->peer));
+    list_init(&c->node);
+    list_insert_tail(&hub->heads, &c->node);
+    if (loop_add(hub->loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0) {
+        if (e)
+            e->conns--; /* it never counted */
+        list_unlink(&c->node);
+        tls_conn_free(c->tls);
+        close(fd);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+struct conn *conn_adopt(struct conn_hub *hub, int fd, int port)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0) {
+        close(fd); /* the peer is gone already */
+        return NULL;
+    }
+    struct addr_key key;
+    addr_key_from_sockaddr(&ss, &key);
+    int trusted = conn_hub_trusted(hub, &key);
+    /* counted like any connection, but never refused: it is already a peer of ours */
+    struct addr_entry *e = trusted ? NULL : addr_table_get(&hub->limits, &key, hub->loop->now_ms);
+    return conn_new(hub, fd, port, &ss, trusted, e, NULL);
 }
 
 /* ---- housekeeping and set-up ------------------------------------------------------------ */
@@ -549,6 +580,25 @@ int conn_listen(struct conn_hub *hub, struct conn_port *lp, int port, const char
             snprintf(addr, addr_cap, "%s:%u", shown, net_local_port(fd));
     }
     return 0;
+}
+
+int conn_listen_fd(struct conn_hub *hub, struct conn_port *lp, int port, int fd)
+{
+    lp->io.fd = fd;
+    lp->io.cb = accept_on_io;
+    lp->hub = hub;
+    lp->port = port;
+    return loop_add(hub->loop, &lp->io, EPOLLIN);
+}
+
+void conn_port_pause(struct conn_port *lp, int paused)
+{
+    if (lp->io.fd < 0 || !lp->hub)
+        return;
+    if (paused)
+        loop_del(lp->hub->loop, &lp->io);
+    else if (loop_add(lp->hub->loop, &lp->io, EPOLLIN) < 0)
+        log_error("server", "cannot accept again on a listening socket");
 }
 
 void conn_hub_init(struct conn_hub *hub, struct loop *loop)

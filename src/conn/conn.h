@@ -132,6 +132,15 @@ struct conn_port {
  * it got (port 0 picks one) goes to <addr>. Returns 0, or -1 after logging why. */
 int conn_listen(struct conn_hub *hub, struct conn_port *lp, int port, const char *host,
                 uint16_t tcp_port, int reuseport, char *addr, size_t addr_cap);
+/* The same for a listening socket <fd> handed over by another process. Returns 0 or -1. */
+int conn_listen_fd(struct conn_hub *hub, struct conn_port *lp, int port, int fd);
+/* Takes <fd>, a plain connection handed over by another process (an upgrade), as if just
+ * accepted on <port>: in HEAD, counted for its address (never refused), for an owner to
+ * conn_take at once. Returns NULL (fd closed) if the peer is gone or the loop refuses it. */
+struct conn *conn_adopt(struct conn_hub *hub, int fd, int port);
+/* Stops accepting on <lp> (its socket stays open, queuing connections for whoever takes it
+ * next), or starts again. */
+void conn_port_pause(struct conn_port *lp, int paused);
 /* Closes connections past their deadline (the tick calls it). */
 void conn_hub_expire(struct conn_hub *hub);
 /* Frees closed connections: call before the loop sleeps. */

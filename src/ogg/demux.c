@@ -340,3 +340,46 @@ int ogg_demux_feed(struct ogg_demux *d, const void *buf, size_t len, const struc
         sync_write(d, in, len); /* stopped by a callback: keep the rest for the next call */
     return rc;
 }
+
+/* ---- upgrade: the same stream, carried on by another demuxer ------------------------------ */
+
+int ogg_demux_save(const struct ogg_demux *d, struct ogg_demux_pos *pos, const unsigned char **pending,
+                   size_t *len)
+{
+    if (d->state == ST_FAILED)
+        return -1;
+    memset(pos, 0, sizeof(*pos));
+    pos->state = (uint8_t)d->state;
+    pos->have_os = d->have_os;
+    pos->serial = d->serial;
+    pos->pageno = d->have_os ? (int64_t)d->os.pageno : 0;
+    pos->any_page = d->any_page;
+    pos->any_head = d->any_head;
+    *pending = d->sync.data ? d->sync.data + d->sync.returned : NULL;
+    *len = d->sync.data ? (size_t)(d->sync.fill - d->sync.returned) : 0;
+    return 0;
+}
+
+struct ogg_demux *ogg_demux_restore(const struct ogg_demux_pos *pos, const void *pending,
+                                    size_t len)
+{
+    if (pos->state > ST_AUDIO || len > OGG_MUX_RESTORE_MAX)
+        return NULL;
+    struct ogg_demux *d = ogg_demux_new();
+    d->state = (enum demux_state)pos->state;
+    d->serial = pos->serial;
+    d->any_page = pos->any_page;
+    d->any_head = pos->any_head;
+    if (pos->have_os) {
+        BUG_ON(ogg_stream_init(&d->os, (int)pos->serial) != 0);
+        d->os.pageno = (long)pos->pageno; /* the next page continues, no hole */
+        d->have_os = true;
+    }
+    if (len > 0) {
+        char *p = ogg_sync_buffer(&d->sync, (long)len);
+        BUG_ON(!p);
+        memcpy(p, pending, len);
+        ogg_sync_wrote(&d->sync, (long)len);
+    }
+    return d;
+}

@@ -90,6 +90,24 @@ const char *ogg_demux_error(const struct ogg_demux *d);
 /* Copies <d>'s counters into <out>. */
 void ogg_demux_stats(const struct ogg_demux *d, struct ogg_demux_stats *out);
 
+/* Where a demuxer is in its stream, for another demuxer (the next binary, an upgrade) to
+ * carry on: the followed stream and its next page number. A packet split across pages at
+ * that moment is lost; nothing else is. */
+struct ogg_demux_pos {
+    uint8_t state, have_os, any_page, any_head;
+    uint32_t serial;
+    int64_t pageno;
+};
+/* Most input bytes a saved demuxer may still hold (an incomplete page and a read chunk). */
+#define OGG_MUX_RESTORE_MAX (65307 + 16384)
+/* Saves <d>'s position; <*pending>/<*len> (borrowed from <d>) are the input bytes it holds
+ * but has not parsed yet. Returns 0, or -1 for a failed demuxer. */
+int ogg_demux_save(const struct ogg_demux *d, struct ogg_demux_pos *pos,
+                   const unsigned char **pending, size_t *len);
+/* A demuxer that carries on from <pos> with <pending> bytes first; NULL if <pos> is bad. */
+struct ogg_demux *ogg_demux_restore(const struct ogg_demux_pos *pos, const void *pending,
+                                    size_t len);
+
 /* Parses the OpusHead packet <pkt>/<len> into <out>. Returns 0, or -1 with a reason written to
  * <err> (of <errcap> bytes). Exposed for tests and for tools that read Ogg/Opus files. */
 int opus_head_parse(const unsigned char *pkt, size_t len, struct opus_head_info *out, char *err,

@@ -231,3 +231,23 @@ int opus_silence_packet(int channels, unsigned char *out, size_t cap)
     opus_encoder_destroy(enc);
     return n > 0 ? (int)n : -1;
 }
+
+void ogg_mux_save(const struct ogg_mux *m, struct ogg_mux_pos *pos)
+{
+    BUG_ON(m->buf_packets != 0); /* flushed first: a page is never split between binaries */
+    memset(pos, 0, sizeof(*pos));
+    pos->granule = m->granule;
+    pos->page_granule = m->page_granule;
+    pos->packetno = m->packetno;
+    pos->pageno = (int64_t)m->os.pageno;
+}
+
+void ogg_mux_restore(struct ogg_mux *m, const struct ogg_mux_pos *pos)
+{
+    m->granule = pos->granule;
+    m->page_granule = pos->page_granule;
+    m->packetno = pos->packetno;
+    m->os.packetno = pos->packetno;
+    m->os.pageno = (long)pos->pageno;
+    m->os.granulepos = (ogg_int64_t)pos->page_granule;
+}

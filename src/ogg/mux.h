@@ -73,6 +73,17 @@ void ogg_mux_flush(struct ogg_mux *m, ogg_mux_page_cb cb, void *arg);
  * to 1..10000. Takes effect from the next ogg_mux_packet. */
 void ogg_mux_set_page_ms(struct ogg_mux *m, int page_ms);
 
+/* Where a mux is in its stream, for a mux of the next binary (an upgrade) to carry on with
+ * the same serial: no page number or granule position skipped or repeated. */
+struct ogg_mux_pos {
+    uint64_t granule, page_granule;
+    int64_t packetno, pageno;
+};
+/* Saves <m>'s position; <m> must have been flushed (ogg_mux_flush). */
+void ogg_mux_save(const struct ogg_mux *m, struct ogg_mux_pos *pos);
+/* Makes <m> (new, same serial and head) carry on from <pos>. */
+void ogg_mux_restore(struct ogg_mux *m, const struct ogg_mux_pos *pos);
+
 /* The granule position after the last packet added (buffered or not): pre_skip + samples. */
 uint64_t ogg_mux_granule(const struct ogg_mux *m);
 

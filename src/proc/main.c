@@ -71,7 +71,8 @@ static void usage(FILE *f)
             "  --KEY VALUE              any global key of the config file, with the same range\n"
             "                           (docs/config.example), e.g. --max-members 4000\n"
             "signals: TERM/INT stop; HUP re-reads the config file (the options above still\n"
-            "override it); USR1 reopens the access log (logrotate)\n");
+            "override it); USR1 reopens the access log (logrotate); USR2 upgrades: the binary\n"
+            "at the path this one was started from takes over every connection\n");
 }
 
 /* Raises the descriptor limit to its hard maximum and, unless <asked> >= 0, returns enough
@@ -108,9 +109,17 @@ static int same_port(const struct config *cfg)
            wildcard_host(cfg->audience_host) || wildcard_host(cfg->stage_host);
 }
 
-static int cmd_serve(int argc, char **argv)
+static int cmd_serve(int argc, char **argv, char **full_argv)
 {
     static struct server srv;
+    srv.argv = full_argv;
+    /* what an upgrade runs: this path, whatever binary is there by then */
+    ssize_t n = readlink("/proc/self/exe", srv.exe, sizeof(srv.exe) - 1);
+    srv.exe[n > 0 ? n : 0] = '\0';
+    const char *del = " (deleted)";
+    size_t el = strlen(srv.exe), dl = strlen(del);
+    if (el > dl && strcmp(srv.exe + el - dl, del) == 0)
+        srv.exe[el - dl] = '\0'; /* replaced on disk since: the new file has the path now */
     struct config *cfg = &srv.cfg;
     /* Every global key of the config file is an option of the same name, checked by the
      * config parser (one table of names and ranges), plus --config and --help. */
@@ -175,9 +184,12 @@ static int cmd_serve(int argc, char **argv)
         return 2;
     }
     log_level = cfg->log_level;
+    int check = upgrade_check_mode();
+    if (check >= 0)
+        return check; /* an upgrade's check: the configuration is good, the state readable */
     srv.given = *cfg;
     cfg->workers = default_workers(cfg->workers, cfg->max_listeners);
-    if (server_init(&srv) < 0)
+    if (upgrade_resuming() ? upgrade_resume(&srv) < 0 : server_init(&srv) < 0)
         return 1;
     printf("ready audience=%s stage=%s", srv.audience_addr, srv.stage_addr);
     if (srv.cfg.audience_tls)
@@ -208,7 +220,7 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "serve") == 0)
-        return cmd_serve(argc - 1, argv + 1);
+        return cmd_serve(argc - 1, argv + 1, argv);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage_top(stdout);
         return 0;

@@ -111,6 +111,10 @@ static void main_signal_on_io(struct loop *loop, struct io *io, uint32_t events)
                 workers_signal(srv, SIGUSR1);
             continue;
         }
+        if (si.ssi_signo == SIGUSR2) {
+            upgrade_start(srv);
+            continue;
+        }
         log_info("server", "signal %u: shutting down", si.ssi_signo);
         loop_stop(loop);
     }
@@ -184,6 +188,7 @@ int server_hub_init(struct server *srv)
     srv->audience.io.fd = srv->stage.io.fd = srv->signals.fd = srv->wake.fd = -1;
     srv->audience_reserve_fd = srv->audience_tls_reserve_fd = -1;
     srv->audience_tls.io.fd = srv->stage_tls.io.fd = -1;
+    srv->ctl.fd = srv->handover_fd = -1;
     hub->head_timeout_ms = srv->cfg.head_timeout_ms;
     hub->response_timeout_ms = srv->cfg.response_timeout_ms;
     hub->max_conns_per_ip = srv->cfg.max_conns_per_ip;
@@ -219,23 +224,16 @@ void server_audience_init(struct server *srv, int worker_index)
     srv->hub.on_fd_limit_arg = a;
 }
 
-int server_init(struct server *srv)
+int server_init_common(struct server *srv)
 {
-    srv->start_wall = time(NULL);
     if (loop_init(&srv->loop) < 0) {
         fprintf(stderr, "rostrum: epoll: %s\n", strerror(errno));
         return -1;
     }
     srv->loop.before_sleep = main_before_sleep;
     srv->loop.before_sleep_arg = srv;
-    srv->sh = shared_create(srv->cfg.workers > 0 ? (uint32_t)srv->cfg.workers : 1);
-    srv->sh->main.c = (struct shared_counters){0};
     if (server_hub_init(srv) < 0)
         return -1;
-    if (getrandom(srv->secret, sizeof(srv->secret), 0) != (ssize_t)sizeof(srv->secret)) {
-        fprintf(stderr, "rostrum: getrandom: %s\n", strerror(errno));
-        return -1;
-    }
     srv->spaces = (struct spaces){.loop = &srv->loop, .sh = srv->sh, .cfg = &srv->cfg,
                                   .secret = srv->secret};
     list_init(&srv->spaces.list);
@@ -247,6 +245,7 @@ int server_init(struct server *srv)
     sigaddset(&mask, SIGCHLD);
     sigaddset(&mask, SIGHUP);
     sigaddset(&mask, SIGUSR1);
+    sigaddset(&mask, SIGUSR2);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     srv->signals.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     srv->signals.cb = main_signal_on_io;
@@ -264,6 +263,21 @@ int server_init(struct server *srv)
         }
         srv->audience_tls.tls = srv->stage_tls.tls = srv->tls;
     }
+    loop_timer_start(&srv->loop, &srv->tick, TICK_MS, main_tick);
+    return 0;
+}
+
+int server_init(struct server *srv)
+{
+    srv->start_wall = time(NULL);
+    srv->sh = shared_create(srv->cfg.workers > 0 ? (uint32_t)srv->cfg.workers : 1, &srv->memfd);
+    srv->sh->main.c = (struct shared_counters){0};
+    if (getrandom(srv->secret, sizeof(srv->secret), 0) != (ssize_t)sizeof(srv->secret)) {
+        fprintf(stderr, "rostrum: getrandom: %s\n", strerror(errno));
+        return -1;
+    }
+    if (server_init_common(srv) < 0)
+        return -1;
     if (conn_listen(&srv->hub, &srv->stage, PORT_STAGE, srv->cfg.stage_host,
                     srv->cfg.stage_port, 0, srv->stage_addr, sizeof(srv->stage_addr)) < 0)
         return -1;
@@ -290,7 +304,6 @@ int server_init(struct server *srv)
                workers_start(srv) < 0) {
         return -1;
     }
-    loop_timer_start(&srv->loop, &srv->tick, TICK_MS, main_tick);
     return 0;
 }
 
@@ -315,7 +328,7 @@ void server_free(struct server *srv)
     loop_timer_stop(&srv->loop, &srv->tick);
     int fds[] = {srv->audience.io.fd, srv->stage.io.fd, srv->signals.fd,
                  srv->audience_reserve_fd, srv->audience_tls.io.fd, srv->audience_tls_reserve_fd,
-                 srv->stage_tls.io.fd};
+                 srv->stage_tls.io.fd, srv->memfd};
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
         if (fds[i] >= 0)
             close(fds[i]);

@@ -26,6 +26,9 @@
 struct worker_proc {
     pid_t pid;
     int wake_fd;       /* eventfd the main process writes when pages are published */
+    int ctl_fd;        /* unix socket to it: a handover request goes there (handover.c) */
+    pid_t old_pid;     /* upgrade: the worker it replaces, until that one has exited */
+    int old_wake_fd, old_ctl_fd;
     int64_t started_ms;
     struct loop_timer respawn;
     struct io ready;               /* starting: its ready pipe, watched by the loop; fd -1 after */
@@ -58,6 +61,18 @@ struct server {
     struct conn_port stage_tls;    /* with stage-tls: the stage side over TLS (main only) */
     struct tls_ctx *tls;      /* the certificate and key (made before the workers fork) */
     struct io signals, wake;
+    struct io ctl;            /* worker: its socket to the main process */
+    int handover_fd;          /* worker: handing over to its successor (-1: not) */
+    int64_t handover_since_ms;
+    struct loop_timer handover_timer;
+    /* main: an upgrade (upgrade.c) */
+    char exe[4096];           /* the binary's path at start: what an upgrade runs */
+    char **argv;              /* the command line, run again by an upgrade */
+    pid_t upgrade_check_pid;  /* the new binary checking the configuration */
+    int upgrade_state;        /* enum in upgrade.c */
+    int64_t upgrade_since_ms;
+    struct loop_timer upgrade_timer;
+    int memfd;                /* the shared memory's descriptor */
     int audience_reserve_fd;  /* main: bound, not listening: holds the port for the workers */
     int audience_tls_reserve_fd; /* the same for the TLS port */
     char audience_addr[300], stage_addr[300], audience_tls_addr[300];
@@ -75,6 +90,9 @@ struct server {
 /* Sets up the main process from <srv->cfg>: listening sockets, shared memory, workers.
  * Prints errors to stderr. Returns 0 or -1. */
 int server_init(struct server *srv);
+/* The part of set-up a fresh start and an upgrade share: the loop, the hub, the spaces, the
+ * signals, the TLS context, the tick. Returns 0 or -1 (said on stderr). */
+int server_init_common(struct server *srv);
 /* Runs until SIGTERM/SIGINT, then closes everything (and stops the workers). */
 void server_run(struct server *srv);
 void server_free(struct server *srv);
@@ -109,5 +127,32 @@ void workers_wake(struct server *srv);
 void workers_stop(struct server *srv);
 /* Sends <sig> to every live worker. */
 void workers_signal(struct server *srv, int sig);
+/* Upgrade, new main process: replaces each worker of the old binary by one of this binary
+ * that takes over its listeners (handover.c). */
+void workers_roll(struct server *srv);
+/* The callback that watches a starting worker's ready pipe. */
+io_cb workers_ready_cb(void);
+
+/* Worker: starts serving the audience port, on the listening sockets given (-1: its own);
+ * <continued>: the block's counters carry on from the worker before. Returns 0 or -1. */
+int worker_serve(struct server *srv, int listen_fd, int listen_tls_fd, int continued);
+/* Handover (handover.c). Old worker: hands everything to the successor at <sock>, then
+ * exits. New worker: takes over from the predecessor at <sock>. */
+void handover_give(struct server *srv, int sock);
+int handover_take(struct server *srv, int sock);
+
+/* Upgrade (upgrade.c). Main process, on SIGUSR2: checks the binary at srv->exe, then hands
+ * this process's state to it (exec) without dropping a connection. */
+void upgrade_start(struct server *srv);
+/* A child exited: 1 if it was the upgrade's check (and it was dealt with). */
+int upgrade_on_child_exit(struct server *srv, pid_t pid, int status);
+/* New main process: 1 if it was started by an upgrade (ROSTRUM_UPGRADE_STATE). */
+int upgrade_resuming(void);
+/* New main process: takes over from the state the old one left. Returns 0 or -1 (said on
+ * stderr). */
+int upgrade_resume(struct server *srv);
+/* Under ROSTRUM_UPGRADE_CHECK (the old binary asks): 0 if this binary can take over from
+ * it, 3 if not (said on stderr); -1 if not asked. */
+int upgrade_check_mode(void);
 
 #endif

@@ -33,6 +33,7 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -73,6 +74,8 @@ static void worker_wake_on_io(struct loop *loop, struct io *io, uint32_t events)
     (void)events;
     if (read(io->fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
         log_warn("worker", "wake read: %s", strerror(errno));
+    if (!srv->serves_audience)
+        return; /* still taking over from the worker before */
     worker_check_config(srv);
     audience_on_wake(&srv->aud);
 }
@@ -83,7 +86,9 @@ static void worker_signal_on_io(struct loop *loop, struct io *io, uint32_t event
     struct signalfd_siginfo si;
     (void)events;
     while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        if (si.ssi_signo == SIGUSR1) {
+        if (!srv->serves_audience && si.ssi_signo != SIGTERM && si.ssi_signo != SIGINT) {
+            continue; /* taking over: the config and log come with the block */
+        } else if (si.ssi_signo == SIGUSR1) {
             audience_reopen_log(&srv->aud);
         } else if (si.ssi_signo == SIGHUP) {
             worker_check_config(srv); /* the main process reads the file, not us */
@@ -116,27 +121,91 @@ static void worker_before_sleep(struct loop *loop, void *arg)
     conn_hub_free_zombies(&srv->hub);
 }
 
-/* Closes every descriptor inherited from the main process but <keep1> and <keep2>. */
-static void close_inherited(int keep1, int keep2)
+/* Closes every descriptor inherited from the main process but the <n> in <keep>. */
+static void close_inherited(int *keep, int n)
 {
-    int a = keep1 < keep2 ? keep1 : keep2, b = keep1 < keep2 ? keep2 : keep1;
-    if (a > 3)
-        close_range(3, (unsigned)a - 1, 0);
-    if (b > a + 1)
-        close_range((unsigned)a + 1, (unsigned)b - 1, 0);
-    close_range((unsigned)b + 1, ~0U, 0);
+    /* sort the few kept ones, then close the ranges between them */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && keep[j] < keep[j - 1]; j--) {
+            int t = keep[j];
+            keep[j] = keep[j - 1];
+            keep[j - 1] = t;
+        }
+    unsigned from = 3;
+    for (int i = 0; i < n; i++) {
+        if (keep[i] < 0)
+            continue;
+        if ((unsigned)keep[i] > from)
+            close_range(from, (unsigned)keep[i] - 1, 0);
+        if ((unsigned)keep[i] + 1 > from)
+            from = (unsigned)keep[i] + 1;
+    }
+    close_range(from, ~0U, 0);
+}
+
+/* The main process asks for a handover: one byte and a socket (SCM_RIGHTS). */
+static void worker_ctl_on_io(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct server *srv = (struct server *)((char *)loop - offsetof(struct server, loop));
+    (void)events;
+    char ch;
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {&ch, 1};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                       .msg_controllen = sizeof(u.buf)};
+    ssize_t r = recvmsg(io->fd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (r <= 0) {
+        loop_del(loop, io); /* the main process is going: PR_SET_PDEATHSIG stops us */
+        return;
+    }
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+    if (ch == 'H' && cm && cm->cmsg_type == SCM_RIGHTS &&
+        cm->cmsg_len == CMSG_LEN(sizeof(int))) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(cm), sizeof(fd));
+        handover_give(srv, fd);
+    }
+}
+
+int worker_serve(struct server *srv, int listen_fd, int listen_tls_fd, int continued)
+{
+    if (continued)
+        srv->aud.continued = 1;
+    server_audience_init(srv, srv->worker_index);
+    if (listen_fd >= 0 ? conn_listen_fd(&srv->hub, &srv->audience, PORT_AUDIENCE, listen_fd) < 0
+                       : conn_listen(&srv->hub, &srv->audience, PORT_AUDIENCE,
+                                     srv->cfg.audience_host, srv->cfg.audience_port, 1, NULL, 0) < 0)
+        return -1;
+    if (srv->cfg.audience_tls &&
+        (listen_tls_fd >= 0
+             ? conn_listen_fd(&srv->hub, &srv->audience_tls, PORT_AUDIENCE, listen_tls_fd) < 0
+             : conn_listen(&srv->hub, &srv->audience_tls, PORT_AUDIENCE,
+                           srv->cfg.audience_tls_host, srv->cfg.audience_tls_port, 1, NULL,
+                           0) < 0))
+        return -1;
+    loop_timer_start(&srv->loop, &srv->tick, WORKER_TICK_MS, worker_tick);
+    return 0;
 }
 
 static void __attribute__((noreturn)) worker_main(const struct server *parent, int index,
-                                                  int wake_fd, int ready_fd, int stall_ms)
+                                                  int wake_fd, int ready_fd, int ctl_fd,
+                                                  int handover_fd, int stall_ms)
 {
     struct server *srv = &worker_srv;
     prctl(PR_SET_PDEATHSIG, SIGTERM);
-    close_inherited(wake_fd, ready_fd);
+    int keep[] = {wake_fd, ready_fd, ctl_fd, handover_fd};
+    close_inherited(keep, 4);
     srv->cfg = parent->cfg;
     srv->cfg_gen = parent->cfg_gen;
     srv->sh = parent->sh;
     srv->is_worker = 1;
+    srv->worker_index = index;
+    srv->handover_fd = -1;
     srv->start_wall = parent->start_wall;
     snprintf(srv->audience_addr, sizeof(srv->audience_addr), "%s", parent->audience_addr);
     memcpy(srv->secret, parent->secret, sizeof(srv->secret)); /* tickets verify anywhere */
@@ -160,7 +229,8 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
     srv->signals.cb = worker_signal_on_io;
     srv->wake.fd = wake_fd;
     srv->wake.cb = worker_wake_on_io;
-    server_audience_init(srv, index);
+    srv->ctl.fd = ctl_fd;
+    srv->ctl.cb = worker_ctl_on_io;
     if (stall_ms > 0) {
         /* test hook (ROSTRUM_TEST_STALL_RESPAWN_MS): a worker that fails to come up */
         struct timespec ts = {stall_ms / 1000, (long)(stall_ms % 1000) * 1000000};
@@ -168,28 +238,31 @@ static void __attribute__((noreturn)) worker_main(const struct server *parent, i
     }
     if (srv->signals.fd < 0 || loop_add(&srv->loop, &srv->signals, EPOLLIN) < 0 ||
         loop_add(&srv->loop, &srv->wake, EPOLLIN) < 0 ||
-        conn_listen(&srv->hub, &srv->audience, PORT_AUDIENCE, srv->cfg.audience_host,
-                    srv->cfg.audience_port, 1, NULL, 0) < 0 ||
-        (srv->cfg.audience_tls &&
-         conn_listen(&srv->hub, &srv->audience_tls, PORT_AUDIENCE, srv->cfg.audience_tls_host,
-                     srv->cfg.audience_tls_port, 1, NULL, 0) < 0))
+        loop_add(&srv->loop, &srv->ctl, EPOLLIN) < 0)
         _exit(1);
-    loop_timer_start(&srv->loop, &srv->tick, WORKER_TICK_MS, worker_tick);
+    /* a successor waits for its predecessor's sockets and listeners (handover.c); a first
+     * worker listens on its own */
+    if (handover_fd >= 0 ? handover_take(srv, handover_fd) < 0 : worker_serve(srv, -1, -1, 0) < 0)
+        _exit(1);
     if (write(ready_fd, "r", 1) != 1)
         _exit(1);
     close(ready_fd);
     log_debug("worker", "worker %d (pid %d) serving %s", index, (int)getpid(),
               srv->audience_addr);
     loop_run(&srv->loop);
-    audience_close_all(&srv->aud);
-    audience_free(&srv->aud);
+    if (srv->serves_audience) {
+        audience_close_all(&srv->aud);
+        audience_free(&srv->aud);
+    }
     conn_hub_free(&srv->hub);
     loop_timer_stop(&srv->loop, &srv->tick);
-    close(srv->audience.io.fd);
+    if (srv->audience.io.fd >= 0)
+        close(srv->audience.io.fd);
     if (srv->audience_tls.io.fd >= 0)
         close(srv->audience_tls.io.fd);
     close(srv->signals.fd);
     close(srv->wake.fd);
+    close(srv->ctl.fd);
     loop_close(&srv->loop);
     exit(0);
 }
@@ -205,12 +278,13 @@ static struct server *server_of_loop(struct loop *loop)
 
 /* Forks worker <i> into its block; the caller waits for its ready byte on <w->ready.fd>.
  * Returns 0 or -1 (nothing left open). */
-static int worker_fork(struct server *srv, int i)
+static int worker_fork(struct server *srv, int i, int handover_fd)
 {
     struct worker_proc *w = &srv->workers[i];
     int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    int ready[2];
-    if (efd < 0 || pipe2(ready, O_CLOEXEC | O_NONBLOCK) < 0) {
+    int ready[2], ctl[2] = {-1, -1};
+    if (efd < 0 || pipe2(ready, O_CLOEXEC | O_NONBLOCK) < 0 ||
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, ctl) < 0) {
         log_error("worker", "cannot start worker %d: %s", i, strerror(errno));
         if (efd >= 0)
             close(efd);
@@ -226,17 +300,24 @@ static int worker_fork(struct server *srv, int i)
         close(efd);
         close(ready[0]);
         close(ready[1]);
+        close(ctl[0]);
+        close(ctl[1]);
         return -1;
     }
     if (pid == 0) {
         close(ready[0]);
-        worker_main(srv, i, efd, ready[1], stall_ms);
+        close(ctl[0]);
+        worker_main(srv, i, efd, ready[1], ctl[1], handover_fd, stall_ms);
     }
     close(ready[1]);
+    close(ctl[1]);
     if (w->wake_fd >= 0)
         close(w->wake_fd);
+    if (w->ctl_fd >= 0)
+        close(w->ctl_fd);
     w->pid = pid;
     w->wake_fd = efd;
+    w->ctl_fd = ctl[0];
     w->started_ms = loop_clock_ms();
     w->ready.fd = ready[0];
     return 0;
@@ -317,7 +398,7 @@ int workers_reserve_port(struct server *srv)
      * listen; a stranger's probe cannot, because our workers do. */
     for (int i = 0; i < srv->cfg.workers; i++) {
         struct worker_proc *w = &srv->workers[i];
-        w->wake_fd = w->ready.fd = -1;
+        w->wake_fd = w->ready.fd = w->ctl_fd = w->old_wake_fd = w->old_ctl_fd = -1;
         w->ready.cb = worker_ready_on_io;
     }
     if (reserve_port(srv->cfg.audience_host, &srv->cfg.audience_port, "audience",
@@ -335,7 +416,7 @@ int workers_reserve_port(struct server *srv)
 int workers_start(struct server *srv)
 {
     for (int i = 0; i < srv->cfg.workers; i++)
-        if (worker_fork(srv, i) < 0)
+        if (worker_fork(srv, i, -1) < 0)
             return -1;
     /* Start-up only (the loop is not running yet): wait for every worker to listen. */
     int64_t deadline = loop_clock_ms() + WORKER_READY_TIMEOUT_MS;
@@ -379,7 +460,7 @@ static void worker_respawn(struct server *srv, int i)
         to[k] += from[k];
     memset(&sh->workers[i], 0, sizeof(sh->workers[i]));
     sh->main.worker_restarts++;
-    if (worker_fork(srv, i) < 0 || loop_add(&srv->loop, &w->ready, EPOLLIN) < 0) {
+    if (worker_fork(srv, i, -1) < 0 || loop_add(&srv->loop, &w->ready, EPOLLIN) < 0) {
         if (w->ready.fd >= 0) {
             close(w->ready.fd);
             w->ready.fd = -1;
@@ -407,8 +488,26 @@ void workers_on_child_exit(struct server *srv)
     int st;
     pid_t pid;
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (upgrade_on_child_exit(srv, pid, st))
+            continue;
         for (int i = 0; i < srv->cfg.workers; i++) {
             struct worker_proc *w = &srv->workers[i];
+            if (w->old_pid == pid) {
+                /* the old binary's worker, replaced (upgrade) */
+                if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+                    log_info("worker", "worker %d of the old binary (pid %d) handed over and exited",
+                             i, (int)pid);
+                else
+                    log_warn("worker", "worker %d of the old binary (pid %d) ended badly (status %d)",
+                             i, (int)pid, st);
+                w->old_pid = 0;
+                if (w->old_wake_fd >= 0)
+                    close(w->old_wake_fd);
+                if (w->old_ctl_fd >= 0)
+                    close(w->old_ctl_fd);
+                w->old_wake_fd = w->old_ctl_fd = -1;
+                continue;
+            }
             if (w->pid != pid)
                 continue;
             w->pid = 0;
@@ -430,10 +529,81 @@ void workers_on_child_exit(struct server *srv)
 void workers_wake(struct server *srv)
 {
     uint64_t one = 1;
-    for (int i = 0; i < srv->cfg.workers; i++)
-        if (srv->workers[i].pid > 0 && write(srv->workers[i].wake_fd, &one, sizeof(one)) < 0 &&
-            errno != EAGAIN)
+    for (int i = 0; i < srv->cfg.workers; i++) {
+        struct worker_proc *w = &srv->workers[i];
+        if (w->pid > 0 && write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
             LOG_RATELIMITED(LOG_WARN, "worker", "wake worker %d: %s", i, strerror(errno));
+        /* an old worker serves its listeners until it hands them over */
+        if (w->old_pid > 0 && w->old_wake_fd >= 0 &&
+            write(w->old_wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+            LOG_RATELIMITED(LOG_WARN, "worker", "wake old worker %d: %s", i, strerror(errno));
+    }
+}
+
+io_cb workers_ready_cb(void)
+{
+    return worker_ready_on_io;
+}
+
+void workers_roll(struct server *srv)
+{
+    for (int i = 0; i < srv->cfg.workers; i++) {
+        struct worker_proc *w = &srv->workers[i];
+        int sp[2];
+        if (w->pid <= 0 || w->ctl_fd < 0) {
+            worker_respawn(srv, i); /* nothing to take over: a fresh one */
+            continue;
+        }
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
+            log_error("worker", "upgrade: worker %d: socketpair: %s: it keeps the old binary", i,
+                      strerror(errno));
+            continue;
+        }
+        w->old_pid = w->pid;
+        w->old_wake_fd = w->wake_fd;
+        w->old_ctl_fd = w->ctl_fd;
+        w->pid = 0;
+        w->wake_fd = w->ctl_fd = -1;
+        if (worker_fork(srv, i, sp[1]) < 0) {
+            /* keep the old one: it still serves */
+            w->pid = w->old_pid;
+            w->wake_fd = w->old_wake_fd;
+            w->ctl_fd = w->old_ctl_fd;
+            w->old_pid = 0;
+            w->old_wake_fd = w->old_ctl_fd = -1;
+            close(sp[0]);
+            close(sp[1]);
+            continue;
+        }
+        close(sp[1]);
+        /* ask the old one to hand over to the new one's end */
+        char ch = 'H';
+        union {
+            char buf[CMSG_SPACE(sizeof(int))];
+            struct cmsghdr align;
+        } u;
+        struct iovec iov = {&ch, 1};
+        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                           .msg_controllen = sizeof(u.buf)};
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &sp[0], sizeof(int));
+        if (sendmsg(w->old_ctl_fd, &m, MSG_NOSIGNAL) != 1)
+            log_error("worker", "upgrade: worker %d: asking pid %d to hand over: %s", i,
+                      (int)w->old_pid, strerror(errno)); /* the new one times out, listens */
+        close(sp[0]);
+        if (loop_add(&srv->loop, &w->ready, EPOLLIN) < 0) {
+            close(w->ready.fd);
+            w->ready.fd = -1;
+        } else {
+            loop_timer_start(&srv->loop, &w->ready_timer, WORKER_READY_TIMEOUT_MS,
+                             worker_ready_timeout_cb);
+        }
+        log_info("worker", "upgrade: worker %d: pid %d takes over from pid %d", i, (int)w->pid,
+                 (int)w->old_pid);
+    }
 }
 
 void workers_signal(struct server *srv, int sig)
@@ -451,6 +621,8 @@ void workers_stop(struct server *srv)
         worker_ready_done(srv, &srv->workers[i]);
         if (srv->workers[i].pid > 0)
             kill(srv->workers[i].pid, SIGTERM);
+        if (srv->workers[i].old_pid > 0)
+            kill(srv->workers[i].old_pid, SIGTERM);
     }
     int64_t deadline = loop_clock_ms() + 5000;
     for (int i = 0; i < n; i++) {

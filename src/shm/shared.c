@@ -3,7 +3,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "util/check.h"
 #include "web/web.h"
@@ -19,17 +22,67 @@ static size_t shared_head_size(void)
     return (sizeof(struct shared) + 4095) & ~(size_t)4095;
 }
 
-struct shared *shared_create(uint32_t nworkers)
+static size_t shared_size(void)
 {
-    size_t size = shared_head_size() + SHARED_MAX_SPACES * ring_stride();
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+    return shared_head_size() + SHARED_MAX_SPACES * ring_stride();
+}
+
+uint64_t shared_layout(void)
+{
+    /* what a reader of another build must agree on: the version and every size */
+    uint64_t h = 1469598103934665603ULL;
+    uint64_t parts[] = {SHARED_LAYOUT_VERSION, sizeof(struct shared), sizeof(struct shared_space),
+                        sizeof(struct shared_worker), sizeof(struct shared_main),
+                        SHARED_RING_SLOTS, SHARED_RING_BYTES, SHARED_MAX_SPACES,
+                        SHARED_MAX_WORKERS, shared_size()};
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        h = (h ^ parts[i]) * 1099511628211ULL;
+    return h;
+}
+
+struct shared *shared_create(uint32_t nworkers, int *memfd)
+{
+    size_t size = shared_size();
+    /* a memfd, not an anonymous mapping: an upgrade hands it to the next binary */
+    int fd = memfd_create("rostrum-shared", MFD_CLOEXEC);
+    BUG_ON(fd < 0);
+    BUG_ON(ftruncate(fd, (off_t)size) != 0);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
     BUG_ON(p == MAP_FAILED);
+    if (memfd)
+        *memfd = fd;
+    else
+        close(fd);
     struct shared *sh = p;
     sh->size = size;
+    sh->layout = shared_layout();
     sh->nworkers = nworkers;
     for (int i = 0; i < SHARED_MAX_SPACES; i++)
         ring_init(shared_ring(sh, i), SHARED_RING_SLOTS, SHARED_RING_BYTES);
+    return sh;
+}
+
+struct shared *shared_attach(int memfd, char *err, size_t errlen)
+{
+    size_t size = shared_size();
+    struct stat st;
+    if (fstat(memfd, &st) != 0 || (size_t)st.st_size != size) {
+        snprintf(err, errlen, "shared memory of %lld bytes, this build needs %zu",
+                 (long long)st.st_size, size);
+        return NULL;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, memfd, 0);
+    if (p == MAP_FAILED) {
+        snprintf(err, errlen, "mmap: %s", strerror(errno));
+        return NULL;
+    }
+    struct shared *sh = p;
+    if (sh->layout != shared_layout()) {
+        snprintf(err, errlen, "shared memory layout %016llx, this build's is %016llx",
+                 (unsigned long long)sh->layout, (unsigned long long)shared_layout());
+        munmap(p, size);
+        return NULL;
+    }
     return sh;
 }
 

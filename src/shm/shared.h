@@ -62,6 +62,7 @@ enum ws_close_why {
     WS_CLOSE_NOT_READING, /* its socket took nothing for a long time while output waited */
     WS_CLOSE_OVER_RATE,   /* sent more frames or bytes per second than a speaker does */
     WS_CLOSE_IDLE,        /* sent nothing (not even a ping) for speaker-idle-ms */
+    WS_CLOSE_RESTART,     /* could not move to the new binary (an upgrade): asked back, 1012 */
     WS_CLOSE_REASONS
 };
 
@@ -213,6 +214,7 @@ struct shared_main {
 };
 
 struct shared {
+    uint64_t layout; /* shared_layout() of the build that made it */
     size_t size;
     struct shared_main main;
     uint32_t nworkers; /* worker blocks in use; 1 when the main process serves listeners */
@@ -233,9 +235,18 @@ struct shared {
      * SHARED_RING_BYTES) long, at shared_ring() */
 };
 
+/* Bumped whenever a shared structure changes meaning without changing size. */
+#define SHARED_LAYOUT_VERSION 1
+
 /* Maps the shared memory for <nworkers> workers (MAP_NORESERVE: rings take memory only as
- * pages are written). Aborts if it cannot. */
-struct shared *shared_create(uint32_t nworkers);
+ * pages are written), a memfd whose descriptor goes to <*memfd> (close-on-exec; NULL: closed).
+ * Aborts if it cannot. */
+struct shared *shared_create(uint32_t nworkers, int *memfd);
+/* Maps the shared memory another process (an earlier binary: an upgrade) made in <memfd>.
+ * Returns it, or NULL with the reason in <err> if its layout is not this build's. */
+struct shared *shared_attach(int memfd, char *err, size_t errlen);
+/* A fingerprint of this build's shared layout (its version and sizes). */
+uint64_t shared_layout(void);
 void shared_destroy(struct shared *sh);
 
 /* Writer (the main process, one at a time): publishes <len> bytes (<= SHARED_CONFIG_BYTES) of

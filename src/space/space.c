@@ -360,3 +360,71 @@ int space_feed_packet(struct space_feed *f, const unsigned char *pkt, size_t len
         space_on_packet(f->space, pkt, len, samples);
     return 0;
 }
+
+/* ---- upgrade ---------------------------------------------------------------------------- */
+
+void space_save(struct space *sp, struct space_record *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->slot = sp->slot;
+    r->serial = sp->serial;
+    r->channels = sp->head.channels;
+    r->pre_skip = sp->head.pre_skip;
+    r->input_rate = sp->head.input_rate;
+    r->output_gain = sp->head.output_gain;
+    if (sp->mux) {
+        ogg_mux_flush(sp->mux, space_publish_page, sp);
+        ogg_mux_save(sp->mux, &r->pos);
+        r->has_mux = 1;
+    }
+    r->fill_on = sp->fill.due_ms != 0;
+    r->gone_ms = sp->gone_ms;
+    r->fill_from_ms = sp->fill_from_ms;
+    r->fill_from_granule = sp->fill_from_granule;
+    r->last_packet_ms = sp->last_packet_ms;
+    r->meta = sp->meta;
+}
+
+struct space *space_restore(struct spaces *host, const struct space_record *r)
+{
+    if (r->slot < 0 || r->slot >= SHARED_MAX_SPACES ||
+        host->sh->spaces[r->slot].state == SLOT_FREE)
+        return NULL;
+    struct space *sp = calloc(1, sizeof(*sp));
+    BUG_ON(!sp);
+    sp->host = host;
+    sp->slot = r->slot;
+    sp->ss = &host->sh->spaces[r->slot];
+    sp->ring = shared_ring(host->sh, r->slot);
+    sp->cfg = config_space(host->cfg, sp->ss->mount);
+    sp->serial = r->serial;
+    sp->head = (struct opus_head_info){r->channels, r->pre_skip, r->input_rate, r->output_gain};
+    sp->meta = r->meta;
+    if (r->has_mux) {
+        /* the same headers as before (same serial, head and title), then the same stream */
+        const char *title = sp->ss->meta.name[0] ? sp->ss->meta.name : NULL;
+        sp->mux = ogg_mux_new(sp->serial, &sp->head, "rostrum 0.1", title, space_page_ms(sp));
+        if (!sp->mux) {
+            free(sp);
+            return NULL;
+        }
+        ogg_mux_restore(sp->mux, &r->pos);
+        sp->silence_len = opus_silence_packet(sp->head.channels, sp->silence, sizeof(sp->silence));
+    }
+    sp->gone_ms = r->gone_ms;
+    sp->fill_from_ms = r->fill_from_ms;
+    sp->fill_from_granule = r->fill_from_granule;
+    sp->last_packet_ms = r->last_packet_ms;
+    if (r->fill_on)
+        loop_timer_start(host->loop, &sp->fill, SPACE_FILL_MS, space_fill_cb);
+    list_insert_tail(&host->list, &sp->node);
+    return sp;
+}
+
+void space_source_reattach(struct space *sp, struct conn *src, struct space_feed *feed)
+{
+    sp->source = src;
+    sp->feed = feed;
+    feed->space = sp;
+    feed->input = sp->sink ? sp->sink->add(sp->sink_arg) : -1;
+}

@@ -30,6 +30,7 @@
 #include "conn/conn.h"
 #include "event/loop.h"
 #include "ogg/demux.h"
+#include "ogg/mux.h"
 #include "shm/shared.h"
 #include "util/list.h"
 
@@ -117,5 +118,28 @@ void space_set_state(struct space *sp, const char *json, size_t len);
 
 /* Keeps the slot's listener peak from the workers' counts (once a second). */
 void space_update_peak(struct space *sp);
+
+/* Upgrade: a space as the next binary takes it over, its slot in the shared memory (ring,
+ * preamble, state document) untouched. The stream goes on with the same serial, page
+ * numbers and granule positions. */
+#define SPACE_RECORD_VERSION 1
+struct space_record {
+    int32_t slot;
+    uint32_t serial;
+    int32_t channels, pre_skip;
+    uint32_t input_rate;
+    int16_t output_gain;
+    uint8_t has_mux, fill_on;
+    struct ogg_mux_pos pos;
+    int64_t gone_ms, fill_from_ms, last_packet_ms;
+    uint64_t fill_from_granule;
+    struct space_meta meta;
+};
+/* Publishes what <sp>'s mux holds (a short page) and fills <r>. */
+void space_save(struct space *sp, struct space_record *r);
+/* The space of <r>, carried on in this process; NULL if <r> is bad. */
+struct space *space_restore(struct spaces *host, const struct space_record *r);
+/* <src> becomes <sp>'s source again after an upgrade (counted once already). */
+void space_source_reattach(struct space *sp, struct conn *src, struct space_feed *feed);
 
 #endif

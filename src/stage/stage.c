@@ -95,7 +95,9 @@ struct stage {
      * the entry nearest its expiry is dropped, with a warning). */
     struct revoked revoked[STAGE_MAX_REVOKED];
     uint32_t nrevoked;
+    uint8_t quiescing; /* an upgrade is near: nothing new goes to members */
 };
+_Static_assert(STAGE_MAX_REVOKED == STAGE_RECORD_REVOKED, "the record holds every revocation");
 
 #define role_names role_name_table
 
@@ -283,6 +285,8 @@ void stage_state_json(const struct stage *st, struct buf *out)
 static void stage_deliver_state(struct stage *st)
 {
     int64_t now = st->host->loop->now_ms;
+    if (st->quiescing)
+        return;
     struct list_node *it, *tmp;
     list_for_each_safe(it, tmp, &st->members)
     {
@@ -711,6 +715,8 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
             }
             int rlen = 0;
             const unsigned char *r = mixer_return_packet(st->mixer, m->input, &rlen);
+            if (st->quiescing)
+                r = NULL; /* an upgrade is near: the queue drains */
             if (r && rlen > 0 && ws_send_binary(m->ws, r, (size_t)rlen, STAGE_RETURN_QUEUE) < 0)
                 fig->return_drops++;
             member_flush(m);
@@ -860,3 +866,150 @@ static void stage_sink_free(void *arg)
 
 static const struct space_sink stage_sink = {stage_sink_add, stage_sink_remove, stage_sink_packet,
                                              stage_sink_free};
+
+/* ---- upgrade ---------------------------------------------------------------------------- */
+
+void stage_quiesce(struct stage *st)
+{
+    st->quiescing = 1;
+    struct list_node *it, *tmp;
+    list_for_each_safe(it, tmp, &st->members)
+    {
+        ws_hold(list_entry(it, struct member, node)->ws);
+    }
+}
+
+int stage_quiet(const struct stage *st)
+{
+    struct ws_saved tmp_saved;
+    struct list_node *it, *tmp;
+    list_for_each_safe(it, tmp, (struct list_node *)&st->members)
+    {
+        const struct member *m = list_entry(it, struct member, node);
+        if (!m->conn->tls && !m->close_reason && ws_save(m->ws, &tmp_saved) < 0)
+            return 0;
+    }
+    return 1;
+}
+
+void stage_save(const struct stage *st, struct stage_record *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->slot = st->sp->slot;
+    r->next_id = st->next_id;
+    r->nrevoked = st->nrevoked;
+    r->empty_since_ms = st->empty_since_ms;
+    r->next_tick_ms = st->next_tick_ms;
+    memcpy(r->title, st->title, sizeof(r->title));
+    for (uint32_t i = 0; i < st->nrevoked; i++) {
+        r->revoked[i].id = st->revoked[i].id;
+        r->revoked[i].expiry = st->revoked[i].expiry;
+    }
+}
+
+void stage_save_members(struct stage *st, void (*put)(void *arg, const struct member_record *r),
+                        void *arg)
+{
+    static struct member_record r;
+    struct list_node *it, *tmp;
+    list_for_each_safe(it, tmp, &st->members)
+    {
+        struct member *m = list_entry(it, struct member, node);
+        memset(&r, 0, sizeof(r));
+        if (m->conn->tls || m->close_reason || ws_save(m->ws, &r.ws) < 0) {
+            /* cannot move: 1012 asks the client to come back in a moment (RFC 6455 7.4) */
+            log_info("stage", "/%s: \"%s\" (#%u) cannot move to the new binary (%s): asked to "
+                     "reconnect", st->sp->ss->mount, m->name, m->id,
+                     m->conn->tls ? "TLS" : m->close_reason ? m->close_reason : "busy");
+            if (!m->close_reason)
+                member_bound(m, WS_CLOSE_RESTART, 1012, "service restart");
+            member_drop(m); /* the close frame goes out before the exec */
+            continue;
+        }
+        r.slot = st->sp->slot;
+        r.fd = m->conn->io.fd;
+        r.id = m->id;
+        r.role = m->role;
+        r.muted = m->muted;
+        r.requested = m->requested;
+        r.pcm = m->pcm;
+        r.token_once = m->token_once;
+        r.token_id = m->token_id;
+        r.token_expiry = m->token_expiry;
+        r.last_rx_ms = m->last_rx_ms;
+        memcpy(r.name, m->name, sizeof(r.name));
+        put(arg, &r);
+    }
+}
+
+struct stage *stage_restore(struct space *sp, const struct stage_record *r)
+{
+    if (!sp->mux || r->nrevoked > STAGE_MAX_REVOKED)
+        return NULL;
+    struct stage *st = calloc(1, sizeof(*st));
+    BUG_ON(!st);
+    st->sp = sp;
+    st->host = sp->host;
+    st->mixer = mixer_new(STAGE_BITRATE);
+    list_init(&st->members);
+    memcpy(st->title, r->title, sizeof(st->title));
+    st->title[sizeof(st->title) - 1] = '\0';
+    st->next_id = r->next_id;
+    st->nrevoked = r->nrevoked;
+    for (uint32_t i = 0; i < r->nrevoked; i++)
+        st->revoked[i] = (struct revoked){r->revoked[i].id, r->revoked[i].expiry};
+    st->empty_since_ms = r->empty_since_ms;
+    /* the clock goes on where it was: stage_tick catches up a short gap, frame by frame */
+    st->next_tick_ms = r->next_tick_ms;
+    loop_timer_start(sp->host->loop, &st->clock, 0, stage_tick);
+    space_set_sink(sp, &stage_sink, st);
+    st->state_dirty = 1;
+    return st;
+}
+
+int stage_member_restore(struct stage *st, struct conn *c, const struct member_record *r)
+{
+    if (r->role < ROLE_LISTENER || r->role >= ROLES) {
+        conn_close(c);
+        return -1;
+    }
+    struct member *m = calloc(1, sizeof(*m));
+    BUG_ON(!m);
+    m->st = st;
+    m->conn = c;
+    m->ws = ws_restore(c->io.fd, NULL, &member_ws, m, &r->ws);
+    if (!m->ws) {
+        free(m);
+        conn_close(c);
+        return -1;
+    }
+    m->id = r->id;
+    m->role = r->role;
+    m->muted = r->muted;
+    m->requested = r->requested;
+    m->pcm = r->pcm;
+    m->token_once = r->token_once;
+    m->token_id = r->token_id;
+    m->token_expiry = r->token_expiry;
+    m->last_rx_ms = r->last_rx_ms;
+    memcpy(m->name, r->name, sizeof(m->name));
+    m->name[sizeof(m->name) - 1] = '\0';
+    m->out_ok_ms = st->host->loop->now_ms;
+    m->input = -1;
+    if (m->role != ROLE_LISTENER) {
+        m->input = mixer_input_add(st->mixer);
+        mixer_input_set_muted(st->mixer, m->input, m->muted);
+    }
+    int sndbuf = STAGE_SNDBUF;
+    setsockopt(c->io.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+    /* the shared gauges (members, off stage) already count it */
+    list_insert_tail(&st->members, &m->node);
+    st->nmembers++;
+    conn_take(c, &member_ops);
+    MEMBER(c) = m;
+    c->io.cb = member_on_io;
+    st->state_dirty = 1;
+    /* bytes it sent during the handover wait in the socket, and some may be parsed already */
+    member_on_io(st->host->loop, &c->io, EPOLLIN);
+    return 0;
+}

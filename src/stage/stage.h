@@ -18,6 +18,7 @@
 #include "event/loop.h"
 #include "util/buf.h"
 #include "util/list.h"
+#include "ws/ws.h"
 
 struct space;
 struct conn;
@@ -53,5 +54,44 @@ void stage_state_json(const struct stage *st, struct buf *out);
 const char *role_name(int role);
 extern const char *const role_name_table[ROLES];
 int role_parse(const char *s);
+
+/* Upgrade: a stage and its members as the next binary takes them over. The mixer starts
+ * afresh (a speaker's jitter buffer, at most a few frames, is not carried); the programme's
+ * stream goes on through the space. Members over TLS cannot move (their keys are in this
+ * process) and are told to come back (1012). */
+#define STAGE_RECORD_VERSION 1
+#define STAGE_RECORD_REVOKED 1024
+struct stage_record {
+    int32_t slot;
+    uint32_t next_id, nrevoked;
+    int64_t empty_since_ms, next_tick_ms;
+    char title[128];
+    struct {
+        uint64_t id;
+        int64_t expiry;
+    } revoked[STAGE_RECORD_REVOKED];
+};
+struct member_record {
+    int32_t slot, fd;
+    uint32_t id;
+    int32_t role;
+    uint8_t muted, requested, pcm, token_once;
+    uint64_t token_id;
+    int64_t token_expiry, last_rx_ms;
+    char name[48];
+    struct ws_saved ws;
+};
+/* Before a save: stop sending members anything new and hand wslay whole frames only. */
+void stage_quiesce(struct stage *st);
+/* 1 once every member can be saved (between frames, nothing to write). */
+int stage_quiet(const struct stage *st);
+void stage_save(const struct stage *st, struct stage_record *r);
+/* Calls <put> for each member that can move; closes the others (1012: come back). */
+void stage_save_members(struct stage *st, void (*put)(void *arg, const struct member_record *r),
+                        void *arg);
+/* The stage of <r> on <sp> (restored by space_restore); NULL if <r> is bad. */
+struct stage *stage_restore(struct space *sp, const struct stage_record *r);
+/* Member <r> back on <c> (conn_adopt'ed). Returns 0, or -1 (closed). */
+int stage_member_restore(struct stage *st, struct conn *c, const struct member_record *r);
 
 #endif

@@ -354,3 +354,76 @@ void source_tick(struct space *sp, int64_t timeout_ms)
              c->peer, (long long)timeout_ms);
     source_drop(c, "timed out");
 }
+
+/* ---- upgrade ---------------------------------------------------------------------------- */
+
+int source_save(struct space *sp, struct buf *out)
+{
+    struct conn *c = sp->source;
+    if (!c)
+        return -1;
+    struct source_state *s = SRC(c);
+    struct source_record r;
+    memset(&r, 0, sizeof(r));
+    const unsigned char *pending = NULL;
+    size_t plen = 0;
+    if (c->tls || ogg_demux_save(s->demux, &r.pos, &pending, &plen) < 0) {
+        log_info("source", "#%llu %s: cannot move to the new binary (%s): dropped",
+                 (unsigned long long)c->id, c->peer, c->tls ? "TLS" : "failed stream");
+        source_drop(c, "upgrade");
+        return -1;
+    }
+    r.slot = sp->slot;
+    r.fd = c->io.fd;
+    r.last_byte_ms = s->last_byte_ms;
+    r.media_start_ms = s->media_start_ms;
+    r.bytes = s->bytes;
+    r.media_samples = s->media_samples;
+    r.paced = s->paced;
+    r.pace_logged = s->pace_logged;
+    r.pending_len = (uint32_t)plen;
+    buf_append(out, &r, sizeof(r));
+    buf_append(out, pending, plen);
+    return 0;
+}
+
+int source_restore(struct spaces *host, struct conn *c, const void *p, size_t len)
+{
+    struct source_record r;
+    if (len < sizeof(r)) {
+        conn_close(c);
+        return -1;
+    }
+    memcpy(&r, p, sizeof(r));
+    struct space *sp = NULL;
+    struct list_node *n;
+    for (n = host->list.next; n != &host->list; n = n->next)
+        if (list_entry(n, struct space, node)->slot == r.slot)
+            sp = list_entry(n, struct space, node);
+    struct ogg_demux *d = len - sizeof(r) == r.pending_len && sp && !sp->source
+                              ? ogg_demux_restore(&r.pos, (const char *)p + sizeof(r), r.pending_len)
+                              : NULL;
+    if (!d) {
+        conn_close(c);
+        return -1;
+    }
+    conn_take(c, &source_ops);
+    struct source_state *s = SRC(c);
+    s->demux = d;
+    s->last_byte_ms = r.last_byte_ms;
+    s->media_start_ms = r.media_start_ms;
+    s->bytes = r.bytes;
+    s->media_samples = r.media_samples;
+    s->paced = r.paced;
+    s->pace_logged = r.pace_logged;
+    c->io.cb = source_on_io;
+    space_source_reattach(sp, c, &s->feed);
+    if (loop_mod(host->loop, &c->io, s->paced ? 0 : EPOLLIN | EPOLLRDHUP) < 0) {
+        source_drop(c, strerror(errno));
+        return -1;
+    }
+    /* what the old demuxer held but had not parsed: parse it now */
+    if (r.pending_len > 0 && source_feed(c, NULL, 0) < 0)
+        return -1;
+    return 0;
+}

@@ -17,7 +17,7 @@
 #include "util/log.h"
 #include "util/utf8.h"
 
-#define WS_IN_BUF 4096
+#define WS_IN_BUF WS_SAVED_IN
 #define WS_PING_MAX (2 + 4 + 125) /* a masked ping with a 7-bit length: all a ping may be */
 
 struct ws {
@@ -41,6 +41,7 @@ struct ws {
     double frame_tokens, byte_tokens;
     int64_t tokens_ms;
     uint64_t sent;
+    uint8_t hold;        /* whole frames only (ws_hold) */
     char error[96];
 };
 
@@ -214,6 +215,8 @@ static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
                 w->in_off += hlen + (size_t)payload;
                 continue;
             }
+            if (w->hold && avail < hlen + payload && hlen + payload <= sizeof(w->in))
+                goto more; /* an upgrade is near: wslay gets whole frames only */
             if (ping)
                 w->pong_pending = 1;
             w->frame_left = hlen + payload; /* at least 2 */
@@ -407,4 +410,40 @@ size_t ws_queued(const struct ws *w)
 uint64_t ws_bytes_sent(const struct ws *w)
 {
     return w->sent;
+}
+
+void ws_hold(struct ws *w)
+{
+    w->hold = 1;
+}
+
+int ws_save(const struct ws *w, struct ws_saved *out)
+{
+    if (w->frame_left > 0 || wslay_event_want_write(w->ctx) || w->ping_waiting ||
+        (w->io.pending && w->io.pending(w->io.io_arg)) || wslay_event_get_close_sent(w->ctx) ||
+        wslay_event_get_close_received(w->ctx))
+        return -1;
+    memset(out, 0, sizeof(*out));
+    out->in_len = (uint32_t)(w->in_len - w->in_off);
+    memcpy(out->in, w->in + w->in_off, out->in_len);
+    out->frame_tokens = w->frame_tokens;
+    out->byte_tokens = w->byte_tokens;
+    out->tokens_ms = w->tokens_ms;
+    out->sent = w->sent;
+    return 0;
+}
+
+struct ws *ws_restore(int fd, const struct ws_io *io, const struct ws_handler *h, void *arg,
+                      const struct ws_saved *saved)
+{
+    if (saved->in_len > WS_IN_BUF)
+        return NULL;
+    struct ws *w = ws_new(fd, io, h, arg);
+    memcpy(w->in, saved->in, saved->in_len);
+    w->in_len = saved->in_len;
+    w->frame_tokens = saved->frame_tokens;
+    w->byte_tokens = saved->byte_tokens;
+    w->tokens_ms = saved->tokens_ms;
+    w->sent = saved->sent;
+    return w;
 }

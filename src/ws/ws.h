@@ -103,4 +103,24 @@ size_t ws_queued(const struct ws *w);
 /* Bytes written to the socket so far (progress of a slow peer). */
 uint64_t ws_bytes_sent(const struct ws *w);
 
+/* Upgrade: a WebSocket carried on by the next binary. The bytes it read but did not parse
+ * go with it; wslay's own state does not, so a save happens between frames, with nothing
+ * waiting to be written. */
+#define WS_SAVED_VERSION 1
+#define WS_SAVED_IN 4096
+struct ws_saved {
+    uint32_t in_len;
+    uint8_t in[WS_SAVED_IN];
+    double frame_tokens, byte_tokens;
+    int64_t tokens_ms;
+    uint64_t sent;
+};
+/* From now on, hands wslay only whole frames (so that a save finds it between two). */
+void ws_hold(struct ws *w);
+/* Fills <out>; returns 0, or -1 if <w> is mid-frame, has output waiting or is closing. */
+int ws_save(const struct ws *w, struct ws_saved *out);
+/* A WebSocket as ws_new, carrying on from <saved>; NULL if <saved> is bad. */
+struct ws *ws_restore(int fd, const struct ws_io *io, const struct ws_handler *h, void *arg,
+                      const struct ws_saved *saved);
+
 #endif

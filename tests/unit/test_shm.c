@@ -412,7 +412,7 @@ static void config_writer(void *arg, struct control *ctl)
 TEST(issue9_config_copy_never_torn_while_reloads_race)
 {
     crc_init();
-    struct shared *sh = shared_create(1);
+    struct shared *sh = shared_create(1, NULL);
     struct control *ctl = control_new();
     pid_t w = spawn_writer(ctl, config_writer, sh);
     static unsigned char out[CFG_LEN];

@@ -114,7 +114,7 @@ TEST(token_fields_cannot_smuggle_separators)
 
 TEST(ticket_single_use)
 {
-    struct shared *sh = shared_create(2);
+    struct shared *sh = shared_create(2, NULL);
     uint64_t id = 0x0123456789abcdefULL;
     ASSERT_EQ_INT(shared_ticket_use(sh, id, now + 60, now), 0);
     ASSERT_EQ_INT(shared_ticket_use(sh, id, now + 60, now), -EALREADY);
@@ -126,7 +126,7 @@ TEST(ticket_single_use)
 
 TEST(ticket_table_bounded_and_reclaims_expired)
 {
-    struct shared *sh = shared_create(1);
+    struct shared *sh = shared_create(1, NULL);
     /* fill one probe window: same home slot, different high bits */
     for (uint64_t i = 0; i < SHARED_TICKET_PROBE; i++)
         ASSERT_EQ_INT(shared_ticket_use(sh, 7 | (i + 1) << 32, now + 60, now), 0);
