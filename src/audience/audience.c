@@ -741,6 +741,15 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
         return;
     }
     audience_check_slots(a); /* this process may not have been woken since a change */
+    if (__atomic_load_n(&a->sh->main.draining, __ATOMIC_ACQUIRE)) {
+        /* stopping: a newcomer is told when to come back (another server behind the same
+         * name, or this one restarted); pages and status above are still served */
+        ctr->refused_draining++;
+        ctr->joins[JOIN_REFUSED]++;
+        refuse(c, 503, (int)a->sh->main.drain_retry_s + retry_after_s(),
+               "The server is stopping: come back in a moment");
+        return;
+    }
     if (strncmp(path, "/join/", 6) == 0) {
         if (!mount_name_ok(path + 6) || audience_find(a, path + 6) < 0) {
             ctr->joins[JOIN_NOT_FOUND]++;

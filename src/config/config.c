@@ -61,6 +61,7 @@ enum key_id {
     KEY_STAGE_TLS,
     KEY_TLS_CERT,
     KEY_TLS_KEY,
+    KEY_DRAIN_MS,
     KEY_NAME,
     KEY_DESCRIPTION,
     KEY_COUNT
@@ -112,6 +113,7 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_STAGE_TLS] = {"stage-tls", IN_GLOBAL, 1, 0},
     [KEY_TLS_CERT] = {"tls-cert", IN_GLOBAL, 1, 0},
     [KEY_TLS_KEY] = {"tls-key", IN_GLOBAL, 1, 0},
+    [KEY_DRAIN_MS] = {"drain-ms", IN_GLOBAL, 0, 60000},
     [KEY_NAME] = {"name", IN_SPACE, 1, 0},
     [KEY_DESCRIPTION] = {"description", IN_SPACE, 1, 0},
 };
@@ -161,6 +163,7 @@ void config_defaults(struct config *c)
     c->burst_ms = 1000;
     c->page_ms = 200;
     c->grace_ms = 10000;
+    c->drain_ms = 3000;
     c->max_listeners = 100000;
     c->head_timeout_ms = 5000;
     c->response_timeout_ms = 30000;
@@ -377,6 +380,8 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->max_batch_ms;
     case KEY_MAX_MEMBERS:
         return &c->max_members;
+    case KEY_DRAIN_MS:
+        return &c->drain_ms;
     default:
         check_fail(__FILE__, __LINE__, "key_defs[] and this switch disagree");
     }

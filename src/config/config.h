@@ -78,6 +78,8 @@ struct config {
     int waiting_room;          /* 1: GET /join/<space> hands out admission tickets */
     char trusted_proxies[512]; /* addresses whose X-Forwarded-For is believed, comma-separated */
     int stage_idle_end_ms;     /* a stage space with no member and no source ends; 300000 */
+    int drain_ms;              /* SIGTERM: newcomers refused (503), members told to come back,
+                                  then at most this long for everyone to leave; 3000 */
     int speaker_idle_ms;       /* a speaker that sends nothing this long is dropped; 30000 */        /* creates stage spaces; "" = nobody can */
     int max_batch_ms;          /* longest wait between writes to one listener; 2000 */
     int max_members;           /* stage WebSocket members off stage, all spaces; 4000 */

@@ -27,6 +27,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
+#include "stage/stage.h"
 #include "stageport/stageport.h"
 #include "tls/tls.h"
 #include "util/log.h"
@@ -115,9 +118,75 @@ static void main_signal_on_io(struct loop *loop, struct io *io, uint32_t events)
             upgrade_start(srv);
             continue;
         }
-        log_info("server", "signal %u: shutting down", si.ssi_signo);
-        loop_stop(loop);
+        server_drain(srv, (int)si.ssi_signo);
     }
+}
+
+/* ---- stopping ------------------------------------------------------------------------------ */
+
+#define DRAIN_POLL_MS 100
+
+/* Who is still here: listeners (all workers), stage members, requests and lingering closes. */
+static uint64_t server_remaining(struct server *srv)
+{
+    uint64_t n = 0;
+    for (uint32_t w = 0; w < srv->sh->nworkers; w++)
+        n += __atomic_load_n(&srv->sh->workers[w].listener_connections, __ATOMIC_RELAXED);
+    struct list_node *it;
+    for (it = srv->spaces.list.next; it != &srv->spaces.list; it = it->next) {
+        struct stage *st = stage_of(list_entry(it, struct space, node));
+        if (st)
+            n += stage_members(st);
+    }
+    n += !list_empty(&srv->hub.heads) + !list_empty(&srv->hub.responses) +
+         !list_empty(&srv->hub.lingers);
+    return n;
+}
+
+static void drain_cb(struct loop *loop, struct loop_timer *t)
+{
+    struct server *srv = (struct server *)((char *)t - offsetof(struct server, drain_timer));
+    uint64_t left = server_remaining(srv);
+    if (left == 0 || loop->now_ms >= srv->drain_until_ms) {
+        if (left)
+            log_info("server", "drain: %d ms are up, closing the %llu connections left",
+                     srv->cfg.drain_ms, (unsigned long long)left);
+        else
+            log_info("server", "drain: everyone has left");
+        loop_stop(loop);
+        return;
+    }
+    loop_timer_start(loop, t, DRAIN_POLL_MS, drain_cb);
+}
+
+void server_drain(struct server *srv, int sig)
+{
+    if (srv->drain_until_ms || srv->cfg.drain_ms == 0) {
+        log_info("server", "signal %d: shutting down%s", sig,
+                 srv->drain_until_ms ? " now (a second signal)" : "");
+        loop_stop(&srv->loop);
+        return;
+    }
+    srv->drain_until_ms = srv->loop.now_ms + srv->cfg.drain_ms;
+    /* newcomers are refused (503, Retry-After: the drain and a little), on both ports */
+    srv->sh->main.drain_retry_s = (uint32_t)(srv->cfg.drain_ms + 999) / 1000;
+    __atomic_store_n(&srv->sh->main.draining, 1, __ATOMIC_RELEASE);
+    int members = 0;
+    struct list_node *it;
+    for (it = srv->spaces.list.next; it != &srv->spaces.list; it = it->next) {
+        struct stage *st = stage_of(list_entry(it, struct space, node));
+        if (st)
+            members += stage_drain(st);
+    }
+    sd_notify(0, "STOPPING=1");
+    log_info("server", "signal %d: stopping: newcomers refused, %d stage members asked to come "
+             "back, up to %d ms for the rest to leave (a second signal stops at once)", sig,
+             members, srv->cfg.drain_ms);
+    if (srv->serves_audience)
+        audience_on_wake(&srv->aud);
+    else
+        workers_wake(srv);
+    loop_timer_start(&srv->loop, &srv->drain_timer, 0, drain_cb);
 }
 
 /* ---- set-up -------------------------------------------------------------------------------- */

@@ -73,6 +73,8 @@ struct server {
     int64_t upgrade_since_ms;
     struct loop_timer upgrade_timer;
     int memfd;                /* the shared memory's descriptor */
+    int64_t drain_until_ms;   /* main: stopping (SIGTERM) until then; 0: not */
+    struct loop_timer drain_timer;
     int audience_reserve_fd;  /* main: bound, not listening: holds the port for the workers */
     int audience_tls_reserve_fd; /* the same for the TLS port */
     char audience_addr[300], stage_addr[300], audience_tls_addr[300];
@@ -96,6 +98,10 @@ int server_init_common(struct server *srv);
 /* Runs until SIGTERM/SIGINT, then closes everything (and stops the workers). */
 void server_run(struct server *srv);
 void server_free(struct server *srv);
+/* Main process, on SIGTERM/SIGINT <sig>: refuses newcomers, lets the stage's members go (told
+ * to come back) and stops once everyone has left or drain-ms has passed; a second signal, or
+ * drain-ms 0, stops at once. */
+void server_drain(struct server *srv, int sig);
 
 /* Sets up the connection hub of <srv> (either process) from its config. Returns 0 or -1
  * (bad trusted-proxies list, said on stderr). */

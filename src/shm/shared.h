@@ -95,6 +95,8 @@ struct shared_counters {
     /* issue 8 (shared memory protocol, laggards) */
     uint64_t torn_closes;        /* listeners closed: the writer overwrote bytes during their writev */
     uint64_t lag_jumps_mid_page; /* of the stalls: laggards that finished a partial page first */
+    /* issue 9 (graceful stop) */
+    uint64_t refused_draining; /* 503: the server is stopping (SIGTERM, drain-ms) */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
@@ -163,7 +165,7 @@ struct shared_worker {
  * and after the copy; counters are cumulative, so the reader makes rates of neighbours.
  */
 #define SHARED_HISTORY 600
-#define SHARED_REFUSALS 17 /* reasons of rostrum_refused_total (status.c, refusal_names) */
+#define SHARED_REFUSALS 18 /* reasons of rostrum_refused_total (status.c, refusal_names) */
 
 struct shared_sample {
     uint32_t seq;
@@ -210,6 +212,8 @@ struct shared_main {
     uint64_t return_drops;        /* return-audio packets dropped for a speaker not reading */
     uint32_t mixer_frame_max_us;  /* the longest frame of the last second (published) */
     uint32_t mixer_frame_peak_us; /* the longest of the current second (main process only) */
+    uint32_t draining;            /* SIGTERM: newcomers are refused until the process stops */
+    uint32_t drain_retry_s;       /* their Retry-After */
     struct shared_history history;
 };
 

@@ -867,7 +867,32 @@ static void stage_sink_free(void *arg)
 static const struct space_sink stage_sink = {stage_sink_add, stage_sink_remove, stage_sink_packet,
                                              stage_sink_free};
 
-/* ---- upgrade ---------------------------------------------------------------------------- */
+/* ---- stopping and upgrade --------------------------------------------------------------- */
+
+int stage_drain(struct stage *st)
+{
+    int n = 0;
+    struct list_node *it, *tmp;
+    list_for_each_safe(it, tmp, &st->members)
+    {
+        struct member *m = list_entry(it, struct member, node);
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "type", "restart");
+        cJSON_AddNumberToObject(j, "retry_ms", 1000.0 * st->host->sh->main.drain_retry_s);
+        member_send_json(m, j);
+        cJSON_Delete(j);
+        if (!m->close_reason)
+            member_bound(m, WS_CLOSE_RESTART, 1012, "server stopping: come back in a moment");
+        member_drop(m); /* the close frame goes now; the connection lingers for its answer */
+        n++;
+    }
+    return n;
+}
+
+uint32_t stage_members(const struct stage *st)
+{
+    return st->nmembers;
+}
 
 void stage_quiesce(struct stage *st)
 {

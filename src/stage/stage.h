@@ -81,6 +81,11 @@ struct member_record {
     char name[48];
     struct ws_saved ws;
 };
+/* Stopping (SIGTERM): every member is told to come back (1012, "service restart") and let
+ * go. Returns how many there were. */
+int stage_drain(struct stage *st);
+/* Members connected now. */
+uint32_t stage_members(const struct stage *st);
 /* Before a save: stop sending members anything new and hand wslay whole frames only. */
 void stage_quiesce(struct stage *st);
 /* 1 once every member can be saved (between frames, nothing to write). */

@@ -1,12 +1,22 @@
 /* router: the stage port's requests, by method (see stageport.h). */
 #include "stageport/stageport.h"
 
+#include <stdio.h>
+
 #include "http/request.h"
 #include "util/log.h"
 
 void stageport_route(void *arg, struct conn *c, const struct http_request *req)
 {
     struct spaces *host = arg;
+    if (host->sh->main.draining && req->method != HTTP_OPTIONS) {
+        /* stopping: sources, speakers and API callers are told when to come back */
+        char extra[40];
+        snprintf(extra, sizeof(extra), "Retry-After: %u", host->sh->main.drain_retry_s + 1);
+        host->sh->main.c.refused_draining++;
+        conn_error(c, 503, extra, "The server is stopping: come back in a moment");
+        return;
+    }
     switch (req->method) {
     case HTTP_PUT:
     case HTTP_SOURCE:

@@ -183,6 +183,8 @@ class Server:
                 argv += [flag, str(v)]
         if log_level:
             argv += ["--log-level", log_level]
+        if "--drain-ms" not in [str(x) for x in extra]:
+            argv += ["--drain-ms", "0"]  # tests stop at once unless they test the drain
         argv += list(extra)
         # A mark of its own, to find this server's processes (forked workers) after it exits.
         self.mark = f"{ctx.token}-{len(ctx.servers) + 1}"
