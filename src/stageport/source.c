@@ -383,7 +383,8 @@ int source_save(struct space *sp, struct buf *out)
     r.pace_logged = s->pace_logged;
     r.pending_len = (uint32_t)plen;
     buf_append(out, &r, sizeof(r));
-    buf_append(out, pending, plen);
+    if (plen > 0)
+        buf_append(out, pending, plen);
     return 0;
 }
 

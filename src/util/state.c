@@ -12,8 +12,10 @@ void state_put(struct buf *b, uint16_t type, uint16_t version, const void *paylo
     struct state_hdr h = {type, version, len};
     static const uint8_t zero[8];
     buf_append(b, &h, sizeof(h));
-    buf_append(b, payload, len);
-    buf_append(b, zero, (8 - len % 8) % 8);
+    if (len > 0)
+        buf_append(b, payload, len);
+    if (len % 8)
+        buf_append(b, zero, 8 - len % 8);
 }
 
 int state_next(struct state_reader *r, uint16_t *type, uint16_t *version, const void **payload,

@@ -1196,6 +1196,87 @@ TEST(opus_silence_decodes_to_zero)
     ASSERT_EQ_INT(opus_silence_packet(3, tiny, sizeof(tiny)), -1);
 }
 
+/* ---- upgrade: a stream carried on by the next binary's mux and demuxer -------------------- */
+
+TEST(mux_save_restore_continues_the_stream)
+{
+    /* the first 37 packets in one mux, the rest in a new one restored from its position: the
+     * listener's bytes (old headers + old pages + new pages) are one stream */
+    enum { N = 100, CUT = 37 };
+    struct pkt *p = tone_packets(2, N, 0);
+    struct ogg_mux *m = ogg_mux_new(0xabad1dea, &stereo_head, "rostrum test", "Show", 200);
+    struct mux_out o = {.n = 0};
+    size_t hlen;
+    const unsigned char *h = ogg_mux_headers(m, &hlen);
+    buf_put(&o.bytes, h, hlen);
+    for (int i = 0; i < CUT; i++)
+        ogg_mux_packet(m, p[i].data, (size_t)p[i].len, 960, on_mux_page, &o);
+    ogg_mux_flush(m, on_mux_page, &o); /* the short page the upgrade publishes */
+    struct ogg_mux_pos pos;
+    ogg_mux_save(m, &pos);
+    ogg_mux_free(m);
+    struct ogg_mux *m2 = ogg_mux_new(0xabad1dea, &stereo_head, "rostrum test", "Show", 200);
+    size_t hlen2;
+    const unsigned char *h2 = ogg_mux_headers(m2, &hlen2);
+    ASSERT_EQ_INT(hlen2, hlen); /* a newcomer after the upgrade gets the same headers */
+    ASSERT_EQ_MEM(h2, o.bytes.p, hlen);
+    ogg_mux_restore(m2, &pos);
+    ASSERT_EQ_UINT(ogg_mux_granule(m2), 312 + CUT * 960);
+    for (int i = CUT; i < N; i++)
+        ogg_mux_packet(m2, p[i].data, (size_t)p[i].len, 960, on_mux_page, &o);
+    ogg_mux_flush(m2, on_mux_page, &o);
+    ogg_mux_free(m2);
+    struct parsed ps;
+    parse_ogg(o.bytes.p, o.bytes.len, &ps);
+    check_stream_invariants(&ps, 0xabad1dea, 312); /* pages by one, granules by the audio */
+    ASSERT_EQ_INT(ps.np, N + 2);
+    assert_same_packets(ps.p + 2, p, N);
+    free(ps.p);
+    buf_free(&o.bytes);
+    free(p);
+}
+
+TEST(demux_save_restore_loses_no_packet)
+{
+    /* a source's stream cut anywhere (mid-page too): the restored demuxer, given the bytes
+     * the first one held, delivers exactly the packets that remained, with no new head */
+    enum { N = 300 };
+    struct pkt *p = tone_packets(2, N, 0);
+    struct buf in = {0};
+    struct stream_opts o = stereo_src;
+    o.eos = false;
+    o.per_page = 7;
+    source_stream(&in, &o, p, N);
+    for (int k = 0; k < 20; k++) {
+        size_t cut = 200 + rnd() % (in.len - 400);
+        struct collect c;
+        collect_init(&c);
+        struct ogg_demux *d = ogg_demux_new();
+        feed_chunked(d, in.p, cut, 3000, &c);
+        int before = c.n;
+        struct ogg_demux_pos pos;
+        const unsigned char *pending;
+        size_t plen;
+        ASSERT_EQ_INT(ogg_demux_save(d, &pos, &pending, &plen), 0);
+        struct ogg_demux *d2 = ogg_demux_restore(&pos, pending, plen);
+        ASSERT(d2);
+        ogg_demux_free(d);
+        ASSERT_EQ_INT(ogg_demux_feed(d2, NULL, 0, &collect_cb, &c), 0);
+        feed_chunked(d2, in.p + cut, in.len - cut, 3000, &c);
+        ASSERT_EQ_INT(c.heads, 1); /* only the first demuxer saw a head */
+        ASSERT_EQ_INT(c.n, N);
+        assert_same_packets(c.p, p, N);
+        struct ogg_demux_stats st;
+        ogg_demux_stats(d2, &st);
+        ASSERT_EQ_UINT(st.holes, 0);
+        ASSERT(before <= N);
+        ogg_demux_free(d2);
+        free(c.p);
+    }
+    buf_free(&in);
+    free(p);
+}
+
 int main(void)
 {
     return RUN_TESTS();

@@ -218,3 +218,57 @@ int main(void)
 {
     return RUN_TESTS();
 }
+
+TEST(ws_save_between_frames_restore_carries_on)
+{
+    /* unfragmented text and binary frames cut at every byte: with ws_hold, wslay never holds
+     * part of a frame, so a save always works (nothing to write) and the restored socket
+     * delivers exactly the messages the first one had not */
+    static struct pipe p;
+    static uint8_t stream[4096];
+    size_t len;
+    {
+        struct ws *w = open_ws(&p);
+        frame(&p, 1, 0x1, "{\"type\":\"one\"}", 14);
+        frame(&p, 1, 0x2, "opus-frame-bytes", 16);
+        frame(&p, 1, 0x1, "{\"type\":\"two\"}", 14);
+        len = p.in_len;
+        memcpy(stream, p.in, len);
+        ws_free(w);
+    }
+    for (size_t cut = 0; cut <= len; cut++) {
+        struct ws *w = open_ws(&p);
+        memcpy(p.in, stream, len);
+        p.in_len = len;
+        p.cut = cut;
+        ws_hold(w);
+        ASSERT_EQ_INT(ws_read(w), 0);
+        int before = p.ntext + p.nbinary;
+        struct ws_saved saved;
+        ASSERT_EQ_INT(ws_save(w, &saved), 0);
+        ws_free(w);
+        struct ws_io io = {p_recv, p_send, &p, NULL};
+        struct ws *w2 = ws_restore(-1, &io, &handler, NULL, &saved);
+        ASSERT(w2);
+        p.cut = len;
+        ASSERT_EQ_INT(ws_read(w2), 0);
+        ASSERT_EQ_INT(p.ntext, 2);
+        ASSERT_EQ_INT(p.nbinary, 1);
+        ASSERT(before <= 3);
+        ASSERT_EQ_MEM(p.last, "{\"type\":\"two\"}", 14);
+        ws_free(w2);
+    }
+}
+
+TEST(ws_save_refused_with_output_waiting)
+{
+    static struct pipe p;
+    struct ws *w = open_ws(&p);
+    ASSERT_EQ_INT(ws_send_text(w, "{}", 2), 0);
+    struct ws_saved saved;
+    ASSERT_EQ_INT(ws_save(w, &saved), -1); /* queued, the socket took nothing */
+    p.writable = 1;
+    ASSERT_EQ_INT(ws_flush(w), 0);
+    ASSERT_EQ_INT(ws_save(w, &saved), 0);
+    ws_free(w);
+}
