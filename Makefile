@@ -46,7 +46,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 WEB      := $(wildcard web/*)
 
-.PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench install
+.PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench bench-upgrade install
 all: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak
 
 $(O)/obj/%.o: %.c
@@ -135,6 +135,10 @@ fuzz: $(FUZZ_BIN)
 # Fan-out benchmark: rostrum and Icecast 2 side by side under rostrum-load (see bench/README.md).
 bench: test-deps all
 	bench/fanout $(BENCH_ARGS)
+
+# What an upgrade (SIGUSR2) costs the connected under load (see bench/README.md).
+bench-upgrade: test-deps all
+	bench/upgrade $(BENCH_ARGS)
 
 demo: deps all
 	scripts/demo
