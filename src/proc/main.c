@@ -184,7 +184,7 @@ static int cmd_serve(int argc, char **argv, char **full_argv)
         return 2;
     }
     log_level = cfg->log_level;
-    int check = upgrade_check_mode();
+    int check = upgrade_check_mode(cfg);
     if (check >= 0)
         return check; /* an upgrade's check: the configuration is good, the state readable */
     srv.given = *cfg;

@@ -158,7 +158,8 @@ int upgrade_resuming(void);
  * stderr). */
 int upgrade_resume(struct server *srv);
 /* Under ROSTRUM_UPGRADE_CHECK (the old binary asks): 0 if this binary can take over from
- * it, 3 if not (said on stderr); -1 if not asked. */
-int upgrade_check_mode(void);
+ * it with configuration <cfg> (state readable, certificate and key readable), 3 if not (said
+ * on stderr); -1 if not asked. */
+int upgrade_check_mode(const struct config *cfg);
 
 #endif

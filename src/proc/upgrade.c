@@ -77,7 +77,7 @@ static void upgrade_signature(char *out, size_t cap)
              LISTENER_RECORD_VERSION, (unsigned long long)shared_layout());
 }
 
-int upgrade_check_mode(void)
+int upgrade_check_mode(const struct config *cfg)
 {
     const char *want = getenv("ROSTRUM_UPGRADE_CHECK");
     if (!want)
@@ -88,6 +88,16 @@ int upgrade_check_mode(void)
         fprintf(stderr, "rostrum: cannot take over from the running binary: its state is %s, "
                         "this binary reads %s (restart instead)\n", want, mine);
         return 3;
+    }
+    if (cfg->audience_tls || cfg->stage_tls) {
+        /* the new binary reads them again, perhaps as a user that cannot (user = ...) */
+        char err[800];
+        struct tls_ctx *t = tls_ctx_new(cfg->tls_cert, cfg->tls_key, err, sizeof(err));
+        if (!t) {
+            fprintf(stderr, "rostrum: cannot take over: %s\n", err);
+            return 3;
+        }
+        tls_ctx_free(t);
     }
     return 0;
 }
@@ -100,6 +110,10 @@ void upgrade_start(struct server *srv)
 {
     if (srv->upgrade_state != UP_IDLE) {
         log_warn("upgrade", "SIGUSR2: an upgrade is already under way");
+        return;
+    }
+    if (srv->drain_until_ms) {
+        log_warn("upgrade", "SIGUSR2: stopping (SIGTERM): not upgrading");
         return;
     }
     if (srv->cfg.workers == 0) {
@@ -297,6 +311,12 @@ fail:
 static void upgrade_timer_cb(struct loop *loop, struct loop_timer *t)
 {
     struct server *srv = (struct server *)((char *)t - offsetof(struct server, upgrade_timer));
+    if (srv->drain_until_ms) {
+        /* SIGTERM came during the handover: stopping wins */
+        log_warn("upgrade", "stopping (SIGTERM): upgrade abandoned");
+        srv->upgrade_state = UP_IDLE;
+        return;
+    }
     if (quiet(srv) || loop->now_ms - srv->upgrade_since_ms >= UPGRADE_QUIET_MS) {
         upgrade_exec(srv); /* returns only if the exec failed */
         return;
