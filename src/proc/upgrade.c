@@ -315,6 +315,8 @@ static void upgrade_timer_cb(struct loop *loop, struct loop_timer *t)
         /* SIGTERM came during the handover: stopping wins */
         log_warn("upgrade", "stopping (SIGTERM): upgrade abandoned");
         srv->upgrade_state = UP_IDLE;
+        conn_port_pause(&srv->stage, 0); /* newcomers get the drain's 503 */
+        conn_port_pause(&srv->stage_tls, 0);
         return;
     }
     if (quiet(srv) || loop->now_ms - srv->upgrade_since_ms >= UPGRADE_QUIET_MS) {
