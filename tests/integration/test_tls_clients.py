@@ -1,0 +1,149 @@
+"""TLS from the clients' side (issue 9, TLS item): `rostrum-speak --tls [--cacert CA]` joins a
+stage over wss:// and is heard in the programme; a certificate it must not trust (another CA,
+the system's store, another name) or a port that is not TLS fails with the reason and exit 1
+before anything is sent; headless Chromium plays the listener page over https:// and speaks
+from the speaker page over wss:// (fake microphone), trusting the test server by a pin of its
+key (`--ignore-certificate-errors-spki-list`), and the programme carries its tone.
+
+The CA and certificates are made here with `openssl` (test_tls.make_pki); every peer is real
+(rostrum-speak, ffmpeg over https, Chromium) and on loopback.
+"""
+
+import base64
+import hashlib
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from harness import (ROOT, check, check_ffmpeg_decode, ffmpeg_source, goertzel_ratio,
+                     http_request, pcm_samples, test, wait_for, wait_live)
+from test_tls import make_pki, server_cert
+
+KEY = "tls-host-key"
+BROWSER = ROOT / "tests" / "browser"
+
+
+def tls_stage_server(ctx, pki=None):
+    """rostrum with both TLS ports (audience and stage) beside the plain ones, one worker, with
+    <pki> = (ca, chain, key) or a new make_pki. Returns (server, ca.pem)."""
+    ca, chain, key = pki or make_pki(ctx)
+    srv = ctx.start_server(extra=[
+        "--host-key", KEY, "--workers", "1", "--audience-tls", "127.0.0.1:0", "--stage-tls",
+        "127.0.0.1:0", "--tls-cert", str(chain), "--tls-key", str(key)])
+    check(srv.audience_tls and srv.stage_tls, "no TLS ports in the ready line")
+    return srv, ca
+
+
+def speak_tls(ctx, host, port, name, tone=440, seconds=8, cacert=None, tls=True):
+    argv = [Path(ctx.binary).parent / "rostrum-speak", "--stage", f"{host}:{port}", "--space",
+            "room", "--key", KEY, "--name", name, "--tone", tone, "--seconds", seconds, "--json"]
+    if tls:
+        argv.append("--tls")
+    if cacert:
+        argv += ["--cacert", cacert]
+    return ctx.spawn(f"speak_{name}", argv, stdout=ctx.tmp / f"speak_{name}.json")
+
+
+def https_listener(ctx, srv, ca, mount, seconds, name="listener"):
+    """ffmpeg decoding <mount> from the TLS audience port, verified against <ca>."""
+    return ctx.spawn(name, ["ffmpeg", "-nostdin", "-v", "error", "-ca_file", str(ca), "-i",
+                            f"https://localhost:{srv.audience_tls}{mount}", "-t", seconds,
+                            "-f", "s16le", "-ac", "1", "-ar", "48000", "-"],
+                     stdout=ctx.tmp / f"{name}.pcm")
+
+
+def tone_windows(pcm, freq, skip_s=1.0, window=0.25):
+    """Per window of the PCM after <skip_s>: (peak, share of energy at <freq>)."""
+    s = pcm_samples(pcm[int(skip_s * 96000) // 2 * 2:])
+    n = int(48000 * window)
+    return [(max(abs(x) for x in s[i:i + n]), goertzel_ratio(s[i:i + n], freq))
+            for i in range(0, len(s) - n + 1, n)]
+
+
+def last_json(proc):
+    lines = proc.output().decode(errors="replace").strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_speak_joins_over_wss_and_is_heard(ctx):
+    srv, ca = tls_stage_server(ctx)
+    # by address (the certificate's IP SAN) and by name (its DNS SAN, sent as SNI)
+    a = speak_tls(ctx, "127.0.0.1", srv.stage_tls, "A", tone=440, seconds=10, cacert=ca)
+    time.sleep(0.7)
+    b = speak_tls(ctx, "localhost", srv.stage_tls, "B", tone=660, seconds=9, cacert=ca)
+    time.sleep(2)
+    pcm = check_ffmpeg_decode(https_listener(ctx, srv, ca, "/room", 5), 5, timeout=30)
+    check(a.wait(25) == 0, f"speaker A over wss failed:\n{a.tail()}")
+    check(b.wait(25) == 0, f"speaker B over wss failed:\n{b.tail()}")
+    for who, p in (("A", a), ("B", b)):
+        r = last_json(p)
+        check(r.get("role") in ("host", "cohost", "speaker") and r.get("packets_sent", 0) > 300
+              and r.get("packets_received", 0) > 300 and r.get("close_code") == 1000,
+              f"{who}: {json.dumps(r)[:400]}")
+    # the programme, heard over https, carries both voices
+    w = tone_windows(pcm, 440)
+    w2 = tone_windows(pcm, 660)
+    both = [i for i in range(len(w)) if w[i][1] > 0.15 and w2[i][1] > 0.15]
+    check(w and len(both) >= len(w) * 0.8,
+          f"both tones in only {len(both)} of {len(w)} windows of the programme: "
+          f"440 {[round(x[1], 2) for x in w[:6]]} 660 {[round(x[1], 2) for x in w2[:6]]}")
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_speak_refuses_an_untrusted_certificate(ctx):
+    srv, ca = tls_stage_server(ctx)
+    d = ctx.tmp / "pki"
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        "other.key", "-out", "other-ca.pem", "-days", "2", "-subj",
+                        "/CN=another CA"], cwd=d, capture_output=True, timeout=60)
+    check(r.returncode == 0, f"openssl: {r.stderr[-400:]!r}")
+    cases = [
+        # (name, host, port, --cacert, --tls, what stderr must say)
+        ("otherca", "127.0.0.1", srv.stage_tls, d / "other-ca.pem", True,
+         "did not verify: self-signed certificate in certificate chain (is "),
+        ("system", "127.0.0.1", srv.stage_tls, None, True,
+         "not trusted by the system's store"),
+        ("plainport", "127.0.0.1", srv.stage, ca, True, "is that port speaking TLS?"),
+        ("nofile", "127.0.0.1", srv.stage_tls, d / "missing.pem", True,
+         "missing.pem: No such file or directory"),
+        ("notpem", "127.0.0.1", srv.stage_tls, d / "ext", True, "no CA certificate"),
+    ]
+    for name, host, port, cacert, tls, want in cases:
+        p = speak_tls(ctx, host, port, name, seconds=2, cacert=cacert, tls=tls)
+        rc = p.wait(20)
+        err = p.log.read_text(errors="replace")
+        check(rc == 1, f"{name}: exit {rc}, want 1: {err[-600:]}")
+        check(want in err, f"{name}: stderr does not say {want!r}: {err[-600:]}")
+        check("welcome" not in err, f"{name}: it joined all the same: {err[-600:]}")
+    # nothing reached the stage: the key would have created the space
+    r = http_request(srv.audience, "GET", "/state/room.json")
+    check(r.status == 404, f"the refused attempts made a space: {r.status}")
+    # the one CA it was told to trust works on the same server
+    ok = speak_tls(ctx, "127.0.0.1", srv.stage_tls, "ok", seconds=1, cacert=ca)
+    check(ok.wait(20) == 0, f"the right CA: {ok.tail()}")
+    # --cacert alone is a usage error
+    p = speak_tls(ctx, "127.0.0.1", srv.stage_tls, "usage", seconds=1, cacert=ca, tls=False)
+    check(p.wait(10) == 2 and "--cacert is for --tls" in p.log.read_text(),
+          f"--cacert without --tls: {p.tail()}")
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_speak_checks_the_host_name(ctx):
+    # a certificate from the trusted CA, but for other names: refused by name and by address
+    ca, _, _ = make_pki(ctx)
+    (ctx.tmp / "pki" / "ext").write_text("subjectAltName=DNS:elsewhere.example,IP:127.0.0.2\n")
+    chain, key = server_cert(ctx, "elsewhere")
+    (ctx.tmp / "elsewhere-chain.pem").write_bytes(chain)
+    (ctx.tmp / "elsewhere.key").write_bytes(key)
+    srv, _ = tls_stage_server(ctx, (ca, ctx.tmp / "elsewhere-chain.pem",
+                                    ctx.tmp / "elsewhere.key"))
+    for host, want in (("127.0.0.1", "IP address mismatch"), ("localhost", "hostname mismatch")):
+        p = speak_tls(ctx, host, srv.stage_tls, host.replace(".", "_"), seconds=2, cacert=ca)
+        rc = p.wait(20)
+        err = p.log.read_text(errors="replace")
+        check(rc == 1 and want in err and "does not name the host" in err,
+              f"{host}: exit {rc}, want 1 and {want!r}: {err[-600:]}")
