@@ -147,3 +147,107 @@ def test_issue9_tls_speak_checks_the_host_name(ctx):
         err = p.log.read_text(errors="replace")
         check(rc == 1 and want in err and "does not name the host" in err,
               f"{host}: exit {rc}, want 1 and {want!r}: {err[-600:]}")
+
+
+# ---- Chromium over https:// and wss:// -------------------------------------------------------
+
+
+def spki_pin(cert):
+    """base64(SHA-256(SubjectPublicKeyInfo)) of the PEM certificate <cert>, with openssl: what
+    Chromium's --ignore-certificate-errors-spki-list takes."""
+    pub = subprocess.run(["openssl", "x509", "-in", str(cert), "-pubkey", "-noout"],
+                         capture_output=True, timeout=20, check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub,
+                         capture_output=True, timeout=20, check=True).stdout
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def browser_env(ctx, pin=None, fake_audio=None):
+    node = shutil.which("node")
+    check(node and (BROWSER / "node_modules" / "playwright-core").is_dir(),
+          "node or tests/browser/node_modules/playwright-core missing: make test-deps")
+    env = {"HOME": str(ctx.tmp), "XDG_CONFIG_HOME": str(ctx.tmp / ".config"),
+           "XDG_CACHE_HOME": str(ctx.tmp / ".cache"), "TMPDIR": str(ctx.tmp)}
+    if pin:
+        env["TLS_SPKI"] = pin
+    if fake_audio:
+        env["FAKE_AUDIO"] = str(fake_audio)
+    return node, env
+
+
+def run_browser(ctx, name, script, args, env, timeout):
+    node = shutil.which("node")
+    p = ctx.spawn(name, [node, BROWSER / script, *args], env=env, stdout=ctx.tmp / f"{name}.out")
+    try:
+        rc = p.wait(timeout)
+    finally:
+        p.signal(signal.SIGTERM)  # Playwright then closes the browser it started
+    out = p.output().decode(errors="replace").strip()
+    try:
+        res = json.loads(out.splitlines()[-1])
+    except (IndexError, ValueError):
+        res = {}
+    return rc, res, out, p
+
+
+@test(timeout=150, icecast=False, exclusive=True)
+def test_issue9_tls_browser_plays_over_https_with_a_pinned_key(ctx):
+    pki = make_pki(ctx)
+    srv, _ = tls_stage_server(ctx, pki)
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    pin = spki_pin(ctx.tmp / "pki" / "server.pem")
+    url = f"https://localhost:{srv.audience_tls}/"
+    # without the pin the test CA is not trusted: the page does not even load
+    _, env = browser_env(ctx)
+    rc, res, out, p = run_browser(ctx, "play_nopin", "play.mjs", [url, "/live", "10"], env, 80)
+    check(rc != 0 and "ERR_CERT" in res.get("reason", ""),
+          f"without the pin Chromium should refuse the certificate: rc {rc} {out[-600:]}")
+    # with it, the listener page plays the stream over https
+    _, env = browser_env(ctx, pin=pin)
+    rc, res, out, p = run_browser(ctx, "play", "play.mjs", [url, "/live", "20"], env, 100)
+    check(rc == 0, f"play.mjs over https exited with {rc}: {out[-1500:]}\n{p.tail(15)}")
+    check(str(res.get("src", "")).startswith(f"https://localhost:{srv.audience_tls}/"),
+          f"the player's stream is not the https one: {res.get('src')}")
+    check(src.alive(), f"source died:\n{src.tail()}")
+
+
+@test(timeout=150, icecast=False, exclusive=True)
+def test_issue9_tls_browser_speaks_over_wss_and_is_heard(ctx):
+    pki = make_pki(ctx)
+    srv, ca = tls_stage_server(ctx, pki)
+    tone = ctx.tmp / "mic.wav"
+    r = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+                        "sine=frequency=880:sample_rate=48000", "-t", "30", "-ac", "1", "-c:a",
+                        "pcm_s16le", str(tone)], capture_output=True, timeout=30)
+    check(r.returncode == 0, f"ffmpeg could not make the microphone's file: {r.stderr[-400:]!r}")
+    r = http_request(srv.stage, "POST", "/api/spaces?name=web",
+                     headers=[("Authorization", f"Bearer {KEY}")])
+    check(r.status == 201, f"create -> {r.status}")
+    token = json.loads(r.body)["speaker_token"]
+    node, env = browser_env(ctx, pin=spki_pin(ctx.tmp / "pki" / "server.pem"), fake_audio=tone)
+    # the page over https; stage= the TLS stage port: the page then speaks wss://
+    b = ctx.spawn("speak", [node, BROWSER / "speak.mjs",
+                            f"https://localhost:{srv.audience_tls}/",
+                            f"localhost:{srv.stage_tls}", "web", token, "14"],
+                  env=env, stdout=ctx.tmp / "speak.out")
+    ctx.on_cleanup(lambda: b.signal(signal.SIGTERM))
+
+    def on_stage():
+        r = http_request(srv.audience, "GET", "/state/web.json")
+        doc = json.loads(r.body) if r.status == 200 else {}
+        return any(m.get("name") == "browser" for m in doc.get("stage", []))
+
+    wait_for(on_stage, 40, "the browser on stage over wss", interval=0.3)
+    time.sleep(2)
+    pcm = check_ffmpeg_decode(https_listener(ctx, srv, ca, "/web", 6), 6, timeout=30)
+    rc = b.wait(60)
+    out = b.output().decode(errors="replace").strip()
+    check(rc == 0, f"speak.mjs over wss exited with {rc}: {out[-1500:]}\n{b.tail()}")
+    # the fake microphone's 880 Hz (-18 dBFS; the page's noise suppression takes a steady tone
+    # down by some 20 dB) is in the programme the https listener heard; silence would be 0
+    w = tone_windows(pcm, 880)
+    heard = [x for x in w if x[0] > 200 and x[1] > 0.8]
+    check(len(heard) >= len(w) * 0.6,
+          f"880 Hz in only {len(heard)} of {len(w)} windows of the programme (peak, share): "
+          f"{[(x[0], round(x[1], 2)) for x in w[:8]]}")
