@@ -12,6 +12,7 @@ The CA and certificates are made here with `openssl` (test_tls.make_pki); every 
 import base64
 import hashlib
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -251,3 +252,66 @@ def test_issue9_tls_browser_speaks_over_wss_and_is_heard(ctx):
     check(len(heard) >= len(w) * 0.6,
           f"880 Hz in only {len(heard)} of {len(w)} windows of the programme (peak, share): "
           f"{[(x[0], round(x[1], 2)) for x in w[:8]]}")
+
+
+# ---- the demo over TLS ------------------------------------------------------------------------
+
+
+@test(timeout=120, icecast=False)
+def test_issue9_tls_demo_serves_https_with_its_own_ca(ctx):
+    # the demo as `make demo` runs it (build/rostrum, build/rostrum-speak), on loopback port 0
+    for b in ("rostrum", "rostrum-speak"):
+        check((ROOT / "build" / b).exists(), f"build/{b} missing: make")
+    tls_dir = ctx.tmp / "demo-tls"
+    env = {"AUDIENCE": "127.0.0.1:0", "STAGE": "127.0.0.1:0", "AUDIENCE_TLS": "127.0.0.1:0",
+           "STAGE_TLS": "127.0.0.1:0", "DEMO_TLS_DIR": str(tls_dir)}
+    demo = ctx.spawn("demo", ["bash", ROOT / "scripts" / "demo"], env=env, cwd=ROOT,
+                     stdout=ctx.tmp / "demo.out")
+    ctx.on_cleanup(lambda: demo.kill(grace=10))
+    wait_for(lambda: b"Ctrl-C stops it" in demo.output() or not demo.alive(), 60,
+             "the demo to print its links")
+    out = demo.output().decode(errors="replace")
+    check(demo.alive(), f"the demo exited:\n{out[-1500:]}\n{demo.tail()}")
+    m = re.search(r"listen: +https://127\.0\.0\.1:(\d+)/", out)
+    j = re.search(r"join the stage: https://127\.0\.0\.1:(\d+)/speak\.html\?stage=127\.0\.0\.1:"
+                  r"(\d+)&space=stage&token=\S+", out)
+    check(m and j and m.group(1) == j.group(1), f"no https links in the demo's output:\n{out}")
+    ca = tls_dir / "ca.pem"
+    check(f"{ca}" in out, f"the demo does not name its CA file {ca}:\n{out}")
+    aport, sport = int(m.group(1)), int(j.group(2))
+    # the demo CA is all a client needs: curl (page, status) and the stage port's API
+    r = subprocess.run(["curl", "-sS", "--cacert", str(ca), f"https://localhost:{aport}/"],
+                       capture_output=True, timeout=15)
+    check(r.returncode == 0 and b"<html" in r.stdout.lower(),
+          f"the listener page over https: {r.returncode} {r.stderr[-300:]!r}")
+
+    def on_stage():
+        r = subprocess.run(["curl", "-sS", "--cacert", str(ca),
+                            f"https://127.0.0.1:{aport}/state/stage.json"],
+                           capture_output=True, timeout=15)
+        try:
+            names = {m["name"] for m in json.loads(r.stdout).get("stage", [])}
+        except ValueError:
+            return False
+        return {"Alice", "Bob"} <= names
+
+    # Bob speaks over wss:// with --cacert the demo CA
+    wait_for(on_stage, 30, "Alice and Bob on the demo's stage", interval=0.5)
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{sport}", "-CAfile",
+                        str(ca), "-verify_return_error", "-verify_ip", "127.0.0.1"], input=b"",
+                       capture_output=True, timeout=20)
+    check(r.returncode == 0 and b"Verify return code: 0 (ok)" in r.stdout,
+          f"the demo's stage-tls port does not verify: {r.stderr[-400:]!r}")
+    # the CA may vouch only for this machine: its name constraints refuse any other name
+    cons = subprocess.run(["openssl", "x509", "-in", str(ca), "-noout", "-ext",
+                           "nameConstraints"], capture_output=True, timeout=10, text=True)
+    check("critical" in cons.stdout and "DNS:localhost" in cons.stdout,
+          f"the demo CA has no name constraints: {cons.stdout} {cons.stderr}")
+    # the plain demo is still there beside it
+    pm = re.search(r"listen: +http://127\.0\.0\.1:(\d+)/", out)
+    check(pm, f"no plain listen link:\n{out}")
+    r = subprocess.run(["curl", "-sS", f"http://127.0.0.1:{pm.group(1)}/status-json.xsl"],
+                       capture_output=True, timeout=15)
+    check(b"/live" in r.stdout and b"/stage" in r.stdout, f"plain status: {r.stdout[:300]!r}")
+    demo.signal(signal.SIGTERM)
+    demo.wait(20)  # and its children with it (its trap)
