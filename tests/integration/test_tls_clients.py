@@ -3,7 +3,9 @@ stage over wss:// and is heard in the programme; a certificate it must not trust
 the system's store, another name) or a port that is not TLS fails with the reason and exit 1
 before anything is sent; headless Chromium plays the listener page over https:// and speaks
 from the speaker page over wss:// (fake microphone), trusting the test server by a pin of its
-key (`--ignore-certificate-errors-spki-list`), and the programme carries its tone.
+key (`--ignore-certificate-errors-spki-list`), and the programme carries its tone; ezstream
+(libshout) sends a source over HTTPS and refuses another CA; the demo serves both TLS ports
+with the CA it makes itself.
 
 The CA and certificates are made here with `openssl` (test_tls.make_pki); every peer is real
 (rostrum-speak, ffmpeg over https, Chromium) and on loopback.
@@ -19,8 +21,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness import (ROOT, check, check_ffmpeg_decode, ffmpeg_source, goertzel_ratio,
-                     http_request, pcm_samples, test, wait_for, wait_live)
+from harness import (PASSWORD, ROOT, check, check_ffmpeg_decode, check_tone, ffmpeg_source,
+                     goertzel_ratio, http_request, make_opus_file, pcm_samples, test, wait_for,
+                     wait_live)
 from test_tls import make_pki, server_cert
 
 KEY = "tls-host-key"
@@ -56,7 +59,7 @@ def https_listener(ctx, srv, ca, mount, seconds, name="listener"):
                      stdout=ctx.tmp / f"{name}.pcm")
 
 
-def tone_windows(pcm, freq, skip_s=1.0, window=0.25):
+def share_windows(pcm, freq, skip_s=1.0, window=0.25):
     """Per window of the PCM after <skip_s>: (peak, share of energy at <freq>)."""
     s = pcm_samples(pcm[int(skip_s * 96000) // 2 * 2:])
     n = int(48000 * window)
@@ -86,8 +89,8 @@ def test_issue9_tls_speak_joins_over_wss_and_is_heard(ctx):
               and r.get("packets_received", 0) > 300 and r.get("close_code") == 1000,
               f"{who}: {json.dumps(r)[:400]}")
     # the programme, heard over https, carries both voices
-    w = tone_windows(pcm, 440)
-    w2 = tone_windows(pcm, 660)
+    w = share_windows(pcm, 440)
+    w2 = share_windows(pcm, 660)
     both = [i for i in range(len(w)) if w[i][1] > 0.15 and w2[i][1] > 0.15]
     check(w and len(both) >= len(w) * 0.8,
           f"both tones in only {len(both)} of {len(w)} windows of the programme: "
@@ -247,7 +250,7 @@ def test_issue9_tls_browser_speaks_over_wss_and_is_heard(ctx):
     check(rc == 0, f"speak.mjs over wss exited with {rc}: {out[-1500:]}\n{b.tail()}")
     # the fake microphone's 880 Hz (-18 dBFS; the page's noise suppression takes a steady tone
     # down by some 20 dB) is in the programme the https listener heard; silence would be 0
-    w = tone_windows(pcm, 880)
+    w = share_windows(pcm, 880)
     heard = [x for x in w if x[0] > 200 and x[1] > 0.8]
     check(len(heard) >= len(w) * 0.6,
           f"880 Hz in only {len(heard)} of {len(w)} windows of the programme (peak, share): "
@@ -315,3 +318,55 @@ def test_issue9_tls_demo_serves_https_with_its_own_ca(ctx):
     check(b"/live" in r.stdout and b"/stage" in r.stdout, f"plain status: {r.stdout[:300]!r}")
     demo.signal(signal.SIGTERM)
     demo.wait(20)  # and its children with it (its trap)
+
+
+# ---- a libshout source over TLS -------------------------------------------------------------
+
+
+def ezstream_tls_config(ctx, port, ca, opus, name):
+    """ezstream (libshout 2.4) sending <opus> over HTTPS (TLS from the first byte, RFC 2818) to
+    localhost:<port>, trusting <ca> only."""
+    path = ctx.tmp / f"{name}.xml"
+    path.write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<ezstream>
+  <servers><server>
+    <protocol>HTTPS</protocol><hostname>localhost</hostname><port>{port}</port>
+    <user>source</user><password>{PASSWORD}</password><reconnect_attempts>1</reconnect_attempts>
+    <ca_file>{ca}</ca_file>
+  </server></servers>
+  <streams><stream><mountpoint>/ez</mountpoint><format>Ogg</format>
+    <stream_name>EZ over TLS</stream_name></stream></streams>
+  <intakes><intake><type>file</type><filename>{opus}</filename></intake></intakes>
+</ezstream>
+""")
+    path.chmod(0o600)  # ezstream refuses a config others can read (it holds the password)
+    return path
+
+
+@test(timeout=90, icecast=False)
+def test_issue9_tls_libshout_source_over_https(ctx):
+    srv, ca = tls_stage_server(ctx)
+    opus = make_opus_file(ctx, 30)
+    # a CA that did not sign the server's certificate: libshout refuses, nothing goes live
+    other = ctx.tmp / "pki" / "other-ca.pem"
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        str(ctx.tmp / "pki" / "other.key"), "-out", str(other), "-days", "2",
+                        "-subj", "/CN=another CA"], capture_output=True, timeout=60)
+    check(r.returncode == 0, f"openssl: {r.stderr[-400:]!r}")
+    bad = ctx.spawn("ezstream_badca", ["ezstream", "-v", "-c",
+                                       ezstream_tls_config(ctx, srv.stage_tls, other, opus, "bad")])
+    rc = bad.wait(30)
+    log = bad.log.read_text(errors="replace")
+    check(rc != 0 and "bad certificate" in log, f"ezstream with another CA: exit {rc}:\n{log}")
+    r = http_request(srv.audience, "GET", "/ez")
+    check(r.status == 404, f"/ez went live through a refused certificate: {r.status}")
+    # the right CA: the source streams over TLS and listeners hear its tone
+    ez = ctx.spawn("ezstream", ["ezstream", "-v", "-c",
+                                ezstream_tls_config(ctx, srv.stage_tls, ca, opus, "good")])
+    wait_live(srv, "/ez", proc=ez)
+    pcm = check_ffmpeg_decode(https_listener(ctx, srv, ca, "/ez", 6), 6, timeout=30)
+    check_tone(pcm, 440, "an https listener of ezstream over TLS", skip_s=1)
+    check(ez.alive(), f"ezstream exited:\n{ez.tail()}")
+    log = ez.log.read_text(errors="replace")
+    check(f"connected: https://localhost:{srv.stage_tls}/ez" in log,
+          f"ezstream did not say it connected over https:\n{log[-800:]}")
