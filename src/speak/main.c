@@ -6,9 +6,10 @@
  *                 [--record OUT.ogg] [--detect-clicks] [--name NAME] [--gain DB] [--json]
  *
  * It joins GET /ws/NAME over a WebSocket (wss:// with --tls: the server's certificate is
- * checked against --cacert or the system's trust store, and must name the host of --stage), sends one Opus packet (48 kHz mono, 20 ms) per
- * binary frame in real time, receives the mix-minus (optionally into an Ogg/Opus file) and the
- * JSON control messages, and after S seconds closes cleanly.
+ * checked against --cacert or the system's trust store, and must name the host of --stage), sends
+ * one Opus packet (48 kHz mono, 20 ms) per binary frame in real time, receives the mix-minus
+ * (optionally into an Ogg/Opus file) and the JSON control messages, and after S seconds closes
+ * cleanly.
  *
  * Timeline: slot i of the S*50 slots is due at start + 20*i ms on CLOCK_MONOTONIC, so the send
  * rate never drifts, whatever the timer's lateness. A slot found more than MAX_LATE_MS late
@@ -455,14 +456,15 @@ static void ws_on_fail(void *arg, const char *why)
         return finish(s, EXIT_DONE, NULL);
     }
     if (s->ws.cert_failed == TLS_FAIL_NAME)
-        return finish(s, EXIT_FAIL, "%s (the certificate does not name the host of --stage)",
-                      why);
+        return finish(s, EXIT_FAIL, "%s (the certificate does not name the host of --stage)", why);
     if (s->ws.cert_failed && s->o.cacert)
-        return finish(s, EXIT_FAIL, "%s (is %s the CA that signed the server's certificate?)",
-                      why, s->o.cacert);
+        return finish(s, EXIT_FAIL, "%s (is %s the CA that signed the server's certificate?)", why,
+                      s->o.cacert);
     if (s->ws.cert_failed)
-        return finish(s, EXIT_FAIL, "%s (not trusted by the system's store: --cacert FILE "
-                                    "names a private CA)", why);
+        return finish(s, EXIT_FAIL,
+                      "%s (not trusted by the system's store: --cacert FILE "
+                      "names a private CA)",
+                      why);
     finish(s, EXIT_FAIL, "%s", why);
 }
 

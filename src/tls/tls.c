@@ -29,9 +29,9 @@ struct tls_ctx {
 struct tls_conn {
     SSL *ssl;
     int fd;
-    int ktls;       /* the kernel has the send keys */
-    size_t pend;    /* bytes of <pend_buf> OpenSSL holds as a record not yet sent whole */
-    char *pend_buf; /* a copy of them, given again to SSL_write (malloc'd, TLS_RECORD) */
+    int ktls;             /* the kernel has the send keys */
+    size_t pend;          /* bytes of <pend_buf> OpenSSL holds as a record not yet sent whole */
+    char *pend_buf;       /* a copy of them, given again to SSL_write (malloc'd, TLS_RECORD) */
     unsigned long hs_err; /* OpenSSL's first error of a failed handshake, for the message */
     int hs_errno;         /* errno of a failed handshake's system call */
 };
@@ -278,8 +278,8 @@ struct tls_ctx *tls_client_ctx_new(const char *cafile, char *err, size_t errcap)
         ERR_clear_error();
         if (SSL_CTX_load_verify_locations(ctx, cafile, NULL) != 1) {
             char what[600];
-            snprintf(what, sizeof(what), "CA file %s: no CA certificate could be read from it "
-                                         "(PEM expected)", cafile);
+            snprintf(what, sizeof(what), "CA file %s: no CA certificate in it (PEM wanted)",
+                     cafile);
             ssl_reason(err, errcap, what);
             SSL_CTX_free(ctx);
             return NULL;
