@@ -114,7 +114,7 @@ def test_issue9_tls_speak_refuses_an_untrusted_certificate(ctx):
         ("plainport", "127.0.0.1", srv.stage, ca, True, "is that port speaking TLS?"),
         ("nofile", "127.0.0.1", srv.stage_tls, d / "missing.pem", True,
          "missing.pem: No such file or directory"),
-        ("notpem", "127.0.0.1", srv.stage_tls, d / "ext", True, "no CA certificate"),
+        ("notpem", "127.0.0.1", srv.stage_tls, d / "ext", True, "no CA certificate in it"),
     ]
     for name, host, port, cacert, tls, want in cases:
         p = speak_tls(ctx, host, port, name, seconds=2, cacert=cacert, tls=tls)
