@@ -370,3 +370,21 @@ def test_issue9_tls_libshout_source_over_https(ctx):
     log = ez.log.read_text(errors="replace")
     check(f"connected: https://localhost:{srv.stage_tls}/ez" in log,
           f"ezstream did not say it connected over https:\n{log[-800:]}")
+
+
+@test(timeout=180, icecast=False, exclusive=True)
+def test_issue9_tls_browser_host_console_runs_a_stage_over_https(ctx):
+    # tests/browser/host.mjs (create, invite, request, promote, mute, demote, remove, end),
+    # every page over https and every WebSocket over wss, the key pinned
+    pki = make_pki(ctx)
+    srv, _ = tls_stage_server(ctx, pki)
+    _, env = browser_env(ctx, pin=spki_pin(ctx.tmp / "pki" / "server.pem"))
+    rc, res, out, p = run_browser(ctx, "host", "host.mjs",
+                                  [f"https://localhost:{srv.audience_tls}/",
+                                   f"localhost:{srv.stage_tls}", KEY], env, 150)
+    check(rc == 0 and '"step":"ended"' in out,
+          f"host.mjs over https exited with {rc}: {out[-1500:]}\n{p.tail(15)}")
+    # an https page may not open ws:// (mixed content): the members it seated came over wss
+    log = srv.log_text()
+    joins = [line for line in log.splitlines() if "joined as" in line]
+    check(len(joins) >= 3, f"only {len(joins)} members joined:\n{log[-1500:]}")
