@@ -2,12 +2,14 @@
  * rostrum-speak: one speaker on a stage space, from the command line (docs/stage.md).
  *
  *   rostrum-speak --stage HOST:PORT --space NAME (--key KEY | --token T)
- *                 (--tone HZ | --input FILE | --clicks MS) --seconds S
+ *                 (--tone HZ | --input FILE | --clicks MS) --seconds S [--tls [--cacert CA]]
  *                 [--record OUT.ogg] [--detect-clicks] [--name NAME] [--gain DB] [--json]
  *
- * It joins GET /ws/NAME over a WebSocket, sends one Opus packet (48 kHz mono, 20 ms) per
- * binary frame in real time, receives the mix-minus (optionally into an Ogg/Opus file) and the
- * JSON control messages, and after S seconds closes cleanly.
+ * It joins GET /ws/NAME over a WebSocket (wss:// with --tls: the server's certificate is
+ * checked against --cacert or the system's trust store, and must name the host of --stage), sends
+ * one Opus packet (48 kHz mono, 20 ms) per binary frame in real time, receives the mix-minus
+ * (optionally into an Ogg/Opus file) and the JSON control messages, and after S seconds closes
+ * cleanly.
  *
  * Timeline: slot i of the S*50 slots is due at start + 20*i ms on CLOCK_MONOTONIC, so the send
  * rate never drifts, whatever the timer's lateness. A slot found more than MAX_LATE_MS late
@@ -51,6 +53,7 @@
 #include "speak/detect.h"
 #include "speak/source.h"
 #include "speak/wsc.h"
+#include "tls/tls.h"
 #include "util/buf.h"
 #include "util/check.h"
 #include "util/log.h"
@@ -73,10 +76,10 @@ enum exit_code { EXIT_DONE = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_REFUSED = 3 
 enum phase { PH_CONNECTING, PH_WELCOME, PH_SPEAKING, PH_CLOSING, PH_DONE };
 
 struct opts {
-    const char *stage, *space, *key, *token, *input, *record, *name;
+    const char *stage, *space, *key, *token, *input, *record, *name, *cacert;
     double tone, seconds, gain;
     unsigned clicks_ms;
-    int has_tone, has_clicks, detect_clicks, json;
+    int has_tone, has_clicks, detect_clicks, json, tls;
 };
 
 /* A bounded list of CLOCK_MONOTONIC times in ms, for --json. */
@@ -92,6 +95,7 @@ struct speak {
     struct opts o;
     struct loop loop;
     struct wsc ws;
+    struct tls_ctx *tls; /* --tls: the client context, owned */
     struct speak_source *src;
     OpusEncoder *enc;
     struct loop_timer clock;    /* pacing */
@@ -119,7 +123,7 @@ struct speak {
     /* the outcome */
     int done;
     int exit_code;
-    char error[256];
+    char error[512];
     /* --record */
     FILE *rec;
     struct ogg_mux *mux;
@@ -451,6 +455,16 @@ static void ws_on_fail(void *arg, const char *why)
         log_warn("speak", "after our close: %s", why);
         return finish(s, EXIT_DONE, NULL);
     }
+    if (s->ws.cert_failed == TLS_FAIL_NAME)
+        return finish(s, EXIT_FAIL, "%s (the certificate does not name the host of --stage)", why);
+    if (s->ws.cert_failed && s->o.cacert)
+        return finish(s, EXIT_FAIL, "%s (is %s the CA that signed the server's certificate?)", why,
+                      s->o.cacert);
+    if (s->ws.cert_failed)
+        return finish(s, EXIT_FAIL,
+                      "%s (not trusted by the system's store: --cacert FILE "
+                      "names a private CA)",
+                      why);
     finish(s, EXIT_FAIL, "%s", why);
 }
 
@@ -496,9 +510,13 @@ static void usage(FILE *f)
             "usage: rostrum-speak --stage HOST:PORT --space NAME (--key KEY | --token T)\n"
             "                     (--tone HZ | --input FILE | --clicks MS) --seconds S\n"
             "                     [--record OUT.ogg] [--detect-clicks] [--name NAME]\n"
-            "                     [--gain DB] [--json]\n"
+            "                     [--gain DB] [--json] [--tls [--cacert FILE]]\n"
             "\n"
             "  --stage HOST:PORT  the server's stage port ([v6]:PORT for IPv6)\n"
+            "  --tls              connect with TLS (wss://, the server's --stage-tls port); the\n"
+            "                     certificate must verify and name HOST (DNS name or IP)\n"
+            "  --cacert FILE      trust the CA certificates in FILE (PEM) instead of the\n"
+            "                     system's store (a private or test CA); needs --tls\n"
             "  --space NAME       the stage space to join (/ws/NAME)\n"
             "  --key KEY          the host key: creates the space if needed, takes the next\n"
             "                     free place on stage (host, co-hosts, speakers)\n"
@@ -550,6 +568,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
         O_JSON,
         O_CLICKS,
         O_DETECT,
+        O_TLS,
+        O_CACERT,
         O_HELP
     };
     static const struct option longs[] = {
@@ -566,6 +586,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
         {"json", no_argument, NULL, O_JSON},
         {"clicks", required_argument, NULL, O_CLICKS},
         {"detect-clicks", no_argument, NULL, O_DETECT},
+        {"tls", no_argument, NULL, O_TLS},
+        {"cacert", required_argument, NULL, O_CACERT},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -599,6 +621,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
             break;
         case O_DETECT:
             o->detect_clicks = 1;
+            break;
+        case O_TLS:
+            o->tls = 1;
+            break;
+        case O_CACERT:
+            o->cacert = optarg;
             break;
         case O_CLICKS: {
             double ms;
@@ -648,13 +676,18 @@ static int parse_args(int argc, char **argv, struct opts *o)
                           : sources == 0         ? "--tone, --input or --clicks"
                           : o->seconds < 0       ? "--seconds"
                                                  : NULL;
-    if (missing || optind < argc || (o->key && o->token) || sources > 1 || !o->space[0]) {
+    if (missing || optind < argc || (o->key && o->token) || sources > 1 || !o->space[0] ||
+        (o->cacert && (!o->tls || !o->cacert[0]))) {
         if (missing)
             fprintf(stderr, "rostrum-speak: %s is required\n", missing);
         else if (optind < argc)
             fprintf(stderr, "rostrum-speak: unexpected argument \"%s\"\n", argv[optind]);
         else if (!o->space[0])
             fprintf(stderr, "rostrum-speak: --space is empty\n");
+        else if (o->cacert && !o->tls)
+            fprintf(stderr, "rostrum-speak: --cacert is for --tls: give both\n");
+        else if (o->cacert && !o->cacert[0])
+            fprintf(stderr, "rostrum-speak: --cacert is empty\n");
         else
             fprintf(stderr, "rostrum-speak: give only one of %s\n",
                     o->key && o->token ? "--key and --token" : "--tone, --input and --clicks");
@@ -785,6 +818,7 @@ static void print_json(struct speak *s)
 static void speak_free(struct speak *s)
 {
     wsc_free(&s->ws);
+    tls_ctx_free(s->tls);
     speak_source_free(s->src);
     if (s->enc)
         opus_encoder_destroy(s->enc);
@@ -876,9 +910,16 @@ int main(int argc, char **argv)
         return EXIT_FAIL;
     }
 
+    if (s->o.tls && !(s->tls = tls_client_ctx_new(s->o.cacert, err, sizeof(err)))) {
+        fprintf(stderr, "rostrum-speak: --%s: %s\n", s->o.cacert ? "cacert" : "tls", err);
+        speak_free(s);
+        return EXIT_FAIL;
+    }
+
     struct buf target = {0};
     build_target(&s->o, &target);
-    rc = wsc_connect(&s->ws, &s->loop, s->o.stage, target.data, &ws_handler, s, err, sizeof(err));
+    rc = wsc_connect_tls(&s->ws, &s->loop, s->o.stage, s->tls, target.data, &ws_handler, s, err,
+                         sizeof(err));
     buf_free(&target);
     if (rc < 0) {
         finish(s, EXIT_FAIL, "%s", err);

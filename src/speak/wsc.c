@@ -18,6 +18,7 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -293,6 +294,35 @@ static void wsc_on_deadline(struct loop *loop, struct loop_timer *t)
     wsc_fail(w, "no WebSocket upgrade within %d ms", WSC_HANDSHAKE_MS);
 }
 
+/* The byte transport: the socket, or TLS on it. Both return bytes moved, 0 on EOF (reads),
+ * or -1 with errno (EAGAIN: try on the next event). */
+static ssize_t io_recv(struct wsc *w, void *buf, size_t len)
+{
+    if (w->tls)
+        return tls_read(w->tls, buf, len);
+    return recv(w->io.fd, buf, len, 0);
+}
+
+static ssize_t io_send(struct wsc *w, const void *buf, size_t len)
+{
+    if (w->tls) {
+        struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+        return tls_writev(w->tls, &iov, 1);
+    }
+    return send(w->io.fd, buf, len, MSG_NOSIGNAL);
+}
+
+/* Pushes on a TLS record that was counted as written but blocked. Returns 1 if one still
+ * waits (want EPOLLOUT), 0 if none, -1 on a write error (errno). */
+static int io_push_pending(struct wsc *w)
+{
+    if (!w->tls || !tls_pending(w->tls))
+        return 0;
+    if (tls_flush(w->tls) == 0)
+        return 0;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
+}
+
 static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
 {
     struct wsc *w = user;
@@ -306,7 +336,7 @@ static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         return (ssize_t)n;
     }
     for (;;) {
-        ssize_t n = recv(w->io.fd, buf, len, 0);
+        ssize_t n = io_recv(w, buf, len);
         if (n > 0)
             return n;
         if (n == 0) {
@@ -331,7 +361,7 @@ static ssize_t cb_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     struct wsc *w = user;
     (void)flags;
     for (;;) {
-        ssize_t n = send(w->io.fd, data, len, MSG_NOSIGNAL);
+        ssize_t n = io_send(w, data, len);
         if (n >= 0)
             return n;
         if (errno == EINTR)
@@ -393,8 +423,13 @@ void wsc_flush(struct wsc *w)
         wsc_fail(w, "%s", w->error[0] ? w->error : "WebSocket write failed");
         return;
     }
+    int pending = io_push_pending(w);
+    if (pending < 0) {
+        wsc_fail(w, "write: %s", strerror(errno));
+        return;
+    }
     uint32_t ev = wslay_event_want_read(w->ctx) && !w->terminal ? EPOLLIN | EPOLLRDHUP : 0;
-    if (wslay_event_want_write(w->ctx))
+    if (wslay_event_want_write(w->ctx) || pending)
         ev |= EPOLLOUT;
     if (ev == 0) {
         /* nothing more to read or write: the exchange is over */
@@ -444,7 +479,7 @@ static void wsc_read_head(struct wsc *w)
 {
     char in[4096];
     for (;;) {
-        ssize_t n = recv(w->io.fd, in, sizeof(in), 0);
+        ssize_t n = io_recv(w, in, sizeof(in));
         if (n == -1 && errno == EINTR)
             continue;
         if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -489,7 +524,7 @@ static void wsc_read_head(struct wsc *w)
 static void wsc_write_request(struct wsc *w)
 {
     while (w->req_off < w->req.len) {
-        ssize_t n = send(w->io.fd, w->req.data + w->req_off, w->req.len - w->req_off, MSG_NOSIGNAL);
+        ssize_t n = io_send(w, w->req.data + w->req_off, w->req.len - w->req_off);
         if (n == -1 && errno == EINTR)
             continue;
         if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -498,7 +533,29 @@ static void wsc_write_request(struct wsc *w)
             return wsc_fail(w, "write: %s", strerror(errno));
         w->req_off += (size_t)n;
     }
-    wsc_set_events(w, EPOLLIN | EPOLLRDHUP);
+    int pending = io_push_pending(w);
+    if (pending < 0)
+        return wsc_fail(w, "write: %s", strerror(errno));
+    wsc_set_events(w, pending ? EPOLLIN | EPOLLOUT : EPOLLIN | EPOLLRDHUP);
+}
+
+/* Drives the TLS handshake; once done (the certificate verified), asks for the upgrade. */
+static void wsc_tls_step(struct wsc *w)
+{
+    int rc = tls_handshake(w->tls);
+    if (rc == TLS_WANT_READ)
+        return wsc_set_events(w, EPOLLIN);
+    if (rc == TLS_WANT_WRITE)
+        return wsc_set_events(w, EPOLLOUT);
+    if (rc < 0) {
+        char why[256];
+        if ((w->cert_failed = tls_handshake_error(w->tls, why, sizeof(why))))
+            return wsc_fail(w, "TLS: the server's certificate for \"%s\" did not verify: %s",
+                            w->host, why);
+        return wsc_fail(w, "TLS handshake with %s failed: %s", w->host, why);
+    }
+    w->state = WSC_HANDSHAKE;
+    wsc_write_request(w);
 }
 
 static void wsc_on_io(struct loop *loop, struct io *io, uint32_t events)
@@ -514,9 +571,15 @@ static void wsc_on_io(struct loop *loop, struct io *io, uint32_t events)
             err = errno;
         if (err)
             return wsc_fail(w, "connect: %s", strerror(err));
+        if (w->tls) {
+            w->state = WSC_TLS;
+            return wsc_tls_step(w);
+        }
         w->state = WSC_HANDSHAKE;
         return wsc_write_request(w);
     }
+    if (w->state == WSC_TLS)
+        return wsc_tls_step(w);
     if (w->state == WSC_HANDSHAKE) {
         if (events & EPOLLOUT)
             wsc_write_request(w);
@@ -534,6 +597,13 @@ static void wsc_on_io(struct loop *loop, struct io *io, uint32_t events)
 
 int wsc_connect(struct wsc *w, struct loop *loop, const char *hostport, const char *target,
                 const struct wsc_handler *h, void *arg, char *err, size_t errlen)
+{
+    return wsc_connect_tls(w, loop, hostport, NULL, target, h, arg, err, errlen);
+}
+
+int wsc_connect_tls(struct wsc *w, struct loop *loop, const char *hostport, struct tls_ctx *tls,
+                    const char *target, const struct wsc_handler *h, void *arg, char *err,
+                    size_t errlen)
 {
     *w = (struct wsc){.io = {.fd = -1, .cb = wsc_on_io}, .loop = loop, .h = h, .arg = arg};
     wsc_resp_init(&w->resp);
@@ -570,6 +640,9 @@ int wsc_connect(struct wsc *w, struct loop *loop, const char *hostport, const ch
     int one = 1; /* one small frame every 20 ms: never wait to coalesce */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     w->io.fd = fd;
+    snprintf(w->host, sizeof(w->host), "%s", host);
+    if (tls)
+        w->tls = tls_client_new(tls, fd, host);
     if ((rc = loop_add(loop, &w->io, EPOLLOUT)) < 0) {
         snprintf(err, errlen, "epoll: %s", strerror(-rc));
         return rc;
@@ -620,6 +693,12 @@ void wsc_free(struct wsc *w)
 {
     if (w->loop)
         loop_timer_stop(w->loop, &w->deadline);
+    if (w->tls) {
+        if (w->state == WSC_OPEN || wsc_close_sent(w))
+            tls_close_notify(w->tls); /* never waits: best effort */
+        tls_conn_free(w->tls);
+        w->tls = NULL;
+    }
     if (w->io.fd >= 0) {
         if (w->loop && w->io.events)
             loop_del(w->loop, &w->io);

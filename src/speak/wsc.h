@@ -7,14 +7,21 @@
  * its body and handed to the owner whole, so a CLI can print why it was turned away.
  *
  *   wsc_connect ─► CONNECTING ──writable, SO_ERROR 0──► HANDSHAKE: GET sent, answer read
- *                      │                                  │           │
- *                      │ refused / 5 s                    │ 101 +     │ other status:
+ *                      │    │                             ▲  │           │
+ *                      │    └─ TLS: ─► TLS handshake ─────┘  │           │
+ *                      │             (certificate checked)   │           │
+ *                      │ refused / failed / 5 s              │ 101 +     │ other status:
  *                      ▼                                  │ Accept ok │ body read
  *                    (fail)                               ▼           ▼
  *                                                        OPEN       (refused)
  *                                            close frame in │ or EOF / error
  *                                                           ▼
  *                                                        CLOSED
+ *
+ * With a TLS context (wss://) every byte goes through tls/ (tls_read, tls_writev): a record
+ * that blocked half-sent is counted as written and pushed on by wsc_flush, which keeps EPOLLOUT
+ * armed until it is gone. The server's certificate must verify (chain and name), or the
+ * connection fails with the check's reason; nothing is sent before it has.
  *
  * Bytes that arrive in the same read as the end of the 101 head (the server may send its first
  * frame at once) are kept and given to wslay before the socket is read again.
@@ -33,6 +40,7 @@
 #include <wslay/wslay.h>
 
 #include "event/loop.h"
+#include "tls/tls.h"
 #include "util/buf.h"
 
 #define WSC_KEY_LEN 24         /* base64 of 16 random bytes */
@@ -88,7 +96,7 @@ void wsc_percent_encode(struct buf *b, const char *s);
  * too long for the buffers. */
 int wsc_split_hostport(const char *hp, char *host, size_t hcap, char *port, size_t pcap);
 
-enum wsc_state { WSC_IDLE, WSC_CONNECTING, WSC_HANDSHAKE, WSC_OPEN, WSC_CLOSED };
+enum wsc_state { WSC_IDLE, WSC_CONNECTING, WSC_TLS, WSC_HANDSHAKE, WSC_OPEN, WSC_CLOSED };
 
 struct wsc_handler {
     /* The upgrade was accepted: messages may be sent from now on. */
@@ -124,7 +132,10 @@ struct wsc {
     unsigned char early[WSC_HEAD_MAX]; /* bytes read past the 101 head, for wslay */
     size_t early_len, early_off;
     int eof;
-    char error[160];
+    struct tls_conn *tls; /* owned; NULL for plain ws:// */
+    int cert_failed;      /* TLS_FAIL_CERT or _NAME: the server's certificate was refused */
+    char host[256];       /* the server's name or address, for messages */
+    char error[320];
 };
 
 /* Starts connecting to <hostport> and asks for <target> (path and query, already encoded) with
@@ -133,6 +144,12 @@ struct wsc {
  * such host, no socket); then no callback is called, and wsc_free is still safe. */
 int wsc_connect(struct wsc *w, struct loop *loop, const char *hostport, const char *target,
                 const struct wsc_handler *h, void *arg, char *err, size_t errlen);
+/* The same over TLS (wss://) when <tls> (a client context, borrowed for the life of <w>) is
+ * not NULL: the server's certificate is checked against it and against the host of
+ * <hostport> before the upgrade is asked. */
+int wsc_connect_tls(struct wsc *w, struct loop *loop, const char *hostport, struct tls_ctx *tls,
+                    const char *target, const struct wsc_handler *h, void *arg, char *err,
+                    size_t errlen);
 
 /* Queues a message (copied). Returns 0; -EAGAIN if more than <max_queue> bytes already wait for
  * the peer (dropped: late audio is useless); -EPIPE if not open or a close was queued. */

@@ -1,9 +1,10 @@
 /*
- * tls: OpenSSL server connections behind the seam of tls.h (handshake, read, writev with
- * kTLS or a bounded SSL_write fallback).
+ * tls: OpenSSL connections behind the seam of tls.h (handshake, read, writev with kTLS or a
+ * bounded SSL_write fallback), server and client.
  */
 #include "tls/tls.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "util/check.h"
 
@@ -27,9 +29,11 @@ struct tls_ctx {
 struct tls_conn {
     SSL *ssl;
     int fd;
-    int ktls;       /* the kernel has the send keys */
-    size_t pend;    /* bytes of <pend_buf> OpenSSL holds as a record not yet sent whole */
-    char *pend_buf; /* a copy of them, given again to SSL_write (malloc'd, TLS_RECORD) */
+    int ktls;             /* the kernel has the send keys */
+    size_t pend;          /* bytes of <pend_buf> OpenSSL holds as a record not yet sent whole */
+    char *pend_buf;       /* a copy of them, given again to SSL_write (malloc'd, TLS_RECORD) */
+    unsigned long hs_err; /* OpenSSL's first error of a failed handshake, for the message */
+    int hs_errno;         /* errno of a failed handshake's system call */
 };
 
 /* Puts OpenSSL's first queued reason into <err> after <what>. */
@@ -152,11 +156,15 @@ int tls_handshake(struct tls_conn *t)
         t->ktls = BIO_get_ktls_send(SSL_get_wbio(t->ssl)) ? 1 : 0;
         return TLS_DONE;
     }
+    unsigned long first = ERR_peek_error(); /* before ssl_errno clears the queue */
+    int saved = errno;
     int e = ssl_errno(t, rc);
     if (e == SSL_ERROR_WANT_READ)
         return TLS_WANT_READ;
     if (e == SSL_ERROR_WANT_WRITE)
         return TLS_WANT_WRITE;
+    t->hs_err = first;
+    t->hs_errno = e == SSL_ERROR_SYSCALL ? saved : 0;
     return -1;
 }
 
@@ -246,6 +254,94 @@ void tls_close_notify(struct tls_conn *t)
     ERR_clear_error();
     SSL_shutdown(t->ssl);
     ERR_clear_error();
+}
+
+/* ---- the client side ------------------------------------------------------------------- */
+
+struct tls_ctx *tls_client_ctx_new(const char *cafile, char *err, size_t errcap)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    BUG_ON(!ctx);
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL); /* a failed check fails the handshake */
+    /* tls_writev's contract: a blocked record is given again from our copy */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (cafile) {
+        /* the file's own errno first: OpenSSL's message for a missing file is obscure */
+        FILE *f = fopen(cafile, "re");
+        if (!f) {
+            snprintf(err, errcap, "CA file %s: %s", cafile, strerror(errno));
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        fclose(f);
+        ERR_clear_error();
+        if (SSL_CTX_load_verify_locations(ctx, cafile, NULL) != 1) {
+            char what[600];
+            snprintf(what, sizeof(what), "CA file %s: no CA certificate in it (PEM wanted)",
+                     cafile);
+            ssl_reason(err, errcap, what);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        ssl_reason(err, errcap, "the system's trust store");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    struct tls_ctx *t = calloc(1, sizeof(*t));
+    BUG_ON(!t);
+    t->ctx = ctx;
+    return t;
+}
+
+struct tls_conn *tls_client_new(struct tls_ctx *ctx, int fd, const char *host)
+{
+    struct tls_conn *t = calloc(1, sizeof(*t));
+    BUG_ON(!t);
+    t->ssl = SSL_new(ctx->ctx);
+    BUG_ON(!t->ssl);
+    t->fd = fd;
+    BUG_ON(SSL_set_fd(t->ssl, fd) != 1);
+    SSL_set_connect_state(t->ssl);
+    unsigned char addr[16];
+    int is_ip = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+    X509_VERIFY_PARAM *vp = SSL_get0_param(t->ssl);
+    if (is_ip) {
+        /* RFC 6066: no SNI for an address; the certificate must name the address itself */
+        BUG_ON(X509_VERIFY_PARAM_set1_ip_asc(vp, host) != 1);
+    } else {
+        BUG_ON(SSL_set_tlsext_host_name(t->ssl, host) != 1);
+        /* the whole name, no partial wildcards ("f*.example.com") */
+        X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        BUG_ON(SSL_set1_host(t->ssl, host) != 1);
+    }
+    return t;
+}
+
+int tls_handshake_error(const struct tls_conn *t, char *buf, size_t cap)
+{
+    long v = SSL_get_verify_result(t->ssl);
+    if (v != X509_V_OK) {
+        snprintf(buf, cap, "%s", X509_verify_cert_error_string(v));
+        return v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH
+                   ? TLS_FAIL_NAME
+                   : TLS_FAIL_CERT;
+    }
+    if (t->hs_err) {
+        const char *r = ERR_reason_error_string(t->hs_err);
+        int reason = ERR_GET_REASON(t->hs_err);
+        snprintf(buf, cap, "%s%s", r ? r : "a TLS error",
+                 reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_PACKET_LENGTH_TOO_LONG
+                     ? " (is that port speaking TLS?)"
+                     : "");
+        return TLS_FAIL_OTHER;
+    }
+    if (t->hs_errno && t->hs_errno != ECONNRESET)
+        snprintf(buf, cap, "%s", strerror(t->hs_errno));
+    else
+        snprintf(buf, cap, "the peer closed the connection during the handshake");
+    return TLS_FAIL_OTHER;
 }
 
 const char *tls_describe(const struct tls_conn *t, char *buf, size_t cap)

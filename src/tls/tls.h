@@ -1,6 +1,8 @@
 /*
- * tls: the server side of TLS (OpenSSL) behind a small seam, so the connection layer reads and
- * writes a TLS connection as it does a plain socket.
+ * tls: TLS (OpenSSL) behind a small seam, so the connection layer reads and writes a TLS
+ * connection as it does a plain socket. The server's side (the TLS ports) and a client's
+ * (rostrum-speak's wss://) share the connection calls; only the context and the way a
+ * connection starts differ.
  *
  * A tls_ctx holds the certificate chain and key (made once in the main process, before the
  * workers fork: each has its own copy). A tls_conn wraps one accepted, non-blocking socket:
@@ -16,6 +18,11 @@
  * a copy of them (bounded: one record) and counts them as written, and tls_pending says a
  * copy waits; the next tls_writev or tls_flush sends it first. So the caller may present
  * different bytes next time (a listener that jumped), and what was counted is what goes out.
+ *
+ * Client side: tls_client_ctx_new trusts one CA file or the system's store and always
+ * verifies the server's chain; tls_client_new names the server (SNI for a DNS name, and the
+ * name or IP address the certificate must carry: SSL_set1_host). A handshake that fails says
+ * why through tls_handshake_error (the certificate check's own reason when that was it).
  *
  * Errors follow the socket calls: -1 with errno (EAGAIN when it would block).
  */
@@ -60,6 +67,23 @@ int tls_pending(const struct tls_conn *t);
 int tls_flush(struct tls_conn *t);
 /* Sends a close_notify if it can at once (never waits). */
 void tls_close_notify(struct tls_conn *t);
+
+/* Client side. A context that verifies servers against the CA certificates in <cafile> (PEM),
+ * or the system's default trust store when <cafile> is NULL. Returns it (free it with
+ * tls_ctx_free), or NULL with a message in <err>. */
+struct tls_ctx *tls_client_ctx_new(const char *cafile, char *err, size_t errcap);
+/* Wraps the connected non-blocking <fd> (borrowed) for a client handshake with <host>: a DNS
+ * name is sent as SNI and must be one of the certificate's names; an IP address (v4 or v6,
+ * without brackets) must be one of its IP addresses. Drive it with tls_handshake. Allocation
+ * failure aborts. */
+struct tls_conn *tls_client_new(struct tls_ctx *ctx, int fd, const char *host);
+/* After tls_handshake returned -1: why, for a person, in <buf>. Returns TLS_FAIL_NAME if the
+ * server's certificate is valid but not for the name asked ("hostname mismatch", "IP address
+ * mismatch"), TLS_FAIL_CERT if it failed verification otherwise (<buf> has the check's reason:
+ * "unable to get local issuer certificate", "certificate has expired", ...), TLS_FAIL_OTHER
+ * for anything else (not TLS, the peer closed, a protocol error). */
+enum { TLS_FAIL_OTHER = 0, TLS_FAIL_CERT = 1, TLS_FAIL_NAME = 2 };
+int tls_handshake_error(const struct tls_conn *t, char *buf, size_t cap);
 
 /* What the last finished handshake used, for the log: "TLSv1.3 TLS_AES_256_GCM_SHA384". */
 const char *tls_describe(const struct tls_conn *t, char *buf, size_t cap);

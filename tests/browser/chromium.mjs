@@ -2,6 +2,13 @@
  * chromium.mjs: what every browser test shares: Debian's Chromium, headless, in a fresh
  * profile that is deleted afterwards, with the flags this machine needs (no background
  * networking: the network is closed here, see the README's Tests section).
+ *
+ * Environment, for every test script:
+ *   TLS_SPKI=BASE64     trust a server whose certificate carries this key: the base64 SHA-256
+ *                       of its SubjectPublicKeyInfo (--ignore-certificate-errors-spki-list, a
+ *                       pin on one key, not a blanket ignore; honoured with a profile dir,
+ *                       which we always have). For https:// and wss:// to a test server.
+ *   FAKE_AUDIO=FILE.wav the fake microphone plays this file (looped) instead of its beep.
  */
 import {mkdtempSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
@@ -26,13 +33,18 @@ export function firstLine(e) {
  * default), and returns what it returns; the browser is closed and its profile deleted on
  * every path. */
 export async function withChromium({args = [], viewport} = {}, body) {
+  const env = [];
+  if (process.env.TLS_SPKI)
+    env.push(`--ignore-certificate-errors-spki-list=${process.env.TLS_SPKI}`);
+  if (process.env.FAKE_AUDIO)
+    env.push(`--use-file-for-fake-audio-capture=${process.env.FAKE_AUDIO}`);
   const profile = mkdtempSync(join(tmpdir(), 'rostrum-chromium-'));
   let context = null;
   try {
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
-      args: [...BASE_ARGS, ...args],
+      args: [...BASE_ARGS, ...args, ...env],
       ...(viewport ? {viewport} : {}),
       timeout: 30000,
     });

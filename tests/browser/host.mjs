@@ -181,7 +181,9 @@ async function run(context) {
   await shot(host, '7-host-ended');
   await shot(spk, '8-speaker-ended');
   const status = await host.evaluate(async ([s, name]) => {
-    const r = await fetch('http://' + s + '/api/spaces/' + name, {cache: 'no-store'});
+    /* the stage port the page itself uses: https beside an https page */
+    const r = await fetch(location.protocol + '//' + s + '/api/spaces/' + name,
+                          {cache: 'no-store'});
     return r.status;
   }, [stage, space]);
   if (status !== 404)

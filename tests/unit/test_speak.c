@@ -4,7 +4,8 @@
  * audio sources (tone, raw file, ffmpeg).
  *
  * The answer parser is fed every input whole and split at every byte: the result must not
- * depend on how TCP cut it. The scripted server writes the 101, a text frame, a binary frame
+ * depend on how TCP cut it. Over TLS, a record that blocks half-sent must still go out, in
+ * order. The scripted server writes the 101, a text frame, a binary frame
  * and a close frame in ONE send, so the client must hand the bytes that follow the head to
  * wslay (the real server sends its welcome right behind the 101).
  */
@@ -14,16 +15,22 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include "event/loop.h"
 #include "harness.h"
 #include "speak/source.h"
 #include "speak/wsc.h"
+#include "tls/tls.h"
 #include "util/buf.h"
 
 /* ---- handshake helpers ---------------------------------------------------------------------- */
@@ -423,6 +430,296 @@ TEST(client_connect_refused_fails_cleanly)
         wsc_connect(&s.ws, &s.loop, "nohostport", "/", &script_handler, &s, err, sizeof(err)),
         -EINVAL);
     wsc_free(&s.ws);
+}
+
+/* ---- the client over TLS ----------------------------------------------------------------------
+ *
+ * A TLS server on loopback (tls_ctx_new with a self-signed certificate for 127.0.0.1 made here)
+ * answers the upgrade, then stops reading while the client queues far more than both sockets
+ * hold: a record blocks half-sent inside OpenSSL, and wsc must push it on later. Once the
+ * server reads again, every frame must arrive whole and in order.
+ */
+
+#define TLS_MSGS 200
+#define TLS_MSG_LEN 1000
+
+/* Writes a self-signed P-256 certificate for 127.0.0.1 (its own CA) and its key to <cert> and
+ * <key>. */
+static void make_cert(const char *cert, const char *key)
+{
+    EVP_PKEY *pk = EVP_EC_gen("P-256");
+    ASSERT(pk);
+    X509 *x = X509_new();
+    ASSERT(x);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, pk);
+    X509_NAME *n = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"wsc test", -1, -1, 0);
+    X509_set_issuer_name(x, n);
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    const struct {
+        int nid;
+        const char *value;
+    } ext[] = {{NID_basic_constraints, "critical,CA:TRUE"}, {NID_subject_alt_name, "IP:127.0.0.1"}};
+    for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++) {
+        X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v3, ext[i].nid, ext[i].value);
+        ASSERT(e);
+        ASSERT_EQ_INT(X509_add_ext(x, e, -1), 1);
+        X509_EXTENSION_free(e);
+    }
+    ASSERT(X509_sign(x, pk, EVP_sha256()) > 0);
+    FILE *f = fopen(cert, "w");
+    ASSERT(f && PEM_write_X509(f, x) == 1);
+    fclose(f);
+    f = fopen(key, "w");
+    ASSERT(f && PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL) == 1);
+    fclose(f);
+    X509_free(x);
+    EVP_PKEY_free(pk);
+}
+
+struct tls_script {
+    struct loop loop;
+    struct io lsn, conn;
+    struct loop_timer timeout;
+    struct wsc ws;
+    struct tls_ctx *srv_ctx;
+    struct tls_conn *srv;
+    int phase; /* 0 handshake, 1 request, 2 paused, 3 reading frames */
+    struct buf in;
+    int frames, bad, opened, failed, unarmed;
+    char fail[320];
+};
+
+/* Parses the client's masked binary frames out of s->in; counts those whose payload is the
+ * expected pattern. */
+static void tls_parse_frames(struct tls_script *s)
+{
+    size_t off = 0;
+    for (;;) {
+        const unsigned char *f = (const unsigned char *)s->in.data + off;
+        size_t left = s->in.len - off;
+        if (left < 2)
+            break;
+        size_t len = f[1] & 0x7f, hdr = 2;
+        if (len == 126) {
+            if (left < 4)
+                break;
+            len = (size_t)f[2] << 8 | f[3];
+            hdr = 4;
+        }
+        if (left < hdr + 4 + len)
+            break;
+        const unsigned char *mask = f + hdr, *p = f + hdr + 4;
+        int ok = f[0] == 0x82 && (f[1] & 0x80) && len == TLS_MSG_LEN;
+        for (size_t i = 0; ok && i < len; i++)
+            ok = (unsigned char)(p[i] ^ mask[i % 4]) == (unsigned char)(s->frames + i);
+        s->frames++;
+        s->bad += !ok;
+        off += hdr + 4 + len;
+    }
+    memmove(s->in.data, s->in.data + off, s->in.len - off);
+    s->in.len -= off;
+    if (s->frames >= TLS_MSGS)
+        loop_stop(&s->loop);
+}
+
+static void tls_on_conn(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct tls_script *s = (struct tls_script *)((char *)io - offsetof(struct tls_script, conn));
+    (void)events;
+    if (s->phase == 0) {
+        int rc = tls_handshake(s->srv);
+        ASSERT(rc >= 0);
+        if (rc != TLS_DONE) {
+            loop_mod(loop, io, rc == TLS_WANT_WRITE ? EPOLLOUT : EPOLLIN);
+            return;
+        }
+        s->phase = 1;
+        loop_mod(loop, io, EPOLLIN);
+    }
+    char b[16384];
+    for (;;) {
+        ssize_t n = tls_read(s->srv, b, sizeof(b));
+        if (n <= 0) {
+            ASSERT(n < 0 && errno == EAGAIN);
+            return;
+        }
+        buf_append(&s->in, b, (size_t)n);
+        if (s->phase == 3) {
+            tls_parse_frames(s);
+            continue;
+        }
+        s->in.data[s->in.len] = '\0';
+        const char *k = strstr(s->in.data, "Sec-WebSocket-Key: ");
+        if (!k || !strstr(s->in.data, "\r\n\r\n"))
+            continue;
+        char key[WSC_KEY_LEN + 1], acc[WSC_ACCEPT_LEN + 1];
+        memcpy(key, k + 19, WSC_KEY_LEN);
+        key[WSC_KEY_LEN] = '\0';
+        wsc_accept_for(key, acc);
+        struct buf out = {0};
+        buf_printf(&out,
+                   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                   acc);
+        struct iovec iov = {.iov_base = out.data, .iov_len = out.len};
+        ASSERT_EQ_INT(tls_writev(s->srv, &iov, 1), out.len);
+        buf_free(&out);
+        s->in.len = 0;
+        s->phase = 2; /* stop reading: the client's writes pile up */
+        loop_mod(loop, io, 0);
+        return;
+    }
+}
+
+static void tls_on_accept(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct tls_script *s = (struct tls_script *)((char *)io - offsetof(struct tls_script, lsn));
+    (void)events;
+    int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    ASSERT(fd >= 0);
+    s->srv = tls_conn_new(s->srv_ctx, fd);
+    s->conn = (struct io){.fd = fd, .cb = tls_on_conn};
+    ASSERT_EQ_INT(loop_add(loop, &s->conn, EPOLLIN), 0);
+    loop_del(loop, io);
+}
+
+static void t_open(void *arg)
+{
+    struct tls_script *s = arg;
+    s->opened++;
+    loop_stop(&s->loop);
+}
+
+static void t_fail(void *arg, const char *why)
+{
+    struct tls_script *s = arg;
+    s->failed++;
+    snprintf(s->fail, sizeof(s->fail), "%s", why);
+    loop_stop(&s->loop);
+}
+
+static void t_refused(void *arg, int status, const char *body, size_t len)
+{
+    (void)body;
+    (void)len;
+    t_fail(arg, status ? "refused" : "refused without a status");
+}
+
+static void t_message(void *arg, int binary, const uint8_t *msg, size_t len)
+{
+    (void)arg;
+    (void)binary;
+    (void)msg;
+    (void)len;
+}
+
+static void t_close(void *arg, int code, const char *reason, size_t len)
+{
+    (void)code;
+    (void)reason;
+    (void)len;
+    t_fail(arg, "closed by the server");
+}
+
+static const struct wsc_handler tls_handler = {t_open, t_refused, t_message, t_close, t_fail};
+
+static void tls_before_sleep(struct loop *loop, void *arg)
+{
+    struct tls_script *s = arg;
+    (void)loop;
+    wsc_flush(&s->ws);
+    /* a record counted as written but still inside OpenSSL needs EPOLLOUT to go on, even when
+     * wslay has nothing more to send */
+    if (s->ws.tls && tls_pending(s->ws.tls) && !(s->ws.io.events & EPOLLOUT))
+        s->unarmed++;
+}
+
+TEST(client_over_tls_pushes_a_blocked_record_and_keeps_every_frame)
+{
+    char dir[] = "/tmp/test_speak_tls_XXXXXX", cert[64], key[64], err[512];
+    ASSERT(mkdtemp(dir));
+    snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+    snprintf(key, sizeof(key), "%s/key.pem", dir);
+    make_cert(cert, key);
+    static struct tls_script s; /* large: the wsc's buffers */
+    memset(&s, 0, sizeof(s));
+    s.conn.fd = -1;
+    s.srv_ctx = tls_ctx_new(cert, key, err, sizeof(err));
+    if (!s.srv_ctx)
+        TEST_FAIL_("server context: %s", err);
+    struct tls_ctx *cli = tls_client_ctx_new(cert, err, sizeof(err));
+    if (!cli)
+        TEST_FAIL_("client context: %s", err);
+    ASSERT_EQ_INT(loop_init(&s.loop), 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int small = 4096; /* inherited by the accepted socket: little room in flight */
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    ASSERT_EQ_INT(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ASSERT_EQ_INT(listen(fd, 4), 0);
+    ASSERT_EQ_INT(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    s.lsn = (struct io){.fd = fd, .cb = tls_on_accept};
+    ASSERT_EQ_INT(loop_add(&s.loop, &s.lsn, EPOLLIN), 0);
+    char hp[32];
+    snprintf(hp, sizeof(hp), "127.0.0.1:%u", ntohs(sa.sin_port));
+    ASSERT_EQ_INT(wsc_connect_tls(&s.ws, &s.loop, hp, cli, "/ws/room?key=K", &tls_handler, &s, err,
+                                  sizeof(err)),
+                  0);
+    setsockopt(s.ws.io.fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    s.loop.before_sleep = tls_before_sleep;
+    s.loop.before_sleep_arg = &s;
+    loop_timer_start(&s.loop, &s.timeout, 5000, script_timeout);
+    loop_run(&s.loop); /* until the upgrade (or a failure) */
+    if (s.failed)
+        TEST_FAIL_("over TLS: %s", s.fail);
+    ASSERT_EQ_INT(s.opened, 1);
+
+    /* 200 KB while the server reads nothing: the socket fills in the middle of a record */
+    unsigned char msg[TLS_MSG_LEN];
+    for (int m = 0; m < TLS_MSGS; m++) {
+        for (int i = 0; i < TLS_MSG_LEN; i++)
+            msg[i] = (unsigned char)(m + i);
+        ASSERT_EQ_INT(wsc_send(&s.ws, 1, msg, sizeof(msg), 1 << 20), 0);
+    }
+    loop_timer_stop(&s.loop, &s.timeout);
+    loop_timer_start(&s.loop, &s.timeout, 300, script_timeout);
+    s.loop.stop = 0; /* loop_run returns at once after a loop_stop otherwise */
+    loop_run(&s.loop);
+    ASSERT_EQ_INT(s.failed, 0);
+    ASSERT_EQ_INT(tls_pending(s.ws.tls), 1); /* a record counted as written waits */
+    ASSERT(s.ws.io.events & EPOLLOUT);
+
+    /* the server reads again: all of it must come, whole and in order */
+    s.phase = 3;
+    loop_mod(&s.loop, &s.conn, EPOLLIN);
+    loop_timer_stop(&s.loop, &s.timeout);
+    loop_timer_start(&s.loop, &s.timeout, 10000, script_timeout);
+    s.loop.stop = 0;
+    loop_run(&s.loop);
+    if (s.failed)
+        TEST_FAIL_("after the pause: %s", s.fail);
+    ASSERT_EQ_INT(s.frames, TLS_MSGS);
+    ASSERT_EQ_INT(s.bad, 0);
+    ASSERT_EQ_INT(tls_pending(s.ws.tls), 0);
+    ASSERT_EQ_INT(s.unarmed, 0);
+
+    wsc_free(&s.ws);
+    tls_conn_free(s.srv);
+    close(s.conn.fd);
+    tls_ctx_free(cli);
+    tls_ctx_free(s.srv_ctx);
+    buf_free(&s.in);
+    loop_close(&s.loop);
+    unlink(cert);
+    unlink(key);
+    rmdir(dir);
 }
 
 /* ---- sources -------------------------------------------------------------------------------- */
