@@ -71,7 +71,7 @@ static void usage(FILE *f)
             "  --KEY VALUE              any global key of the config file, with the same range\n"
             "                           (docs/config.example), e.g. --max-members 4000\n"
             "signals: TERM/INT stop; HUP re-reads the config file (the options above still\n"
-            "override it); USR1 reopens the access log (logrotate)\n");
+            "override it); USR1 reopens the log file and access log (logrotate)\n");
 }
 
 /* Raises the descriptor limit to its hard maximum and, unless <asked> >= 0, returns enough
@@ -175,6 +175,11 @@ static int cmd_serve(int argc, char **argv)
         return 2;
     }
     log_level = cfg->log_level;
+    int lf = cfg->log_file[0] ? log_file_open(cfg->log_file) : 0;
+    if (lf < 0) {
+        fprintf(stderr, "rostrum: log-file %s: %s: not starting\n", cfg->log_file, strerror(-lf));
+        return 1;
+    }
     srv.given = *cfg;
     cfg->workers = default_workers(cfg->workers, cfg->max_listeners);
     if (server_init(&srv) < 0)

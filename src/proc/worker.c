@@ -84,6 +84,7 @@ static void worker_signal_on_io(struct loop *loop, struct io *io, uint32_t event
     (void)events;
     while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         if (si.ssi_signo == SIGUSR1) {
+            log_file_reopen();
             audience_reopen_log(&srv->aud);
         } else if (si.ssi_signo == SIGHUP) {
             worker_check_config(srv); /* the main process reads the file, not us */
