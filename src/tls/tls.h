@@ -61,6 +61,12 @@ int tls_flush(struct tls_conn *t);
 /* Sends a close_notify if it can at once (never waits). */
 void tls_close_notify(struct tls_conn *t);
 
+/* Refuses the connection on <fd> before any handshake, at accept, without reading it: writes
+ * one fatal alert record (access_denied) in the clear, as TLS allows before keys exist, so a
+ * TLS client reads a well-formed refusal instead of plaintext it cannot parse; no OpenSSL
+ * state, no allocation, one send(). The caller closes <fd>. */
+void tls_refuse(int fd);
+
 /* What the last finished handshake used, for the log: "TLSv1.3 TLS_AES_256_GCM_SHA384". */
 const char *tls_describe(const struct tls_conn *t, char *buf, size_t cap);
 
