@@ -115,6 +115,11 @@ int conn_write_pending(const struct conn *c)
     return c->tls && tls_pending(c->tls);
 }
 
+int conn_read_buffered(const struct conn *c)
+{
+    return c->tls && tls_read_buffered(c->tls);
+}
+
 /* A handshake finished on <c>: says once per process whether the kernel encrypts (kTLS), so
  * the operator knows which listener path runs. */
 static void tls_log_mode(struct conn *c)

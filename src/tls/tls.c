@@ -180,6 +180,11 @@ ssize_t tls_read(struct tls_conn *t, void *buf, size_t len)
     return -1;
 }
 
+int tls_read_buffered(const struct tls_conn *t)
+{
+    return SSL_has_pending(t->ssl);
+}
+
 int tls_pending(const struct tls_conn *t)
 {
     return t->pend > 0;

@@ -54,6 +54,10 @@ ssize_t tls_read(struct tls_conn *t, void *buf, size_t len);
 /* Writes from <iov>: the bytes taken (maybe fewer than offered), or -1 with errno EAGAIN if
  * none could be (a pending copy still waiting), or another errno. See the note above. */
 ssize_t tls_writev(struct tls_conn *t, const struct iovec *iov, int n);
+/* 1 if OpenSSL holds received bytes not yet read (decrypted plaintext, or a record already
+ * taken off the socket): epoll will not report them, so a reader that stopped before
+ * tls_read said EAGAIN must come back by itself. */
+int tls_read_buffered(const struct tls_conn *t);
 /* 1 if a record counted as written is still waiting to go out. */
 int tls_pending(const struct tls_conn *t);
 /* Sends the pending record: 0 when none is left, -1 with errno (EAGAIN: call again). */

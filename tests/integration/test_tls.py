@@ -6,6 +6,7 @@ start-up with a message; the log says whether kernel TLS carries the listener wr
 """
 
 import json
+import os
 import re
 import socket
 import ssl
@@ -441,3 +442,55 @@ def served_ok(port, ca, addr):
         return False
     finally:
         raw.close()
+
+
+@test(timeout=60, icecast=False)
+def test_wss_burst_over_read_budget_is_all_read_issue10(ctx):
+    """A wss member's burst larger than the WebSocket read budget (64 KiB a turn), ending
+    inside a TLS record: the plaintext OpenSSL still holds when the budget runs out is read on
+    the next loop turn, not when the client next sends something. The burst is written while
+    the main process is stopped, so all of it waits in the socket; each of its control pings
+    must be answered with a pong without anything sent after it."""
+    import signal
+    from wsclient import WS
+    srv, ca, key = stage_tls_server(ctx)
+    sslctx = ssl.create_default_context(cafile=str(ca))
+
+    def wrap(s):
+        return sslctx.wrap_socket(s, server_hostname="localhost")
+
+    host = WS(srv.stage_tls, f"/ws/room?key={key}&name=host", wrap=wrap)  # creates the space
+    host.wait_for(lambda m: m.get("type") == "welcome", 5, "the host's welcome")
+    ws = WS(srv.stage_tls, "/ws/room?name=burst", wrap=wrap)  # a member off stage
+    ws.wait_for(lambda m: m.get("type") == "welcome", 5, "the member's welcome")
+    # 65,008 bytes of binary frame (a listener's audio goes nowhere; Python's ssl writes it as
+    # four records), then 40 pings of 21 bytes in one more record: 528 bytes of that record
+    # fit the 65,536-byte budget, the other 312 wait in OpenSSL with the socket drained
+    npings = 40
+    ping = json.dumps({"type": "ping"}).encode()
+    frames = b""
+    for _ in range(npings):
+        mask = os.urandom(4)
+        frames += bytes([0x81, 0x80 | len(ping)]) + mask + bytes(
+            b ^ mask[j % 4] for j, b in enumerate(ping))
+    os.kill(srv.proc.pid, signal.SIGSTOP)
+    try:
+        ws.send_frame(2, b"\0" * 65000)
+        ws.send_raw(frames)
+        time.sleep(0.3)
+    finally:
+        os.kill(srv.proc.pid, signal.SIGCONT)
+
+    def pongs():
+        return sum(1 for m in ws.messages if m.get("type") == "pong")
+
+    deadline = time.monotonic() + 3
+    while pongs() < npings and time.monotonic() < deadline:
+        try:
+            ws.read_frame(timeout=max(0.05, deadline - time.monotonic()))
+        except (socket.timeout, TimeoutError):
+            break
+    check(pongs() == npings, f"{pongs()} of the burst's {npings} pings answered within 3 s: the "
+          "rest waited inside OpenSSL for the client's next bytes")
+    ws.close()
+    host.close()
