@@ -691,7 +691,8 @@ static void member_on_io(struct loop *loop, struct io *io, uint32_t events)
         member_drop(m);
         return;
     }
-    if (events & EPOLLOUT)
+    /* a pong wslay queued for a ping goes now; a member off stage gets no 20 ms flush */
+    if ((events & EPOLLOUT) || (!m->blocked && ws_want_write(m->ws)))
         member_flush(m);
 }
 

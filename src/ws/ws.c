@@ -408,6 +408,11 @@ const char *ws_error(const struct ws *w)
     return w->error[0] ? w->error : "closed";
 }
 
+int ws_want_write(const struct ws *w)
+{
+    return wslay_event_want_write(w->ctx);
+}
+
 size_t ws_queued(const struct ws *w)
 {
     return wslay_event_get_queued_msg_length(w->ctx);

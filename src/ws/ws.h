@@ -108,6 +108,9 @@ int ws_flush(struct ws *w);
 /* 1 once the exchange is over: a close was received and sent, or reading failed. */
 int ws_finished(const struct ws *w);
 const char *ws_error(const struct ws *w);
+/* 1 if anything waits to be written: a message, or a pong or close wslay queued itself while
+ * reading (ws_read answers pings; the owner must flush for the pong to go). */
+int ws_want_write(const struct ws *w);
 /* Bytes of queued messages not yet written to the socket. */
 size_t ws_queued(const struct ws *w);
 /* Bytes written to the socket so far (progress of a slow peer). */
