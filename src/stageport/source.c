@@ -36,6 +36,11 @@
 #include "util/check.h"
 
 #define SOURCE_READ_CHUNK 16384
+/* Over TLS a read returns at most one record, and a record holds at most 16 KiB: so a chunk
+ * this size ends each read at a record's end, and when the reads of a wake-up end no plaintext
+ * is left inside OpenSSL, where epoll could not see it (the WebSocket's read budget needs
+ * ws_read_more for that). */
+_Static_assert(SOURCE_READ_CHUNK >= 16384, "a source read must take a whole TLS record");
 #define SOURCE_AHEAD_MS 5000 /* above an Icecast relay's 64 KB burst at 96 kb/s */
 
 /* A source connection's state (in its conn's priv). */
