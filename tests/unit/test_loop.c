@@ -7,10 +7,10 @@
 struct job {
     struct loop_post post;
     int runs;
-    int again;              /* post itself again this many times */
-    int64_t first_ms;       /* when it first ran */
-    struct job *take_back;  /* unpost this one when running */
-    int turn_seen[4];       /* the loop turn (counted by a timer-free hook) of each run */
+    int again;             /* post itself again this many times */
+    int64_t first_ms;      /* when it first ran */
+    struct job *take_back; /* unpost this one when running */
+    int turn_seen[4];      /* the loop turn (counted by a timer-free hook) of each run */
 };
 
 static int turn;
@@ -48,8 +48,8 @@ TEST(posted_work_runs_next_turn_without_waiting_issue10)
     ASSERT_EQ_INT(loop_init(&loop), 0);
     loop.before_sleep = count_turn;
     struct job a = {0}, b = {0}, c = {0};
-    a.again = 2;        /* runs three times, on three turns */
-    b.take_back = &c;   /* c was posted after b: taken back before its turn comes */
+    a.again = 2;      /* runs three times, on three turns */
+    b.take_back = &c; /* c was posted after b: taken back before its turn comes */
     loop_post(&loop, &a.post, job_run);
     loop_post(&loop, &a.post, job_run); /* posted already: still once */
     loop_post(&loop, &b.post, job_run);
