@@ -51,6 +51,8 @@ static int log_redirect(const char *path)
     if (fd == -1)
         return -errno;
     fflush(stderr);
+    if (fd == STDERR_FILENO) /* 2 was closed: the file took its place */
+        return fcntl(fd, F_SETFD, 0) == -1 ? -errno : 0;
     /* dup2 clears close-on-exec on 2 and closes what 2 was: in-flight lines of other
      * processes that share the old file are not affected */
     int rc = dup2(fd, STDERR_FILENO) == -1 ? -errno : 0;

@@ -77,6 +77,25 @@ TEST(log_file_open_failure_leaves_stderr_issue10)
     ASSERT_EQ_INT(log_file_open(big), -ENAMETOOLONG);
 }
 
+TEST(log_file_on_a_closed_stderr_issue10)
+{
+    char path[] = "/tmp/rostrum-test-log2-XXXXXX";
+    int tmp = mkstemp(path);
+    ASSERT(tmp >= 0);
+    close(tmp);
+    int saved = dup(STDERR_FILENO);
+    close(STDERR_FILENO); /* started with 2 closed: the file gets descriptor 2 itself */
+    int rc = log_file_open(path);
+    log_warn("test", "on descriptor two");
+    int flags = fcntl(STDERR_FILENO, F_GETFD);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    ASSERT_EQ_INT(rc, 0);
+    ASSERT_EQ_INT(flags, 0); /* open, and kept across exec like any stderr */
+    ASSERT(strstr(slurp(path, 0), "on descriptor two") != NULL);
+    unlink(path);
+}
+
 int main(void)
 {
     return RUN_TESTS();
