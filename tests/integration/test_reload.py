@@ -331,3 +331,17 @@ def test_log_file_that_cannot_be_opened_stops_startup_issue10(ctx):
     check(f"log-file {bad}: No such file or directory: not starting" in r.stderr,
           f"stderr: {r.stderr!r}")
     check("ready" not in r.stdout, "it started")
+
+
+@test(timeout=30, icecast=False)
+def test_reload_log_file_change_needs_restart_issue10(ctx):
+    a, b = ctx.tmp / "a.log", ctx.tmp / "b.log"
+    conf = write_config(ctx, f"workers = 1\nlog-file = {a}\n")
+    srv = ctx.start_server(config=str(conf))
+    wait_for(lambda: "rostrum listening" in a.read_text(), 5, "the start in a.log")
+    write_config(ctx, f"workers = 1\nlog-file = {b}\n")
+    hup(srv)
+    wait_for(lambda: f"'log-file' changed from '{a}' to '{b}': needs a restart, kept '{a}'"
+             in a.read_text(), 5, "the change named in the running log")
+    wait_for(lambda: "configuration re-read" in a.read_text(), 5, "the rest of the reload")
+    check(not b.exists(), "the new log file was opened on reload")
