@@ -19,8 +19,14 @@ const COLOURS = ['#1a5fb4', '#b3261e', '#26a269', '#c64600', '#613583', '#865e3c
 const SVGNS = 'http://www.w3.org/2000/svg';
 const W = 600, H = 160, PAD_L = 44, PAD_B = 14, PAD_T = 6;
 
-const params = new URLSearchParams(location.search);
-const key = params.get('key') || '';
+// The key as the server reads ?key=: percent-decoded with '+' kept (URLSearchParams would make
+// it a space, and a base64 key pasted into the address bar has '+' in it).
+function queryKey() {
+  const m = /[?&]key=([^&]*)/.exec(location.search);
+  if (!m) return '';
+  try { return decodeURIComponent(m[1]); } catch (e) { return ''; }
+}
+const key = queryKey();
 const status = document.getElementById('status');
 const root = document.getElementById('charts');
 const boxes = {};

@@ -619,17 +619,11 @@ static int audience_find(struct audience *a, const char *mount)
 static const char *const cors_doc = "Access-Control-Allow-Origin: *\r\n"
                                     "Cache-Control: no-cache, no-store";
 
-/* 1 if <a,b> (<len> bytes each) are equal, in time that depends only on <len>. */
-static int same_secret(const char *x, const char *y, size_t len)
-{
-    unsigned char d = 0;
-    for (size_t i = 0; i < len; i++)
-        d |= (unsigned char)(x[i] ^ y[i]);
-    return d == 0;
-}
-
 /* The dashboard's gate (issue 9): 1 if no admin-key is set or <req> carries it (?key= or
- * Authorization: Bearer); else answers 401 (no key given) or 403 (a wrong one) and returns 0. */
+ * Authorization: Bearer); else answers 401 (no key given) or 403 (a wrong one) and returns 0.
+ * The ?key= value is percent-decoded as a browser encodes it (issue 10), '+' kept: a key with
+ * + / = % works whether the address bar sent it as typed or encoded (%2B %2F %3D %25); a bearer
+ * is taken as it comes. Compared in constant time (hashed first: the length does not show). */
 static int admin_ok(struct conn *c, const struct audience *a, const struct http_request *req)
 {
     const char *want = a->cfg->admin_key;
@@ -638,27 +632,23 @@ static int admin_ok(struct conn *c, const struct audience *a, const struct http_
         return 1;
     const char *got = NULL;
     size_t glen = 0;
+    char decoded[sizeof(a->cfg->admin_key) + 1]; /* one more: a longer guess is wrong, not cut */
     const struct http_header *h = http_find_header(req, "Authorization");
     if (h && h->value_len > 7 && strncasecmp(h->value, "Bearer ", 7) == 0) {
         got = h->value + 7;
         glen = h->value_len - 7;
-    }
-    for (const char *q = req->query, *end = req->query + req->query_len; !got && q < end;) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *next = amp ? amp + 1 : end;
-        size_t plen = (size_t)((amp ? amp : end) - q);
-        if (plen >= 4 && strncmp(q, "key=", 4) == 0) {
-            got = q + 4;
-            glen = plen - 4;
-        }
-        q = next;
+    } else if (http_query_value(req, "key", &got, &glen) == 0) {
+        int n = http_unescape(got, glen, 0, decoded, sizeof(decoded));
+        got = decoded;
+        glen = n < 0 ? 0 : (size_t)n; /* malformed or too long: given, and wrong (the key
+                                          is never empty) */
     }
     if (!got) {
         conn_error(c, 401, "WWW-Authenticate: Bearer realm=\"rostrum dashboard\"",
                    "The dashboard needs the admin key: ?key=... or Authorization: Bearer");
         return 0;
     }
-    if (glen != wlen || !same_secret(got, want, wlen)) {
+    if (!token_secret_equal(got, glen, want, wlen)) {
         conn_error(c, 403, NULL, "Wrong admin key");
         return 0;
     }

@@ -56,6 +56,7 @@ enum key_id {
     KEY_MAX_MEMBERS,
     KEY_LOG_LEVEL,
     KEY_ACCESS_LOG,
+    KEY_LOG_FILE,
     KEY_USER,
     KEY_AUDIENCE_TLS,
     KEY_STAGE_TLS,
@@ -108,6 +109,7 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_MAX_MEMBERS] = {"max-members", IN_GLOBAL, 1, 1000000},
     [KEY_LOG_LEVEL] = {"log-level", IN_GLOBAL, 1, 0},
     [KEY_ACCESS_LOG] = {"access-log", IN_GLOBAL, 1, 0},
+    [KEY_LOG_FILE] = {"log-file", IN_GLOBAL, 1, 0},
     [KEY_USER] = {"user", IN_GLOBAL, 1, 0},
     [KEY_AUDIENCE_TLS] = {"audience-tls", IN_GLOBAL, 1, 0},
     [KEY_STAGE_TLS] = {"stage-tls", IN_GLOBAL, 1, 0},
@@ -497,6 +499,8 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         return set_string(p, def, c->trusted_proxies, sizeof(c->trusted_proxies), val, vlen);
     case KEY_ACCESS_LOG:
         return set_string(p, def, c->access_log, sizeof(c->access_log), val, vlen);
+    case KEY_LOG_FILE:
+        return set_string(p, def, c->log_file, sizeof(c->log_file), val, vlen);
     case KEY_USER:
         return set_string(p, def, c->user, sizeof(c->user), val, vlen);
     case KEY_AUDIENCE_TLS:

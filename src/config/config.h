@@ -85,6 +85,8 @@ struct config {
     int max_members;           /* stage WebSocket members off stage, all spaces; 4000 */
     int log_level;             /* enum log_level (util/log.h); default LOG_INFO */
     char access_log[256];      /* a line per listener session, appended; "" (default) = none */
+    char log_file[256];        /* the server's log (and stderr), appended; "" (default) = stderr;
+                                  read at start only, reopened on SIGUSR1 */
     char user[64];             /* after binding, run as this user; "" (default) = stay */
     struct space_config spaces[CONFIG_MAX_SPACES];
     size_t num_spaces;

@@ -115,6 +115,11 @@ int conn_write_pending(const struct conn *c)
     return c->tls && tls_pending(c->tls);
 }
 
+int conn_read_buffered(const struct conn *c)
+{
+    return c->tls && tls_read_buffered(c->tls);
+}
+
 /* A handshake finished on <c>: says once per process whether the kernel encrypts (kTLS), so
  * the operator knows which listener path runs. */
 static void tls_log_mode(struct conn *c)
@@ -417,19 +422,24 @@ static void accept_on_io(struct loop *loop, struct io *io, uint32_t events)
             if (!e)
                 hub->counters[port]->limits_table_full++;
             if (e && e->conns >= (uint32_t)hub->max_conns_per_ip) {
-                /* cheap and well-formed: no head is read, nothing is allocated */
+                /* cheap and well-formed: no head is read, nothing is allocated. On a TLS
+                 * port a plaintext 429 would be garbage to the client, and a handshake to
+                 * say it through TLS is the very cost refused here: a TLS alert instead. */
                 static const char refuse[] =
                     "HTTP/1.0 429 Too Many Requests\r\nRetry-After: 10\r\n"
                     "Content-Length: 0\r\nConnection: close\r\n\r\n";
-                if (send(fd, refuse, sizeof(refuse) - 1, MSG_NOSIGNAL) < 0) {
+                if (lp->tls) {
+                    tls_refuse(fd);
+                } else if (send(fd, refuse, sizeof(refuse) - 1, MSG_NOSIGNAL) < 0) {
                     /* nothing to do: the connection is closed either way */
                 }
                 close(fd);
                 hub->counters[port]->refused_conns_per_ip++;
                 char peer[48];
                 net_addr_str(&ss, peer, sizeof(peer));
-                LOG_RATELIMITED(LOG_INFO, "accept", "%s: over %d connections, refused", peer,
-                                hub->max_conns_per_ip);
+                LOG_RATELIMITED(LOG_INFO, "accept", "%s: over %d connections, refused%s", peer,
+                                hub->max_conns_per_ip,
+                                lp->tls ? " (TLS port: a TLS access_denied alert)" : "");
                 continue;
             }
         }

@@ -20,6 +20,7 @@ int loop_init(struct loop *loop)
     if (loop->epfd == -1)
         return -errno;
     loop->now_ms = loop_clock_ms();
+    list_init(&loop->posted);
     return 0;
 }
 
@@ -118,11 +119,42 @@ static void loop_run_timers(struct loop *loop)
     }
 }
 
+void loop_post(struct loop *loop, struct loop_post *p, post_cb cb)
+{
+    p->cb = cb;
+    if (!list_linked(&p->node))
+        list_insert_tail(&loop->posted, &p->node);
+}
+
+void loop_unpost(struct loop_post *p)
+{
+    list_unlink(&p->node);
+}
+
+static void loop_run_posted(struct loop *loop)
+{
+    if (list_empty(&loop->posted))
+        return;
+    /* This turn's work is what was posted before it began: take the whole list, so what the
+     * callbacks post goes to the next turn. A callback may take back any entry (loop_unpost),
+     * one of these included: each is unlinked before it runs. */
+    struct list_node now = loop->posted;
+    now.next->prev = &now;
+    now.prev->next = &now;
+    list_init(&loop->posted);
+    while (!list_empty(&now)) {
+        struct loop_post *p = list_entry(now.next, struct loop_post, node);
+        list_unlink(&p->node);
+        p->cb(loop, p);
+    }
+}
+
 void loop_run(struct loop *loop)
 {
     struct epoll_event events[LOOP_MAX_EVENTS];
     while (!loop->stop) {
-        int n = epoll_wait(loop->epfd, events, LOOP_MAX_EVENTS, loop_next_timeout(loop));
+        int timeout = list_empty(&loop->posted) ? loop_next_timeout(loop) : 0;
+        int n = epoll_wait(loop->epfd, events, LOOP_MAX_EVENTS, timeout);
         loop->now_ms = loop_clock_ms();
         if (n == -1 && errno == EINTR) {
             /* EINTR, typically after SIGSTOP/SIGCONT (see signal(7)): the process was not
@@ -138,6 +170,7 @@ void loop_run(struct loop *loop)
             io->cb(loop, io, events[i].events);
         }
         loop_run_timers(loop);
+        loop_run_posted(loop);
         if (loop->before_sleep)
             loop->before_sleep(loop, loop->before_sleep_arg);
     }

@@ -7,8 +7,12 @@
  * deadlines use FIFO lists in their owners instead, since all deadlines of one kind have the
  * same length and so expire in insertion order.
  *
- * Each iteration: wait for events (no longer than the nearest timer), dispatch them, run due
- * timers, then run the before-sleep hook, where batched writes happen. Timers never run
+ * Each iteration: wait for events (no longer than the nearest timer; not at all if work is
+ * posted), dispatch them, run due timers, run the work posted for this turn, then run the
+ * before-sleep hook, where batched writes happen. Posted work (nginx's posted events) is for
+ * a callback that must run again although no event will say so: a reader that stopped at its
+ * budget while bytes it already took off the socket wait in user space (TLS plaintext inside
+ * OpenSSL), which level-triggered epoll cannot report. Timers never run
  * before the events that were ready when the loop woke up have been dispatched (a wait cut
  * short by a signal is retried first), so a timer that judges a peer idle sees what the peer
  * sent while the process was stopped.
@@ -19,6 +23,8 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 
+#include "util/list.h"
+
 struct loop;
 struct io;
 struct loop_timer;
@@ -26,6 +32,8 @@ struct loop_timer;
 typedef void (*io_cb)(struct loop *loop, struct io *io, uint32_t events);
 typedef void (*timer_cb)(struct loop *loop, struct loop_timer *t);
 typedef void (*loop_hook)(struct loop *loop, void *arg);
+struct loop_post;
+typedef void (*post_cb)(struct loop *loop, struct loop_post *p);
 
 struct io {
     int fd;
@@ -39,6 +47,12 @@ struct loop_timer {
     struct loop_timer *next;
 };
 
+/* Work posted to the next turn of the loop, embedded in its owner (zeroed or posted before). */
+struct loop_post {
+    struct list_node node; /* in loop->posted while posted */
+    post_cb cb;
+};
+
 struct loop {
     int epfd;
     int stop;
@@ -47,6 +61,7 @@ struct loop {
     int64_t lag_peak_ms; /* the latest any timer ran since its reader last set it to 0 */
     int64_t lag_report_ms; /* the same, for /metrics: its once-a-second publisher resets it */
     struct loop_timer *timers;
+    struct list_node posted; /* struct loop_post.node, to run on the next turn */
     loop_hook before_sleep;
     void *before_sleep_arg;
 };
@@ -65,6 +80,14 @@ void loop_del(struct loop *loop, struct io *io);
 /* Arms <t> to fire once, <delay_ms> from now; re-arming moves it. */
 void loop_timer_start(struct loop *loop, struct loop_timer *t, int64_t delay_ms, timer_cb cb);
 void loop_timer_stop(struct loop *loop, struct loop_timer *t);
+
+/* Runs <cb> once on the next turn of the loop (after that turn's events and timers; the wait
+ * for events does not block meanwhile). Posting what is already posted changes nothing but
+ * <cb>; a callback that posts itself again runs on the turn after, once new events were
+ * dispatched, so posted work never starves the rest. */
+void loop_post(struct loop *loop, struct loop_post *p, post_cb cb);
+/* Takes <p> back if it is posted (its owner is going away). */
+void loop_unpost(struct loop_post *p);
 
 /* Runs until loop_stop(). */
 void loop_run(struct loop *loop);

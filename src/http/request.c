@@ -432,6 +432,54 @@ bad:
     return -1;
 }
 
+int http_query_value(const struct http_request *req, const char *name, const char **val,
+                     size_t *len)
+{
+    size_t nlen = strlen(name);
+    const char *q = req->query, *end = req->query + req->query_len;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - q) > nlen && memcmp(q, name, nlen) == 0 && q[nlen] == '=') {
+            *val = q + nlen + 1;
+            *len = (size_t)(stop - *val);
+            return 0;
+        }
+        q = stop + 1;
+    }
+    return -1;
+}
+
+int http_unescape(const char *in, size_t len, int plus_is_space, char *out, size_t cap)
+{
+    if (cap == 0)
+        return -1;
+    if (cap > (size_t)INT_MAX)
+        cap = (size_t)INT_MAX; /* the result must fit an int */
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (c == '+' && plus_is_space) {
+            c = ' ';
+        } else if (c == '%') {
+            int hi = len - i >= 3 ? hex_value((unsigned char)in[i + 1]) : -1;
+            int lo = len - i >= 3 ? hex_value((unsigned char)in[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                goto bad;
+            c = (unsigned char)(hi << 4 | lo);
+            i += 2;
+        }
+        if (c < 0x20 || o + 1 >= cap)
+            goto bad;
+        out[o++] = (char)c;
+    }
+    out[o] = '\0';
+    return (int)o;
+bad:
+    out[0] = '\0';
+    return -1;
+}
+
 const char *http_method_name(int method)
 {
     if (method < 0)

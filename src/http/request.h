@@ -114,6 +114,18 @@ int http_basic_auth(const struct http_request *req, char *user, size_t user_cap,
  * smuggle one), or does not fit in <cap> with its NUL. Other bytes are copied as they are. */
 int http_decode_path(const char *path, size_t len, char *out, size_t cap);
 
+/* Finds the first parameter <name> ("name=value", '&'-separated) of <req>'s query string and
+ * points <val>, <len> at its value, still encoded. Returns 0, or -1 if there is none. */
+int http_query_value(const struct http_request *req, const char *name, const char **val,
+                     size_t *len);
+
+/* Percent-decodes the <len> bytes at <in> (a query value) into <out> (<cap> bytes) and
+ * NUL-terminates it; with <plus_is_space>, '+' decodes to ' ' (HTML forms, URLSearchParams),
+ * else it stays '+' (decodeURIComponent: a base64 secret pasted into the address bar keeps its
+ * '+'). Returns the decoded length, or -1 for a malformed escape ("%zz", "%4"), a decoded
+ * control character (NUL included), or a result that does not fit with its NUL. */
+int http_unescape(const char *in, size_t len, int plus_is_space, char *out, size_t cap);
+
 /* Name of <method> (an enum http_method) for logs, e.g. "GET"; "<unknown>" if out of range. */
 const char *http_method_name(int method);
 

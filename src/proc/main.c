@@ -71,8 +71,9 @@ static void usage(FILE *f)
             "  --KEY VALUE              any global key of the config file, with the same range\n"
             "                           (docs/config.example), e.g. --max-members 4000\n"
             "signals: TERM/INT stop; HUP re-reads the config file (the options above still\n"
-            "override it); USR1 reopens the access log (logrotate); USR2 upgrades: the binary\n"
-            "at the path this one was started from takes over every connection\n");
+            "override it); USR1 reopens the log file and access log (logrotate); USR2\n"
+            "upgrades: the binary at the path this one was started from takes over every\n"
+            "connection\n");
 }
 
 /* Raises the descriptor limit to its hard maximum and, unless <asked> >= 0, returns enough
@@ -184,6 +185,11 @@ static int cmd_serve(int argc, char **argv, char **full_argv)
         return 2;
     }
     log_level = cfg->log_level;
+    int lf = cfg->log_file[0] ? log_file_open(cfg->log_file) : 0;
+    if (lf < 0) {
+        fprintf(stderr, "rostrum: log-file %s: %s: not starting\n", cfg->log_file, strerror(-lf));
+        return 1;
+    }
     int check = upgrade_check_mode(cfg);
     if (check >= 0)
         return check; /* an upgrade's check: the configuration is good, the state readable */

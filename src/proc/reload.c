@@ -91,6 +91,10 @@ static void keep_restart_keys(struct config *nc, const struct config *was,
         log_warn("reload", "'user' changed from '%s' to '%s': needs a restart, kept '%s'",
                  was->user, nc->user, run->user);
     memcpy(nc->user, was->user, sizeof(nc->user));
+    if (strcmp(nc->log_file, was->log_file) != 0) /* stderr itself was moved at start */
+        log_warn("reload", "'log-file' changed from '%s' to '%s': needs a restart, kept '%s'",
+                 was->log_file, nc->log_file, run->log_file);
+    memcpy(nc->log_file, was->log_file, sizeof(nc->log_file));
     memcpy(nc->audience_host, was->audience_host, sizeof(nc->audience_host));
     nc->audience_port = was->audience_port;
     memcpy(nc->stage_host, was->stage_host, sizeof(nc->stage_host));

@@ -3,8 +3,8 @@
  * waking the audience when pages were published.
  *
  * Signals (read from a signalfd by the loop): SIGTERM and SIGINT stop; SIGHUP re-reads the
- * configuration (reload.c); SIGUSR1 reopens the access log in every audience process (for
- * logrotate); SIGCHLD reaps workers.
+ * configuration (reload.c); SIGUSR1 reopens the log file and the access log in every process
+ * that writes them (for logrotate); SIGCHLD reaps workers.
  */
 #include "proc/server.h"
 
@@ -108,6 +108,7 @@ static void main_signal_on_io(struct loop *loop, struct io *io, uint32_t events)
         if (si.ssi_signo == SIGUSR1) {
             /* logrotate moved the files: each audience process opens its own again */
             log_info("server", "SIGUSR1: reopening log files");
+            log_file_reopen(); /* the server log, here (workers: theirs, below) */
             if (srv->serves_audience)
                 audience_reopen_log(&srv->aud);
             else

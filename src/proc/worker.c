@@ -89,6 +89,7 @@ static void worker_signal_on_io(struct loop *loop, struct io *io, uint32_t event
         if (!srv->serves_audience && si.ssi_signo != SIGTERM && si.ssi_signo != SIGINT) {
             continue; /* taking over: the config and log come with the block */
         } else if (si.ssi_signo == SIGUSR1) {
+            log_file_reopen();
             audience_reopen_log(&srv->aud);
         } else if (si.ssi_signo == SIGHUP) {
             worker_check_config(srv); /* the main process reads the file, not us */

@@ -53,6 +53,7 @@ struct member {
     int64_t state_ms;         /* and when */
     int64_t out_ok_ms;        /* last time its output was all out or its socket took bytes */
     uint64_t sent_seen;       /* ws_bytes_sent() then */
+    struct loop_post reread;  /* read again next turn: TLS plaintext left at the budget */
     char name[48];
 };
 
@@ -372,6 +373,7 @@ static void member_leave(struct member *m, const char *why)
         conn_close(m->conn);
     else
         conn_linger(m->conn);
+    loop_unpost(&m->reread);
     ws_free(m->ws);
     free(m);
 }
@@ -605,6 +607,11 @@ static int member_tls_pending(void *arg)
     return conn_write_pending(arg);
 }
 
+static int member_tls_buffered(void *arg)
+{
+    return conn_read_buffered(arg);
+}
+
 void stage_join(struct stage *st, struct conn *c, int role, const char *name,
                 const struct token *t)
 {
@@ -621,7 +628,8 @@ void stage_join(struct stage *st, struct conn *c, int role, const char *name,
         m->token_once = (uint8_t)!t->reusable;
     }
     /* over TLS, the bytes go through the connection's seam */
-    struct ws_io tls_io = {member_tls_recv, member_tls_send, c, member_tls_pending};
+    struct ws_io tls_io = {member_tls_recv, member_tls_send, c, member_tls_pending,
+                           member_tls_buffered};
     m->ws = ws_new(c->io.fd, c->tls ? &tls_io : NULL, &member_ws, m);
     /* the name goes into JSON and every member's text frames: valid UTF-8, no controls */
     utf8_sanitize(m->name, sizeof(m->name), name, strlen(name), UTF8_NO_CONTROLS);
@@ -655,10 +663,15 @@ void stage_join(struct stage *st, struct conn *c, int role, const char *name,
     st->state_dirty = 1;
 }
 
+static void member_reread(struct loop *loop, struct loop_post *p)
+{
+    struct member *m = (struct member *)((char *)p - offsetof(struct member, reread));
+    member_on_io(loop, &m->conn->io, EPOLLIN);
+}
+
 static void member_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
     struct conn *c = (struct conn *)io;
-    (void)loop;
     if (c->dead || !MEMBER(c))
         return;
     struct member *m = MEMBER(c);
@@ -668,6 +681,10 @@ static void member_on_io(struct loop *loop, struct io *io, uint32_t events)
             m->close_reason = ws_error(m->ws);
             if (ws_over_rate(m->ws)) /* ws has queued the close (1008) */
                 st->host->sh->main.ws_closes[WS_CLOSE_OVER_RATE]++;
+        } else if (ws_read_more(m->ws)) {
+            /* the budget ran out with plaintext inside OpenSSL and maybe none in the
+             * socket: no event would come for it, so read again next turn */
+            loop_post(loop, &m->reread, member_reread);
         }
     }
     if (st->end_requested) {
@@ -678,7 +695,8 @@ static void member_on_io(struct loop *loop, struct io *io, uint32_t events)
         member_drop(m);
         return;
     }
-    if (events & EPOLLOUT)
+    /* a pong wslay queued for a ping goes now; a member off stage gets no 20 ms flush */
+    if ((events & EPOLLOUT) || (!m->blocked && ws_want_write(m->ws)))
         member_flush(m);
 }
 

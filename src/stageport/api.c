@@ -17,7 +17,6 @@
  * within a reserve of its descriptor limit. Sources (source.c), the host key and stage
  * tokens (host, cohost, speaker: at most 13 a space) may use the reserve.
  */
-#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,42 +35,15 @@
 #include "util/log.h"
 #include "ws/ws.h"
 
-/* Finds query parameter <name> of <req>, percent- and '+'-decoded into <out>. Returns its
- * length, or -1 if absent or malformed. */
+/* Query parameter <name> of <req>, percent- and '+'-decoded into <out> (a form value). Returns
+ * its length, or -1 if absent or malformed. */
 static int query_param(const struct http_request *req, const char *name, char *out, size_t cap)
 {
-    size_t nlen = strlen(name);
-    const char *q = req->query, *end = req->query + req->query_len;
-    while (q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *stop = amp ? amp : end;
-        if ((size_t)(stop - q) > nlen && memcmp(q, name, nlen) == 0 && q[nlen] == '=') {
-            size_t o = 0;
-            for (const char *p = q + nlen + 1; p < stop; p++) {
-                char ch = *p;
-                if (ch == '+') {
-                    ch = ' ';
-                } else if (ch == '%') {
-                    if (stop - p < 3)
-                        return -1;
-                    char hex[3] = {p[1], p[2], 0};
-                    char *e;
-                    long v = strtol(hex, &e, 16);
-                    if (*e || v <= 0)
-                        return -1;
-                    ch = (char)v;
-                    p += 2;
-                }
-                if ((unsigned char)ch < 0x20 || o + 1 >= cap)
-                    return -1;
-                out[o++] = ch;
-            }
-            out[o] = '\0';
-            return (int)o;
-        }
-        q = stop + 1;
-    }
-    return -1;
+    const char *v;
+    size_t len;
+    if (http_query_value(req, name, &v, &len) < 0)
+        return -1;
+    return http_unescape(v, len, 1, out, cap);
 }
 
 #define API_FD_RESERVE 1000 /* descriptors kept for sources, stage seats and respawn... */
@@ -104,7 +76,7 @@ static void refuse_fd_reserve(struct spaces *host, struct conn *c, const char *w
 static int key_ok(const struct spaces *host, const char *key, size_t len)
 {
     size_t klen = strlen(host->cfg->host_key);
-    return klen > 0 && len == klen && CRYPTO_memcmp(key, host->cfg->host_key, klen) == 0;
+    return klen > 0 && token_secret_equal(key, len, host->cfg->host_key, klen);
 }
 
 /* Who the request's bearer is for space <mount>: 2 = the operator's host key, 1 = a host or

@@ -28,16 +28,19 @@
 
 #include "stageport/stageport.h"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-
 #include "http/request.h"
 #include "net/net.h"
 #include "ogg/demux.h"
+#include "token/token.h"
 #include "util/log.h"
 #include "util/check.h"
 
 #define SOURCE_READ_CHUNK 16384
+/* Over TLS a read returns at most one record, and a record holds at most 16 KiB: so a chunk
+ * this size ends each read at a record's end, and when the reads of a wake-up end no plaintext
+ * is left inside OpenSSL, where epoll could not see it (the WebSocket's read budget needs
+ * ws_read_more for that). */
+_Static_assert(SOURCE_READ_CHUNK >= 16384, "a source read must take a whole TLS record");
 #define SOURCE_AHEAD_MS 5000 /* above an Icecast relay's 64 KB burst at 96 kb/s */
 
 /* A source connection's state (in its conn's priv). */
@@ -205,16 +208,10 @@ static int content_type_ok(const struct http_request *req)
     return 0;
 }
 
-/* 1 if <got> is <want>, in time independent of where they differ and of their lengths:
- * both are hashed first, so CRYPTO_memcmp compares equal lengths. */
+/* 1 if <got> is <want>, in time independent of where they differ and of their lengths. */
 static int secret_equal(const char *got, const char *want)
 {
-    unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
-    unsigned int na = 0, nb = 0;
-    if (!EVP_Digest(got, strlen(got), a, &na, EVP_sha256(), NULL) ||
-        !EVP_Digest(want, strlen(want), b, &nb, EVP_sha256(), NULL) || na != nb)
-        check_fail(__FILE__, __LINE__, "SHA-256");
-    return CRYPTO_memcmp(a, b, na) == 0;
+    return token_secret_equal(got, strlen(got), want, strlen(want));
 }
 
 void source_accept(struct spaces *host, struct conn *c, const struct http_request *req)

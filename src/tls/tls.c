@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <openssl/bio.h>
@@ -187,6 +188,11 @@ ssize_t tls_read(struct tls_conn *t, void *buf, size_t len)
     return -1;
 }
 
+int tls_read_buffered(const struct tls_conn *t)
+{
+    return SSL_has_pending(t->ssl);
+}
+
 int tls_pending(const struct tls_conn *t)
 {
     return t->pend > 0;
@@ -245,6 +251,17 @@ ssize_t tls_writev(struct tls_conn *t, const struct iovec *iov, int n)
         }
     }
     return (ssize_t)total;
+}
+
+void tls_refuse(int fd)
+{
+    /* a TLSPlaintext record (RFC 8446 5.1, 6): type alert (21), legacy version 0x0303,
+     * length 2; level fatal (2), description access_denied (49): "access control was
+     * applied and the sender decided not to proceed" */
+    static const unsigned char alert[] = {21, 3, 3, 0, 2, 2, 49};
+    if (send(fd, alert, sizeof(alert), MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        /* nothing to do: the connection is closed either way */
+    }
 }
 
 void tls_close_notify(struct tls_conn *t)

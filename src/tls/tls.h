@@ -61,6 +61,10 @@ ssize_t tls_read(struct tls_conn *t, void *buf, size_t len);
 /* Writes from <iov>: the bytes taken (maybe fewer than offered), or -1 with errno EAGAIN if
  * none could be (a pending copy still waiting), or another errno. See the note above. */
 ssize_t tls_writev(struct tls_conn *t, const struct iovec *iov, int n);
+/* 1 if OpenSSL holds received bytes not yet read (decrypted plaintext, or a record already
+ * taken off the socket): epoll will not report them, so a reader that stopped before
+ * tls_read said EAGAIN must come back by itself. */
+int tls_read_buffered(const struct tls_conn *t);
 /* 1 if a record counted as written is still waiting to go out. */
 int tls_pending(const struct tls_conn *t);
 /* Sends the pending record: 0 when none is left, -1 with errno (EAGAIN: call again). */
@@ -84,6 +88,11 @@ struct tls_conn *tls_client_new(struct tls_ctx *ctx, int fd, const char *host);
  * for anything else (not TLS, the peer closed, a protocol error). */
 enum { TLS_FAIL_OTHER = 0, TLS_FAIL_CERT = 1, TLS_FAIL_NAME = 2 };
 int tls_handshake_error(const struct tls_conn *t, char *buf, size_t cap);
+/* Refuses the connection on <fd> before any handshake, at accept, without reading it: writes
+ * one fatal alert record (access_denied) in the clear, as TLS allows before keys exist, so a
+ * TLS client reads a well-formed refusal instead of plaintext it cannot parse; no OpenSSL
+ * state, no allocation, one send(). The caller closes <fd>. */
+void tls_refuse(int fd);
 
 /* What the last finished handshake used, for the log: "TLSv1.3 TLS_AES_256_GCM_SHA384". */
 const char *tls_describe(const struct tls_conn *t, char *buf, size_t cap);

@@ -195,3 +195,13 @@ int token_check(const uint8_t secret[TOKEN_SECRET_LEN], int purpose, const char 
     }
     return 0;
 }
+
+int token_secret_equal(const void *a, size_t alen, const void *b, size_t blen)
+{
+    unsigned char da[32], db[32];
+    unsigned int na = 0, nb = 0;
+    if (!EVP_Digest(a, alen, da, &na, EVP_sha256(), NULL) ||
+        !EVP_Digest(b, blen, db, &nb, EVP_sha256(), NULL) || na != sizeof(da) || nb != na)
+        check_fail(__FILE__, __LINE__, "SHA-256");
+    return CRYPTO_memcmp(da, db, sizeof(da)) == 0;
+}

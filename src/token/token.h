@@ -49,4 +49,9 @@ int token_mint(const uint8_t secret[TOKEN_SECRET_LEN], struct token *t, char *ou
 int token_check(const uint8_t secret[TOKEN_SECRET_LEN], int purpose, const char *tok, size_t len,
                 int64_t now, struct token *out, const char **why);
 
+/* 1 if secret <a> (<alen> bytes, untrusted) is <b> (<blen> bytes), in time that depends on
+ * neither where they differ nor how long the guess is: both are hashed (SHA-256) and the
+ * digests compared with CRYPTO_memcmp. For passwords and keys. */
+int token_secret_equal(const void *a, size_t alen, const void *b, size_t blen);
+
 #endif

@@ -1,11 +1,16 @@
 #include "util/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 int log_level = LOG_INFO;
+
+static char log_path[256]; /* the log file, "" = stderr as the process got it */
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -37,6 +42,44 @@ void log_write(int level, const char *tag, const char *fmt, ...)
     va_start(ap, fmt);
     log_vwrite(level, tag, fmt, ap);
     va_end(ap);
+}
+
+/* Puts <path> on descriptor 2. Returns 0 or -errno (descriptor 2 unchanged). */
+static int log_redirect(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd == -1)
+        return -errno;
+    fflush(stderr);
+    if (fd == STDERR_FILENO) /* 2 was closed: the file took its place */
+        return fcntl(fd, F_SETFD, 0) == -1 ? -errno : 0;
+    /* dup2 clears close-on-exec on 2 and closes what 2 was: in-flight lines of other
+     * processes that share the old file are not affected */
+    int rc = dup2(fd, STDERR_FILENO) == -1 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+int log_file_open(const char *path)
+{
+    if (strlen(path) >= sizeof(log_path))
+        return -ENAMETOOLONG;
+    int rc = log_redirect(path);
+    if (rc == 0)
+        memcpy(log_path, path, strlen(path) + 1);
+    return rc;
+}
+
+void log_file_reopen(void)
+{
+    if (!log_path[0])
+        return;
+    int rc = log_redirect(log_path);
+    if (rc < 0)
+        log_error("log", "log-file %s: %s: reopen failed, still writing to the old file",
+                  log_path, strerror(-rc));
+    else
+        log_info("log", "log-file %s reopened (pid %d)", log_path, (int)getpid());
 }
 
 void log_ratelimited_(int64_t *last, unsigned *skipped, int level, const char *tag,

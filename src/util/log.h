@@ -1,5 +1,5 @@
 /*
- * log: levelled logging to stderr.
+ * log: levelled logging to stderr, or to a file (log-file) put in stderr's place.
  *
  * Each line carries a time, a level and a module tag. Arguments are not evaluated below the
  * current level. Peer-supplied strings must go through log_escape() first so a client cannot
@@ -17,6 +17,16 @@ extern int log_level;
 
 void log_write(int level, const char *tag, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Sends the log, and everything else the process writes to stderr (a sanitizer's report, a
+ * BUG line), to <path> from now on: opens it for appending (created 0640 if missing) and puts
+ * it on descriptor 2, so processes forked later inherit it (nginx redirects stderr the same
+ * way). The path is kept for log_file_reopen(). Returns 0, or -errno (stderr is unchanged). */
+int log_file_open(const char *path);
+/* Opens the log file again at its path (SIGUSR1: logrotate moved it away), in this process;
+ * says so in the new file. If it cannot be opened the old one is kept, and the error goes to
+ * it. Nothing happens without a log file. */
+void log_file_reopen(void);
 
 /* Copies at most <len> bytes of <in> into <out> (of <cap> bytes, NUL-terminated), replacing
  * control and non-ASCII bytes with '?' and cutting long input with "...". Returns <out>. */

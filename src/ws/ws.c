@@ -37,6 +37,7 @@ struct ws {
     size_t in_off, in_len;
     uint64_t frame_left; /* bytes of the current frame (header included) still to pass on */
     size_t budget;       /* bytes ws_read() may still read from the socket */
+    uint8_t budget_spent; /* this ws_read() stopped because the budget ran out */
     int64_t now_ms;      /* clock of the current ws_read() */
     double frame_tokens, byte_tokens;
     int64_t tokens_ms;
@@ -107,8 +108,10 @@ static int in_fill(struct ws *w)
     size_t room = sizeof(w->in) - w->in_len;
     if (room > w->budget)
         room = w->budget;
-    if (room == 0)
+    if (room == 0) {
+        w->budget_spent = w->budget == 0;
         return 0;
+    }
     long r = w->io.recv(w->io.io_arg, w->in + w->in_len, room);
     if (r > 0) {
         w->in_len += (size_t)r;
@@ -279,7 +282,7 @@ struct ws *ws_new(int fd, const struct ws_io *io, const struct ws_handler *h, vo
     if (io)
         w->io = *io;
     else
-        w->io = (struct ws_io){sock_recv, sock_send, &w->fd, NULL};
+        w->io = (struct ws_io){sock_recv, sock_send, &w->fd, NULL, NULL};
     static const struct wslay_event_callbacks cbs = {cb_recv, cb_send, cb_genmask, NULL,
                                                      NULL, NULL, cb_msg};
     BUG_ON(wslay_event_context_server_init(&w->ctx, &cbs, w) != 0);
@@ -311,6 +314,7 @@ int ws_read(struct ws *w)
     if (w->tokens_ms < 0)
         w->tokens_ms = w->now_ms;
     w->budget = WS_READ_BUDGET;
+    w->budget_spent = 0;
     int rc = wslay_event_recv(w->ctx);
     if (rc != 0) {
         if (!w->error[0])
@@ -327,6 +331,11 @@ int ws_read(struct ws *w)
         return -1;
     }
     return 0;
+}
+
+int ws_read_more(const struct ws *w)
+{
+    return w->budget_spent && w->io.buffered && w->io.buffered(w->io.io_arg);
 }
 
 int ws_over_rate(const struct ws *w)
@@ -400,6 +409,11 @@ int ws_finished(const struct ws *w)
 const char *ws_error(const struct ws *w)
 {
     return w->error[0] ? w->error : "closed";
+}
+
+int ws_want_write(const struct ws *w)
+{
+    return wslay_event_want_write(w->ctx);
 }
 
 size_t ws_queued(const struct ws *w)

@@ -18,7 +18,9 @@
  * boundaries in the byte stream (a frame header is 2-14 bytes) and hands wslay at most one
  * ping while a pong is outstanding; a later ping's payload replaces the kept one and is
  * answered once the queue has drained (RFC 6455 5.5.3 allows answering only the latest).
- * Reading stops after WS_READ_BUDGET bytes per ws_read(), so one member cannot hold the loop.
+ * Reading stops after WS_READ_BUDGET bytes per ws_read(), so one member cannot hold the loop;
+ * over TLS the owner must then come back by itself if OpenSSL still holds plaintext
+ * (ws_read_more), since the socket may be drained and epoll silent.
  */
 #ifndef ROSTRUM_WS_WS_H
 #define ROSTRUM_WS_WS_H
@@ -68,6 +70,9 @@ struct ws_io {
     /* Optional (TLS): 1 if bytes send() counted still wait in user space; send(NULL, 0)
      * pushes them on. ws_flush() wants EPOLLOUT until they are gone. */
     int (*pending)(void *io_arg);
+    /* Optional (TLS): 1 if bytes recv() would return wait in user space, out of epoll's
+     * sight. See ws_read_more(). */
+    int (*buffered)(void *io_arg);
 };
 
 /* A WebSocket on connected socket <fd> (borrowed: the caller closes it). <io> NULL means the
@@ -80,6 +85,11 @@ void ws_free(struct ws *w);
  * too large, over the inbound rate): ws_error() says why, and a close frame has been queued
  * where one is due (flush it with ws_flush()). */
 int ws_read(struct ws *w);
+/* 1 if the last ws_read() stopped at its budget while the transport holds bytes it already
+ * took off the socket (ws_io.buffered: TLS plaintext inside OpenSSL). Epoll will not report
+ * those, so call ws_read() again soon, e.g. on the loop's next turn (loop_post); after a stop
+ * at the budget with nothing buffered, what is left is in the socket, and epoll says so. */
+int ws_read_more(const struct ws *w);
 /* 1 if reading ended because the peer sent faster than WS_RATE_* (closed with 1008). */
 int ws_over_rate(const struct ws *w);
 /* Queue a text message. Returns 0, -1 if the connection is closing or the text is not valid
@@ -98,6 +108,9 @@ int ws_flush(struct ws *w);
 /* 1 once the exchange is over: a close was received and sent, or reading failed. */
 int ws_finished(const struct ws *w);
 const char *ws_error(const struct ws *w);
+/* 1 if anything waits to be written: a message, or a pong or close wslay queued itself while
+ * reading (ws_read answers pings; the owner must flush for the pong to go). */
+int ws_want_write(const struct ws *w);
 /* Bytes of queued messages not yet written to the socket. */
 size_t ws_queued(const struct ws *w);
 /* Bytes written to the socket so far (progress of a slow peer). */

@@ -55,7 +55,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const struct ws_handler h = {on_text, on_binary};
     struct feed f = {data, size, 0};
-    struct ws_io io = {feed_recv, sink_send, &f, NULL};
+    struct ws_io io = {feed_recv, sink_send, &f, NULL, NULL};
     struct ws *w = ws_new(-1, &io, &h, NULL);
     for (int i = 0; i < 10000 && ws_read(w) == 0 && f.off < f.len; i++)
         ;

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -261,3 +262,86 @@ def test_reload_in_one_process_issue9(ctx):
     for h in held:
         h.close()
     check(log.exists(), "the access log named by the reload was not opened")
+
+
+def children(pid):
+    """The pids of <pid>'s child processes (its listener workers)."""
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@test(timeout=60, icecast=False)
+def test_log_file_and_reopen_on_sigusr1_issue10(ctx):
+    """--log-file: the server log goes to the file (appended), not stderr; SIGUSR1 makes the
+    main process and every worker open it again (logrotate moved it); a reopen that fails is
+    logged and the old file kept."""
+    path = ctx.tmp / "rostrum.log"
+    path.write_text("an older line, kept\n")
+    srv = ctx.start_server(extra=["--workers", "2", "--log-file", str(path)])
+    wait_for(lambda: "rostrum listening" in path.read_text(), 5, "the start in the log file")
+    check(path.read_text().startswith("an older line, kept\n"), "the log file was not appended to")
+    check("rostrum listening" not in srv.log_text(), "the log still goes to stderr too")
+    main = srv.proc.pid
+    wait_for(lambda: len(children(main)) == 2, 10, "two workers")
+    workers = children(main)
+
+    def request(port, path_):
+        r = http_request(port, "GET", path_)
+        check(r.status == 404, f"GET {path_} -> {r.status}")
+
+    rotated = ctx.tmp / "rostrum.log.1"
+    path.rename(rotated)
+    os.kill(main, signal.SIGUSR1)
+    for pid in [main] + workers:
+        wait_for(lambda: path.exists() and f"reopened (pid {pid})" in path.read_text(), 5,
+                 f"process {pid} reopening the log file")
+    for i in range(6):  # the stage port is the main process's; the audience, the workers'
+        request(srv.stage, f"/after-rotate-stage-{i}")
+        request(srv.audience, f"/after-rotate-audience-{i}")
+    names = [f"/after-rotate-{p}-{i}" for p in ("stage", "audience") for i in range(6)]
+    wait_for(lambda: all(n in path.read_text() for n in names), 5,
+             "the 12 requests logged in the new file")
+    old = rotated.read_text()
+    check("SIGUSR1: reopening log files" in old, "the rotated file lacks the signal's line")
+    check("/after-rotate-" not in old, "lines went to the rotated file after SIGUSR1")
+    # a reopen that cannot open the path (a directory in its place): logged, the file kept
+    second = ctx.tmp / "rostrum.log.2"
+    path.rename(second)
+    path.mkdir()
+    os.kill(main, signal.SIGUSR1)
+    wait_for(lambda: second.read_text().count("reopen failed, still writing to the old file")
+             == 3, 5, "three processes saying the reopen failed")
+    request(srv.stage, "/after-failed-reopen")
+    wait_for(lambda: "/after-failed-reopen" in second.read_text(), 5,
+             "the next line in the file kept")
+    srv.stop()
+    text = rotated.read_text() + second.read_text()
+    check("Sanitizer" not in text, "sanitizer report in the log file")
+
+
+@test(timeout=20, icecast=False)
+def test_log_file_that_cannot_be_opened_stops_startup_issue10(ctx):
+    bad = ctx.tmp / "no-such-dir" / "rostrum.log"
+    r = subprocess.run([ctx.binary, "serve", "--audience", "127.0.0.1:0", "--stage",
+                        "127.0.0.1:0", "--source-password", "x", "--log-file", str(bad)],
+                       capture_output=True, text=True, timeout=15)
+    check(r.returncode == 1, f"exit {r.returncode}, want 1: {r.stderr}")
+    check(f"log-file {bad}: No such file or directory: not starting" in r.stderr,
+          f"stderr: {r.stderr!r}")
+    check("ready" not in r.stdout, "it started")
+
+
+@test(timeout=30, icecast=False)
+def test_reload_log_file_change_needs_restart_issue10(ctx):
+    a, b = ctx.tmp / "a.log", ctx.tmp / "b.log"
+    conf = write_config(ctx, f"workers = 1\nlog-file = {a}\n")
+    srv = ctx.start_server(config=str(conf))
+    wait_for(lambda: "rostrum listening" in a.read_text(), 5, "the start in a.log")
+    write_config(ctx, f"workers = 1\nlog-file = {b}\n")
+    hup(srv)
+    wait_for(lambda: f"'log-file' changed from '{a}' to '{b}': needs a restart, kept '{a}'"
+             in a.read_text(), 5, "the change named in the running log")
+    wait_for(lambda: "configuration re-read" in a.read_text(), 5, "the rest of the reload")
+    check(not b.exists(), "the new log file was opened on reload")

@@ -276,3 +276,32 @@ def test_ws_over_rate_sender_closed_and_counted(ctx):
     check(r["packets_received"] >= 330, f"the good speaker got {r['packets_received']} return "
                                         "packets in 8 s (~400)")
     fast.sock.close()
+
+
+@test(timeout=30, icecast=False)
+def test_ws_ping_frame_answered_at_once_off_stage_issue10(ctx):
+    """A WebSocket ping frame from a member off stage is answered at once, not when the
+    server next has something else to send it (clients such as Python's websockets close the
+    connection when no pong comes within their ping timeout)."""
+    srv = stage_server(ctx)
+    host = WS(srv.stage, f"/ws/room?key={KEY}&name=host")
+    host.wait_for(lambda m: m.get("type") == "welcome", 5, "the host's welcome")
+    ws = WS(srv.stage, "/ws/room?name=pinger")
+    ws.wait_for(lambda m: m.get("type") == "welcome", 5, "the member's welcome")
+    time.sleep(0.5)  # past the join's state documents
+    for i in range(3):
+        payload = b"keepalive-%d" % i
+        ws.send_frame(0x9, payload)
+        t0 = time.monotonic()
+        got = None
+        while time.monotonic() - t0 < 1.0:
+            try:
+                op, p = ws.read_frame(timeout=max(0.05, 1.0 - (time.monotonic() - t0)))
+            except (socket.timeout, TimeoutError):
+                break
+            if op == 0xA:
+                got = p
+                break
+        check(got == payload, f"ping {i}: pong {got!r} within 1 s, want {payload!r}")
+    ws.close()
+    host.close()

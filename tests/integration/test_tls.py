@@ -6,6 +6,8 @@ start-up with a message; the log says whether kernel TLS carries the listener wr
 """
 
 import json
+import os
+import re
 import socket
 import ssl
 import subprocess
@@ -342,3 +344,153 @@ def test_issue9_tls_ffmpeg_source_over_tls(ctx):
         f"icecast://source:{PASSWORD}@127.0.0.1:{srv.stage_tls}/live"])
     wait_live(srv, "/live", proc=src)
     check_ffmpeg_decode(ffmpeg_listener(ctx, srv, "/live", 3), 3, 30)
+
+
+ACCESS_DENIED_ALERT = bytes([21, 3, 3, 0, 2, 2, 49])  # fatal access_denied, in the clear
+
+
+def raw_bytes_until_close(port, addr, timeout=5):
+    """Connects from <addr>, sends nothing, returns every byte the server sends until it
+    closes (or resets) the connection."""
+    s = socket.create_connection(("127.0.0.1", port), source_address=(addr, 0), timeout=timeout)
+    got = b""
+    try:
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            got += b
+    except ConnectionResetError:
+        pass
+    finally:
+        s.close()
+    return got
+
+
+@test(timeout=60, icecast=False)
+def test_tls_port_refusal_is_a_tls_alert_not_plaintext_issue10(ctx):
+    """Over max-conns-per-ip on a TLS port, the refusal at accept is a TLS alert record
+    (access_denied), never the plaintext 429 a TLS client cannot parse; counted and logged like
+    the plain refusal. Audience-tls (a worker) and stage-tls (the main process)."""
+    ca, chain, key = make_pki(ctx)
+    srv = ctx.start_server(extra=[
+        "--workers", "1", "--max-conns-per-ip", "2", "--head-timeout-ms", "30000",
+        "--audience-tls", "127.0.0.1:0", "--stage-tls", "127.0.0.1:0",
+        "--tls-cert", str(chain), "--tls-key", str(key)])
+    before = metric(metrics(srv)[0], "rostrum_refused_total", reason="conns_per_ip") or 0
+    refusals = 0
+    for port, addr in ((srv.audience_tls, "127.0.0.2"), (srv.stage_tls, "127.0.0.3")):
+        held = [socket.create_connection(("127.0.0.1", port), source_address=(addr, 0))
+                for _ in range(2)]
+        time.sleep(0.3)
+        got = raw_bytes_until_close(port, addr)
+        check(got == ACCESS_DENIED_ALERT, f"port {port}: the refusal sent {got[:80]!r}, want "
+              f"the access_denied alert {ACCESS_DENIED_ALERT!r}")
+        # a real TLS client: the handshake ends with the alert, not a record-layer error
+        raw = socket.create_connection(("127.0.0.1", port), source_address=(addr, 0), timeout=5)
+        try:
+            ssl.create_default_context(cafile=str(ca)).wrap_socket(
+                raw, server_hostname="localhost").close()
+            check(False, f"port {port}: the TLS handshake over the limit succeeded")
+        except ssl.SSLError as e:
+            check("ACCESS_DENIED" in str(e).upper() or "ACCESS DENIED" in str(e).upper(),
+                  f"port {port}: the TLS client saw {e!r}, want an access_denied alert")
+        finally:
+            raw.close()
+        refusals += 2
+        if addr == "127.0.0.2":
+            # the plain audience port shares the worker's table: still a plaintext 429 there
+            s = socket.create_connection(("127.0.0.1", srv.audience), source_address=(addr, 0),
+                                         timeout=5)
+            s.sendall(b"GET /status-json.xsl HTTP/1.0\r\n\r\n")
+            head = s.recv(4096)
+            s.close()
+            check(head.startswith(b"HTTP/1.0 429"), f"the plain port answered {head[:60]!r}")
+            refusals += 1
+        for h in held:
+            h.close()
+        # under the limit again: served
+        wait_for(lambda: served_ok(port, ca, addr), 5, f"a TLS request on {port} once "
+                 "the held connections closed")
+        # openssl s_client (it cannot pick its source address: 127.0.0.1 over the limit)
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        time.sleep(0.3)
+        r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                            "-servername", "localhost", "-CAfile", str(ca)],
+                           input="", capture_output=True, text=True, timeout=20)
+        for h in held:
+            h.close()
+        check("alert access denied" in (r.stdout + r.stderr).lower(),
+              f"port {port}: openssl s_client: {(r.stdout + r.stderr)[-600:]}")
+        refusals += 1
+        wait_for(lambda: served_ok(port, ca, "127.0.0.1"), 5, "127.0.0.1 under the limit again")
+    after = metric(metrics(srv)[0], "rostrum_refused_total", reason="conns_per_ip") or 0
+    check(after - before >= refusals, f"refusals counted {after - before}, want {refusals}")
+    check(re.search(r"over 2 connections, refused \(TLS port", srv.log_text()),
+          "the TLS refusal is not logged")
+
+
+def served_ok(port, ca, addr):
+    """1 if a TLS request from <addr> to <port> is answered (not refused)."""
+    raw = socket.create_connection(("127.0.0.1", port), source_address=(addr, 0), timeout=5)
+    try:
+        s = ssl.create_default_context(cafile=str(ca)).wrap_socket(raw,
+                                                                   server_hostname="localhost")
+        s.sendall(b"GET /status-json.xsl HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        return s.recv(64).startswith(b"HTTP/1.")
+    except (ssl.SSLError, OSError):
+        return False
+    finally:
+        raw.close()
+
+
+@test(timeout=60, icecast=False)
+def test_wss_burst_over_read_budget_is_all_read_issue10(ctx):
+    """A wss member's burst larger than the WebSocket read budget (64 KiB a turn), ending
+    inside a TLS record: the plaintext OpenSSL still holds when the budget runs out is read on
+    the next loop turn, not when the client next sends something. The burst is written while
+    the main process is stopped, so all of it waits in the socket; each of its control pings
+    must be answered with a pong without anything sent after it."""
+    import signal
+    from wsclient import WS
+    srv, ca, key = stage_tls_server(ctx)
+    sslctx = ssl.create_default_context(cafile=str(ca))
+
+    def wrap(s):
+        return sslctx.wrap_socket(s, server_hostname="localhost")
+
+    host = WS(srv.stage_tls, f"/ws/room?key={key}&name=host", wrap=wrap)  # creates the space
+    host.wait_for(lambda m: m.get("type") == "welcome", 5, "the host's welcome")
+    ws = WS(srv.stage_tls, "/ws/room?name=burst", wrap=wrap)  # a member off stage
+    ws.wait_for(lambda m: m.get("type") == "welcome", 5, "the member's welcome")
+    # 65,008 bytes of binary frame (a listener's audio goes nowhere; Python's ssl writes it as
+    # four records), then 40 pings of 21 bytes in one more record: 528 bytes of that record
+    # fit the 65,536-byte budget, the other 312 wait in OpenSSL with the socket drained
+    npings = 40
+    ping = json.dumps({"type": "ping"}).encode()
+    frames = b""
+    for _ in range(npings):
+        mask = os.urandom(4)
+        frames += bytes([0x81, 0x80 | len(ping)]) + mask + bytes(
+            b ^ mask[j % 4] for j, b in enumerate(ping))
+    os.kill(srv.proc.pid, signal.SIGSTOP)
+    try:
+        ws.send_frame(2, b"\0" * 65000)
+        ws.send_raw(frames)
+        time.sleep(0.3)
+    finally:
+        os.kill(srv.proc.pid, signal.SIGCONT)
+
+    def pongs():
+        return sum(1 for m in ws.messages if m.get("type") == "pong")
+
+    deadline = time.monotonic() + 3
+    while pongs() < npings and time.monotonic() < deadline:
+        try:
+            ws.read_frame(timeout=max(0.05, deadline - time.monotonic()))
+        except (socket.timeout, TimeoutError):
+            break
+    check(pongs() == npings, f"{pongs()} of the burst's {npings} pings answered within 3 s: the "
+          "rest waited inside OpenSSL for the client's next bytes")
+    ws.close()
+    host.close()

@@ -150,6 +150,23 @@ TEST(issue9_access_log_key)
     EXPECT_ERROR("[space a]\naccess-log = x\n", 2, "global key");
 }
 
+TEST(log_file_key_issue10)
+{
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    ASSERT_EQ_STR(c.log_file, "");
+    ASSERT_EQ_INT(parse(&c, "log-file = /var/log/rostrum/rostrum.log\n", err, sizeof(err)), 0);
+    ASSERT_EQ_STR(c.log_file, "/var/log/rostrum/rostrum.log");
+    ASSERT_EQ_INT(config_set(&c, "log-file", "/tmp/r.log", err, sizeof(err)), 0);
+    ASSERT_EQ_STR(c.log_file, "/tmp/r.log");
+    EXPECT_ERROR("[space a]\nlog-file = x\n", 2, "global key");
+    int found = 0;
+    for (int i = 0; config_global_key(i); i++)
+        found |= strcmp(config_global_key(i), "log-file") == 0;
+    ASSERT(found); /* so --log-file is an option */
+}
+
 TEST(effective_values_fall_back_to_global)
 {
     struct config c;

@@ -732,6 +732,61 @@ TEST(decode_path_rejects)
     ASSERT_EQ_INT(http_decode_path("/a\0b", 4, out, sizeof(out)), -1);
 }
 
+/* ---- query values (issue 10) ---------------------------------------------------------------- */
+
+static int unescape(const char *in, int plus, char *out, size_t cap)
+{
+    size_t n = strlen(in);
+    return http_unescape(guarded(in, n), n, plus, out, cap);
+}
+
+TEST(query_value_issue10)
+{
+    struct http_request req;
+    ASSERT(parse("GET /dashboard?x=1&key=a%2Bb&keys=no&key=second HTTP/1.1\r\n\r\n", &req) > 0);
+    const char *v = NULL;
+    size_t len = 0;
+    ASSERT_EQ_INT(http_query_value(&req, "key", &v, &len), 0);
+    ASSERT_EQ_INT(len, 5);
+    ASSERT(memcmp(v, "a%2Bb", 5) == 0); /* the first, still encoded */
+    ASSERT_EQ_INT(http_query_value(&req, "x", &v, &len), 0);
+    ASSERT_EQ_INT(len, 1);
+    ASSERT_EQ_INT(http_query_value(&req, "ke", &v, &len), -1);
+    ASSERT_EQ_INT(http_query_value(&req, "y", &v, &len), -1);
+    ASSERT(parse("GET /dashboard?key= HTTP/1.1\r\n\r\n", &req) > 0);
+    ASSERT_EQ_INT(http_query_value(&req, "key", &v, &len), 0);
+    ASSERT_EQ_INT(len, 0);
+    ASSERT(parse("GET /dashboard HTTP/1.1\r\n\r\n", &req) > 0);
+    ASSERT_EQ_INT(http_query_value(&req, "key", &v, &len), -1);
+}
+
+TEST(unescape_issue10)
+{
+    char out[64];
+    /* what a browser sends for a key with + / = % and a space */
+    ASSERT_EQ_INT(unescape("p%2Ba%2Fs%3Ds%25w%20o", 0, out, sizeof(out)), 11);
+    ASSERT_EQ_STR(out, "p+a/s=s%w o");
+    ASSERT_EQ_INT(unescape("Zm9v+YmFy/eg==", 0, out, sizeof(out)), 14); /* pasted as it is */
+    ASSERT_EQ_STR(out, "Zm9v+YmFy/eg==");
+    ASSERT_EQ_INT(unescape("a+b%2b", 1, out, sizeof(out)), 4); /* a form value */
+    ASSERT_EQ_STR(out, "a b+");
+    ASSERT_EQ_INT(unescape("caf%c3%A9", 0, out, sizeof(out)), 5);
+    ASSERT_EQ_STR(out, "caf\xc3\xa9");
+    ASSERT_EQ_INT(unescape("", 0, out, sizeof(out)), 0);
+    ASSERT_EQ_STR(out, "");
+    ASSERT_EQ_INT(unescape("abcd", 0, out, 5), 4); /* exact fit */
+    const char *bad[] = {"%", "%4", "a%zz", "%g0", "%00", "a%0Ab", "%1f", "x%", "%%41"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        strcpy(out, "junk");
+        int got = unescape(bad[i], 0, out, sizeof(out));
+        if (got != -1)
+            TEST_FAIL_("unescape \"%s\": %d, want -1", bad[i], got);
+        ASSERT_EQ_STR(out, "");
+    }
+    ASSERT_EQ_INT(unescape("abcde", 0, out, 5), -1); /* no room for the NUL */
+    ASSERT_EQ_INT(unescape("a", 0, out, 0), -1);
+}
+
 /* ---- names ---------------------------------------------------------------------------------- */
 
 TEST(method_and_status_names)

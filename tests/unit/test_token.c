@@ -136,6 +136,17 @@ TEST(ticket_table_bounded_and_reclaims_expired)
     shared_destroy(sh);
 }
 
+TEST(secret_equal_issue10)
+{
+    ASSERT(token_secret_equal("p+a/s=s%w o", 11, "p+a/s=s%w o", 11));
+    ASSERT(!token_secret_equal("p+a/s=s%w o", 10, "p+a/s=s%w o", 11)); /* a prefix */
+    ASSERT(!token_secret_equal("p+a/s=s%w oo", 12, "p+a/s=s%w o", 11));
+    ASSERT(!token_secret_equal("p a/s=s%w o", 11, "p+a/s=s%w o", 11));
+    ASSERT(!token_secret_equal("", 0, "k", 1));
+    ASSERT(token_secret_equal("", 0, "", 0));
+    ASSERT(!token_secret_equal("a\0b", 3, "a\0c", 3)); /* bytes, not strings */
+}
+
 int main(void)
 {
     return RUN_TESTS();

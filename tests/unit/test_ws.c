@@ -93,7 +93,7 @@ static struct ws *open_ws(struct pipe *p)
     memset(p, 0, sizeof(*p));
     p->cut = (size_t)-1;
     cur = p;
-    struct ws_io io = {p_recv, p_send, p, NULL};
+    struct ws_io io = {p_recv, p_send, p, NULL, NULL};
     return ws_new(-1, &io, &handler, NULL);
 }
 
@@ -212,6 +212,114 @@ TEST(ws_scanner_split_at_every_byte)
         ASSERT_EQ_MEM(p.out + 4, "\x8a\x01" "b", 3);
         ws_free(w);
     }
+}
+
+/* ---- the read budget over a transport that buffers (TLS, issue 10) ------------------------ */
+
+/* A transport whose received bytes all sit in user space, as TLS plaintext inside OpenSSL:
+ * buffered() is what epoll cannot see. */
+struct held {
+    uint8_t in[96 * 1024];
+    size_t len, off;
+    int say_buffered; /* buffered() answers this when set, whatever is held */
+};
+
+static long h_recv(void *arg, uint8_t *buf, size_t len)
+{
+    struct held *h = arg;
+    if (h->off == h->len) {
+        errno = EAGAIN;
+        return -1;
+    }
+    size_t n = h->len - h->off < len ? h->len - h->off : len;
+    memcpy(buf, h->in + h->off, n);
+    h->off += n;
+    return (long)n;
+}
+
+static long h_send(void *arg, const uint8_t *buf, size_t len)
+{
+    (void)arg;
+    (void)buf;
+    return (long)len;
+}
+
+static int h_buffered(void *arg)
+{
+    struct held *h = arg;
+    return h->say_buffered ? 1 : h->off < h->len;
+}
+
+/* 100 text messages of 700 bytes, masked: 70,800 bytes, more than one read's budget. */
+static void held_fill(struct held *h)
+{
+    static struct pipe scratch;
+    memset(&scratch, 0, sizeof(scratch));
+    char msg[700];
+    memset(msg, 'x', sizeof(msg));
+    for (int i = 0; i < 100; i++) {
+        scratch.in_len = 0;
+        frame(&scratch, 1, 0x1, msg, sizeof(msg));
+        memcpy(h->in + h->len, scratch.in, scratch.in_len);
+        h->len += scratch.in_len;
+    }
+}
+
+TEST(ws_read_more_when_the_budget_leaves_bytes_buffered_issue10)
+{
+    static struct held h;
+    static struct pipe counts;
+    memset(&h, 0, sizeof(h));
+    memset(&counts, 0, sizeof(counts));
+    cur = &counts;
+    held_fill(&h);
+    ASSERT(h.len > WS_READ_BUDGET);
+    struct ws_io io = {h_recv, h_send, &h, NULL, h_buffered};
+    struct ws *w = ws_new(-1, &io, &handler, NULL);
+    ASSERT_EQ_INT(ws_read(w), 0);
+    ASSERT_EQ_UINT(h.off, WS_READ_BUDGET); /* the budget, no more */
+    ASSERT(counts.ntext < 100);
+    ASSERT_EQ_INT(ws_read_more(w), 1); /* the rest is out of epoll's sight */
+    int rounds = 1;
+    while (ws_read_more(w) && rounds < 10) {
+        ASSERT_EQ_INT(ws_read(w), 0);
+        rounds++;
+    }
+    ASSERT_EQ_INT(rounds, 2);
+    ASSERT_EQ_INT(counts.ntext, 100);
+    ASSERT_EQ_UINT(h.off, h.len);
+    ASSERT_EQ_INT(ws_read_more(w), 0);
+    ws_free(w);
+}
+
+TEST(ws_read_more_only_after_the_budget_and_with_bytes_buffered_issue10)
+{
+    static struct held h;
+    static struct pipe counts;
+    memset(&h, 0, sizeof(h));
+    memset(&counts, 0, sizeof(counts));
+    cur = &counts;
+    held_fill(&h);
+    /* a plain socket (no buffered()): what the budget left is in the socket, epoll says so */
+    struct ws_io plain = {h_recv, h_send, &h, NULL, NULL};
+    struct ws *w = ws_new(-1, &plain, &handler, NULL);
+    ASSERT_EQ_INT(ws_read(w), 0);
+    ASSERT_EQ_INT(ws_read_more(w), 0);
+    ws_free(w);
+    /* stopped by EAGAIN, not by the budget: nothing to come back for, whatever is held (a
+     * partial record waits for the socket) */
+    memset(&h, 0, sizeof(h));
+    memset(&counts, 0, sizeof(counts));
+    frame(&counts, 1, 0x1, "hi", 2);
+    memcpy(h.in, counts.in, counts.in_len);
+    h.len = counts.in_len;
+    h.say_buffered = 1;
+    struct ws_io io = {h_recv, h_send, &h, NULL, h_buffered};
+    w = ws_new(-1, &io, &handler, NULL);
+    ASSERT_EQ_INT(ws_read(w), 0);
+    ASSERT_EQ_INT(counts.ntext, 1);
+    ASSERT_EQ_INT(ws_read_more(w), 0);
+    ws_free(w);
 }
 
 int main(void)
