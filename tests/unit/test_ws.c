@@ -355,7 +355,7 @@ TEST(ws_save_between_frames_restore_carries_on)
         struct ws_saved saved;
         ASSERT_EQ_INT(ws_save(w, &saved), 0);
         ws_free(w);
-        struct ws_io io = {p_recv, p_send, &p, NULL};
+        struct ws_io io = {p_recv, p_send, &p, NULL, NULL};
         struct ws *w2 = ws_restore(-1, &io, &handler, NULL, &saved);
         ASSERT(w2);
         p.cut = len;
