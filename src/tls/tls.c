@@ -1,9 +1,10 @@
 /*
  * tls: OpenSSL server connections behind the seam of tls.h (handshake, read, writev with
- * kTLS or a bounded SSL_write fallback).
+ * kTLS or a bounded SSL_write fallback), and the client connections of the load tool.
  */
 #include "tls/tls.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +91,38 @@ struct tls_ctx *tls_ctx_new(const char *cert, const char *key, char *err, size_t
     return t;
 }
 
+struct tls_ctx *tls_client_ctx_new(const char *cafile, int verify, char *err, size_t errcap)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    BUG_ON(!ctx);
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    /* thousands of connections in one process, each reading now and then: no buffers kept
+     * between calls; no session cache (every listener is a new visitor) */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (verify) {
+        int ok = cafile ? SSL_CTX_load_verify_locations(ctx, cafile, NULL)
+                        : SSL_CTX_set_default_verify_paths(ctx);
+        if (ok != 1) {
+            char what[600];
+            snprintf(what, sizeof(what), "CA file %s: cannot load it",
+                     cafile ? cafile : "(system default)");
+            ssl_reason(err, errcap, what);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    struct tls_ctx *t = calloc(1, sizeof(*t));
+    BUG_ON(!t);
+    t->ctx = ctx;
+    return t;
+}
+
 void tls_ctx_free(struct tls_ctx *ctx)
 {
     if (!ctx)
@@ -107,6 +140,26 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd)
     t->fd = fd;
     BUG_ON(SSL_set_fd(t->ssl, fd) != 1);
     SSL_set_accept_state(t->ssl);
+    return t;
+}
+
+struct tls_conn *tls_conn_new_client(struct tls_ctx *ctx, int fd, const char *host)
+{
+    struct tls_conn *t = calloc(1, sizeof(*t));
+    BUG_ON(!t);
+    t->ssl = SSL_new(ctx->ctx);
+    BUG_ON(!t->ssl);
+    t->fd = fd;
+    BUG_ON(SSL_set_fd(t->ssl, fd) != 1);
+    struct in6_addr a;
+    if (inet_pton(AF_INET, host, &a) == 1 || inet_pton(AF_INET6, host, &a) == 1) {
+        /* no SNI for an address (RFC 6066); the certificate must carry it as an IP SAN */
+        BUG_ON(X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), host) != 1);
+    } else {
+        BUG_ON(SSL_set_tlsext_host_name(t->ssl, host) != 1);
+        BUG_ON(SSL_set1_host(t->ssl, host) != 1);
+    }
+    SSL_set_connect_state(t->ssl);
     return t;
 }
 
@@ -246,6 +299,12 @@ void tls_close_notify(struct tls_conn *t)
     ERR_clear_error();
     SSL_shutdown(t->ssl);
     ERR_clear_error();
+}
+
+const char *tls_verify_error(const struct tls_conn *t)
+{
+    long v = SSL_get_verify_result(t->ssl);
+    return v == X509_V_OK ? NULL : X509_verify_cert_error_string(v);
 }
 
 const char *tls_describe(const struct tls_conn *t, char *buf, size_t cap)

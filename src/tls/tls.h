@@ -17,6 +17,10 @@
  * copy waits; the next tls_writev or tls_flush sends it first. So the caller may present
  * different bytes next time (a listener that jumped), and what was counted is what goes out.
  *
+ * The client side (the load tool's listeners, tls_client_ctx_new / tls_conn_new_client) uses
+ * the same connection calls. It never asks for kTLS: a client reads, and OpenSSL 3.0 has no
+ * kTLS receive for TLS 1.3.
+ *
  * Errors follow the socket calls: -1 with errno (EAGAIN when it would block).
  */
 #ifndef ROSTRUM_TLS_TLS_H
@@ -36,9 +40,19 @@ enum { TLS_DONE = 0, TLS_WANT_READ = 1, TLS_WANT_WRITE = 2 };
 struct tls_ctx *tls_ctx_new(const char *cert, const char *key, char *err, size_t errcap);
 void tls_ctx_free(struct tls_ctx *ctx);
 
+/* A new client context. <verify> 1: the server's chain must lead to a CA in <cafile> (PEM),
+ * or in the system's store when <cafile> is NULL, and name the host it was asked for (see
+ * tls_conn_new_client); 0: anything is accepted (a benchmark against its own self-signed
+ * certificate). Returns it, or NULL with a message in <err>. */
+struct tls_ctx *tls_client_ctx_new(const char *cafile, int verify, char *err, size_t errcap);
+
 /* Wraps <fd> (borrowed: the caller closes it after tls_conn_free) for a server handshake.
  * Allocation failure aborts. */
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd);
+/* Wraps <fd> (borrowed, connected or still connecting) for a client handshake to <host>: a
+ * DNS name ("localhost") is sent as SNI and checked against the certificate, an IP literal
+ * ("127.0.0.1", "::1") only checked. Allocation failure aborts. */
+struct tls_conn *tls_conn_new_client(struct tls_ctx *ctx, int fd, const char *host);
 /* Frees <t> without a close_notify (see tls_close_notify). NULL is fine. */
 void tls_conn_free(struct tls_conn *t);
 
@@ -60,6 +74,10 @@ int tls_pending(const struct tls_conn *t);
 int tls_flush(struct tls_conn *t);
 /* Sends a close_notify if it can at once (never waits). */
 void tls_close_notify(struct tls_conn *t);
+
+/* Why the peer's certificate was refused ("self-signed certificate"), or NULL if it was not
+ * (a client handshake that failed for another reason, or none yet). */
+const char *tls_verify_error(const struct tls_conn *t);
 
 /* What the last finished handshake used, for the log: "TLSv1.3 TLS_AES_256_GCM_SHA384". */
 const char *tls_describe(const struct tls_conn *t, char *buf, size_t cap);
