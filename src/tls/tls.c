@@ -253,26 +253,50 @@ int tls_flush(struct tls_conn *t)
     return 0;
 }
 
+/* Gathers from <iov>[<i>] at <off> onward, over the following entries, at most one record's
+ * worth into <buf>. Returns the bytes gathered. */
+static size_t gather(const struct iovec *iov, int n, int i, size_t off, char *buf)
+{
+    size_t got = 0;
+    for (; i < n && got < TLS_RECORD; i++, off = 0) {
+        size_t take = iov[i].iov_len - off;
+        if (take > TLS_RECORD - got)
+            take = TLS_RECORD - got;
+        memcpy(buf + got, (const char *)iov[i].iov_base + off, take);
+        got += take;
+    }
+    return got;
+}
+
 ssize_t tls_writev(struct tls_conn *t, const struct iovec *iov, int n)
 {
+    /* Without kTLS each SSL_write is a record and a write() to the socket: small entries (a
+     * listener's burst is several 200 ms pages, ~1.2 KB each) are gathered into one record,
+     * so a burst costs one system call as the plain writev() does. One buffer per thread
+     * (a worker is one), only used within this call; a record OpenSSL keeps is copied out. */
+    static __thread char gbuf[TLS_RECORD];
     if (t->pend > 0 && tls_flush(t) < 0)
         return -1;
     if (t->ktls)
         return writev(t->fd, iov, n);
-    size_t total = 0;
-    for (int i = 0; i < n; i++) {
-        const char *p = iov[i].iov_base;
-        size_t left = iov[i].iov_len;
-        while (left > 0) {
-            size_t chunk = left < TLS_RECORD ? left : TLS_RECORD;
-            size_t w = 0;
-            ERR_clear_error();
-            if (SSL_write_ex(t->ssl, p, chunk, &w) == 1) {
-                p += w;
-                left -= w;
-                total += w;
-                continue;
-            }
+    size_t total = 0, off = 0;
+    int i = 0;
+    while (i < n) {
+        size_t here = iov[i].iov_len - off;
+        if (here == 0) {
+            i++;
+            off = 0;
+            continue;
+        }
+        const char *p = (const char *)iov[i].iov_base + off;
+        size_t chunk = here < TLS_RECORD ? here : TLS_RECORD;
+        if (here < TLS_RECORD && i + 1 < n) {
+            p = gbuf;
+            chunk = gather(iov, n, i, off, gbuf);
+        }
+        size_t w = 0;
+        ERR_clear_error();
+        if (SSL_write_ex(t->ssl, p, chunk, &w) != 1) {
             int e = ssl_errno(t, 0);
             if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ)
                 return total > 0 ? (ssize_t)total : -1;
@@ -287,6 +311,18 @@ ssize_t tls_writev(struct tls_conn *t, const struct iovec *iov, int n)
             total += chunk;
             errno = EAGAIN;
             return (ssize_t)total;
+        }
+        /* partial write mode: the record went, maybe a shorter one than asked */
+        total += w;
+        while (w > 0) {
+            size_t left = iov[i].iov_len - off;
+            if (w < left) {
+                off += w;
+                break;
+            }
+            w -= left;
+            i++;
+            off = 0;
         }
     }
     return (ssize_t)total;
