@@ -119,8 +119,8 @@ int load_http_get(const struct load_url *u, struct tls_ctx *tls, int timeout_ms,
     for (;;) {
         buf_reserve(&resp, 16384);
         size_t room = resp.cap - resp.len - 1;
-        ssize_t n = t ? tls_read(t, resp.data + resp.len, room)
-                      : recv(fd, resp.data + resp.len, room, 0);
+        ssize_t n =
+            t ? tls_read(t, resp.data + resp.len, room) : recv(fd, resp.data + resp.len, room, 0);
         if (n > 0) {
             resp.len += (size_t)n;
             resp.data[resp.len] = '\0';

@@ -88,8 +88,8 @@ struct load_worker {
 };
 
 static const char *const reason_names[LOAD_REASONS] = {
-    "connect_refused", "connect_timeout",    "addr_not_avail",        "socket_error",
-    "connect_error",   "bad_response",       "closed_before_audio",   "read_error",
+    "connect_refused", "connect_timeout",    "addr_not_avail",         "socket_error",
+    "connect_error",   "bad_response",       "closed_before_audio",    "read_error",
     "timeout",         "closed_after_audio", "read_error_after_audio", "tls_handshake"};
 
 const char *load_reason_name(enum load_reason r)
@@ -239,8 +239,8 @@ static void conn_handshake(struct load_worker *w, struct load_conn *c)
     }
     if (rc < 0) {
         const char *why = tls_verify_error(c->tls);
-        LOG_RATELIMITED(LOG_WARN, "load", "TLS handshake with %s failed%s%s",
-                        w->o->url.tls_name, why ? ": " : "", why ? why : "");
+        LOG_RATELIMITED(LOG_WARN, "load", "TLS handshake with %s failed%s%s", w->o->url.tls_name,
+                        why ? ": " : "", why ? why : "");
         conn_finish(w, c, LOAD_R_TLS_HANDSHAKE);
         return;
     }

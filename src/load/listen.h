@@ -106,8 +106,8 @@ struct load_listen_opts {
     int json;
     const char *url_str;
     const char *metrics_str;
-    const char *cacert; /* https://: the CA the server's certificate must lead to */
-    int insecure;       /* https://: no verification at all */
+    const char *cacert;  /* https://: the CA the server's certificate must lead to */
+    int insecure;        /* https://: no verification at all */
     struct tls_ctx *tls; /* https:// (the URL's or the metrics URL's): the client context,
                             made by the parent before the workers fork */
 };

@@ -124,7 +124,9 @@ static void print_json(const struct load_listen_opts *o, const struct load_resul
     buf_puts(&b, "{\"mode\":\"listen\",\"url\":");
     buf_json_str(&b, o->url_str, strlen(o->url_str));
     buf_printf(&b, ",\"tls\":%s,\"tls_verify\":%s", o->url.tls ? "true" : "false",
-               !o->url.tls ? "null" : o->insecure ? "false" : "true");
+               !o->url.tls   ? "null"
+               : o->insecure ? "false"
+                             : "true");
     buf_printf(&b,
                ",\"listeners\":%u,\"rate\":%g,\"seconds\":%u,\"procs\":%u,\"kbps\":%u,"
                "\"stall_ms\":%u,",
@@ -178,7 +180,9 @@ static void print_summary(const struct load_listen_opts *o, const struct load_re
 {
     printf("rostrum-load listen %s: %u listeners at %g/s for %u s over %u process%s%s\n",
            o->url_str, o->listeners, o->rate, o->seconds, o->procs, o->procs == 1 ? "" : "es",
-           !o->url.tls ? "" : o->insecure ? " (TLS, certificate not verified)" : " (TLS)");
+           !o->url.tls   ? ""
+           : o->insecure ? " (TLS, certificate not verified)"
+                         : " (TLS)");
     printf("  attempted %llu, connected (got audio) %llu, still receiving at the end %llu\n",
            (unsigned long long)r->attempted, (unsigned long long)r->connected,
            (unsigned long long)r->open_at_end);
