@@ -46,7 +46,8 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 WEB      := $(wildcard web/*)
 
-.PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench bench-upgrade install
+.PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench bench-tls \
+        bench-upgrade install
 all: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak
 
 $(O)/obj/%.o: %.c
@@ -135,6 +136,11 @@ fuzz: $(FUZZ_BIN)
 # Fan-out benchmark: rostrum and Icecast 2 side by side under rostrum-load (see bench/README.md).
 bench: test-deps all
 	bench/fanout $(BENCH_ARGS)
+
+# TLS cost: rostrum plain, rostrum --audience-tls and nginx in front of a plain rostrum, in one
+# run (see bench/README.md). BENCH_TLS_ARGS="--loads 2000 --seconds 20" for a short one.
+bench-tls: test-deps all
+	bench/tls $(BENCH_TLS_ARGS)
 
 # What an upgrade (SIGUSR2) costs the connected under load (see bench/README.md).
 bench-upgrade: test-deps all

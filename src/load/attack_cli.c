@@ -133,6 +133,8 @@ static int parse_opts(int argc, char **argv, struct attack_opts *o)
         return opts_bad("attack", "--count, --rate and --seconds are required");
     if ((rc = opts_url("attack", "--url", o->url_str, &o->url)) != 0)
         return rc;
+    if (o->url.tls)
+        return opts_bad("attack", "--url: the attacks speak plain HTTP (no https://)");
     if (o->ticket_expired && o->mode != ATTACK_TICKETS)
         return opts_bad("attack", "--ticket-expired is for the tickets mode");
     if (o->timeline && o->mode != ATTACK_JOINSTORM)

@@ -8,9 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "event/loop.h"
+#include "tls/tls.h"
 
 /* Waits for <events> on <fd> until <deadline> (monotonic ms). Returns 0 or -errno. */
 static int wait_fd(int fd, short events, int64_t deadline)
@@ -30,14 +32,57 @@ static int wait_fd(int fd, short events, int64_t deadline)
     }
 }
 
-int load_http_get(const struct load_url *u, int timeout_ms, int *status, struct buf *body)
+/* Waits for what <t>'s last call wanted (the handshake says; after it, a read wants to read
+ * and a write to write, <events> being that default). Returns 0 or -errno. */
+static int wait_tls(int fd, int want, short events, int64_t deadline)
+{
+    if (want == TLS_WANT_READ)
+        events = POLLIN;
+    else if (want == TLS_WANT_WRITE)
+        events = POLLOUT;
+    return wait_fd(fd, events, deadline);
+}
+
+/* Sends <len> bytes of <p> on <fd>, through <t> if not NULL, before <deadline>. Returns 0 or
+ * -errno. */
+static int send_all(int fd, struct tls_conn *t, const char *p, size_t len, int64_t deadline)
+{
+    size_t off = 0;
+    while (off < len || (t && tls_pending(t))) {
+        ssize_t n;
+        if (off == len) {
+            n = tls_flush(t) == 0 ? 0 : -1;
+        } else if (t) {
+            struct iovec v = {.iov_base = (void *)(p + off), .iov_len = len - off};
+            n = tls_writev(t, &v, 1);
+        } else {
+            n = send(fd, p + off, len - off, MSG_NOSIGNAL);
+        }
+        if (n >= 0) {
+            off += (size_t)n;
+        } else if (errno == EAGAIN || errno == EINTR) {
+            int rc = wait_fd(fd, POLLOUT, deadline);
+            if (rc < 0)
+                return rc;
+        } else {
+            return -errno;
+        }
+    }
+    return 0;
+}
+
+int load_http_get(const struct load_url *u, struct tls_ctx *tls, int timeout_ms, int *status,
+                  struct buf *body)
 {
     int64_t deadline = loop_clock_ms() + timeout_ms;
+    if (u->tls && !tls)
+        return -EPROTONOSUPPORT;
     int fd = socket(u->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1)
         return -errno;
     int rc = 0;
     struct buf resp = {0};
+    struct tls_conn *t = NULL;
     if (connect(fd, (const struct sockaddr *)&u->addr, u->addrlen) == -1) {
         if (errno != EINPROGRESS) {
             rc = -errno;
@@ -53,25 +98,29 @@ int load_http_get(const struct load_url *u, int timeout_ms, int *status, struct 
             goto out;
         }
     }
+    if (u->tls) {
+        t = tls_client_new(tls, fd, u->tls_name);
+        int hs;
+        while ((hs = tls_handshake(t)) != TLS_DONE) {
+            if (hs < 0) {
+                rc = -ECONNABORTED;
+                goto out;
+            }
+            if ((rc = wait_tls(fd, hs, POLLIN, deadline)) < 0)
+                goto out;
+        }
+    }
     char req[LOAD_URL_MAX_PATH + 256];
     int rl = snprintf(req, sizeof(req),
                       "GET %s HTTP/1.0\r\nHost: %s:%u\r\nUser-Agent: rostrum-load\r\n\r\n", u->path,
                       u->host, u->port);
-    for (int off = 0; off < rl;) {
-        ssize_t n = send(fd, req + off, (size_t)(rl - off), MSG_NOSIGNAL);
-        if (n > 0) {
-            off += (int)n;
-        } else if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
-            if ((rc = wait_fd(fd, POLLOUT, deadline)) < 0)
-                goto out;
-        } else {
-            rc = -errno;
-            goto out;
-        }
-    }
+    if ((rc = send_all(fd, t, req, (size_t)rl, deadline)) < 0)
+        goto out;
     for (;;) {
         buf_reserve(&resp, 16384);
-        ssize_t n = recv(fd, resp.data + resp.len, resp.cap - resp.len - 1, 0);
+        size_t room = resp.cap - resp.len - 1;
+        ssize_t n =
+            t ? tls_read(t, resp.data + resp.len, room) : recv(fd, resp.data + resp.len, room, 0);
         if (n > 0) {
             resp.len += (size_t)n;
             resp.data[resp.len] = '\0';
@@ -100,6 +149,7 @@ int load_http_get(const struct load_url *u, int timeout_ms, int *status, struct 
         buf_append(body, "", 0);
 out:
     buf_free(&resp);
+    tls_conn_free(t);
     close(fd);
     return rc;
 }

@@ -15,10 +15,15 @@
 /* Largest response read; the rest is cut. */
 #define LOAD_HTTP_GET_MAX (4u << 20)
 
-/* GETs <u> within <timeout_ms> in all. On success stores the status code in <*status> and the
+struct tls_ctx;
+
+/* GETs <u> within <timeout_ms> in all; an https:// <u> goes through <tls> (a client context,
+ * borrowed; NULL for http://). On success stores the status code in <*status> and the
  * body (after the head, NUL-terminated) in <body>, which the caller owns and frees. Returns 0,
- * -ETIMEDOUT, -EPROTO (no parsable status line) or another -errno. */
-int load_http_get(const struct load_url *u, int timeout_ms, int *status, struct buf *body);
+ * -ETIMEDOUT, -EPROTO (no parsable status line), -ECONNABORTED (the TLS
+ * handshake failed) or another -errno. */
+int load_http_get(const struct load_url *u, struct tls_ctx *tls, int timeout_ms, int *status,
+                  struct buf *body);
 
 /* Finds the sample of metric <name> without labels (a line "<name> <value>") in the Prometheus
  * text <text> of <len> bytes and stores its value in <*out>. Returns 0, or -1 if absent or not a

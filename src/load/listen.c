@@ -21,12 +21,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "event/loop.h"
 #include "load/oggcheck.h"
 #include "load/url.h"
+#include "tls/tls.h"
 #include "util/log.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -41,7 +43,9 @@
 #define HEAD_MAX 16384
 #define RBUF_SIZE 16384
 
-enum { C_IDLE, C_CONNECTING, C_SENDING, C_HEAD, C_BODY, C_DONE };
+enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_SENDING, C_HEAD, C_BODY, C_DONE };
+
+#define TLS_READ_ROUNDS 16 /* records read per wakeup at most (each is at most 16 KiB) */
 
 #define CF_GOT_BYTE 1
 #define CF_STALLED 2
@@ -50,6 +54,7 @@ enum { C_IDLE, C_CONNECTING, C_SENDING, C_HEAD, C_BODY, C_DONE };
 /* One listener; owned by its worker's array, never freed before the worker exits. */
 struct load_conn {
     struct io io;
+    struct tls_conn *tls;  /* https:// only: owned, freed when the listener finishes */
     int64_t t_start;       /* us: connect start */
     int64_t t_last_audio;  /* us: last audio byte, or the response head before any */
     int64_t t_first_audio; /* us: first audio page whole, 0 before */
@@ -83,9 +88,9 @@ struct load_worker {
 };
 
 static const char *const reason_names[LOAD_REASONS] = {
-    "connect_refused", "connect_timeout",    "addr_not_avail",        "socket_error",
-    "connect_error",   "bad_response",       "closed_before_audio",   "read_error",
-    "timeout",         "closed_after_audio", "read_error_after_audio"};
+    "connect_refused", "connect_timeout",    "addr_not_avail",         "socket_error",
+    "connect_error",   "bad_response",       "closed_before_audio",    "read_error",
+    "timeout",         "closed_after_audio", "read_error_after_audio", "tls_handshake"};
 
 const char *load_reason_name(enum load_reason r)
 {
@@ -139,6 +144,8 @@ static void conn_finish(struct load_worker *w, struct load_conn *c, int why)
 {
     if (c->io.fd >= 0) {
         loop_del(&w->loop, &c->io);
+        tls_conn_free(c->tls);
+        c->tls = NULL;
         close(c->io.fd);
         c->io.fd = -1;
     }
@@ -191,9 +198,66 @@ static void conn_send(struct load_worker *w, struct load_conn *c)
         conn_finish(w, c, LOAD_R_SOCKET_ERROR);
 }
 
+/* conn_send over TLS: the request through SSL_write, and a record OpenSSL kept (counted as
+ * sent, see tls.h) flushed before the head is awaited. */
+static void conn_send_tls(struct load_worker *w, struct load_conn *c)
+{
+    while (c->sent < w->req_len || tls_pending(c->tls)) {
+        ssize_t n;
+        if (c->sent < w->req_len) {
+            struct iovec v = {.iov_base = w->req + c->sent,
+                              .iov_len = (size_t)(w->req_len - c->sent)};
+            n = tls_writev(c->tls, &v, 1);
+        } else {
+            n = tls_flush(c->tls) == 0 ? 0 : -1;
+        }
+        if (n >= 0) {
+            c->sent = (uint16_t)(c->sent + n);
+        } else if (errno == EAGAIN || errno == EINTR) {
+            c->state = C_SENDING;
+            if (loop_mod(&w->loop, &c->io, EPOLLOUT) < 0)
+                conn_finish(w, c, LOAD_R_SOCKET_ERROR);
+            return;
+        } else {
+            conn_finish(w, c, LOAD_R_CONNECT_ERROR);
+            return;
+        }
+    }
+    c->state = C_HEAD;
+    if (loop_mod(&w->loop, &c->io, EPOLLIN) < 0)
+        conn_finish(w, c, LOAD_R_SOCKET_ERROR);
+}
+
+/* One step of <c>'s TLS handshake; on to the request once it is done. */
+static void conn_handshake(struct load_worker *w, struct load_conn *c)
+{
+    int rc = tls_handshake(c->tls);
+    if (rc == TLS_DONE) {
+        c->state = C_SENDING;
+        conn_send_tls(w, c);
+        return;
+    }
+    if (rc < 0) {
+        char why[200];
+        tls_handshake_error(c->tls, why, sizeof(why));
+        LOG_RATELIMITED(LOG_WARN, "load", "TLS handshake with %s failed: %s", w->o->url.tls_name,
+                        why);
+        conn_finish(w, c, LOAD_R_TLS_HANDSHAKE);
+        return;
+    }
+    if (loop_mod(&w->loop, &c->io, rc == TLS_WANT_READ ? EPOLLIN : EPOLLOUT) < 0)
+        conn_finish(w, c, LOAD_R_SOCKET_ERROR);
+}
+
 static void conn_connected(struct load_worker *w, struct load_conn *c, int64_t now)
 {
     hist_add(&w->res.connect_us, (uint64_t)(now - c->t_start));
+    if (w->o->url.tls) {
+        c->tls = tls_client_new(w->o->tls, c->io.fd, w->o->url.tls_name);
+        c->state = C_HANDSHAKE;
+        conn_handshake(w, c);
+        return;
+    }
     c->state = C_SENDING;
     conn_send(w, c);
 }
@@ -285,6 +349,23 @@ static ssize_t conn_head(struct load_worker *w, struct load_conn *c, const uint8
     return (ssize_t)n;
 }
 
+/* Takes the <n> bytes just read into <w>->rbuf: the head, then the stream. Returns 0, or -1
+ * if <c> was finished. */
+static inline int conn_got(struct load_worker *w, struct load_conn *c, ssize_t n)
+{
+    int64_t now = load_now_us();
+    if (!(c->flags & CF_GOT_BYTE)) {
+        c->flags |= CF_GOT_BYTE;
+        hist_add(&w->res.ttfb_us, (uint64_t)(now - c->t_start));
+    }
+    ssize_t off = 0;
+    if (c->state == C_HEAD && (off = conn_head(w, c, w->rbuf, (size_t)n, now)) < 0)
+        return -1;
+    if (off < n)
+        conn_body(w, c, w->rbuf + off, (size_t)(n - off), now);
+    return 0;
+}
+
 static void conn_read(struct load_worker *w, struct load_conn *c)
 {
     /* A full buffer may mean more is queued (a burst): read again, a few times at most so
@@ -292,17 +373,34 @@ static void conn_read(struct load_worker *w, struct load_conn *c)
     for (int round = 0; round < 4; round++) {
         ssize_t n = recv(c->io.fd, w->rbuf, sizeof(w->rbuf), 0);
         if (n > 0) {
-            int64_t now = load_now_us();
-            if (!(c->flags & CF_GOT_BYTE)) {
-                c->flags |= CF_GOT_BYTE;
-                hist_add(&w->res.ttfb_us, (uint64_t)(now - c->t_start));
-            }
-            ssize_t off = 0;
-            if (c->state == C_HEAD && (off = conn_head(w, c, w->rbuf, (size_t)n, now)) < 0)
+            if (conn_got(w, c, n) < 0)
                 return;
-            if (off < n)
-                conn_body(w, c, w->rbuf + off, (size_t)(n - off), now);
             if (n < (ssize_t)sizeof(w->rbuf))
+                return;
+        } else if (n == 0) {
+            conn_finish(
+                w, c, c->ogg.first_audio ? LOAD_R_CLOSED_AFTER_AUDIO : LOAD_R_CLOSED_BEFORE_AUDIO);
+            return;
+        } else if (errno == EAGAIN || errno == EINTR) {
+            return;
+        } else {
+            conn_finish(w, c,
+                        c->ogg.first_audio ? LOAD_R_READ_ERROR_AFTER_AUDIO : LOAD_R_READ_ERROR);
+            return;
+        }
+    }
+}
+
+/* conn_read over TLS. SSL_read gives one record at a time, so a short read does not mean the
+ * socket is drained: read until OpenSSL wants more bytes, a bounded number of records (the
+ * loop is level-triggered: what is left on the socket wakes it again). With a 16 KiB buffer a
+ * record is always taken whole, so nothing decrypted waits inside OpenSSL unseen. */
+static void conn_read_tls(struct load_worker *w, struct load_conn *c)
+{
+    for (int round = 0; round < TLS_READ_ROUNDS; round++) {
+        ssize_t n = tls_read(c->tls, w->rbuf, sizeof(w->rbuf));
+        if (n > 0) {
+            if (conn_got(w, c, n) < 0)
                 return;
         } else if (n == 0) {
             conn_finish(
@@ -337,12 +435,21 @@ static void conn_on_io(struct loop *loop, struct io *io, uint32_t events)
         conn_connected(w, c, load_now_us());
         return;
     }
+    case C_HANDSHAKE:
+        conn_handshake(w, c);
+        return;
     case C_SENDING:
-        conn_send(w, c);
+        if (c->tls)
+            conn_send_tls(w, c);
+        else
+            conn_send(w, c);
         return;
     case C_HEAD:
     case C_BODY:
-        conn_read(w, c);
+        if (c->tls)
+            conn_read_tls(w, c);
+        else
+            conn_read(w, c);
         return;
     default:
         return;
@@ -409,7 +516,7 @@ static void on_scan(struct loop *loop, struct loop_timer *t)
     int64_t now = load_now_us();
     for (uint32_t i = 0; i < w->opened; i++) {
         struct load_conn *c = &w->conns[i];
-        if ((c->state == C_CONNECTING || c->state == C_SENDING) &&
+        if ((c->state == C_CONNECTING || c->state == C_HANDSHAKE || c->state == C_SENDING) &&
             now - c->t_start > CONNECT_TIMEOUT_US) {
             conn_finish(w, c, LOAD_R_CONNECT_TIMEOUT);
         } else if (c->state == C_BODY) {

@@ -11,12 +11,17 @@
  *
  * A listener's life:
  *
- *   CONNECTING --connected--> SENDING --request sent--> HEAD --200 + blank line--> BODY
- *        |                                               |                          |
- *        +--- error / 10 s -----> DONE (refused) <--- status != 200, EOF, error -----+
+ *   CONNECTING --connected--> [HANDSHAKE] --> SENDING --request sent--> HEAD --200 + blank
+ *        |                         |                                     |   line--> BODY
+ *        +--- error / 10 s --------+--> DONE (refused) <-- status != 200, EOF, error ---+
+ *
+ * HANDSHAKE only for an https:// URL: OpenSSL drives the handshake from the same events, and
+ * then the request goes out and the stream comes in through SSL_write / SSL_read into the
+ * same head parser and Ogg checker. The handshake counts in the same 10 s connect deadline.
  *
  * Its state is ~170 bytes (struct load_conn, checked at compile time), all of it fixed: the
- * response head and the Ogg pages are parsed as they stream and never kept.
+ * response head and the Ogg pages are parsed as they stream and never kept. Over TLS, OpenSSL's
+ * connection comes on top (a few KB; its buffers are released between reads).
  *
  * The figures (times from the connect() call):
  *   connected     listeners that got a first audio page (whole, CRC valid); attempted =
@@ -54,6 +59,7 @@ enum load_reason {
     LOAD_R_TIMEOUT,
     LOAD_R_CLOSED_AFTER_AUDIO,
     LOAD_R_READ_ERROR_AFTER_AUDIO,
+    LOAD_R_TLS_HANDSHAKE, /* https://: the handshake failed (or the certificate did not verify) */
     LOAD_REASONS
 };
 
@@ -100,6 +106,10 @@ struct load_listen_opts {
     int json;
     const char *url_str;
     const char *metrics_str;
+    const char *cacert;  /* https://: the CA the server's certificate must lead to */
+    int insecure;        /* https://: no verification at all */
+    struct tls_ctx *tls; /* https:// (the URL's or the metrics URL's): the client context,
+                            made by the parent before the workers fork */
 };
 
 #define LOAD_RESULT_MAGIC 0x524c4431u /* "RLD1" */

@@ -6,6 +6,7 @@
  * Exit status: 0 the run completed, whatever the figures; 1 internal error (a worker failed or
  * could not be started; what the others measured is still printed); 2 bad arguments.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "load/opts.h"
 #include "load/procs.h"
 #include "load/url.h"
+#include "tls/tls.h"
 #include "util/buf.h"
 #include "util/log.h"
 
@@ -31,9 +33,10 @@ static void usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: rostrum-load listen --url http://HOST:PORT/MOUNT --listeners N\n"
+        "usage: rostrum-load listen --url http[s]://HOST:PORT/MOUNT --listeners N\n"
         "                           --rate JOINS_PER_S --seconds S [options]\n"
-        "  --url URL           stream to join; HOST must be loopback (127.0.0.0/8 or [::1])\n"
+        "  --url URL           stream to join; HOST must be loopback (127.0.0.0/8 or [::1]);\n"
+        "                      https:// joins over TLS (a handshake per listener: pace --rate)\n"
         "  --listeners N       listeners to join in all (1..1000000)\n"
         "  --rate R            joins per second in all, paced evenly (> 0)\n"
         "  --seconds S         run length; every listener leaves at the end (1..86400)\n"
@@ -43,6 +46,9 @@ static void usage(FILE *f)
         "  --src-ips A-B       source addresses, round-robin (default 127.0.0.2-127.0.0.250)\n"
         "  --metrics-url URL   where to read rostrum_listeners (default http://HOST:PORT/metrics;\n"
         "                      \"none\" to skip)\n"
+        "  --cacert FILE       https://: the server's certificate must lead to this CA (PEM)\n"
+        "                      and name the URL's host (default: the system's CAs)\n"
+        "  --insecure          https://: accept any certificate (no verification at all)\n"
         "  --json              print one JSON object instead of a summary\n"
         "exit status: 0 run completed, 1 internal error, 2 bad arguments\n",
         PER_PROC_DEFAULT);
@@ -64,6 +70,8 @@ static int parse_opts(int argc, char **argv, struct load_listen_opts *o)
         {"stall-ms", OPT_U32, &o->stall_ms, 1, 3600000, 0, NULL, NULL},
         {"src-ips", OPT_STR, &src, 0, 0, 0, NULL, "an address range"},
         {"metrics-url", OPT_STR, &o->metrics_str, 0, 0, 0, NULL, "a URL or \"none\""},
+        {"cacert", OPT_STR, &o->cacert, 0, 0, 0, NULL, "a CA file"},
+        {"insecure", OPT_FLAG, &o->insecure, 0, 0, 1, NULL, NULL},
         {"json", OPT_FLAG, &o->json, 0, 0, 1, NULL, NULL},
     };
     if ((rc = opts_parse("listen", argc, argv, 1, tab, sizeof(tab) / sizeof(tab[0]))) != 0)
@@ -91,6 +99,17 @@ static int parse_opts(int argc, char **argv, struct load_listen_opts *o)
                            &o->src_count)) != 0)
         return rc;
     opts_procs(&o->procs, o->listeners, PER_PROC_DEFAULT);
+    int tls = o->url.tls || (o->have_metrics && o->metrics.tls);
+    if (o->cacert && o->insecure)
+        return opts_bad("listen", "--cacert and --insecure exclude each other");
+    if ((o->cacert || o->insecure) && !tls)
+        return opts_bad("listen", "--cacert and --insecure are for https:// URLs");
+    if (tls) {
+        char err[768];
+        o->tls = tls_client_ctx_new(o->cacert, !o->insecure, err, sizeof(err));
+        if (!o->tls)
+            return opts_bad("listen", "--cacert: %s", err);
+    }
     return 0;
 }
 
@@ -104,6 +123,10 @@ static void print_json(const struct load_listen_opts *o, const struct load_resul
     struct buf b = {0};
     buf_puts(&b, "{\"mode\":\"listen\",\"url\":");
     buf_json_str(&b, o->url_str, strlen(o->url_str));
+    buf_printf(&b, ",\"tls\":%s,\"tls_verify\":%s", o->url.tls ? "true" : "false",
+               !o->url.tls   ? "null"
+               : o->insecure ? "false"
+                             : "true");
     buf_printf(&b,
                ",\"listeners\":%u,\"rate\":%g,\"seconds\":%u,\"procs\":%u,\"kbps\":%u,"
                "\"stall_ms\":%u,",
@@ -155,8 +178,11 @@ static void print_json(const struct load_listen_opts *o, const struct load_resul
 static void print_summary(const struct load_listen_opts *o, const struct load_result *r,
                           int have_server, double server_listeners, const char *metrics_err)
 {
-    printf("rostrum-load listen %s: %u listeners at %g/s for %u s over %u process%s\n", o->url_str,
-           o->listeners, o->rate, o->seconds, o->procs, o->procs == 1 ? "" : "es");
+    printf("rostrum-load listen %s: %u listeners at %g/s for %u s over %u process%s%s\n",
+           o->url_str, o->listeners, o->rate, o->seconds, o->procs, o->procs == 1 ? "" : "es",
+           !o->url.tls   ? ""
+           : o->insecure ? " (TLS, certificate not verified)"
+                         : " (TLS)");
     printf("  attempted %llu, connected (got audio) %llu, still receiving at the end %llu\n",
            (unsigned long long)r->attempted, (unsigned long long)r->connected,
            (unsigned long long)r->open_at_end);
@@ -218,9 +244,11 @@ static int fetch_server_listeners(const struct load_listen_opts *o, double *v, c
 {
     struct buf body = {0};
     int status = 0;
-    int rc = load_http_get(&o->metrics, 2000, &status, &body);
+    int rc = load_http_get(&o->metrics, o->tls, 2000, &status, &body);
     int ok = 0;
-    if (rc < 0)
+    if (rc == -ECONNABORTED && o->metrics.tls)
+        snprintf(err, errlen, "GET %.200s: TLS handshake failed", o->metrics.path);
+    else if (rc < 0)
         snprintf(err, errlen, "GET %.200s: %s", o->metrics.path, strerror(-rc));
     else if (status != 200)
         snprintf(err, errlen, "GET %.200s: HTTP %d", o->metrics.path, status);
@@ -300,6 +328,7 @@ int load_listen_main(int argc, char **argv)
     else
         print_summary(&o, total, cnt.have, cnt.listeners, cnt.err);
     fflush(stdout);
+    tls_ctx_free(o.tls);
     free(total);
     free(res);
     return failed ? 1 : 0;

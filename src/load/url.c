@@ -11,11 +11,17 @@
 int load_url_parse(const char *s, struct load_url *u, char *err, size_t errlen)
 {
     *u = (struct load_url){0};
-    if (strncmp(s, "http://", 7) != 0) {
-        snprintf(err, errlen, "URL must start with http://");
+    const char *h;
+    if (strncmp(s, "http://", 7) == 0) {
+        h = s + 7;
+    } else if (strncmp(s, "https://", 8) == 0) {
+        h = s + 8;
+        u->tls = 1;
+    } else {
+        snprintf(err, errlen, "URL must start with http:// or https://");
         return -1;
     }
-    const char *h = s + 7, *hend, *rest;
+    const char *hend, *rest;
     char host[64];
     if (*h == '[') {
         hend = strchr(h, ']');
@@ -37,7 +43,7 @@ int load_url_parse(const char *s, struct load_url *u, char *err, size_t errlen)
     memcpy(host, h, hl);
     host[hl] = '\0';
 
-    long port = 80;
+    long port = u->tls ? 443 : 80;
     if (*rest == ':') {
         char *e;
         port = strtol(rest + 1, &e, 10);
@@ -83,6 +89,8 @@ int load_url_parse(const char *s, struct load_url *u, char *err, size_t errlen)
         u->addrlen = sizeof(*sin);
         u->family = AF_INET;
         inet_ntop(AF_INET, &a4, u->host, sizeof(u->host));
+        snprintf(u->tls_name, sizeof(u->tls_name), "%s",
+                 strcmp(host, "localhost") == 0 ? "localhost" : u->host);
     } else if (inet_pton(AF_INET6, host, &a6) == 1) {
         if (!IN6_IS_ADDR_LOOPBACK(&a6)) {
             snprintf(err, errlen,
@@ -97,6 +105,7 @@ int load_url_parse(const char *s, struct load_url *u, char *err, size_t errlen)
         u->addrlen = sizeof(*sin6);
         u->family = AF_INET6;
         snprintf(u->host, sizeof(u->host), "[::1]");
+        snprintf(u->tls_name, sizeof(u->tls_name), "::1");
     } else {
         snprintf(err, errlen,
                  "refusing host '%s': give a loopback IP literal (127.0.0.0/8 or [::1]); "

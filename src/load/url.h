@@ -19,11 +19,15 @@ struct load_url {
     char host[64]; /* as written, for the Host header ("127.0.0.1", "[::1]") */
     uint16_t port;
     char path[LOAD_URL_MAX_PATH]; /* "/live"; at least "/" */
+    int tls;                      /* 1 for https:// */
+    char tls_name[64];            /* the name its certificate must carry: "localhost", or the
+                                     address ("127.0.0.1", "::1") without brackets */
 };
 
-/* Parses <s>, "http://HOST[:PORT][/PATH]" where HOST is an IPv4 literal in 127.0.0.0/8,
- * "localhost" (127.0.0.1) or "[::1]"; PORT defaults to 80. The path must be printable ASCII
- * without spaces. Returns 0, or -1 with a reason in <err> (<errlen> bytes). */
+/* Parses <s>, "http://HOST[:PORT][/PATH]" or "https://..." (tls set) where HOST is an IPv4
+ * literal in 127.0.0.0/8, "localhost" (127.0.0.1) or "[::1]"; PORT defaults to 80 (443). The
+ * path must be printable ASCII without spaces. Returns 0, or -1 with a reason in <err>
+ * (<errlen> bytes). */
 int load_url_parse(const char *s, struct load_url *u, char *err, size_t errlen);
 
 /* Parses <s>, "A.B.C.D-A.B.C.E" or a single "A.B.C.D", all in 127.0.0.0/8, into a first

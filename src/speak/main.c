@@ -910,7 +910,7 @@ int main(int argc, char **argv)
         return EXIT_FAIL;
     }
 
-    if (s->o.tls && !(s->tls = tls_client_ctx_new(s->o.cacert, err, sizeof(err)))) {
+    if (s->o.tls && !(s->tls = tls_client_ctx_new(s->o.cacert, 1, err, sizeof(err)))) {
         fprintf(stderr, "rostrum-speak: --%s: %s\n", s->o.cacert ? "cacert" : "tls", err);
         speak_free(s);
         return EXIT_FAIL;

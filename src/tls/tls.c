@@ -1,6 +1,6 @@
 /*
  * tls: OpenSSL connections behind the seam of tls.h (handshake, read, writev with kTLS or a
- * bounded SSL_write fallback), server and client.
+ * bounded SSL_write fallback), server and client (rostrum-speak, the load tool).
  */
 #include "tls/tls.h"
 
@@ -214,26 +214,50 @@ int tls_flush(struct tls_conn *t)
     return 0;
 }
 
+/* Gathers from <iov>[<i>] at <off> onward, over the following entries, at most one record's
+ * worth into <buf>. Returns the bytes gathered. */
+static size_t gather(const struct iovec *iov, int n, int i, size_t off, char *buf)
+{
+    size_t got = 0;
+    for (; i < n && got < TLS_RECORD; i++, off = 0) {
+        size_t take = iov[i].iov_len - off;
+        if (take > TLS_RECORD - got)
+            take = TLS_RECORD - got;
+        memcpy(buf + got, (const char *)iov[i].iov_base + off, take);
+        got += take;
+    }
+    return got;
+}
+
 ssize_t tls_writev(struct tls_conn *t, const struct iovec *iov, int n)
 {
+    /* Without kTLS each SSL_write is a record and a write() to the socket: small entries (a
+     * listener's burst is several 200 ms pages, ~1.2 KB each) are gathered into one record,
+     * so a burst costs one system call as the plain writev() does. One buffer per thread
+     * (a worker is one), only used within this call; a record OpenSSL keeps is copied out. */
+    static __thread char gbuf[TLS_RECORD];
     if (t->pend > 0 && tls_flush(t) < 0)
         return -1;
     if (t->ktls)
         return writev(t->fd, iov, n);
-    size_t total = 0;
-    for (int i = 0; i < n; i++) {
-        const char *p = iov[i].iov_base;
-        size_t left = iov[i].iov_len;
-        while (left > 0) {
-            size_t chunk = left < TLS_RECORD ? left : TLS_RECORD;
-            size_t w = 0;
-            ERR_clear_error();
-            if (SSL_write_ex(t->ssl, p, chunk, &w) == 1) {
-                p += w;
-                left -= w;
-                total += w;
-                continue;
-            }
+    size_t total = 0, off = 0;
+    int i = 0;
+    while (i < n) {
+        size_t here = iov[i].iov_len - off;
+        if (here == 0) {
+            i++;
+            off = 0;
+            continue;
+        }
+        const char *p = (const char *)iov[i].iov_base + off;
+        size_t chunk = here < TLS_RECORD ? here : TLS_RECORD;
+        if (here < TLS_RECORD && i + 1 < n) {
+            p = gbuf;
+            chunk = gather(iov, n, i, off, gbuf);
+        }
+        size_t w = 0;
+        ERR_clear_error();
+        if (SSL_write_ex(t->ssl, p, chunk, &w) != 1) {
             int e = ssl_errno(t, 0);
             if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ)
                 return total > 0 ? (ssize_t)total : -1;
@@ -248,6 +272,18 @@ ssize_t tls_writev(struct tls_conn *t, const struct iovec *iov, int n)
             total += chunk;
             errno = EAGAIN;
             return (ssize_t)total;
+        }
+        /* partial write mode: the record went, maybe a shorter one than asked */
+        total += w;
+        while (w > 0) {
+            size_t left = iov[i].iov_len - off;
+            if (w < left) {
+                off += w;
+                break;
+            }
+            w -= left;
+            i++;
+            off = 0;
         }
     }
     return (ssize_t)total;
@@ -275,15 +311,24 @@ void tls_close_notify(struct tls_conn *t)
 
 /* ---- the client side ------------------------------------------------------------------- */
 
-struct tls_ctx *tls_client_ctx_new(const char *cafile, char *err, size_t errcap)
+struct tls_ctx *tls_client_ctx_new(const char *cafile, int verify, char *err, size_t errcap)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     BUG_ON(!ctx);
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL); /* a failed check fails the handshake */
-    /* tls_writev's contract: a blocked record is given again from our copy */
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    if (cafile) {
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    /* a failed check fails the handshake; only a benchmark against its own self-signed
+     * certificate turns it off (rostrum-load --insecure) */
+    SSL_CTX_set_verify(ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    /* tls_writev's contract: a blocked record is given again from our copy. The load tool
+     * holds thousands of connections that read now and then: no buffers kept between calls,
+     * no session cache (every listener is a new visitor). */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (!verify) {
+        /* nothing to load */
+    } else if (cafile) {
         /* the file's own errno first: OpenSSL's message for a missing file is obscure */
         FILE *f = fopen(cafile, "re");
         if (!f) {

@@ -13,16 +13,20 @@
  * Kernel TLS: the context asks for it (SSL_OP_ENABLE_KTLS). When the kernel took the send
  * keys after the handshake (tls_ktls_send), a plain writev() on the socket is encrypted by the
  * kernel, so the listener path stays one writev() from shared memory. Otherwise tls_writev
- * falls back to SSL_write, one record (at most 16 KB) at a time. A record that could not go
+ * falls back to SSL_write, one record (at most 16 KB) at a time, small iovec entries gathered
+ * into one record (a burst of pages is one record and one write(), not one per page; bench/tls
+ * measured 5 writes per listener-second without it). A record that could not go
  * out whole stays inside OpenSSL, which must be given the same bytes again: tls_writev keeps
  * a copy of them (bounded: one record) and counts them as written, and tls_pending says a
  * copy waits; the next tls_writev or tls_flush sends it first. So the caller may present
  * different bytes next time (a listener that jumped), and what was counted is what goes out.
  *
- * Client side: tls_client_ctx_new trusts one CA file or the system's store and always
- * verifies the server's chain; tls_client_new names the server (SNI for a DNS name, and the
- * name or IP address the certificate must carry: SSL_set1_host). A handshake that fails says
- * why through tls_handshake_error (the certificate check's own reason when that was it).
+ * Client side (rostrum-speak's wss://, the load tool's https listeners): tls_client_ctx_new
+ * trusts one CA file or the system's store and verifies the server's chain (only a benchmark
+ * may turn that off); tls_client_new names the server (SNI for a DNS name, and the name or IP
+ * address the certificate must carry: SSL_set1_host). A handshake that fails says why through
+ * tls_handshake_error (the certificate check's own reason when that was it). A client never
+ * asks for kTLS: it reads, and OpenSSL 3.0 has no kTLS receive for TLS 1.3.
  *
  * Errors follow the socket calls: -1 with errno (EAGAIN when it would block).
  */
@@ -73,9 +77,10 @@ int tls_flush(struct tls_conn *t);
 void tls_close_notify(struct tls_conn *t);
 
 /* Client side. A context that verifies servers against the CA certificates in <cafile> (PEM),
- * or the system's default trust store when <cafile> is NULL. Returns it (free it with
- * tls_ctx_free), or NULL with a message in <err>. */
-struct tls_ctx *tls_client_ctx_new(const char *cafile, char *err, size_t errcap);
+ * or the system's default trust store when <cafile> is NULL; <verify> 0 accepts anything (a
+ * benchmark against its own self-signed certificate). Returns it (free it with tls_ctx_free),
+ * or NULL with a message in <err>. */
+struct tls_ctx *tls_client_ctx_new(const char *cafile, int verify, char *err, size_t errcap);
 /* Wraps the connected non-blocking <fd> (borrowed) for a client handshake with <host>: a DNS
  * name is sent as SNI and must be one of the certificate's names; an IP address (v4 or v6,
  * without brackets) must be one of its IP addresses. Drive it with tls_handshake. Allocation

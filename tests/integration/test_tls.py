@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 from harness import (StreamReader, check, check_ffmpeg_decode, check_listener_ogg, check_ogg_opus_stream,
                      ffmpeg_source, listen, metric, metrics, parse_ogg, test, wait_for, wait_live)
@@ -494,3 +495,44 @@ def test_wss_burst_over_read_budget_is_all_read_issue10(ctx):
           "rest waited inside OpenSSL for the client's next bytes")
     ws.close()
     host.close()
+
+
+@test(timeout=120, icecast=False)
+def test_issue10_rostrum_load_listens_over_tls(ctx):
+    """rostrum-load listen on an https:// URL (bench/tls's client): its listeners shake hands in
+    the event loop, verify the test CA (--cacert), and check the stream read through SSL_read
+    with the same Ogg checker as plain ones; its /metrics read goes over TLS too. Without the
+    CA the handshake is refused and counted as such; --insecure takes any certificate."""
+    load = Path(ctx.binary).parent / "rostrum-load"
+    srv, ca = tls_server(ctx, workers=2)
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+
+    def run(name, n, seconds, *extra):
+        p = ctx.spawn(name, [load, "listen", "--url", https(srv, "/live"), "--listeners", n,
+                             "--rate", 20, "--seconds", seconds, "--json", *extra],
+                      stdout=ctx.tmp / f"{name}.json")
+        check(p.wait(seconds + 40) == 0, f"rostrum-load ({name}) failed:\n{p.tail()}")
+        return json.loads(p.output().strip().splitlines()[-1])
+
+    r = run("load_tls", 20, 15, "--cacert", str(ca))
+    check(r["tls"] is True and r["tls_verify"] is True, f"not a verified TLS run: {r}")
+    check(r["connected"] == 20, f"connected {r['connected']} of 20: {r['refused']}")
+    check(r["stalls"] == 0 and r["seq_gaps"] == 0 and r["crc_errors"] == 0 and
+          r["sync_losses"] == 0, f"stalls {r['stalls']}, gaps {r['seq_gaps']}, CRC errors "
+          f"{r['crc_errors']}, sync losses {r['sync_losses']}")
+    check(r["held_bitrate"] == 20, f"only {r['held_bitrate']} of 20 held the bitrate")
+    # 15 s of 48 kb/s: the audio went through the checker, not just a head
+    check(r["bytes"] > 20 * 10 * 6000, f"only {r['bytes']} audio bytes")
+    check(r.get("server_listeners") == r["tool_listeners"] == 20,
+          f"server counts {r.get('server_listeners')} (over https /metrics: "
+          f"{r.get('metrics_error')}), tool {r['tool_listeners']}")
+    check("kTLS" in srv.log_text(), "the server never said whether kTLS carries the writes")
+
+    # the system's CAs do not know the test CA: every handshake fails, and is counted so
+    r = run("load_noca", 3, 3, "--metrics-url", "none")
+    check(r["connected"] == 0 and r["refused"]["tls_handshake"] == 3,
+          f"unverifiable server accepted: {r['connected']} connected, {r['refused']}")
+    r = run("load_insecure", 3, 4, "--insecure", "--metrics-url", "none")
+    check(r["tls_verify"] is False and r["connected"] == 3,
+          f"--insecure: {r['connected']} of 3 connected, {r['refused']}")

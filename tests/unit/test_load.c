@@ -697,12 +697,24 @@ TEST(url_loopback_only)
     ASSERT_EQ_INT(load_url_parse("http://[::1]:9/x", &u, err, sizeof(err)), 0);
     ASSERT_EQ_INT(u.family, AF_INET6);
     ASSERT_EQ_STR(u.host, "[::1]");
+    ASSERT_EQ_INT(u.tls, 0);
+    ASSERT_EQ_INT(load_url_parse("https://127.0.0.1/x", &u, err, sizeof(err)), 0);
+    ASSERT_EQ_INT(u.tls, 1);
+    ASSERT_EQ_UINT(u.port, 443);
+    ASSERT_EQ_STR(u.tls_name, "127.0.0.1");
+    ASSERT_EQ_INT(load_url_parse("https://localhost:8443/live", &u, err, sizeof(err)), 0);
+    ASSERT_EQ_UINT(u.port, 8443);
+    ASSERT_EQ_STR(u.host, "127.0.0.1");
+    ASSERT_EQ_STR(u.tls_name, "localhost");
+    ASSERT_EQ_INT(load_url_parse("https://[::1]:9/x", &u, err, sizeof(err)), 0);
+    ASSERT_EQ_STR(u.tls_name, "::1");
 
     static const char *const bad[] = {"http://10.0.0.1:8000/live",
                                       "http://8.8.8.8/",
                                       "http://example.com/live",
                                       "http://[::2]/x",
-                                      "https://127.0.0.1/x",
+                                      "https://10.0.0.1/x",
+                                      "ftp://127.0.0.1/x",
                                       "127.0.0.1:8000/live",
                                       "http://127.0.0.1:0/x",
                                       "http://127.0.0.1:70000/x",

@@ -653,7 +653,7 @@ TEST(client_over_tls_pushes_a_blocked_record_and_keeps_every_frame)
     s.srv_ctx = tls_ctx_new(cert, key, err, sizeof(err));
     if (!s.srv_ctx)
         TEST_FAIL_("server context: %s", err);
-    struct tls_ctx *cli = tls_client_ctx_new(cert, err, sizeof(err));
+    struct tls_ctx *cli = tls_client_ctx_new(cert, 1, err, sizeof(err));
     if (!cli)
         TEST_FAIL_("client context: %s", err);
     ASSERT_EQ_INT(loop_init(&s.loop), 0);
