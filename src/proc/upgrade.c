@@ -255,10 +255,8 @@ static void upgrade_exec(struct server *srv)
             static struct stage_record tr;
             stage_save(st, &tr);
             state_put(&b, REC_STAGE, STAGE_RECORD_VERSION, &tr, sizeof(tr));
-            size_t before = b.len;
             struct member_put mp = {&b};
             stage_save_members(st, put_member, &mp);
-            (void)before;
         }
         struct buf src = {0};
         if (source_save(sp, &src) == 0) {
@@ -407,6 +405,14 @@ int upgrade_resume(struct server *srv)
         return -1;
     }
     srv->stage_tls.tls = srv->tls;
+    if (m.stage_tls_fd >= 0 && !srv->tls) {
+        /* the new configuration has no stage-tls: a TLS port must not answer in the clear */
+        log_warn("upgrade", "'stage-tls' is gone from the configuration: its port is closed "
+                            "(TLS ports change with a restart)");
+        conn_port_pause(&srv->stage_tls, 1);
+        close(srv->stage_tls.io.fd);
+        srv->stage_tls.io.fd = -1;
+    }
     for (int i = 0; i < SHARED_MAX_WORKERS; i++) {
         struct worker_proc *w = &srv->workers[i];
         w->wake_fd = w->ready.fd = w->ctl_fd = w->old_wake_fd = w->old_ctl_fd = -1;

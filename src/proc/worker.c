@@ -182,6 +182,10 @@ int worker_serve(struct server *srv, int listen_fd, int listen_tls_fd, int conti
                        : conn_listen(&srv->hub, &srv->audience, PORT_AUDIENCE,
                                      srv->cfg.audience_host, srv->cfg.audience_port, 1, NULL, 0) < 0)
         return -1;
+    if (listen_tls_fd >= 0 && !srv->cfg.audience_tls) {
+        close(listen_tls_fd); /* gone from the configuration (an upgrade): nobody accepts there */
+        listen_tls_fd = -1;
+    }
     if (srv->cfg.audience_tls &&
         (listen_tls_fd >= 0
              ? conn_listen_fd(&srv->hub, &srv->audience_tls, PORT_AUDIENCE, listen_tls_fd) < 0
