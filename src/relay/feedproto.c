@@ -6,6 +6,7 @@
 #include "relay/feedproto.h"
 
 #include <string.h>
+#include <strings.h>
 
 static uint16_t get16(const unsigned char *p)
 {
@@ -188,4 +189,87 @@ void feed_put_end(struct buf *b, uint8_t reason)
 {
     put_head(b, FEED_END, 1);
     buf_append(b, &reason, 1);
+}
+
+/* <name>: <value> lines: 1 if line <l>/<n> is header <name>, with its trimmed value. */
+static int header_is(const char *l, size_t n, const char *name, const char **v, size_t *vn)
+{
+    size_t k = strlen(name);
+    if (n <= k || l[k] != ':' || strncasecmp(l, name, k) != 0)
+        return 0;
+    const char *p = l + k + 1, *e = l + n;
+    while (p < e && (*p == ' ' || *p == '\t'))
+        p++;
+    while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    *v = p;
+    *vn = (size_t)(e - p);
+    return 1;
+}
+
+static int value_is(const char *v, size_t n, const char *want)
+{
+    size_t k = strlen(want);
+    /* a media type may carry parameters: "audio/ogg; codecs=opus" */
+    return n >= k && strncasecmp(v, want, k) == 0 && (n == k || v[k] == ';' || v[k] == ' ');
+}
+
+int feed_parse_response_head(const unsigned char *buf, size_t len, struct feed_http_head *h)
+{
+    size_t scan = len < FEED_MAX_HEAD ? len : FEED_MAX_HEAD;
+    const unsigned char *end = NULL;
+    for (size_t i = 0; i + 3 < scan; i++)
+        if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n') {
+            end = buf + i;
+            break;
+        }
+    if (!end)
+        return len >= FEED_MAX_HEAD ? -1 : -2;
+    memset(h, 0, sizeof(*h));
+    const char *s = (const char *)buf, *e = (const char *)end;
+    /* status line: HTTP/1.x NNN ... or ICY NNN ... */
+    const char *p;
+    if (e - s >= 12 && memcmp(s, "HTTP/1.", 7) == 0 && s[8] == ' ')
+        p = s + 9;
+    else if (e - s >= 7 && memcmp(s, "ICY ", 4) == 0)
+        p = s + 4;
+    else
+        return -1;
+    if (e - p < 3 || p[0] < '1' || p[0] > '9' || p[1] < '0' || p[1] > '9' || p[2] < '0' ||
+        p[2] > '9' || (e - p > 3 && p[3] != ' ' && p[3] != '\r'))
+        return -1;
+    h->status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+    int feed_type = 0;
+    const char *l = memchr(p, '\n', (size_t)(e - p));
+    while (l && l < e) {
+        l++;
+        const char *nl = memchr(l, '\r', (size_t)(e - l));
+        size_t n = nl ? (size_t)(nl - l) : (size_t)(e - l);
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)l[i] < 0x20 && l[i] != '\t')
+                return -1;
+        const char *v;
+        size_t vn;
+        if (header_is(l, n, "Content-Type", &v, &vn)) {
+            if (value_is(v, vn, FEED_CONTENT_TYPE))
+                feed_type = 1;
+            else if (value_is(v, vn, "audio/ogg") || value_is(v, vn, "application/ogg") ||
+                     value_is(v, vn, "audio/opus"))
+                h->kind = FEED_KIND_OGG;
+            else if (value_is(v, vn, "application/json"))
+                h->kind = FEED_KIND_JSON;
+        } else if (header_is(l, n, "X-Rostrum-Feed", &v, &vn)) {
+            int ver = 0;
+            for (size_t i = 0; i < vn && i < 6; i++) {
+                if (v[i] < '0' || v[i] > '9')
+                    return -1;
+                ver = ver * 10 + (v[i] - '0');
+            }
+            h->feed_version = ver;
+        }
+        l = memchr(l, '\n', (size_t)(e - l));
+    }
+    if (feed_type)
+        h->kind = FEED_KIND_FEED;
+    return (int)(end - buf) + 4;
 }

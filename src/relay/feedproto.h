@@ -85,6 +85,19 @@ struct feed_frame {
  * frame of this version (the reader closes). Stateless: frame order is the caller's check. */
 int feed_parse(const unsigned char *buf, size_t len, struct feed_frame *f);
 
+/* What a relay needs of its upstream's answer head. */
+#define FEED_MAX_HEAD 8192
+enum feed_kind { FEED_KIND_OTHER, FEED_KIND_FEED, FEED_KIND_OGG, FEED_KIND_JSON };
+struct feed_http_head {
+    int status;       /* 100..999 */
+    int kind;         /* from Content-Type (and X-Rostrum-Feed for a feed) */
+    int feed_version; /* X-Rostrum-Feed, 0 if absent */
+};
+/* Parses the HTTP (or ICY) response head at the start of <buf>/<len>, which ends at the first
+ * blank line (CRLF CRLF). Returns the head's length, -2 if incomplete (and under
+ * FEED_MAX_HEAD), -1 if malformed or longer. */
+int feed_parse_response_head(const unsigned char *buf, size_t len, struct feed_http_head *h);
+
 /* Encoders: append one frame to <b>. */
 void feed_put_header(struct buf *b, uint16_t channels, uint32_t serial, uint32_t epoch,
                      uint64_t start, const void *ogg, uint32_t ogg_len,
