@@ -663,13 +663,16 @@ static void index_done(struct relay *r, int ok)
         if (!f)
             f = feed_new(r, m->valuestring, up);
         f->listed = 1;
+        f->missing = 0;
     }
     cJSON_Delete(doc);
-    /* a space the upstream no longer lists has ended there: it ends here */
+    /* A space the upstream no longer lists has ended there: it ends here. Twice in a row (a
+     * second apart), because a relay upstream that just restarted lists a space only once its
+     * own feed has its header; a space that really ends says so sooner through its feed. */
     list_for_each_safe(n, tmp, &r->feeds)
     {
         struct relay_feed *f = list_entry(n, struct relay_feed, node);
-        if (!f->listed) {
+        if (!f->listed && ++f->missing >= 2) {
             log_info("relay", "/%s: no longer live upstream (%s): ending it", f->mount,
                      r->up[up].url);
             feed_free(f, 1);

@@ -67,6 +67,7 @@ struct relay_feed {
     int got_header;        /* on this connection */
     int had_stream;        /* the space carries a relayed stream already */
     int listed;            /* seen in the last good index */
+    int missing;           /* good indexes in a row that did not list it */
     int64_t last_page_ms;  /* the last page, or the start of this connection */
     int64_t interval_ms;   /* between pages, as they arrive (the longest lately) */
     struct loop_timer retry; /* the back-off */

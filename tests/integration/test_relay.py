@@ -1,0 +1,211 @@
+"""Relays (issue 10): `rostrum relay` pulls the spaces of an upstream (an origin or another relay)
+through the relay feed, resumes by sequence number after a cut, fails over between upstreams,
+ends what ends upstream, and can front a plain Icecast mount.
+
+Every relay here is a real `rostrum relay` process with its own listener workers; listeners
+are the harness's raw Listener (every Ogg page checked: one serial, page numbers by one,
+granules by the audio) and ffmpeg decoding."""
+
+import signal
+import socket
+import time
+
+from harness import (IcecastServer, Server, audio_seconds, check, check_ffmpeg_decode,
+                     check_listener_ogg, check_tone, ffmpeg_listener, ffmpeg_source, free_port,
+                     get_json, http_request, listen, metric, metrics, test, wait_for, wait_live)
+from test_stage import KEY, speaker
+
+
+def relay(ctx, upstream, **kw):
+    """A `rostrum relay` of <upstream> (a Server, or URL text), one worker."""
+    if not isinstance(upstream, str):
+        upstream = f"http://127.0.0.1:{upstream.audience}"
+    extra = ["--workers", "1"] + list(kw.pop("extra", ()))
+    return Server(ctx, ctx.binary, relay=upstream, extra=extra, **kw)
+
+
+def relay_live(srv, mount, timeout=15):
+    def live():
+        r = http_request(srv.audience, "GET", "/relay.json", timeout=2)
+        return r.status == 200 and f'"mount":"{mount[1:]}"'.encode() in r.body
+    wait_for(live, timeout, f"{mount} live on the relay at :{srv.audience}")
+
+
+def kill(srv):
+    """SIGKILL, as a crash: the test does not stop it gracefully (its workers follow it)."""
+    srv.stopped = True
+    srv.proc.signal(signal.SIGKILL)
+    srv.proc.wait(5)
+    time.sleep(0.3)
+
+
+def check_continuous(lst, what, slack=2.5):
+    """One Ogg stream with no gap or repeat, and about as much audio as wall time."""
+    pages = check_listener_ogg(lst)
+    secs = audio_seconds(pages)
+    wall = (lst.end_time or time.monotonic()) - lst.t0
+    check(secs >= wall - slack, f"{what}: {secs:.1f} s of audio in {wall:.1f} s")
+    return pages
+
+
+@test(timeout=120, icecast=False)
+def test_relay_chain_gapless_through_cuts_10(ctx):
+    """origin (studio source + a stage with a speaker) -> relay1 -> relay2. Stop relay1 for
+    3 s, then kill and restart it on its port: relay2's listeners get one stream with no gap,
+    no repeat and no restart (relay2 resumes by sequence, from the restarted relay1 too)."""
+    origin = ctx.start_server(extra=["--host-key", KEY, "--workers", "1"])
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    spk = speaker(ctx, origin, "room", "A", tone=660, seconds=60)
+    wait_live(origin, "/room", proc=spk)
+    r1_port = free_port()
+    r1 = relay(ctx, origin, audience=f"127.0.0.1:{r1_port}")
+    relay_live(r1, "/live")
+    relay_live(r1, "/room")
+    r2 = relay(ctx, r1)
+    relay_live(r2, "/live")
+    relay_live(r2, "/room")
+    time.sleep(1.5)
+    live = listen(ctx, r2, "/live")
+    room = listen(ctx, r2, "/room")
+    check(live.resp.status == 200 and room.resp.status == 200,
+          f"listeners on relay2: {live.resp.status} {room.resp.status}")
+    dec = ffmpeg_listener(ctx, r2, "/live", 24)
+    time.sleep(4)
+    # a stalled link: relay1 stops for 3 s, relay2's feed has no page for 2 intervals
+    r1.proc.signal(signal.SIGSTOP)
+    time.sleep(3)
+    r1.proc.signal(signal.SIGCONT)
+    time.sleep(4)
+    # an upstream restart in the middle of the chain
+    kill(r1)
+    time.sleep(1)
+    r1 = relay(ctx, origin, audience=f"127.0.0.1:{r1_port}")
+    time.sleep(6)
+    pcm = check_ffmpeg_decode(dec, 24, timeout=40)
+    for lst in (live, room):
+        check(lst.end is None, f"relay2's listener of {lst.mount} ended: {lst.end}")
+        lst.close()
+    check_continuous(live, "relay2 /live")
+    check_continuous(room, "relay2 /room")
+    check_tone(pcm[-96000 * 4:], 440, "ffmpeg on relay2 /live at the end", others=(660,))
+    m, _ = metrics(r2)
+    check(metric(m, "rostrum_relay_resumes_total") >= 2,
+          f"relay2 resumed {metric(m, 'rostrum_relay_resumes_total')} times, want >= 2 "
+          "(after the stall and after relay1's restart)")
+    check(metric(m, "rostrum_relay_restarts_total") == 0,
+          f"relay2 restarted a stream {metric(m, 'rostrum_relay_restarts_total')} times")
+    check(metric(m, "rostrum_relay_stalls_total") >= 1, "relay2 never saw the stall")
+    check(metric(m, "rostrum_relay_feeds_up") == 2, "relay2 does not have both feeds back")
+    # the stage's state document travels too
+    r = http_request(r2.audience, "GET", "/state/room.json")
+    check(r.status == 200 and b'"A"' in r.body, f"/state/room.json on relay2: {r.status} "
+                                                f"{r.body[:200]!r}")
+    for s in (r2, r1):
+        s.stop()
+
+
+@test(timeout=90, icecast=False)
+def test_relay_failover_between_upstreams_10(ctx):
+    """relayC --upstream A,B (both relays of one origin): A dies, C fails over to B and carries
+    on at the next page, since both carry the origin's sequence numbers and identity."""
+    origin = ctx.start_server(extra=["--workers", "1"])
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    a = relay(ctx, origin)
+    b = relay(ctx, origin)
+    relay_live(a, "/live")
+    relay_live(b, "/live")
+    c = relay(ctx, f"http://127.0.0.1:{a.audience},http://127.0.0.1:{b.audience}")
+    relay_live(c, "/live")
+    time.sleep(1.5)
+    lst = listen(ctx, c, "/live")
+    time.sleep(4)
+    kill(a)
+    time.sleep(6)
+    check(lst.end is None, f"the listener on relayC ended: {lst.end}")
+    lst.close()
+    check_continuous(lst, "relayC /live")
+    m, _ = metrics(c)
+    check(metric(m, "rostrum_relay_failovers_total") >= 1, "relayC never failed over")
+    check(metric(m, "rostrum_relay_resumes_total") >= 1, "relayC did not resume on B")
+    check(metric(m, "rostrum_relay_restarts_total") == 0, "relayC restarted the stream")
+    # the relay's own status is Icecast's, as on an origin
+    st = get_json(c.audience)
+    check(st["icestats"].get("source"), f"relayC's status lists no source: {st}")
+    for s in (c, b):
+        s.stop()
+
+
+@test(timeout=60, icecast=False)
+def test_relay_key_and_space_end_10(ctx):
+    """With relay-key set, a feed needs it (403 without, 403 wrong, counted); a relay with the
+    key pulls; when the space ends at the origin (its grace runs out), it ends on the relay and
+    the relay's listeners are let go."""
+    origin = ctx.start_server(grace_ms=2000, extra=["--workers", "1", "--relay-key", "s3cr+t"])
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    r = http_request(origin.audience, "GET", "/live?relay=1")
+    check(r.status == 403, f"a feed without the key -> {r.status}")
+    r = http_request(origin.audience, "GET", "/live?relay=1", headers=[("X-Relay-Key", "s3cr")])
+    check(r.status == 403, f"a feed with a wrong key -> {r.status}")
+    r = http_request(origin.audience, "GET", "/live?relay=1&from=x", timeout=2,
+                     headers=[("X-Relay-Key", "s3cr+t")])
+    check(r.status == 400, f"a feed with from=x -> {r.status}")
+    nokey = relay(ctx, origin)
+    time.sleep(2.5)
+    r = http_request(nokey.audience, "GET", "/live")
+    check(r.status == 404, f"a relay without the key serves /live: {r.status}")
+    check("relay key" in nokey.log_text(), "the keyless relay did not say why it was refused")
+    check(metric(metrics(origin)[0], "rostrum_feed_refused_relay_key_total") >= 3,
+          "refused feeds not counted")
+    good = relay(ctx, origin, extra=["--relay-key", "s3cr+t"])
+    relay_live(good, "/live")
+    time.sleep(1)
+    lst = listen(ctx, good, "/live")
+    time.sleep(2)
+    src.signal(signal.SIGKILL)
+    t_kill = time.monotonic()
+    wait_for(lambda: lst.end is not None, 15, "the relay's listener to be let go")
+    took = time.monotonic() - t_kill
+    check(took < 8, f"the space ended on the relay {took:.1f} s after its source died "
+                    "(grace 2 s)")
+    check_listener_ogg(lst)
+    r = http_request(good.audience, "GET", "/live")
+    check(r.status == 404, f"/live on the relay after the end: {r.status}")
+    check(b'"spaces":[]' in http_request(good.audience, "GET", "/relay.json").body,
+          "the relay still lists the space")
+    for s in (good, nokey):
+        s.stop()
+
+
+@test(timeout=60, icecast=False)
+def test_relay_of_one_mount_icecast_and_rostrum_10(ctx):
+    """--upstream http://HOST:PORT/MOUNT: a plain Icecast mount (demuxed and muxed again, as a
+    source), and a rostrum mount (which answers with a feed)."""
+    ice = IcecastServer(ctx, "icecast2")
+    src = ffmpeg_source(ctx, ice, "/ice", 550)
+    wait_live(ice, "/ice", proc=src)
+    ri = relay(ctx, f"http://127.0.0.1:{ice.audience}/ice")
+    wait_live(ri, "/ice")
+    origin = ctx.start_server(extra=["--workers", "1"])
+    src2 = ffmpeg_source(ctx, origin, "/live", 440, proc_name="source2")
+    wait_live(origin, "/live", proc=src2)
+    rr = relay(ctx, f"http://127.0.0.1:{origin.audience}/live")
+    relay_live(rr, "/live")
+    time.sleep(1)
+    li = listen(ctx, ri, "/ice")
+    lr = listen(ctx, rr, "/live")
+    di = ffmpeg_listener(ctx, ri, "/ice", 6, name="dec_ice")
+    time.sleep(7)
+    pcm = check_ffmpeg_decode(di, 6, timeout=20)
+    check_tone(pcm[-96000 * 3:], 550, "ffmpeg on the relay of the Icecast mount")
+    for lst, what in ((li, "relay of icecast /ice"), (lr, "relay of rostrum /live")):
+        check(lst.end is None, f"{what}: listener ended {lst.end}")
+        lst.close()
+        check_continuous(lst, what)
+    check("pulling a plain Ogg stream" in ri.log_text(), "the Icecast mount was not pulled as Ogg")
+    check(metric(metrics(rr)[0], "rostrum_relay_connects_total") >= 1, "rostrum mount not a feed")
+    for s in (rr, ri):
+        s.stop()
+    del src
