@@ -209,3 +209,128 @@ def test_relay_of_one_mount_icecast_and_rostrum_10(ctx):
     for s in (rr, ri):
         s.stop()
     del src
+
+
+@test(timeout=60, icecast=False)
+def test_relay_restarts_a_stream_that_restarted_upstream_10(ctx):
+    """The origin dies and comes back on its port with a new stream (another serial): the relay
+    cannot resume it and restarts the stream as an origin does (its listeners are closed, a
+    new listener gets the new stream whole)."""
+    port = free_port()
+    origin = ctx.start_server(audience=f"127.0.0.1:{port}", extra=["--workers", "1"])
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    rel = relay(ctx, origin)
+    relay_live(rel, "/live")
+    time.sleep(1)
+    old = listen(ctx, rel, "/live")
+    time.sleep(2)
+    kill(origin)
+    origin2 = ctx.start_server(audience=f"127.0.0.1:{port}", extra=["--workers", "1"])
+    src2 = ffmpeg_source(ctx, origin2, "/live", 660, proc_name="source2")
+    wait_live(origin2, "/live", proc=src2)
+    wait_for(lambda: old.end is not None, 15, "the old stream's listener to be closed")
+    old_pages = check_listener_ogg(old)
+    wait_for(lambda: metric(metrics(rel)[0], "rostrum_relay_restarts_total") >= 1, 10,
+             "the relay to restart the stream")
+    time.sleep(1)
+    new = listen(ctx, rel, "/live")
+    time.sleep(3)
+    new.close()
+    new_pages = check_listener_ogg(new)
+    check(new_pages[0].serial != old_pages[0].serial,
+          "the restarted stream has the old serial")
+    check(b'"mount":"live"' in http_request(rel.audience, "GET", "/relay.json").body,
+          "the relay lost the space")
+    rel.stop()
+    origin2.stop()
+
+
+class HostileUpstream:
+    """A fake upstream: lists one space, then answers each feed request with the next of
+    <answers> (bytes after a 200 feed head), then closes."""
+
+    def __init__(self, ctx, answers):
+        self.answers = list(answers)
+        self.served = 0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.stop = False
+        import threading
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        ctx.on_cleanup(self.close)
+
+    def _run(self):
+        self.sock.settimeout(0.2)
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            try:
+                c.settimeout(2)
+                req = b""
+                while b"\r\n\r\n" not in req:
+                    d = c.recv(4096)
+                    if not d:
+                        break
+                    req += d
+                if req.startswith(b"GET /relay.json"):
+                    body = b'{"feed":1,"spaces":[{"mount":"x"}]}'
+                    c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + body)
+                else:
+                    a = self.answers[self.served % len(self.answers)]
+                    self.served += 1
+                    c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/x-rostrum-feed\r\n"
+                              b"X-Rostrum-Feed: 1\r\n\r\n" + a)
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            c.close()
+
+    def close(self):
+        self.stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+@test(timeout=40, icecast=False)
+def test_relay_bounds_a_hostile_upstream_10(ctx):
+    """An upstream that sends an oversized frame, frames out of order, a second header or
+    garbage: each feed is cut and counted, the relay keeps running and serving."""
+    import struct
+
+    def frame(t, payload):
+        return struct.pack(">BBHI", t, 0, 0, len(payload)) + payload
+
+    ogg = b"OggS" + bytes(23) + b"\x01" + b"x"
+    meta = b"".join(struct.pack(">H", 0) for _ in range(5))
+    header = frame(1, struct.pack(">HHIIIQI", 1, 1, 1234, 1, 0, 50, len(ogg)) + ogg + meta)
+
+    def page(seq):
+        return frame(2, struct.pack(">QQI", seq, 960 * seq, 960) + ogg)
+
+    answers = [
+        struct.pack(">BBHI", 2, 0, 0, 1 << 31),          # a 2 GiB frame: refused from its head
+        header + page(50) + page(52),                     # a page skipped
+        header + header,                                  # two headers
+        page(1),                                          # a page before any header
+        b"\xff" * 5000,                                   # garbage
+    ]
+    up = HostileUpstream(ctx, answers)
+    rel = relay(ctx, f"http://127.0.0.1:{up.port}")
+    wait_for(lambda: up.served >= 8, 20, "the relay to come back for more")
+    m, _ = metrics(rel)
+    check(metric(m, "rostrum_relay_bad_frames_total") >= 4,
+          f"bad frames counted: {metric(m, 'rostrum_relay_bad_frames_total')}")
+    log = rel.log_text()
+    for why in ("page out of sequence", "a second header"):
+        check(why in log, f"the relay did not cut a feed for '{why}'")
+    check(rel.proc.alive(), "the relay died")
+    r = http_request(rel.audience, "GET", "/status-json.xsl")
+    check(r.status == 200, f"the relay's status after the attacks: {r.status}")
+    rel.stop()
