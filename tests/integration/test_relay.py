@@ -105,35 +105,45 @@ def test_relay_chain_gapless_through_cuts_10(ctx):
         s.stop()
 
 
-@test(timeout=90, icecast=False)
+@test(timeout=100, icecast=False)
 def test_relay_failover_between_upstreams_10(ctx):
     """relayC --upstream A,B (both relays of one origin): A dies, C fails over to B and carries
-    on at the next page, since both carry the origin's sequence numbers and identity."""
+    on at the next page, since both carry the origin's sequence numbers and identity; A comes
+    back, B dies, and C goes back to A, again with no gap."""
     origin = ctx.start_server(extra=["--workers", "1"])
     src = ffmpeg_source(ctx, origin, "/live", 440)
     wait_live(origin, "/live", proc=src)
-    a = relay(ctx, origin)
+    a_port = free_port()
+    a = relay(ctx, origin, audience=f"127.0.0.1:{a_port}")
     b = relay(ctx, origin)
     relay_live(a, "/live")
     relay_live(b, "/live")
-    c = relay(ctx, f"http://127.0.0.1:{a.audience},http://127.0.0.1:{b.audience}")
+    c = relay(ctx, f"http://127.0.0.1:{a_port},http://127.0.0.1:{b.audience}")
     relay_live(c, "/live")
     time.sleep(1.5)
     lst = listen(ctx, c, "/live")
     time.sleep(4)
     kill(a)
-    time.sleep(6)
+    time.sleep(5)
+    m, _ = metrics(c)
+    check(metric(m, "rostrum_relay_failovers_total") >= 1, "relayC never failed over")
+    check(metric(m, "rostrum_relay_resumes_total") >= 1, "relayC did not resume on B")
+    a = relay(ctx, origin, audience=f"127.0.0.1:{a_port}")
+    relay_live(a, "/live")
+    time.sleep(3)
+    kill(b)
+    time.sleep(5)
     check(lst.end is None, f"the listener on relayC ended: {lst.end}")
     lst.close()
     check_continuous(lst, "relayC /live")
     m, _ = metrics(c)
-    check(metric(m, "rostrum_relay_failovers_total") >= 1, "relayC never failed over")
-    check(metric(m, "rostrum_relay_resumes_total") >= 1, "relayC did not resume on B")
+    check(metric(m, "rostrum_relay_resumes_total") >= 2, "relayC did not resume back on A")
     check(metric(m, "rostrum_relay_restarts_total") == 0, "relayC restarted the stream")
+    check(metric(m, "rostrum_relay_feeds_up") == 1, "relayC has no feed up at the end")
     # the relay's own status is Icecast's, as on an origin
     st = get_json(c.audience)
     check(st["icestats"].get("source"), f"relayC's status lists no source: {st}")
-    for s in (c, b):
+    for s in (c, a):
         s.stop()
 
 
