@@ -37,6 +37,10 @@ struct feed_state {
     int64_t last_frame_ms; /* the last frame queued */
     int64_t last_byte_ms;  /* the last time its socket took a byte */
     struct buf out;
+    /* upward (feedproto.h, REPORT): bytes of an unfinished frame, and the last report */
+    uint8_t up_len;
+    unsigned char up[FEED_REPORT_BYTES];
+    uint32_t reported_receiving; /* for the tree's count (issue 10, item 3) */
 };
 CONN_PRIV_FITS(struct feed_state);
 #define FST(c) CONN_PRIV(c, struct feed_state)
@@ -167,17 +171,33 @@ static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
     if (c->dead)
         return;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-        /* Nothing flows upward yet (issue 10, item 3 will read the relay's reports here):
-         * read to learn that it left, discard the rest. */
-        char sink[512];
+        /* Upward: REPORT frames only, each read whole into <up> (one frame's bytes at most) */
+        struct feed_state *f = FST(c);
         for (int i = 0; i < 8; i++) {
-            ssize_t r = conn_recv(c, sink, sizeof(sink));
+            ssize_t r = conn_recv(c, f->up + f->up_len, sizeof(f->up) - f->up_len);
             if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
                 conn_close(c);
                 return;
             }
             if (r < 0)
                 break;
+            f->up_len = (uint8_t)(f->up_len + r);
+            struct feed_frame fr;
+            int n = feed_parse(f->up, f->up_len, &fr);
+            if (n == -2 && f->up_len < sizeof(f->up))
+                continue;
+            if (n < 0 || fr.type != FEED_REPORT) {
+                feed_cut(c, "sent something other than a report");
+                return;
+            }
+            if (fr.report.receiving != f->reported_receiving)
+                log_debug("feed", "#%llu %s: the relay reports %u listeners receiving /%s "
+                          "(%u connections, capacity %u, load %.3f)", (unsigned long long)c->id,
+                          c->peer, fr.report.receiving,
+                          audience_of(c)->sh->spaces[f->slot].mount, fr.report.connections,
+                          fr.report.capacity, fr.report.load_milli / 1000.0);
+            f->reported_receiving = fr.report.receiving;
+            f->up_len = 0; /* a report is exactly sizeof(up) bytes */
         }
     }
     if (events & EPOLLOUT) {

@@ -119,6 +119,14 @@ int feed_parse(const unsigned char *buf, size_t len, struct feed_frame *f)
             return -1;
         f->end = p[0];
         break;
+    case FEED_REPORT:
+        if (plen != 16 || get16(p + 14) != 0)
+            return -1;
+        f->report.receiving = get32(p);
+        f->report.connections = get32(p + 4);
+        f->report.capacity = get32(p + 8);
+        f->report.load_milli = get16(p + 12);
+        break;
     default:
         return -1;
     }
@@ -189,6 +197,18 @@ void feed_put_end(struct buf *b, uint8_t reason)
 {
     put_head(b, FEED_END, 1);
     buf_append(b, &reason, 1);
+}
+
+void feed_report(unsigned char out[FEED_REPORT_BYTES], uint32_t receiving, uint32_t connections,
+                 uint32_t capacity, uint16_t load_milli)
+{
+    memset(out, 0, FEED_REPORT_BYTES);
+    out[0] = FEED_REPORT;
+    put32(out + 4, 16);
+    put32(out + 8, receiving);
+    put32(out + 12, connections);
+    put32(out + 16, capacity);
+    put16(out + 20, load_milli);
 }
 
 /* <name>: <value> lines: 1 if line <l>/<n> is header <name>, with its trimmed value. */

@@ -24,6 +24,15 @@
  *   END      reason u8 (FEED_END_*): the space ended or restarted upstream; the upstream
  *            closes after it.
  *
+ * Upward, from the relay on the same connection, once a second (the only frame that flows
+ * that way; an upstream cuts a feed that sends anything else, or more than one frame's bytes
+ * it cannot parse):
+ *
+ *   REPORT   receiving u32 (the relay's listeners of this space that received audio in the
+ *            last 5 s), connections u32, capacity u32 (its max-listeners), load u16 (its
+ *            worst worker pressure, thousandths), reserved u16. What issue 10's item 3 sums
+ *            into the tree's count; stored per feed today.
+ *
  * The stream's identity is (serial, epoch): the Ogg serial and the origin's slot generation
  * when the stream began, carried unchanged down the tree, like the sequence numbers, so a
  * relay can resume from any upstream that carries the same stream.
@@ -49,7 +58,8 @@
 #define FEED_MAX_PAYLOAD (FEED_PAGE_FIXED + OGG_MUX_MAX_PAGE)
 #define FEED_MAX_FRAME (FEED_HEAD_BYTES + FEED_MAX_PAYLOAD)
 
-enum feed_type { FEED_HEADER = 1, FEED_PAGE, FEED_STATE, FEED_KEEPALIVE, FEED_END };
+enum feed_type { FEED_HEADER = 1, FEED_PAGE, FEED_STATE, FEED_KEEPALIVE, FEED_END, FEED_REPORT };
+#define FEED_REPORT_BYTES (FEED_HEAD_BYTES + 16)
 enum feed_end { FEED_END_ENDED = 1, FEED_END_RESTART };
 
 /* A byte string inside a parsed frame (borrowed from the parser's input). */
@@ -77,6 +87,10 @@ struct feed_frame {
         struct feed_str state;
         uint64_t head; /* KEEPALIVE */
         uint8_t end;   /* END */
+        struct {
+            uint32_t receiving, connections, capacity;
+            uint16_t load_milli;
+        } report; /* REPORT (upward) */
     };
 };
 
@@ -109,5 +123,8 @@ void feed_page_head(unsigned char out[FEED_HEAD_BYTES + FEED_PAGE_FIXED], uint64
 void feed_put_state(struct buf *b, const void *json, uint32_t len);
 void feed_put_keepalive(struct buf *b, uint64_t head);
 void feed_put_end(struct buf *b, uint8_t reason);
+/* An upward REPORT, written into <out> (FEED_REPORT_BYTES). */
+void feed_report(unsigned char out[FEED_REPORT_BYTES], uint32_t receiving, uint32_t connections,
+                 uint32_t capacity, uint16_t load_milli);
 
 #endif

@@ -553,10 +553,38 @@ static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
     (void)events;
 }
 
+/* Once a second on a feed: what this relay's listeners of the space receive, upward. A
+ * report the socket cannot take now is skipped (the next one says it again). Returns 0, or
+ * -1 after feed_fail. */
+static int feed_report_up(struct relay_feed *f)
+{
+    struct shared *sh = f->r->spaces->sh;
+    uint32_t receiving = 0, conns = 0, load = 0;
+    for (uint32_t w = 0; w < sh->nworkers; w++) {
+        receiving += sh->workers[w].receiving[f->sp->slot];
+        conns += sh->workers[w].conns[f->sp->slot];
+        uint32_t p = __atomic_load_n(&sh->workers[w].pressure_milli, __ATOMIC_RELAXED);
+        load = p > load ? p : load;
+    }
+    unsigned char rep[FEED_REPORT_BYTES];
+    feed_report(rep, receiving, conns, (uint32_t)f->r->cfg->max_listeners,
+                (uint16_t)(load > 1000 ? 1000 : load));
+    ssize_t w = send(f->h.io.fd, rep, sizeof(rep), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w == (ssize_t)sizeof(rep) || (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
+        return 0;
+    feed_fail(f, w < 0 ? strerror(errno) : "report half sent");
+    return -1;
+}
+
 static void feed_watch_cb(struct loop *loop, struct loop_timer *t)
 {
     struct relay_feed *f = (struct relay_feed *)((char *)t - offsetof(struct relay_feed, watch));
     int64_t now = loop->now_ms;
+    if (f->got_header && !f->dmx && f->sp && now - f->reported_ms >= 1000) {
+        f->reported_ms = now;
+        if (feed_report_up(f) < 0)
+            return;
+    }
     if (!f->got_header) {
         if (now > f->h.deadline_ms) {
             feed_fail(f, "no answer in 3 s");

@@ -73,6 +73,7 @@ struct relay_feed {
     struct loop_timer retry; /* the back-off */
     struct loop_timer watch; /* stalls and deadlines, every 100 ms while connected */
     struct ogg_demux *dmx; /* a plain Ogg upstream: its demuxer */
+    int64_t reported_ms;   /* the last REPORT sent upward */
 };
 
 struct relay {

@@ -97,6 +97,11 @@ def test_relay_chain_gapless_through_cuts_10(ctx):
           f"relay2 restarted a stream {metric(m, 'rostrum_relay_restarts_total')} times")
     check(metric(m, "rostrum_relay_stalls_total") >= 1, "relay2 never saw the stall")
     check(metric(m, "rostrum_relay_feeds_up") == 2, "relay2 does not have both feeds back")
+    # relay2 reports upward what its listeners receive (issue 10, item 3 will sum it): the
+    # raw listener and ffmpeg were on /live
+    check("the relay reports 2 listeners receiving /live" in r1.log_text() or
+          "the relay reports 1 listeners receiving /live" in r1.log_text(),
+          "relay1 never got relay2's report of its /live listeners")
     # the stage's state document travels too
     r = http_request(r2.audience, "GET", "/state/room.json")
     check(r.status == 200 and b'"A"' in r.body, f"/state/room.json on relay2: {r.status} "
@@ -162,6 +167,23 @@ def test_relay_key_and_space_end_10(ctx):
     r = http_request(origin.audience, "GET", "/live?relay=1&from=x", timeout=2,
                      headers=[("X-Relay-Key", "s3cr+t")])
     check(r.status == 400, f"a feed with from=x -> {r.status}")
+    # upward, a feed carries reports only: anything else is cut (and counted)
+    sk = socket.create_connection(("127.0.0.1", origin.audience), timeout=5)
+    sk.sendall(b"GET /live?relay=1&key=s3cr%2Bt HTTP/1.0\r\n\r\n")
+    got = sk.recv(65536)
+    check(got.startswith(b"HTTP/1.0 200") and b"application/x-rostrum-feed" in got,
+          f"a feed with ?key= (percent-encoded) -> {got[:80]!r}")
+    sk.sendall(b"\x02" + bytes(23))
+    deadline = time.monotonic() + 5
+    closed = False
+    while time.monotonic() < deadline and not closed:
+        try:
+            closed = sk.recv(65536) == b""
+        except (ConnectionResetError, socket.timeout):
+            closed = True
+    sk.close()
+    check(closed, "a feed that sent a page upward was not cut")
+    check(metric(metrics(origin)[0], "rostrum_feed_cuts_total") >= 1, "the cut was not counted")
     nokey = relay(ctx, origin)
     time.sleep(2.5)
     r = http_request(nokey.audience, "GET", "/live")

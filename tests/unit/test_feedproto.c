@@ -110,6 +110,23 @@ TEST(feed_refuses_what_it_cannot_bound_10)
     ASSERT_EQ_INT(feed_parse(head, sizeof(head), &f), -1);
 }
 
+TEST(feed_report_upward_10)
+{
+    unsigned char rep[FEED_REPORT_BYTES];
+    feed_report(rep, 12345, 12400, 100000, 250);
+    struct feed_frame f;
+    ASSERT_EQ_INT(feed_parse(rep, sizeof(rep), &f), FEED_REPORT_BYTES);
+    ASSERT_EQ_INT(f.type, FEED_REPORT);
+    ASSERT_EQ_UINT(f.report.receiving, 12345);
+    ASSERT_EQ_UINT(f.report.connections, 12400);
+    ASSERT_EQ_UINT(f.report.capacity, 100000);
+    ASSERT_EQ_UINT(f.report.load_milli, 250);
+    for (size_t cut = 0; cut < sizeof(rep); cut++)
+        ASSERT_EQ_INT(feed_parse(rep, cut, &f), -2);
+    rep[FEED_REPORT_BYTES - 1] = 1; /* reserved must be 0 */
+    ASSERT_EQ_INT(feed_parse(rep, sizeof(rep), &f), -1);
+}
+
 TEST(feed_answer_heads_10)
 {
     struct feed_http_head h;
