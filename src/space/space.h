@@ -20,6 +20,11 @@
  * A new source whose OpusHead cannot continue the stream (another channel count) restarts it
  * under a new slot generation: current listeners are closed (their players reconnect and get
  * the new headers), as a chained Ogg stream is what browsers handle worst.
+ *
+ * A relayed space (rostrum relay, issue 10) has no source and no muxer: the relay gives it
+ * the upstream's header pages and pages as they are (space_relay_begin, space_relay_page),
+ * with the upstream's sequence numbers; a stream that changed upstream restarts it the same
+ * way, under a new slot generation.
  */
 #ifndef ROSTRUM_SPACE_SPACE_H
 #define ROSTRUM_SPACE_SPACE_H
