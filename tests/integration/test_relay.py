@@ -6,6 +6,7 @@ Every relay here is a real `rostrum relay` process with its own listener workers
 are the harness's raw Listener (every Ogg page checked: one serial, page numbers by one,
 granules by the audio) and ffmpeg decoding."""
 
+import os
 import signal
 import socket
 import time
@@ -366,3 +367,36 @@ def test_relay_bounds_a_hostile_upstream_10(ctx):
     r = http_request(rel.audience, "GET", "/status-json.xsl")
     check(r.status == 200, f"the relay's status after the attacks: {r.status}")
     rel.stop()
+
+
+@test(timeout=60, icecast=False)
+def test_relay_rides_an_origin_upgrade_10(ctx):
+    """SIGUSR2 on the origin: its workers hand their listeners over, but relay feeds do not
+    move; they are closed, counted out, and the relay resumes on the new worker with no gap.
+    SIGUSR2 on a relay is refused with a reason (it does not upgrade in place yet)."""
+    from test_upgrade import installed_copy, upgrade
+    origin = Server(ctx, installed_copy(ctx), extra=["--workers", "1"])
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    rel = relay(ctx, origin)
+    relay_live(rel, "/live")
+    time.sleep(1)
+    lst = listen(ctx, rel, "/live")
+    time.sleep(2)
+    upgrade(origin)
+    wait_for(lambda: "handed over and exited" in origin.log_text(), 15, "the old worker to go")
+    time.sleep(4)
+    check(lst.end is None, f"the relay's listener ended: {lst.end}")
+    lst.close()
+    check_continuous(lst, "relay /live across the origin's upgrade")
+    m, _ = metrics(rel)
+    check(metric(m, "rostrum_relay_resumes_total") >= 1, "the relay did not resume")
+    check(metric(m, "rostrum_relay_restarts_total") == 0, "the relay restarted the stream")
+    m, _ = metrics(origin)
+    check(metric(m, "rostrum_listener_connections") == 1,
+          f"the origin counts {metric(m, 'rostrum_listener_connections')} listener "
+          "connections, want 1 (the relay's feed, counted once)")
+    os.kill(rel.proc.pid, signal.SIGUSR2)
+    wait_for(lambda: "does not upgrade in place" in rel.log_text(), 10, "the refusal")
+    rel.stop()
+    origin.stop()
