@@ -31,6 +31,7 @@
 #include "audience/audience.h"
 #include "http/request.h"
 #include "net/net.h"
+#include "relay/feedproto.h"
 #include "token/token.h"
 #include "util/log.h"
 #include "web/web.h"
@@ -80,6 +81,7 @@ static void audience_derive(struct audience *a)
 
 void audience_init(struct audience *a)
 {
+    list_init(&a->feeds);
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
         list_init(&a->listeners[i]);
         a->gen[i] = __atomic_load_n(&a->sh->spaces[i].gen, __ATOMIC_ACQUIRE);
@@ -232,6 +234,7 @@ static void audience_check_slots(struct audience *a)
 void audience_on_wake(struct audience *a)
 {
     audience_check_slots(a);
+    feed_flush_all(a);
     int64_t interval = audience_interval_ms(a);
     int64_t since = a->loop->now_ms - a->last_flush_ms;
     if (since >= interval) {
@@ -265,6 +268,7 @@ void audience_tick(struct audience *a, int second)
 {
     int64_t now = a->loop->now_ms;
     audience_sample_overload(a);
+    feed_tick(a);
     if (!second)
         return;
     a->counted_ms = now;
@@ -314,6 +318,7 @@ void audience_close_all(struct audience *a)
             listener_close(list_entry(n, struct conn, node), CLOSE_MOUNT_END);
         }
     }
+    feed_close_all(a);
     loop_timer_stop(a->loop, &a->flush_timer);
 }
 
@@ -655,6 +660,60 @@ static int admin_ok(struct conn *c, const struct audience *a, const struct http_
     return 1;
 }
 
+/* The relay feed's gate (issue 10): 1 if no relay-key is set or <req> carries it
+ * (X-Relay-Key, or ?key= percent-decoded as for the dashboard); else answers 403 and returns 0.
+ * Compared in constant time. */
+static int relay_key_ok(struct conn *c, const struct audience *a, const struct http_request *req)
+{
+    const char *want = a->cfg->relay_key;
+    size_t wlen = strlen(want);
+    if (wlen == 0)
+        return 1;
+    const char *got = NULL;
+    size_t glen = 0;
+    char decoded[sizeof(a->cfg->relay_key) + 1];
+    const struct http_header *h = http_find_header(req, "X-Relay-Key");
+    if (h) {
+        got = h->value;
+        glen = h->value_len;
+    } else if (http_query_value(req, "key", &got, &glen) == 0) {
+        int n = http_unescape(got, glen, 0, decoded, sizeof(decoded));
+        got = decoded;
+        glen = n < 0 ? 0 : (size_t)n;
+    }
+    if (!got || !token_secret_equal(got, glen, want, wlen)) {
+        audience_of(c)->me->c.refused_relay_key++;
+        LOG_RATELIMITED(LOG_INFO, "feed", "#%llu %s: relay feed refused: %s relay key",
+                        (unsigned long long)c->id, c->peer, got ? "wrong" : "no");
+        conn_error(c, 403, NULL, got ? "Wrong relay key" : "This server needs a relay key "
+                                                           "(X-Relay-Key) for relay feeds");
+        return 0;
+    }
+    return 1;
+}
+
+/* GET /relay.json: the live spaces a relay should pull, and each stream's identity. Small and
+ * cheap: relays poll it every second. */
+static void relay_index(struct conn *c, struct audience *a, int head_only)
+{
+    struct buf b = {0};
+    buf_printf(&b, "{\"feed\":%d,\"spaces\":[", FEED_VERSION);
+    int first = 1;
+    for (int i = 0; i < SHARED_MAX_SPACES; i++) {
+        const struct shared_space *ss = &a->sh->spaces[i];
+        if (__atomic_load_n(&ss->state, __ATOMIC_ACQUIRE) != SLOT_LIVE)
+            continue;
+        buf_printf(&b, "%s{\"mount\":", first ? "" : ",");
+        buf_json_str(&b, ss->mount, strnlen(ss->mount, sizeof(ss->mount)));
+        buf_printf(&b, ",\"serial\":%u,\"epoch\":%u,\"head\":%llu}", ss->feed_serial,
+                   ss->feed_epoch, (unsigned long long)ring_head(shared_ring(a->sh, i)));
+        first = 0;
+    }
+    buf_puts(&b, "]}");
+    conn_respond_doc(c, head_only, "application/json", b.data, b.len, cors_doc);
+    buf_free(&b);
+}
+
 void audience_route(void *arg, struct conn *c, const struct http_request *req)
 {
     struct audience *a = arg;
@@ -698,6 +757,10 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
     }
     if (web_asset(path, &data, &len, &type) == 0) {
         conn_respond_doc(c, head_only, type, data, len, "Cache-Control: no-cache");
+        return;
+    }
+    if (strcmp(path, "/relay.json") == 0) {
+        relay_index(c, a, head_only);
         return;
     }
     if (strcmp(path, "/status-json.xsl") == 0 || strcmp(path, "/metrics") == 0) {
@@ -751,6 +814,11 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
     }
     const char *mount = path + 1;
     int slot = mount_name_ok(mount) ? audience_find(a, mount) : -1;
+    const char *rv;
+    size_t rvlen;
+    int feed = http_query_value(req, "relay", &rv, &rvlen) == 0 && rvlen == 1 && rv[0] == '1';
+    if (feed && !relay_key_ok(c, a, req))
+        return;
     if (slot < 0) {
         ctr->joins[JOIN_NOT_FOUND]++;
         conn_error(c, 404, NULL, "No such mount");
@@ -758,6 +826,29 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
     }
     if (!head_only && !audience_admit(c, req, mount)) {
         ctr->joins[JOIN_REFUSED]++;
+        return;
+    }
+    if (feed && !head_only) {
+        uint64_t from = 0;
+        int has_from = 0;
+        if (http_query_value(req, "from", &rv, &rvlen) == 0) {
+            char num[24];
+            char *end;
+            if (rvlen == 0 || rvlen >= sizeof(num)) {
+                conn_error(c, 400, NULL, "Bad from= (a page sequence number)");
+                return;
+            }
+            memcpy(num, rv, rvlen);
+            num[rvlen] = '\0';
+            errno = 0;
+            from = strtoull(num, &end, 10);
+            if (*end || errno || num[0] < '0' || num[0] > '9') {
+                conn_error(c, 400, NULL, "Bad from= (a page sequence number)");
+                return;
+            }
+            has_from = 1;
+        }
+        feed_start(c, slot, has_from, from);
         return;
     }
     listener_start(c, slot, head_only);

@@ -60,6 +60,7 @@ struct audience {
     const char *addr;      /* the audience address, as status shows it */
     /* its own */
     struct list_node listeners[SHARED_MAX_SPACES]; /* struct conn.node */
+    struct list_node feeds;                        /* relay feeds (feed.c), struct conn.node */
     uint32_t gen[SHARED_MAX_SPACES];               /* slot generations last seen */
     uint32_t nlisteners;
     uint32_t max_here; /* listeners this process may hold: its share and a bit, fds allowing */
@@ -132,6 +133,16 @@ int listener_save(struct conn *c, struct listener_record *r);
 /* Takes <fd> as the listener <r> describes, where it left off. Returns 0, or -1 (fd closed)
  * if its space is gone or restarted since. */
 int listener_restore(struct audience *a, int fd, const struct listener_record *r);
+
+/* Relay feeds (feed.c, issue 10): the upstream side of relay/feedproto.h. feed_start takes
+ * <c>, admitted, as a feed of <slot> from page <from> if <has_from> and the ring still holds
+ * it (else from a burst: the header says where). */
+void feed_start(struct conn *c, int slot, int has_from, uint64_t from);
+/* Writes what the feeds lack (on every wake: relays are not batched like listeners). */
+void feed_flush_all(struct audience *a);
+/* Every tick: keepalives, feeds whose relay stopped reading. */
+void feed_tick(struct audience *a);
+void feed_close_all(struct audience *a);
 
 /* Documents (status.c). */
 void status_json(struct audience *a, struct buf *out);

@@ -205,6 +205,35 @@ void status_metrics(struct audience *a, struct buf *b)
            sh->main.pages_published);
     metric(b, "rostrum_spaces", "gauge", "Spaces (mounts) that exist, live or in grace.",
            nspaces);
+    /* issue 10: the relay feed, both sides */
+    metric(b, "rostrum_feeds_joined_total", "counter",
+           "Relay feeds served to downstream relays (also counted as listener joins).",
+           st.feeds_joined);
+    metric(b, "rostrum_feed_refused_relay_key_total", "counter",
+           "Relay feeds refused: no relay key, or a wrong one.", st.refused_relay_key);
+    metric(b, "rostrum_feed_cuts_total", "counter",
+           "Relay feeds closed because the relay fell behind the ring or stopped reading.",
+           st.feed_cuts);
+    metric(b, "rostrum_relay_connects_total", "counter",
+           "Feed connections to an upstream that got their header.", sh->main.relay_connects);
+    metric(b, "rostrum_relay_cuts_total", "counter",
+           "Feed connections to an upstream lost (closed, reset, refused frame, stalled).",
+           sh->main.relay_cuts);
+    metric(b, "rostrum_relay_stalls_total", "counter",
+           "Feed connections cut for no page in 2 page intervals.", sh->main.relay_stalls);
+    metric(b, "rostrum_relay_bad_frames_total", "counter",
+           "Feed connections cut for an invalid, oversized or out-of-order frame.",
+           sh->main.relay_bad_frames);
+    metric(b, "rostrum_relay_resumes_total", "counter",
+           "Reconnections that carried on the same stream at the next page (no gap).",
+           sh->main.relay_resumes);
+    metric(b, "rostrum_relay_restarts_total", "counter",
+           "Relayed streams restarted: the upstream's stream changed or no longer had the page.",
+           sh->main.relay_restarts);
+    metric(b, "rostrum_relay_failovers_total", "counter",
+           "Reconnections to another upstream than the last one.", sh->main.relay_failovers);
+    metric(b, "rostrum_relay_feeds_up", "gauge", "Upstream feeds receiving now.",
+           sh->main.relay_feeds_up);
     metric(b, "rostrum_workers", "gauge", "Listener worker processes.", sh->nworkers);
     metric_head(b, "rostrum_worker_listener_connections", "gauge",
                 "Open listener connections, by worker process.");

@@ -63,6 +63,7 @@ enum key_id {
     KEY_TLS_CERT,
     KEY_TLS_KEY,
     KEY_DRAIN_MS,
+    KEY_RELAY_KEY,
     KEY_NAME,
     KEY_DESCRIPTION,
     KEY_COUNT
@@ -116,6 +117,7 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_TLS_CERT] = {"tls-cert", IN_GLOBAL, 1, 0},
     [KEY_TLS_KEY] = {"tls-key", IN_GLOBAL, 1, 0},
     [KEY_DRAIN_MS] = {"drain-ms", IN_GLOBAL, 0, 60000},
+    [KEY_RELAY_KEY] = {"relay-key", IN_GLOBAL, 1, 0},
     [KEY_NAME] = {"name", IN_SPACE, 1, 0},
     [KEY_DESCRIPTION] = {"description", IN_SPACE, 1, 0},
 };
@@ -495,6 +497,8 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         return set_string(p, def, c->host_key, sizeof(c->host_key), val, vlen);
     case KEY_ADMIN_KEY:
         return set_string(p, def, c->admin_key, sizeof(c->admin_key), val, vlen);
+    case KEY_RELAY_KEY:
+        return set_string(p, def, c->relay_key, sizeof(c->relay_key), val, vlen);
     case KEY_TRUSTED_PROXIES:
         return set_string(p, def, c->trusted_proxies, sizeof(c->trusted_proxies), val, vlen);
     case KEY_ACCESS_LOG:

@@ -66,6 +66,8 @@ struct config {
     int max_speakers;          /* speakers on a stage besides host and co-hosts; 10 */
     char host_key[128];
     char admin_key[128];       /* if set, /dashboard and its data need it (?key= or Bearer) */
+    char relay_key[128];       /* if set, relay feeds need it (X-Relay-Key or ?key=) (issue 10);
+                                * a relay presents it to its upstreams */
     int max_conns_per_ip;      /* open connections per client address (IPv6: /64); 500 */
     int joins_per_ip;          /* listener joins per second per address (burst 2x); 50 */
     int joins_per_second;      /* ceiling on listener joins per second, all workers; 20000 */

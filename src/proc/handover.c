@@ -97,6 +97,10 @@ static void handover_send(struct server *srv)
             }
         }
     }
+    /* Relay feeds do not move (their buffered frames live in this process): closed here,
+     * counted out of the block, their relays reconnect to the successor and resume by
+     * sequence with no gap (issue 10). */
+    feed_close_all(a);
     struct list_node *n, *tmp;
     list_for_each_safe(n, tmp, &srv->hub.heads)
     {

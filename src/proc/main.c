@@ -39,6 +39,8 @@ static void usage_top(FILE *f)
     fprintf(f, "usage: rostrum COMMAND [options]\n"
                "commands:\n"
                "  serve        run the server (rostrum serve --help lists its options)\n"
+               "  relay        pull the spaces of an upstream rostrum (or one Icecast mount) and\n"
+               "               serve them (rostrum relay --help)\n"
                "options:\n"
                "  -h, --help   this help\n"
                "  --version    print the version\n"
@@ -110,9 +112,29 @@ static int same_port(const struct config *cfg)
            wildcard_host(cfg->audience_host) || wildcard_host(cfg->stage_host);
 }
 
-static int cmd_serve(int argc, char **argv, char **full_argv)
+static void usage_relay(FILE *f)
+{
+    fprintf(f,
+            "usage: rostrum relay --upstream URL[,URL...] [--audience HOST:PORT] [options]\n"
+            "  --upstream URLS          http://HOST:PORT of an origin's (or another relay's)\n"
+            "                           audience port: every live space is relayed; or\n"
+            "                           http://HOST:PORT/MOUNT: that one mount (a rostrum\n"
+            "                           mount, or a plain Icecast/Ogg stream). Several, comma-\n"
+            "                           separated: fail-over in that order\n"
+            "  --audience HOST:PORT     listeners, status, metrics, web page (default 0.0.0.0:8000)\n"
+            "  --relay-key KEY          presented to the upstreams (X-Relay-Key), and required\n"
+            "                           of this relay's own downstream relays\n"
+            "  --config FILE            config file (see docs/config.example)\n"
+            "  --KEY VALUE              any global key of the config file, as for serve\n"
+            "                           (--workers, --max-listeners, --burst-ms, --log-level...)\n"
+            "There is no stage port: the stream comes from upstream. See rostrum(1).\n");
+}
+
+static int cmd_serve(int argc, char **argv, char **full_argv, int relay_mode)
 {
     static struct server srv;
+    srv.relay_mode = relay_mode;
+    const char *upstream = NULL;
     srv.argv = full_argv;
     /* what an upgrade runs: this path, whatever binary is there by then */
     ssize_t n = readlink("/proc/self/exe", srv.exe, sizeof(srv.exe) - 1);
@@ -124,12 +146,14 @@ static int cmd_serve(int argc, char **argv, char **full_argv)
     struct config *cfg = &srv.cfg;
     /* Every global key of the config file is an option of the same name, checked by the
      * config parser (one table of names and ranges), plus --config and --help. */
-    struct option opts[CONFIG_MAX_OPTIONS + 3];
+    struct option opts[CONFIG_MAX_OPTIONS + 4];
     int nopts = 0;
     for (const char *k; nopts < CONFIG_MAX_OPTIONS && (k = config_global_key(nopts)); nopts++)
         opts[nopts] = (struct option){k, required_argument, 0, OPT_KEY + nopts};
     opts[nopts++] = (struct option){"config", required_argument, 0, 'c'};
     opts[nopts++] = (struct option){"help", no_argument, 0, 'h'};
+    if (relay_mode)
+        opts[nopts++] = (struct option){"upstream", required_argument, 0, 'u'};
     opts[nopts] = (struct option){0, 0, 0, 0};
     /* The options are kept (server_args) and applied over the files, now and on each
      * reload (SIGHUP), so the command line always overrides the file. */
@@ -155,11 +179,14 @@ static int cmd_serve(int argc, char **argv, char **full_argv)
             }
             args->files[args->nfiles++] = optarg;
             break;
+        case 'u':
+            upstream = optarg;
+            break;
         case 'h':
-            usage(stdout);
+            relay_mode ? usage_relay(stdout) : usage(stdout);
             return 0;
         default:
-            usage(stderr);
+            relay_mode ? usage_relay(stderr) : usage(stderr);
             return 2;
         }
     }
@@ -172,12 +199,21 @@ static int cmd_serve(int argc, char **argv, char **full_argv)
         fprintf(stderr, "rostrum: unexpected argument \"%s\"\n", argv[optind]);
         return 2;
     }
-    if (cfg->source_password[0] == '\0') {
+    if (relay_mode) {
+        if (!upstream) {
+            fprintf(stderr, "rostrum relay: no --upstream given (http://HOST:PORT[/MOUNT])\n");
+            return 2;
+        }
+        if (relay_parse_upstreams(&srv.relay, upstream, err, sizeof(err)) < 0) {
+            fprintf(stderr, "rostrum relay: %s\n", err);
+            return 2;
+        }
+    } else if (cfg->source_password[0] == '\0') {
         fprintf(stderr, "rostrum: no source password: give --source-password or set "
                         "source-password in the config file\n");
         return 2;
     }
-    if (same_port(cfg)) {
+    if (!relay_mode && same_port(cfg)) {
         fprintf(stderr,
                 "rostrum: the audience port (%s:%u) and the stage port (%s:%u) overlap: "
                 "listeners and sources need two different ports\n",
@@ -197,7 +233,10 @@ static int cmd_serve(int argc, char **argv, char **full_argv)
     cfg->workers = default_workers(cfg->workers, cfg->max_listeners);
     if (upgrade_resuming() ? upgrade_resume(&srv) < 0 : server_init(&srv) < 0)
         return 1;
-    printf("ready audience=%s stage=%s", srv.audience_addr, srv.stage_addr);
+    if (relay_mode)
+        printf("ready audience=%s relay=%d", srv.audience_addr, srv.relay.nup);
+    else
+        printf("ready audience=%s stage=%s", srv.audience_addr, srv.stage_addr);
     if (srv.cfg.audience_tls)
         printf(" audience-tls=%s", srv.audience_tls_addr);
     if (srv.cfg.stage_tls)
@@ -226,7 +265,9 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "serve") == 0)
-        return cmd_serve(argc - 1, argv + 1, argv);
+        return cmd_serve(argc - 1, argv + 1, argv, 0);
+    if (strcmp(cmd, "relay") == 0)
+        return cmd_serve(argc - 1, argv + 1, argv, 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage_top(stdout);
         return 0;

@@ -348,10 +348,12 @@ int server_init(struct server *srv)
     }
     if (server_init_common(srv) < 0)
         return -1;
-    if (conn_listen(&srv->hub, &srv->stage, PORT_STAGE, srv->cfg.stage_host,
-                    srv->cfg.stage_port, 0, srv->stage_addr, sizeof(srv->stage_addr)) < 0)
+    if (srv->relay_mode)
+        snprintf(srv->stage_addr, sizeof(srv->stage_addr), "none");
+    else if (conn_listen(&srv->hub, &srv->stage, PORT_STAGE, srv->cfg.stage_host,
+                         srv->cfg.stage_port, 0, srv->stage_addr, sizeof(srv->stage_addr)) < 0)
         return -1;
-    if (srv->cfg.stage_tls &&
+    if (!srv->relay_mode && srv->cfg.stage_tls &&
         conn_listen(&srv->hub, &srv->stage_tls, PORT_STAGE, srv->cfg.stage_tls_host,
                     srv->cfg.stage_tls_port, 0, srv->stage_tls_addr,
                     sizeof(srv->stage_tls_addr)) < 0)
@@ -374,6 +376,12 @@ int server_init(struct server *srv)
                workers_start(srv) < 0) {
         return -1;
     }
+    if (srv->relay_mode) {
+        srv->relay.loop = &srv->loop;
+        srv->relay.spaces = &srv->spaces;
+        srv->relay.cfg = &srv->cfg;
+        relay_start(&srv->relay);
+    }
     return 0;
 }
 
@@ -385,6 +393,8 @@ void server_run(struct server *srv)
 void server_free(struct server *srv)
 {
     struct list_node *n, *tmp;
+    if (srv->relay_mode)
+        relay_stop(&srv->relay);
     workers_stop(srv);
     list_for_each_safe(n, tmp, &srv->spaces.list)
     {

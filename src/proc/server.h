@@ -20,6 +20,7 @@
 #include "config/config.h"
 #include "conn/conn.h"
 #include "event/loop.h"
+#include "relay/relay.h"
 #include "shm/shared.h"
 #include "space/space.h"
 
@@ -87,6 +88,9 @@ struct server {
     int64_t start_wall;       /* time(NULL) at start */
     uint8_t secret[32];       /* signs tokens; random per start */
     struct worker_proc workers[SHARED_MAX_WORKERS];
+    /* rostrum relay (issue 10): no stage port, no sources; the relay pulls the spaces */
+    int relay_mode;
+    struct relay relay;
 };
 
 /* Sets up the main process from <srv->cfg>: listening sockets, shared memory, workers.

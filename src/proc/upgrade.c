@@ -116,6 +116,11 @@ void upgrade_start(struct server *srv)
         log_warn("upgrade", "SIGUSR2: stopping (SIGTERM): not upgrading");
         return;
     }
+    if (srv->relay_mode) {
+        log_error("upgrade", "SIGUSR2: a relay does not upgrade in place yet (its feeds' state "
+                             "does not move); restart it: its downstream relays resume");
+        return;
+    }
     if (srv->cfg.workers == 0) {
         log_error("upgrade", "SIGUSR2: upgrading needs listener workers (workers >= 1): the "
                              "listeners of the main process cannot move; not upgrading");

@@ -57,6 +57,24 @@ void ring_reset(struct ring *r)
     shm_publish64(&r->tail, r->head);
 }
 
+void ring_restart_at(struct ring *r, uint64_t seq)
+{
+    /* Everything leaves first (tail = head), then head moves, then tail follows it: a reader
+     * never sees tail <= a seq whose slot belongs to the old numbering. */
+    shm_publish64(&r->tail, r->head > seq ? r->head : seq);
+    shm_publish64(&r->head, seq);
+    shm_publish64(&r->tail, seq);
+}
+
+int ring_publish_at(struct ring *r, uint64_t seq, const void *page, uint32_t len,
+                    uint32_t samples, uint64_t granule, int64_t time_ms)
+{
+    if (seq != r->head || len == 0 || len > r->data_size / 4)
+        return -EINVAL;
+    ring_publish(r, page, len, samples, granule, time_ms);
+    return 0;
+}
+
 uint64_t ring_publish(struct ring *r, const void *page, uint32_t len, uint32_t samples,
                       uint64_t granule, int64_t time_ms)
 {

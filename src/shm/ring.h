@@ -104,6 +104,16 @@ static inline void ring_lag_limits(const struct ring *r, uint64_t *bytes, uint64
  * only. */
 void ring_reset(struct ring *r);
 
+/* Relay (issue 10): a relay's ring carries its upstream's sequence numbers, so that a cut is
+ * resumed by asking for the next one it lacks, from any upstream carrying the same stream.
+ * ring_restart_at empties the ring and makes <seq> the next sequence to publish (forwards or
+ * backwards: only for a new stream, whose readers of the old one are closed by the slot's
+ * generation). ring_publish_at publishes page <seq>, which must be the head (continuing):
+ * returns 0, or -EINVAL (nothing published) if it is not. Writer only. */
+void ring_restart_at(struct ring *r, uint64_t seq);
+int ring_publish_at(struct ring *r, uint64_t seq, const void *page, uint32_t len,
+                    uint32_t samples, uint64_t granule, int64_t time_ms);
+
 /* Copies a page of <len> bytes (<= data_size / 4) into the ring. Returns its sequence number.
  * Evicts the oldest pages as needed. Writer only. */
 uint64_t ring_publish(struct ring *r, const void *page, uint32_t len, uint32_t samples,

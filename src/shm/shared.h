@@ -97,6 +97,10 @@ struct shared_counters {
     uint64_t lag_jumps_mid_page; /* of the stalls: laggards that finished a partial page first */
     /* issue 9 (graceful stop) */
     uint64_t refused_draining; /* 503: the server is stopping (SIGTERM, drain-ms) */
+    /* issue 10 (the relay feed, upstream side) */
+    uint64_t feeds_joined;      /* relay feeds served (also counted as listener joins) */
+    uint64_t refused_relay_key; /* 403: a feed without the relay-key, or a wrong one */
+    uint64_t feed_cuts;         /* feeds closed: the relay fell behind the ring or stopped */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
@@ -139,6 +143,9 @@ struct shared_space {
     uint32_t stage_members;      /* WebSocket members, listeners included */
     uint32_t stage_speakers;     /* of which on stage (host, co-hosts, speakers) */
     uint32_t stage_queued_bytes; /* bytes queued to its speakers, not yet taken by their sockets */
+    /* issue 10 (relays): the stream's identity as the relay feed carries it down the tree:
+     * the Ogg serial and the origin's slot generation when the stream began */
+    uint32_t feed_serial, feed_epoch;
 };
 
 struct shared_worker {
@@ -215,6 +222,15 @@ struct shared_main {
     uint32_t draining;            /* SIGTERM: newcomers are refused until the process stops */
     uint32_t drain_retry_s;       /* their Retry-After */
     struct shared_history history;
+    /* issue 10 (rostrum relay): its upstream feeds */
+    uint64_t relay_connects;       /* feed connections that got their header */
+    uint64_t relay_cuts;           /* feed connections lost: closed, reset, bad frame, stalled */
+    uint64_t relay_stalls;         /* of which: no page for 2 page intervals */
+    uint64_t relay_bad_frames;     /* of which: refused frames (invalid, too large, out of order) */
+    uint64_t relay_resumes;        /* reconnections that carried on the same stream, no gap */
+    uint64_t relay_restarts;       /* streams restarted (identity changed, seq no longer there) */
+    uint64_t relay_failovers;      /* reconnections to another upstream than the last */
+    uint64_t relay_feeds_up;       /* gauge: feeds receiving now */
 };
 
 struct shared {

@@ -7,6 +7,7 @@
  */
 #include "space/space.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +106,7 @@ void space_end(struct space *sp, enum close_reason why)
     host->published = 1;
     list_unlink(&sp->node);
     ogg_mux_free(sp->mux);
+    free(sp->relay_hdr);
     free(sp);
 }
 
@@ -150,6 +152,8 @@ static void space_build_preamble(struct space *sp)
         size_t hlen;
         const unsigned char *h = ogg_mux_headers(sp->mux, &hlen);
         buf_append(&b, h, hlen);
+    } else if (sp->relay_hdr) {
+        buf_append(&b, sp->relay_hdr, sp->relay_hdr_len);
     }
     /* meta fields are bounded (under 1 KiB in all) and so are the Ogg headers */
     BUG_ON(b.len > SHARED_PREAMBLE_MAX);
@@ -303,6 +307,8 @@ int space_on_head(struct space *sp, const struct opus_head_info *head)
     sp->silence_len = opus_silence_packet(head->channels, sp->silence, sizeof(sp->silence));
     ss->stream_start_wall = time(NULL);
     ss->channels = head->channels;
+    ss->feed_serial = sp->serial;
+    ss->feed_epoch = ss->gen;
     space_build_preamble(sp);
     __atomic_store_n(&ss->state, SLOT_LIVE, __ATOMIC_RELEASE);
     log_info("space", "/%s: Opus stream, %d channel(s), serial %08x, pages of %d ms", ss->mount,
@@ -318,6 +324,65 @@ void space_on_packet(struct space *sp, const unsigned char *pkt, size_t len, int
         loop_timer_stop(sp->host->loop, &sp->fill); /* the new source's audio takes over */
     sp->last_packet_ms = sp->host->loop->now_ms;
     ogg_mux_packet(sp->mux, pkt, len, samples, space_publish_page, sp);
+}
+
+/* ---- relay (issue 10) ------------------------------------------------------------------- */
+
+void space_relay_begin(struct space *sp, const struct space_relay_stream *st, uint64_t start)
+{
+    struct shared_space *ss = sp->ss;
+    if (sp->relay_hdr || sp->mux) {
+        log_warn("space", "/%s: upstream stream changed (serial %08x epoch %u): restarting",
+                 ss->mount, st->serial, st->epoch);
+        /* a new generation first: the audience processes close this slot's listeners */
+        __atomic_add_fetch(&ss->gen, 1, __ATOMIC_RELEASE);
+        sp->host->published = 1;
+    }
+    ogg_mux_free(sp->mux);
+    sp->mux = NULL;
+    free(sp->relay_hdr);
+    sp->relay_hdr = malloc(st->ogg_len);
+    BUG_ON(!sp->relay_hdr);
+    memcpy(sp->relay_hdr, st->ogg, st->ogg_len);
+    sp->relay_hdr_len = st->ogg_len;
+    ring_restart_at(sp->ring, start);
+    sp->serial = st->serial;
+    sp->meta = st->meta;
+    space_show_meta(sp);
+    ss->channels = st->channels;
+    ss->feed_serial = st->serial;
+    ss->feed_epoch = st->epoch;
+    ss->source_connected = 1;
+    ss->stream_start_wall = time(NULL);
+    space_build_preamble(sp);
+    __atomic_store_n(&ss->state, SLOT_LIVE, __ATOMIC_RELEASE);
+    log_info("space", "/%s: relayed stream, %d channel(s), serial %08x, epoch %u, from page %llu",
+             ss->mount, st->channels, st->serial, st->epoch, (unsigned long long)start);
+}
+
+int space_relay_continues(const struct space *sp, uint32_t serial, uint32_t epoch, uint64_t seq)
+{
+    return sp->relay_hdr && sp->ss->feed_serial == serial && sp->ss->feed_epoch == epoch &&
+           ring_head(sp->ring) == seq;
+}
+
+uint64_t space_relay_next(const struct space *sp)
+{
+    return ring_head(sp->ring);
+}
+
+int space_relay_page(struct space *sp, uint64_t seq, const unsigned char *page, uint32_t len,
+                     uint32_t samples, uint64_t granule)
+{
+    if (!sp->relay_hdr)
+        return -EINVAL;
+    int rc = ring_publish_at(sp->ring, seq, page, len, samples, granule, sp->host->loop->now_ms);
+    if (rc == 0) {
+        sp->host->sh->main.pages_published++;
+        sp->host->published = 1;
+        sp->last_packet_ms = sp->host->loop->now_ms;
+    }
+    return rc;
 }
 
 void space_set_state(struct space *sp, const char *json, size_t len)

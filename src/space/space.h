@@ -20,6 +20,11 @@
  * A new source whose OpusHead cannot continue the stream (another channel count) restarts it
  * under a new slot generation: current listeners are closed (their players reconnect and get
  * the new headers), as a chained Ogg stream is what browsers handle worst.
+ *
+ * A relayed space (rostrum relay, issue 10) has no source and no muxer: the relay gives it
+ * the upstream's header pages and pages as they are (space_relay_begin, space_relay_page),
+ * with the upstream's sequence numbers; a stream that changed upstream restarts it the same
+ * way, under a new slot generation.
  */
 #ifndef ROSTRUM_SPACE_SPACE_H
 #define ROSTRUM_SPACE_SPACE_H
@@ -84,6 +89,9 @@ struct space {
     int silence_len;
     const struct space_sink *sink;      /* a stage space: the mixer takes the sources */
     void *sink_arg;
+    /* a relayed space (issue 10): the upstream's Ogg header pages (owned), NULL otherwise */
+    unsigned char *relay_hdr;
+    uint32_t relay_hdr_len;
 };
 
 /* Finds a space by mount name (no leading '/'), or NULL. */
@@ -112,6 +120,27 @@ int space_feed_packet(struct space_feed *f, const unsigned char *pkt, size_t len
 /* The space's own stream: a new Opus head (returns 0), and packets. */
 int space_on_head(struct space *sp, const struct opus_head_info *head);
 void space_on_packet(struct space *sp, const unsigned char *pkt, size_t len, int samples);
+
+/* Relay (issue 10): the space carries an upstream's stream as it is, page for page, with the
+ * upstream's sequence numbers, serial and epoch; no muxer of its own. */
+struct space_relay_stream {
+    uint32_t serial, epoch;
+    int channels;
+    const unsigned char *ogg; /* the Ogg header pages (borrowed) */
+    uint32_t ogg_len;
+    struct space_meta meta;
+};
+/* Makes <st> the stream of <sp>, whose next page is sequence <start>. A space that had a
+ * stream already restarts under a new slot generation (its listeners are closed, as
+ * space_on_head does for an incompatible source). */
+void space_relay_begin(struct space *sp, const struct space_relay_stream *st, uint64_t start);
+/* 1 if <sp> carries the stream <serial>/<epoch> and its next page is <seq>. */
+int space_relay_continues(const struct space *sp, uint32_t serial, uint32_t epoch, uint64_t seq);
+/* The next sequence <sp>'s ring lacks. */
+uint64_t space_relay_next(const struct space *sp);
+/* Publishes page <seq>, which must be the next (space_relay_next). Returns 0 or -EINVAL. */
+int space_relay_page(struct space *sp, uint64_t seq, const unsigned char *page, uint32_t len,
+                     uint32_t samples, uint64_t granule);
 
 /* Publishes the stage's state document to the audience processes. */
 void space_set_state(struct space *sp, const char *json, size_t len);

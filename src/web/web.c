@@ -26,7 +26,8 @@ int web_reserved(const char *name)
     /* the audience port's documents (audience.c) and the first component of every route
      * (audience.c, stageport/api.c) */
     static const char *const routes[] = {
-        "metrics", "status-json.xsl", "state", "join", "api", "ws", "dashboard", "dashboard.json"};
+        "metrics", "status-json.xsl", "state", "join", "api", "ws", "dashboard", "dashboard.json",
+        "relay.json"};
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
         if (strcmp(name, routes[i]) == 0)
             return 1;

@@ -170,12 +170,18 @@ class Server:
     kind = "rostrum"
 
     def __init__(self, ctx, binary, grace_ms=None, burst_ms=None, page_ms=None, config=None,
-                 log_level="debug", extra=()):
+                 log_level="debug", extra=(), relay=None, audience="127.0.0.1:0"):
+        """<relay>: upstream URL(s): `rostrum relay --upstream RELAY` (no stage port) instead of
+        `serve`. <audience>: a fixed address (a server restarted on the same port)."""
         self.ctx = ctx
         self.binary = str(binary)
         self.password = PASSWORD
-        argv = [binary, "serve", "--audience", "127.0.0.1:0", "--stage", "127.0.0.1:0",
-                "--source-password", PASSWORD]
+        self.relay = relay
+        if relay:
+            argv = [binary, "relay", "--upstream", relay, "--audience", audience]
+        else:
+            argv = [binary, "serve", "--audience", audience, "--stage", "127.0.0.1:0",
+                    "--source-password", PASSWORD]
         if config:
             argv += ["--config", config]
         for flag, v in (("--grace-ms", grace_ms), ("--burst-ms", burst_ms), ("--page-ms", page_ms)):
@@ -206,6 +212,11 @@ class Server:
             first = self.proc.output().split(b"\n", 1)
             if len(first) < 2:
                 return False
+            if relay:
+                m = re.fullmatch(rb"ready audience=127\.0\.0\.1:(\d+) relay=\d+()()()", first[0])
+                if not m:
+                    raise FatalFailure(f"bad ready line {first[0]!r}")
+                return True
             m = re.fullmatch(rb"ready audience=127\.0\.0\.1:(\d+) stage=127\.0\.0\.1:(\d+)"
                              rb"(?: audience-tls=127\.0\.0\.1:(\d+))?"
                              rb"(?: stage-tls=127\.0\.0\.1:(\d+))?", first[0])
@@ -215,7 +226,7 @@ class Server:
 
         wait_for(ready, 15, "the server's ready line", interval=0.02)
         self.audience = int(m.group(1))
-        self.stage = int(m.group(2))
+        self.stage = int(m.group(2)) if m.group(2) else None
         self.audience_tls = int(m.group(3)) if m.group(3) else None  # with --audience-tls
         self.stage_tls = int(m.group(4)) if m.group(4) else None  # with --stage-tls
 

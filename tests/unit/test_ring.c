@@ -125,6 +125,36 @@ TEST(reset_keeps_sequence_going)
     ring_destroy(r);
 }
 
+/* Issue 10: a relay's ring carries its upstream's sequence numbers. */
+TEST(relay_ring_starts_at_and_continues_a_given_seq_10)
+{
+    struct ring *r = ring_create(8, 1 << 16);
+    unsigned char page[500];
+    ring_restart_at(r, 1000);
+    ASSERT_EQ_UINT(ring_head(r), 1000);
+    ASSERT_EQ_UINT(ring_tail(r), 1000);
+    fill(page, sizeof(page), 999);
+    ASSERT_EQ_INT(ring_publish_at(r, 999, page, sizeof(page), 960, 0, 0), -EINVAL);
+    ASSERT_EQ_INT(ring_publish_at(r, 1001, page, sizeof(page), 960, 0, 0), -EINVAL);
+    for (uint64_t s = 1000; s < 1012; s++) {
+        fill(page, sizeof(page), s);
+        ASSERT_EQ_INT(ring_publish_at(r, s, page, sizeof(page), 960, 0, 0), 0);
+    }
+    for (uint64_t s = ring_tail(r); s < 1012; s++)
+        ASSERT(check(r, s, sizeof(page)));
+    ASSERT_EQ_UINT(ring_tail(r), 1004); /* 8 slots */
+    /* a new stream with lower numbers: nothing of the old one is readable under them */
+    ring_restart_at(r, 3);
+    struct ring_page p;
+    ASSERT_EQ_INT(ring_page_get(r, 3, &p), -EAGAIN);
+    ASSERT_EQ_INT(ring_page_get(r, 1005, &p), -EAGAIN);
+    fill(page, sizeof(page), 3);
+    ASSERT_EQ_INT(ring_publish_at(r, 3, page, sizeof(page), 960, 0, 0), 0);
+    ASSERT(check(r, 3, sizeof(page)));
+    ASSERT_EQ_INT(ring_page_get(r, 2, &p), -ENOENT);
+    ring_destroy(r);
+}
+
 int main(void)
 {
     return RUN_TESTS();

@@ -1,0 +1,303 @@
+/*
+ * feed: the upstream side of the relay feed (relay/feedproto.h), in an audience process. A
+ * relay is a listener that gets frames instead of a bare Ogg stream: it is admitted like one
+ * (joins, per-address limits, capacity, the waiting room aside: relays come with a key, not a
+ * ticket), counted like one (a listener connection of its slot), and reads the same shared
+ * ring; only with `relay-key` set must it present the key.
+ *
+ * Unlike a listener, a feed never jumps: a relay that falls behind the ring's tail would have
+ * a gap, so its feed is cut (feed_cuts) and the relay, reconnecting with the next sequence it
+ * lacks, learns from the header's <start> that it must restart. Pages are copied into the
+ * feed's own buffer (bounded: FEED_OUT_MAX plus one frame), with the ring's intact check after
+ * the copy, because each page needs its frame head anyway and relays are few.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "audience/audience.h"
+#include "net/net.h"
+#include "relay/feedproto.h"
+#include "util/log.h"
+
+#define FEED_OUT_MAX (64 * 1024)     /* pages are added while the buffer holds less */
+#define FEED_KEEPALIVE_MS 500        /* a frame at least this often, so a relay sees a stall */
+#define FEED_STUCK_MS 10000          /* a relay whose socket took nothing for this long */
+#define FEED_BURST_MS 10000          /* a relay that asks for nothing gets this much audio */
+
+struct feed_state {
+    uint16_t slot;
+    uint8_t ending;  /* END queued: close once it is out */
+    uint8_t blocked; /* EPOLLOUT armed */
+    uint32_t gen;
+    uint32_t doc_gen;
+    uint32_t off; /* bytes of <out> already written */
+    uint64_t cursor;
+    int64_t last_frame_ms; /* the last frame queued */
+    int64_t last_byte_ms;  /* the last time its socket took a byte */
+    struct buf out;
+    /* upward (feedproto.h, REPORT): bytes of an unfinished frame, and the last report */
+    uint8_t up_len;
+    unsigned char up[FEED_REPORT_BYTES];
+    uint32_t reported_receiving; /* for the tree's count (issue 10, item 3) */
+};
+CONN_PRIV_FITS(struct feed_state);
+#define FST(c) CONN_PRIV(c, struct feed_state)
+
+static void feed_on_close(struct conn *c)
+{
+    struct feed_state *f = FST(c);
+    struct audience *a = audience_of(c);
+    list_unlink(&c->node);
+    a->nlisteners--;
+    a->me->conns[f->slot]--;
+    a->me->listener_connections--;
+    buf_free(&f->out);
+}
+
+static const struct conn_ops feed_ops = {"feed", feed_on_close, NULL};
+
+static void feed_cut(struct conn *c, const char *why)
+{
+    audience_of(c)->me->c.feed_cuts++;
+    LOG_RATELIMITED(LOG_INFO, "feed", "#%llu %s: relay feed cut: %s", (unsigned long long)c->id,
+                    c->peer, why);
+    conn_close(c);
+}
+
+static void feed_block(struct conn *c, int blocked)
+{
+    FST(c)->blocked = (uint8_t)blocked;
+    loop_mod(audience_of(c)->loop, &c->io, EPOLLIN | EPOLLRDHUP | (blocked ? EPOLLOUT : 0));
+}
+
+/* Queues what the relay lacks: the state document if it changed, then pages from its cursor
+ * while the buffer holds less than FEED_OUT_MAX. Returns 0, or -1 if <c> was closed. */
+static int feed_fill(struct conn *c)
+{
+    struct feed_state *f = FST(c);
+    struct audience *a = audience_of(c);
+    struct shared_space *ss = &a->sh->spaces[f->slot];
+    const struct ring *r = shared_ring(a->sh, f->slot);
+    if (f->ending)
+        return 0;
+    if (__atomic_load_n(&ss->gen, __ATOMIC_ACQUIRE) != f->gen) {
+        int ended = __atomic_load_n(&ss->state, __ATOMIC_ACQUIRE) == SLOT_FREE;
+        feed_put_end(&f->out, ended ? FEED_END_ENDED : FEED_END_RESTART);
+        f->ending = 1;
+        return 0;
+    }
+    uint32_t dg = shared_dbuf_gen(&ss->doc_hdr);
+    if (dg != f->doc_gen) {
+        char doc[SHARED_STATE_MAX];
+        int n = shared_doc_copy(ss, doc);
+        if (n >= 0) {
+            feed_put_state(&f->out, doc, (uint32_t)n);
+            f->doc_gen = dg;
+            f->last_frame_ms = a->loop->now_ms;
+        }
+    }
+    while (f->out.len - f->off < FEED_OUT_MAX) {
+        struct ring_page p;
+        int rc = ring_page_get(r, f->cursor, &p);
+        if (rc == -EAGAIN)
+            break;
+        if (rc == 0) {
+            size_t was = f->out.len;
+            unsigned char head[FEED_HEAD_BYTES + FEED_PAGE_FIXED];
+            feed_page_head(head, p.seq, p.granule, p.samples, p.len);
+            buf_append(&f->out, head, sizeof(head));
+            buf_append(&f->out, p.data, p.len);
+            if (ring_page_intact(r, p.seq)) {
+                f->cursor++;
+                f->last_frame_ms = a->loop->now_ms;
+                continue;
+            }
+            f->out.len = was; /* overwritten while copied */
+        }
+        feed_cut(c, "fell behind the ring");
+        return -1;
+    }
+    return 0;
+}
+
+/* Writes what is queued, refilling as it goes. */
+static void feed_flush(struct conn *c)
+{
+    struct feed_state *f = FST(c);
+    struct audience *a = audience_of(c);
+    for (int round = 0; round < 8 && !c->dead; round++) {
+        if (f->off == f->out.len) {
+            f->off = 0;
+            f->out.len = 0;
+            if (f->ending) {
+                feed_on_close(c); /* its state goes before the connection is given back */
+                conn_linger(c);
+                return;
+            }
+            if (feed_fill(c) < 0)
+                return;
+            if (f->out.len == 0) {
+                if (f->blocked)
+                    feed_block(c, 0);
+                return;
+            }
+        }
+        struct iovec iov = {f->out.data + f->off, f->out.len - f->off};
+        ssize_t w = conn_writev(c, &iov, 1);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                feed_block(c, 1);
+                return;
+            }
+            feed_cut(c, strerror(errno));
+            return;
+        }
+        f->off += (uint32_t)w;
+        a->me->c.bytes_sent += (uint64_t)w;
+        f->last_byte_ms = a->loop->now_ms;
+        if (f->off < f->out.len || conn_write_pending(c)) {
+            feed_block(c, 1);
+            return;
+        }
+    }
+}
+
+static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
+{
+    struct conn *c = (struct conn *)io;
+    (void)loop;
+    if (c->dead)
+        return;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        /* Upward: REPORT frames only, each read whole into <up> (one frame's bytes at most) */
+        struct feed_state *f = FST(c);
+        for (int i = 0; i < 8; i++) {
+            ssize_t r = conn_recv(c, f->up + f->up_len, sizeof(f->up) - f->up_len);
+            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                conn_close(c);
+                return;
+            }
+            if (r < 0)
+                break;
+            f->up_len = (uint8_t)(f->up_len + r);
+            struct feed_frame fr;
+            int n = feed_parse(f->up, f->up_len, &fr);
+            if (n == -2 && f->up_len < sizeof(f->up))
+                continue;
+            if (n < 0 || fr.type != FEED_REPORT) {
+                feed_cut(c, "sent something other than a report");
+                return;
+            }
+            if (fr.report.receiving != f->reported_receiving)
+                log_debug("feed", "#%llu %s: the relay reports %u listeners receiving /%s "
+                          "(%u connections, capacity %u, load %.3f)", (unsigned long long)c->id,
+                          c->peer, fr.report.receiving,
+                          audience_of(c)->sh->spaces[f->slot].mount, fr.report.connections,
+                          fr.report.capacity, fr.report.load_milli / 1000.0);
+            f->reported_receiving = fr.report.receiving;
+            f->up_len = 0; /* a report is exactly sizeof(up) bytes */
+        }
+    }
+    if (events & EPOLLOUT) {
+        FST(c)->blocked = 0;
+        feed_flush(c);
+    }
+}
+
+void feed_start(struct conn *c, int slot, int has_from, uint64_t from)
+{
+    struct audience *a = audience_of(c);
+    struct shared_space *ss = &a->sh->spaces[slot];
+    const struct ring *r = shared_ring(a->sh, slot);
+    /* the stream's header pages: the preamble past its HTTP part */
+    unsigned char pre[SHARED_PREAMBLE_MAX];
+    uint32_t http_len = 0;
+    int n = shared_dbuf_copy(&ss->preamble_hdr, &ss->preamble[0][0], SHARED_PREAMBLE_MAX, pre,
+                             &http_len);
+    if (n <= 0 || (uint32_t)n <= http_len || (uint32_t)n - http_len > FEED_MAX_OGG_HEADERS ||
+        (ss->channels != 1 && ss->channels != 2)) {
+        conn_error(c, 503, "Retry-After: 1", "This stream is starting: retry in a moment");
+        return;
+    }
+    uint64_t head = ring_head(r), tail = ring_tail(r), max_bytes, max_pages;
+    ring_lag_limits(r, &max_bytes, &max_pages);
+    uint64_t start;
+    if (has_from && from >= tail && from <= head + max_pages)
+        start = from; /* a resume; a relay a little ahead (its other upstream) waits here */
+    else
+        start = ring_burst_start(r, (uint64_t)FEED_BURST_MS * 48);
+    conn_take(c, &feed_ops);
+    struct feed_state *f = FST(c);
+    f->slot = (uint16_t)slot;
+    f->gen = a->gen[slot];
+    f->cursor = start;
+    f->last_frame_ms = f->last_byte_ms = a->loop->now_ms;
+    f->doc_gen = shared_dbuf_gen(&ss->doc_hdr) - 1; /* differs: the document goes first */
+    c->io.cb = feed_on_io;
+    list_insert_tail(&a->feeds, &c->node);
+    a->nlisteners++;
+    a->me->conns[slot]++;
+    a->me->listener_connections++;
+    a->me->c.joins[JOIN_OK]++;
+    a->me->c.feeds_joined++;
+    buf_printf(&f->out, "HTTP/1.0 200 OK\r\nServer: rostrum/0.1\r\nContent-Type: %s\r\n"
+                        "X-Rostrum-Feed: %d\r\nCache-Control: no-cache, no-store\r\n"
+                        "Connection: close\r\n\r\n",
+               FEED_CONTENT_TYPE, FEED_VERSION);
+    feed_put_header(&f->out, (uint16_t)ss->channels, ss->feed_serial, ss->feed_epoch, start,
+                    pre + http_len, (uint32_t)n - http_len, &ss->meta);
+    log_info("feed", "#%llu %s: relay feed /%s from page %llu (%s; ring %llu..%llu)",
+             (unsigned long long)c->id, c->peer, ss->mount, (unsigned long long)start,
+             has_from ? (start == from ? "resumed" : "cannot resume there") : "new",
+             (unsigned long long)tail, (unsigned long long)head);
+    if (loop_mod(a->loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0) {
+        conn_close(c);
+        return;
+    }
+    feed_flush(c);
+}
+
+void feed_flush_all(struct audience *a)
+{
+    struct list_node *n, *tmp;
+    list_for_each_safe(n, tmp, &a->feeds)
+    {
+        struct conn *c = list_entry(n, struct conn, node);
+        if (!FST(c)->blocked)
+            feed_flush(c);
+    }
+}
+
+void feed_tick(struct audience *a)
+{
+    int64_t now = a->loop->now_ms;
+    struct list_node *n, *tmp;
+    list_for_each_safe(n, tmp, &a->feeds)
+    {
+        struct conn *c = list_entry(n, struct conn, node);
+        struct feed_state *f = FST(c);
+        if (f->blocked) {
+            if (now - f->last_byte_ms > FEED_STUCK_MS && !net_writable_now(c->io.fd))
+                feed_cut(c, "took nothing for 10 s");
+            continue;
+        }
+        if (now - f->last_frame_ms >= FEED_KEEPALIVE_MS && f->off == f->out.len && !f->ending) {
+            f->off = 0;
+            f->out.len = 0;
+            feed_put_keepalive(&f->out, ring_head(shared_ring(a->sh, f->slot)));
+            f->last_frame_ms = now;
+        }
+        feed_flush(c);
+    }
+}
+
+void feed_close_all(struct audience *a)
+{
+    struct list_node *n, *tmp;
+    list_for_each_safe(n, tmp, &a->feeds)
+    {
+        conn_close(list_entry(n, struct conn, node));
+    }
+}

@@ -1,0 +1,130 @@
+/*
+ * feedproto: the relay feed, version 1 -- what an upstream (an origin or another relay) sends
+ * a downstream relay on `GET /<space>?relay=1[&from=SEQ]` of its audience port. The answer is
+ * `200`, `Content-Type: application/x-rostrum-feed`, `X-Rostrum-Feed: 1`, then frames until
+ * either side closes. Nothing flows upward yet (item 3 of issue 10 will send the relay's
+ * receiving-listener count as frames the other way, in this same format).
+ *
+ * A frame is an 8-byte head and a payload, integers big-endian:
+ *
+ *   +------+-------+----------+---------------+-----------------------------+
+ *   | type | flags | reserved |  payload len  |  payload (len bytes)        |
+ *   |  u8  | u8 =0 |  u16 = 0 |      u32      |  <= FEED_MAX_PAYLOAD        |
+ *   +------+-------+----------+---------------+-----------------------------+
+ *
+ *   HEADER   version u16, channels u16, serial u32, epoch u32, reserved u32, start u64,
+ *            Ogg header pages (u32 length + bytes: ogg_mux_headers, <= FEED_MAX_OGG_HEADERS),
+ *            then name, description, genre, url, bitrate (u16 length + bytes each).
+ *            Always the first frame. <start> is the sequence of the first PAGE that follows:
+ *            the asked `from` when the upstream still has it, else its burst start.
+ *   PAGE     seq u64, granule u64, samples u32, then the Ogg page (27..OGG_MUX_MAX_PAGE bytes,
+ *            "OggS"). Pages come in sequence order, one by one, from <start>.
+ *   STATE    the stage's state document (JSON, <= SHARED_STATE_MAX; empty: none).
+ *   KEEPALIVE head u64: the upstream's ring head. Sent when nothing else was for a while.
+ *   END      reason u8 (FEED_END_*): the space ended or restarted upstream; the upstream
+ *            closes after it.
+ *
+ * Upward, from the relay on the same connection, once a second (the only frame that flows
+ * that way; an upstream cuts a feed that sends anything else, or more than one frame's bytes
+ * it cannot parse):
+ *
+ *   REPORT   receiving u32 (the relay's listeners of this space that received audio in the
+ *            last 5 s), connections u32, capacity u32 (its max-listeners), load u16 (its
+ *            worst worker pressure, thousandths), reserved u16. What issue 10's item 3 sums
+ *            into the tree's count; stored per feed today.
+ *
+ * The stream's identity is (serial, epoch): the Ogg serial and the origin's slot generation
+ * when the stream began, carried unchanged down the tree, like the sequence numbers, so a
+ * relay can resume from any upstream that carries the same stream.
+ *
+ * Everything a peer can make the parser hold is bounded: a payload over FEED_MAX_PAYLOAD is
+ * invalid before it is read, so a reader never buffers more than FEED_MAX_FRAME bytes.
+ */
+#ifndef ROSTRUM_RELAY_FEEDPROTO_H
+#define ROSTRUM_RELAY_FEEDPROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ogg/mux.h"
+#include "shm/shared.h"
+#include "util/buf.h"
+
+#define FEED_VERSION 1
+#define FEED_CONTENT_TYPE "application/x-rostrum-feed"
+#define FEED_HEAD_BYTES 8
+#define FEED_PAGE_FIXED 20
+#define FEED_MAX_OGG_HEADERS 6144 /* leaves the preamble room for its HTTP part */
+#define FEED_MAX_PAYLOAD (FEED_PAGE_FIXED + OGG_MUX_MAX_PAGE)
+#define FEED_MAX_FRAME (FEED_HEAD_BYTES + FEED_MAX_PAYLOAD)
+
+enum feed_type { FEED_HEADER = 1, FEED_PAGE, FEED_STATE, FEED_KEEPALIVE, FEED_END, FEED_REPORT };
+#define FEED_REPORT_BYTES (FEED_HEAD_BYTES + 16)
+enum feed_end { FEED_END_ENDED = 1, FEED_END_RESTART };
+
+/* A byte string inside a parsed frame (borrowed from the parser's input). */
+struct feed_str {
+    const unsigned char *p;
+    uint32_t len;
+};
+
+/* One parsed frame; pointers borrow the input given to feed_parse. */
+struct feed_frame {
+    uint8_t type;
+    union {
+        struct {
+            uint16_t version, channels;
+            uint32_t serial, epoch;
+            uint64_t start;
+            struct feed_str ogg;
+            struct feed_str meta[5]; /* name, description, genre, url, bitrate */
+        } header;
+        struct {
+            uint64_t seq, granule;
+            uint32_t samples;
+            struct feed_str page;
+        } page;
+        struct feed_str state;
+        uint64_t head; /* KEEPALIVE */
+        uint8_t end;   /* END */
+        struct {
+            uint32_t receiving, connections, capacity;
+            uint16_t load_milli;
+        } report; /* REPORT (upward) */
+    };
+};
+
+/* Parses one frame at the start of <buf>/<len>. Returns the bytes it took (> 0), -2 if more
+ * bytes are needed (never more than FEED_MAX_FRAME in all), -1 if the bytes are not a valid
+ * frame of this version (the reader closes). Stateless: frame order is the caller's check. */
+int feed_parse(const unsigned char *buf, size_t len, struct feed_frame *f);
+
+/* What a relay needs of its upstream's answer head. */
+#define FEED_MAX_HEAD 8192
+enum feed_kind { FEED_KIND_OTHER, FEED_KIND_FEED, FEED_KIND_OGG, FEED_KIND_JSON };
+struct feed_http_head {
+    int status;       /* 100..999 */
+    int kind;         /* from Content-Type (and X-Rostrum-Feed for a feed) */
+    int feed_version; /* X-Rostrum-Feed, 0 if absent */
+};
+/* Parses the HTTP (or ICY) response head at the start of <buf>/<len>, which ends at the first
+ * blank line (CRLF CRLF). Returns the head's length, -2 if incomplete (and under
+ * FEED_MAX_HEAD), -1 if malformed or longer. */
+int feed_parse_response_head(const unsigned char *buf, size_t len, struct feed_http_head *h);
+
+/* Encoders: append one frame to <b>. */
+void feed_put_header(struct buf *b, uint16_t channels, uint32_t serial, uint32_t epoch,
+                     uint64_t start, const void *ogg, uint32_t ogg_len,
+                     const struct space_meta *meta);
+/* The head of a PAGE frame for a page of <page_len> bytes (the page bytes follow it: a
+ * writer may send them from elsewhere). Writes FEED_HEAD_BYTES + FEED_PAGE_FIXED bytes. */
+void feed_page_head(unsigned char out[FEED_HEAD_BYTES + FEED_PAGE_FIXED], uint64_t seq,
+                    uint64_t granule, uint32_t samples, uint32_t page_len);
+void feed_put_state(struct buf *b, const void *json, uint32_t len);
+void feed_put_keepalive(struct buf *b, uint64_t head);
+void feed_put_end(struct buf *b, uint8_t reason);
+/* An upward REPORT, written into <out> (FEED_REPORT_BYTES). */
+void feed_report(unsigned char out[FEED_REPORT_BYTES], uint32_t receiving, uint32_t connections,
+                 uint32_t capacity, uint16_t load_milli);
+
+#endif

@@ -1,0 +1,161 @@
+/* Unit tests for the relay feed's frames and the answer head a relay reads (issue 10). */
+#include <string.h>
+
+#include "harness.h"
+#include "relay/feedproto.h"
+
+static const unsigned char ogg[40] = "OggS\0\2 header page bytes follow here..";
+
+static struct buf sample_stream(void)
+{
+    struct buf b = {0};
+    struct space_meta m;
+    memset(&m, 0, sizeof(m));
+    strcpy(m.name, "Name");
+    strcpy(m.bitrate, "48");
+    feed_put_header(&b, 2, 0xdeadbeef, 7, 1000, ogg, sizeof(ogg), &m);
+    unsigned char head[FEED_HEAD_BYTES + FEED_PAGE_FIXED];
+    feed_page_head(head, 1000, 48312, 9600, sizeof(ogg));
+    buf_append(&b, head, sizeof(head));
+    buf_append(&b, ogg, sizeof(ogg));
+    feed_put_state(&b, "{}", 2);
+    feed_put_keepalive(&b, 1001);
+    feed_put_end(&b, FEED_END_RESTART);
+    return b;
+}
+
+TEST(feed_frames_round_trip_10)
+{
+    struct buf b = sample_stream();
+    const unsigned char *p = (const unsigned char *)b.data;
+    size_t off = 0;
+    struct feed_frame f;
+    int n = feed_parse(p, b.len, &f);
+    ASSERT(n > 0);
+    ASSERT_EQ_INT(f.type, FEED_HEADER);
+    ASSERT_EQ_UINT(f.header.serial, 0xdeadbeef);
+    ASSERT_EQ_UINT(f.header.epoch, 7);
+    ASSERT_EQ_UINT(f.header.start, 1000);
+    ASSERT_EQ_INT(f.header.channels, 2);
+    ASSERT_EQ_UINT(f.header.ogg.len, sizeof(ogg));
+    ASSERT_EQ_UINT(f.header.meta[0].len, 4);
+    ASSERT_EQ_MEM(f.header.meta[0].p, "Name", 4);
+    ASSERT_EQ_UINT(f.header.meta[4].len, 2);
+    off += (size_t)n;
+    n = feed_parse(p + off, b.len - off, &f);
+    ASSERT_EQ_INT(f.type, FEED_PAGE);
+    ASSERT_EQ_UINT(f.page.seq, 1000);
+    ASSERT_EQ_UINT(f.page.granule, 48312);
+    ASSERT_EQ_UINT(f.page.samples, 9600);
+    ASSERT_EQ_MEM(f.page.page.p, ogg, sizeof(ogg));
+    off += (size_t)n;
+    n = feed_parse(p + off, b.len - off, &f);
+    ASSERT_EQ_INT(f.type, FEED_STATE);
+    ASSERT_EQ_UINT(f.state.len, 2);
+    off += (size_t)n;
+    n = feed_parse(p + off, b.len - off, &f);
+    ASSERT_EQ_INT(f.type, FEED_KEEPALIVE);
+    ASSERT_EQ_UINT(f.head, 1001);
+    off += (size_t)n;
+    n = feed_parse(p + off, b.len - off, &f);
+    ASSERT_EQ_INT(f.type, FEED_END);
+    ASSERT_EQ_INT(f.end, FEED_END_RESTART);
+    off += (size_t)n;
+    ASSERT_EQ_UINT(off, b.len);
+    buf_free(&b);
+}
+
+/* Every prefix of a frame is incomplete: a frame split across reads anywhere parses as one. */
+TEST(feed_frames_split_at_every_byte_10)
+{
+    struct buf b = sample_stream();
+    const unsigned char *p = (const unsigned char *)b.data;
+    struct feed_frame f;
+    size_t off = 0;
+    while (off < b.len) {
+        int n = feed_parse(p + off, b.len - off, &f);
+        ASSERT(n > 0);
+        for (size_t cut = 0; cut < (size_t)n; cut++)
+            ASSERT_EQ_INT(feed_parse(p + off, cut, &f), -2);
+        off += (size_t)n;
+    }
+    buf_free(&b);
+}
+
+TEST(feed_refuses_what_it_cannot_bound_10)
+{
+    struct feed_frame f;
+    /* a payload over the bound is refused from its head alone */
+    unsigned char big[8] = {FEED_PAGE, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff};
+    ASSERT_EQ_INT(feed_parse(big, sizeof(big), &f), -1);
+    unsigned char flags[8] = {FEED_KEEPALIVE, 1, 0, 0, 0, 0, 0, 8};
+    ASSERT_EQ_INT(feed_parse(flags, sizeof(flags), &f), -1);
+    unsigned char type[9] = {99, 0, 0, 0, 0, 0, 0, 1, 0};
+    ASSERT_EQ_INT(feed_parse(type, sizeof(type), &f), -1);
+    /* a header of another version, or with 3 channels */
+    struct buf b = sample_stream();
+    unsigned char *p = (unsigned char *)b.data;
+    p[FEED_HEAD_BYTES + 1] = 2; /* version 2 */
+    ASSERT_EQ_INT(feed_parse(p, b.len, &f), -1);
+    p[FEED_HEAD_BYTES + 1] = 1;
+    p[FEED_HEAD_BYTES + 3] = 3;
+    ASSERT_EQ_INT(feed_parse(p, b.len, &f), -1);
+    p[FEED_HEAD_BYTES + 3] = 2;
+    ASSERT(feed_parse(p, b.len, &f) > 0);
+    buf_free(&b);
+    /* a page that is not an Ogg page */
+    unsigned char head[FEED_HEAD_BYTES + FEED_PAGE_FIXED + 40];
+    feed_page_head(head, 1, 2, 3, 40);
+    memset(head + FEED_HEAD_BYTES + FEED_PAGE_FIXED, 'x', 40);
+    ASSERT_EQ_INT(feed_parse(head, sizeof(head), &f), -1);
+}
+
+TEST(feed_report_upward_10)
+{
+    unsigned char rep[FEED_REPORT_BYTES];
+    feed_report(rep, 12345, 12400, 100000, 250);
+    struct feed_frame f;
+    ASSERT_EQ_INT(feed_parse(rep, sizeof(rep), &f), FEED_REPORT_BYTES);
+    ASSERT_EQ_INT(f.type, FEED_REPORT);
+    ASSERT_EQ_UINT(f.report.receiving, 12345);
+    ASSERT_EQ_UINT(f.report.connections, 12400);
+    ASSERT_EQ_UINT(f.report.capacity, 100000);
+    ASSERT_EQ_UINT(f.report.load_milli, 250);
+    for (size_t cut = 0; cut < sizeof(rep); cut++)
+        ASSERT_EQ_INT(feed_parse(rep, cut, &f), -2);
+    rep[FEED_REPORT_BYTES - 1] = 1; /* reserved must be 0 */
+    ASSERT_EQ_INT(feed_parse(rep, sizeof(rep), &f), -1);
+}
+
+TEST(feed_answer_heads_10)
+{
+    struct feed_http_head h;
+    const char *feed = "HTTP/1.0 200 OK\r\nContent-Type: application/x-rostrum-feed\r\n"
+                       "X-Rostrum-Feed: 1\r\n\r\nFRAMES";
+    ASSERT_EQ_INT(feed_parse_response_head((const unsigned char *)feed, strlen(feed), &h),
+                  (int)strlen(feed) - 6);
+    ASSERT_EQ_INT(h.status, 200);
+    ASSERT_EQ_INT(h.kind, FEED_KIND_FEED);
+    ASSERT_EQ_INT(h.feed_version, 1);
+    const char *ice = "HTTP/1.0 200 OK\r\ncontent-type: application/ogg\r\nicy-br: 48\r\n\r\n";
+    ASSERT(feed_parse_response_head((const unsigned char *)ice, strlen(ice), &h) > 0);
+    ASSERT_EQ_INT(h.kind, FEED_KIND_OGG);
+    const char *icy = "ICY 403 Forbidden\r\n\r\n";
+    ASSERT(feed_parse_response_head((const unsigned char *)icy, strlen(icy), &h) > 0);
+    ASSERT_EQ_INT(h.status, 403);
+    ASSERT_EQ_INT(feed_parse_response_head((const unsigned char *)"HTTP/1.0 200 OK\r\n", 17, &h),
+                  -2);
+    ASSERT_EQ_INT(feed_parse_response_head((const unsigned char *)"SMTP 200\r\n\r\n", 12, &h), -1);
+    const char *ctl = "HTTP/1.1 200 OK\r\nX: a\001b\r\n\r\n";
+    ASSERT_EQ_INT(feed_parse_response_head((const unsigned char *)ctl, strlen(ctl), &h), -1);
+    /* a head that never ends is refused at its bound, not buffered */
+    static unsigned char longhead[FEED_MAX_HEAD + 10];
+    memset(longhead, 'a', sizeof(longhead));
+    memcpy(longhead, "HTTP/1.0 200 OK\r\n", 17);
+    ASSERT_EQ_INT(feed_parse_response_head(longhead, sizeof(longhead), &h), -1);
+}
+
+int main(void)
+{
+    return RUN_TESTS();
+}
