@@ -640,6 +640,7 @@ def open_tun(ns, name):
 def wire_main(conf):
     """Copies packets between two TUN devices with delay, jitter and loss; obeys its control
     socket: {"set": {"delay_ms", "jitter_ms", "loss", "state": up|drop|stall}}, {"stats": 1}."""
+    parent = os.getppid()
     fds = {"ab": open_tun(conf["ns_a"], conf["if_a"]), "ba": open_tun(conf["ns_b"], conf["if_b"])}
     out = {"ab": fds["ba"], "ba": fds["ab"]}
     src_of = {fds["ab"]: "ab", fds["ba"]: "ba"}
@@ -705,6 +706,9 @@ def wire_main(conf):
             deliver(d, pkt)
         timeout = max(0.0, queue[0][0] - now) if queue else 1.0
         r, _, _ = select.select([fds["ab"], fds["ba"], ctl], [], [], timeout)
+        if os.getppid() != parent:
+            print("the test process is gone: exiting", file=sys.stderr, flush=True)
+            return
         now = time.monotonic()
         for fd in r:
             if fd is ctl:
@@ -723,8 +727,9 @@ def wire_main(conf):
                     pkt = os.read(fd, 65536)
                 except BlockingIOError:
                     break
-                except OSError:
-                    break
+                except OSError as e:  # the device went with its namespace
+                    print(f"read from {d}: {e}: exiting", file=sys.stderr, flush=True)
+                    return
                 stats[d]["in"] += 1
                 if p["state"] == "drop":
                     stats[d]["cut"] += 1

@@ -7,6 +7,7 @@ limit. Then one listener host's link is cut (a black hole: packets dropped, no R
 and restored. Skipped, with the reason, where namespaces cannot be made (not root, no ip)."""
 
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -135,3 +136,82 @@ def test_netns_origin_two_listener_hosts_through_a_cut(ctx):
         r = json.loads(spk.output().strip().splitlines()[-1])
         check(r["packets_received"] > 700, f"speaker {name} heard {r['packets_received']} "
                                            "return packets in 22 s")
+
+
+def tcp_connect_time(topo, host, addr, port, timeout):
+    """Seconds a TCP connect from <host> to addr:port takes, or None if it fails in time."""
+    with topo.entered(host):
+        s = socket.socket()
+    s.settimeout(timeout)
+    t0 = time.monotonic()
+    try:
+        s.connect((addr, port))
+        return time.monotonic() - t0
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+@test(timeout=60, icecast=False)
+def test_netns_relay_tree_topology_routes_and_cuts(ctx):
+    """build_tree(), the topology the relay test will use, before the relay exists: every host
+    reaches every other through the static routes, delays add up along a path (lhost1 ->
+    edge1 -> regional1 -> origin), a listener 3 hops from the origin decodes, cutting every
+    link of regional1 silences it while edge1 still reaches regional2 directly, and restoring
+    brings the stream back, one clean Ogg stream."""
+    tree = netns.build_tree(ctx)
+    srv = tree.server("origin", extra=["--workers", "1"])
+    src = ffmpeg_source(tree, srv, "/live", 440)
+
+    def live():
+        check(src.alive(), f"the source exited:\n{src.tail()}")
+        return listeners_on(srv, "/live") is not None
+
+    wait_for(live, 15, "/live to go live")
+    # a port to connect to on every host (the kernel answers the handshake from the backlog)
+    socks = []
+    for h in tree.hosts:
+        if h != "origin":
+            with tree.entered(h):
+                s = socket.socket()
+            s.bind(("0.0.0.0", 9000))
+            s.listen(16)
+            socks.append(s)
+            ctx.on_cleanup(s.close)
+    port = {h: 9000 for h in tree.hosts}
+    port["origin"] = 8000
+    for a in tree.hosts:
+        for b in tree.hosts:
+            if a != b:
+                t = tcp_connect_time(tree, a, tree.ip(b), port[b], 3)
+                check(t is not None, f"{a} cannot reach {b} ({tree.ip(b)})")
+    # lhost1 -> edge1 (20 ms) -> regional1 (10 ms) -> origin (40 ms): a round trip >= 140 ms
+    rtt = tcp_connect_time(tree, "lhost1", tree.ip("origin"), 8000, 3)
+    check(0.14 <= rtt < 0.5, f"lhost1 -> origin connect took {rtt * 1000:.0f} ms, want a "
+                             "round trip of the 3 links' delays (>= 140 ms)")
+    lst = tree.listener("lhost1", srv, "/live")
+    dec = tree.ffmpeg_listener("lhost2", srv, "/live", 12, "dec2")
+    time.sleep(4)
+    check(lst.max_gap(start=lst.t0 + 1.5) < 1.5, "the listener 3 hops away stalled")
+
+    tree.cut("regional1")
+    t_cut = time.monotonic()
+    check(tcp_connect_time(tree, "edge1", tree.ip("regional1"), 9000, 1) is None,
+          "edge1 reached regional1 with every link of regional1 cut")
+    check(tcp_connect_time(tree, "edge1", tree.ip("regional2"), 9000, 2) is not None,
+          "edge1 could not reach regional2 while only regional1 was cut")
+    time.sleep(max(0.0, 3 - (time.monotonic() - t_cut)))
+    silent = [t for t, _ in list(lst.chunks) if t > t_cut + 0.5]
+    check(not silent, f"lhost1's listener (routed through regional1) received "
+                      f"{len(silent)} chunks while regional1 was cut")
+    tree.restore("regional1")
+    t_restore = time.monotonic()
+    wait_for(lambda: [t for t, _ in list(lst.chunks) if t > t_restore], 10,
+             "the stream to reach lhost1 again")
+    time.sleep(2)
+    lst.close()
+    check(lst.end == "closed", f"lhost1's listener ended with {lst.end} (not by us)")
+    check_listener_ogg(lst)
+    pcm = check_ffmpeg_decode(dec, 12, timeout=30)
+    check_tone(pcm, 440, "lhost2 ffmpeg across the tree (and regional1's cut)", skip_s=0.5)
