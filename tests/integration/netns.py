@@ -46,9 +46,10 @@ Without root, or without `ip netns`, `Topology(ctx)` raises harness.Skip with th
     topo.add_host("origin"); topo.add_host("lhost1")
     topo.link("origin", "lhost1", delay_ms=30, loss=0.01, rate="2mbit")
     srv = topo.server("origin", extra=["--workers", "1"])       # rostrum serve in origin
-    p = topo.run("lhost1", "ffmpeg_l1", ["ffmpeg", "-i", srv.url("/live"), ...])
+    p = topo.run("lhost1", ["ffmpeg", "-i", srv.url("/live"), ...])   # log: lhost1-ffmpeg.log
+    lst = topo.listener("lhost1", srv, "/live")                 # harness.Listener in lhost1
     with topo.entered("lhost1"):                                # sockets made here live there
-        lst = harness.listen(ctx, srv, "/live", host=srv.ip, port=srv.audience)
+        s = socket.create_connection((srv.ip, srv.audience))
     topo.cut("origin", "lhost1"); time.sleep(3); topo.restore("origin", "lhost1")
 
 See build_tree() for the relay tree of issue 10.
@@ -241,6 +242,19 @@ class NsServer(harness.Server):
         self.stage = int(m.group(1)) if m else None
         self.audience_tls = self.stage_tls = None
 
+    def crash(self):
+        """SIGKILLs the server's processes (main and workers: a host that dies) and leaves it
+        out of the end-of-test checks; a new topo.server() on the same host can follow."""
+        self.stopped = True
+        self.proc.signal(signal.SIGKILL)
+        self.proc.p.wait(10)
+        self.proc._close_files()
+        for pid, _ in harness.token_processes(self.mark, harness.SERVER_ENV):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def url(self, path):
         return f"http://{self.ip}:{self.audience}{path}"
 
@@ -426,9 +440,11 @@ class Topology:
         with in_netns(self.ns(host)):
             yield
 
-    def run(self, host, name, argv, **kw):
+    def run(self, host, argv, name=None, **kw):
         """ctx.spawn of <argv> inside <host> (`ip netns exec`, which execs: the Proc is the
-        program itself); log in NAME.log of the test's temp dir, killed at the end."""
+        program itself); log in NAME.log (default HOST-PROGRAM) of the test's temp dir, killed
+        at the end. **kw: ctx.spawn's (stdout=, env=)."""
+        name = name or f"{host}-{Path(str(argv[0])).name}"
         return self.ctx.spawn(name, ["ip", "netns", "exec", self.ns(host), *map(str, argv)],
                               **kw)
 
@@ -447,9 +463,9 @@ class Topology:
     def ffmpeg_listener(self, host, srv, mount, seconds, name):
         """ffmpeg in <host> decoding <mount> of <srv> to s16le mono 48 kHz, in NAME.pcm;
         check it with harness.check_ffmpeg_decode."""
-        return self.run(host, name, ["ffmpeg", "-nostdin", "-v", "error", "-i", srv.url(mount),
-                                     "-t", seconds, "-f", "s16le", "-ac", "1", "-ar", "48000",
-                                     "-"], stdout=self.ctx.tmp / f"{name}.pcm")
+        return self.run(host, ["ffmpeg", "-nostdin", "-v", "error", "-i", srv.url(mount),
+                               "-t", seconds, "-f", "s16le", "-ac", "1", "-ar", "48000", "-"],
+                        name=name, stdout=self.ctx.tmp / f"{name}.pcm")
 
     # ---- links at run time ----
 
@@ -573,38 +589,53 @@ class Tree(Topology):
 
     ORIGIN, REGIONALS, EDGES = "origin", ("regional1", "regional2"), ("edge1", "edge2")
     LISTENER_HOSTS = {"edge1": "lhost1", "edge2": "lhost2"}
+    UPSTREAMS = {"regional1": ("origin",), "regional2": ("origin",),
+                 "edge1": ("regional1", "regional2"), "edge2": ("regional2", "regional1")}
+
+    def upstream(self, *hosts, port=8000):
+        """`--upstream` for a relay: the audience URLs of <hosts> by their host addresses."""
+        return ",".join(f"http://{self.ip(h)}:{port}" for h in hosts)
+
+    def relay(self, host, upstreams=None, extra=()):
+        """`BINARY relay --audience 0.0.0.0:8000 --upstream ...` in <host> (an NsServer: the
+        relay must print a `ready audience=HOST:PORT` line first, as serve does; it is stopped
+        with SIGTERM and checked like a server at the end). <upstreams>: host names, by default
+        UPSTREAMS[host]."""
+        ups = self.upstream(*(upstreams or self.UPSTREAMS[host]))
+        return self.server(host, command="relay", extra=["--upstream", ups, *extra])
 
 
 def build_tree(ctx, links=None, kind="tun"):
-    """Builds the relay tree of issue 10 and returns it (a Topology):
+    """Builds the relay tree of issue 10 and returns it (a Tree, a Topology):
 
         origin ── regional1 ──┬── edge1 ── lhost1
             └──── regional2 ──┴── edge2 ── lhost2    (each edge linked to both regionals)
 
-    <links> overrides TREE_LINKS' parameters per (a, b) pair. Host addresses: tree.ip(host)
-    (10.77.0.1 origin, .2 regional1, .3 regional2, .4 edge1, .5 edge2, .6 lhost1, .7 lhost2).
-    How the relay test will use it (`rostrum relay` does not exist yet):
+    <links> overrides TREE_LINKS' parameters per (a, b) pair (delay_ms, jitter_ms, loss, rate).
+    Host addresses: tree.ip(host) (10.77.0.1 origin, .2 regional1, .3 regional2, .4 edge1,
+    .5 edge2, .6 lhost1, .7 lhost2); every host reaches every other by static routes along
+    shortest paths (lhost1 -> edge1 -> regional1 -> origin). How the relay test will use it
+    (`rostrum relay` does not exist in this tree yet):
 
-        tree = netns.build_tree(ctx)
-        origin = tree.server("origin", extra=["--host-key", KEY])   # serve, :8000 / :8001
-        tree.run("origin", "source", ffmpeg_argv + [origin.source_url("/live")])
-        up = lambda *hs: ",".join(f"http://{tree.ip(h)}:8000" for h in hs)
-        r1 = tree.server("regional1", command="relay", extra=["--upstream", up("origin")])
-        r2 = tree.server("regional2", command="relay", extra=["--upstream", up("origin")])
-        e1 = tree.server("edge1", command="relay",
-                         extra=["--upstream", up("regional1", "regional2")])
-        e2 = ...                                                     # the same for edge2
-        lst = tree.listener("lhost1", e1, "/live")                 # raw Listener in lhost1
+        tree = netns.build_tree(ctx)                 # Skip with the reason if not possible
+        origin = tree.server("origin", extra=["--host-key", KEY])   # serve, :8000 and :8001
+        tree.run("origin", ffmpeg_argv + [origin.source_url("/live")], name="source")
+        tree.run("origin", [speak, "--stage", "127.0.0.1:8001", ...], name="speak_A")
+        r1, r2 = tree.relay("regional1"), tree.relay("regional2")  # --upstream origin
+        e1, e2 = tree.relay("edge1"), tree.relay("edge2")          # --upstream both regionals
+        lst = tree.listener("lhost1", e1, "/live")   # harness.Listener made inside lhost1
         dec = tree.ffmpeg_listener("lhost2", e2, "/live", 30, "dec2")
-        tree.cut("regional1")                  # every link of regional1: a black hole
+        tree.run("edge1", argv)                      # anything else inside a host
+        tree.cut("regional1")                        # every link of regional1: a black hole
         time.sleep(5); tree.restore("regional1")
-        tree.cut("origin", "regional2", how="stall")               # one link, frozen
-        tree.server_kill / srv.proc.signal(SIGKILL) kills a regional; origin.json() reads
-        the origin's status-json from inside its host; check_listener_ogg(lst) at the end.
+        tree.cut("origin", "regional2", how="stall") # one link, frozen, then delivered
+        tree.set_link("edge2", "lhost2", loss=0.05)  # worse last mile while it runs
+        r1.crash()                                   # a regional dies (SIGKILL, all its workers)
+        origin.json()                                # origin's status-json, from inside it
+        check_listener_ogg(lst); check_ffmpeg_decode(dec, 30, 40)
 
-    server(..., command="relay") starts `BINARY relay --audience 0.0.0.0:8000 ...` and reads
-    its audience port from the ready line like serve's (the relay must print `ready
-    audience=...`); extra= carries --upstream and the rest."""
+    Relays are stopped (SIGTERM, exit 0, no sanitizer report) and the namespaces removed when
+    the test ends, whatever happened."""
     params = dict(TREE_LINKS)
     params.update(links or {})
     tree = Tree(ctx)

@@ -20,17 +20,19 @@ CUT_S = 4.0
 
 
 def ffmpeg_source(topo, srv, mount, freq):
-    return topo.run(srv.host, "source", [
+    return topo.run(srv.host, [
         "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "warning", "-re", "-f", "lavfi",
         "-i", f"sine=frequency={freq}:sample_rate=48000", "-c:a", "libopus", "-b:a", "48k",
-        "-vbr", "off", "-f", "ogg", "-page_duration", "200000", "-content_type", "audio/ogg", srv.source_url(mount)])
+        "-vbr", "off", "-f", "ogg", "-page_duration", "200000", "-content_type", "audio/ogg",
+        srv.source_url(mount)], name="source")
 
 
 def speaker(topo, ctx, host, stage_addr, name, tone, seconds):
     binary = Path(ctx.binary).parent / "rostrum-speak"
-    return topo.run(host, f"speak_{name}", [
+    return topo.run(host, [
         binary, "--stage", stage_addr, "--space", "stage", "--name", name, "--key", KEY,
-        "--tone", tone, "--seconds", seconds, "--json"], stdout=ctx.tmp / f"speak_{name}.json")
+        "--tone", tone, "--seconds", seconds, "--json"], name=f"speak_{name}",
+        stdout=ctx.tmp / f"speak_{name}.json")
 
 
 def listeners_on(srv, mount):
@@ -215,3 +217,19 @@ def test_netns_relay_tree_topology_routes_and_cuts(ctx):
     check_listener_ogg(lst)
     pcm = check_ffmpeg_decode(dec, 12, timeout=30)
     check_tone(pcm, 440, "lhost2 ffmpeg across the tree (and regional1's cut)", skip_s=0.5)
+
+    # the origin host's server dies (SIGKILL, workers too) and a new one takes its place:
+    # the listener 3 hops away sees its connection end (EOF/RST), and a new one
+    # reaches the new server on the same address and port
+    lst2 = tree.listener("lhost1", srv, "/live")
+    srv.crash()
+    wait_for(lambda: lst2.end is not None, 10, "lhost1's listener to see the origin die")
+    srv2 = tree.server("origin", extra=["--workers", "1"])
+    check(srv2.ip == srv.ip and srv2.audience == srv.audience, "the new origin moved")
+    src2 = ffmpeg_source(tree, srv2, "/live", 440)
+    wait_for(lambda: src2.alive() and listeners_on(srv2, "/live") is not None, 15,
+             "/live on the new origin")
+    lst3 = tree.listener("lhost1", srv2, "/live")
+    time.sleep(3)
+    lst3.close()
+    check(len(check_listener_ogg(lst3)) > 5, "too few pages from the new origin")
