@@ -338,6 +338,11 @@ class Topology:
                        "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"])
         return ns
 
+    def sysctl(self, host, **settings):
+        """Sets sysctls of <host>'s namespace (net.* are per namespace), e.g.
+        sysctl("origin", **{"net.ipv4.tcp_wmem": "4096 16384 16384"})."""
+        self.sh(host, ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in settings.items())])
+
     def sh(self, host, argv, timeout=10):
         """Runs a short command in <host> and returns its stdout; fails if it fails."""
         r = subprocess.run(["ip", "netns", "exec", self.ns(host), *map(str, argv)],
@@ -630,7 +635,7 @@ def build_tree(ctx, links=None, kind="tun"):
         time.sleep(5); tree.restore("regional1")
         tree.cut("origin", "regional2", how="stall") # one link, frozen, then delivered
         tree.set_link("edge2", "lhost2", loss=0.05)  # worse last mile while it runs
-        r1.crash()                                   # a regional dies (SIGKILL, all its workers)
+        r1.crash()                                   # a regional dies (SIGKILL, workers too)
         origin.json()                                # origin's status-json, from inside it
         check_listener_ogg(lst); check_ffmpeg_decode(dec, 30, 40)
 

@@ -7,13 +7,14 @@ limit. Then one listener host's link is cut (a black hole: packets dropped, no R
 and restored. Skipped, with the reason, where namespaces cannot be made (not root, no ip)."""
 
 import json
+import re
 import socket
 import time
 from pathlib import Path
 
 import netns
-from harness import (check, check_ffmpeg_decode, check_listener_ogg, check_tone, test,
-                     wait_for)
+from harness import (check, check_ffmpeg_decode, check_listener_ogg, check_tone, metrics,
+                     test, wait_for)
 
 KEY = "netns-host-key"
 CUT_S = 4.0
@@ -233,3 +234,84 @@ def test_netns_relay_tree_topology_routes_and_cuts(ctx):
     time.sleep(3)
     lst3.close()
     check(len(check_listener_ogg(lst3)) > 5, "too few pages from the new origin")
+
+
+def seq_jumps(pages):
+    """[(sequence before, after, granule step)] where page sequence numbers skip."""
+    return [(a.seq, b.seq, b.granule - a.granule) for a, b in zip(pages[2:], pages[3:])
+            if b.seq != a.seq + 1]
+
+
+@test(timeout=60, icecast=False)
+def test_netns_cuts_longer_than_lag_jump_or_close(ctx):
+    """Outages longer than lag-ms (2 s here). rostrum sizes a listener's socket buffer to
+    about lag-ms of audio (the kernel doubles it), so seconds into an outage its writes block.
+    The links are frozen (cut how="stall": packets held, delivered on restore), so an outage
+    ends when the link comes back, not at TCP's next backed-off retransmission. lhost1 is
+    frozen 9 s: afterwards it gets what was buffered, then one jump to the live edge at a page
+    boundary (a counted stall; 5.4 s skipped, seen), on the same connection. lhost2 is frozen
+    17 s: its socket blocked past 3 x lag-ms, the server closes it as stuck during the outage
+    (~14 s in, seen) and no longer counts it as receiving; after the restore the client reads
+    the rest and the end of the connection, and a new listener joins fine."""
+    topo = netns.Topology(ctx)
+    for h in ("origin", "lhost1", "lhost2"):
+        topo.add_host(h)
+    topo.link("origin", "lhost1", delay_ms=25, jitter_ms=5, loss=0.01, rate="2mbit")
+    topo.link("origin", "lhost2", delay_ms=25, jitter_ms=5, loss=0.01, rate="2mbit")
+    srv = topo.server("origin", extra=["--workers", "1", "--lag-ms", "2000"])
+    src = ffmpeg_source(topo, srv, "/live", 440)
+
+    def live():
+        check(src.alive(), f"the source exited:\n{src.tail()}")
+        return listeners_on(srv, "/live") is not None
+
+    wait_for(live, 15, "/live to go live")
+    l1 = topo.listener("lhost1", srv, "/live")
+    l2 = topo.listener("lhost2", srv, "/live")
+    wait_for(lambda: listeners_on(srv, "/live") == 2, 5, "both listeners to be counted")
+    time.sleep(2)
+    t_cut = time.monotonic()
+    topo.cut("lhost1", how="stall")
+    topo.cut("lhost2", how="stall")
+    time.sleep(max(0.0, 9 - (time.monotonic() - t_cut)))
+    topo.restore("lhost1")
+    t_restore1 = time.monotonic()
+    # a listener counts as receiving while its client acknowledged bytes in the last 5 s
+    # (looked at every 2.5 s): lhost2, 13 s into its outage, no longer does; lhost1 does again
+    time.sleep(max(0.0, 13 - (time.monotonic() - t_cut)))
+    n = listeners_on(srv, "/live")
+    check(n == 1, f"13 s into lhost2's outage, 4 s after lhost1's restore, the origin counts "
+                  f"{n} receiving listeners, want 1")
+    time.sleep(max(0.0, 17 - (time.monotonic() - t_cut)))
+    check(l1.end is None, f"lhost1's connection ended: {l1.end}")
+    check(l2.end is None, f"lhost2's connection ended during its outage: {l2.end}")
+    check(re.search(r"10\.77\.2\.2:\d+: closed \(stuck\)", srv.log_text()),
+          "the server did not close lhost2's listener as stuck during a 17 s outage")
+    topo.restore("lhost2")
+    t_restore2 = time.monotonic()
+    wait_for(lambda: l2.end is not None, 10, "lhost2 to see its connection end after the restore")
+    l2b = topo.listener("lhost2", srv, "/live")
+    wait_for(lambda: listeners_on(srv, "/live") == 2, 6, "lhost2's new listener to count")
+    time.sleep(2)
+    vals, _ = harness_metrics(topo, srv)
+    stalls = vals.get(("rostrum_stalls_total", frozenset()))
+    for lst in (l1, l2b):
+        lst.close()
+    check(l1.end == "closed", f"lhost1's connection ended with {l1.end}")
+    pages = check_listener_ogg(l1, allow_jumps=True)
+    jumps = seq_jumps(pages)
+    check(len(jumps) == 1, f"lhost1: want one jump to the live edge, got {jumps}")
+    check(jumps[0][2] >= 2 * 48000, f"lhost1's jump skipped only {jumps[0][2]} samples")
+    check(stalls == 1, f"rostrum_stalls_total is {stalls}, want 1 (lhost1's jump)")
+    p2 = check_listener_ogg(l2, allow_final_eos=True)  # what it had, up to the close
+    check(not seq_jumps(p2), f"lhost2's stream jumped before it was closed: {seq_jumps(p2)}")
+    check(len(check_listener_ogg(l2b)) > 5, "lhost2's new listener got too few pages")
+    resumed = [t for t, _ in list(l1.chunks) if t > t_restore1][0]
+    print(f"lhost1 back {resumed - t_restore1:.2f} s after the restore, jump {jumps[0]} "
+          f"({jumps[0][2] / 48000:.1f} s skipped); lhost2 ended '{l2.end}' "
+          f"{l2.end_time - t_restore2:.1f} s after its restore")
+
+
+def harness_metrics(topo, srv):
+    with topo.entered(srv.host):
+        return metrics(srv)
