@@ -9,6 +9,8 @@ and restored. Skipped, with the reason, where namespaces cannot be made (not roo
 import json
 import re
 import socket
+import struct
+import threading
 import time
 from pathlib import Path
 
@@ -315,3 +317,102 @@ def test_netns_cuts_longer_than_lag_jump_or_close(ctx):
 def harness_metrics(topo, srv):
     with topo.entered(srv.host):
         return metrics(srv)
+
+
+@test(timeout=60, icecast=False)
+def test_netns_wire_does_what_it_claims(ctx):
+    """The link emulation itself, measured with UDP and TCP between two hosts: the share of
+    datagrams lost matches `loss`, one-way delay is delay_ms..delay_ms + jitter_ms and never
+    reorders, tbf holds TCP to the rate, a "drop" cut passes nothing, a "stall" delivers
+    everything at the restore, "down" and back keeps the routes."""
+    topo = netns.Topology(ctx)
+    topo.add_host("a")
+    topo.add_host("b")
+    topo.link("a", "b", delay_ms=40, jitter_ms=10, loss=0.1, rate="1mbit")
+    with topo.entered("b"):
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        rx.bind((topo.ip("b"), 9100))
+        lsock = socket.socket()
+        lsock.bind((topo.ip("b"), 9101))
+        lsock.listen(1)
+    with topo.entered("a"):
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ctx.on_cleanup(rx.close)
+    ctx.on_cleanup(tx.close)
+    ctx.on_cleanup(lsock.close)
+
+    received = []  # (tag, index, one-way delay), read as they arrive
+
+    def receive():
+        rx.settimeout(0.05)
+        while True:
+            try:
+                d = rx.recv(64)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            tag, i, sent = struct.unpack("!cId", d)
+            received.append((tag, i, time.monotonic() - sent))
+
+    threading.Thread(target=receive, daemon=True).start()
+
+    def burst(n, tag, gap=0.002):
+        for i in range(n):
+            tx.sendto(struct.pack("!cId", tag, i, time.monotonic()), (topo.ip("b"), 9100))
+            time.sleep(gap)
+
+    def drain(wait):
+        time.sleep(wait)
+        got = list(received)
+        del received[:len(got)]
+        return got
+
+    burst(1000, b"L")
+    got = drain(0.5)
+    lost = 1 - len(got) / 1000
+    check(0.06 <= lost <= 0.14, f"{lost:.1%} of datagrams lost on a 10 % loss link")
+    delays = sorted(d for _, _, d in got)
+    med = delays[len(delays) // 2]
+    # the upper bound leaves room for scheduling on 2 shared cores (seen: up to 73 ms)
+    check(0.039 <= delays[0] and 0.040 <= med <= 0.056 and delays[-1] <= 0.1,
+          f"one-way delays {delays[0] * 1000:.1f}..{delays[-1] * 1000:.1f} ms, median "
+          f"{med * 1000:.1f} ms, on a 40 ms + 10 ms jitter link")
+    order = [i for _, i, _ in got]
+    check(order == sorted(order), "the wire reordered datagrams")
+
+    # tbf: 300 KB over TCP at 1 mbit/s (125 KB/s) take >= 2 s (the 16 KB burst aside)
+    topo.set_link("a", "b", loss=0.0, jitter_ms=0)
+    with topo.entered("a"):
+        c = socket.create_connection((topo.ip("b"), 9101), timeout=10)
+    s, _ = lsock.accept()
+    s.settimeout(10)
+    t0 = time.monotonic()
+    c.sendall(b"x" * 300_000)
+    n = 0
+    while n < 300_000:
+        n += len(s.recv(65536))
+    took = time.monotonic() - t0
+    c.close()
+    s.close()
+    check(2.0 <= took <= 4.5, f"300 KB at 1 mbit/s took {took:.2f} s, want ~2.4 s")
+
+    topo.cut("a", "b")
+    burst(50, b"D")
+    check(not drain(0.5), "datagrams crossed a cut (drop) link")
+    topo.restore("a", "b")
+    topo.cut("a", "b", how="stall")
+    burst(50, b"S")
+    check(not drain(0.5), "datagrams crossed a frozen link before its restore")
+    topo.restore("a", "b")
+    held = drain(0.5)
+    check(len(held) == 50 and [i for _, i, _ in held] == list(range(50)),
+          f"a frozen link delivered {len(held)} of 50 held datagrams at its restore")
+    topo.cut("a", "b", how="down")
+    topo.restore("a", "b")
+    burst(20, b"U")
+    check(len(drain(0.5)) == 20, "after down and up, the route from a to b was not restored")
+    print(f"loss {lost:.1%}, delays {delays[0] * 1000:.1f}..{delays[-1] * 1000:.1f} ms "
+          f"(median {med * 1000:.1f}), "
+          f"300 KB in {took:.2f} s; stats {topo.stats('a', 'b')['stats']}")
