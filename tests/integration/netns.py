@@ -175,10 +175,10 @@ def privileges_reason():
     """None if this process can make network namespaces, else why not."""
     if os.geteuid() != 0:
         return f"network namespaces need root (running as uid {os.geteuid()})"
-    for tool in ("ip", "tc"):
+    for tool, pkg in (("ip", "iproute2"), ("tc", "iproute2"), ("sysctl", "procps")):
         if not any(os.access(os.path.join(d, tool), os.X_OK)
                    for d in os.environ.get("PATH", "").split(":") + ["/usr/sbin", "/sbin"]):
-            return f"`{tool}` (iproute2) is not installed"
+            return f"`{tool}` ({pkg}) is not installed"
     probe = f"rit{os.getpid()}-probe"
     r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, timeout=10)
     if r.returncode != 0:

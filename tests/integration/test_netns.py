@@ -376,7 +376,7 @@ def test_netns_wire_does_what_it_claims(ctx):
     delays = sorted(d for _, _, d in got)
     med = delays[len(delays) // 2]
     # the upper bound leaves room for scheduling on 2 shared cores (seen: up to 73 ms)
-    check(0.039 <= delays[0] and 0.040 <= med <= 0.056 and delays[-1] <= 0.1,
+    check(0.039 <= delays[0] and 0.040 <= med <= 0.065 and delays[-1] <= 0.15,
           f"one-way delays {delays[0] * 1000:.1f}..{delays[-1] * 1000:.1f} ms, median "
           f"{med * 1000:.1f} ms, on a 40 ms + 10 ms jitter link")
     order = [i for _, i, _ in got]
