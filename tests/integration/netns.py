@@ -1,7 +1,7 @@
 """Test hosts in network namespaces: a topology of hosts and emulated links for multi-host tests.
 
-Each host is a network namespace named `rit<PID>-<host>` (PID: the test process), with `lo` up
-and one host address 10.77.0.N/32 on `lo`.  Each link is its own subnet 10.77.L.0/24 (side a is
+Each host is a network namespace named `rit<PID>-<K>-<host>` (PID: the test process, K: the
+topology's number in it), with `lo` up and one host address 10.77.0.N/32 on `lo`.  Each link is its own subnet 10.77.L.0/24 (side a is
 .1, side b is .2).  Every host gets static routes to every other host's address and to every
 link subnet along a shortest path (forwarding on in each namespace), so any host can reach any
 other; a cut link is not routed around (static routes, as a real cut would be until a routing
@@ -84,6 +84,7 @@ from harness import FatalFailure, Skip, TestFailure, check, wait_for  # noqa: E4
 CLONE_NEWNET = 0x40000000
 NS_RE = re.compile(r"^rit(\d+)-")
 _libc = None
+_made = 0  # topologies made by this process: each has its own prefix
 
 
 def _setns(fd):
@@ -303,7 +304,9 @@ class Topology:
         if reason:
             raise Skip(f"no network namespaces: {reason}")
         sweep_stale()
-        self.prefix = name_prefix or f"rit{os.getpid()}-"
+        global _made
+        _made += 1
+        self.prefix = name_prefix or f"rit{os.getpid()}-{_made}-"
         remove_namespaces(self.prefix)  # leftovers of an earlier run of this very process
         self.hosts = {}  # name -> index (host address 10.77.0.index)
         self.links = []
