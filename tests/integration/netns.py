@@ -5,10 +5,10 @@ topology's number in it), with `lo` up and one host address 10.77.0.N/32 on `lo`
 is its own subnet 10.77.L.0/24 (side a is .1, side b is .2).  Every host gets static routes
 to every other host's address and to every link subnet along a shortest path (forwarding on
 in each namespace), so any host can reach any other; a cut link is not routed around (static
-routes, as a real cut would be until a routing protocol moved).  Nothing is ever made in, or routed through, the machine's own namespace: the
-veth ends are created inside the namespaces (`ip -n A link add ... peer ... netns B`) and the
-TUN ends from inside them (setns(2)); all addresses are 10.77.x.y inside namespaces of this
-test only.
+routes, as a real cut would be until a routing protocol moved).  Nothing is ever made in, or
+routed through, the machine's own namespace: the veth ends are created inside the namespaces
+(`ip -n A link add ... peer ... netns B`) and the TUN ends from inside them (setns(2)); all
+addresses are 10.77.x.y inside namespaces of this test only.
 
 Link emulation, and why.  This kernel (6.18, see /proc/config.gz) has no `netem` qdisc (nor
 fq_codel, sfq) and no tc actions (gact: no `tc ... action drop`); it has `tbf`, `htb`, `pfifo`,
