@@ -716,7 +716,7 @@ class Listener:
     Fields after start: `resp` (head), `chunks` [(monotonic time, bytes)], `end` (None while
     running, else 'eof' | 'reset' | 'closed' | error text) and `end_time`."""
 
-    def __init__(self, port, mount, headers=(), timeout=10.0, bind=None):
+    def __init__(self, port, mount, headers=(), timeout=10.0, bind=None, host="127.0.0.1"):
         self.mount = mount
         self.chunks = []
         self.end = None
@@ -726,8 +726,8 @@ class Listener:
         if bind:
             self.sock.bind((bind, 0))
         self.sock.settimeout(timeout)
-        self.sock.connect(("127.0.0.1", port))
-        hdrs = [("Host", f"127.0.0.1:{port}"), ("User-Agent", "rostrum-itest")] + list(headers)
+        self.sock.connect((host, port))
+        hdrs = [("Host", f"{host}:{port}"), ("User-Agent", "rostrum-itest")] + list(headers)
         req = f"GET {mount} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs) + "\r\n"
         self.t0 = time.monotonic()
         self.sock.sendall(req.encode())

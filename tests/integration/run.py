@@ -9,8 +9,9 @@ starts), with a fresh temp dir as cwd and TMPDIR, and an environment token by wh
 it started can be found and killed afterwards, even one that detached itself. A test that runs
 past its timeout is interrupted (SIGALRM, so it still cleans up and reports), then killed.
 
-Prints `ok   NAME (1.2s)` or `FAIL NAME: REASON` (details indented below) per test, and last
-`N passed, N failed`; exits 1 if any test failed.
+Prints `ok   NAME (1.2s)`, `skip NAME: REASON` or `FAIL NAME: REASON` (details indented below)
+per test, and last `N passed, N failed` (`, N skipped` after it if any); exits 1 if any test
+failed.
 """
 
 import argparse
@@ -260,7 +261,8 @@ def main():
         t.start()
     for t in threads:
         t.join()
-    print(f"{counts['ok']} passed, {counts['fail']} failed", flush=True)
+    skipped = f", {counts['skip']} skipped" if counts["skip"] else ""
+    print(f"{counts['ok']} passed, {counts['fail']} failed{skipped}", flush=True)
     return 1 if counts["fail"] else 0
 
 
