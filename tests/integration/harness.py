@@ -624,6 +624,11 @@ def metrics(server):
     r = http_request(server.audience, "GET", "/metrics")
     check(r.status == 200, f"GET /metrics -> {r.status}")
     text = r.body.decode("utf-8")
+    return parse_metrics(text), text
+
+
+def parse_metrics(text):
+    """The samples of a /metrics document: {(name, frozenset(labels)): value}."""
     vals = {}
     for line in text.split("\n"):
         if not line or line.startswith("#"):
@@ -633,7 +638,7 @@ def metrics(server):
         labels = frozenset(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"',
                                       m.group(3) or ""))
         vals[(m.group(1), labels)] = float(m.group(4))
-    return vals, text
+    return vals
 
 
 def metric(vals, name, **labels):
