@@ -59,6 +59,23 @@ def check(cond, msg):
         raise TestFailure(msg)
 
 
+NOTE = "#note "  # a line of the test's output that run.py shows under the test's result
+PART_SKIPPED = "skipped part: "
+
+
+def note(text):
+    """Reports <text> (measured figures, ...) under the test's result line, pass or fail."""
+    for line in str(text).splitlines() or [""]:
+        print(f"{NOTE}{line}", flush=True)
+
+
+def skip_part(what, reason):
+    """A part of a test that cannot run here (a feature not in this build yet): reported
+    under the result line and counted in run.py's summary (`N parts skipped`), never a
+    silent pass."""
+    note(f"{PART_SKIPPED}{what}: {reason}")
+
+
 def test(timeout=60, icecast=True, exclusive=False):
     """Decorator for test metadata: <timeout> in seconds, <icecast> False when the test checks
     rostrum-only behaviour, <exclusive> True to run with no other test beside it."""

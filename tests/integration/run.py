@@ -10,8 +10,10 @@ it started can be found and killed afterwards, even one that detached itself. A 
 past its timeout is interrupted (SIGALRM, so it still cleans up and reports), then killed.
 
 Prints `ok   NAME (1.2s)`, `skip NAME: REASON` or `FAIL NAME: REASON` (details indented below)
-per test, and last `N passed, N failed` (`, N skipped` after it if any); exits 1 if any test
-failed.
+per test, then the lines the test reported with harness.note() (`  | ...`, whatever the
+outcome: measured figures, and `skipped part: ...` for a part of a test that could not run),
+and last `N passed, N failed` (`, N skipped`, `, N parts skipped` after it if any); exits 1 if
+any test failed.
 """
 
 import argparse
@@ -139,7 +141,7 @@ def run_one(args, full, fn):
     with open(Path(tmp) / "child.out", "wb") as out:
         if ABORTING.is_set():
             shutil.rmtree(tmp, ignore_errors=True)
-            return "fail", "interrupted", "", 0.0
+            return "fail", "interrupted", "", 0.0, []
         p = subprocess.Popen([sys.executable, __file__, "--child", args.binary, full, tmp,
                               str(result), str(timeout)],
                              stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -168,13 +170,19 @@ def run_one(args, full, fn):
     if left:
         status, reason = "fail", f"processes survived the test: {left}"
     extra = harness.tail(Path(tmp) / "child.out", 40)
+    try:  # what the test reported with harness.note(), shown whatever the outcome
+        notes = [line[len(harness.NOTE):] for line in
+                 (Path(tmp) / "child.out").read_text(errors="replace").splitlines()
+                 if line.startswith(harness.NOTE)]
+    except OSError:
+        notes = []
     if status == "fail" and extra:
         details = (details + "\n--- test output:\n" + extra).strip()
     if args.keep or (args.keep_failed and status == "fail"):
         details += f"\n(temp dir kept: {tmp})"
     else:
         shutil.rmtree(tmp, ignore_errors=True)
-    return status, reason, details, secs
+    return status, reason, details, secs, notes
 
 
 def main():
@@ -208,14 +216,14 @@ def main():
 
     signal.signal(signal.SIGINT, abort_running)
     signal.signal(signal.SIGTERM, abort_running)
-    counts = {"ok": 0, "fail": 0, "skip": 0}
+    counts = {"ok": 0, "fail": 0, "skip": 0, "parts": 0}
     lock = threading.Lock()
     running = [0]
     exclusive_running = [False]
     cond = threading.Condition(lock)
     queue = list(tests)
 
-    def report(full, status, reason, details, secs):
+    def report(full, status, reason, details, secs, notes=()):
         if ABORTING.is_set():
             return
         with lock:
@@ -229,6 +237,9 @@ def main():
                 body = "\n".join(reason.splitlines()[1:]) + "\n" + details
                 for line in body.strip().split("\n"):
                     print(f"    {line}", flush=True)
+            for line in notes:
+                counts["parts"] += line.startswith(harness.PART_SKIPPED)
+                print(f"  | {line}", flush=True)
 
     def worker():
         while True:
@@ -246,7 +257,7 @@ def main():
                     exclusive_running[0] = excl
                     break
             if icecast and not args.no_skip and not getattr(fn, "icecast", True):
-                result = ("skip", "rostrum-only behaviour", "", 0.0)
+                result = ("skip", "rostrum-only behaviour", "", 0.0, [])
             else:
                 result = run_one(args, full, fn)
             report(full, *result)
@@ -262,6 +273,8 @@ def main():
     for t in threads:
         t.join()
     skipped = f", {counts['skip']} skipped" if counts["skip"] else ""
+    if counts["parts"]:
+        skipped += f", {counts['parts']} part{'s' if counts['parts'] > 1 else ''} skipped"
     print(f"{counts['ok']} passed, {counts['fail']} failed{skipped}", flush=True)
     return 1 if counts["fail"] else 0
 
