@@ -1,0 +1,230 @@
+"""The relay tree's count and redirects to an edge (issue 10, items 3 and 4).
+
+Real processes on loopback: an origin with a studio source, relays of it (`rostrum relay`, one
+worker each), a chain relay below them with two upstreams, and listeners on every node (the
+harness's raw Listener and rostrum-load). The origin's `tree_listeners` must equal what the
+listeners really receive; a relay that dies or stops drops out; a relay with two upstreams is
+counted once; a full or draining origin sends newcomers with 307 to a relay with room."""
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from harness import (check, check_tone, ffmpeg_source, free_port, http_request, listen, metric,
+                     metrics, pcm_samples, test, wait_for, wait_live)
+from test_relay import relay, relay_live
+
+
+def tree(srv, mount="/live"):
+    """(tree_listeners, listeners) of <mount> in <srv>'s /status-json.xsl, or (None, None)."""
+    r = http_request(srv.audience, "GET", "/status-json.xsl", timeout=3)
+    if r.status != 200:
+        return None, None
+    src = json.loads(r.body).get("icestats", {}).get("source")
+    for s in (src if isinstance(src, list) else [src] if src else []):
+        if str(s.get("listenurl", "")).endswith(mount):
+            return s.get("tree_listeners"), s.get("listeners")
+    return None, None
+
+
+def load(ctx, srv, n, seconds, name):
+    """rostrum-load with <n> listeners of /live on <srv> for <seconds>."""
+    exe = Path(ctx.binary).parent / "rostrum-load"
+    return ctx.spawn(name, [exe, "listen", "--url", srv.url("/live"), "--listeners", n,
+                            "--rate", 200, "--seconds", seconds, "--metrics-url", "none",
+                            "--json"], stdout=ctx.tmp / f"{name}.json")
+
+
+def wait_tree(srv, want, timeout, what):
+    seen = []
+
+    def ok():
+        t, _ = tree(srv)
+        seen.append(t)
+        return t is not None and abs(t - want) <= want * 0.001
+    try:
+        wait_for(ok, timeout, what, interval=0.25)
+    except AssertionError:
+        check(False, f"{what}: tree_listeners {seen[-8:]}, want {want}")
+
+
+def own(srv):
+    return tree(srv)[1] or 0
+
+
+def promtool(text):
+    p = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
+                       capture_output=True, timeout=20)
+    out = (p.stdout + p.stderr).decode(errors="replace")
+    check(p.returncode == 0, f"promtool check metrics failed ({p.returncode}):\n{out}")
+
+
+@test(timeout=150, icecast=False)
+def test_tree_count_is_the_whole_tree_10(ctx):
+    """origin -> r1, r2; r3 below r1 with r2 as its fail-over. Listeners on all four: the
+    origin's tree_listeners is the sum of what every node's listeners receive. r2 stopped
+    (no FIN: its reports just stop) drops out within the report age; r1 killed drops out at
+    once and r3, failing over to r2, is counted once, under r2."""
+    origin = ctx.start_server(extra=["--workers", "1"])
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    r1 = relay(ctx, origin, extra=["--relay-name", "r1"])
+    r2 = relay(ctx, origin, extra=["--relay-name", "r2"])
+    relay_live(r1, "/live")
+    relay_live(r2, "/live")
+    r3 = relay(ctx, f"http://127.0.0.1:{r1.audience},http://127.0.0.1:{r2.audience}",
+               extra=["--relay-name", "r3"])
+    relay_live(r3, "/live")
+    time.sleep(1)
+    counts = {"origin": 30, "r1": 40, "r2": 50, "r3": 60}
+    loads = {name: load(ctx, srv, counts[name], 90, f"load_{name}")
+             for name, srv in (("origin", origin), ("r1", r1), ("r2", r2), ("r3", r3))}
+    raw = [listen(ctx, srv, "/live") for srv in (origin, r3)]
+    for lst in raw:
+        check(lst.resp.status == 200, f"a raw listener: {lst.resp.status}")
+    total = sum(counts.values()) + len(raw)
+    wait_tree(origin, total, 30, "the origin's tree count to reach every listener")
+    # what each node itself counts, summed, is the same figure (r3's subtree is itself)
+    nodes = {"origin": origin, "r1": r1, "r2": r2, "r3": r3}
+    local = {k: own(s) for k, s in nodes.items()}
+    check(sum(local.values()) == total, f"the nodes' own counts {local} do not add up to {total}")
+    check(tree(r1)[0] == local["r1"] + local["r3"],
+          f"r1's subtree {tree(r1)[0]} != r1 {local['r1']} + r3 {local['r3']}")
+    check(tree(r2)[0] == local["r2"], f"r2's subtree {tree(r2)[0]} != its own {local['r2']}")
+    m, text = metrics(origin)
+    promtool(text)
+    check(metric(m, "rostrum_tree_listeners", space="live") == total,
+          f"rostrum_tree_listeners {metric(m, 'rostrum_tree_listeners', space='live')}")
+    rows = {dict(k[1])["name"]: v for k, v in m.items() if k[0] == "rostrum_relay_tree_listeners"}
+    check(rows == {"r1": local["r1"] + local["r3"], "r2": local["r2"]},
+          f"per-relay rows at the origin: {rows}")
+    check(metric(m, "rostrum_relay_capacity") is not None, "no rostrum_relay_capacity")
+
+    # r2 stops: no FIN, its reports just stop; it must leave the count within the age limit
+    r2.proc.signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    wait_tree(origin, total - counts["r2"], 8, "r2 (stopped) to drop out of the count")
+    dt = time.monotonic() - t0
+    check(dt < 6, f"a stopped relay dropped out after {dt:.1f} s")
+    r2.proc.signal(signal.SIGCONT)
+    wait_tree(origin, total, 20, "r2 to come back into the count")
+
+    # r1 dies: it and its listeners leave; r3 fails over to r2 and is counted once, there
+    r1.stopped = True
+    r1.proc.signal(signal.SIGKILL)
+    r1.proc.wait(5)
+    t0 = time.monotonic()
+    want = total - counts["r1"]
+    high = []
+
+    def settled():
+        t, _ = tree(origin)
+        if t is not None and t > total:  # r3 under both r1 (stale) and r2: double counted
+            high.append(t)
+        return t == want and tree(r2)[0] == local["r2"] + local["r3"]
+    wait_for(settled, 20, "r3 to be counted under r2 after r1 died", interval=0.25)
+    dt = time.monotonic() - t0
+    check(dt < 8, f"the count settled {dt:.1f} s after r1 died")
+    # until the origin's worker sees r1's feed close (its next tick) the count is the old
+    # one, and while r3 moves over it may be short of r3's listeners; it never counts r3 twice
+    check(not high, f"the origin counted more than there ever were after r1 died: {high}")
+    for _ in range(8):  # and it stays so: r3 reports to one upstream at a time
+        t, _ = tree(origin)
+        check(t == want, f"tree_listeners {t} after the fail-over, want {want}")
+        time.sleep(0.5)
+    m, text = metrics(origin)
+    promtool(text)
+    names = sorted(dict(k[1])["name"] for k in m if k[0] == "rostrum_relay_tree_listeners")
+    check(names == ["r2"], f"per-relay rows after r1 died: {names}")
+    for p in loads.values():
+        p.kill()
+    for s in (r3, r2):
+        s.stop()
+
+
+def status_of(port, path):
+    r = http_request(port, "GET", path, timeout=3)
+    return r.status, r.header("Location")
+
+
+@test(timeout=120, icecast=False)
+def test_tree_full_or_draining_origin_redirects_to_an_edge_10(ctx):
+    """--max-listeners 3 on the origin, two relays' feeds and one listener in: a newcomer gets
+    307 to the relay that has a public-url and room (not the one without); curl -L and ffmpeg
+    follow and play. The relay full too: the old 503 stands. SIGTERM (draining): streams and
+    /join tickets are redirected."""
+    origin = ctx.start_server(extra=["--workers", "1", "--max-listeners", "3",
+                                     "--drain-ms", "15000"])
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    p1 = free_port()
+    edge = f"http://127.0.0.1:{p1}"
+    r1 = relay(ctx, origin, audience=f"127.0.0.1:{p1}",
+               extra=["--public-url", edge, "--max-listeners", "3", "--relay-name", "edge1"])
+    r2 = relay(ctx, origin, extra=["--relay-name", "nourl"])  # no public-url: never a target
+    relay_live(r1, "/live")
+    relay_live(r2, "/live")
+    first = listen(ctx, origin, "/live")
+    check(first.resp.status == 200, f"the origin's one listener: {first.resp.status}")
+    time.sleep(2.5)  # a report from each relay
+    for i in range(6):
+        st, loc = status_of(origin.audience, f"/live?n={i}")
+        check(st == 307, f"a newcomer on the full origin got {st}, want 307")
+        check(loc == f"{edge}/live?n={i}", f"Location {loc!r}, want {edge}/live?n={i}")
+    # curl -L and ffmpeg follow it and get the stream
+    out = ctx.tmp / "curl.ogg"
+    p = subprocess.run(["curl", "-sS", "-L", "--max-time", "3", "-o", str(out), "-w",
+                        "%{http_code} %{num_redirects} %{url_effective}",
+                        origin.url("/live")], capture_output=True, timeout=15)
+    code, nred, eff = p.stdout.decode().split()
+    check(code == "200" and nred == "1" and eff == f"{edge}/live",
+          f"curl -L: {p.stdout!r} {p.stderr[-300:]!r}")
+    data = out.read_bytes()
+    check(data.startswith(b"OggS") and len(data) > 10000,
+          f"curl -L got {len(data)} bytes, starting {data[:8]!r}")
+    pcm = ctx.tmp / "ffmpeg.pcm"
+    p = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", origin.url("/live"), "-t", "4",
+                        "-f", "s16le", "-ac", "1", "-ar", "48000", str(pcm)],
+                       capture_output=True, timeout=30)
+    check(p.returncode == 0, f"ffmpeg through the redirect: {p.stderr[-400:]!r}")
+    samples = pcm_samples(pcm.read_bytes())
+    check(len(samples) >= 48000 * 3, f"ffmpeg decoded {len(samples) / 48000:.1f} s")
+    check_tone(pcm.read_bytes(), 440, "ffmpeg redirected to the relay")
+    # the relay full as well (3 listeners): no relay has room, the origin refuses as before
+    fill = [listen(ctx, r1, "/live") for _ in range(3)]
+    check(all(f.resp.status == 200 for f in fill), "filling the relay")
+    time.sleep(2.5)
+    st, _ = status_of(origin.audience, "/live")
+    check(st == 503, f"origin and relay full: {st}, want 503")
+    for f in fill:
+        f.close()
+    time.sleep(2.5)
+    st, _ = status_of(origin.audience, "/live")
+    check(st == 307, f"the relay has room again: {st}, want 307")
+    m, text = metrics(origin)
+    promtool(text)
+    check(metric(m, "rostrum_redirects_total", reason="full") >= 8,
+          f"redirects counted: {metric(m, 'rostrum_redirects_total', reason='full')}")
+    rows = {dict(k[1])["name"] for k in m if k[0] == "rostrum_relay_capacity"}
+    check(rows == {"edge1", "nourl"}, f"per-relay rows: {rows}")
+    # draining: the origin stops; newcomers and tickets go to the relay
+    first.close()
+    origin.proc.signal(signal.SIGTERM)
+    time.sleep(1)
+    st, loc = status_of(origin.audience, "/live")
+    check(st == 307 and loc == f"{edge}/live", f"draining origin, /live: {st} {loc}")
+    st, loc = status_of(origin.audience, "/join/live")
+    check(st == 307 and loc == f"{edge}/join/live", f"draining origin, /join/live: {st} {loc}")
+    p = subprocess.run(["curl", "-sS", "-L", "--max-time", "3", origin.url("/join/live")],
+                       capture_output=True, timeout=15)
+    j = json.loads(p.stdout or b"{}")
+    check(j.get("stream") == "/live", f"the relay's ticket answer: {p.stdout[:200]!r}")
+    st, _ = status_of(origin.audience, "/status-json.xsl")
+    check(st == 200, f"status while draining: {st}")
+    m, _ = metrics(origin)
+    check(metric(m, "rostrum_redirects_total", reason="draining") >= 3,
+          f"draining redirects: {metric(m, 'rostrum_redirects_total', reason='draining')}")
+    for s in (r1, r2):
+        s.stop()
