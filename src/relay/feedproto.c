@@ -236,7 +236,8 @@ int feed_text_ok(const char *s, size_t n, int is_url)
     for (; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                 ch == '.' || ch == '-' || ch == '_' || ch == ':' || (is_url && (ch == '[' || ch == ']'));
+                 ch == '.' || ch == '-' || ch == '_' || ch == ':' ||
+                 (is_url && (ch == '[' || ch == ']'));
         if (!ok)
             return 0;
     }

@@ -7,7 +7,8 @@
  * its strings inside it; a prefix of a frame must say "incomplete" (-2) or the same, never
  * something else (so a frame split across reads parses as one). An upward REPORT (what an
  * upstream reads from its relays: feed.c) must carry only texts feed_text_ok() accepts, inside
- * the frame and within FEED_REPORT_MAX. A valid HEADER, PAGE, STATE or REPORT is encoded again with the encoders and must parse to the same fields. libFuzzer hands over
+ * the frame and within FEED_REPORT_MAX. A valid HEADER, PAGE, STATE or REPORT is encoded
+ * again with the encoders and must parse to the same fields. libFuzzer hands over
  * an exact-size heap copy, so ASan catches a read past the input.
  */
 #include <stdint.h>
