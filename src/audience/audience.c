@@ -841,6 +841,12 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
             conn_error(c, 404, NULL, "No such mount");
             return;
         }
+        /* full: the ticket should be a relay's (ours would not be good there, each server
+         * signing its own), so /join itself goes to the relay */
+        if ((a->nlisteners >= a->max_here ||
+             all_listeners(a) >= (uint32_t)a->cfg->max_listeners) &&
+            redirect_to_edge(c, req, audience_find(a, path + 6), 0))
+            return;
         audience_join_ticket(c, req, path + 6);
         return;
     }

@@ -464,7 +464,25 @@ int feed_pick_edge(struct audience *a, int slot, const struct http_request *req,
     feed_relays_each(a, edge_consider, &p);
     if (!p.url[0])
         return 0;
-    int n = snprintf(hdr, cap, "Location: %s%.*s%s%.*s", p.url, (int)req->path_len, req->path,
-                     req->query_len ? "?" : "", (int)req->query_len, req->query);
+    /* the same path and query, less any ticket: ours means nothing to the relay (each server
+     * signs its own), which admits the listener by its own rules */
+    char query[256];
+    size_t qn = 0;
+    const char *q = req->query, *qe = req->query + req->query_len;
+    while (q < qe) {
+        const char *amp = memchr(q, '&', (size_t)(qe - q));
+        size_t len = (size_t)((amp ? amp : qe) - q);
+        if (len && !(len >= 7 && memcmp(q, "ticket=", 7) == 0)) {
+            if (qn + len + 1 >= sizeof(query))
+                return 0; /* too long to pass on: refuse as before */
+            query[qn] = qn ? '&' : '?';
+            qn++;
+            memcpy(query + qn, q, len);
+            qn += len;
+        }
+        q += len + 1;
+    }
+    query[qn] = '\0';
+    int n = snprintf(hdr, cap, "Location: %s%.*s%s", p.url, (int)req->path_len, req->path, query);
     return n > 0 && (size_t)n < cap;
 }
