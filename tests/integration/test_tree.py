@@ -234,3 +234,86 @@ def test_tree_full_or_draining_origin_redirects_to_an_edge_10(ctx):
           f"draining redirects: {metric(m, 'rostrum_redirects_total', reason='draining')}")
     for s in (r1, r2):
         s.stop()
+
+
+def report(tree_n, name, url=b"", own=None, conns=0, cap=1000, flags=0):
+    import struct
+    own = tree_n if own is None else own
+    pl = (struct.pack(">IIIHHI", tree_n, conns, cap, 0, flags, own) + bytes([len(name)]) + name
+          + bytes([len(url)]) + url)
+    return struct.pack(">BBHI", 6, 0, 0, len(pl)) + pl
+
+
+class FakeRelay:
+    """A feed of /live opened by hand, which reads what comes and reports what it is told."""
+
+    def __init__(self, port, name):
+        import socket
+        import threading
+        self.name = name
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.sendall(b"GET /live?relay=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.head = self.sock.recv(4096)
+        self.stop = False
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self):
+        self.sock.settimeout(0.2)
+        while not self.stop:
+            try:
+                if not self.sock.recv(65536):
+                    return
+            except OSError as e:
+                if "timed out" not in str(e):
+                    return
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def close(self):
+        self.stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+@test(timeout=60, icecast=False)
+def test_tree_relay_table_is_bounded_and_reports_are_checked_10(ctx):
+    """18 feeds opened by hand, each reporting 10 listeners: all count (the origin's tree is its
+    own + 180), but one worker's table holds 16 rows and the rest are counted in
+    rostrum_relay_table_full_total. A report that lies (own > tree) or carries a bad URL cuts
+    its feed, which then counts for nothing."""
+    origin = ctx.start_server(extra=["--workers", "1"])
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    fakes = [FakeRelay(origin.audience, f"fake{i}".encode()) for i in range(18)]
+    ctx.on_cleanup(lambda: [f.close() for f in fakes])
+    check(all(f.head.startswith(b"HTTP/1.0 200") for f in fakes), "the fake feeds' answers")
+    for _ in range(3):
+        for f in fakes:
+            f.send(report(10, f.name, b"http://127.0.0.1:9"))
+        time.sleep(0.5)
+    wait_tree(origin, 180, 5, "18 fake relays of 10 listeners each in the count")
+    m, text = metrics(origin)
+    promtool(text)
+    rows = [k for k in m if k[0] == "rostrum_relay_tree_listeners"]
+    check(len(rows) == 16, f"{len(rows)} per-relay rows, want the table's 16")
+    check(metric(m, "rostrum_relay_table_full_total") == 2,
+          f"table_full {metric(m, 'rostrum_relay_table_full_total')}, want 2")
+    cuts0 = metric(m, "rostrum_feed_cuts_total")
+    fakes[0].send(report(5, b"liar", own=6))
+    fakes[1].send(report(5, b"bad", url=b"http://x/\"path"))
+    time.sleep(1)
+    for f in fakes[2:]:
+        f.send(report(10, f.name))
+    wait_tree(origin, 160, 5, "the two cut feeds out of the count")
+    m, _ = metrics(origin)
+    check(metric(m, "rostrum_feed_cuts_total") == cuts0 + 2,
+          f"feed cuts {metric(m, 'rostrum_feed_cuts_total')}, want {cuts0 + 2}")
+    # and the rest go quiet: out of the count within the age limit, counted as stale
+    t0 = time.monotonic()
+    wait_tree(origin, 0, 6, "quiet fake relays out of the count")
+    check(time.monotonic() - t0 < 5, "quiet relays stayed in the count too long")
+    m, _ = metrics(origin)
+    check(metric(m, "rostrum_relay_reports_stale_total") == 16,
+          f"stale reports {metric(m, 'rostrum_relay_reports_stale_total')}, want 16")
