@@ -43,11 +43,16 @@ def wait_tree(srv, want, timeout, what):
     def ok():
         t, _ = tree(srv)
         seen.append(t)
-        return t is not None and abs(t - want) <= want * 0.001
+        return close(t, want)
     try:
         wait_for(ok, timeout, what, interval=0.25)
     except AssertionError:
         check(False, f"{what}: tree_listeners {seen[-8:]}, want {want}")
+
+
+def close(got, want):
+    """Within 0.1 % (the issue's bound on the tree's count)."""
+    return got is not None and abs(got - want) <= want * 0.001
 
 
 def own(srv):
@@ -78,7 +83,7 @@ def test_tree_count_is_the_whole_tree_10(ctx):
                extra=["--relay-name", "r3"])
     relay_live(r3, "/live")
     time.sleep(1)
-    counts = {"origin": 30, "r1": 40, "r2": 50, "r3": 60}
+    counts = {"origin": 200, "r1": 300, "r2": 400, "r3": 500}
     loads = {name: load(ctx, srv, counts[name], 90, f"load_{name}")
              for name, srv in (("origin", origin), ("r1", r1), ("r2", r2), ("r3", r3))}
     raw = [listen(ctx, srv, "/live") for srv in (origin, r3)]
@@ -89,17 +94,18 @@ def test_tree_count_is_the_whole_tree_10(ctx):
     # what each node itself counts, summed, is the same figure (r3's subtree is itself)
     nodes = {"origin": origin, "r1": r1, "r2": r2, "r3": r3}
     local = {k: own(s) for k, s in nodes.items()}
-    check(sum(local.values()) == total, f"the nodes' own counts {local} do not add up to {total}")
-    check(tree(r1)[0] == local["r1"] + local["r3"],
+    check(close(sum(local.values()), total),
+          f"the nodes' own counts {local} do not add up to {total}")
+    check(close(tree(r1)[0], local["r1"] + local["r3"]),
           f"r1's subtree {tree(r1)[0]} != r1 {local['r1']} + r3 {local['r3']}")
-    check(tree(r2)[0] == local["r2"], f"r2's subtree {tree(r2)[0]} != its own {local['r2']}")
+    check(close(tree(r2)[0], local["r2"]), f"r2's subtree {tree(r2)[0]} != its own {local['r2']}")
     m, text = metrics(origin)
     promtool(text)
-    check(metric(m, "rostrum_tree_listeners", space="live") == total,
+    check(close(metric(m, "rostrum_tree_listeners", space="live"), total),
           f"rostrum_tree_listeners {metric(m, 'rostrum_tree_listeners', space='live')}")
     rows = {dict(k[1])["name"]: v for k, v in m.items() if k[0] == "rostrum_relay_tree_listeners"}
-    check(rows == {"r1": local["r1"] + local["r3"], "r2": local["r2"]},
-          f"per-relay rows at the origin: {rows}")
+    check(rows.keys() == {"r1", "r2"} and close(rows["r1"], local["r1"] + local["r3"]) and
+          close(rows["r2"], local["r2"]), f"per-relay rows at the origin: {rows}")
     check(metric(m, "rostrum_relay_capacity") is not None, "no rostrum_relay_capacity")
 
     # r2 stops: no FIN, its reports just stop; it must leave the count within the age limit
@@ -123,7 +129,7 @@ def test_tree_count_is_the_whole_tree_10(ctx):
         t, _ = tree(origin)
         if t is not None and t > total:  # r3 under both r1 (stale) and r2: double counted
             high.append(t)
-        return t == want and tree(r2)[0] == local["r2"] + local["r3"]
+        return close(t, want) and close(tree(r2)[0], local["r2"] + local["r3"])
     wait_for(settled, 20, "r3 to be counted under r2 after r1 died", interval=0.25)
     dt = time.monotonic() - t0
     check(dt < 8, f"the count settled {dt:.1f} s after r1 died")
@@ -132,7 +138,7 @@ def test_tree_count_is_the_whole_tree_10(ctx):
     check(not high, f"the origin counted more than there ever were after r1 died: {high}")
     for _ in range(8):  # and it stays so: r3 reports to one upstream at a time
         t, _ = tree(origin)
-        check(t == want, f"tree_listeners {t} after the fail-over, want {want}")
+        check(close(t, want), f"tree_listeners {t} after the fail-over, want {want}")
         time.sleep(0.5)
     m, text = metrics(origin)
     promtool(text)
