@@ -485,6 +485,8 @@ static int redirect_to_edge(struct conn *c, const struct http_request *req, int 
     return 1;
 }
 
+/* Admission of a listener (or a relay's feed) of <mount>: 1 if it may join, 0 after a
+ * refusal, -1 after a redirect to a relay (a join elsewhere, not a refused one). */
 static int audience_admit(struct conn *c, const struct http_request *req, const char *mount)
 {
     struct audience *a = audience_of(c);
@@ -521,7 +523,7 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
     if (a->nlisteners >= a->max_here ||
         all_listeners(a) >= (uint32_t)a->cfg->max_listeners) {
         if (redirect_to_edge(c, req, audience_find(a, mount), 0))
-            return 0;
+            return -1;
         ctr->refused_capacity++;
         refuse(c, 503, retry_after_s(), "Server full, retry later");
         return 0;
@@ -862,8 +864,10 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
         conn_error(c, 404, NULL, "No such mount");
         return;
     }
-    if (!head_only && !audience_admit(c, req, mount)) {
-        ctr->joins[JOIN_REFUSED]++;
+    int admit = head_only ? 1 : audience_admit(c, req, mount);
+    if (admit <= 0) {
+        if (admit == 0)
+            ctr->joins[JOIN_REFUSED]++;
         return;
     }
     if (feed && !head_only) {
