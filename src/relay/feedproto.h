@@ -1,7 +1,7 @@
 /*
  * feedproto: the relay feed, version 2 -- what an upstream (an origin or another relay) sends
  * a downstream relay on `GET /<space>?relay=1[&from=SEQ]` of its audience port. The answer is
- * `200`, `Content-Type: application/x-rostrum-feed`, `X-Rostrum-Feed: 1`, then frames until
+ * `200`, `Content-Type: application/x-rostrum-feed`, `X-Rostrum-Feed: 2`, then frames until
  * either side closes; the relay sends REPORT frames the other way on the same connection.
  * Version 2 (issue 10, item 3) made REPORT carry the whole subtree's count, the relay's own
  * count, a draining flag, its name and its public listener URL; both ends must speak the same
