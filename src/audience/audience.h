@@ -145,8 +145,7 @@ void feed_tick(struct audience *a);
 void feed_close_all(struct audience *a);
 
 /* The tree's count and the relays below (issue 10, items 3-4). A relay's report older than
- * this counts for nothing. */
-#define FEED_REPORT_AGE_MS 3000
+ * FEED_REPORT_AGE_MS (relay/feedproto.h) counts for nothing. */
 /* Calls <fn> with every fresh report of every worker's relay table (rows of a live slot, of
  * the slot's current generation, younger than FEED_REPORT_AGE_MS), one copy at a time. */
 void feed_relays_each(struct audience *a, void (*fn)(void *arg, const struct shared_relay *r),

@@ -72,6 +72,12 @@ enum feed_type { FEED_HEADER = 1, FEED_PAGE, FEED_STATE, FEED_KEEPALIVE, FEED_EN
 #define FEED_URL_MAX 128
 #define FEED_REPORT_MAX (FEED_HEAD_BYTES + FEED_REPORT_FIXED + 2 + FEED_NAME_MAX + FEED_URL_MAX)
 #define FEED_REPORT_DRAINING 1u
+/* An upstream counts a relay's last REPORT for this long, no longer: a relay that stops, or
+ * whose link dies without a FIN, leaves the count after it. A relay that cut a stalled feed
+ * (whose old connection may still look open upstream) waits as long, plus a tick, before it
+ * reports on its next feed, so that no upstream counts its subtree while another still does. */
+#define FEED_REPORT_AGE_MS 3000
+#define FEED_REPORT_HOLD_MS (FEED_REPORT_AGE_MS + 500)
 enum feed_end { FEED_END_ENDED = 1, FEED_END_RESTART };
 
 /* A byte string inside a parsed frame (borrowed from the parser's input). */

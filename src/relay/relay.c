@@ -600,7 +600,8 @@ static void feed_watch_cb(struct loop *loop, struct loop_timer *t)
 {
     struct relay_feed *f = (struct relay_feed *)((char *)t - offsetof(struct relay_feed, watch));
     int64_t now = loop->now_ms;
-    if (f->got_header && !f->dmx && f->sp && now - f->reported_ms >= 1000) {
+    if (f->got_header && !f->dmx && f->sp && now - f->reported_ms >= 1000 &&
+        now >= f->hold_reports_until) {
         f->reported_ms = now;
         if (feed_report_up(f) < 0)
             return;
@@ -621,6 +622,9 @@ static void feed_watch_cb(struct loop *loop, struct loop_timer *t)
             snprintf(why, sizeof(why), "stalled: no page for %lld ms",
                      (long long)(now - f->last_page_ms));
             f->r->spaces->sh->main.relay_stalls++;
+            /* the old upstream may not see this connection close (a dead link): it counts
+             * our last report until it is too old, so the next feed reports only after */
+            f->hold_reports_until = now + FEED_REPORT_HOLD_MS;
             feed_fail(f, why);
             return;
         }

@@ -326,3 +326,40 @@ def test_tree_relay_table_is_bounded_and_reports_are_checked_10(ctx):
     m, _ = metrics(origin)
     check(metric(m, "rostrum_relay_reports_stale_total") == 16,
           f"stale reports {metric(m, 'rostrum_relay_reports_stale_total')}, want 16")
+
+
+@test(timeout=90, icecast=False)
+def test_tree_silent_failover_is_not_counted_twice_10(ctx):
+    """r3 --upstream r1,r2 (both relays of the origin), 100 listeners on r3. r1 stops (SIGSTOP:
+    its link goes silent, no FIN reaches anyone): r3 stalls, fails over to r2 and reports
+    there, while the origin still holds r1's last report (r3 included) until its age limit.
+    Sampled every 100 ms, the origin's count must never hold r3's listeners twice, and ends
+    with them counted once, under r2."""
+    origin = ctx.start_server(extra=["--workers", "1"])
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    r1 = relay(ctx, origin, extra=["--relay-name", "r1"])
+    r2 = relay(ctx, origin, extra=["--relay-name", "r2"])
+    relay_live(r1, "/live")
+    relay_live(r2, "/live")
+    r3 = relay(ctx, f"http://127.0.0.1:{r1.audience},http://127.0.0.1:{r2.audience}",
+               extra=["--relay-name", "r3"])
+    relay_live(r3, "/live")
+    n = 100
+    load(ctx, r3, n, 60, "load_r3")
+    wait_tree(origin, n, 30, "r3's listeners in the origin's count")
+    check(close(tree(r1)[0], n), f"r3 is not under r1 first: r1's subtree {tree(r1)[0]}")
+    r1.proc.signal(signal.SIGSTOP)
+    ctx.on_cleanup(lambda: r1.proc.signal(signal.SIGCONT))
+    seen = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 9:
+        t, _ = tree(origin)
+        seen.append(t)
+        time.sleep(0.1)
+    twice = [t for t in seen if t is not None and t > n * 1.001]
+    check(not twice, f"r3's listeners counted twice during the fail-over: max {max(twice or [0])}"
+                     f" of {n}")
+    wait_tree(origin, n, 10, "r3's listeners counted once, under r2")
+    check(close(tree(r2)[0], n), f"r2's subtree {tree(r2)[0]}, want {n}")
+    r1.proc.signal(signal.SIGCONT)
