@@ -334,7 +334,9 @@ def test_tree_silent_failover_is_not_counted_twice_10(ctx):
     its link goes silent, no FIN reaches anyone): r3 stalls, fails over to r2 and reports
     there, while the origin still holds r1's last report (r3 included) until its age limit.
     Sampled every 100 ms, the origin's count must never hold r3's listeners twice, and ends
-    with them counted once, under r2."""
+    with them counted once, under r2. (Honestly: with ffmpeg's 1 s source pages r3 takes 2 s
+    to call the feed stalled, so without the relay's report hold the overlap is narrow and
+    this passes on some runs anyway; the hold closes it whatever the timing.)"""
     origin = ctx.start_server(extra=["--workers", "1"])
     src = ffmpeg_source(ctx, origin, "/live", 440)
     wait_live(origin, "/live", proc=src)
