@@ -204,14 +204,18 @@
       if (!r.ok)
         return base;
       const j = await r.json();
+      /* A full or stopping server sends /join with a 307 to a relay with room (fetch follows
+       * it): the stream is then the relay's, named relative to where the answer came from. */
+      const from = r.redirected ? r.url : null;
       if (!j.ticket)
-        return base;
+        return from ? new URL(j.stream, from).href : base;
       const wait = j.admit_at_ms - Date.now();
       if (wait > 0) {
         setText(card.state, 'In the waiting room: ' + j.position + ' ahead of you');
         await new Promise((ok) => setTimeout(ok, wait + Math.random() * 500));
       }
-      return new URL(j.stream.replace(/^\//, ''), location.href).href;
+      return from ? new URL(j.stream, from).href
+                  : new URL(j.stream.replace(/^\//, ''), location.href).href;
     } catch (e) {
       return base;
     }
@@ -275,7 +279,8 @@
     setText(card.desc, desc);
     card.desc.hidden = !desc;
 
-    const n = Number(src.listeners);
+    /* the whole tree's count (this server and its relays), or Icecast's own figure */
+    const n = Number(src.tree_listeners !== undefined ? src.tree_listeners : src.listeners);
     const known = Number.isFinite(n) && n >= 0;
     setText(card.count, known ? Math.floor(n).toLocaleString('en') : '–');
     card.count.dataset.count = known ? String(Math.floor(n)) : '';

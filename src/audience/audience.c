@@ -459,6 +459,34 @@ static int ticket_ok(struct conn *c, const char *q, size_t len, const char *moun
  * With the waiting room on, a join needs a ticket (GET /join/<space>); a ticket is good once,
  * from the address it was issued to, and its join is still charged to that address's bucket
  * (only the worker's join rate is skipped: the waiting room paced it already). */
+static int audience_find(struct audience *a, const char *mount);
+
+/* Issue 10, item 4: a listener this server does not take now (full, or stopping) is sent with
+ * a 307 to the same path on a relay with room, if its relays' reports name one. Relay feeds
+ * are not redirected: a relay picks its upstreams itself. Returns 1 if <c> was answered. */
+static int redirect_to_edge(struct conn *c, const struct http_request *req, int slot,
+                            int draining)
+{
+    struct audience *a = audience_of(c);
+    const char *rv;
+    size_t rvlen;
+    char hdr[480];
+    if (slot < 0 || (http_query_value(req, "relay", &rv, &rvlen) == 0) ||
+        !feed_pick_edge(a, slot, req, hdr, sizeof(hdr)))
+        return 0;
+    if (draining)
+        a->me->c.redirects_draining++;
+    else
+        a->me->c.redirects_full++;
+    LOG_RATELIMITED(LOG_INFO, "admit", "#%llu %s: %s, sent to a relay (%s)",
+                    (unsigned long long)c->id, c->peer, draining ? "stopping" : "full", hdr + 10);
+    conn_error(c, 307, hdr, draining ? "This server is stopping: listen on this relay"
+                                     : "This server is full: listen on this relay");
+    return 1;
+}
+
+/* Admission of a listener (or a relay's feed) of <mount>: 1 if it may join, 0 after a
+ * refusal, -1 after a redirect to a relay (a join elsewhere, not a refused one). */
 static int audience_admit(struct conn *c, const struct http_request *req, const char *mount)
 {
     struct audience *a = audience_of(c);
@@ -494,6 +522,8 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
     /* capacity: this worker's, and the whole server's */
     if (a->nlisteners >= a->max_here ||
         all_listeners(a) >= (uint32_t)a->cfg->max_listeners) {
+        if (redirect_to_edge(c, req, audience_find(a, mount), 0))
+            return -1;
         ctr->refused_capacity++;
         refuse(c, 503, retry_after_s(), "Server full, retry later");
         return 0;
@@ -795,6 +825,10 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
     }
     audience_check_slots(a); /* this process may not have been woken since a change */
     if (__atomic_load_n(&a->sh->main.draining, __ATOMIC_ACQUIRE)) {
+        /* a listener (a stream, or a ticket) may go to a relay; the rest waits for us */
+        const char *m = strncmp(path, "/join/", 6) == 0 ? path + 6 : path + 1;
+        if (mount_name_ok(m) && redirect_to_edge(c, req, audience_find(a, m), 1))
+            return;
         /* stopping: a newcomer is told when to come back (another server behind the same
          * name, or this one restarted); pages and status above are still served */
         ctr->refused_draining++;
@@ -809,6 +843,12 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
             conn_error(c, 404, NULL, "No such mount");
             return;
         }
+        /* full: the ticket should be a relay's (ours would not be good there, each server
+         * signing its own), so /join itself goes to the relay */
+        if ((a->nlisteners >= a->max_here ||
+             all_listeners(a) >= (uint32_t)a->cfg->max_listeners) &&
+            redirect_to_edge(c, req, audience_find(a, path + 6), 0))
+            return;
         audience_join_ticket(c, req, path + 6);
         return;
     }
@@ -824,8 +864,10 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
         conn_error(c, 404, NULL, "No such mount");
         return;
     }
-    if (!head_only && !audience_admit(c, req, mount)) {
-        ctr->joins[JOIN_REFUSED]++;
+    int admit = head_only ? 1 : audience_admit(c, req, mount);
+    if (admit <= 0) {
+        if (admit == 0)
+            ctr->joins[JOIN_REFUSED]++;
         return;
     }
     if (feed && !head_only) {

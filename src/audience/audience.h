@@ -144,6 +144,22 @@ void feed_flush_all(struct audience *a);
 void feed_tick(struct audience *a);
 void feed_close_all(struct audience *a);
 
+/* The tree's count and the relays below (issue 10, items 3-4). A relay's report older than
+ * FEED_REPORT_AGE_MS (relay/feedproto.h) counts for nothing. */
+/* Calls <fn> with every fresh report of every worker's relay table (rows of a live slot, of
+ * the slot's current generation, younger than FEED_REPORT_AGE_MS), one copy at a time. */
+void feed_relays_each(struct audience *a, void (*fn)(void *arg, const struct shared_relay *r),
+                      void *arg);
+/* Listeners of slot <i> receiving audio in the whole tree below this server: its own
+ * (all workers) plus its relays' fresh reports. */
+uint32_t feed_tree_listeners(const struct shared *sh, int i);
+/* If a relay has room for a listener of slot <slot>, writes "Location: URL<path>[?query]"
+ * for <req> into <hdr> and returns 1; else 0. Chosen at random weighted by room (capacity
+ * minus connections), among relays not draining and not overloaded, so that newcomers spread
+ * over the edges between their reports instead of all going to the emptiest one. */
+int feed_pick_edge(struct audience *a, int slot, const struct http_request *req, char *hdr,
+                   size_t cap);
+
 /* Documents (status.c). */
 void status_json(struct audience *a, struct buf *out);
 void status_metrics(struct audience *a, struct buf *out);

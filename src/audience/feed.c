@@ -10,21 +10,49 @@
  * lacks, learns from the header's <start> that it must restart. Pages are copied into the
  * feed's own buffer (bounded: FEED_OUT_MAX plus one frame), with the ring's intact check after
  * the copy, because each page needs its frame head anyway and relays are few.
+ *
+ * Upward, a relay sends a REPORT a second: its subtree's receiving listeners, its room and
+ * its public URL. Each worker keeps the last report of each of its feeds (struct feed_up, on
+ * the heap: relays are few and it does not fit the connection), and every tick publishes, in
+ * its own block of the shared mapping (one writer), the sum per slot of the fresh ones
+ * (`tree`, what status adds to its own count) and a bounded table of them (`relays`, for the
+ * per-relay gauges and for redirects to an edge with room). A report older than
+ * FEED_REPORT_AGE_MS counts for nothing: a relay that died without a FIN, or stopped, drops
+ * out of the count within that time; one whose connection closed drops out at the next tick.
  */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "audience/audience.h"
+#include "http/request.h"
 #include "net/net.h"
 #include "relay/feedproto.h"
+#include "util/check.h"
 #include "util/log.h"
 
 #define FEED_OUT_MAX (64 * 1024)     /* pages are added while the buffer holds less */
 #define FEED_KEEPALIVE_MS 500        /* a frame at least this often, so a relay sees a stall */
 #define FEED_STUCK_MS 10000          /* a relay whose socket took nothing for this long */
 #define FEED_BURST_MS 10000          /* a relay that asks for nothing gets this much audio */
+
+_Static_assert(SHARED_RELAY_NAME > FEED_NAME_MAX && SHARED_RELAY_URL > FEED_URL_MAX,
+               "the relay table holds a report's texts");
+
+/* Upward state of a feed: the unfinished frame and the last whole report. */
+struct feed_up {
+    uint32_t len;
+    unsigned char buf[FEED_REPORT_MAX];
+    int64_t reported_ms; /* 0: no report yet */
+    uint32_t tree, own, connections, capacity, load_milli, flags;
+    uint8_t stale;   /* counted in relay_reports_stale since its last report */
+    uint8_t untabled; /* counted in relay_table_full once */
+    char name[SHARED_RELAY_NAME], url[SHARED_RELAY_URL];
+};
 
 struct feed_state {
     uint16_t slot;
@@ -37,10 +65,7 @@ struct feed_state {
     int64_t last_frame_ms; /* the last frame queued */
     int64_t last_byte_ms;  /* the last time its socket took a byte */
     struct buf out;
-    /* upward (feedproto.h, REPORT): bytes of an unfinished frame, and the last report */
-    uint8_t up_len;
-    unsigned char up[FEED_REPORT_BYTES];
-    uint32_t reported_receiving; /* for the tree's count (issue 10, item 3) */
+    struct feed_up *up; /* upward (feedproto.h, REPORT): owned, freed on close */
 };
 CONN_PRIV_FITS(struct feed_state);
 #define FST(c) CONN_PRIV(c, struct feed_state)
@@ -54,6 +79,8 @@ static void feed_on_close(struct conn *c)
     a->me->conns[f->slot]--;
     a->me->listener_connections--;
     buf_free(&f->out);
+    free(f->up);
+    f->up = NULL;
 }
 
 static const struct conn_ops feed_ops = {"feed", feed_on_close, NULL};
@@ -164,6 +191,31 @@ static void feed_flush(struct conn *c)
     }
 }
 
+/* Keeps the report <fr> as <c>'s last (texts were checked by feed_parse). */
+static void feed_take_report(struct conn *c, struct feed_up *u, const struct feed_frame *fr)
+{
+    if (fr->report.tree != u->tree || !u->reported_ms)
+        log_debug("feed", "#%llu %s: relay '%.*s' reports %u listeners receiving /%s in its "
+                  "subtree (%u its own; %u connections, capacity %u, load %.3f%s)",
+                  (unsigned long long)c->id, c->peer, (int)fr->report.name.len,
+                  (const char *)fr->report.name.p, fr->report.tree,
+                  audience_of(c)->sh->spaces[FST(c)->slot].mount, fr->report.own,
+                  fr->report.connections, fr->report.capacity, fr->report.load_milli / 1000.0,
+                  fr->report.flags & FEED_REPORT_DRAINING ? ", draining" : "");
+    u->reported_ms = audience_of(c)->loop->now_ms;
+    u->stale = 0;
+    u->tree = fr->report.tree;
+    u->own = fr->report.own;
+    u->connections = fr->report.connections;
+    u->capacity = fr->report.capacity;
+    u->load_milli = fr->report.load_milli;
+    u->flags = fr->report.flags;
+    memcpy(u->name, fr->report.name.p, fr->report.name.len);
+    u->name[fr->report.name.len] = '\0';
+    memcpy(u->url, fr->report.url.p, fr->report.url.len);
+    u->url[fr->report.url.len] = '\0';
+}
+
 static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
     struct conn *c = (struct conn *)io;
@@ -171,33 +223,30 @@ static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
     if (c->dead)
         return;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-        /* Upward: REPORT frames only, each read whole into <up> (one frame's bytes at most) */
-        struct feed_state *f = FST(c);
+        /* Upward: REPORT frames only, read into <up> (one frame's bytes at most) */
+        struct feed_up *u = FST(c)->up;
         for (int i = 0; i < 8; i++) {
-            ssize_t r = conn_recv(c, f->up + f->up_len, sizeof(f->up) - f->up_len);
+            ssize_t r = conn_recv(c, u->buf + u->len, sizeof(u->buf) - u->len);
             if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
                 conn_close(c);
                 return;
             }
             if (r < 0)
                 break;
-            f->up_len = (uint8_t)(f->up_len + r);
-            struct feed_frame fr;
-            int n = feed_parse(f->up, f->up_len, &fr);
-            if (n == -2 && f->up_len < sizeof(f->up))
-                continue;
-            if (n < 0 || fr.type != FEED_REPORT) {
-                feed_cut(c, "sent something other than a report");
-                return;
+            u->len += (uint32_t)r;
+            for (;;) {
+                struct feed_frame fr;
+                int n = feed_parse(u->buf, u->len, &fr);
+                if (n == -2 && u->len < sizeof(u->buf))
+                    break;
+                if (n < 0 || fr.type != FEED_REPORT) {
+                    feed_cut(c, "sent something other than a report");
+                    return;
+                }
+                feed_take_report(c, u, &fr);
+                memmove(u->buf, u->buf + n, u->len - (uint32_t)n);
+                u->len -= (uint32_t)n;
             }
-            if (fr.report.receiving != f->reported_receiving)
-                log_debug("feed", "#%llu %s: the relay reports %u listeners receiving /%s "
-                          "(%u connections, capacity %u, load %.3f)", (unsigned long long)c->id,
-                          c->peer, fr.report.receiving,
-                          audience_of(c)->sh->spaces[f->slot].mount, fr.report.connections,
-                          fr.report.capacity, fr.report.load_milli / 1000.0);
-            f->reported_receiving = fr.report.receiving;
-            f->up_len = 0; /* a report is exactly sizeof(up) bytes */
         }
     }
     if (events & EPOLLOUT) {
@@ -235,6 +284,8 @@ void feed_start(struct conn *c, int slot, int has_from, uint64_t from)
     f->cursor = start;
     f->last_frame_ms = f->last_byte_ms = a->loop->now_ms;
     f->doc_gen = shared_dbuf_gen(&ss->doc_hdr) - 1; /* differs: the document goes first */
+    f->up = calloc(1, sizeof(*f->up));
+    BUG_ON(!f->up);
     c->io.cb = feed_on_io;
     list_insert_tail(&a->feeds, &c->node);
     a->nlisteners++;
@@ -270,6 +321,54 @@ void feed_flush_all(struct audience *a)
     }
 }
 
+/* Publishes in this worker's block what its feeds' fresh reports say: the sum per slot and
+ * the table (shm.h, rule 4 for the rows; the sums are plain words). A row changes owner as
+ * feeds come and go: a reader takes each row whole or not at all, and the rows in use are the
+ * first <nrelays>. */
+static void feed_publish_reports(struct audience *a)
+{
+    int64_t now = a->loop->now_ms;
+    uint32_t tree[SHARED_MAX_SPACES] = {0}, rows = 0;
+    struct list_node *n, *tmp;
+    list_for_each_safe(n, tmp, &a->feeds)
+    {
+        struct conn *c = list_entry(n, struct conn, node);
+        struct feed_state *f = FST(c);
+        struct feed_up *u = f->up;
+        if (!u || !u->reported_ms)
+            continue;
+        if (now - u->reported_ms > FEED_REPORT_AGE_MS) {
+            if (!u->stale) {
+                u->stale = 1;
+                a->me->c.relay_reports_stale++;
+                LOG_RATELIMITED(LOG_INFO, "feed", "#%llu %s: relay '%s' sent no report for "
+                                "%d ms: out of the tree's count", (unsigned long long)c->id,
+                                c->peer, u->name, FEED_REPORT_AGE_MS);
+            }
+            continue;
+        }
+        tree[f->slot] += u->tree;
+        if (rows == SHARED_WORKER_RELAYS) {
+            if (!u->untabled) {
+                u->untabled = 1;
+                a->me->c.relay_table_full++;
+            }
+            continue;
+        }
+        struct shared_relay row = {.slot = f->slot, .flags = (uint16_t)u->flags,
+                                   .slot_gen = f->gen, .tree = u->tree, .own = u->own,
+                                   .connections = u->connections, .capacity = u->capacity,
+                                   .load_milli = u->load_milli, .reported_ms = u->reported_ms};
+        snprintf(row.addr, sizeof(row.addr), "%s", c->peer);
+        memcpy(row.name, u->name, sizeof(row.name));
+        memcpy(row.url, u->url, sizeof(row.url));
+        shared_relay_write(a->me, rows++, &row);
+    }
+    for (int i = 0; i < SHARED_MAX_SPACES; i++)
+        SHM_SET(a->me->tree[i], tree[i]);
+    shm_publish32(&a->me->nrelays, rows);
+}
+
 void feed_tick(struct audience *a)
 {
     int64_t now = a->loop->now_ms;
@@ -291,6 +390,7 @@ void feed_tick(struct audience *a)
         }
         feed_flush(c);
     }
+    feed_publish_reports(a);
 }
 
 void feed_close_all(struct audience *a)
@@ -300,4 +400,89 @@ void feed_close_all(struct audience *a)
     {
         conn_close(list_entry(n, struct conn, node));
     }
+}
+
+void feed_relays_each(struct audience *a, void (*fn)(void *arg, const struct shared_relay *r),
+                      void *arg)
+{
+    int64_t now = a->loop->now_ms;
+    for (uint32_t w = 0; w < a->sh->nworkers; w++) {
+        const struct shared_worker *sw = &a->sh->workers[w];
+        uint32_t rows = shm_load_acquire32(&sw->nrelays);
+        for (uint32_t i = 0; i < rows && i < SHARED_WORKER_RELAYS; i++) {
+            struct shared_relay r;
+            if (shared_relay_read(sw, i, &r) < 0 || r.slot >= SHARED_MAX_SPACES ||
+                now - r.reported_ms > FEED_REPORT_AGE_MS)
+                continue;
+            const struct shared_space *ss = &a->sh->spaces[r.slot];
+            if (__atomic_load_n(&ss->state, __ATOMIC_ACQUIRE) != SLOT_LIVE ||
+                __atomic_load_n(&ss->gen, __ATOMIC_ACQUIRE) != r.slot_gen)
+                continue;
+            fn(arg, &r);
+        }
+    }
+}
+
+uint32_t feed_tree_listeners(const struct shared *sh, int i)
+{
+    uint32_t n = 0;
+    for (uint32_t w = 0; w < sh->nworkers; w++)
+        n += SHM_GET(sh->workers[w].receiving[i]) + SHM_GET(sh->workers[w].tree[i]);
+    return n;
+}
+
+#define EDGE_MAX_LOAD_MILLI 800 /* a relay under more pressure than this gets no newcomers */
+
+struct edge_pick {
+    int slot;
+    uint64_t total, rng; /* room seen so far; a xorshift64 state */
+    char url[SHARED_RELAY_URL];
+};
+
+/* Reservoir sampling weighted by room: row r is kept with probability room / total so far. */
+static void edge_consider(void *arg, const struct shared_relay *r)
+{
+    struct edge_pick *p = arg;
+    if (r->slot != p->slot || !r->url[0] || (r->flags & FEED_REPORT_DRAINING) ||
+        r->load_milli > EDGE_MAX_LOAD_MILLI || r->connections >= r->capacity)
+        return;
+    uint64_t room = r->capacity - r->connections;
+    p->total += room;
+    p->rng ^= p->rng << 13;
+    p->rng ^= p->rng >> 7;
+    p->rng ^= p->rng << 17;
+    if (p->rng % p->total < room)
+        snprintf(p->url, sizeof(p->url), "%s", r->url);
+}
+
+int feed_pick_edge(struct audience *a, int slot, const struct http_request *req, char *hdr,
+                   size_t cap)
+{
+    struct edge_pick p = {.slot = slot};
+    if (getrandom(&p.rng, sizeof(p.rng), 0) != sizeof(p.rng) || p.rng == 0)
+        p.rng = (uint64_t)a->loop->now_ms * 2654435761u | 1;
+    feed_relays_each(a, edge_consider, &p);
+    if (!p.url[0])
+        return 0;
+    /* the same path and query, less any ticket: ours means nothing to the relay (each server
+     * signs its own), which admits the listener by its own rules */
+    char query[256];
+    size_t qn = 0;
+    const char *q = req->query, *qe = req->query + req->query_len;
+    while (q < qe) {
+        const char *amp = memchr(q, '&', (size_t)(qe - q));
+        size_t len = (size_t)((amp ? amp : qe) - q);
+        if (len && !(len >= 7 && memcmp(q, "ticket=", 7) == 0)) {
+            if (qn + len + 1 >= sizeof(query))
+                return 0; /* too long to pass on: refuse as before */
+            query[qn] = qn ? '&' : '?';
+            qn++;
+            memcpy(query + qn, q, len);
+            qn += len;
+        }
+        q += len + 1;
+    }
+    query[qn] = '\0';
+    int n = snprintf(hdr, cap, "Location: %s%.*s%s", p.url, (int)req->path_len, req->path, query);
+    return n > 0 && (size_t)n < cap;
 }

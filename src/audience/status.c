@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "audience/audience.h"
+#include "relay/feedproto.h"
 #include "util/check.h"
 
 static void time_fmt(char *out, size_t cap, int64_t t, int iso)
@@ -61,6 +62,8 @@ static void status_source(struct audience *a, int i, struct buf *b)
     buf_printf(b, ",\"listener_peak\":%u", ss->listener_peak > conns ? ss->listener_peak : conns);
     buf_printf(b, ",\"listeners\":%u", receiving);
     buf_printf(b, ",\"listener_connections\":%u", conns);
+    /* issue 10: the whole tree below this server, its own listeners included */
+    buf_printf(b, ",\"tree_listeners\":%u", feed_tree_listeners(a->sh, i));
     buf_printf(b, ",\"listenurl\":\"http://%s/%s\"", host, ss->mount);
     buf_puts(b, ",\"samplerate\":48000");
     json_kv_str(b, "server_description",
@@ -141,6 +144,75 @@ static void status_refusals(const struct shared *sh, const struct shared_counter
                                          st->refused_stage_token,    sh->main.refused_max_members,
                                          sh->main.refused_fd_reserve, st->refused_draining};
     memcpy(out, v, sizeof(v));
+}
+
+/* One per-relay gauge family: <what> picks the figure of a row. */
+struct relay_rows {
+    struct buf *b;
+    const char *name;
+    int what;
+    int64_t now_ms;
+    const struct shared *sh;
+};
+
+static void relay_row(void *arg, const struct shared_relay *r)
+{
+    struct relay_rows *x = arg;
+    /* addr, name and mount are of [A-Za-z0-9.:_[]-] (feed_text_ok, mount_name_ok, the peer's
+     * numeric address): nothing a label would need escaped */
+    buf_printf(x->b, "%s{relay=\"%s\",name=\"%s\",space=\"%s\"} ", x->name, r->addr, r->name,
+               x->sh->spaces[r->slot].mount);
+    switch (x->what) {
+    case 0: buf_printf(x->b, "%u\n", r->tree); break;
+    case 1: buf_printf(x->b, "%u\n", r->own); break;
+    case 2: buf_printf(x->b, "%u\n", r->connections); break;
+    case 3: buf_printf(x->b, "%u\n", r->capacity); break;
+    case 4: buf_printf(x->b, "%.3f\n", r->load_milli / 1000.0); break;
+    case 5: buf_printf(x->b, "%u\n", (r->flags & FEED_REPORT_DRAINING) ? 1u : 0u); break;
+    default: buf_printf(x->b, "%.3f\n", (double)(x->now_ms - r->reported_ms) / 1000.0); break;
+    }
+}
+
+/* Issue 10, items 3-4: the tree's count per space, what each relay below reported (bounded:
+ * SHARED_WORKER_RELAYS rows per worker; rostrum_relay_table_full_total counts feeds without
+ * a row, which are still in the count), and the redirects to relays. */
+static void status_tree_metrics(struct audience *a, struct buf *b, const struct shared_counters *st)
+{
+    const struct shared *sh = a->sh;
+    metric_head(b, "rostrum_tree_listeners", "gauge",
+                "Listeners of a space receiving audio in the whole tree: this server's and "
+                "what its relays report for their subtrees.");
+    for (int i = 0; i < SHARED_MAX_SPACES; i++)
+        if (slot_live(sh, i))
+            buf_printf(b, "rostrum_tree_listeners{space=\"%s\"} %u\n", sh->spaces[i].mount,
+                       feed_tree_listeners(sh, i));
+    static const char *const fam[][3] = {
+        {"rostrum_relay_tree_listeners", "gauge",
+         "Receiving listeners in a relay's subtree, as its last report said."},
+        {"rostrum_relay_listeners", "gauge", "Of those, the relay's own listeners."},
+        {"rostrum_relay_connections", "gauge", "A relay's open listener connections."},
+        {"rostrum_relay_capacity", "gauge", "A relay's max-listeners."},
+        {"rostrum_relay_pressure", "gauge", "A relay's worst worker pressure (1: overloaded)."},
+        {"rostrum_relay_draining", "gauge", "1 if a relay is stopping (it gets no redirects)."},
+        {"rostrum_relay_report_age_seconds", "gauge", "Age of a relay's last report."}};
+    for (int k = 0; k < (int)(sizeof(fam) / sizeof(fam[0])); k++) {
+        metric_head(b, fam[k][0], fam[k][1], fam[k][2]);
+        struct relay_rows x = {b, fam[k][0], k, a->loop->now_ms, sh};
+        feed_relays_each(a, relay_row, &x);
+    }
+    metric(b, "rostrum_relay_table_full_total", "counter",
+           "Reporting relay feeds that found no row in the relay table (still counted).",
+           st->relay_table_full);
+    metric(b, "rostrum_relay_reports_stale_total", "counter",
+           "Relay feeds that sent no report for the report age limit (out of the count).",
+           st->relay_reports_stale);
+    metric_head(b, "rostrum_redirects_total", "counter",
+                "Listeners sent with a 307 to a relay with room, by why this server did not "
+                "take them.");
+    buf_printf(b, "rostrum_redirects_total{reason=\"full\"} %llu\n",
+               (unsigned long long)st->redirects_full);
+    buf_printf(b, "rostrum_redirects_total{reason=\"draining\"} %llu\n",
+               (unsigned long long)st->redirects_draining);
 }
 
 void status_metrics(struct audience *a, struct buf *b)
@@ -234,6 +306,7 @@ void status_metrics(struct audience *a, struct buf *b)
            "Reconnections to another upstream than the last one.", sh->main.relay_failovers);
     metric(b, "rostrum_relay_feeds_up", "gauge", "Upstream feeds receiving now.",
            sh->main.relay_feeds_up);
+    status_tree_metrics(a, b, &st);
     metric(b, "rostrum_workers", "gauge", "Listener worker processes.", sh->nworkers);
     metric_head(b, "rostrum_worker_listener_connections", "gauge",
                 "Open listener connections, by worker process.");

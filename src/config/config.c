@@ -64,6 +64,8 @@ enum key_id {
     KEY_TLS_KEY,
     KEY_DRAIN_MS,
     KEY_RELAY_KEY,
+    KEY_PUBLIC_URL,
+    KEY_RELAY_NAME,
     KEY_NAME,
     KEY_DESCRIPTION,
     KEY_COUNT
@@ -118,6 +120,8 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_TLS_KEY] = {"tls-key", IN_GLOBAL, 1, 0},
     [KEY_DRAIN_MS] = {"drain-ms", IN_GLOBAL, 0, 60000},
     [KEY_RELAY_KEY] = {"relay-key", IN_GLOBAL, 1, 0},
+    [KEY_PUBLIC_URL] = {"public-url", IN_GLOBAL, 1, 0},
+    [KEY_RELAY_NAME] = {"relay-name", IN_GLOBAL, 1, 0},
     [KEY_NAME] = {"name", IN_SPACE, 1, 0},
     [KEY_DESCRIPTION] = {"description", IN_SPACE, 1, 0},
 };
@@ -411,6 +415,39 @@ static int set_string(struct parser *p, const struct key_def *def, char *dst, si
     return 0;
 }
 
+/* public-url and relay-name travel in a relay's reports and end up in a Location header and
+ * a metric label as they are, so they are held to what the feed allows (feed_text_ok in
+ * relay/feedproto.h, a layer above this one): a name of [A-Za-z0-9._:-], a URL of "http://"
+ * or "https://" and a host[:port], no path. */
+static int set_report_text(struct parser *p, const struct key_def *def, char *dst, size_t cap,
+                           const char *val, size_t vlen, int is_url)
+{
+    if (vlen >= cap)
+        return fail(p, "%s: value too long (%zu bytes, max %zu)", def->name, vlen, cap - 1);
+    size_t i = 0;
+    if (is_url) {
+        if (vlen > 7 && strncmp(val, "http://", 7) == 0)
+            i = 7;
+        else if (vlen > 8 && strncmp(val, "https://", 8) == 0)
+            i = 8;
+        else
+            return fail(p, "%s: not an http:// or https:// URL with a host", def->name);
+    }
+    for (; i < vlen; i++) {
+        unsigned char ch = (unsigned char)val[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '-' || ch == '_' || ch == ':' ||
+              (is_url && (ch == '[' || ch == ']'))))
+            return fail(p, is_url ? "%s: only scheme://host[:port], no path (the listener's "
+                                    "path is kept)"
+                                  : "%s: only letters, digits and . _ : -",
+                        def->name);
+    }
+    memcpy(dst, val, vlen);
+    dst[vlen] = '\0';
+    return 0;
+}
+
 static int set_int(struct parser *p, const struct key_def *def, enum key_id id, const char *val,
                    size_t vlen)
 {
@@ -499,6 +536,10 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         return set_string(p, def, c->admin_key, sizeof(c->admin_key), val, vlen);
     case KEY_RELAY_KEY:
         return set_string(p, def, c->relay_key, sizeof(c->relay_key), val, vlen);
+    case KEY_PUBLIC_URL:
+        return set_report_text(p, def, c->public_url, sizeof(c->public_url), val, vlen, 1);
+    case KEY_RELAY_NAME:
+        return set_report_text(p, def, c->relay_name, sizeof(c->relay_name), val, vlen, 0);
     case KEY_TRUSTED_PROXIES:
         return set_string(p, def, c->trusted_proxies, sizeof(c->trusted_proxies), val, vlen);
     case KEY_ACCESS_LOG:

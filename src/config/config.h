@@ -68,6 +68,11 @@ struct config {
     char admin_key[128];       /* if set, /dashboard and its data need it (?key= or Bearer) */
     char relay_key[128];       /* if set, relay feeds need it (X-Relay-Key or ?key=) (issue 10);
                                 * a relay presents it to its upstreams */
+    char public_url[129];      /* a relay's listener URL base, sent upward in its reports so
+                                * that a full or draining upstream redirects there (issue 10);
+                                * "": never a redirect target */
+    char relay_name[33];       /* the name a relay reports upward (default: its audience
+                                * address), a label of the upstream's per-relay gauges */
     int max_conns_per_ip;      /* open connections per client address (IPv6: /64); 500 */
     int joins_per_ip;          /* listener joins per second per address (burst 2x); 50 */
     int joins_per_second;      /* ceiling on listener joins per second, all workers; 20000 */

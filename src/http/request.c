@@ -502,6 +502,7 @@ const char *http_status_reason(int status)
         {301, "Moved Permanently"},
         {302, "Found"},
         {304, "Not Modified"},
+        {307, "Temporary Redirect"},
         {400, "Bad Request"},
         {401, "Unauthorized"},
         {403, "Forbidden"},

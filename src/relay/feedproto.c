@@ -119,14 +119,33 @@ int feed_parse(const unsigned char *buf, size_t len, struct feed_frame *f)
             return -1;
         f->end = p[0];
         break;
-    case FEED_REPORT:
-        if (plen != 16 || get16(p + 14) != 0)
+    case FEED_REPORT: {
+        if (plen < FEED_REPORT_FIXED + 2 || plen > FEED_REPORT_MAX - FEED_HEAD_BYTES)
             return -1;
-        f->report.receiving = get32(p);
+        f->report.tree = get32(p);
         f->report.connections = get32(p + 4);
         f->report.capacity = get32(p + 8);
         f->report.load_milli = get16(p + 12);
+        f->report.flags = get16(p + 14);
+        f->report.own = get32(p + 16);
+        if ((f->report.flags & ~FEED_REPORT_DRAINING) || f->report.own > f->report.tree ||
+            f->report.load_milli > 1000)
+            return -1;
+        uint32_t off = FEED_REPORT_FIXED;
+        struct feed_str *str[2] = {&f->report.name, &f->report.url};
+        for (int i = 0; i < 2; i++) {
+            if (off >= plen)
+                return -1;
+            uint32_t n = p[off++];
+            if (n > plen - off || !feed_text_ok((const char *)p + off, n, i))
+                return -1;
+            *str[i] = (struct feed_str){p + off, n};
+            off += n;
+        }
+        if (off != plen)
+            return -1;
         break;
+    }
     default:
         return -1;
     }
@@ -199,16 +218,57 @@ void feed_put_end(struct buf *b, uint8_t reason)
     buf_append(b, &reason, 1);
 }
 
-void feed_report(unsigned char out[FEED_REPORT_BYTES], uint32_t receiving, uint32_t connections,
-                 uint32_t capacity, uint16_t load_milli)
+int feed_text_ok(const char *s, size_t n, int is_url)
 {
-    memset(out, 0, FEED_REPORT_BYTES);
+    if (n == 0)
+        return 1;
+    if (n > (is_url ? FEED_URL_MAX : FEED_NAME_MAX))
+        return 0;
+    size_t i = 0;
+    if (is_url) {
+        if (n > 7 && memcmp(s, "http://", 7) == 0)
+            i = 7;
+        else if (n > 8 && memcmp(s, "https://", 8) == 0)
+            i = 8;
+        else
+            return 0;
+    }
+    for (; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 ch == '.' || ch == '-' || ch == '_' || ch == ':' ||
+                 (is_url && (ch == '[' || ch == ']'));
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+size_t feed_report(unsigned char out[FEED_REPORT_MAX], const struct feed_report_fields *r)
+{
+    const char *str[2] = {r->name ? r->name : "", r->url ? r->url : ""};
+    size_t sl[2];
+    for (int i = 0; i < 2; i++) {
+        sl[i] = strnlen(str[i], i ? FEED_URL_MAX + 1 : FEED_NAME_MAX + 1);
+        if (!feed_text_ok(str[i], sl[i], i))
+            sl[i] = 0;
+    }
+    size_t len = FEED_HEAD_BYTES + FEED_REPORT_FIXED;
+    memset(out, 0, len);
     out[0] = FEED_REPORT;
-    put32(out + 4, 16);
-    put32(out + 8, receiving);
-    put32(out + 12, connections);
-    put32(out + 16, capacity);
-    put16(out + 20, load_milli);
+    put32(out + 8, r->tree);
+    put32(out + 12, r->connections);
+    put32(out + 16, r->capacity);
+    put16(out + 20, r->load_milli > 1000 ? 1000 : r->load_milli);
+    put16(out + 22, r->flags & FEED_REPORT_DRAINING);
+    put32(out + 24, r->own < r->tree ? r->own : r->tree);
+    for (int i = 0; i < 2; i++) {
+        out[len++] = (unsigned char)sl[i];
+        memcpy(out + len, str[i], sl[i]);
+        len += sl[i];
+    }
+    put32(out + 4, (uint32_t)(len - FEED_HEAD_BYTES));
+    return len;
 }
 
 /* <name>: <value> lines: 1 if line <l>/<n> is header <name>, with its trimmed value. */

@@ -1,9 +1,11 @@
 /*
- * feedproto: the relay feed, version 1 -- what an upstream (an origin or another relay) sends
+ * feedproto: the relay feed, version 2 -- what an upstream (an origin or another relay) sends
  * a downstream relay on `GET /<space>?relay=1[&from=SEQ]` of its audience port. The answer is
- * `200`, `Content-Type: application/x-rostrum-feed`, `X-Rostrum-Feed: 1`, then frames until
- * either side closes. Nothing flows upward yet (item 3 of issue 10 will send the relay's
- * receiving-listener count as frames the other way, in this same format).
+ * `200`, `Content-Type: application/x-rostrum-feed`, `X-Rostrum-Feed: 2`, then frames until
+ * either side closes; the relay sends REPORT frames the other way on the same connection.
+ * Version 2 (issue 10, item 3) made REPORT carry the whole subtree's count, the relay's own
+ * count, a draining flag, its name and its public listener URL; both ends must speak the same
+ * version (a relay treats a feed of another version as no feed at all).
  *
  * A frame is an 8-byte head and a payload, integers big-endian:
  *
@@ -28,10 +30,16 @@
  * that way; an upstream cuts a feed that sends anything else, or more than one frame's bytes
  * it cannot parse):
  *
- *   REPORT   receiving u32 (the relay's listeners of this space that received audio in the
- *            last 5 s), connections u32, capacity u32 (its max-listeners), load u16 (its
- *            worst worker pressure, thousandths), reserved u16. What issue 10's item 3 sums
- *            into the tree's count; stored per feed today.
+ *   REPORT   tree u32 (listeners of this space that received audio in the last 5 s in the
+ *            relay's whole subtree: its own plus what its own downstream relays reported, so
+ *            an upstream adds its feeds' figures to its own and has the tree's count),
+ *            connections u32 (the relay's open listener connections, all spaces), capacity
+ *            u32 (its max-listeners), load u16 (its worst worker pressure, thousandths),
+ *            flags u16 (FEED_REPORT_DRAINING: it refuses newcomers), own u32 (of <tree>, its
+ *            own listeners), then name (u8 length, <= FEED_NAME_MAX) and public URL (u8
+ *            length, <= FEED_URL_MAX, "http://" or "https://" and a host, no path; empty:
+ *            never redirect listeners to it), both of printable ASCII without space, '"' or
+ *            '\\', so they go into a metric label or a Location header as they are.
  *
  * The stream's identity is (serial, epoch): the Ogg serial and the origin's slot generation
  * when the stream began, carried unchanged down the tree, like the sequence numbers, so a
@@ -50,7 +58,7 @@
 #include "shm/shared.h"
 #include "util/buf.h"
 
-#define FEED_VERSION 1
+#define FEED_VERSION 2
 #define FEED_CONTENT_TYPE "application/x-rostrum-feed"
 #define FEED_HEAD_BYTES 8
 #define FEED_PAGE_FIXED 20
@@ -59,7 +67,17 @@
 #define FEED_MAX_FRAME (FEED_HEAD_BYTES + FEED_MAX_PAYLOAD)
 
 enum feed_type { FEED_HEADER = 1, FEED_PAGE, FEED_STATE, FEED_KEEPALIVE, FEED_END, FEED_REPORT };
-#define FEED_REPORT_BYTES (FEED_HEAD_BYTES + 16)
+#define FEED_REPORT_FIXED 20
+#define FEED_NAME_MAX 32
+#define FEED_URL_MAX 128
+#define FEED_REPORT_MAX (FEED_HEAD_BYTES + FEED_REPORT_FIXED + 2 + FEED_NAME_MAX + FEED_URL_MAX)
+#define FEED_REPORT_DRAINING 1u
+/* An upstream counts a relay's last REPORT for this long, no longer: a relay that stops, or
+ * whose link dies without a FIN, leaves the count after it. A relay that cut a stalled feed
+ * (whose old connection may still look open upstream) waits as long, plus a tick, before it
+ * reports on its next feed, so that no upstream counts its subtree while another still does. */
+#define FEED_REPORT_AGE_MS 3000
+#define FEED_REPORT_HOLD_MS (FEED_REPORT_AGE_MS + 500)
 enum feed_end { FEED_END_ENDED = 1, FEED_END_RESTART };
 
 /* A byte string inside a parsed frame (borrowed from the parser's input). */
@@ -88,8 +106,9 @@ struct feed_frame {
         uint64_t head; /* KEEPALIVE */
         uint8_t end;   /* END */
         struct {
-            uint32_t receiving, connections, capacity;
-            uint16_t load_milli;
+            uint32_t tree, connections, capacity, own;
+            uint16_t load_milli, flags;
+            struct feed_str name, url;
         } report; /* REPORT (upward) */
     };
 };
@@ -123,8 +142,18 @@ void feed_page_head(unsigned char out[FEED_HEAD_BYTES + FEED_PAGE_FIXED], uint64
 void feed_put_state(struct buf *b, const void *json, uint32_t len);
 void feed_put_keepalive(struct buf *b, uint64_t head);
 void feed_put_end(struct buf *b, uint8_t reason);
-/* An upward REPORT, written into <out> (FEED_REPORT_BYTES). */
-void feed_report(unsigned char out[FEED_REPORT_BYTES], uint32_t receiving, uint32_t connections,
-                 uint32_t capacity, uint16_t load_milli);
+/* What a relay says upward about one space (REPORT). <name> and <url> are C strings that
+ * feed_text_ok() accepts (the encoder sends an empty string for one it does not). */
+struct feed_report_fields {
+    uint32_t tree, connections, capacity, own;
+    uint16_t load_milli, flags;
+    const char *name, *url;
+};
+/* An upward REPORT, written into <out> (FEED_REPORT_MAX bytes at least). Returns its length. */
+size_t feed_report(unsigned char out[FEED_REPORT_MAX], const struct feed_report_fields *r);
+/* 1 if <s>/<n> may be a REPORT's name (<= FEED_NAME_MAX, [A-Za-z0-9._:-]) if !<is_url>, or
+ * its URL if <is_url> (<= FEED_URL_MAX, "http://" or "https://", a host[:port], no path nor
+ * anything a Location header or a metric label would need escaped). Empty is accepted. */
+int feed_text_ok(const char *s, size_t n, int is_url);
 
 #endif

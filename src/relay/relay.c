@@ -553,24 +553,44 @@ static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
     (void)events;
 }
 
-/* Once a second on a feed: what this relay's listeners of the space receive, upward. A
+/* Once a second on a feed: what this relay's subtree receives of the space, upward: its own
+ * listeners (the workers' honest count) plus what its own downstream relays reported (the
+ * workers' `tree`, fresh reports only), its room, and where listeners may be sent. A relay has
+ * one feed per space at a time, to one upstream (fail-over closes the old connection before
+ * it opens the next), so its subtree is counted once however many upstreams it lists. A
  * report the socket cannot take now is skipped (the next one says it again). Returns 0, or
  * -1 after feed_fail. */
 static int feed_report_up(struct relay_feed *f)
 {
     struct shared *sh = f->r->spaces->sh;
-    uint32_t receiving = 0, conns = 0, load = 0;
+    const struct config *cfg = f->r->cfg;
+    uint32_t own = 0, tree = 0, conns = 0, load = 0;
+    int slot = f->sp->slot;
     for (uint32_t w = 0; w < sh->nworkers; w++) {
-        receiving += sh->workers[w].receiving[f->sp->slot];
-        conns += sh->workers[w].conns[f->sp->slot];
-        uint32_t p = __atomic_load_n(&sh->workers[w].pressure_milli, __ATOMIC_RELAXED);
+        own += SHM_GET(sh->workers[w].receiving[slot]);
+        tree += SHM_GET(sh->workers[w].tree[slot]);
+        conns += SHM_GET(sh->workers[w].listener_connections);
+        uint32_t p = SHM_GET(sh->workers[w].pressure_milli);
         load = p > load ? p : load;
     }
-    unsigned char rep[FEED_REPORT_BYTES];
-    feed_report(rep, receiving, conns, (uint32_t)f->r->cfg->max_listeners,
-                (uint16_t)(load > 1000 ? 1000 : load));
-    ssize_t w = send(f->h.io.fd, rep, sizeof(rep), MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (w == (ssize_t)sizeof(rep) || (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
+    char name[FEED_NAME_MAX + 1];
+    if (cfg->relay_name[0])
+        snprintf(name, sizeof(name), "%s", cfg->relay_name);
+    else
+        snprintf(name, sizeof(name), "%.20s:%u", cfg->audience_host, (unsigned)cfg->audience_port);
+    struct feed_report_fields rf = {
+        .tree = own + tree,
+        .own = own,
+        .connections = conns,
+        .capacity = (uint32_t)cfg->max_listeners,
+        .load_milli = (uint16_t)(load > 1000 ? 1000 : load),
+        .flags = __atomic_load_n(&sh->main.draining, __ATOMIC_ACQUIRE) ? FEED_REPORT_DRAINING : 0,
+        .name = name,
+        .url = cfg->public_url};
+    unsigned char rep[FEED_REPORT_MAX];
+    size_t len = feed_report(rep, &rf);
+    ssize_t w = send(f->h.io.fd, rep, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w == (ssize_t)len || (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
         return 0;
     feed_fail(f, w < 0 ? strerror(errno) : "report half sent");
     return -1;
@@ -580,7 +600,8 @@ static void feed_watch_cb(struct loop *loop, struct loop_timer *t)
 {
     struct relay_feed *f = (struct relay_feed *)((char *)t - offsetof(struct relay_feed, watch));
     int64_t now = loop->now_ms;
-    if (f->got_header && !f->dmx && f->sp && now - f->reported_ms >= 1000) {
+    if (f->got_header && !f->dmx && f->sp && now - f->reported_ms >= 1000 &&
+        now >= f->hold_reports_until) {
         f->reported_ms = now;
         if (feed_report_up(f) < 0)
             return;
@@ -601,6 +622,9 @@ static void feed_watch_cb(struct loop *loop, struct loop_timer *t)
             snprintf(why, sizeof(why), "stalled: no page for %lld ms",
                      (long long)(now - f->last_page_ms));
             f->r->spaces->sh->main.relay_stalls++;
+            /* the old upstream may not see this connection close (a dead link): it counts
+             * our last report until it is too old, so the next feed reports only after */
+            f->hold_reports_until = now + FEED_REPORT_HOLD_MS;
             feed_fail(f, why);
             return;
         }

@@ -74,6 +74,7 @@ struct relay_feed {
     struct loop_timer watch; /* stalls and deadlines, every 100 ms while connected */
     struct ogg_demux *dmx; /* a plain Ogg upstream: its demuxer */
     int64_t reported_ms;   /* the last REPORT sent upward */
+    int64_t hold_reports_until; /* after a stalled feed: FEED_REPORT_HOLD_MS, no report */
 };
 
 struct relay {

@@ -245,3 +245,32 @@ int shared_dbuf_copy(const struct shared_dbuf *d, const unsigned char *halves, s
     }
     return -EAGAIN;
 }
+
+void shared_relay_write(struct shared_worker *w, uint32_t i, const struct shared_relay *in)
+{
+    BUG_ON(i >= SHARED_WORKER_RELAYS);
+    struct shared_relay *r = &w->relays[i];
+    uint32_t seq = SHM_GET(r->seq) | 1; /* odd: being written */
+    SHM_SET(r->seq, seq);
+    shm_before_overwrite();
+    /* everything after <seq> (its first field) */
+    size_t skip = offsetof(struct shared_relay, slot);
+    memcpy((char *)r + skip, (const char *)in + skip, sizeof(*r) - skip);
+    shm_publish32(&r->seq, seq + 1);
+}
+
+int shared_relay_read(const struct shared_worker *w, uint32_t i, struct shared_relay *out)
+{
+    if (i >= SHARED_WORKER_RELAYS)
+        return -EAGAIN;
+    const struct shared_relay *r = &w->relays[i];
+    uint32_t seq = shm_load_acquire32(&r->seq);
+    if (seq == 0 || (seq & 1))
+        return -EAGAIN;
+    memcpy(out, r, sizeof(*out));
+    if (shm_reload32(&r->seq) != seq)
+        return -EAGAIN;
+    out->addr[SHARED_RELAY_ADDR - 1] = out->name[SHARED_RELAY_NAME - 1] = '\0';
+    out->url[SHARED_RELAY_URL - 1] = '\0';
+    return 0;
+}

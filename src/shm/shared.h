@@ -101,6 +101,11 @@ struct shared_counters {
     uint64_t feeds_joined;      /* relay feeds served (also counted as listener joins) */
     uint64_t refused_relay_key; /* 403: a feed without the relay-key, or a wrong one */
     uint64_t feed_cuts;         /* feeds closed: the relay fell behind the ring or stopped */
+    /* issue 10, items 3-4 (the tree's count, finding an edge) */
+    uint64_t relay_table_full;   /* reporting feeds that found no room in the relay table */
+    uint64_t relay_reports_stale; /* feeds that went quiet: no report for FEED_REPORT_AGE_MS */
+    uint64_t redirects_full;     /* 307: this server was full, sent to a relay with room */
+    uint64_t redirects_draining; /* 307: this server was stopping, sent to a relay */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
@@ -148,6 +153,28 @@ struct shared_space {
     uint32_t feed_serial, feed_epoch;
 };
 
+/*
+ * One relay feed's last report (issue 10, item 3), in the table of the worker serving the feed.
+ * A record with a sequence (shm.h, rule 4): <seq> odd while the worker writes it; a reader
+ * copies the record and keeps the copy only if <seq> was the same even, non-zero value before
+ * and after. Texts are NUL-terminated and were checked by feed_text_ok() (relay/feedproto.h).
+ */
+#define SHARED_WORKER_RELAYS 16 /* per worker: past it a feed still counts, but has no row */
+#define SHARED_RELAY_ADDR 64
+#define SHARED_RELAY_NAME 33
+#define SHARED_RELAY_URL 129
+struct shared_relay {
+    uint32_t seq;
+    uint16_t slot, flags;   /* the space it feeds from; FEED_REPORT_DRAINING */
+    uint32_t slot_gen;      /* that slot's generation when the feed began */
+    uint32_t tree, own;     /* receiving listeners: its subtree's, of which its own */
+    uint32_t connections, capacity, load_milli;
+    int64_t reported_ms;    /* CLOCK_MONOTONIC ms (the loop's clock) of the report */
+    char addr[SHARED_RELAY_ADDR]; /* the feed's peer address */
+    char name[SHARED_RELAY_NAME];
+    char url[SHARED_RELAY_URL];   /* its public listener URL base; "": not for redirects */
+};
+
 struct shared_worker {
     int32_t pid;
     uint32_t listener_connections;
@@ -159,7 +186,18 @@ struct shared_worker {
     uint32_t pressure_milli;
     uint32_t overloaded;
     int64_t loop_lag_ms; /* issue 8: this worker's peak loop lag over the last second */
+    /* issue 10, item 3: per slot, what this worker's relay feeds reported their subtrees
+     * receive (fresh reports only), and the reports themselves (nrelays rows in use) */
+    uint32_t tree[SHARED_MAX_SPACES];
+    uint32_t nrelays;
+    struct shared_relay relays[SHARED_WORKER_RELAYS];
 };
+
+/* Reader: copies row <i> of worker block <w> into <out>. Returns 0, or -EAGAIN if the row is
+ * unused or being written (a reader then skips it: the next report writes it again). */
+int shared_relay_read(const struct shared_worker *w, uint32_t i, struct shared_relay *out);
+/* Writer (the worker owning <w>): writes row <i> from <in> (its <seq> is ignored). */
+void shared_relay_write(struct shared_worker *w, uint32_t i, const struct shared_relay *in);
 
 /*
  * The dashboard's history (issue 9): one sample a second of the figures it charts, the last

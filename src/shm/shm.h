@@ -36,6 +36,12 @@
  * 3. Words with one writer (slot state and generation, counters): atomic loads and stores;
  *    acquire/release where they order other data, relaxed for counters.
  *
+ * 4. Records with a sequence (shared.h: a worker's relay table). The writer makes <seq> odd
+ *    (release fence after), writes the record's fields, then stores <seq> + 1, even (release).
+ *    A reader loads <seq> (acquire), skips the record if it is odd (or 0: never written),
+ *    copies the record, and keeps the copy only if <seq> reloaded is the same: the Linux
+ *    seqcount, for records too small and too rarely written (once a second) to double-buffer.
+ *
  * The bytes themselves (arena, halves) are written with memcpy() and read with memcpy() or by
  * the kernel in writev(): a race on them is expected and harmless because the version check
  * after the use rejects whatever a race could have produced. That is the seqlock bargain (as

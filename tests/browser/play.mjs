@@ -2,14 +2,15 @@
 /*
  * play.mjs: a real browser listens to a space through rostrum's own page.
  *
- *   node tests/browser/play.mjs URL MOUNT [SECONDS]
+ *   node tests/browser/play.mjs URL MOUNT [SECONDS [MIN_LISTENERS]]
  *   e.g. node tests/browser/play.mjs http://127.0.0.1:8000/ /live 15
  *
  * Debian's Chromium (headless, fresh profile) opens URL, waits up to 10 s for the card
  * [data-mount=MOUNT], presses its Listen button and passes when, within SECONDS (default 15):
  *   - the card's <audio class="player"> has played >= 2 s (currentTime advancing steadily)
  *     with no media error,
- *   - and then, within 10 s more, the card's .listeners count shows a number >= 1 after a
+ *   - and then, within 10 s more, the card's .listeners count shows a number >= MIN_LISTENERS
+ *     (default 1; a relay tree's test asks for the tree's count) after a
  *     page refresh of the status, with the same <audio> element still in place (the page must
  *     not rebuild a playing player), and the page threw no uncaught exception.
  * Prints one line of JSON ({"ok":true,...} or {"ok":false,"reason":...}); exits 0 or 1.
@@ -21,10 +22,11 @@ const CARD_TIMEOUT_MS = 10000;
 const COUNT_TIMEOUT_MS = 10000;
 const MIN_PLAYED_S = 2;
 
-const [url, mount, secondsArg] = process.argv.slice(2);
+const [url, mount, secondsArg, minArg] = process.argv.slice(2);
 const seconds = secondsArg === undefined ? 15 : Number(secondsArg);
-if (!url || !mount || !mount.startsWith('/') || !(seconds > 0)) {
-  console.error('usage: node play.mjs URL MOUNT [SECONDS]   (MOUNT like /live)');
+const minListeners = minArg === undefined ? 1 : Number(minArg);
+if (!url || !mount || !mount.startsWith('/') || !(seconds > 0) || !(minListeners >= 1)) {
+  console.error('usage: node play.mjs URL MOUNT [SECONDS [MIN_LISTENERS]]   (MOUNT like /live)');
   process.exit(2);
 }
 
@@ -146,13 +148,13 @@ async function run(page) {
   const countDeadline = Date.now() + COUNT_TIMEOUT_MS;
   while (Date.now() < countDeadline) {
     st = await playerState(page);
-    if (st.present && st.listeners !== null && st.listeners >= 1)
+    if (st.present && st.listeners !== null && st.listeners >= minListeners)
       break;
     await sleep(250);
   }
   result.listeners = st.present ? st.listeners : null;
-  if (!st.present || st.listeners === null || st.listeners < 1)
-    return [false, `listener count ${result.listeners} (want >= 1) within ` +
+  if (!st.present || st.listeners === null || st.listeners < minListeners)
+    return [false, `listener count ${result.listeners} (want >= ${minListeners}) within ` +
                    `${COUNT_TIMEOUT_MS / 1000} s`];
   if (!st.same)
     return [false, 'the <audio> element was rebuilt by a refresh'];

@@ -5,8 +5,10 @@
  * The first byte picks the parser. Frames are parsed one after another as the relay's read
  * loop does; every frame must be whole inside the input, within FEED_MAX_FRAME, and each of
  * its strings inside it; a prefix of a frame must say "incomplete" (-2) or the same, never
- * something else (so a frame split across reads parses as one). A valid HEADER, PAGE or STATE
- * is encoded again with the encoders and must parse to the same fields. libFuzzer hands over
+ * something else (so a frame split across reads parses as one). An upward REPORT (what an
+ * upstream reads from its relays: feed.c) must carry only texts feed_text_ok() accepts, inside
+ * the frame and within FEED_REPORT_MAX. A valid HEADER, PAGE, STATE or REPORT is encoded
+ * again with the encoders and must parse to the same fields. libFuzzer hands over
  * an exact-size heap copy, so ASan catches a read past the input.
  */
 #include <stdint.h>
@@ -56,6 +58,22 @@ static void reencode(const struct feed_frame *f)
     } else if (f->type == FEED_STATE) {
         feed_put_state(&b, f->state.p, f->state.len);
         CHECK(feed_parse((const unsigned char *)b.data, b.len, &g) == (int)b.len);
+    } else if (f->type == FEED_REPORT) {
+        char name[FEED_NAME_MAX + 1], url[FEED_URL_MAX + 1];
+        memcpy(name, f->report.name.p, f->report.name.len);
+        name[f->report.name.len] = '\0';
+        memcpy(url, f->report.url.p, f->report.url.len);
+        url[f->report.url.len] = '\0';
+        struct feed_report_fields r = {f->report.tree,      f->report.connections,
+                                       f->report.capacity,  f->report.own,
+                                       f->report.load_milli, f->report.flags, name, url};
+        unsigned char rep[FEED_REPORT_MAX];
+        size_t n = feed_report(rep, &r);
+        CHECK(n <= FEED_REPORT_MAX && feed_parse(rep, n, &g) == (int)n);
+        CHECK(g.report.tree == f->report.tree && g.report.own == f->report.own &&
+              g.report.capacity == f->report.capacity && g.report.flags == f->report.flags &&
+              g.report.name.len == f->report.name.len && g.report.url.len == f->report.url.len &&
+              memcmp(g.report.url.p, url, g.report.url.len) == 0);
     }
     buf_free(&b);
 }
@@ -82,6 +100,12 @@ static void frames(const unsigned char *buf, size_t len)
             CHECK(f.page.page.len <= OGG_MUX_MAX_PAGE);
         } else if (f.type == FEED_STATE) {
             CHECK(inside(f.state.p, f.state.len, fb, (size_t)n) && f.state.len <= SHARED_STATE_MAX);
+        } else if (f.type == FEED_REPORT) {
+            CHECK(n <= FEED_REPORT_MAX && f.report.own <= f.report.tree);
+            CHECK(inside(f.report.name.p, f.report.name.len, fb, (size_t)n));
+            CHECK(inside(f.report.url.p, f.report.url.len, fb, (size_t)n));
+            CHECK(feed_text_ok((const char *)f.report.name.p, f.report.name.len, 0));
+            CHECK(feed_text_ok((const char *)f.report.url.p, f.report.url.len, 1));
         }
         /* a prefix is incomplete, never a different answer */
         for (size_t cut = 0; cut < (size_t)n; cut += 1 + (size_t)n / 16) {

@@ -57,3 +57,41 @@ def test_browser_host_console_runs_a_stage(ctx):
     out = host.output().decode(errors="replace").strip()
     check(rc == 0, f"host.mjs exited with {rc}: {out[-1500:]}\n{host.tail(15)}")
     check('"step":"ended"' in out, f"host.mjs did not reach the end: {out[-800:]}")
+
+
+@test(timeout=150, icecast=False, exclusive=True)
+def test_browser_plays_from_an_edge_and_shows_the_tree_count_10(ctx):
+    # issue 10, items 3-4: the origin is full (a relay's feed and one listener), so the page's
+    # player is sent to the relay with a 307 and plays there; the card shows the tree's count
+    # (1 on the origin + 3 raw listeners and the browser on the relay), not the origin's 1
+    from harness import free_port, listen
+    from test_relay import relay, relay_live
+    node = shutil.which("node")
+    check(node and (MODULES / "playwright-core").is_dir(), "node or playwright-core missing")
+    origin = ctx.start_server(extra=["--workers", "1", "--max-listeners", "2"])
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    port = free_port()
+    edge = relay(ctx, origin, audience=f"127.0.0.1:{port}",
+                 extra=["--public-url", f"http://127.0.0.1:{port}"])
+    relay_live(edge, "/live")
+    lst = [listen(ctx, origin, "/live")] + [listen(ctx, edge, "/live") for _ in range(3)]
+    check(all(x.resp.status == 200 for x in lst), "the raw listeners")
+    env = {"HOME": str(ctx.tmp), "XDG_CONFIG_HOME": str(ctx.tmp / ".config"),
+           "XDG_CACHE_HOME": str(ctx.tmp / ".cache"), "TMPDIR": str(ctx.tmp)}
+    play = ctx.spawn("play", [node, PLAY, origin.url("/"), "/live", "20", "5"], env=env,
+                     stdout=ctx.tmp / "play.out")
+    try:
+        rc = play.wait(100)
+    finally:
+        play.signal(signal.SIGTERM)
+    out = play.output().decode(errors="replace").strip()
+    check(rc == 0, f"play.mjs exited with {rc}: {out[-1500:]}\n{play.tail(15)}")
+    # <audio>.currentSrc keeps the URL it was given, so ask the servers where it played
+    from harness import metric, metrics
+    m, _ = metrics(origin)
+    check(metric(m, "rostrum_redirects_total", reason="full") >= 1,
+          f"the origin sent nobody to the relay: {out[-600:]}")
+    m, _ = metrics(edge)
+    check(metric(m, "rostrum_joins_total", outcome="ok") >= 4,
+          f"the browser did not join on the relay: {metric(m, 'rostrum_joins_total', outcome='ok')}")

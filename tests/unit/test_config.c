@@ -679,6 +679,28 @@ TEST(user_key_issue9)
     ASSERT(found);
 }
 
+/* issue 10, item 4: public-url and relay-name travel into a Location header and a metric label
+ * unescaped, so only what the feed's REPORT allows is taken */
+TEST(public_url_and_relay_name_10)
+{
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    ASSERT_EQ_INT(c.public_url[0], '\0');
+    ASSERT_EQ_INT(config_set(&c, "public-url", "http://edge1.example:8000", err, sizeof(err)), 0);
+    ASSERT_EQ_STR(c.public_url, "http://edge1.example:8000");
+    ASSERT_EQ_INT(config_set(&c, "public-url", "https://[2001:db8::1]:443", err, sizeof(err)), 0);
+    ASSERT_EQ_INT(config_set(&c, "relay-name", "edge-1.eu", err, sizeof(err)), 0);
+    ASSERT_EQ_STR(c.relay_name, "edge-1.eu");
+    EXPECT_ERROR("public-url = http://edge/path\n", 1, "no path");
+    EXPECT_ERROR("public-url = ftp://edge\n", 1, "http://");
+    EXPECT_ERROR("public-url = http://\n", 1, "http://");
+    EXPECT_ERROR("public-url = http://a\"b\n", 1, "no path");
+    EXPECT_ERROR("relay-name = a b\n", 1, "only letters");
+    EXPECT_ERROR("relay-name = 0123456789012345678901234567890123\n", 1, "too long");
+    EXPECT_ERROR("[space a]\npublic-url = http://x\n", 2, "public-url");
+}
+
 int main(void)
 {
     return RUN_TESTS();

@@ -95,9 +95,11 @@ TEST(feed_refuses_what_it_cannot_bound_10)
     /* a header of another version, or with 3 channels */
     struct buf b = sample_stream();
     unsigned char *p = (unsigned char *)b.data;
-    p[FEED_HEAD_BYTES + 1] = 2; /* version 2 */
+    p[FEED_HEAD_BYTES + 1] = FEED_VERSION + 1; /* another version */
     ASSERT_EQ_INT(feed_parse(p, b.len, &f), -1);
-    p[FEED_HEAD_BYTES + 1] = 1;
+    p[FEED_HEAD_BYTES + 1] = 1; /* version 1: the older frames, with the older REPORT */
+    ASSERT_EQ_INT(feed_parse(p, b.len, &f), -1);
+    p[FEED_HEAD_BYTES + 1] = FEED_VERSION;
     p[FEED_HEAD_BYTES + 3] = 3;
     ASSERT_EQ_INT(feed_parse(p, b.len, &f), -1);
     p[FEED_HEAD_BYTES + 3] = 2;
@@ -112,31 +114,51 @@ TEST(feed_refuses_what_it_cannot_bound_10)
 
 TEST(feed_report_upward_10)
 {
-    unsigned char rep[FEED_REPORT_BYTES];
-    feed_report(rep, 12345, 12400, 100000, 250);
+    unsigned char rep[FEED_REPORT_MAX];
+    struct feed_report_fields r = {12345, 12400, 100000, 345, 250, FEED_REPORT_DRAINING,
+                                   "edge-1", "http://edge1.example:8000"};
+    size_t len = feed_report(rep, &r);
+    ASSERT_EQ_UINT(len, FEED_HEAD_BYTES + FEED_REPORT_FIXED + 2 + 6 + 25);
     struct feed_frame f;
-    ASSERT_EQ_INT(feed_parse(rep, sizeof(rep), &f), FEED_REPORT_BYTES);
+    ASSERT_EQ_INT(feed_parse(rep, len, &f), (int)len);
     ASSERT_EQ_INT(f.type, FEED_REPORT);
-    ASSERT_EQ_UINT(f.report.receiving, 12345);
+    ASSERT_EQ_UINT(f.report.tree, 12345);
+    ASSERT_EQ_UINT(f.report.own, 345);
     ASSERT_EQ_UINT(f.report.connections, 12400);
     ASSERT_EQ_UINT(f.report.capacity, 100000);
     ASSERT_EQ_UINT(f.report.load_milli, 250);
-    for (size_t cut = 0; cut < sizeof(rep); cut++)
+    ASSERT_EQ_UINT(f.report.flags, FEED_REPORT_DRAINING);
+    ASSERT_EQ_UINT(f.report.name.len, 6);
+    ASSERT(memcmp(f.report.url.p, "http://edge1.example:8000", 25) == 0);
+    for (size_t cut = 0; cut < len; cut++)
         ASSERT_EQ_INT(feed_parse(rep, cut, &f), -2);
-    rep[FEED_REPORT_BYTES - 1] = 1; /* reserved must be 0 */
-    ASSERT_EQ_INT(feed_parse(rep, sizeof(rep), &f), -1);
+    rep[FEED_HEAD_BYTES + 15] = 2; /* an unknown flag */
+    ASSERT_EQ_INT(feed_parse(rep, len, &f), -1);
+    /* texts the encoder will not send, and the parser will not take */
+    struct feed_report_fields bad = {1, 1, 1, 1, 0, 0, "a b", "http://x/path\"q"};
+    len = feed_report(rep, &bad);
+    ASSERT_EQ_INT(feed_parse(rep, len, &f), (int)len);
+    ASSERT_EQ_UINT(f.report.name.len, 0);
+    ASSERT_EQ_UINT(f.report.url.len, 0);
+    ASSERT(!feed_text_ok("ftp://x", 7, 1) && !feed_text_ok("http://", 7, 1));
+    ASSERT(feed_text_ok("http://[::1]:8000", 17, 1) && !feed_text_ok("x\"", 2, 0));
+    /* own above tree is a lie the parser refuses */
+    struct feed_report_fields lie = {1, 1, 1, 1, 0, 0, "", ""};
+    len = feed_report(rep, &lie);
+    rep[FEED_HEAD_BYTES + 19] = 2;
+    ASSERT_EQ_INT(feed_parse(rep, len, &f), -1);
 }
 
 TEST(feed_answer_heads_10)
 {
     struct feed_http_head h;
     const char *feed = "HTTP/1.0 200 OK\r\nContent-Type: application/x-rostrum-feed\r\n"
-                       "X-Rostrum-Feed: 1\r\n\r\nFRAMES";
+                       "X-Rostrum-Feed: 2\r\n\r\nFRAMES";
     ASSERT_EQ_INT(feed_parse_response_head((const unsigned char *)feed, strlen(feed), &h),
                   (int)strlen(feed) - 6);
     ASSERT_EQ_INT(h.status, 200);
     ASSERT_EQ_INT(h.kind, FEED_KIND_FEED);
-    ASSERT_EQ_INT(h.feed_version, 1);
+    ASSERT_EQ_INT(h.feed_version, 2);
     const char *ice = "HTTP/1.0 200 OK\r\ncontent-type: application/ogg\r\nicy-br: 48\r\n\r\n";
     ASSERT(feed_parse_response_head((const unsigned char *)ice, strlen(ice), &h) > 0);
     ASSERT_EQ_INT(h.kind, FEED_KIND_OGG);
