@@ -1,6 +1,6 @@
 """bench/benchlib.py: what the benchmarks share (processes, /proc sampling, a quiet machine).
 
-The helpers bench/tree uses, in bench/fanout's manner: every process is started in its own
+The helpers bench/fanout and bench/tree share: every process is started in its own
 session and remembered so that it can be killed on exit; CPU is read from the scheduler's clock
 (/proc/PID/task/*/schedstat), memory as the sum of Pss over a process tree. Standard library
 only.
