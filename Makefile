@@ -47,7 +47,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 WEB      := $(wildcard web/*)
 
 .PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench bench-tls \
-        bench-upgrade install
+        bench-upgrade bench-tree install
 all: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak
 
 $(O)/obj/%.o: %.c
@@ -141,6 +141,10 @@ bench: test-deps all
 # run (see bench/README.md). BENCH_TLS_ARGS="--loads 2000 --seconds 20" for a short one.
 bench-tls: test-deps all
 	bench/tls $(BENCH_TLS_ARGS)
+
+# A relay tree on loopback: relay vs origin, a cut, a fail-over, origin cost per relay.
+bench-tree: test-deps all
+	bench/tree --no-build $(BENCH_TREE_ARGS)
 
 # What an upgrade (SIGUSR2) costs the connected under load (see bench/README.md).
 bench-upgrade: test-deps all

@@ -126,6 +126,17 @@ def test_capacity_arithmetic(ctx):
     relay = run_plan(ctx, fig, "--listeners", "1000000", "--relay-cpu-factor", "2")
     check(relay["tiers"]["edge"]["boxes"] == 20 and relay["inputs"]["relay_cpu_factor"]["kind"]
           == "given", "a relay costing twice an origin does not double the edges")
+    # a relay factor in the figures file (bench/tree's) is used and labelled measured
+    tf = figures()
+    tf["box"]["relay_cpu_factor"] = {"value": 2.0, "kind": "measured",
+                                     "source": {"bench": "bench/tree", "command": "none",
+                                                "date": "test", "commit": "test", "file": "-"}}
+    mt = run_plan(ctx, tf, "--listeners", "1000000")
+    check(mt["tiers"]["edge"]["boxes"] == 20 and mt["inputs"]["relay_cpu_factor"]["kind"]
+          == "measured", f"the measured relay factor is not used: {mt['inputs']['relay_cpu_factor']}")
+    gv = run_plan(ctx, tf, "--listeners", "1000000", "--relay-cpu-factor", "1")
+    check(gv["tiers"]["edge"]["boxes"] == 10 and gv["inputs"]["relay_cpu_factor"]["kind"]
+          == "given", "--relay-cpu-factor does not override the measured factor")
 
 
 def fanout_result(listeners, rate, got, stalls=0, refused=0, cpu=11.0):
@@ -166,6 +177,26 @@ def test_capacity_figures_pick_clean_runs(ctx):
     ra = out["server"]["retry_after_max_s"]
     check(ra["source"]["file"] == "src/audience/audience.c" and ra["source"]["line"] > 0,
           f"retry-after source {ra['source']}")
+    # bench/tree's JSON: the relay factor, the mean over the clean origin/relay pairs
+    def side(us, clean=True):
+        return {"cpu_us_per_listener_s": us, "other_cores": 0.1, "clean": clean}
+    tdoc = {"bench": "bench/tree", "machine": "2 CPUs (test)", "build": {"commit": "abc1234"},
+            "started": "2026-12-02 01:00:00 UTC", "argv": ["bench/tree", "--loads", "1,2,3"],
+            "equal": [{"listeners": 1000, "origin": side(10.0), "relay": side(10.5),
+                       "cpu_ratio": 1.05},
+                      {"listeners": 2000, "origin": side(10.0), "relay": side(11.0),
+                       "cpu_ratio": 1.1},
+                      {"listeners": 3000, "origin": side(10.0), "relay": side(30.0, False),
+                       "cpu_ratio": 3.0}]}
+    tf = ctx.tmp / "tree.json"
+    tf.write_text(json.dumps(tdoc))
+    p = subprocess.run([sys.executable, str(FIGURES_TOOL), str(f), "--tree", str(tf)],
+                       capture_output=True, text=True, timeout=30)
+    check(p.returncode == 0, f"capacity-figures --tree exited {p.returncode}: {p.stderr.strip()}")
+    rf = json.loads(p.stdout)["box"]["relay_cpu_factor"]
+    check(abs(rf["value"] - 1.075) < 1e-9 and rf["kind"] == "measured"
+          and rf["source"]["bench"] == "bench/tree" and rf["source"]["commit"] == "abc1234",
+          f"relay factor not the mean of the clean pairs (1.05, 1.1): {rf}")
     # no clean run at all: an error, never a made-up figure
     doc["results"] = doc["results"][1:]
     f.write_text(json.dumps(doc))
