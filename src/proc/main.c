@@ -129,7 +129,9 @@ static void usage_relay(FILE *f)
             "  --relay-name NAME        the name this relay reports to its upstream\n"
             "  --config FILE            config file (see docs/config.example)\n"
             "  --KEY VALUE              any global key of the config file, as for serve\n"
-            "                           (--workers, --max-listeners, --burst-ms, --log-level...)\n"
+            "                           (--workers, --max-listeners, --burst-ms, --log-level...);\n"
+            "                           a relay's own defaults: burst-ms 2000 (its listeners ride\n"
+            "                           out a fail-over), grace-ms 30000\n"
             "There is no stage port: the stream comes from upstream. See rostrum(1).\n");
 }
 
@@ -137,6 +139,7 @@ static int cmd_serve(int argc, char **argv, char **full_argv, int relay_mode)
 {
     static struct server srv;
     srv.relay_mode = relay_mode;
+    srv.args.relay = relay_mode;
     const char *upstream = NULL;
     srv.argv = full_argv;
     /* what an upgrade runs: this path, whatever binary is there by then */

@@ -35,6 +35,15 @@ int server_config_read(const struct server_args *args, struct config *out, char 
                        size_t errlen)
 {
     config_defaults(out);
+    if (args->relay) {
+        /* A relay's listeners ride out its fail-overs: finding a feed dead takes about a
+         * second (no page for two page intervals, at least 1 s) and the next one answers in
+         * a tenth, so a listener needs more than the origin's 1 s of audio ahead (measured in
+         * test_tree_netns: a 1 s burst ran dry for up to 0.2 s). And an upstream that is away
+         * for a while (restarting, a link down) should not end its spaces on every edge. */
+        out->burst_ms = RELAY_BURST_MS;
+        out->grace_ms = RELAY_GRACE_MS;
+    }
     for (int i = 0; i < args->nfiles; i++)
         if (config_load_file(out, args->files[i], err, errlen) < 0)
             return -1;
