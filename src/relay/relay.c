@@ -379,6 +379,9 @@ static int feed_on_header(struct relay_feed *f, const struct feed_frame *fr)
     f->got_header = 1;
     f->attempts = 0;
     f->last_page_ms = r->loop->now_ms;
+    /* report on the new feed at the next watch (unless held after a stall): after a fail-over
+     * the new upstream counts this subtree at once, not up to a second later */
+    f->reported_ms = 0;
     m->relay_connects++;
     m->relay_feeds_up++;
     return 0;
