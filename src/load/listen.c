@@ -349,6 +349,17 @@ static ssize_t conn_head(struct load_worker *w, struct load_conn *c, const uint8
     return (ssize_t)n;
 }
 
+/* A read that returned <n> <= 0: the end of <c> (closed, or an error), or nothing for now. */
+static void conn_read_end(struct load_worker *w, struct load_conn *c, ssize_t n)
+{
+    if (n == 0)
+        conn_finish(w, c,
+                    c->ogg.first_audio ? LOAD_R_CLOSED_AFTER_AUDIO : LOAD_R_CLOSED_BEFORE_AUDIO);
+    else if (errno != EAGAIN && errno != EINTR)
+        conn_finish(w, c,
+                    c->ogg.first_audio ? LOAD_R_READ_ERROR_AFTER_AUDIO : LOAD_R_READ_ERROR);
+}
+
 /* Takes the <n> bytes just read into <w>->rbuf: the head, then the stream. Returns 0, or -1
  * if <c> was finished. */
 static inline int conn_got(struct load_worker *w, struct load_conn *c, ssize_t n)
@@ -377,15 +388,8 @@ static void conn_read(struct load_worker *w, struct load_conn *c)
                 return;
             if (n < (ssize_t)sizeof(w->rbuf))
                 return;
-        } else if (n == 0) {
-            conn_finish(
-                w, c, c->ogg.first_audio ? LOAD_R_CLOSED_AFTER_AUDIO : LOAD_R_CLOSED_BEFORE_AUDIO);
-            return;
-        } else if (errno == EAGAIN || errno == EINTR) {
-            return;
         } else {
-            conn_finish(w, c,
-                        c->ogg.first_audio ? LOAD_R_READ_ERROR_AFTER_AUDIO : LOAD_R_READ_ERROR);
+            conn_read_end(w, c, n);
             return;
         }
     }
@@ -402,15 +406,8 @@ static void conn_read_tls(struct load_worker *w, struct load_conn *c)
         if (n > 0) {
             if (conn_got(w, c, n) < 0)
                 return;
-        } else if (n == 0) {
-            conn_finish(
-                w, c, c->ogg.first_audio ? LOAD_R_CLOSED_AFTER_AUDIO : LOAD_R_CLOSED_BEFORE_AUDIO);
-            return;
-        } else if (errno == EAGAIN || errno == EINTR) {
-            return;
         } else {
-            conn_finish(w, c,
-                        c->ogg.first_audio ? LOAD_R_READ_ERROR_AFTER_AUDIO : LOAD_R_READ_ERROR);
+            conn_read_end(w, c, n);
             return;
         }
     }

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -97,4 +98,58 @@ int net_writable_now(int fd)
 {
     struct pollfd p = {.fd = fd, .events = POLLOUT};
     return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) && !(p.revents & (POLLERR | POLLHUP));
+}
+
+ssize_t net_send_fds(int sock, const struct iovec *iov, int niov, const int *fds, int nfds)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * NET_MAX_FDS)];
+        struct cmsghdr align;
+    } u;
+    if (nfds < 0 || nfds > NET_MAX_FDS) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)niov};
+    if (nfds > 0) {
+        m.msg_control = u.buf;
+        m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+    }
+    return sendmsg(sock, &m, MSG_NOSIGNAL);
+}
+
+ssize_t net_recv_fds(int sock, void *buf, size_t cap, int *fds, int max, int *nfds, int *cut)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * NET_MAX_FDS)];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {buf, cap};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                       .msg_controllen = sizeof(u.buf)};
+    *nfds = 0;
+    *cut = 0;
+    ssize_t r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (r < 0)
+        return r;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(fd));
+            if (*nfds < max)
+                fds[(*nfds)++] = fd;
+            else
+                close(fd); /* more than the caller takes: never leak them */
+        }
+    }
+    *cut = (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0;
+    return r;
 }

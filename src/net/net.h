@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 /* Binds and listens on <host>:<port> (IPv4 or IPv6 literal, or a name resolved once).
  * <reuseport> sets SO_REUSEPORT so several processes may share the port. A <backlog> < 0 binds
@@ -20,6 +21,17 @@ uint16_t net_local_port(int fd);
 
 /* Formats a peer address as "1.2.3.4:5678" or "[::1]:5678". */
 void net_addr_str(const struct sockaddr_storage *ss, char *out, size_t cap);
+
+/* A unix socket message with descriptors (SCM_RIGHTS, at most NET_MAX_FDS): <iov>/<niov>
+ * the bytes, <fds>/<nfds> the descriptors (still ours after the call). Returns what sendmsg
+ * returns (-1 and errno: EAGAIN when it would block). */
+#define NET_MAX_FDS 253
+struct iovec;
+ssize_t net_send_fds(int sock, const struct iovec *iov, int niov, const int *fds, int nfds);
+/* Receives one such message without blocking into <buf>/<cap>; the descriptors it carried
+ * (close-on-exec) go to <fds>, at most <max> (any more are closed), their count to <*nfds>.
+ * <*cut> is 1 if the message or its descriptors did not fit. Returns what recvmsg returns. */
+ssize_t net_recv_fds(int sock, void *buf, size_t cap, int *fds, int max, int *nfds, int *cut);
 
 /* Sets O_NONBLOCK. Returns 0 or -errno. */
 int net_set_nonblock(int fd);

@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "net/net.h"
 #include "proc/server.h"
 #include "util/check.h"
 #include "util/log.h"
@@ -51,22 +52,8 @@ static int send_msg(int sock, const struct ho_hdr *h, const void *body, size_t b
                     const int *fds, int nfds)
 {
     struct iovec iov[2] = {{(void *)h, sizeof(*h)}, {(void *)body, blen}};
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * HANDOVER_BATCH)];
-        struct cmsghdr align;
-    } u;
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = blen ? 2 : 1};
-    if (nfds > 0) {
-        m.msg_control = u.buf;
-        m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-    }
     for (;;) {
-        ssize_t r = sendmsg(sock, &m, MSG_NOSIGNAL);
+        ssize_t r = net_send_fds(sock, iov, blen ? 2 : 1, fds, nfds);
         if (r >= 0)
             return 0;
         if (errno == EINTR)
@@ -196,23 +183,6 @@ struct handover_in {
 
 static struct handover_in hin;
 
-static void take_fds(struct msghdr *m, int *out, int max, int *got)
-{
-    *got = 0;
-    for (struct cmsghdr *cm = CMSG_FIRSTHDR(m); cm; cm = CMSG_NXTHDR(m, cm)) {
-        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-            continue;
-        int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        int *p = (int *)(void *)CMSG_DATA(cm);
-        for (int i = 0; i < k; i++) {
-            if (*got < max)
-                out[(*got)++] = p[i];
-            else
-                close(p[i]);
-        }
-    }
-}
-
 static void handover_finish(struct server *srv, const char *why)
 {
     struct handover_in *h = &hin;
@@ -250,25 +220,16 @@ static void handover_on_io(struct loop *loop, struct io *io, uint32_t events)
         struct listener_record recs[HANDOVER_BATCH];
     } msg;
     for (;;) {
-        union {
-            char buf[CMSG_SPACE(sizeof(int) * (HANDOVER_BATCH + 8))];
-            struct cmsghdr align;
-        } u;
-        struct iovec iov = {&msg, sizeof(msg)};
-        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                           .msg_controllen = sizeof(u.buf)};
-        ssize_t r = recvmsg(io->fd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        int fds[HANDOVER_BATCH + 8], nfds, cut;
+        ssize_t r = net_recv_fds(io->fd, &msg, sizeof(msg), fds, HANDOVER_BATCH + 8, &nfds, &cut);
         if (r < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         if (r <= 0) {
             handover_finish(srv, r == 0 ? "the old worker went away" : strerror(errno));
             return;
         }
-        int fds[HANDOVER_BATCH + 8], nfds;
-        take_fds(&m, fds, HANDOVER_BATCH + 8, &nfds);
         size_t body = (size_t)r - sizeof(msg.h);
-        if ((size_t)r < sizeof(msg.h) || msg.h.version != LISTENER_RECORD_VERSION ||
-            (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+        if ((size_t)r < sizeof(msg.h) || msg.h.version != LISTENER_RECORD_VERSION || cut) {
             for (int i = 0; i < nfds; i++)
                 close(fds[i]);
             handover_finish(srv, "a message this build does not understand");

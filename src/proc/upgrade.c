@@ -104,6 +104,20 @@ int upgrade_check_mode(const struct config *cfg)
 
 /* ---- the old binary ----------------------------------------------------------------------- */
 
+#define UPGRADE_ENV_MAX 512
+
+/* The environment for the new binary: <first> (ROSTRUM_UPGRADE_...=...), then ours without
+ * any ROSTRUM_UPGRADE_ variable of an earlier upgrade. */
+static void upgrade_env(char **envp, char *first)
+{
+    int n = 0;
+    envp[n++] = first;
+    for (char **e = environ; *e && n < UPGRADE_ENV_MAX - 1; e++)
+        if (strncmp(*e, "ROSTRUM_UPGRADE_", 16) != 0)
+            envp[n++] = *e;
+    envp[n] = NULL;
+}
+
 static void upgrade_timer_cb(struct loop *loop, struct loop_timer *t);
 
 void upgrade_start(struct server *srv)
@@ -132,16 +146,11 @@ void upgrade_start(struct server *srv)
                                 "try again in a moment", i);
             return;
         }
-    char sig[160], *envp[512];
+    char sig[160], *envp[UPGRADE_ENV_MAX];
     upgrade_signature(sig, sizeof(sig));
     static char check[200];
     snprintf(check, sizeof(check), "ROSTRUM_UPGRADE_CHECK=%s", sig);
-    int n = 0;
-    envp[n++] = check;
-    for (char **e = environ; *e && n < 510; e++)
-        if (strncmp(*e, "ROSTRUM_UPGRADE_", 16) != 0)
-            envp[n++] = *e;
-    envp[n] = NULL;
+    upgrade_env(envp, check);
     pid_t pid;
     int rc = posix_spawn(&pid, srv->exe, NULL, NULL, srv->argv, envp);
     if (rc != 0) {
@@ -289,14 +298,9 @@ static void upgrade_exec(struct server *srv)
     }
     log_info("upgrade", "handing over to %s: %u spaces, %u members, %u sources, %d workers "
              "(%zu bytes of state)", srv->exe, nspaces, nmembers, nsources, srv->cfg.workers, b.len);
-    char envfd[64], *envp[512];
+    char envfd[64], *envp[UPGRADE_ENV_MAX];
     snprintf(envfd, sizeof(envfd), "ROSTRUM_UPGRADE_STATE=%d", sfd);
-    int k = 0;
-    envp[k++] = envfd;
-    for (char **e = environ; *e && k < 510; e++)
-        if (strncmp(*e, "ROSTRUM_UPGRADE_", 16) != 0)
-            envp[k++] = *e;
-    envp[k] = NULL;
+    upgrade_env(envp, envfd);
     sd_notify(0, "RELOADING=1");
     fflush(NULL);
     execve(srv->exe, srv->argv, envp);

@@ -150,27 +150,18 @@ static void worker_ctl_on_io(struct loop *loop, struct io *io, uint32_t events)
     struct server *srv = (struct server *)((char *)loop - offsetof(struct server, loop));
     (void)events;
     char ch;
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = {&ch, 1};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = sizeof(u.buf)};
-    ssize_t r = recvmsg(io->fd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    int fd, nfds, cut;
+    ssize_t r = net_recv_fds(io->fd, &ch, 1, &fd, 1, &nfds, &cut);
     if (r < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (r <= 0) {
         loop_del(loop, io); /* the main process is going: PR_SET_PDEATHSIG stops us */
         return;
     }
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-    if (ch == 'H' && cm && cm->cmsg_type == SCM_RIGHTS &&
-        cm->cmsg_len == CMSG_LEN(sizeof(int))) {
-        int fd;
-        memcpy(&fd, CMSG_DATA(cm), sizeof(fd));
+    if (ch == 'H' && nfds == 1)
         handover_give(srv, fd);
-    }
+    else if (nfds == 1)
+        close(fd);
 }
 
 int worker_serve(struct server *srv, int listen_fd, int listen_tls_fd, int continued)
@@ -583,19 +574,8 @@ void workers_roll(struct server *srv)
         close(sp[1]);
         /* ask the old one to hand over to the new one's end */
         char ch = 'H';
-        union {
-            char buf[CMSG_SPACE(sizeof(int))];
-            struct cmsghdr align;
-        } u;
         struct iovec iov = {&ch, 1};
-        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                           .msg_controllen = sizeof(u.buf)};
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &sp[0], sizeof(int));
-        if (sendmsg(w->old_ctl_fd, &m, MSG_NOSIGNAL) != 1)
+        if (net_send_fds(w->old_ctl_fd, &iov, 1, &sp[0], 1) != 1)
             log_error("worker", "upgrade: worker %d: asking pid %d to hand over: %s", i,
                       (int)w->old_pid, strerror(errno)); /* the new one times out, listens */
         close(sp[0]);
