@@ -123,9 +123,15 @@ def test_capacity_is_counted_over_all_workers(ctx):
         held.append(s)
     ok = [h for h, _ in statuses if h == 200]
     full = [r for h, r in statuses if h == 503]
-    check(len(ok) == 4 and len(full) == 2 and all(full),
-          f"6 listeners, max-listeners 4 over 2 workers: {statuses}")
-    check(refused(srv, "capacity") == 2, "capacity refusals not counted")
+    # The kernel picks the worker (SO_REUSEPORT hash): now and then (1 in 32) all six land on
+    # one, whose own cap (its share and an eighth, +1: 3) then binds before the global one.
+    vals, _ = metrics(srv)
+    per = sorted(int(metric(vals, "rostrum_worker_listener_connections", worker=str(w)) or 0)
+                 for w in range(2))
+    want = 3 if per == [0, 3] else 4
+    check(len(ok) == want and len(full) == 6 - want and all(full),
+          f"6 listeners, max-listeners 4 over 2 workers (holding {per}): {statuses}")
+    check(refused(srv, "capacity") == 6 - want, "capacity refusals not counted")
     for s in held:
         s.close()
 
