@@ -82,6 +82,8 @@ static void audience_derive(struct audience *a)
 void audience_init(struct audience *a)
 {
     list_init(&a->feeds);
+    list_init(&a->hls_waiting);
+    a->hls_nwaiting = 0;
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
         list_init(&a->listeners[i]);
         a->gen[i] = __atomic_load_n(&a->sh->spaces[i].gen, __ATOMIC_ACQUIRE);
@@ -90,6 +92,7 @@ void audience_init(struct audience *a)
     if (!a->continued)
         memset(a->me, 0, sizeof(*a->me));
     a->me->pid = (int32_t)getpid();
+    a->me->hls_blocked_now = 0;
     audience_derive(a);
     a->access_fd = -1;
     a->access_path[0] = '\0';
@@ -235,6 +238,7 @@ void audience_on_wake(struct audience *a)
 {
     audience_check_slots(a);
     feed_flush_all(a);
+    hls_on_wake(a);
     int64_t interval = audience_interval_ms(a);
     int64_t since = a->loop->now_ms - a->last_flush_ms;
     if (since >= interval) {
@@ -269,6 +273,7 @@ void audience_tick(struct audience *a, int second)
     int64_t now = a->loop->now_ms;
     audience_sample_overload(a);
     feed_tick(a);
+    hls_tick(a);
     if (!second)
         return;
     a->counted_ms = now;
@@ -319,6 +324,7 @@ void audience_close_all(struct audience *a)
         }
     }
     feed_close_all(a);
+    hls_close_all(a);
     loop_timer_stop(a->loop, &a->flush_timer);
 }
 
@@ -823,6 +829,8 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
                          "Access-Control-Allow-Origin: *\r\nCache-Control: public, max-age=1");
         return;
     }
+    if (hls_route(a, c, req, path))
+        return;
     audience_check_slots(a); /* this process may not have been woken since a change */
     if (__atomic_load_n(&a->sh->main.draining, __ATOMIC_ACQUIRE)) {
         /* a listener (a stream, or a ticket) may go to a relay; the rest waits for us */

@@ -80,6 +80,8 @@ struct audience {
     int64_t flush_start_us;  /* start of the last flush round (monotonic us); 0: none yet */
     int64_t flush_period_us; /* between the starts of the last two rounds */
     int64_t flush_dur_us;    /* how long the last round took, wall time */
+    struct list_node hls_waiting; /* held HLS requests (hls.c), oldest first */
+    uint32_t hls_nwaiting;
     int access_fd;           /* the access log (cfg->access_log), O_APPEND; -1 = none */
     char access_path[256];   /* the path it was opened at */
 };
@@ -159,6 +161,16 @@ uint32_t feed_tree_listeners(const struct shared *sh, int i);
  * over the edges between their reports instead of all going to the emptiest one. */
 int feed_pick_edge(struct audience *a, int slot, const struct http_request *req, char *hdr,
                    size_t cap);
+
+/* HLS and LL-HLS (hls.c, issue 11): answers <req> for <path> (decoded) if it is an HLS
+ * route and returns 1; else 0. Held requests are answered by hls_on_wake (pages were
+ * published) or refused by hls_tick (held too long). */
+int hls_route(struct audience *a, struct conn *c, const struct http_request *req, const char *path);
+void hls_on_wake(struct audience *a);
+void hls_tick(struct audience *a);
+void hls_close_all(struct audience *a);
+/* Appends the HLS metrics (counters summed in <st>). */
+void hls_metrics(struct audience *a, struct buf *b, const struct shared_counters *st);
 
 /* Documents (status.c). */
 void status_json(struct audience *a, struct buf *out);

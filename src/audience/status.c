@@ -286,6 +286,7 @@ void status_metrics(struct audience *a, struct buf *b)
     metric(b, "rostrum_feed_cuts_total", "counter",
            "Relay feeds closed because the relay fell behind the ring or stopped reading.",
            st.feed_cuts);
+    hls_metrics(a, b, &st);
     metric(b, "rostrum_relay_connects_total", "counter",
            "Feed connections to an upstream that got their header.", sh->main.relay_connects);
     metric(b, "rostrum_relay_cuts_total", "counter",

@@ -68,6 +68,10 @@ enum key_id {
     KEY_RELAY_NAME,
     KEY_NAME,
     KEY_DESCRIPTION,
+    KEY_HLS,
+    KEY_HLS_SEGMENT_MS,
+    KEY_HLS_PART_MS,
+    KEY_HLS_MAX_BLOCKED,
     KEY_COUNT
 };
 
@@ -124,6 +128,10 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_RELAY_NAME] = {"relay-name", IN_GLOBAL, 1, 0},
     [KEY_NAME] = {"name", IN_SPACE, 1, 0},
     [KEY_DESCRIPTION] = {"description", IN_SPACE, 1, 0},
+    [KEY_HLS] = {"hls", IN_GLOBAL, 0, 1},
+    [KEY_HLS_SEGMENT_MS] = {"hls-segment-ms", IN_GLOBAL, 1000, 10000},
+    [KEY_HLS_PART_MS] = {"hls-part-ms", IN_GLOBAL, 100, 2000},
+    [KEY_HLS_MAX_BLOCKED] = {"hls-max-blocked", IN_GLOBAL, 0, 100000},
 };
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
@@ -193,6 +201,10 @@ void config_defaults(struct config *c)
     c->max_batch_ms = 2000;
     c->max_members = 4000;
     c->log_level = LOG_INFO;
+    c->hls = 1;
+    c->hls_segment_ms = 2000;
+    c->hls_part_ms = 500;
+    c->hls_max_blocked = 1000;
 }
 
 static bool is_name_char(unsigned char ch)
@@ -390,6 +402,14 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->max_members;
     case KEY_DRAIN_MS:
         return &c->drain_ms;
+    case KEY_HLS:
+        return &c->hls;
+    case KEY_HLS_SEGMENT_MS:
+        return &c->hls_segment_ms;
+    case KEY_HLS_PART_MS:
+        return &c->hls_part_ms;
+    case KEY_HLS_MAX_BLOCKED:
+        return &c->hls_max_blocked;
     default:
         check_fail(__FILE__, __LINE__, "key_defs[] and this switch disagree");
     }
@@ -724,6 +744,12 @@ int config_parse(struct config *c, const char *text, size_t len, const char *fil
             rc = fail(&p, "NUL byte in line");
         else
             rc = parse_line(&p, s, n);
+    }
+    if (rc == 0 && (tmp->hls_part_ms % 20 != 0 || tmp->hls_segment_ms % tmp->hls_part_ms != 0)) {
+        /* HLS parts are whole Opus frames (20 ms), segments whole parts (issue 11) */
+        p.line = 0;
+        rc = fail(&p, "hls-part-ms (%d) must be a multiple of 20 and hls-segment-ms (%d) a "
+                      "whole number of parts", tmp->hls_part_ms, tmp->hls_segment_ms);
     }
     if (rc == 0)
         memcpy(c, tmp, sizeof(*c));

@@ -95,6 +95,10 @@ struct config {
     char log_file[256];        /* the server's log (and stderr), appended; "" (default) = stderr;
                                   read at start only, reopened on SIGUSR1 */
     char user[64];             /* after binding, run as this user; "" (default) = stay */
+    int hls;                   /* 1 (default): HLS and LL-HLS at /<space>.m3u8 (issue 11) */
+    int hls_segment_ms;        /* HLS segment duration; 2000, a whole number of parts */
+    int hls_part_ms;           /* LL-HLS part duration; 500, a multiple of 20 */
+    int hls_max_blocked;       /* blocking playlist/part requests held per worker; 1000 */
     struct space_config spaces[CONFIG_MAX_SPACES];
     size_t num_spaces;
 };

@@ -106,6 +106,12 @@ struct shared_counters {
     uint64_t relay_reports_stale; /* feeds that went quiet: no report for FEED_REPORT_AGE_MS */
     uint64_t redirects_full;     /* 307: this server was full, sent to a relay with room */
     uint64_t redirects_draining; /* 307: this server was stopping, sent to a relay */
+    /* issue 11 (HLS, audience/hls.c) */
+    uint64_t hls_responses;       /* playlists, init segments, segments and parts answered 200 */
+    uint64_t hls_blocked;         /* requests held for a part not published yet */
+    uint64_t hls_refused_blocked; /* 503: hls-max-blocked requests already held here */
+    uint64_t hls_block_timeouts;  /* 503: held past 3 target durations (the source stopped) */
+    uint64_t hls_too_far;         /* 400: more than 2 segments (or 3 parts) ahead */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
@@ -191,6 +197,7 @@ struct shared_worker {
     uint32_t tree[SHARED_MAX_SPACES];
     uint32_t nrelays;
     struct shared_relay relays[SHARED_WORKER_RELAYS];
+    uint32_t hls_blocked_now; /* issue 11: HLS requests held by this worker now (gauge) */
 };
 
 /* Reader: copies row <i> of worker block <w> into <out>. Returns 0, or -EAGAIN if the row is
