@@ -100,16 +100,17 @@ int hls_media_playlist(struct buf *out, const struct hls_media *m)
     int skipped = 0;
     uint64_t k = first, pdt_samples = 0;
     if (m->skip) {
-        /* a segment may go only if it starts further than CAN-SKIP-UNTIL from the end */
+        /* a segment may go only if all of it is further than CAN-SKIP-UNTIL from the end */
         uint64_t left = total;
         for (uint64_t msn = msn_first; msn < msn_cur; msn++) {
-            if (left < (uint64_t)can_skip_s * 48000)
+            uint64_t kend = (msn + 1) * S, dur = 0;
+            for (uint64_t j = k; j < kend; j++)
+                dur += m->part_dur[j - first];
+            if (left - dur < (uint64_t)can_skip_s * 48000)
                 break;
-            uint64_t kend = (msn + 1) * S;
-            for (; k < kend; k++) {
-                left -= m->part_dur[k - first];
-                pdt_samples += m->part_dur[k - first];
-            }
+            left -= dur;
+            pdt_samples += dur;
+            k = kend;
             skipped++;
         }
         if (skipped > 0)
