@@ -55,9 +55,12 @@ $(O)/obj/%.o: %.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 # The web pages are compiled into the binary so a server needs no files beside it.
-$(O)/gen/web_assets.S $(O)/gen/web_table.c: $(WEB) scripts/gen-web-assets
+# hls.js (npm, tests/browser/package.json) is served as /hls.min.js when it is installed
+# (issue 11: the HLS test page plays with it); nothing of it is committed.
+HLSJS    := $(wildcard tests/browser/node_modules/hls.js/dist/hls.min.js)
+$(O)/gen/web_assets.S $(O)/gen/web_table.c: $(WEB) $(HLSJS) scripts/gen-web-assets
 	@mkdir -p $(O)/gen
-	scripts/gen-web-assets $(O)/gen/web_assets.S $(O)/gen/web_table.c
+	scripts/gen-web-assets $(O)/gen/web_assets.S $(O)/gen/web_table.c $(HLSJS)
 $(O)/obj/web_assets.o: $(O)/gen/web_assets.S
 	@mkdir -p $(dir $@)
 	$(CC) -c -o $@ $<

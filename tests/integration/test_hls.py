@@ -1,0 +1,223 @@
+"""HLS and LL-HLS (issue 11, item 2): ffmpeg decodes /<space>.m3u8; the blocking-reload rules
+(too far ahead -> 400, _HLS_skip -> delta update, a held request answered when its part is
+published, 503 past 3 target durations when the source stops); held requests bounded; a
+restarted space gets new names and media sequence numbers that never go back; every worker
+answers the same part with the same bytes."""
+
+import re
+import signal
+import subprocess
+import threading
+import time
+
+from harness import (check, check_tone, ffmpeg_source, http_request, metric, metrics, note,
+                     test, wait_for, wait_live)
+
+
+def get(srv, path, timeout=10.0):
+    return http_request(srv.audience, "GET", path, timeout=timeout)
+
+
+def media(srv, query="", mount="live", timeout=10.0):
+    r = get(srv, f"/hls/{mount}/o.m3u8" + (f"?{query}" if query else ""), timeout=timeout)
+    return r, r.body.decode() if r.status == 200 else ""
+
+
+def tag(text, name):
+    m = re.search(rf"^#{name}:(.*)$", text, re.M)
+    return m.group(1) if m else None
+
+
+def hint(text):
+    """(msn, part) of the EXT-X-PRELOAD-HINT, and the epoch."""
+    m = re.search(r'PRELOAD-HINT:TYPE=PART,URI="([^/]+)/o(\d+)\.(\d+)\.m4s"', text)
+    check(m, f"no preload hint in:\n{text}")
+    return int(m.group(2)), int(m.group(3)), m.group(1)
+
+
+def max_age(r):
+    m = re.search(r"max-age=(\d+)", r.header("Cache-Control", ""))
+    return int(m.group(1)) if m else None
+
+
+def live_playlist(srv, parts=4, timeout=20):
+    """Waits until the media playlist lists at least <parts> parts; returns its text."""
+    out = {}
+
+    def ready():
+        r, text = media(srv)
+        out["t"] = text
+        return r.status == 200 and text.count("#EXT-X-PART:") >= parts
+
+    wait_for(ready, timeout, "the media playlist to list parts")
+    return out["t"]
+
+
+@test(timeout=90, icecast=False)
+def test_hls_ffmpeg_decodes_playlist(ctx):
+    srv = ctx.start_server()
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    text = live_playlist(srv, parts=4)
+    mv = get(srv, "/live.m3u8")
+    check(mv.status == 200 and mv.header("Content-Type") == "application/vnd.apple.mpegurl",
+          f"/live.m3u8 -> {mv.status} {mv.header('Content-Type')}")
+    check(b'CODECS="opus"\nhls/live/o.m3u8' in mv.body, f"multivariant:\n{mv.body.decode()}")
+    check(mv.header("Access-Control-Allow-Origin") == "*", "no CORS on the playlist")
+    check(mv.header("Date") and mv.header("Last-Modified"), "no Date/Last-Modified")
+    # the cache lifetimes of the low-latency profile (target duration 2 s)
+    r, _ = media(srv)
+    check(max_age(r) == 1, f"plain playlist Cache-Control {r.header('Cache-Control')!r}")
+    msn, part, epoch = hint(text)
+    init = get(srv, f"/hls/live/{epoch}/oinit.mp4")
+    check(init.status == 200 and init.header("Content-Type") == "audio/mp4", f"init {init.status}")
+    check(max_age(init) >= 86400, f"init Cache-Control {init.header('Cache-Control')!r}")
+    seg = re.findall(r"^(\S+/o\d+\.m4s)$", text, re.M)
+    prt = re.findall(r'EXT-X-PART:DURATION=[\d.]+,URI="([^"]+)"', text)
+    check(prt, "no part listed")
+    p = get(srv, f"/hls/live/{prt[-1]}")
+    check(p.status == 200 and max_age(p) == 12, f"part {p.status} {p.header('Cache-Control')!r}")
+    (ctx.tmp / "init.mp4").write_bytes(init.body)
+    (ctx.tmp / "o.mp4").write_bytes(init.body + p.body)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
+                            "stream=codec_name,sample_rate,channels", "-of", "csv=p=0",
+                            str(ctx.tmp / "o.mp4")], capture_output=True, text=True, timeout=20)
+    check(probe.stdout.strip() == "opus,48000,1" and not probe.stderr,
+          f"ffprobe of init + part: {probe.stdout!r} {probe.stderr!r}")
+    if seg:
+        s = get(srv, f"/hls/live/{seg[-1]}")
+        check(s.status == 200 and max_age(s) >= 86400, f"segment {s.status}")
+    # ffmpeg plays the multivariant playlist as a live HLS client, 10 s without an error
+    t0 = time.monotonic()
+    lst = ctx.spawn("hlsplayer", ["ffmpeg", "-nostdin", "-v", "error", "-i", srv.url("/live.m3u8"),
+                                  "-t", "10", "-f", "s16le", "-ac", "1", "-ar", "48000", "-"],
+                    stdout=ctx.tmp / "hls.pcm")
+    rc = lst.wait(40)
+    pcm = lst.output()
+    err = lst.log.read_text(errors="replace").strip()
+    check(rc == 0 and not err, f"ffmpeg on the playlist: exit {rc}: {err[-1500:]}")
+    check(len(pcm) >= 9.9 * 96000, f"decoded only {len(pcm) / 96000:.2f} s")
+    check_tone(pcm, 440, "HLS through ffmpeg")
+    note(f"ffmpeg decoded {len(pcm) / 96000:.2f} s of HLS in {time.monotonic() - t0:.1f} s")
+
+
+@test(timeout=90, icecast=False)
+def test_hls_blocking_reload_rules(ctx):
+    srv = ctx.start_server(extra=["--hls-segment-ms", "1000", "--hls-part-ms", "200"])
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    text = live_playlist(srv, parts=3)
+    msn, part, epoch = hint(text)
+    # too far ahead: more than 2 segments past the last one -> 400 at once
+    r, _ = media(srv, f"_HLS_msn={msn + 3}")
+    check(r.status == 400, f"_HLS_msn 3 ahead -> {r.status}, want 400")
+    r, _ = media(srv, "_HLS_part=1")
+    check(r.status == 400, f"_HLS_part without _HLS_msn -> {r.status}, want 400")
+    # a blocking reload for the hinted part is held until that part is published
+    t0 = time.monotonic()
+    r, text = media(srv, f"_HLS_msn={msn}&_HLS_part={part}")
+    held = time.monotonic() - t0
+    check(r.status == 200, f"blocking reload -> {r.status}")
+    check(f"o{msn}.{part}.m4s" in text.split("PRELOAD-HINT")[0],
+          f"the answer does not list part {msn}.{part}:\n{text}")
+    check(max_age(r) == 6, f"blocking playlist Cache-Control {r.header('Cache-Control')!r}")
+    note(f"blocking reload for the hinted part answered after {held * 1000:.0f} ms")
+    # the hinted part itself, asked before it exists, is held and then served
+    msn2, part2, _ = hint(text)
+    t0 = time.monotonic()
+    p = get(srv, f"/hls/live/{epoch}/o{msn2}.{part2}.m4s")
+    check(p.status == 200 and p.body[4:8] == b"moof", f"hinted part -> {p.status}")
+    note(f"hinted part answered after {(time.monotonic() - t0) * 1000:.0f} ms")
+    # delta update: once the playlist is longer than CAN-SKIP-UNTIL (6 s) + a segment
+    wait_for(lambda: len(re.findall(r"^#EXTINF", media(srv)[1], re.M)) >= 9, 30,
+             "9 whole segments")
+    r, full = media(srv)
+    r, delta = media(srv, "_HLS_skip=YES")
+    skip = tag(delta, "EXT-X-SKIP")
+    check(r.status == 200 and skip, f"no EXT-X-SKIP in the delta update:\n{delta}")
+    n = int(skip.split("=")[1])
+    check(n >= 1 and delta.count("#EXTINF") + n >= full.count("#EXTINF"),
+          f"skipped {n}: delta lists {delta.count('#EXTINF')}, full {full.count('#EXTINF')}")
+    check(tag(delta, "EXT-X-MEDIA-SEQUENCE") == tag(full, "EXT-X-MEDIA-SEQUENCE") or
+          int(tag(delta, "EXT-X-MEDIA-SEQUENCE")) > int(tag(full, "EXT-X-MEDIA-SEQUENCE")),
+          "the delta update's media sequence went back")
+    # the source stops (stopped, its connection open: no page for 10 s): a held request
+    # ends in 503 after 3 target durations
+    src.signal(signal.SIGSTOP)
+    try:
+        time.sleep(1.5)  # what was sent before the stop is published
+        _, text = media(srv)
+        msn, part, _ = hint(text)
+        t0 = time.monotonic()
+        r, _ = media(srv, f"_HLS_msn={msn + 1}&_HLS_part=0", timeout=15)
+        waited = time.monotonic() - t0
+        check(r.status == 503, f"held with no source -> {r.status}, want 503")
+        check(2.5 <= waited <= 5, f"503 after {waited:.1f} s, want about 3 target durations (3 s)")
+        note(f"no source: held request refused (503) after {waited:.1f} s")
+    finally:
+        src.signal(signal.SIGCONT)
+    vals, _ = metrics(srv)
+    check(metric(vals, "rostrum_hls_refused_total", reason="too_far") >= 1, "too_far not counted")
+    check(metric(vals, "rostrum_hls_refused_total", reason="timeout") >= 1, "timeout not counted")
+    check(metric(vals, "rostrum_hls_blocked_total") >= 3, "held requests not counted")
+
+
+@test(timeout=60, icecast=False)
+def test_hls_held_requests_bounded(ctx):
+    srv = ctx.start_server(extra=["--hls-max-blocked", "2", "--workers", "0"])
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    text = live_playlist(srv, parts=2)
+    msn, _, _ = hint(text)
+    out = []
+
+    def blocked():
+        out.append(media(srv, f"_HLS_msn={msn + 1}", timeout=15)[0].status)
+
+    threads = [threading.Thread(target=blocked) for _ in range(2)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: metric(metrics(srv)[0], "rostrum_hls_blocked") == 2, 5, "2 requests held")
+    r, _ = media(srv, f"_HLS_msn={msn + 1}")
+    check(r.status == 503 and r.header("Retry-After"), f"third held request -> {r.status}")
+    for t in threads:
+        t.join(20)
+    check(out == [200, 200], f"the two held requests got {out}")
+    vals, _ = metrics(srv)
+    check(metric(vals, "rostrum_hls_refused_total", reason="max_blocked") == 1,
+          "max_blocked refusal not counted")
+    check(metric(vals, "rostrum_hls_blocked") == 0, "held gauge did not go back to 0")
+
+
+@test(timeout=90, icecast=False)
+def test_hls_epoch_and_sequence(ctx):
+    srv = ctx.start_server(grace_ms=500)
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    text = live_playlist(srv, parts=4)
+    _, _, epoch1 = hint(text)
+    # every worker cuts the same part into the same bytes (connections spread over workers)
+    prt = re.findall(r'EXT-X-PART:DURATION=[\d.]+,URI="([^"]+)"', text)[0]
+    bodies = {get(srv, f"/hls/live/{prt}").body for _ in range(8)}
+    check(len(bodies) == 1, f"{len(bodies)} different answers for one part")
+    # media sequence numbers never go back over reloads, and a listed segment keeps its bytes
+    seqs, last = [], 0
+    t_end = time.monotonic() + 4
+    while time.monotonic() < t_end:
+        _, t = media(srv)
+        seqs.append(int(tag(t, "EXT-X-MEDIA-SEQUENCE")))
+        last = max(last, hint(t)[0])
+        time.sleep(0.3)
+    check(seqs == sorted(seqs), f"media sequence went back: {seqs}")
+    # the space ends and starts again: new names, and numbers past the old ones
+    src.kill()
+    wait_for(lambda: get(srv, "/live.m3u8").status == 404, 15, "the space to end")
+    check(get(srv, f"/hls/live/{epoch1}/oinit.mp4").status == 404, "old init still served")
+    src2 = ffmpeg_source(ctx, srv, "/live", 660, proc_name="source2")
+    wait_live(srv, "/live", proc=src2)
+    text2 = live_playlist(srv, parts=2)
+    _, _, epoch2 = hint(text2)
+    check(epoch2 != epoch1, f"restarted space kept epoch {epoch1}")
+    seq2 = int(tag(text2, "EXT-X-MEDIA-SEQUENCE"))
+    check(seq2 > last, f"media sequence {seq2} after a restart, the old stream reached {last}")
+    note(f"epochs {epoch1} -> {epoch2}; media sequence {last} -> {seq2}")
