@@ -4,14 +4,20 @@ published, 503 past 3 target durations when the source stops); held requests bou
 restarted space gets new names and media sequence numbers that never go back; every worker
 answers the same part with the same bytes."""
 
+import json
 import re
+import shutil
 import signal
 import subprocess
 import threading
 import time
 
-from harness import (check, check_tone, ffmpeg_source, http_request, metric, metrics, note,
+from harness import (ROOT, check, check_tone, ffmpeg_source, http_request, metric, metrics, note,
                      test, wait_for, wait_live)
+
+
+HLS_PAGE = ROOT / "tests" / "browser" / "hls.mjs"
+MODULES = ROOT / "tests" / "browser" / "node_modules"
 
 
 def get(srv, path, timeout=10.0):
@@ -221,3 +227,34 @@ def test_hls_epoch_and_sequence(ctx):
     seq2 = int(tag(text2, "EXT-X-MEDIA-SEQUENCE"))
     check(seq2 > last, f"media sequence {seq2} after a restart, the old stream reached {last}")
     note(f"epochs {epoch1} -> {epoch2}; media sequence {last} -> {seq2}")
+
+
+@test(timeout=120, icecast=False, exclusive=True)
+def test_hls_browser_mse_and_hlsjs(ctx):
+    """Chromium's MSE takes the init segment and a part; hls.js (npm, bundled into the server
+    at build time) plays /live.m3u8 in low-latency mode."""
+    node = shutil.which("node")
+    check(node and (MODULES / "playwright-core").is_dir(), "node or playwright-core missing")
+    srv = ctx.start_server()
+    check(get(srv, "/hls.min.js").status == 200,
+          "the server has no /hls.min.js: `npm ci` in tests/browser before building "
+          "(make test-deps does it)")
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    live_playlist(srv, parts=2)
+    env = {"HOME": str(ctx.tmp), "XDG_CONFIG_HOME": str(ctx.tmp / ".config"),
+           "XDG_CACHE_HOME": str(ctx.tmp / ".cache"), "TMPDIR": str(ctx.tmp)}
+    play = ctx.spawn("hlsjs", [node, HLS_PAGE, srv.url(""), "live", "6"], env=env,
+                     stdout=ctx.tmp / "hls.out")
+    try:
+        rc = play.wait(100)
+    finally:
+        play.signal(signal.SIGTERM)
+    out = play.output().decode(errors="replace").strip()
+    check(rc == 0, f"hls.mjs exited with {rc}: {out[-1500:]}\n{play.tail(15)}")
+    res = json.loads(out.splitlines()[-1])
+    p, m = res["play"], res["mse"]
+    check(p["codec"] == "opus", f"hls.js chose codec {p['codec']!r}")
+    note(f"MSE: opus {m['lower']}, Opus {m['upper']}, {m['buffered']:.2f} s buffered from init + "
+         f"one part; hls.js {p['version']}: playing {p['start_ms']} ms after load, "
+         f"{p['played']:.1f} s played, latency {p['latency_s']:.2f} s")
