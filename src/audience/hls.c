@@ -474,6 +474,10 @@ static int hls_answer(struct audience *a, struct conn *c, const struct hls_req *
     }
     case HLS_SEGMENT:
     case HLS_PART: {
+        if (rq->msn > end / S + HLS_ADVANCE_SEGMENTS) { /* (and msn x S cannot overflow) */
+            conn_error(c, 404, "Cache-Control: no-cache", "Not published yet");
+            return 1;
+        }
         uint64_t k0 = rq->kind == HLS_PART ? rq->msn * S + rq->part : rq->msn * S;
         uint64_t k1 = rq->kind == HLS_PART ? k0 + 1 : k0 + S;
         if (rq->kind == HLS_PART && rq->part >= S) {
@@ -604,7 +608,7 @@ void hls_tick(struct audience *a)
     {
         struct conn *c = list_entry(n, struct conn, node);
         if (CONN_PRIV(c, struct hls_wait)->deadline_ms > a->loop->now_ms)
-            break; /* held in order of arrival, all for the same time */
+            continue; /* (nearly always in order of arrival; a request parked again is not) */
         unpark(c);
         conn_counters(c)->hls_block_timeouts++;
         conn_error(c, 503, "Retry-After: 1",
@@ -644,6 +648,25 @@ static int parse_media_name(const char *s, struct hls_req *rq)
     return strcmp(end, ".m4s") == 0 ? 0 : -1;
 }
 
+/* BANDWIDTH of a rendition: the peak bit rate of its last 20 pages (whole pages only),
+ * rounded up to 16 kb/s with 10 % for the boxes, so that it rarely changes between requests;
+ * <fallback> if the ring says nothing yet. */
+static uint32_t bandwidth(struct audience *a, int slot, uint32_t fallback)
+{
+    struct ring *r = shared_ring(a->sh, slot);
+    uint64_t head = ring_head(r), peak = 0;
+    struct ring_page p;
+    for (uint64_t seq = head > 20 ? head - 20 : 0; seq < head; seq++)
+        if (ring_page_get(r, seq, &p) == 0 && p.samples > 0 && ring_page_intact(r, seq)) {
+            uint64_t bps = (uint64_t)p.len * 8 * 48000 / p.samples;
+            peak = bps > peak ? bps : peak;
+        }
+    if (peak == 0)
+        return fallback;
+    peak = peak * 11 / 10;
+    return (uint32_t)((peak + 15999) / 16000 * 16000);
+}
+
 static void multivariant(struct audience *a, struct conn *c, int slot)
 {
     struct hls_variant v[2];
@@ -655,9 +678,10 @@ static void multivariant(struct audience *a, struct conn *c, int slot)
      * does hls.js, which also maps the name for Safari. One answer for every browser, so
      * caches need no Vary: User-Agent. */
     int n = 0;
-    v[n++] = (struct hls_variant){uo, "opus", 96000};
-    if (hls_aac_slot(a, slot) >= 0)
-        v[n++] = (struct hls_variant){ua, "mp4a.40.2", 160000};
+    v[n++] = (struct hls_variant){uo, "opus", bandwidth(a, slot, 96000)};
+    int aac = hls_aac_slot(a, slot);
+    if (aac >= 0)
+        v[n++] = (struct hls_variant){ua, "mp4a.40.2", bandwidth(a, aac, 160000)};
     struct buf body = {0};
     hls_multivariant(&body, v, n);
     respond(c, "application/vnd.apple.mpegurl", &body, 2, 0);

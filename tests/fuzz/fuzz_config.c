@@ -37,6 +37,9 @@ static void check_config(const struct config *c)
     check_str(c->source_password, sizeof(c->source_password));
     CHECK(c->burst_ms >= 0 && c->burst_ms <= 30000);
     CHECK(c->page_ms >= 20 && c->page_ms <= 2000);
+    /* issue 11: a parsed file never leaves HLS parts that are not whole frames, or segments
+     * that are not whole parts */
+    CHECK(c->hls_part_ms >= 100 && c->hls_part_ms % 20 == 0 && c->hls_segment_ms % c->hls_part_ms == 0);
     CHECK(c->grace_ms >= 0 && c->grace_ms <= 600000);
     CHECK(c->max_listeners >= 1 && c->max_listeners <= 10000000);
     CHECK(c->head_timeout_ms >= 100 && c->head_timeout_ms <= 60000);

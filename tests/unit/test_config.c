@@ -137,6 +137,30 @@ TEST(full_file_sets_every_key)
     ASSERT(config_space(&c, "Live") == NULL); /* names are case-sensitive, like paths */
 }
 
+TEST(hls_keys_issue11)
+{
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    ASSERT(c.hls == 1 && c.hls_segment_ms == 2000 && c.hls_part_ms == 500);
+    ASSERT_EQ_INT(c.hls_max_blocked, 1000);
+    ASSERT_EQ_INT(parse(&c, "hls = 0\nhls-segment-ms = 1800\nhls-part-ms = 300\n"
+                            "hls-max-blocked = 5\n", err, sizeof(err)), 0);
+    ASSERT(c.hls == 0 && c.hls_segment_ms == 1800 && c.hls_part_ms == 300 && c.hls_max_blocked == 5);
+    EXPECT_ERROR("hls-part-ms = 50\n", 1, "out of range (100 to 2000)");
+    EXPECT_ERROR("hls-segment-ms = 20000\n", 1, "out of range");
+    EXPECT_ERROR("[space a]\nhls = 1\n", 2, "global key");
+    /* segments are whole parts, parts whole 20 ms frames: said without a line, as the two
+     * keys may be anywhere; nothing applied */
+    const char *bad[] = {"hls-segment-ms = 2100\n", "hls-part-ms = 310\nhls-segment-ms = 3100\n"};
+    for (int i = 0; i < 2; i++) {
+        config_defaults(&c);
+        ASSERT_EQ_INT(parse(&c, bad[i], err, sizeof(err)), -1);
+        ASSERT(strstr(err, "t.conf: hls-part-ms") && strstr(err, "whole number of parts"));
+        ASSERT_EQ_INT(c.hls_segment_ms, 2000);
+    }
+}
+
 TEST(issue9_access_log_key)
 {
     struct config c;
