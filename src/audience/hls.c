@@ -79,6 +79,40 @@ struct hls_stream {
     char epoch[24];
 };
 
+/* Within one wake, the answers already built: every held request that waits for the same
+ * part gets the same bytes, built once (a few hundred players parked on one part would
+ * otherwise each cut the window's pages again). Keyed by what the answer depends on. */
+#define HLS_MEMOS 8
+struct hls_memo {
+    int used;
+    uint16_t slot;
+    uint8_t aac, kind, skip;
+    uint64_t k;    /* parts: the part; playlists: parts complete when it was built */
+    int max_age;
+    struct buf body;
+};
+
+static struct hls_memo *memo_find(struct hls_memo *m, const struct hls_req *rq, uint64_t k,
+                                  uint64_t need)
+{
+    for (int i = 0; m && i < HLS_MEMOS; i++)
+        if (m[i].used && m[i].slot == rq->slot && m[i].aac == rq->aac && m[i].kind == rq->kind &&
+            m[i].skip == rq->skip && (rq->kind == HLS_MEDIA ? m[i].k >= need : m[i].k == k))
+            return &m[i];
+    return NULL;
+}
+
+static void memo_put(struct hls_memo *m, const struct hls_req *rq, uint64_t k, int max_age,
+                     const struct buf *body)
+{
+    for (int i = 0; m && i < HLS_MEMOS; i++)
+        if (!m[i].used) {
+            m[i] = (struct hls_memo){1, rq->slot, rq->aac, rq->kind, rq->skip, k, max_age, {0}};
+            buf_append(&m[i].body, body->data, body->len);
+            return;
+        }
+}
+
 /* Timing from the config: segments a whole number of parts, parts whole 20 ms frames. */
 static void hls_timing(const struct config *cfg, uint32_t *P, int *pps, int *target_s)
 {
@@ -411,8 +445,10 @@ static void media_playlist(struct audience *a, const struct hls_req *rq, const s
 }
 
 /* Tries to answer <rq> on <c> now. Returns 1 if answered (or refused), 0 if it must wait
- * for part <*need> (absolute count of complete parts). */
-static int hls_answer(struct audience *a, struct conn *c, const struct hls_req *rq, uint64_t *need)
+ * for part <*need> (absolute count of complete parts). <memo> (may be NULL): answers built
+ * earlier in this wake, taken and added to. */
+static int hls_answer(struct audience *a, struct conn *c, const struct hls_req *rq, uint64_t *need,
+                      struct hls_memo *memo)
 {
     struct hls_stream st;
     int rc = stream_open(a, rq->slot, rq->gen, rq->aac, &st);
@@ -461,14 +497,22 @@ static int hls_answer(struct audience *a, struct conn *c, const struct hls_req *
                 return 0;
             }
         }
+        /* the low-latency profile: a blocking response names one state of the playlist and
+         * may be kept for 6 target durations; a plain one changes every part */
+        int age = rq->blocking ? 6 * st.target_s : st.target_s / 2 > 0 ? st.target_s / 2 : 1;
+        uint64_t want = rq->has_part ? rq->msn * S + rq->part + 1 : (rq->msn + 1) * S;
+        struct hls_memo *mm = rq->blocking ? memo_find(memo, rq, 0, want) : NULL;
+        if (mm) {
+            respond(c, "application/vnd.apple.mpegurl", &mm->body, age, 0);
+            break;
+        }
         media_playlist(a, rq, &st, &body);
         if (body.len == 0) {
             conn_error(c, 503, "Retry-After: 1", "The ring moved under the playlist: retry");
             return 1;
         }
-        /* the low-latency profile: a blocking response names one state of the playlist and
-         * may be kept for 6 target durations; a plain one changes every part */
-        int age = rq->blocking ? 6 * st.target_s : st.target_s / 2 > 0 ? st.target_s / 2 : 1;
+        if (rq->blocking)
+            memo_put(memo, rq, end, age, &body);
         respond(c, "application/vnd.apple.mpegurl", &body, age, 0);
         break;
     }
@@ -500,11 +544,18 @@ static int hls_answer(struct audience *a, struct conn *c, const struct hls_req *
             conn_error(c, 404, NULL, "No longer held");
             return 1;
         }
+        struct hls_memo *mm = rq->kind == HLS_PART ? memo_find(memo, rq, k0, 0) : NULL;
+        if (mm) {
+            respond(c, "audio/mp4", &mm->body, mm->max_age, 0);
+            break;
+        }
         if (build_parts(&st, k0 < oldest ? oldest : k0, k1, &body) < 0 || body.len == 0) {
             buf_free(&body);
             conn_error(c, 404, NULL, "No longer held");
             return 1;
         }
+        if (rq->kind == HLS_PART)
+            memo_put(memo, rq, k0, 6 * st.target_s, &body);
         respond(c, "audio/mp4", &body, rq->kind == HLS_PART ? 6 * st.target_s : 86400,
                 rq->kind == HLS_SEGMENT);
         break;
@@ -579,6 +630,8 @@ void hls_on_wake(struct audience *a)
     /* parts complete per slot (and its rendition), read once per wake */
     uint64_t done[SHARED_MAX_SPACES][2];
     uint8_t known[SHARED_MAX_SPACES][2] = {{0}};
+    struct hls_memo memo[HLS_MEMOS];
+    memset(memo, 0, sizeof(memo));
     struct list_node *n, *tmp;
     list_for_each_safe(n, tmp, &a->hls_waiting)
     {
@@ -596,9 +649,11 @@ void hls_on_wake(struct audience *a)
         struct hls_req rq = w->rq;
         uint64_t need = 0;
         unpark(c);
-        if (!hls_answer(a, c, &rq, &need)) /* not yet after all (the ring moved): again */
+        if (!hls_answer(a, c, &rq, &need, memo)) /* not yet after all: again */
             park(a, c, &rq, need);
     }
+    for (int i = 0; i < HLS_MEMOS; i++)
+        buf_free(&memo[i].body);
 }
 
 void hls_tick(struct audience *a)
@@ -757,7 +812,7 @@ int hls_route(struct audience *a, struct conn *c, const struct http_request *req
         return 1;
     }
     uint64_t need = 0;
-    if (!hls_answer(a, c, &rq, &need))
+    if (!hls_answer(a, c, &rq, &need, NULL))
         park(a, c, &rq, need);
     return 1;
 }

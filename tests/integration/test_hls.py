@@ -258,3 +258,34 @@ def test_hls_browser_mse_and_hlsjs(ctx):
     note(f"MSE: opus {m['lower']}, Opus {m['upper']}, {m['buffered']:.2f} s buffered from init + "
          f"one part; hls.js {p['version']}: playing {p['start_ms']} ms after load, "
          f"{p['played']:.1f} s played, latency {p['latency_s']:.2f} s")
+
+
+@test(timeout=60, icecast=False)
+def test_hls_many_held_one_answer(ctx):
+    """100 players parked on the same next part (one worker) all get it when it is published,
+    the same playlist bytes for every one of them."""
+    srv = ctx.start_server(extra=["--workers", "0"])
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    msn, part, _ = hint(live_playlist(srv, parts=2))
+    got = []
+
+    def one():
+        t0 = time.monotonic()
+        r, text = media(srv, f"_HLS_msn={msn}&_HLS_part={part}", timeout=15)
+        got.append((r.status, text, time.monotonic() - t0))
+
+    threads = [threading.Thread(target=one) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    check(len(got) == 100 and all(g[0] == 200 for g in got),
+          f"statuses {sorted(set(g[0] for g in got))} of {len(got)}")
+    bodies = {g[1] for g in got}
+    check(len(bodies) <= 2, f"{len(bodies)} different playlists for one blocking request")
+    check(all(f"o{msn}.{part}.m4s" in b.split("PRELOAD-HINT")[0] for b in bodies),
+          "an answer lacks the part it was held for")
+    waits = sorted(g[2] for g in got)
+    note(f"100 held requests: answered after {waits[0] * 1000:.0f}-{waits[-1] * 1000:.0f} ms, "
+         f"{len(bodies)} distinct bodies")
