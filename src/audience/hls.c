@@ -141,14 +141,24 @@ static int hls_find(struct audience *a, const char *mount)
     return -1;
 }
 
-/* The slot of the AAC rendition of the space in <slot> (issue 11: the transcoder publishes
- * it as the extra mount "<space>.aac", whole ADTS frames, on the Opus timeline), or -1. The
- * one place that knows how to find it. */
+/* The slot of the AAC rendition of the space in <slot>, or -1: the one place that knows how
+ * to find it. The transcoder (issue 11, item 5) publishes it as the extra mount
+ * "<space>.aac": pages of whole ADTS frames, <samples> in 48 kHz units, <granule> on the Opus
+ * programme's granule timeline. It encodes only while someone listens (or aac-always), so a
+ * rendition counts here only while its last page is recent. */
 static int hls_aac_slot(struct audience *a, int slot)
 {
     char m[80];
     snprintf(m, sizeof(m), "%s.aac", a->sh->spaces[slot].mount);
-    return strlen(m) < sizeof(a->sh->spaces[0].mount) ? hls_find(a, m) : -1;
+    int s = strlen(m) < sizeof(a->sh->spaces[0].mount) ? hls_find(a, m) : -1;
+    if (s < 0)
+        return -1;
+    struct ring *r = shared_ring(a->sh, s);
+    uint64_t head = ring_head(r);
+    struct ring_page p;
+    if (head == 0 || ring_page_get(r, head - 1, &p) < 0 || a->loop->now_ms - p.time_ms > 3000)
+        return -1;
+    return s;
 }
 
 /* The packets of ring page <p>: offsets, lengths and durations (48 kHz). Returns the count,
@@ -415,6 +425,8 @@ static void media_playlist(struct audience *a, const struct hls_req *rq, const s
         .prefix = rq->aac ? "a" : "o",
         .target_s = st->target_s,
         .part_samples = st->P,
+        /* AAC frames (1024) do not divide a part: one may start just before its end */
+        .part_target = st->track.aac ? st->P + 1023 : st->P,
         .parts_per_segment = st->pps,
         .first_part = first,
         .end_part = end,

@@ -55,6 +55,9 @@ struct hls_media {
     const char *prefix;   /* file names' rendition prefix ("o" Opus, "a" AAC) */
     int target_s;         /* EXT-X-TARGETDURATION */
     uint32_t part_samples;
+    uint32_t part_target; /* PART-TARGET, samples: the longest a part may be (0: part_samples).
+                           * A part holds the packets that start in its span, so with frames
+                           * that do not divide it (AAC's 1024) it may be one frame longer. */
     int parts_per_segment;
     uint64_t first_part, end_part;
     const uint32_t *part_dur; /* end_part - first_part entries */

@@ -13,7 +13,7 @@ import threading
 import time
 
 from harness import (ROOT, check, check_tone, ffmpeg_source, http_request, metric, metrics, note,
-                     test, wait_for, wait_live)
+                     skip_part, test, wait_for, wait_live)
 
 
 HLS_PAGE = ROOT / "tests" / "browser" / "hls.mjs"
@@ -289,3 +289,61 @@ def test_hls_many_held_one_answer(ctx):
     waits = sorted(g[2] for g in got)
     note(f"100 held requests: answered after {waits[0] * 1000:.0f}-{waits[-1] * 1000:.0f} ms, "
          f"{len(bodies)} distinct bodies")
+
+
+def has_option(ctx, key):
+    """1 if this build knows the global key <key> (a feature another branch may bring)."""
+    r = subprocess.run([ctx.binary, "serve", f"--{key}", "1", "--audience", "no-such-address"],
+                       capture_output=True, text=True, timeout=10)
+    return "unrecognized option" not in r.stderr and "unknown option" not in r.stderr
+
+
+@test(timeout=90, icecast=False)
+def test_hls_aac_rendition(ctx):
+    """With the AAC rendition encoding (aac-always, item 5's transcoder), the multivariant
+    playlist lists it beside Opus; ffmpeg decodes its playlist and ffprobe reads AAC-LC; its
+    parts never pass its PART-TARGET; both renditions number the same audio alike."""
+    if not has_option(ctx, "aac-always"):
+        skip_part("the AAC rendition", "this build has no AAC transcoder (aac-always)")
+        return
+    srv = ctx.start_server(extra=["--aac-always", "1"])
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    wait_for(lambda: b'CODECS="mp4a.40.2"\nhls/live/a.m3u8' in get(srv, "/live.m3u8").body, 15,
+             "the AAC rendition in the multivariant playlist")
+    live_playlist(srv, parts=4)
+
+    wait_for(lambda: get(srv, "/hls/live/a.m3u8").status == 200, 10, "the AAC media playlist")
+    a = get(srv, "/hls/live/a.m3u8").body.decode()
+    target = float(re.search(r"PART-TARGET=([\d.]+)", a).group(1))
+    durs = [float(d) for d in re.findall(r"EXT-X-PART:DURATION=([\d.]+)", a)]
+    check(durs and max(durs) <= target, f"AAC parts {durs} past PART-TARGET {target}")
+    epoch = re.search(r'EXT-X-MAP:URI="([^/]+)/ainit.mp4"', a).group(1)
+    init = get(srv, f"/hls/live/{epoch}/ainit.mp4").body
+    part = get(srv, "/hls/live/" + re.findall(r'EXT-X-PART:[^\n]*URI="([^"]+)"', a)[-1]).body
+    (ctx.tmp / "a.mp4").write_bytes(init + part)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
+                            "stream=codec_name,profile,sample_rate", "-of", "csv=p=0",
+                            str(ctx.tmp / "a.mp4")], capture_output=True, text=True, timeout=20)
+    check(probe.stdout.strip() == "aac,LC,48000" and not probe.stderr,
+          f"ffprobe of the AAC init + part: {probe.stdout!r} {probe.stderr!r}")
+    # the same media sequence number is the same moment in both renditions
+    _, o = media(srv)
+    for text in (a, o):
+        check(tag(text, "EXT-X-RENDITION-REPORT"), "no rendition report")
+    so, sa = int(tag(o, "EXT-X-MEDIA-SEQUENCE")), int(tag(a, "EXT-X-MEDIA-SEQUENCE"))
+    if so == sa:
+        check(tag(o, "EXT-X-PROGRAM-DATE-TIME")[:21] == tag(a, "EXT-X-PROGRAM-DATE-TIME")[:21],
+              f"segment {so} starts at {tag(o, 'EXT-X-PROGRAM-DATE-TIME')} in Opus, "
+              f"{tag(a, 'EXT-X-PROGRAM-DATE-TIME')} in AAC")
+    lst = ctx.spawn("aacplayer", ["ffmpeg", "-nostdin", "-v", "error", "-i",
+                                  srv.url("/hls/live/a.m3u8"), "-t", "6", "-f", "s16le", "-ac", "1",
+                                  "-ar", "48000", "-"], stdout=ctx.tmp / "aac.pcm")
+    rc = lst.wait(40)
+    pcm = lst.output()
+    err = lst.log.read_text(errors="replace").strip()
+    check(rc == 0 and not err, f"ffmpeg on the AAC playlist: exit {rc}: {err[-1500:]}")
+    check(len(pcm) >= 5.9 * 96000, f"decoded only {len(pcm) / 96000:.2f} s of AAC")
+    check_tone(pcm, 440, "AAC HLS through ffmpeg")
+    note(f"AAC rendition: PART-TARGET {target}, parts {min(durs)}-{max(durs)} s, "
+         f"ffmpeg decoded {len(pcm) / 96000:.2f} s")
