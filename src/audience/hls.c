@@ -312,18 +312,31 @@ static int each_packet(const struct hls_stream *st, uint64_t a0, uint64_t a1,
     return ring_page_intact(st->r, first) ? 0 : -EAGAIN;
 }
 
-/* Parts [first, end) complete in the ring, and what a playlist lists: at most the window. */
+/* The oldest part served: whole in the ring (it starts at or after the oldest page), and in a
+ * segment that starts at least a second after the stream did. Why the second: a stream's
+ * clock starts at its start in whole seconds (up to a second early), and the stream before it
+ * on the same space ended before that start; so its first segment is numbered past every
+ * segment of the stream before, and media sequence numbers never go back over a restart.
+ * A restarted space thus starts listing 1 to 3 s after its source. */
+static uint64_t oldest_part(const struct hls_stream *st)
+{
+    uint64_t P = st->P, S = (uint64_t)st->pps, seg = P * S;
+    uint64_t first_seg = (st->base + 48000 + seg - 1) / seg * S;
+    uint64_t in_ring = (st->first_abs + P - 1) / P;
+    return in_ring > first_seg ? in_ring : first_seg;
+}
+
+/* Parts [first, end) complete in the ring, and what a playlist lists: at most the window,
+ * from a segment's first part. */
 static void stream_parts(const struct hls_stream *st, uint64_t *first, uint64_t *end)
 {
     uint64_t P = st->P, S = (uint64_t)st->pps;
     *end = st->end_abs / P;
-    /* the stream's very first part is whole even when it starts mid-part; later, only parts
-     * that start at or after the oldest page are */
-    uint64_t oldest = st->first_abs == st->base ? st->base / P : (st->first_abs + P - 1) / P;
+    uint64_t oldest = oldest_part(st);
     uint64_t msn_cur = *end / S;
     uint64_t from = msn_cur > HLS_WINDOW_SEGMENTS ? (msn_cur - HLS_WINDOW_SEGMENTS) * S : 0;
-    if (from < oldest) /* a segment starts the list, unless the stream's first one does */
-        from = oldest == st->base / P ? oldest : (oldest + S - 1) / S * S;
+    if (from < oldest)
+        from = (oldest + S - 1) / S * S;
     *first = from;
 }
 
@@ -549,10 +562,7 @@ static int hls_answer(struct audience *a, struct conn *c, const struct hls_req *
             conn_error(c, 404, "Cache-Control: no-cache", "Not published yet");
             return 1;
         }
-        uint64_t first, last;
-        stream_parts(&st, &first, &last);
-        uint64_t oldest = st.first_abs == st.base ? st.base / st.P : (st.first_abs + st.P - 1) / st.P;
-        if (k0 < oldest && !(rq->kind == HLS_SEGMENT && k1 > oldest && oldest == st.base / st.P)) {
+        if (k0 < oldest_part(&st)) {
             conn_error(c, 404, NULL, "No longer held");
             return 1;
         }
@@ -561,7 +571,7 @@ static int hls_answer(struct audience *a, struct conn *c, const struct hls_req *
             respond(c, "audio/mp4", &mm->body, mm->max_age, 0);
             break;
         }
-        if (build_parts(&st, k0 < oldest ? oldest : k0, k1, &body) < 0 || body.len == 0) {
+        if (build_parts(&st, k0, k1, &body) < 0 || body.len == 0) {
             buf_free(&body);
             conn_error(c, 404, NULL, "No longer held");
             return 1;

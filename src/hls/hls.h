@@ -48,8 +48,7 @@ struct hls_query {
 int hls_query_parse(const char *q, size_t len, struct hls_query *out);
 
 /* A media playlist as the server sees it: parts [first_part, end_part) complete, with their
- * durations (samples at 48 kHz). <first_part> starts a segment, unless it is the stream's
- * very first part (a stream starts where its source did). */
+ * durations (samples at 48 kHz). <first_part> starts a segment. */
 struct hls_media {
     const char *epoch;    /* in every URI below the playlist: <epoch>/... */
     const char *prefix;   /* file names' rendition prefix ("o" Opus, "a" AAC) */
