@@ -46,14 +46,16 @@ def max_age(r):
     return int(m.group(1)) if m else None
 
 
-def live_playlist(srv, parts=4, timeout=20):
-    """Waits until the media playlist lists at least <parts> parts; returns its text."""
+def live_playlist(srv, parts=4, timeout=20, segments=0, rendition="o"):
+    """Waits until the media playlist lists at least <parts> parts and <segments> whole
+    segments; returns its text."""
     out = {}
 
     def ready():
-        r, text = media(srv)
-        out["t"] = text
-        return r.status == 200 and text.count("#EXT-X-PART:") >= parts
+        r = get(srv, f"/hls/live/{rendition}.m3u8")
+        text = out["t"] = r.body.decode() if r.status == 200 else ""
+        return (r.status == 200 and text.count("#EXT-X-PART:") >= parts and
+                text.count("#EXTINF:") >= segments)
 
     wait_for(ready, timeout, "the media playlist to list parts")
     return out["t"]
@@ -64,7 +66,7 @@ def test_hls_ffmpeg_decodes_playlist(ctx):
     srv = ctx.start_server()
     src = ffmpeg_source(ctx, srv, "/live", 440)
     wait_live(srv, "/live", proc=src)
-    text = live_playlist(srv, parts=4)
+    text = live_playlist(srv, parts=4, segments=1)
     mv = get(srv, "/live.m3u8")
     check(mv.status == 200 and mv.header("Content-Type") == "application/vnd.apple.mpegurl",
           f"/live.m3u8 -> {mv.status} {mv.header('Content-Type')}")
@@ -313,8 +315,7 @@ def test_hls_aac_rendition(ctx):
              "the AAC rendition in the multivariant playlist")
     live_playlist(srv, parts=4)
 
-    wait_for(lambda: get(srv, "/hls/live/a.m3u8").status == 200, 10, "the AAC media playlist")
-    a = get(srv, "/hls/live/a.m3u8").body.decode()
+    a = live_playlist(srv, parts=4, segments=1, rendition="a")
     target = float(re.search(r"PART-TARGET=([\d.]+)", a).group(1))
     durs = [float(d) for d in re.findall(r"EXT-X-PART:DURATION=([\d.]+)", a)]
     check(durs and max(durs) <= target, f"AAC parts {durs} past PART-TARGET {target}")
