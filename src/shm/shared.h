@@ -106,6 +106,9 @@ struct shared_counters {
     uint64_t relay_reports_stale; /* feeds that went quiet: no report for FEED_REPORT_AGE_MS */
     uint64_t redirects_full;     /* 307: this server was full, sent to a relay with room */
     uint64_t redirects_draining; /* 307: this server was stopping, sent to a relay */
+    /* issue 11 (the web player's resume) */
+    uint64_t listener_resumes;     /* listener joins with from= that resumed at that page */
+    uint64_t listener_resume_gaps; /* from= already evicted (or ahead): started at the burst */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
