@@ -5,13 +5,18 @@
  * context's rate. The main thread posts {pcm: [Float32Array per channel], granule}; the
  * processor reports its state four times a second.
  *
- *   start      once <target> samples are buffered; on the first start, older audio than the
- *              target is dropped (a burst of 1 s plays from its newest 0.5 s: closer to live)
- *   underrun   play silence (counted as concealed) and wait for <target> again; the target
- *              grows by 200 ms (to 3 s at most) and shrinks back by 50 ms each 20 s without one
- *   too much   judged on the least buffered over the last 2 s (pages come in bursts):
- *              over target + 150 ms, play 3% fast until back under target + 50 ms (a gentle
- *              catch-up, no jump); over target + 2 s (after a long stall), drop the excess
+ *   start      once <start> samples are buffered (1.2 s: a source that sends a second of audio
+ *              at a time, as ffmpeg does, must not run it dry before its next page); on the
+ *              first start, older audio is dropped (the burst plays from its newest part)
+ *   trough     what matters is the least buffered just before new pages come (the trough,
+ *              measured over 3 s: pages come in bursts); the player holds it near <margin>
+ *              (250 ms), so latency ends up as low as the source's cadence allows
+ *   underrun   play silence (counted as concealed) and wait for margin + 350 ms again; the
+ *              margin grows by 200 ms (to 3 s at most) and shrinks back by 50 ms each 20 s
+ *              without one
+ *   too much   a trough over margin + 150 ms: play 3% fast until it is back under margin +
+ *              50 ms (a gentle catch-up, no jump); over margin + 2 s (after a long stall), or
+ *              over margin + 300 ms in the first 8 s (the start's safety), drop the excess
  *              with a 10 ms cross-fade, so it does not click
  */
 const RATE = 48000;
@@ -23,8 +28,9 @@ class Listener extends AudioWorkletProcessor {
     super();
     const o = (options && options.processorOptions) || {};
     this.nch = o.channels === 2 ? 2 : 1;
-    this.base = o.target || RATE / 2;
-    this.target = this.base;
+    this.startAt = o.start || 1.2 * RATE;
+    this.base = o.margin || 0.25 * RATE;
+    this.target = this.base; /* the trough to hold */
     this.max = o.max || 3 * RATE;
     this.buf = [new Float32Array(CAP), new Float32Array(CAP)];
     this.step = RATE / sampleRate; /* 48 kHz samples per output sample, at speed 1 */
@@ -77,16 +83,19 @@ class Listener extends AudioWorkletProcessor {
       this.dropped += n;
   }
 
-  /* the least buffered over a 2 s window, the figure the catch-up rules judge */
+  /* the trough: the least buffered over a 3 s window, which the catch-up rules judge */
   measure() {
     if (this.count < this.winMin)
       this.winMin = this.count;
-    if (currentTime - this.winStart >= 2) {
+    if (currentTime - this.winStart >= 3) {
       this.lastMin = this.winMin;
       this.winMin = this.count;
       this.winStart = currentTime;
       const excess = this.lastMin - this.target;
-      if (excess > 2 * RATE) {
+      /* just after the start, before anyone is used to the sound, a cut is the quick way
+       * down to the trough the source allows; later only a long stall's backlog is cut */
+      const early = this.played < 8 * RATE;
+      if (excess > 2 * RATE || (early && excess > 0.3 * RATE)) {
         this.crossfadeSkip(excess);
         this.catchups++;
       } else if (excess > 0.15 * RATE) {
@@ -95,7 +104,7 @@ class Listener extends AudioWorkletProcessor {
         this.speed = 1.03;
       }
     }
-    if (this.speed !== 1 && this.count < this.target + 0.05 * RATE)
+    if (this.speed !== 1 && this.winMin < this.target + 0.05 * RATE)
       this.speed = 1;
   }
 
@@ -118,9 +127,12 @@ class Listener extends AudioWorkletProcessor {
     if (!out || !out[0])
       return true;
     const L = out[0], R = out[1] || null, len = L.length;
-    if (!this.playing && this.count >= this.target) {
-      if (!this.started && this.count > this.target)
-        this.skip(this.count - this.target, true); /* the burst: play its newest part */
+    const need = this.started ? this.target + 0.35 * RATE : this.startAt;
+    if (!this.playing && this.count >= need) {
+      if (!this.started && this.count > need)
+        this.skip(this.count - need, true); /* the burst: play its newest part */
+      this.winMin = this.count;
+      this.winStart = currentTime;
       this.playing = true;
       this.started = true;
       this.fadeIn = FADE;
@@ -166,7 +178,9 @@ class Listener extends AudioWorkletProcessor {
       if (R)
         R[i] = 0;
     }
-    if (currentTime - this.last >= 0.25) {
+    const changed = this.playing !== this.wasPlaying;
+    this.wasPlaying = this.playing;
+    if (changed || currentTime - this.last >= 0.25) { /* at once when it starts or stops */
       this.last = currentTime;
       this.port.postMessage({
         buffered: this.count, target: this.target, playing: this.playing,

@@ -27,7 +27,9 @@
  */
 import {RATE, copyPlane, makeAudioContext, opusConfig} from './audio.js';
 
-const TARGET_MS = 500; /* buffered before playing; the worklet adapts it */
+const START_MS = 1200; /* buffered before playing (player-worklet.js says why) */
+const MARGIN_MS = 250; /* the least it holds buffered; the worklet adapts it */
+const BURST_MS = 2000; /* asked of the server (?burst=): the start plays its newest 1.2 s */
 const REPORT_MS = 250;
 const LIVE_WINDOW_MS = 10000; /* the live edge is estimated from the pages of the last 10 s */
 const BACKOFF_FIRST_MS = 100;
@@ -209,7 +211,7 @@ export class WebPlayer extends EventTarget {
     this.stats = {state: 'connecting', detail: '', latency_ms: null, played_s: 0,
                   gap_samples: 0, concealed_samples: 0, dropped_samples: 0, reconnects: 0,
                   resumes: 0, resume_gaps: 0, restarts: 0, underruns: 0, catchups: 0,
-                  buffered_ms: 0, target_ms: TARGET_MS, decode_errors: 0, first_audio_ms: null};
+                  buffered_ms: 0, target_ms: MARGIN_MS, decode_errors: 0, first_audio_ms: null};
     this.reset();
   }
 
@@ -223,6 +225,7 @@ export class WebPlayer extends EventTarget {
     this.nextGranule = null;
     this.live = [];       /* [arrival ms, granule - arrival * 48] of recent pages */
     this.worklet = null;  /* its last report */
+    this.pending = null;  /* decoded audio waiting for the worklet */
   }
 
   setState(state, detail = '') {
@@ -259,15 +262,21 @@ export class WebPlayer extends EventTarget {
     this.t0 = performance.now();
     this.stats.first_audio_ms = null;
     this.setState('connecting');
+    this.reset();
+    this.run = this.loop(++this.gen);
+  }
+
+  /* The AudioContext and the worklet, made once the stream's request is out: making a context
+   * can take a tenth of a second, better spent while the request travels. Still within the
+   * click's user activation, so the context may play. */
+  ensureAudio() {
     if (!this.ac) {
-      this.ac = makeAudioContext(); /* in the click: it may play sound */
+      this.ac = makeAudioContext();
       this.workletReady = this.ac.audioWorklet.addModule(
           new URL('player-worklet.js', import.meta.url).href);
     } else if (this.ac.state === 'suspended') {
       this.ac.resume().catch(() => {});
     }
-    this.reset();
-    this.run = this.loop(++this.gen);
   }
 
   stop() {
@@ -282,6 +291,7 @@ export class WebPlayer extends EventTarget {
   }
 
   closeAudio() {
+    this.pending = null;
     if (this.decoder) {
       try {
         if (this.decoder.state !== 'closed')
@@ -337,8 +347,12 @@ export class WebPlayer extends EventTarget {
     const resuming = this.lastSeq !== null;
     if (resuming)
       url.searchParams.set('from', String(this.lastSeq + 1));
+    else
+      url.searchParams.set('burst', String(BURST_MS));
     this.ctl = new AbortController();
-    const res = await fetch(url.href, {cache: 'no-store', signal: this.ctl.signal});
+    const req = fetch(url.href, {cache: 'no-store', signal: this.ctl.signal});
+    this.ensureAudio();
+    const res = await req;
     if (res.status === 404 || res.status === 410)
       return {ended: true, why: 'the space has ended'};
     if (!res.ok) {
@@ -360,7 +374,7 @@ export class WebPlayer extends EventTarget {
     const reader = new OggReader();
     const body = res.body.getReader();
     const conn = {firstSeq: Number.isFinite(firstSeq) ? firstSeq : null, offset: null,
-                  gotAudio: false, serial: null, alive};
+                  gotAudio: false, serial: null, alive, skipBefore: -1};
     try {
       for (;;) {
         const {value, done} = await body.read();
@@ -369,9 +383,19 @@ export class WebPlayer extends EventTarget {
         if (!alive())
           return {retry: false};
         reader.push(value);
-        let page;
-        while ((page = reader.next()) !== null)
-          await this.onPage(page, conn);
+        const pages = [];
+        let page, newest = -1;
+        while ((page = reader.next()) !== null) {
+          pages.push(page);
+          if (!page.bos && page.granule > newest)
+            newest = page.granule;
+        }
+        /* before the start, only the burst's newest part will play: the rest need not be
+         * decoded (a few packets more warm the decoder up) */
+        conn.skipBefore = this.stats.first_audio_ms === null && newest >= 0
+                              ? newest - (START_MS + 300) * (RATE / 1000) : -1;
+        for (const p of pages)
+          await this.onPage(p, conn);
       }
     } catch (e) {
       if (!alive())
@@ -452,24 +476,21 @@ export class WebPlayer extends EventTarget {
         if (g > this.nextGranule)
           this.stats.gap_samples += g - this.nextGranule;
       }
-      this.decode(page.packets[i], g);
+      if (g + n > conn.skipBefore)
+        this.decode(page.packets[i], g);
       g += n;
       this.nextGranule = g;
     }
   }
 
+  /* The decoder at once, the worklet when it has loaded: decoded audio waits for it. */
   async openAudio(alive) {
-    await this.workletReady;
     const cfg = await opusConfig(this.channels, this.head);
     if (!cfg)
       throw new Error('this browser cannot decode Opus');
     if (!alive())
       return;
-    this.node = new AudioWorkletNode(this.ac, 'rostrum-listener', {
-      numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [2],
-      processorOptions: {channels: this.channels, target: TARGET_MS * RATE / 1000}});
-    this.node.port.onmessage = (e) => this.onReport(e.data);
-    this.node.connect(this.ac.destination);
+    this.pending = [];
     this.decoder = new AudioDecoder({
       output: (ad) => this.onDecoded(ad),
       error: (e) => {
@@ -478,6 +499,24 @@ export class WebPlayer extends EventTarget {
       },
     });
     this.decoder.configure(cfg);
+    const decoder = this.decoder;
+    this.workletReady.then(() => {
+      if (this.decoder !== decoder || !alive())
+        return;
+      this.node = new AudioWorkletNode(this.ac, 'rostrum-listener', {
+        numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [2],
+        processorOptions: {channels: this.channels, start: START_MS * RATE / 1000,
+                           margin: MARGIN_MS * RATE / 1000}});
+      this.node.port.onmessage = (e) => this.onReport(e.data);
+      this.node.connect(this.ac.destination);
+      for (const m of this.pending)
+        this.node.port.postMessage(m, m.pcm.map((p) => p.buffer));
+      this.pending = null;
+    }, (e) => {
+      console.warn('rostrum: the player worklet did not load', e);
+      this.wanted = false;
+      this.setState('ended', 'error');
+    });
   }
 
   decode(pkt, granule) {
@@ -494,7 +533,7 @@ export class WebPlayer extends EventTarget {
 
   onDecoded(ad) {
     try {
-      if (!this.node)
+      if (!this.node && !this.pending)
         return;
       const n = ad.numberOfFrames, pcm = [];
       for (let c = 0; c < this.channels; c++) {
@@ -503,7 +542,10 @@ export class WebPlayer extends EventTarget {
         pcm.push(p);
       }
       const granule = Math.round(ad.timestamp * RATE / 1e6);
-      this.node.port.postMessage({pcm, granule}, pcm.map((p) => p.buffer));
+      if (this.node)
+        this.node.port.postMessage({pcm, granule}, pcm.map((p) => p.buffer));
+      else
+        this.pending.push({pcm, granule});
     } finally {
       ad.close();
     }

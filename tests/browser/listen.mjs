@@ -14,7 +14,9 @@
  * for the web player (div.webplayer) or the <audio> fallback (audio.player: its currentTime
  * progress stands for played_s). The last line is {"done":true,"ok":...,"first_playing_ms":
  * click to data-state=playing,"page_errors":[...]}. The test that runs it (a Python module in
- * tests/integration) acts on the server meanwhile and judges the lines. Exits 0 unless the
+ * tests/integration) acts on the server meanwhile and judges the lines. first_playing_ms is
+ * measured in the page (click event to the data-state mutation); first_audio_ms is the
+ * player's own figure (its start() to the worklet's first sound). Exits 0 unless the
  * browser itself failed.
  */
 import {AUTOPLAY, firstLine, withChromium} from './chromium.mjs';
@@ -66,15 +68,24 @@ async function run(page) {
   });
   await page.goto(url, {waitUntil: 'domcontentloaded', timeout: 10000});
   await page.waitForSelector(cardSel, {timeout: 10000});
+  /* in the page: when the click landed, and when the player first said 'playing' */
+  await page.evaluate((sel) => {
+    const card = document.querySelector(sel);
+    card.querySelector('button.listen').addEventListener('click', () => {
+      window.__clickAt = performance.now();
+    }, {capture: true});
+    const p = card.querySelector('.player');
+    new MutationObserver(() => {
+      if (p.dataset.state === 'playing' && window.__playingAt === undefined)
+        window.__playingAt = performance.now();
+    }).observe(p, {attributes: true, attributeFilter: ['data-state']});
+  }, cardSel);
   const clicked = Date.now();
   await page.locator(cardSel).locator('button.listen').click({timeout: 5000});
-  let firstPlaying = null;
   const end = clicked + seconds * 1000;
   while (Date.now() < end) {
     const s = await page.evaluate(sample, cardSel);
     s.t = Date.now() - clicked;
-    if (firstPlaying === null && s.state === 'playing')
-      firstPlaying = s.t;
     console.log(JSON.stringify(s));
     await sleep(200);
   }
@@ -82,6 +93,8 @@ async function run(page) {
     const p = document.querySelector(sel + ' .player');
     return p && p.dataset.firstAudioMs ? Number(p.dataset.firstAudioMs) : null;
   }, cardSel).catch(() => null);
+  const t = await page.evaluate(() => [window.__clickAt, window.__playingAt]);
+  const firstPlaying = t[0] !== undefined && t[1] !== undefined ? Math.round(t[1] - t[0]) : null;
   return {first_playing_ms: firstPlaying, first_audio_ms: fa, page_errors: pageErrors};
 }
 
