@@ -23,7 +23,8 @@
  *   data-latency-ms  how far behind live the sound is (estimated from when pages arrived)
  *   data-played-s    seconds of the stream played
  *   data-gap-samples samples of the stream it never got (pages skipped), data-concealed-samples
- *                    silence it had to play for want of audio, data-reconnects, data-resumes
+ *                    silence it had to play for want of audio, data-reconnects, data-resumes,
+ *                    data-src (the address of its current connection)
  */
 import {RATE, copyPlane, makeAudioContext, opusConfig} from './audio.js';
 
@@ -349,6 +350,7 @@ export class WebPlayer extends EventTarget {
       url.searchParams.set('from', String(this.lastSeq + 1));
     else
       url.searchParams.set('burst', String(BURST_MS));
+    this.el.dataset.src = url.href;
     this.ctl = new AbortController();
     const req = fetch(url.href, {cache: 'no-store', signal: this.ctl.signal});
     this.ensureAudio();

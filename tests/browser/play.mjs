@@ -67,7 +67,7 @@ async function playerState(page) {
       return {present: true, same: a.__rostrumProbe === true, web: true,
               currentTime: Number(a.dataset.playedS || 0), paused: a.dataset.state !== 'playing',
               readyState: a.dataset.state, networkState: a.dataset.detail || '',
-              error: null, src: 'web player', listeners};
+              error: null, src: a.dataset.src || '', listeners};
     return {
       present: true,
       same: a.__rostrumProbe === true,
