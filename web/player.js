@@ -24,7 +24,8 @@
  *   data-played-s    seconds of the stream played
  *   data-gap-samples samples of the stream it never got (pages skipped), data-concealed-samples
  *                    silence it had to play for want of audio, data-reconnects, data-resumes,
- *                    data-src (the address of its current connection)
+ *                    data-src (the address of its current connection), data-granule (the
+ *                    stream position now playing, 48 kHz samples)
  */
 import {RATE, copyPlane, makeAudioContext, opusConfig} from './audio.js';
 
@@ -247,6 +248,7 @@ export class WebPlayer extends EventTarget {
     d.reconnects = String(s.reconnects);
     d.resumes = String(s.resumes);
     d.bufferedMs = String(s.buffered_ms);
+    d.granule = this.worklet && this.worklet.granule >= 0 ? String(this.worklet.granule) : '';
     if (s.first_audio_ms !== null)
       d.firstAudioMs = String(Math.round(s.first_audio_ms));
     this.dispatchEvent(new Event('state'));

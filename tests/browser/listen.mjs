@@ -10,7 +10,7 @@
  * presses its Listen button, then for SECONDS prints one JSON line every 200 ms:
  *   {"t":ms since the click,"state":data-state,"detail":...,"latency_ms":...,"played_s":...,
  *    "gap":data-gap-samples,"concealed":...,"reconnects":...,"resumes":...,"words":the card's
- *    state text,"tag":"web"|"audio"}
+ *    state text,"tag":"web"|"audio","granule":the position playing,"wall":Date.now()}
  * for the web player (div.webplayer) or the <audio> fallback (audio.player: its currentTime
  * progress stands for played_s). The last line is {"done":true,"ok":...,"first_playing_ms":
  * click to data-state=playing,"page_errors":[...]}. The test that runs it (a Python module in
@@ -51,7 +51,8 @@ function sample(sel) {
                detail: d.detail || '', latency_ms: num(d.latencyMs), played_s: num(d.playedS),
                gap: num(d.gapSamples), concealed: num(d.concealedSamples),
                reconnects: num(d.reconnects), resumes: num(d.resumes),
-               buffered_ms: num(d.bufferedMs), words: words ? words.textContent : ''};
+               buffered_ms: num(d.bufferedMs), granule: num(d.granule),
+               words: words ? words.textContent : '', wall: Date.now()};
   if (p.tagName === 'AUDIO') {
     out.current_time = p.currentTime;
     out.error = p.error ? p.error.code : null;
