@@ -137,7 +137,7 @@ void listener_close(struct conn *c, enum close_reason why);
 
 /* Upgrade: a listener as it moves from a worker to the one that replaces it, with its socket
  * (sent beside it). Only plain listeners move: a TLS session's keys live in its process. */
-#define LISTENER_RECORD_VERSION 1
+#define LISTENER_RECORD_VERSION 2 /* 2: first_seq and gap (issue 11) */
 struct listener_record {
     struct listener_state st;
 };
