@@ -209,6 +209,24 @@ def test_web_player_says_host_away_in_grace_and_comes_back_near_live_11(ctx):
          f"back, latency {min(tail)}-{max(tail)} ms")
 
 
+@test(timeout=80, icecast=False, exclusive=True)
+def test_web_player_says_the_space_ended_11(ctx):
+    srv = ctx.start_server(grace_ms=2000)
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    time.sleep(1.5)
+    b = Browser(ctx, srv, "?player=web", 14)
+    b.wait(lambda s: s.get("state") == "playing", 20, "the web player playing")
+    src.signal(signal.SIGKILL)
+    end = b.wait(lambda s: s.get("state") == "ended", 12, "data-state=ended")
+    done, samples = b.finish()
+    last = samples[-1]
+    check(last["state"] == "ended" and last["words"] == "The space has ended",
+          f"after the end the card says {last['words']!r} ({last['state']})")
+    check(not any("Buffering" in s.get("words", "") for s in samples), "a frozen 'Buffering…'")
+    note(f"the space ended; the player said so {end['t']} ms after the click")
+
+
 @test(timeout=90, icecast=False, exclusive=True)
 def test_audio_fallback_plays_and_rides_a_grace_11(ctx):
     # <audio> (forced with ?player=audio) asks for a large burst and starts at once; during a
