@@ -2,7 +2,7 @@
  * listener: delivery of a space's stream to one HTTP listener, in an audience process.
  *
  * A listener is a cursor into its slot's page ring plus a few counters (struct
- * listener_state, 72 bytes; 224 with the connection). Writes are batched: every page the listener has not yet had,
+ * listener_state, 96 bytes; 240 with the connection). Writes are batched: every page the listener has not yet had,
  * up to LISTENER_MAX_IOV pages, goes out in one writev() straight from the shared ring;
  * nothing is copied per listener. EPOLLOUT is armed only when the socket is full, and while
  * it is armed the listener is skipped by the flushes.
