@@ -14,8 +14,17 @@
  *   cacheable for a second, so the browser's cache and any HTTP cache in front answer most
  *   polls) and shows who is on stage and who is talking. A 404 means a plain relay mount:
  *   that card never asks again.
+ * - Players (issue 11), chosen once per page, or forced with ?player=web|hls|audio:
+ *     web    where WebCodecs' AudioDecoder exists: player.js fetches and decodes the Ogg
+ *            stream itself (starts in well under a second, about a second behind live,
+ *            reconnects gaplessly with from=);
+ *     hls    else, where <audio> plays HLS (Safari): /<space>.m3u8;
+ *     audio  else <audio> on the Ogg stream, asking for a burst (?burst=) large enough that
+ *            the browser, which waits for bytes rather than seconds, starts at once.
+ *   The card says the stream's state in words: connecting, reconnecting, "the host is away,
+ *   waiting for them" (the status says the source is gone: a grace), "the space has ended".
  */
-'use strict';
+import {WebPlayer, webPlayerSupported} from './player.js';
 
 (function () {
   const POLL_MS = 2000;
@@ -24,6 +33,19 @@
   /* Icecast fills unset stream metadata with these; show nothing instead */
   const PLACEHOLDERS = new Set(['', 'Unspecified name', 'Unspecified description',
                                 'no name', 'no description', 'various', '(none)']);
+
+  const FALLBACK_BURST_MS = 6000; /* <audio> starts within 0.3 s with 6 s, 3.5-5 s with 1 s */
+  const ENDED_KEEP_MS = 60000; /* a card whose space ended while heard says so this long */
+  const MODE = (() => {
+    const asked = new URLSearchParams(location.search).get('player');
+    if (asked === 'web' || asked === 'hls' || asked === 'audio')
+      return asked;
+    if (webPlayerSupported())
+      return 'web';
+    const probe = document.createElement('audio');
+    return probe.canPlayType('application/vnd.apple.mpegurl') ? 'hls' : 'audio';
+  })();
+  document.documentElement.dataset.player = MODE;
 
   const listEl = document.getElementById('spaces');
   const emptyEl = document.getElementById('empty');
@@ -117,16 +139,24 @@
     state.setAttribute('role', 'status');
     controls.append(button, state);
 
-    const audio = el('audio', 'player');
-    audio.controls = true;
-    audio.preload = 'none';
-    audio.src = streamUrl(mount);
-    audio.setAttribute('aria-labelledby', title.id);
+    let audio = null, web = null, playerEl;
+    if (MODE === 'web') {
+      playerEl = el('div', 'player webplayer');
+      playerEl.setAttribute('aria-labelledby', title.id);
+    } else {
+      audio = el('audio', 'player');
+      audio.controls = true;
+      audio.preload = 'none';
+      audio.src = fallbackUrl(streamUrl(mount));
+      audio.setAttribute('aria-labelledby', title.id);
+      playerEl = audio;
+    }
+    playerEl.dataset.state = 'idle';
 
     /* the address for VLC, mpv or a phone's player */
     const link = el('p', 'url');
-    const a = el('a', '', audio.src);
-    a.href = audio.src;
+    const a = el('a', '', streamUrl(mount));
+    a.href = streamUrl(mount);
     link.append('Stream: ', a);
 
     /* who is on stage (stage spaces only, filled in by refreshStages) */
@@ -138,19 +168,29 @@
     chips.setAttribute('aria-labelledby', onstageLabel.id);
     onstage.append(onstageLabel, chips);
 
-    root.append(head, desc, meta, onstage, controls, audio, link);
+    root.append(head, desc, meta, onstage, controls, playerEl, link);
     const card = {root, title, desc, count, countLabel, since, genre, button, state, audio,
+                  web, playerEl, badge,
                   name: mount.slice(1), mount: mount.slice(1), onstage, chips,
                   stageMode: 'unknown', stageBusy: false,
-                  stageTitle: '', stageSig: ''};
+                  stageTitle: '', stageSig: '', sourceGone: false, endedAt: 0};
 
     button.addEventListener('click', () => toggle(card));
+    if (MODE === 'web') {
+      card.web = new WebPlayer(playerEl, () => admit(card));
+      card.web.addEventListener('state', () => showState(card));
+      return card;
+    }
+    trackAudio(card);
     audio.addEventListener('playing', () => {
       labelButton(card);
       setText(state, 'Playing');
       root.classList.add('playing');
     });
-    audio.addEventListener('waiting', () => setText(state, 'Buffering…'));
+    audio.addEventListener('waiting', () => {
+      audio.dataset.state = 'stalled';
+      setText(state, card.sourceGone ? HOST_AWAY : 'Buffering…');
+    });
     audio.addEventListener('pause', () => {
       labelButton(card);
       if (!audio.error)
@@ -176,9 +216,68 @@
     return card;
   }
 
+  const HOST_AWAY = 'The host is away, waiting for them…';
+
+  /* <audio>: the burst it needs (HLS as it is) */
+  function fallbackUrl(src) {
+    if (MODE === 'hls')
+      return src.replace(/(\?.*)?$/, '.m3u8$1');
+    const u = new URL(src);
+    u.searchParams.set('burst', String(FALLBACK_BURST_MS));
+    return u.href;
+  }
+
+  /* <audio>: the same data-* state as the web player (state, played seconds) */
+  function trackAudio(card) {
+    const audio = card.audio;
+    let prev = null, prevAt = 0, played = 0;
+    audio.addEventListener('playing', () => { audio.dataset.state = 'playing'; });
+    audio.addEventListener('timeupdate', () => {
+      const now = performance.now();
+      if (prev !== null && !audio.paused) {
+        const step = audio.currentTime - prev;
+        if (step > 0 && step <= (now - prevAt) / 1000 + 0.25)
+          played += step;
+      }
+      prev = audio.currentTime;
+      prevAt = now;
+      audio.dataset.playedS = played.toFixed(2);
+    });
+    audio.addEventListener('ended', () => { audio.dataset.state = 'ended'; });
+    audio.addEventListener('pause', () => { audio.dataset.state = 'idle'; prev = null; });
+  }
+
+  /* The web player's state, in words. */
+  function showState(card) {
+    const s = card.web.stats;
+    labelButton(card);
+    card.root.classList.toggle('playing', s.state === 'playing');
+    let words = '';
+    if (s.state === 'ended')
+      words = s.detail === 'stopped' ? '' : 'The space has ended';
+    else if (card.sourceGone)
+      words = HOST_AWAY;
+    else if (s.detail === 'reconnecting')
+      words = 'Reconnecting…';
+    else if (s.detail === 'refused')
+      words = 'Busy, retrying…';
+    else if (s.state === 'connecting')
+      words = 'Connecting…';
+    else if (s.state === 'stalled')
+      words = 'Waiting for audio…';
+    else if (s.state === 'playing')
+      words = s.latency_ms === null ? 'Playing'
+                                    : 'Playing · ' + (s.latency_ms / 1000).toFixed(1) + ' s behind live';
+    setText(card.state, words);
+  }
+
+  function isPlaying(card) {
+    return card.web ? card.web.playing : !(card.audio.paused || card.audio.error);
+  }
+
   /* The button says what a press will do; its accessible name adds the space's name. */
   function labelButton(card) {
-    const verb = card.audio.paused || card.audio.error ? 'Listen' : 'Stop';
+    const verb = isPlaying(card) ? 'Stop' : 'Listen';
     setText(card.button, verb);
     const label = verb + (verb === 'Listen' ? ' to ' : ' ') + card.name;
     if (card.button.getAttribute('aria-label') !== label)
@@ -237,7 +336,7 @@
   async function start(card) {
     const audio = card.audio;
     setText(card.state, 'Connecting…');
-    const src = await admit(card);
+    const src = fallbackUrl(await admit(card));
     if (!card.wanted)
       return;
     if (audio.getAttribute('src') !== src || audio.error || audio.ended)
@@ -258,6 +357,17 @@
   }
 
   function toggle(card) {
+    if (card.web) {
+      if (card.web.playing) {
+        card.wanted = false;
+        card.web.stop();
+      } else if (!card.endedAt) {
+        card.wanted = true;
+        card.web.start();
+      }
+      labelButton(card);
+      return;
+    }
     const audio = card.audio;
     if (!audio.paused) {
       card.wanted = false;
@@ -271,6 +381,25 @@
   }
 
   function updateCard(card, src, mount, now) {
+    if (card.endedAt) { /* back (the same mount, a new stream) */
+      card.endedAt = 0;
+      card.root.classList.remove('ended');
+      setText(card.badge, 'Live');
+      card.button.disabled = false;
+      setText(card.state, '');
+    }
+    /* a studio source gone, the space in its grace: say so rather than "Buffering" */
+    const gone = src.source_connected === false && card.stageMode !== 'stage';
+    if (gone !== card.sourceGone) {
+      card.sourceGone = gone;
+      card.playerEl.dataset.sourceGone = gone ? '1' : '';
+      if (card.web)
+        showState(card);
+      else if (gone && !card.audio.paused)
+        setText(card.state, HOST_AWAY);
+      else if (!gone && !card.audio.paused)
+        setText(card.state, 'Playing');
+    }
     const name = card.stageTitle || field(src, 'server_name') || mount.slice(1);
     setText(card.title, name);
     card.name = name;
@@ -296,11 +425,35 @@
   }
 
   function removeCard(mount, card) {
-    const audio = card.audio;
-    audio.pause();
-    disconnect(audio, null); /* now rather than at garbage collection */
+    if (card.web) {
+      card.web.stop();
+    } else {
+      card.audio.pause();
+      disconnect(card.audio, null); /* now rather than at garbage collection */
+    }
     card.root.remove();
     cards.delete(mount);
+  }
+
+  /* Its space is gone from the status. A card that was being heard says so for a while
+   * (its player finds the same when it reconnects: 404); others go at once. */
+  function endCard(mount, card, now) {
+    if (!card.wanted || (card.endedAt && now - card.endedAt > ENDED_KEEP_MS)) {
+      removeCard(mount, card);
+      return;
+    }
+    if (!card.endedAt) {
+      card.endedAt = now;
+      card.root.classList.add('ended');
+      setText(card.badge, 'Ended');
+      card.button.disabled = true;
+      if (card.web)
+        card.web.stop();
+      else
+        card.audio.pause();
+      card.playerEl.dataset.state = 'ended';
+      setText(card.state, 'The space has ended');
+    }
   }
 
   /* <source> is absent (no mount live), an object (one) or an array (several). */
@@ -330,12 +483,15 @@
       }
       updateCard(card, src, mount, now);
     }
+    let ended = 0;
     for (const [mount, card] of cards) {
       if (!seen.has(mount))
-        removeCard(mount, card);
+        endCard(mount, card, now);
+      if (cards.get(mount) === card && card.endedAt)
+        ended++;
     }
     emptyEl.hidden = cards.size !== 0;
-    const n = cards.size;
+    const n = cards.size - ended;
     setText(statusEl, n === 0 ? '' : n === 1 ? '1 live space' : n + ' live spaces');
     statusEl.classList.remove('error');
   }

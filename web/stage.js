@@ -22,8 +22,9 @@
  * Server text only ever reaches the page through textContent.
  */
 
-export const RATE = 48000;
-export const FRAME = 960; /* 20 ms at 48 kHz */
+import {RATE, FRAME, makeAudioContext, copyPlane} from './audio.js';
+
+export {RATE, FRAME, makeAudioContext};
 const JITTER_TARGET = 2880; /* 60 ms */
 const JITTER_MAX = 9600; /* 200 ms: past this, cut back to the target */
 const SEND_BUFFER_MAX = 64 * 1024; /* bytes waiting in the WebSocket: drop frames past it */
@@ -148,23 +149,6 @@ function loadWorklets(ac) {
     workletLoaded.set(ac, p);
   }
   return p;
-}
-
-/* An AudioContext at 48 kHz where the browser allows it. Call it from a click: a context
- * made in a user gesture may play sound. */
-export function makeAudioContext() {
-  const AC = window.AudioContext || window.webkitAudioContext;
-  if (!AC)
-    return null;
-  let ac;
-  try {
-    ac = new AC({sampleRate: RATE, latencyHint: 'interactive'});
-  } catch (e) {
-    ac = new AC({latencyHint: 'interactive'});
-  }
-  if (ac.state === 'suspended')
-    ac.resume().catch(() => {});
-  return ac;
 }
 
 /* ---- addresses -------------------------------------------------------------------------- */
@@ -824,12 +808,7 @@ export class StageClient extends EventTarget {
         return;
       const n = ad.numberOfFrames;
       const pcm = new Float32Array(n);
-      try {
-        ad.copyTo(pcm, {planeIndex: 0, format: 'f32-planar'});
-      } catch (e) {
-        /* a browser that cannot convert: take its own format */
-        copyPlane(ad, pcm);
-      }
+      copyPlane(ad, pcm);
       this.stats.decoded++;
       this.playback.port.postMessage({pcm}, [pcm.buffer]);
     } finally {
@@ -864,32 +843,6 @@ export class StageClient extends EventTarget {
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-function copyPlane(ad, out) {
-  const n = ad.numberOfFrames, ch = ad.numberOfChannels;
-  switch (ad.format) {
-  case 'f32-planar':
-    ad.copyTo(out, {planeIndex: 0});
-    return;
-  case 'f32': {
-    const all = new Float32Array(n * ch);
-    ad.copyTo(all, {planeIndex: 0});
-    for (let i = 0; i < n; i++)
-      out[i] = all[i * ch];
-    return;
-  }
-  case 's16': case 's16-planar': {
-    const planar = ad.format === 's16-planar';
-    const all = new Int16Array(planar ? n : n * ch);
-    ad.copyTo(all, {planeIndex: 0});
-    for (let i = 0; i < n; i++)
-      out[i] = all[planar ? i : i * ch] / 32768;
-    return;
-  }
-  default:
-    out.fill(0);
-  }
-}
 
 function micError(e) {
   const name = e && e.name;

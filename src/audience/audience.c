@@ -872,36 +872,36 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
         conn_error(c, 404, NULL, "No such mount");
         return;
     }
+    /* from= (a ring seq: a relay's or a web player's resume) and burst= (ms, up to lag-ms: a
+     * longer burst would make a laggard of it at once), strictly: digits, in range */
+    struct listener_join j = {.burst_ms = -1};
+    uint64_t burst = 0;
+    int has_from = http_query_u64(req, "from", UINT64_MAX, &j.from);
+    int has_burst = feed ? 0 : http_query_u64(req, "burst", (uint64_t)a->cfg->lag_ms, &burst);
+    if (has_from < 0 || has_burst < 0) {
+        ctr->joins[JOIN_BAD_REQUEST]++;
+        LOG_RATELIMITED(LOG_INFO, "listen", "#%llu %s: bad %s= in a join", (unsigned long long)c->id,
+                        c->peer, has_from < 0 ? "from" : "burst");
+        if (has_from < 0)
+            conn_error(c, 400, NULL, "Bad from= (a page sequence number: decimal digits)");
+        else
+            conn_error(c, 400, NULL, "Bad burst= (milliseconds of audio, at most lag-ms)");
+        return;
+    }
     int admit = head_only ? 1 : audience_admit(c, req, mount);
     if (admit <= 0) {
         if (admit == 0)
             ctr->joins[JOIN_REFUSED]++;
         return;
     }
+    j.has_from = has_from;
+    if (has_burst)
+        j.burst_ms = (int)burst;
     if (feed && !head_only) {
-        uint64_t from = 0;
-        int has_from = 0;
-        if (http_query_value(req, "from", &rv, &rvlen) == 0) {
-            char num[24];
-            char *end;
-            if (rvlen == 0 || rvlen >= sizeof(num)) {
-                conn_error(c, 400, NULL, "Bad from= (a page sequence number)");
-                return;
-            }
-            memcpy(num, rv, rvlen);
-            num[rvlen] = '\0';
-            errno = 0;
-            from = strtoull(num, &end, 10);
-            if (*end || errno || num[0] < '0' || num[0] > '9') {
-                conn_error(c, 400, NULL, "Bad from= (a page sequence number)");
-                return;
-            }
-            has_from = 1;
-        }
-        feed_start(c, slot, has_from, from);
+        feed_start(c, slot, j.has_from, j.from);
         return;
     }
-    listener_start(c, slot, head_only);
+    listener_start(c, slot, head_only, &j);
 }
 
 void audience_count_now(struct audience *a)

@@ -42,6 +42,8 @@ struct listener_state {
     int64_t acked_ms;     /* when <acked> last grew: "receiving audio" is judged on this */
     int64_t joined_ms;    /* loop clock at join: the access log's duration */
     uint8_t why;          /* enum close_reason + 1 once listener_close() knows; 0 = not yet */
+    uint8_t gap;          /* from= could not be honoured: X-Rostrum-Gap says so */
+    uint64_t first_seq;   /* ring seq of its first audio page (X-Rostrum-Seq) */
 };
 CONN_PRIV_FITS(struct listener_state);
 #define LST(c) CONN_PRIV(c, struct listener_state)
@@ -120,13 +122,24 @@ void audience_on_fd_limit(void *arg, int port);
 void audience_count_now(struct audience *a);
 
 /* Listeners (listener.c). */
-void listener_start(struct conn *c, int slot, int head_only);
+/* How a listener asked to start (issue 11): GET /<space>?from=SEQ resumes at ring page SEQ
+ * (a player that reconnects), ?burst=MS asks for another burst than the space's. */
+struct listener_join {
+    int has_from;
+    uint64_t from;
+    int burst_ms; /* -1: the space's burst-ms */
+};
+/* Takes <c> as a listener of <slot> (<j> may be NULL: the defaults). The response head says
+ * where its audio starts: X-Rostrum-Seq, the ring seq of its first audio page (its Ogg page
+ * sequence number minus a constant of the stream), and X-Rostrum-Gap: 1 when from= was asked
+ * but that page is gone (or too far ahead), so it starts at the burst instead. */
+void listener_start(struct conn *c, int slot, int head_only, const struct listener_join *j);
 void listener_flush(struct conn *c);
 void listener_close(struct conn *c, enum close_reason why);
 
 /* Upgrade: a listener as it moves from a worker to the one that replaces it, with its socket
  * (sent beside it). Only plain listeners move: a TLS session's keys live in its process. */
-#define LISTENER_RECORD_VERSION 1
+#define LISTENER_RECORD_VERSION 2 /* 2: first_seq and gap (issue 11) */
 struct listener_record {
     struct listener_state st;
 };

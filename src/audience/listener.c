@@ -2,7 +2,7 @@
  * listener: delivery of a space's stream to one HTTP listener, in an audience process.
  *
  * A listener is a cursor into its slot's page ring plus a few counters (struct
- * listener_state, 72 bytes; 224 with the connection). Writes are batched: every page the listener has not yet had,
+ * listener_state, 96 bytes; 240 with the connection). Writes are batched: every page the listener has not yet had,
  * up to LISTENER_MAX_IOV pages, goes out in one writev() straight from the shared ring;
  * nothing is copied per listener. EPOLLOUT is armed only when the socket is full, and while
  * it is armed the listener is skipped by the flushes.
@@ -24,6 +24,7 @@
  * (counted in torn_closes) rather than left with a page that fails its CRC.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
@@ -73,20 +74,39 @@ void listener_close(struct conn *c, enum close_reason why)
     conn_close(c);
 }
 
-void listener_start(struct conn *c, int slot, int head_only)
+void listener_start(struct conn *c, int slot, int head_only, const struct listener_join *j)
 {
     struct listener_state *l = LST(c);
     struct audience *a = audience_of(c);
     struct shared_space *ss = &a->sh->spaces[slot];
     struct ring *r = shared_ring(a->sh, slot);
     struct shared_worker *me = a->me;
-    int burst_ms = config_burst_ms(a->cfg, config_space(a->cfg, ss->mount));
+    int burst_ms = j && j->burst_ms >= 0 ? j->burst_ms
+                                         : config_burst_ms(a->cfg, config_space(a->cfg, ss->mount));
     conn_take(c, &listener_ops);
     l->slot = (uint16_t)slot;
     l->gen = a->gen[slot];
     l->head_only = (uint8_t)head_only;
     l->pre_gen = shared_preamble_gen(ss);
     l->cursor = ring_burst_start(r, (uint64_t)burst_ms * 48);
+    l->gap = 0;
+    if (j && j->has_from) {
+        /* a resume: the page it lacks, if the ring still has it; a little ahead (another
+         * server of the tree that is further on) waits there, as a relay feed does */
+        uint64_t max_bytes, max_pages;
+        ring_lag_limits(r, &max_bytes, &max_pages);
+        if (j->from >= ring_tail(r) && j->from <= ring_head(r) + max_pages) {
+            l->cursor = j->from;
+            me->c.listener_resumes++;
+        } else {
+            l->gap = 1;
+            me->c.listener_resume_gaps++;
+            LOG_RATELIMITED(LOG_INFO, "listen", "#%llu %s: cannot resume at page %llu (ring %llu..%llu)",
+                            (unsigned long long)c->id, c->peer, (unsigned long long)j->from,
+                            (unsigned long long)ring_tail(r), (unsigned long long)ring_head(r));
+        }
+    }
+    l->first_seq = l->cursor;
     l->last_byte_ms = a->loop->now_ms;
     l->joined_ms = a->loop->now_ms;
     l->why = 0;
@@ -152,6 +172,12 @@ static int listener_jump(struct conn *c, const struct ring *r)
     struct listener_state *l = LST(c);
     struct audience *a = audience_of(c);
     int64_t now = a->loop->now_ms;
+    if (l->pre_off != 0 && l->pre_off != PRE_DONE) {
+        /* its head, half sent, names its first page (X-Rostrum-Seq): that cannot change */
+        a->me->c.stalls++;
+        listener_close(c, CLOSE_TOO_SLOW);
+        return -1;
+    }
     if (now - l->stall_window_ms > STALL_WINDOW_MS) {
         l->stall_window_ms = now;
         l->stalls = 0;
@@ -275,6 +301,48 @@ static void listener_torn(struct conn *c, enum close_reason why)
     listener_close(c, why);
 }
 
+/* The preamble a listener is sent is the slot's (HTTP head, Ogg header pages) with its own
+ * header lines put in before the blank line that ends the HTTP head: [0, split) of the slot's
+ * preamble, then the lines, then [split, end). Both are rebuilt from the listener's state on
+ * each write, so they are the same bytes every time. */
+#define LISTENER_EXTRA_HEAD 64
+
+/* Writes the listener's own header lines into <out> (if not NULL; LISTENER_EXTRA_HEAD bytes)
+ * and returns their length: none if the slot's head does not end in a blank line. */
+static uint32_t listener_extra_head(const struct listener_state *l, const struct shared_view *pv,
+                                    char *out)
+{
+    char tmp[LISTENER_EXTRA_HEAD];
+    if (pv->aux < 4 || pv->aux > pv->len)
+        return 0;
+    int n = snprintf(out ? out : tmp, LISTENER_EXTRA_HEAD, "X-Rostrum-Seq: %llu\r\n%s",
+                     (unsigned long long)l->first_seq, l->gap ? "X-Rostrum-Gap: 1\r\n" : "");
+    return n > 0 && n < LISTENER_EXTRA_HEAD ? (uint32_t)n : 0;
+}
+
+/* Fills <iov> (3 entries at most) with what is left of the listener's preamble from its
+ * pre_off; <xh> receives its own lines. Returns the number of entries. */
+static int listener_preamble_iov(const struct listener_state *l, const struct shared_view *pv,
+                                 uint32_t pre_len, char *xh, struct iovec *iov)
+{
+    uint32_t xlen = listener_extra_head(l, pv, xh);
+    uint32_t split = xlen ? pv->aux - 2 : pre_len;
+    const char *seg[3] = {(const char *)pv->data, xh, (const char *)pv->data + split};
+    uint32_t seglen[3] = {split, xlen, pre_len - xlen - split};
+    uint32_t off = l->pre_off;
+    int n = 0;
+    for (int i = 0; i < 3; i++) {
+        if (off >= seglen[i]) {
+            off -= seglen[i];
+            continue;
+        }
+        iov[n].iov_base = (void *)(seg[i] + off);
+        iov[n++].iov_len = seglen[i] - off;
+        off = 0;
+    }
+    return n;
+}
+
 /* Writes what <c> has not had yet. <queued>: bytes its socket still holds, if known (else 0). */
 static void listener_flush_(struct conn *c, uint32_t queued)
 {
@@ -311,27 +379,30 @@ static void listener_flush_(struct conn *c, uint32_t queued)
             }
             pre_len = l->head_only ? pv.aux : pv.len;
         }
-        if (l->head_only && l->pre_off >= pre_len) {
-            listener_close(c, CLOSE_PEER);
-            return;
-        }
-
-        struct iovec iov[LISTENER_MAX_IOV];
-        uint32_t page_len[LISTENER_MAX_IOV]; /* whole lengths of the pages in iov */
-        int n = 0, npages = 0;
-        size_t total = 0, pre_part = 0;
-        if (l->pre_off < pre_len) {
-            pre_part = pre_len - l->pre_off;
-            iov[n].iov_base = (void *)(pv.data + l->pre_off);
-            iov[n].iov_len = pre_part;
-            total += iov[n++].iov_len;
-        }
         struct ring_page pg;
         int more = 0;
         if (!l->head_only) {
             more = listener_next_page(c, r, &pg, queued);
             if (more < 0)
                 return;
+        }
+        if (l->pre_off == 0)
+            l->first_seq = l->cursor; /* where its audio starts, now that it is known */
+        if (l->pre_off != PRE_DONE)
+            pre_len += listener_extra_head(l, &pv, NULL);
+        if (l->head_only && l->pre_off >= pre_len) {
+            listener_close(c, CLOSE_PEER);
+            return;
+        }
+        struct iovec iov[LISTENER_MAX_IOV];
+        uint32_t page_len[LISTENER_MAX_IOV]; /* whole lengths of the pages in iov */
+        int n = 0, npages = 0;
+        size_t total = 0, pre_part = 0;
+        char xh[LISTENER_EXTRA_HEAD];
+        if (l->pre_off < pre_len) {
+            n = listener_preamble_iov(l, &pv, pre_len, xh, iov);
+            pre_part = pre_len - l->pre_off;
+            total = pre_part;
         }
         if (more == 1 && !l->sized)
             listener_size_sndbuf(c, &pg);

@@ -281,6 +281,13 @@ void status_metrics(struct audience *a, struct buf *b)
     metric(b, "rostrum_feeds_joined_total", "counter",
            "Relay feeds served to downstream relays (also counted as listener joins).",
            st.feeds_joined);
+    metric(b, "rostrum_listener_resumes_total", "counter",
+           "Listener joins with from= (the web player's reconnect) that resumed at that page.",
+           st.listener_resumes);
+    metric(b, "rostrum_listener_resume_gaps_total", "counter",
+           "Listener joins with from= that could not resume there (evicted): started at the "
+           "burst, told so in X-Rostrum-Gap.",
+           st.listener_resume_gaps);
     metric(b, "rostrum_feed_refused_relay_key_total", "counter",
            "Relay feeds refused: no relay key, or a wrong one.", st.refused_relay_key);
     metric(b, "rostrum_feed_cuts_total", "counter",

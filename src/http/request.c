@@ -450,6 +450,30 @@ int http_query_value(const struct http_request *req, const char *name, const cha
     return -1;
 }
 
+int http_query_u64(const struct http_request *req, const char *name, uint64_t max,
+                   uint64_t *out)
+{
+    const char *v;
+    size_t len;
+    if (http_query_value(req, name, &v, &len) < 0)
+        return 0;
+    if (len == 0 || len > 20)
+        return -1;
+    uint64_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        unsigned d = (unsigned)(v[i] - '0');
+        if (n > (UINT64_MAX - d) / 10)
+            return -1;
+        n = n * 10 + d;
+    }
+    if (n > max)
+        return -1;
+    *out = n;
+    return 1;
+}
+
 int http_unescape(const char *in, size_t len, int plus_is_space, char *out, size_t cap)
 {
     if (cap == 0)

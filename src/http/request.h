@@ -119,6 +119,13 @@ int http_decode_path(const char *path, size_t len, char *out, size_t cap);
 int http_query_value(const struct http_request *req, const char *name, const char **val,
                      size_t *len);
 
+/* Reads the first parameter <name> of <req>'s query as a decimal number of at most <max>:
+ * ASCII digits only (no sign, space, escape or exponent), 1 to 20 of them, no overflow.
+ * Returns 1 with <*out> set, 0 if there is no such parameter (<*out> untouched), or -1 if its
+ * value is not such a number. */
+int http_query_u64(const struct http_request *req, const char *name, uint64_t max,
+                   uint64_t *out);
+
 /* Percent-decodes the <len> bytes at <in> (a query value) into <out> (<cap> bytes) and
  * NUL-terminates it; with <plus_is_space>, '+' decodes to ' ' (HTML forms, URLSearchParams),
  * else it stays '+' (decodeURIComponent: a base64 secret pasted into the address bar keeps its

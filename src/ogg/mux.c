@@ -218,9 +218,10 @@ void ogg_mux_packet(struct ogg_mux *m, const unsigned char *pkt, size_t len, int
         ogg_mux_flush(m, cb, arg);
 }
 
-int opus_silence_packet(int channels, unsigned char *out, size_t cap)
+int opus_silence_packet(int channels, int bytes, unsigned char *out, size_t cap)
 {
-    if (channels < 1 || channels > 2 || cap == 0)
+    if (channels < 1 || channels > 2 || cap == 0 || bytes < 0 || bytes > OPUS_SILENCE_MAX ||
+        (bytes > 0 && (bytes < 3 || (size_t)bytes > cap)))
         return -1;
     int err;
     OpusEncoder *enc = opus_encoder_create(48000, channels, OPUS_APPLICATION_AUDIO, &err);
@@ -229,6 +230,12 @@ int opus_silence_packet(int channels, unsigned char *out, size_t cap)
     opus_int16 pcm[960 * 2] = {0};
     opus_int32 n = opus_encode(enc, pcm, 960, out, cap > 4000 ? 4000 : (opus_int32)cap);
     opus_encoder_destroy(enc);
+    /* the same packet, padded (RFC 6716 3.2.5: a code 3 packet's padding bytes): it decodes
+     * to the same digital silence */
+    if (n > 0 && bytes > 0 && n != bytes && (n > bytes || opus_packet_pad(out, n, bytes) != OPUS_OK))
+        return -1;
+    if (n > 0 && bytes > 0)
+        n = bytes;
     return n > 0 ? (int)n : -1;
 }
 

@@ -89,8 +89,13 @@ uint64_t ogg_mux_granule(const struct ogg_mux *m);
 
 /* Writes into <out> (<cap> bytes) one 20 ms Opus packet of digital silence for <channels> (1 or
  * 2) channels, encoded with libopus; used to keep the timeline going while a source reconnects.
- * Returns its length, or -1 (bad channels, <cap> too small, encoder error). Costs an encoder
- * setup: call once and keep the packet. */
-int opus_silence_packet(int channels, unsigned char *out, size_t cap);
+ * <bytes> 0: as small as the encoder makes it (3 bytes); else exactly <bytes> (3 to
+ * OPUS_SILENCE_MAX: the same packet with the codec's own padding), so that silence costs a stream as many
+ * bytes per second as its audio did: players that buffer by bytes (Chromium's and Firefox's
+ * <audio>) stall on a stream that suddenly sends 40 times fewer (issue 11).
+ * Returns its length, or -1 (bad channels or <bytes>, <cap> too small, encoder error). Costs
+ * an encoder setup: call once and keep the packet. */
+#define OPUS_SILENCE_MAX 1275 /* RFC 6716 3.4 R2: a frame's most bytes */
+int opus_silence_packet(int channels, int bytes, unsigned char *out, size_t cap);
 
 #endif

@@ -112,6 +112,9 @@ struct shared_counters {
     uint64_t hls_refused_blocked; /* 503: hls-max-blocked requests already held here */
     uint64_t hls_block_timeouts;  /* 503: held past 3 target durations (the source stopped) */
     uint64_t hls_too_far;         /* 400: more than 2 segments (or 3 parts) ahead */
+    /* issue 11 (the web player's resume) */
+    uint64_t listener_resumes;     /* listener joins with from= that resumed at that page */
+    uint64_t listener_resume_gaps; /* from= already evicted (or ahead): started at the burst */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */

@@ -134,7 +134,7 @@ static void space_build_preamble(struct space *sp)
                  "Access-Control-Allow-Headers: Origin, Accept, X-Requested-With, Content-Type, "
                  "Icy-MetaData\r\n"
                  "Access-Control-Expose-Headers: icy-name, icy-description, icy-genre, icy-url, "
-                 "icy-br\r\n"
+                 "icy-br, X-Rostrum-Seq, X-Rostrum-Gap\r\n"
                  "icy-pub: 0\r\n");
     if (m->name[0])
         buf_printf(&b, "icy-name: %s\r\n", m->name);
@@ -256,6 +256,24 @@ static void space_fill_cb(struct loop *loop, struct loop_timer *t)
     loop_timer_start(loop, &sp->fill, SPACE_FILL_MS, space_fill_cb);
 }
 
+/* Grace silence as heavy as the audio was (issue 11). A 3-byte silence packet makes a page
+ * of 200 ms 68 bytes, 40 times fewer bytes per second than 48 kb/s audio: Chromium's <audio>
+ * reads a live stream in chunks of bytes, not of seconds, so it stopped playing until enough
+ * bytes came (the source's return), then played on from where it stopped, seconds behind
+ * live. Padded to the source's bytes per 20 ms, silence keeps the byte rate and players
+ * play through it. */
+static void space_size_silence(struct space *sp)
+{
+    int bytes = (int)((sp->bytes_per_frame16 + 8) / 16);
+    if (!sp->mux || bytes < 3)
+        return; /* nothing measured: the small packet made at the stream's start stays */
+    if (bytes > OPUS_SILENCE_MAX)
+        bytes = OPUS_SILENCE_MAX;
+    int n = opus_silence_packet(sp->head.channels, bytes, sp->silence, sizeof(sp->silence));
+    if (n > 0)
+        sp->silence_len = n;
+}
+
 void space_source_detach(struct space *sp, const char *why)
 {
     if (!sp->source)
@@ -277,6 +295,7 @@ void space_source_detach(struct space *sp, const char *why)
     if (sp->fill.due_ms == 0) {
         sp->fill_from_ms = sp->last_packet_ms ? sp->last_packet_ms : sp->gone_ms;
         sp->fill_from_granule = sp->mux ? ogg_mux_granule(sp->mux) : 0;
+        space_size_silence(sp);
     }
     loop_timer_start(sp->host->loop, &sp->fill, SPACE_FILL_MS, space_fill_cb);
 }
@@ -304,7 +323,7 @@ int space_on_head(struct space *sp, const struct opus_head_info *head)
         sp->serial = (uint32_t)time(NULL);
     const char *title = ss->meta.name[0] ? ss->meta.name : NULL;
     sp->mux = ogg_mux_new(sp->serial, head, "rostrum 0.1", title, space_page_ms(sp));
-    sp->silence_len = opus_silence_packet(head->channels, sp->silence, sizeof(sp->silence));
+    sp->silence_len = opus_silence_packet(head->channels, 0, sp->silence, sizeof(sp->silence));
     ss->stream_start_wall = time(NULL);
     ss->channels = head->channels;
     ss->feed_serial = sp->serial;
@@ -323,6 +342,14 @@ void space_on_packet(struct space *sp, const unsigned char *pkt, size_t len, int
     if (sp->fill.due_ms)
         loop_timer_stop(sp->host->loop, &sp->fill); /* the new source's audio takes over */
     sp->last_packet_ms = sp->host->loop->now_ms;
+    if (samples > 0) { /* bytes per 20 ms, a moving average over about 16 packets */
+        uint64_t per = (uint64_t)len * 960 * 16 / (uint64_t)samples;
+        if (per > (uint64_t)OPUS_SILENCE_MAX * 16)
+            per = (uint64_t)OPUS_SILENCE_MAX * 16;
+        sp->bytes_per_frame16 = sp->bytes_per_frame16
+                                    ? (uint32_t)((sp->bytes_per_frame16 * 15 + per) / 16)
+                                    : (uint32_t)per;
+    }
     ogg_mux_packet(sp->mux, pkt, len, samples, space_publish_page, sp);
 }
 
@@ -474,7 +501,8 @@ struct space *space_restore(struct spaces *host, const struct space_record *r)
             return NULL;
         }
         ogg_mux_restore(sp->mux, &r->pos);
-        sp->silence_len = opus_silence_packet(sp->head.channels, sp->silence, sizeof(sp->silence));
+        sp->silence_len =
+            opus_silence_packet(sp->head.channels, 0, sp->silence, sizeof(sp->silence));
     }
     sp->gone_ms = r->gone_ms;
     sp->fill_from_ms = r->fill_from_ms;

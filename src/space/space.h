@@ -85,8 +85,9 @@ struct space {
     int64_t fill_from_ms;               /* silence is due from here ... */
     uint64_t fill_from_granule;         /* ... at this granule */
     int64_t last_packet_ms;             /* when the last source packet arrived */
-    unsigned char silence[64];
+    unsigned char silence[OPUS_SILENCE_MAX];
     int silence_len;
+    uint32_t bytes_per_frame16;         /* source audio: bytes per 20 ms, x16, moving average */
     const struct space_sink *sink;      /* a stage space: the mixer takes the sources */
     void *sink_arg;
     /* a relayed space (issue 10): the upstream's Ogg header pages (owned), NULL otherwise */

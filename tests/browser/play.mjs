@@ -7,11 +7,12 @@
  *
  * Debian's Chromium (headless, fresh profile) opens URL, waits up to 10 s for the card
  * [data-mount=MOUNT], presses its Listen button and passes when, within SECONDS (default 15):
- *   - the card's <audio class="player"> has played >= 2 s (currentTime advancing steadily)
- *     with no media error,
+ *   - the card's player has played >= 2 s with no media error: <audio class="player">
+ *     (currentTime advancing steadily; URL?player=audio forces it) or the web player
+ *     (div.player, player.js: its data-played-s advancing steadily, data-state=playing),
  *   - and then, within 10 s more, the card's .listeners count shows a number >= MIN_LISTENERS
  *     (default 1; a relay tree's test asks for the tree's count) after a
- *     page refresh of the status, with the same <audio> element still in place (the page must
+ *     page refresh of the status, with the same player element still in place (the page must
  *     not rebuild a playing player), and the page threw no uncaught exception.
  * Prints one line of JSON ({"ok":true,...} or {"ok":false,"reason":...}); exits 0 or 1.
  * SCREENSHOT=path.png saves a screenshot of the page at the end, pass or fail.
@@ -56,11 +57,17 @@ const cardSel = `[data-mount=${attr(mount)}]`;
 async function playerState(page) {
   return page.evaluate((sel) => {
     const card = document.querySelector(sel);
-    const a = card && card.querySelector('audio.player');
+    const a = card && card.querySelector('.player');
     if (!a)
       return {present: false};
     const count = card.querySelector('.listeners');
     const digits = count ? count.textContent.replace(/[^0-9]/g, '') : '';
+    const listeners = digits === '' ? null : Number(digits);
+    if (a.tagName !== 'AUDIO') /* the web player (player.js): its data-* state */
+      return {present: true, same: a.__rostrumProbe === true, web: true,
+              currentTime: Number(a.dataset.playedS || 0), paused: a.dataset.state !== 'playing',
+              readyState: a.dataset.state, networkState: a.dataset.detail || '',
+              error: null, src: a.dataset.src || '', listeners};
     return {
       present: true,
       same: a.__rostrumProbe === true,
@@ -70,7 +77,7 @@ async function playerState(page) {
       networkState: a.networkState,
       error: a.error ? {code: a.error.code, message: a.error.message} : null,
       src: a.currentSrc,
-      listeners: digits === '' ? null : Number(digits),
+      listeners,
     };
   }, cardSel);
 }
@@ -97,12 +104,17 @@ async function run(page) {
   result.card_ms = Date.now() - t0;
   /* mark the element (a rebuilt player would not carry the mark) and time its first 'playing' */
   await page.evaluate((sel) => {
-    const a = document.querySelector(sel).querySelector('audio.player');
+    const a = document.querySelector(sel).querySelector('.player');
     a.__rostrumProbe = true;
-    a.addEventListener('playing', () => {
+    const playing = () => {
       if (window.__rostrumPlayingAt === undefined)
         window.__rostrumPlayingAt = performance.now();
-    });
+    };
+    a.addEventListener('playing', playing);
+    new MutationObserver(() => {
+      if (a.tagName !== 'AUDIO' && a.dataset.state === 'playing')
+        playing();
+    }).observe(a, {attributes: true, attributeFilter: ['data-state']});
     window.__rostrumClickAt = performance.now();
   }, cardSel);
 
@@ -157,7 +169,7 @@ async function run(page) {
     return [false, `listener count ${result.listeners} (want >= ${minListeners}) within ` +
                    `${COUNT_TIMEOUT_MS / 1000} s`];
   if (!st.same)
-    return [false, 'the <audio> element was rebuilt by a refresh'];
+    return [false, 'the player element was rebuilt by a refresh'];
   if (st.error)
     return [false, `media error ${st.error.code}: ${st.error.message}`];
   if (st.paused)

@@ -5,7 +5,8 @@
  * buffer, growing, scan_from = the last incomplete length); both must agree, which checks that
  * the incremental scan never misses or invents an end of head. A parsed head is checked for its
  * invariants (every pointer inside the head, limits held) and then run through the helpers a
- * handler would use: header lookup, token lists, Basic auth and path decoding.
+ * handler would use: header lookup, token lists, Basic auth, numeric query values and path
+ * decoding.
  * libFuzzer hands over an exact-size heap copy, so ASan catches a read past the input.
  */
 #include <stdint.h>
@@ -81,6 +82,12 @@ static void check_parsed(const char *buf, size_t size, const struct http_request
         CHECK(!(n >= 3 && strcmp(out + n - 3, "/..") == 0));
         CHECK(!(n >= 2 && strcmp(out + n - 2, "/.") == 0));
     }
+    /* the listener stream's from= and burst= (issue 11) */
+    uint64_t v = 7;
+    int q = http_query_u64(req, "from", UINT64_MAX, &v);
+    CHECK(q == 1 || (q <= 0 && q >= -1 && v == 7));
+    q = http_query_u64(req, "burst", 30000, &v);
+    CHECK(q != 1 || v <= 30000);
     char small[8];
     n = http_decode_path(req->path, req->path_len, small, sizeof(small));
     CHECK(n < (int)sizeof(small));

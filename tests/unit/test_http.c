@@ -760,6 +760,51 @@ TEST(query_value_issue10)
     ASSERT_EQ_INT(http_query_value(&req, "key", &v, &len), -1);
 }
 
+TEST(query_u64_issue11)
+{
+    /* from= and burst= on the listener stream: digits only, bounded, everything else refused */
+    static const struct {
+        const char *q;
+        int rc;
+        uint64_t v;
+    } cases[] = {
+        {"from=0", 1, 0},
+        {"from=42&x=1", 1, 42},
+        {"x=1&from=007", 1, 7},
+        {"from=18446744073709551615", 1, UINT64_MAX},
+        {"from=18446744073709551616", -1, 0}, /* overflows */
+        {"from=99999999999999999999", -1, 0},
+        {"from=000000000000000000001", -1, 0}, /* 21 digits */
+        {"from=", -1, 0},
+        {"from=-1", -1, 0},
+        {"from=+1", -1, 0},
+        {"from=1e3", -1, 0},
+        {"from=0x10", -1, 0},
+        {"from=%31", -1, 0},
+        {"from=1%20", -1, 0},
+        {"from=12a", -1, 0},
+        {"frm=1", 0, 0},
+        {"fromx=1", 0, 0},
+        {"", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char head[128];
+        snprintf(head, sizeof(head), "GET /live?%s HTTP/1.1\r\n\r\n", cases[i].q);
+        struct http_request req;
+        ASSERT(parse(head, &req) > 0);
+        uint64_t v = 12345;
+        ASSERT_EQ_INT(http_query_u64(&req, "from", UINT64_MAX, &v), cases[i].rc);
+        ASSERT_EQ_UINT(v, cases[i].rc == 1 ? cases[i].v : 12345);
+    }
+    struct http_request req;
+    uint64_t v = 0;
+    ASSERT(parse("GET /live?burst=30000 HTTP/1.1\r\n\r\n", &req) > 0);
+    ASSERT_EQ_INT(http_query_u64(&req, "burst", 30000, &v), 1);
+    ASSERT_EQ_UINT(v, 30000);
+    ASSERT(parse("GET /live?burst=30001 HTTP/1.1\r\n\r\n", &req) > 0);
+    ASSERT_EQ_INT(http_query_u64(&req, "burst", 30000, &v), -1); /* past the maximum */
+}
+
 TEST(unescape_issue10)
 {
     char out[64];

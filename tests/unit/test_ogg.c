@@ -1122,7 +1122,7 @@ TEST(mux_two_sources_one_stream)
     ogg_demux_free(d); /* source gone: 3 packets stay buffered in the mux */
     ASSERT_EQ_INT(o.n, 7);
     unsigned char silence[256];
-    int sl = opus_silence_packet(2, silence, sizeof(silence));
+    int sl = opus_silence_packet(2, 0, silence, sizeof(silence));
     ASSERT(sl > 0);
     for (int i = 0; i < 5; i++) /* the gap is filled with silence */
         ogg_mux_packet(m, silence, (size_t)sl, 960, on_mux_page, &o);
@@ -1166,8 +1166,8 @@ TEST(opus_silence_decodes_to_zero)
 {
     for (int ch = 1; ch <= 2; ch++) {
         unsigned char pkt[1500];
-        int n = opus_silence_packet(ch, pkt, sizeof(pkt));
-        ASSERT(n > 0);
+        int n = opus_silence_packet(ch, 0, pkt, sizeof(pkt));
+        ASSERT(n > 0 && n < 16);
         ASSERT_EQ_INT(opus_packet_get_nb_samples(pkt, n, 48000), 960);
         ASSERT_EQ_INT(opus_packet_get_nb_channels(pkt), ch);
         int err;
@@ -1193,7 +1193,33 @@ TEST(opus_silence_decodes_to_zero)
         free(t);
     }
     unsigned char tiny[1];
-    ASSERT_EQ_INT(opus_silence_packet(3, tiny, sizeof(tiny)), -1);
+    ASSERT_EQ_INT(opus_silence_packet(3, 0, tiny, sizeof(tiny)), -1);
+}
+
+TEST(opus_silence_keeps_the_byte_rate_issue11)
+{
+    /* padded silence: exactly the bytes asked, still 20 ms of digital silence */
+    static const int sizes[] = {3, 40, 120, 321, OPUS_SILENCE_MAX};
+    for (int ch = 1; ch <= 2; ch++) {
+        for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+            unsigned char pkt[OPUS_SILENCE_MAX];
+            int n = opus_silence_packet(ch, sizes[k], pkt, sizeof(pkt));
+            ASSERT_EQ_INT(n, sizes[k]);
+            ASSERT_EQ_INT(opus_packet_get_nb_samples(pkt, n, 48000), 960);
+            int err;
+            OpusDecoder *dec = opus_decoder_create(48000, ch, &err);
+            ASSERT(dec);
+            opus_int16 pcm[5760 * 2];
+            ASSERT_EQ_INT(opus_decode(dec, pkt, n, pcm, 5760, 0), 960);
+            for (int i = 0; i < 960 * ch; i++)
+                ASSERT_EQ_INT(pcm[i], 0);
+            opus_decoder_destroy(dec);
+        }
+    }
+    unsigned char small[100];
+    ASSERT_EQ_INT(opus_silence_packet(1, 120, small, sizeof(small)), -1); /* does not fit */
+    ASSERT_EQ_INT(opus_silence_packet(1, 2, small, sizeof(small)), -1);
+    ASSERT_EQ_INT(opus_silence_packet(1, OPUS_SILENCE_MAX + 1, small, sizeof(small)), -1);
 }
 
 /* ---- upgrade: a stream carried on by the next binary's mux and demuxer -------------------- */
