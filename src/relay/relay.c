@@ -33,7 +33,7 @@
 #define RELAY_WATCH_MS 100
 #define RELAY_BACKOFF_MIN_MS 100
 #define RELAY_BACKOFF_MAX_MS 3000
-#define RELAY_STALL_MIN_MS 1000  /* "2 page intervals", but never less than this */
+#define RELAY_STALL_MIN_MS 400   /* "2 page intervals", but never less than this */
 #define RELAY_STALL_MAX_MS 10000
 #define RELAY_PLAIN_STALL_MS 5000 /* a plain Ogg upstream: pages of any length */
 #define RELAY_INDEX_MAX (64 * 1024)
@@ -275,6 +275,14 @@ static struct relay_feed *feed_find(struct relay *r, const char *mount)
     return NULL;
 }
 
+/* Says in <f>'s space whether this relay has a live feed of it (the keepalives to the relays
+ * below carry it: feed.c). */
+static void feed_set_starved(struct relay_feed *f, int starved)
+{
+    if (f->sp)
+        SHM_SET(f->r->spaces->sh->spaces[f->sp->slot].feed_starved, (uint32_t)starved);
+}
+
 static void feed_retry_cb(struct loop *loop, struct loop_timer *t)
 {
     struct relay_feed *f = (struct relay_feed *)((char *)t - offsetof(struct relay_feed, retry));
@@ -299,6 +307,7 @@ static void feed_fail(struct relay_feed *f, const char *why)
     http_close(r, &f->h);
     loop_timer_stop(r->loop, &f->watch);
     f->got_header = 0;
+    feed_set_starved(f, 1);
     ogg_demux_free(f->dmx);
     f->dmx = NULL;
     f->attempts++;
@@ -378,9 +387,13 @@ static int feed_on_header(struct relay_feed *f, const struct feed_frame *fr)
     }
     f->got_header = 1;
     f->attempts = 0;
-    f->last_page_ms = r->loop->now_ms;
-    /* report on the new feed at the next watch (unless held after a stall): after a fail-over
-     * the new upstream counts this subtree at once, not up to a second later */
+    f->last_page_ms = f->last_alive_ms = f->last_heard_ms = r->loop->now_ms;
+    f->keepalive_ms = fr->header.keepalive_ms;
+    feed_set_starved(f, 0);
+    /* a new generation, reported on the new feed at the next watch: after a fail-over the new
+     * upstream counts this subtree at once, and the copy the old one may still hold (its link
+     * stalled: it saw no close) is superseded there, not counted twice */
+    f->gen = ++r->gen;
     f->reported_ms = 0;
     m->relay_connects++;
     m->relay_feeds_up++;
@@ -415,9 +428,12 @@ static int feed_frames(struct relay_feed *f)
                 int64_t dur = fr.page.samples / 48;
                 /* the page interval: the longest gap lately, decaying to the page length */
                 f->interval_ms = gap > f->interval_ms ? gap : (f->interval_ms * 15 + dur) / 16;
-                f->last_page_ms = now;
+                f->last_page_ms = f->last_alive_ms = now;
             }
         }
+        if (!bad && fr.type == FEED_KEEPALIVE && !(fr.keepalive.flags & FEED_KEEPALIVE_STARVED))
+            f->last_alive_ms = r->loop->now_ms;
+        f->last_heard_ms = r->loop->now_ms;
         if (!bad && fr.type == FEED_STATE)
             space_set_state(f->sp, (const char *)fr.state.p, fr.state.len);
         if (!bad && fr.type == FEED_END) {
@@ -459,7 +475,7 @@ static int plain_on_packet(void *arg, const unsigned char *pkt, size_t len, int 
     struct relay_feed *f = arg;
     if (f->sp) {
         space_on_packet(f->sp, pkt, len, samples);
-        f->last_page_ms = f->r->loop->now_ms;
+        f->last_page_ms = f->last_alive_ms = f->r->loop->now_ms;
     }
     return 0;
 }
@@ -529,7 +545,8 @@ static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
                 f->dmx = ogg_demux_new();
                 f->got_header = 1;
                 f->attempts = 0;
-                f->last_page_ms = r->loop->now_ms;
+                f->last_page_ms = f->last_alive_ms = f->last_heard_ms = r->loop->now_ms;
+                feed_set_starved(f, 0);
                 r->spaces->sh->main.relay_connects++;
                 r->spaces->sh->main.relay_feeds_up++;
                 log_info("relay", "/%s: pulling a plain Ogg stream from %s", f->mount,
@@ -556,42 +573,96 @@ static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
     (void)events;
 }
 
-/* Once a second on a feed: what this relay's subtree receives of the space, upward: its own
- * listeners (the workers' honest count) plus what its own downstream relays reported (the
- * workers' `tree`, fresh reports only), its room, and where listeners may be sent. A relay has
- * one feed per space at a time, to one upstream (fail-over closes the old connection before
- * it opens the next), so its subtree is counted once however many upstreams it lists. A
- * report the socket cannot take now is skipped (the next one says it again). Returns 0, or
- * -1 after feed_fail. */
-static int feed_report_up(struct relay_feed *f)
+/* The relays of <f>'s space below this one, deduplicated over the workers, as rows for a
+ * REPORT: the FEED_REPORT_ROWS with the most listeners (feed_report sums the rest into the
+ * report's <tree> unlisted). Returns how many rows there are in all; <*digest> identifies the
+ * (id, gen) pairs listed. */
+static uint32_t subtree_rows(struct relay_feed *f, struct feed_tree_row *out, uint64_t *sum,
+                             uint64_t *digest, uint32_t *listed)
+{
+    static struct shared_tree_row rows[SHARED_MAX_WORKERS * SHARED_WORKER_TREE_ROWS];
+    struct shared *sh = f->r->spaces->sh;
+    int64_t now = f->r->loop->now_ms;
+    int n = shared_tree_collect(sh, f->sp->slot, now, FEED_REPORT_AGE_MS, rows);
+    uint32_t k = 0, all = 0;
+    *sum = 0;
+    *digest = 0;
+    for (int i = 0; i < n; i++) {
+        if (rows[i].id == f->r->id)
+            continue; /* itself, through a loop of relays: never counted twice */
+        all++;
+        *sum += rows[i].own;
+        struct feed_tree_row row = {rows[i].id, rows[i].gen, rows[i].own,
+                                    (uint32_t)(now - rows[i].seen_ms < 0 ? 0
+                                                                         : now - rows[i].seen_ms)};
+        /* keep the FEED_REPORT_ROWS largest: replace the smallest kept when full */
+        if (k < FEED_REPORT_ROWS) {
+            out[k++] = row;
+            continue;
+        }
+        uint32_t lo = 0;
+        for (uint32_t j = 1; j < k; j++)
+            if (out[j].own < out[lo].own)
+                lo = j;
+        if (row.own > out[lo].own)
+            out[lo] = row;
+    }
+    for (uint32_t j = 0; j < k; j++)
+        *digest += (out[j].id ^ ((uint64_t)out[j].gen << 17)) * 0x9e3779b97f4a7c15ULL;
+    *listed = k;
+    return all;
+}
+
+/* On a feed, twice a second and whenever the identities below change: what this relay's
+ * subtree receives of the space, upward, by identity (feedproto.h, REPORT): its own listeners
+ * (the workers' honest count) and a row per relay below it, its room, and where listeners may
+ * be sent. A relay has one feed per space at a time; a copy of its report that an old upstream
+ * still holds carries an older generation and loses to this one wherever the two meet. A
+ * report the socket cannot take now is skipped (the next one says it again). <due>: report
+ * even if nothing changed. Returns 0, or -1 after feed_fail. */
+static int feed_report_up(struct relay_feed *f, int due)
 {
     struct shared *sh = f->r->spaces->sh;
     const struct config *cfg = f->r->cfg;
-    uint32_t own = 0, tree = 0, conns = 0, load = 0;
+    struct feed_tree_row rows[FEED_REPORT_ROWS];
+    uint64_t below = 0, digest = 0;
+    uint32_t listed = 0;
+    uint32_t all = subtree_rows(f, rows, &below, &digest, &listed);
+    if (!due && digest == f->reported_ids)
+        return 0;
+    uint32_t own = 0, conns = 0, load = 0;
     int slot = f->sp->slot;
     for (uint32_t w = 0; w < sh->nworkers; w++) {
         own += SHM_GET(sh->workers[w].receiving[slot]);
-        tree += SHM_GET(sh->workers[w].tree[slot]);
         conns += SHM_GET(sh->workers[w].listener_connections);
         uint32_t p = SHM_GET(sh->workers[w].pressure_milli);
         load = p > load ? p : load;
     }
+    if (all > listed)
+        sh->main.relay_rows_unlisted += all - listed;
     char name[FEED_NAME_MAX + 1];
     if (cfg->relay_name[0])
         snprintf(name, sizeof(name), "%s", cfg->relay_name);
     else
         snprintf(name, sizeof(name), "%.20s:%u", cfg->audience_host, (unsigned)cfg->audience_port);
+    uint64_t tree = own + below;
     struct feed_report_fields rf = {
-        .tree = own + tree,
+        .tree = tree > UINT32_MAX ? UINT32_MAX : (uint32_t)tree,
         .own = own,
         .connections = conns,
         .capacity = (uint32_t)cfg->max_listeners,
         .load_milli = (uint16_t)(load > 1000 ? 1000 : load),
         .flags = __atomic_load_n(&sh->main.draining, __ATOMIC_ACQUIRE) ? FEED_REPORT_DRAINING : 0,
         .name = name,
-        .url = cfg->public_url};
+        .url = cfg->public_url,
+        .id = f->r->id,
+        .gen = f->gen,
+        .nrows = listed,
+        .rows = rows};
     unsigned char rep[FEED_REPORT_MAX];
     size_t len = feed_report(rep, &rf);
+    f->reported_ms = f->r->loop->now_ms;
+    f->reported_ids = digest;
     ssize_t w = send(f->h.io.fd, rep, len, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (w == (ssize_t)len || (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
         return 0;
@@ -603,12 +674,9 @@ static void feed_watch_cb(struct loop *loop, struct loop_timer *t)
 {
     struct relay_feed *f = (struct relay_feed *)((char *)t - offsetof(struct relay_feed, watch));
     int64_t now = loop->now_ms;
-    if (f->got_header && !f->dmx && f->sp && now - f->reported_ms >= 1000 &&
-        now >= f->hold_reports_until) {
-        f->reported_ms = now;
-        if (feed_report_up(f) < 0)
-            return;
-    }
+    if (f->got_header && !f->dmx && f->sp &&
+        feed_report_up(f, !f->reported_ms || now - f->reported_ms >= FEED_REPORT_EVERY_MS) < 0)
+        return;
     if (!f->got_header) {
         if (now > f->h.deadline_ms) {
             feed_fail(f, "no answer in 3 s");
@@ -616,18 +684,25 @@ static void feed_watch_cb(struct loop *loop, struct loop_timer *t)
         }
     } else {
         int64_t stall = f->dmx ? RELAY_PLAIN_STALL_MS : 2 * f->interval_ms;
+        if (!f->dmx && stall < 2 * f->keepalive_ms)
+            stall = 2 * f->keepalive_ms;
         if (stall < RELAY_STALL_MIN_MS)
             stall = RELAY_STALL_MIN_MS;
         if (stall > RELAY_STALL_MAX_MS)
             stall = RELAY_STALL_MAX_MS;
-        if (now - f->last_page_ms > stall) {
+        /* silence (no page, no keepalive) is the link; a starved upstream's keepalives are
+         * worth leaving only for another upstream, which may be fed */
+        int64_t quiet = now - (f->dmx       ? f->last_page_ms
+                               : f->r->nup > 1 ? f->last_alive_ms
+                                               : f->last_heard_ms);
+        /* the relays below hear that this one is starved once it went a page interval (and
+         * a keepalive) without audio or a fed keepalive, half its own stall time */
+        feed_set_starved(f, now - f->last_alive_ms > stall / 2);
+        if (quiet > stall) {
             char why[96];
-            snprintf(why, sizeof(why), "stalled: no page for %lld ms",
-                     (long long)(now - f->last_page_ms));
+            snprintf(why, sizeof(why), "stalled: nothing for %lld ms (limit %lld)",
+                     (long long)quiet, (long long)stall);
             f->r->spaces->sh->main.relay_stalls++;
-            /* the old upstream may not see this connection close (a dead link): it counts
-             * our last report until it is too old, so the next feed reports only after */
-            f->hold_reports_until = now + FEED_REPORT_HOLD_MS;
             feed_fail(f, why);
             return;
         }
@@ -791,6 +866,10 @@ static void poll_cb(struct loop *loop, struct loop_timer *t)
 void relay_start(struct relay *r)
 {
     list_init(&r->feeds);
+    if (getrandom(&r->id, sizeof(r->id), 0) != sizeof(r->id))
+        r->id = (uint64_t)loop_clock_ms() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
+    if (r->id == 0)
+        r->id = 1;
     r->index.io.fd = -1;
     r->index.cap = RELAY_INDEX_MAX;
     r->index.in = malloc(r->index.cap);

@@ -10,9 +10,14 @@
  *                                                     |  start == N? resume : restart stream
  *                                                     |  PAGE seq == N --> ring, N++
  *                                                     v
- *   cut (EOF, reset, bad frame, no page for 2 page intervals, no answer in 3 s)
+ *   cut (EOF, reset, bad frame, stalled, no answer in 3 s)
  *     --> back-off (jittered, 50 ms doubling to 3 s) --> the next upstream of the list
  *         (fail-over; with one upstream, the same) --> GET ...&from=N again
+ *
+ * Stalled: no page nor keepalive for 2 page intervals (at least RELAY_STALL_MIN_MS). The
+ * upstream sends a keepalive whenever it sent nothing for its keepalive interval, so silence
+ * means the link; a keepalive that says the upstream is starved (a relay without a feed of the
+ * space itself) counts as silence when there is another upstream to try.
  *
  * An upstream URL with a path (http://host:port/mount) names one mount: no index is polled;
  * if it answers with a feed it is a rostrum mount, if with an Ogg stream (a plain Icecast
@@ -69,12 +74,16 @@ struct relay_feed {
     int listed;            /* seen in the last good index */
     int missing;           /* good indexes in a row that did not list it */
     int64_t last_page_ms;  /* the last page, or the start of this connection */
+    int64_t last_alive_ms; /* the last page or fed keepalive, or the start of this connection */
+    int64_t last_heard_ms; /* the last frame of any kind, or the start of this connection */
     int64_t interval_ms;   /* between pages, as they arrive (the longest lately) */
+    int64_t keepalive_ms;  /* the upstream's promise (HEADER) */
     struct loop_timer retry; /* the back-off */
     struct loop_timer watch; /* stalls and deadlines, every 100 ms while connected */
     struct ogg_demux *dmx; /* a plain Ogg upstream: its demuxer */
-    int64_t reported_ms;   /* the last REPORT sent upward */
-    int64_t hold_reports_until; /* after a stalled feed: FEED_REPORT_HOLD_MS, no report */
+    int64_t reported_ms;   /* the last REPORT sent upward; 0: report at once */
+    uint64_t reported_ids; /* a digest of the (id, gen) pairs it listed */
+    uint32_t gen;          /* this connection's feed generation (relay->gen when it began) */
 };
 
 struct relay {
@@ -88,6 +97,8 @@ struct relay {
     int index_up;             /* the upstream it asks next */
     struct loop_timer poll;
     struct list_node feeds;   /* struct relay_feed.node */
+    uint64_t id;              /* this process's identity in the tree's count (random, not 0) */
+    uint32_t gen;             /* feed generations handed out (feedproto.h, REPORT) */
 };
 
 /* Parses a comma-separated list of http://HOST:PORT[/MOUNT] into <r>'s upstreams. Returns 0,

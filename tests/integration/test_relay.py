@@ -313,13 +313,13 @@ class HostileUpstream:
                         break
                     req += d
                 if req.startswith(b"GET /relay.json"):
-                    body = b'{"feed":2,"spaces":[{"mount":"x"}]}'
+                    body = b'{"feed":3,"spaces":[{"mount":"x"}]}'
                     c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + body)
                 else:
                     a = self.answers[self.served % len(self.answers)]
                     self.served += 1
                     c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/x-rostrum-feed\r\n"
-                              b"X-Rostrum-Feed: 2\r\n\r\n" + a)
+                              b"X-Rostrum-Feed: 3\r\n\r\n" + a)
                     time.sleep(0.2)
             except OSError:
                 pass
@@ -342,7 +342,7 @@ def test_relay_bounds_a_hostile_upstream_10(ctx):
 
     ogg = b"OggS" + bytes(23) + b"\x01" + b"x"
     meta = b"".join(struct.pack(">H", 0) for _ in range(5))
-    header = frame(1, struct.pack(">HHIIIQI", 2, 1, 1234, 1, 0, 50, len(ogg)) + ogg + meta)
+    header = frame(1, struct.pack(">HHIIIQI", 3, 1, 1234, 1, 150, 50, len(ogg)) + ogg + meta)
 
     def page(seq):
         return frame(2, struct.pack(">QQI", seq, 960 * seq, 960) + ogg)

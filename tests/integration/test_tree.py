@@ -245,11 +245,17 @@ def test_tree_full_or_draining_origin_redirects_to_an_edge_10(ctx):
         s.stop()
 
 
-def report(tree_n, name, url=b"", own=None, conns=0, cap=1000, flags=0):
+def report(tree_n, name, url=b"", own=None, conns=0, cap=1000, flags=0, ident=None, gen=1,
+           rows=()):
+    """A REPORT (feedproto.h, version 3) of relay <ident> (from <name> if None), feed
+    generation <gen>, listing <rows> [(id, gen, own, age_ms)] below it."""
     import struct
+    import zlib
     own = tree_n if own is None else own
-    pl = (struct.pack(">IIIHHI", tree_n, conns, cap, 0, flags, own) + bytes([len(name)]) + name
-          + bytes([len(url)]) + url)
+    ident = zlib.crc32(name) + 1 if ident is None else ident
+    pl = (struct.pack(">IIIHHIQIHH", tree_n, conns, cap, 0, flags, own, ident, gen, len(rows), 0)
+          + bytes([len(name)]) + name + bytes([len(url)]) + url
+          + b"".join(struct.pack(">QIII", *r) for r in rows))
     return struct.pack(">BBHI", 6, 0, 0, len(pl)) + pl
 
 
