@@ -26,7 +26,8 @@
  * The upstream promises a frame every FEED_KEEPALIVE_MS while the connection is well (a per
  * feed timer), so that a relay can call a link stalled after two page intervals without
  * mistaking a quiet stream for one; a keepalive says if this server is a relay whose own feed
- * of the space is down (`feed_starved`, kept by its main process).
+ * of the space is down or its main process stopped (`feed_fed_until_ms`, pushed on by its
+ * main process while its own feed is well).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -371,8 +372,9 @@ static void feed_keepalive_cb(struct loop *loop, struct loop_timer *t)
     const struct shared_space *ss = &a->sh->spaces[f->slot];
     f->off = 0;
     f->out.len = 0;
+    int64_t fed_until = SHM_GET(ss->feed_fed_until_ms);
     feed_put_keepalive(&f->out, ring_head(shared_ring(a->sh, f->slot)),
-                       SHM_GET(ss->feed_starved) ? FEED_KEEPALIVE_STARVED : 0);
+                       fed_until != 0 && now > fed_until ? FEED_KEEPALIVE_STARVED : 0);
     f->last_frame_ms = now;
     feed_flush(c);
 }

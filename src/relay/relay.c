@@ -275,12 +275,12 @@ static struct relay_feed *feed_find(struct relay *r, const char *mount)
     return NULL;
 }
 
-/* Says in <f>'s space whether this relay has a live feed of it (the keepalives to the relays
- * below carry it: feed.c). */
-static void feed_set_starved(struct relay_feed *f, int starved)
+/* Says in <f>'s space until when this relay's feed of it is well (the keepalives to the
+ * relays below carry it: feed.c): <until>, or 1 (long past) when it is down. */
+static void feed_fed_until(struct relay_feed *f, int64_t until)
 {
     if (f->sp)
-        SHM_SET(f->r->spaces->sh->spaces[f->sp->slot].feed_starved, (uint32_t)starved);
+        SHM_SET(f->r->spaces->sh->spaces[f->sp->slot].feed_fed_until_ms, until > 0 ? until : 1);
 }
 
 static void feed_retry_cb(struct loop *loop, struct loop_timer *t)
@@ -307,7 +307,7 @@ static void feed_fail(struct relay_feed *f, const char *why)
     http_close(r, &f->h);
     loop_timer_stop(r->loop, &f->watch);
     f->got_header = 0;
-    feed_set_starved(f, 1);
+    feed_fed_until(f, 1);
     ogg_demux_free(f->dmx);
     f->dmx = NULL;
     f->attempts++;
@@ -389,7 +389,7 @@ static int feed_on_header(struct relay_feed *f, const struct feed_frame *fr)
     f->attempts = 0;
     f->last_page_ms = f->last_alive_ms = f->last_heard_ms = r->loop->now_ms;
     f->keepalive_ms = fr->header.keepalive_ms;
-    feed_set_starved(f, 0);
+    feed_fed_until(f, r->loop->now_ms + RELAY_STALL_MIN_MS / 2);
     /* a new generation, reported on the new feed at the next watch: after a fail-over the new
      * upstream counts this subtree at once, and the copy the old one may still hold (its link
      * stalled: it saw no close) is superseded there, not counted twice */
@@ -546,7 +546,7 @@ static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
                 f->got_header = 1;
                 f->attempts = 0;
                 f->last_page_ms = f->last_alive_ms = f->last_heard_ms = r->loop->now_ms;
-                feed_set_starved(f, 0);
+                feed_fed_until(f, r->loop->now_ms + RELAY_PLAIN_STALL_MS / 2);
                 r->spaces->sh->main.relay_connects++;
                 r->spaces->sh->main.relay_feeds_up++;
                 log_info("relay", "/%s: pulling a plain Ogg stream from %s", f->mount,
@@ -695,9 +695,10 @@ static void feed_watch_cb(struct loop *loop, struct loop_timer *t)
         int64_t quiet = now - (f->dmx       ? f->last_page_ms
                                : f->r->nup > 1 ? f->last_alive_ms
                                                : f->last_heard_ms);
-        /* the relays below hear that this one is starved once it went a page interval (and
-         * a keepalive) without audio or a fed keepalive, half its own stall time */
-        feed_set_starved(f, now - f->last_alive_ms > stall / 2);
+        /* the relays below hear that this one is starved once it went half its own stall
+         * time (a page interval) without audio or a fed keepalive, or once this process
+         * stops pushing the time on (it froze) */
+        feed_fed_until(f, f->last_alive_ms + stall / 2);
         if (quiet > stall) {
             char why[96];
             snprintf(why, sizeof(why), "stalled: nothing for %lld ms (limit %lld)",

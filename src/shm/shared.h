@@ -152,9 +152,11 @@ struct shared_space {
     /* issue 10 (relays): the stream's identity as the relay feed carries it down the tree:
      * the Ogg serial and the origin's slot generation when the stream began */
     uint32_t feed_serial, feed_epoch;
-    /* a relay's space: 1 while its own feed of it is down or stalled (the relay's main
-     * process), said in its keepalives to the relays below (FEED_KEEPALIVE_STARVED) */
-    uint32_t feed_starved;
+    /* a relay's space: its main process's own feed of it is well until this CLOCK_MONOTONIC
+     * ms (pushed on while it is; in the past while it is down; 0: not a relay, never
+     * starved); its workers' keepalives to the relays below say FEED_KEEPALIVE_STARVED past
+     * it. A time, not a flag, so a relay whose main process froze is starved too. */
+    int64_t feed_fed_until_ms;
 };
 
 /*
