@@ -375,3 +375,57 @@ def test_tree_silent_failover_is_not_counted_twice_10(ctx):
     wait_tree(origin, n, 10, "r3's listeners counted once, under r2")
     check(close(tree(r2)[0], n), f"r2's subtree {tree(r2)[0]}, want {n}")
     r1.proc.signal(signal.SIGCONT)
+
+
+@test(timeout=90, icecast=False)
+def test_tree_rows_are_bounded_and_summed_past_a_report_10(ctx):
+    """Two hand-made feeds below a relay r1 each list 40 relays of 2 listeners (and 1 of their
+    own): r1 lists the 64 largest upward and sums the other 18 unlisted into its own row
+    (rostrum_relay_rows_unlisted_total), and the origin still counts all 162. Then five feeds
+    straight on the origin list 64 relays each: 320 more than a worker's 256 rows can hold with
+    r1's 65, so some are left out and counted (rostrum_tree_rows_full_total); once they go
+    quiet their rows age out and the count is r1's 162 again."""
+    origin = ctx.start_server(extra=["--workers", "1"])
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    r1 = relay(ctx, origin, extra=["--relay-name", "r1"])
+    relay_live(r1, "/live")
+    below = [FakeRelay(r1.audience, f"below{i}".encode()) for i in range(2)]
+    ctx.on_cleanup(lambda: [f.close() for f in below])
+    rows = {f: [((i + 1) << 20 | j + 1, 1, 2, 0) for j in range(40)] for i, f in enumerate(below)}
+
+    def report_below():
+        for f in below:
+            f.send(report(81, f.name, own=1, rows=rows[f]))
+    for _ in range(4):
+        report_below()
+        time.sleep(0.5)
+    wait_tree(origin, 162, 5, "the 82 relays below r1 in the origin's count")
+    m, _ = metrics(r1)
+    check(metric(m, "rostrum_relay_rows_unlisted_total") > 0,
+          f"r1 listed all of 82 relays: unlisted {metric(m, 'rostrum_relay_rows_unlisted_total')}")
+    m, _ = metrics(origin)
+    check(metric(m, "rostrum_tree_rows_full_total") == 0, "the origin's rows were full already")
+
+    fakes = [FakeRelay(origin.audience, f"wide{i}".encode()) for i in range(5)]
+    ctx.on_cleanup(lambda: [f.close() for f in fakes])
+    seen = []
+    for _ in range(4):
+        report_below()
+        for i, f in enumerate(fakes):
+            f.send(report(64, f.name, own=0,
+                          rows=[((i + 10) << 20 | j + 1, 1, 1, 0) for j in range(64)]))
+        time.sleep(0.5)
+        seen.append(tree(origin)[0])
+    m, _ = metrics(origin)
+    full = metric(m, "rostrum_tree_rows_full_total")
+    check(full > 0, f"482 relays in a worker's 256 rows and none left out: {full}")
+    check(all(t is not None and t < 162 + 320 for t in seen),
+          f"the origin counted relays it has no row for: {seen}")
+    # the wide ones go quiet: r1's subtree alone again once their rows are 3 s old
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 6 and not close(tree(origin)[0], 162):
+        report_below()
+        time.sleep(0.5)
+    check(close(tree(origin)[0], 162), f"the quiet relays' rows did not age out: "
+                                       f"{tree(origin)[0]}, want 162")
