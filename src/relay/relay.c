@@ -431,7 +431,11 @@ static int feed_frames(struct relay_feed *f)
                 f->last_page_ms = f->last_alive_ms = now;
             }
         }
-        if (!bad && fr.type == FEED_KEEPALIVE && !(fr.keepalive.flags & FEED_KEEPALIVE_STARVED))
+        /* a keepalive is a sign of life if the upstream is fed and withholds nothing (its
+         * head is no further than the page we lack: a cursor stuck upstream is a stall too) */
+        if (!bad && fr.type == FEED_KEEPALIVE &&
+            !(fr.keepalive.flags & FEED_KEEPALIVE_STARVED) &&
+            fr.keepalive.head <= space_relay_next(f->sp))
             f->last_alive_ms = r->loop->now_ms;
         f->last_heard_ms = r->loop->now_ms;
         if (!bad && fr.type == FEED_STATE)

@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import time
+from pathlib import Path
 
 from harness import (IcecastServer, Server, audio_seconds, check, check_ffmpeg_decode,
                      check_listener_ogg, check_tone, ffmpeg_listener, ffmpeg_source, free_port,
@@ -41,6 +42,20 @@ def kill(srv):
     time.sleep(0.3)
 
 
+def signal_all(srv, sig):
+    """<sig> to <srv>'s main process and its workers (its children)."""
+    pid = srv.proc.p.pid
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    for p in [pid] + [int(k) for k in kids]:
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+
+
 def check_continuous(lst, what, slack=2.5):
     """One Ogg stream with no gap or repeat, and about as much audio as wall time."""
     pages = check_listener_ogg(lst)
@@ -52,9 +67,12 @@ def check_continuous(lst, what, slack=2.5):
 
 @test(timeout=120, icecast=False)
 def test_relay_chain_gapless_through_cuts_10(ctx):
-    """origin (studio source + a stage with a speaker) -> relay1 -> relay2. Stop relay1 for
-    3 s, then kill and restart it on its port: relay2's listeners get one stream with no gap,
-    no repeat and no restart (relay2 resumes by sequence, from the restarted relay1 too)."""
+    """origin (studio source + a stage with a speaker) -> relay1 -> relay2. Stop relay1's main
+    process for 3 s (its workers go on: their keepalives say it is starved, and relay2, with no
+    other upstream, keeps its feed), then relay1 and its workers for 3 s (the link goes
+    silent: relay2 sees the stall and resumes), then kill and restart it on its port: relay2's
+    listeners get one stream with no gap, no repeat and no restart (relay2 resumes by
+    sequence, from the restarted relay1 too)."""
     origin = ctx.start_server(extra=["--host-key", KEY, "--workers", "1"])
     src = ffmpeg_source(ctx, origin, "/live", 440)
     wait_live(origin, "/live", proc=src)
@@ -72,19 +90,31 @@ def test_relay_chain_gapless_through_cuts_10(ctx):
     room = listen(ctx, r2, "/room")
     check(live.resp.status == 200 and room.resp.status == 200,
           f"listeners on relay2: {live.resp.status} {room.resp.status}")
-    dec = ffmpeg_listener(ctx, r2, "/live", 24)
+    dec = ffmpeg_listener(ctx, r2, "/live", 30)
     time.sleep(4)
-    # a stalled link: relay1 stops for 3 s, relay2's feed has no page for 2 intervals
+    # relay1 starved: its main process stops for 3 s, its workers still answer
+    cuts0 = metric(metrics(r2)[0], "rostrum_relay_cuts_total")
     r1.proc.signal(signal.SIGSTOP)
     time.sleep(3)
     r1.proc.signal(signal.SIGCONT)
+    time.sleep(3)
+    m, _ = metrics(r2)
+    check(metric(m, "rostrum_relay_cuts_total") == cuts0,
+          f"relay2 cut its only upstream while that one was starved (its workers still sent "
+          f"keepalives): cuts {cuts0} -> {metric(m, 'rostrum_relay_cuts_total')}")
+    # a stalled link: relay1 and its workers stop for 3 s, relay2's feed has nothing for 2
+    # page intervals
+    ctx.on_cleanup(lambda: signal_all(r1, signal.SIGCONT))
+    signal_all(r1, signal.SIGSTOP)
+    time.sleep(3)
+    signal_all(r1, signal.SIGCONT)
     time.sleep(4)
     # an upstream restart in the middle of the chain
     kill(r1)
     time.sleep(1)
     r1 = relay(ctx, origin, audience=f"127.0.0.1:{r1_port}")
     time.sleep(6)
-    pcm = check_ffmpeg_decode(dec, 24, timeout=40)
+    pcm = check_ffmpeg_decode(dec, 30, timeout=40)
     for lst in (live, room):
         check(lst.end is None, f"relay2's listener of {lst.mount} ended: {lst.end}")
         lst.close()
