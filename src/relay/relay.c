@@ -25,6 +25,7 @@
 #include "ogg/demux.h"
 #include "relay/feedproto.h"
 #include "shm/ring.h"
+#include "tls/tls.h"
 #include "util/check.h"
 #include "util/log.h"
 
@@ -39,7 +40,7 @@
 #define RELAY_INDEX_MAX (64 * 1024)
 #define RELAY_FEED_BUF (2 * FEED_MAX_FRAME)
 
-enum { H_IDLE, H_CONNECTING, H_HEAD, H_BODY };
+enum { H_IDLE, H_CONNECTING, H_TLS, H_HEAD, H_BODY };
 
 /* ---- upstream URLs ---------------------------------------------------------------------- */
 
@@ -47,12 +48,15 @@ static int parse_one(const char *s, size_t n, struct relay_upstream *u, char *er
 {
     memset(u, 0, sizeof(*u));
     snprintf(u->url, sizeof(u->url), "%.*s", (int)n, s);
-    if (n < 8 || strncmp(s, "http://", 7) != 0) {
-        snprintf(err, errlen, "upstream '%s': not an http:// URL (https is not supported yet)",
-                 u->url);
+    size_t scheme = n > 7 && strncmp(s, "http://", 7) == 0     ? 7
+                    : n > 8 && strncmp(s, "https://", 8) == 0 ? 8
+                                                               : 0;
+    if (!scheme) {
+        snprintf(err, errlen, "upstream '%s': not an http:// or https:// URL", u->url);
         return -1;
     }
-    const char *p = s + 7, *e = s + n;
+    u->tls = scheme == 8;
+    const char *p = s + scheme, *e = s + n;
     const char *slash = memchr(p, '/', (size_t)(e - p));
     const char *hend = slash ? slash : e;
     const char *colon = NULL;
@@ -73,7 +77,7 @@ static int parse_one(const char *s, size_t n, struct relay_upstream *u, char *er
         }
         snprintf(u->host, sizeof(u->host), "%.*s", (int)hl, p);
     }
-    u->port = 80;
+    u->port = u->tls ? 443 : 80;
     if (colon) {
         unsigned long port = 0;
         const char *q = colon + 1;
@@ -137,6 +141,9 @@ int relay_parse_upstreams(struct relay *r, const char *list, char *err, size_t e
 
 static void http_close(struct relay *r, struct relay_http *h)
 {
+    loop_unpost(&h->again);
+    tls_conn_free(h->tls); /* no close_notify: the peer learns from the FIN */
+    h->tls = NULL;
     if (h->io.fd >= 0) {
         loop_del(r->loop, &h->io);
         close(h->io.fd);
@@ -188,21 +195,62 @@ static int http_connect(struct relay *r, struct relay_http *h, int up, io_cb cb)
     return 0;
 }
 
-/* The connection is up (EPOLLOUT while connecting): checks it and sends <req>. Returns 0 or
- * -1 (refused, reset). */
-static int http_send(struct relay *r, struct relay_http *h, const struct buf *req)
+/* The connection is up (EPOLLOUT while connecting), or its TLS handshake wants to go on:
+ * checks it, drives the handshake of an https:// upstream, then sends <req> (a few hundred
+ * bytes into an empty socket buffer, or one TLS record: all or an error). Returns 0 (sent:
+ * the answer's head is next), 1 (the handshake waits for an event) or -1 with the reason in
+ * <why>. */
+static int http_send(struct relay *r, struct relay_http *h, const struct buf *req, char *why,
+                     size_t whylen)
 {
-    int err = 0;
-    socklen_t el = sizeof(err);
-    if (getsockopt(h->io.fd, SOL_SOCKET, SO_ERROR, &err, &el) == -1 || err != 0) {
-        errno = err ? err : errno;
+    const struct relay_upstream *u = &r->up[h->up];
+    if (h->state == H_CONNECTING) {
+        int err = 0;
+        socklen_t el = sizeof(err);
+        if (getsockopt(h->io.fd, SOL_SOCKET, SO_ERROR, &err, &el) == -1 || err != 0) {
+            snprintf(why, whylen, "%s", strerror(err ? err : errno));
+            return -1;
+        }
+        if (u->tls) {
+            h->tls = tls_client_new(r->tls, h->io.fd, u->host);
+            h->state = H_TLS;
+        }
+    }
+    if (h->state == H_TLS) {
+        int rc = tls_handshake(h->tls);
+        if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE) {
+            if (loop_mod(r->loop, &h->io, rc == TLS_WANT_READ ? EPOLLIN : EPOLLOUT) < 0) {
+                snprintf(why, whylen, "%s", strerror(errno));
+                return -1;
+            }
+            return 1;
+        }
+        if (rc != TLS_DONE) {
+            char reason[200];
+            int kind = tls_handshake_error(h->tls, reason, sizeof(reason));
+            snprintf(why, whylen, "TLS handshake failed%s: %s",
+                     kind == TLS_FAIL_NAME   ? " (the certificate is not for this name)"
+                     : kind == TLS_FAIL_CERT ? " (the certificate does not verify)"
+                                             : "",
+                     reason);
+            return -1;
+        }
+        char tv[96];
+        log_debug("relay", "%s: %s", u->url, tls_describe(h->tls, tv, sizeof(tv)));
+    }
+    struct iovec iov = {req->data, req->len};
+    ssize_t w = h->tls ? tls_writev(h->tls, &iov, 1)
+                       : send(h->io.fd, req->data, req->len, MSG_NOSIGNAL);
+    if (w != (ssize_t)req->len) {
+        snprintf(why, whylen, "%s", w < 0 ? strerror(errno) : "request half sent");
         return -1;
     }
-    ssize_t w = send(h->io.fd, req->data, req->len, MSG_NOSIGNAL);
-    if (w != (ssize_t)req->len)
-        return -1; /* a few hundred bytes into an empty socket buffer: all or an error */
     h->state = H_HEAD;
-    return loop_mod(r->loop, &h->io, EPOLLIN | EPOLLRDHUP) < 0 ? -1 : 0;
+    if (loop_mod(r->loop, &h->io, EPOLLIN | EPOLLRDHUP) < 0) {
+        snprintf(why, whylen, "%s", strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 /* Reads what is there into <h->in>. Returns bytes read (> 0), 0 at the end, -1 on an error,
@@ -211,7 +259,8 @@ static ssize_t http_read(struct relay_http *h)
 {
     if (h->len == h->cap)
         return -3;
-    ssize_t n = recv(h->io.fd, h->in + h->len, h->cap - h->len, 0);
+    ssize_t n = h->tls ? tls_read(h->tls, h->in + h->len, h->cap - h->len)
+                       : recv(h->io.fd, h->in + h->len, h->cap - h->len, 0);
     if (n > 0) {
         h->len += (size_t)n;
         return n;
@@ -486,12 +535,20 @@ static int plain_on_packet(void *arg, const unsigned char *pkt, size_t len, int 
 
 static const struct ogg_demux_cb plain_cb = {plain_on_head, plain_on_packet};
 
+static void feed_on_io(struct loop *loop, struct io *io, uint32_t events);
+
+static void feed_again_cb(struct loop *loop, struct loop_post *p)
+{
+    struct relay_http *h = (struct relay_http *)((char *)p - offsetof(struct relay_http, again));
+    feed_on_io(loop, &h->io, EPOLLIN);
+}
+
 static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
     struct relay_feed *f = (struct relay_feed *)((char *)io - offsetof(struct relay_feed, h));
     struct relay *r = f->r;
     (void)loop;
-    if (f->h.state == H_CONNECTING) {
+    if (f->h.state == H_CONNECTING || f->h.state == H_TLS) {
         char path[160];
         uint64_t next = f->had_stream && f->sp ? space_relay_next(f->sp) : 0;
         const char *m = r->mount_mode ? r->up[f->h.up].mount : f->mount;
@@ -501,13 +558,19 @@ static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
             snprintf(path, sizeof(path), "/%s?relay=1", m);
         struct buf req = {0};
         request_head(r, f->h.up, &req, path);
-        int rc = http_send(r, &f->h, &req);
+        char why[300];
+        int rc = http_send(r, &f->h, &req, why, sizeof(why));
         buf_free(&req);
         if (rc < 0)
-            feed_fail(f, errno ? strerror(errno) : "connection failed");
+            feed_fail(f, why);
         return;
     }
     for (int i = 0; i < 16; i++) {
+        if (i == 15 && f->h.tls && tls_read_buffered(f->h.tls)) {
+            /* OpenSSL holds more than epoll will tell of: come back on the next turn */
+            loop_post(r->loop, &f->h.again, feed_again_cb);
+            return;
+        }
         ssize_t n = http_read(&f->h);
         if (n == -2)
             return;
@@ -667,7 +730,18 @@ static int feed_report_up(struct relay_feed *f, int due)
     size_t len = feed_report(rep, &rf);
     f->reported_ms = f->r->loop->now_ms;
     f->reported_ids = digest;
-    ssize_t w = send(f->h.io.fd, rep, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t w;
+    if (f->h.tls) {
+        /* a record that did not go out whole waits inside OpenSSL: it goes first, and this
+         * report is skipped unless it could */
+        struct iovec iov = {rep, len};
+        if (tls_pending(f->h.tls) && tls_flush(f->h.tls) < 0)
+            w = -1;
+        else
+            w = tls_writev(f->h.tls, &iov, 1);
+    } else {
+        w = send(f->h.io.fd, rep, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
     if (w == (ssize_t)len || (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
         return 0;
     feed_fail(f, w < 0 ? strerror(errno) : "report half sent");
@@ -821,13 +895,16 @@ static void index_on_io(struct loop *loop, struct io *io, uint32_t events)
     struct relay_http *h = &r->index;
     (void)loop;
     (void)events;
-    if (h->state == H_CONNECTING) {
+    if (h->state == H_CONNECTING || h->state == H_TLS) {
         struct buf req = {0};
         request_head(r, h->up, &req, "/relay.json");
-        int rc = http_send(r, h, &req);
+        char why[300];
+        int rc = http_send(r, h, &req, why, sizeof(why));
         buf_free(&req);
-        if (rc < 0)
+        if (rc < 0) {
+            LOG_RATELIMITED(LOG_WARN, "relay", "%s/relay.json: %s", r->up[h->up].url, why);
             index_done(r, 0);
+        }
         return;
     }
     for (;;) {
@@ -868,9 +945,22 @@ static void poll_cb(struct loop *loop, struct loop_timer *t)
     loop_timer_start(loop, t, RELAY_POLL_MS, poll_cb);
 }
 
-void relay_start(struct relay *r)
+int relay_start(struct relay *r)
 {
     list_init(&r->feeds);
+    for (int i = 0; i < r->nup && !r->tls; i++) {
+        if (!r->up[i].tls)
+            continue;
+        char err[300];
+        const char *ca = r->cfg->relay_cafile[0] ? r->cfg->relay_cafile : NULL;
+        r->tls = tls_client_ctx_new(ca, 1, err, sizeof(err));
+        if (!r->tls) {
+            log_error("relay", "https:// upstreams: %s", err);
+            return -1;
+        }
+        log_info("relay", "https:// upstreams: certificates checked against %s",
+                 ca ? ca : "the system's trust store");
+    }
     if (getrandom(&r->id, sizeof(r->id), 0) != sizeof(r->id))
         r->id = (uint64_t)loop_clock_ms() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
     if (r->id == 0)
@@ -882,9 +972,10 @@ void relay_start(struct relay *r)
     if (r->mount_mode) {
         /* one mount, named by the first URL; the others are its alternates */
         feed_new(r, r->up[0].mount, 0);
-        return;
+        return 0;
     }
     loop_timer_start(r->loop, &r->poll, 0, poll_cb);
+    return 0;
 }
 
 void relay_stop(struct relay *r)
@@ -898,4 +989,6 @@ void relay_stop(struct relay *r)
     loop_timer_stop(r->loop, &r->poll);
     free(r->index.in);
     r->index.in = NULL;
+    tls_ctx_free(r->tls);
+    r->tls = NULL;
 }

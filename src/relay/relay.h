@@ -24,6 +24,11 @@
  * server, or any HTTP Ogg/Opus stream) the relay demuxes it and muxes its own stream, as a
  * studio source would be (the stream restarts only if its channel count changes).
  *
+ * An https:// upstream is the same exchange inside TLS (tls/tls.h's client: the chain checked
+ * against relay-cafile or the system's store, the host name or address against the
+ * certificate); a failed check is logged with its reason, and the relay tries again as after
+ * any failed connection.
+ *
  * Everything an upstream can make the relay hold is bounded: a response head of 8 KiB, an
  * index of 64 KiB, two feed frames of read buffer per feed.
  */
@@ -43,6 +48,7 @@
 struct relay_upstream {
     char host[256];
     uint16_t port;
+    int tls;        /* https:// (the certificate is checked against relay-cafile) */
     char mount[64]; /* "" for a whole server; else the one mount it names */
     char url[600];  /* as given, for the log */
 };
@@ -50,6 +56,8 @@ struct relay_upstream {
 /* An HTTP exchange in progress (the index poll, or a feed's connection). */
 struct relay_http {
     struct io io;
+    struct tls_conn *tls; /* an https:// upstream's TLS connection (owned), NULL for http */
+    struct loop_post again; /* TLS: read again, OpenSSL holds bytes epoll will not report */
     int state;            /* enum in relay.c */
     int up;               /* the upstream it talks to */
     int64_t deadline_ms;  /* connect + answer by then */
@@ -86,8 +94,12 @@ struct relay_feed {
     uint32_t gen;          /* this connection's feed generation (relay->gen when it began) */
 };
 
+struct tls_ctx;
+struct tls_conn;
+
 struct relay {
     struct loop *loop;
+    struct tls_ctx *tls;      /* for https:// upstreams (owned), NULL if there is none */
     struct spaces *spaces;
     const struct config *cfg; /* relay-key, grace-ms */
     struct relay_upstream up[RELAY_MAX_UPSTREAMS];
@@ -101,11 +113,12 @@ struct relay {
     uint32_t gen;             /* feed generations handed out (feedproto.h, REPORT) */
 };
 
-/* Parses a comma-separated list of http://HOST:PORT[/MOUNT] into <r>'s upstreams. Returns 0,
+/* Parses a comma-separated list of http(s)://HOST:PORT[/MOUNT] into <r>'s upstreams. Returns 0,
  * or -1 with the reason in <err>. All must name a mount, or none. */
 int relay_parse_upstreams(struct relay *r, const char *list, char *err, size_t errlen);
-/* Starts pulling (set loop, spaces and cfg first). */
-void relay_start(struct relay *r);
+/* Starts pulling (set loop, spaces and cfg first). Returns 0, or -1 if https:// upstreams
+ * were given and relay-cafile cannot be read (logged). */
+int relay_start(struct relay *r);
 /* Stops: every feed is closed, every relayed space ended. */
 void relay_stop(struct relay *r);
 

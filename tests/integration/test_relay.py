@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -430,3 +431,64 @@ def test_relay_rides_an_origin_upgrade_10(ctx):
     wait_for(lambda: "does not upgrade in place" in rel.log_text(), 10, "the refusal")
     rel.stop()
     origin.stop()
+
+
+@test(timeout=60, icecast=False)
+def test_relay_pulls_an_https_upstream_10(ctx):
+    """An origin serving its audience port over TLS too (`--audience-tls`, a test CA): a relay
+    with `--upstream https://localhost:PORT --relay-cafile ca.pem` checks the certificate,
+    relays /live (a listener on it gets one continuous stream, ffmpeg hears the tone) and
+    reports over the same TLS connection (the origin counts the relay's listener in its
+    tree); it resumes after the origin's TLS feed connection is cut. Without the CA (the
+    system's store) and against the plain port, the handshake fails with the reason in the
+    log and nothing is relayed."""
+    from test_tls import make_pki
+    from test_tree import tree
+    ca, chain, key = make_pki(ctx)
+    origin = ctx.start_server(extra=["--workers", "1", "--audience-tls", "127.0.0.1:0",
+                                     "--tls-cert", str(chain), "--tls-key", str(key)])
+    check(origin.audience_tls, "no audience-tls port in the ready line")
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    url = f"https://localhost:{origin.audience_tls}"
+    rel = relay(ctx, url, extra=["--relay-cafile", str(ca)])
+    relay_live(rel, "/live")
+    check("https:// upstreams: certificates checked against" in rel.log_text(),
+          "the relay did not say which CA it trusts")
+    lst = listen(ctx, rel, "/live")
+    dec = ffmpeg_listener(ctx, rel, "/live", 8)
+    wait_for(lambda: tree(origin)[0] == 2, 15, "the relay's 2 listeners in the origin's tree "
+                                               "(its reports over TLS)")
+    # the TLS feed cut at the origin (its worker killed: the relay resumes on the new one)
+    m0, _ = metrics(rel)
+    worker = Path(f"/proc/{origin.proc.p.pid}/task/{origin.proc.p.pid}/children").read_text()
+    os.kill(int(worker.split()[0]), signal.SIGKILL)
+    wait_for(lambda: metric(metrics(rel)[0], "rostrum_relay_resumes_total") >
+             (metric(m0, "rostrum_relay_resumes_total") or 0), 15, "the relay to resume")
+    pcm = check_ffmpeg_decode(dec, 8, timeout=30)
+    check_tone(pcm, 440, "ffmpeg on the https-fed relay")
+    time.sleep(1)
+    lst.close()
+    check_continuous(lst, "the https-fed relay's /live")
+    m, _ = metrics(rel)
+    check(metric(m, "rostrum_relay_restarts_total") == 0, "the relay restarted the stream")
+    rel.stop()
+    # the same without the CA: the system's store does not know the test CA
+    bad = relay(ctx, url)
+    wait_for(lambda: "the certificate does not verify" in bad.log_text(), 15,
+             "the relay to refuse a certificate it cannot verify")
+    r = http_request(bad.audience, "GET", "/relay.json", timeout=2)
+    check(r.status == 200 and b'"mount":"live"' not in r.body,
+          f"a relay that cannot verify its upstream relays: {r.body[:200]!r}")
+    bad.stop()
+    # https:// to the plain port: no TLS there
+    plain = relay(ctx, f"https://localhost:{origin.audience}", extra=["--relay-cafile", str(ca)])
+    wait_for(lambda: "TLS handshake failed" in plain.log_text(), 15,
+             "the relay to say the plain port speaks no TLS")
+    plain.stop()
+    # a CA file that cannot be read: the relay does not start
+    p = subprocess.run([ctx.binary, "relay", "--upstream", url, "--audience", "127.0.0.1:0",
+                        "--relay-cafile", str(ctx.tmp / "nothing.pem"), "--workers", "0"],
+                       capture_output=True, timeout=20)
+    check(p.returncode != 0 and b"https:// upstreams" in p.stderr,
+          f"an unreadable relay-cafile: exit {p.returncode}, {p.stderr[-300:]!r}")
