@@ -23,9 +23,10 @@
  * a relay that moved to another upstream is superseded there by its newer generation, one
  * that died without a FIN, or stopped, drops out within that time.
  *
- * The upstream promises a frame every FEED_KEEPALIVE_MS while the connection is well (a per
- * feed timer), so that a relay can call a link stalled after two page intervals without
- * mistaking a quiet stream for one; a keepalive says if this server is a relay whose own feed
+ * The upstream sends a keepalive when a feed went without a frame for a quarter more than its
+ * page gap, at least FEED_KEEPALIVE_MS (a per feed timer, armed for when one is due), so that
+ * a relay can call a link stalled after two page intervals without mistaking a quiet stream
+ * for one, and a steady stream costs no keepalive at all; a keepalive says if this server is a relay whose own feed
  * of the space is down or its main process stopped (`feed_fed_until_ms`, pushed on by its
  * main process while its own feed is well).
  */
@@ -45,7 +46,8 @@
 #include "util/log.h"
 
 #define FEED_OUT_MAX (64 * 1024)     /* pages are added while the buffer holds less */
-#define FEED_KEEPALIVE_MS 100        /* a frame at least this often, so a relay sees a stall */
+#define FEED_KEEPALIVE_MS 100        /* the least wait for a keepalive (see feed_keepalive_due) */
+#define FEED_KEEPALIVE_WAIT_MAX_MS 2000 /* ... and the most: well inside a relay's longest stall */
 #define FEED_STUCK_MS 10000          /* a relay whose socket took nothing for this long */
 #define FEED_BURST_MS 10000          /* a relay that asks for nothing gets this much audio */
 
@@ -57,6 +59,8 @@ _Static_assert(SHARED_RELAY_NAME > FEED_NAME_MAX && SHARED_RELAY_URL > FEED_URL_
 struct feed_up {
     struct conn *c;
     struct loop_timer keepalive;
+    int64_t page_ms;     /* the last page queued */
+    int64_t gap_ms;      /* between pages queued (the longest lately, as the relay reckons) */
     uint32_t len;
     unsigned char buf[FEED_REPORT_MAX];
     int64_t reported_ms; /* 0: no report yet */
@@ -151,8 +155,15 @@ static int feed_fill(struct conn *c)
             buf_append(&f->out, head, sizeof(head));
             buf_append(&f->out, p.data, p.len);
             if (ring_page_intact(r, p.seq)) {
+                int64_t now = a->loop->now_ms, gap = now - f->up->page_ms;
+                /* the gap between pages, as the relay's stall rule reckons it (relay.c) */
+                if (f->up->page_ms)
+                    f->up->gap_ms = gap > f->up->gap_ms
+                                        ? gap
+                                        : (f->up->gap_ms * 15 + (int64_t)p.samples / 48) / 16;
+                f->up->page_ms = now;
                 f->cursor++;
-                f->last_frame_ms = a->loop->now_ms;
+                f->last_frame_ms = now;
                 continue;
             }
             f->out.len = was; /* overwritten while copied */
@@ -355,20 +366,35 @@ static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
     }
 }
 
-/* Every FEED_KEEPALIVE_MS: a keepalive if nothing else went for that long (and the socket
- * takes it: a feed blocked on its socket has its link's answer already). */
+/* How long a feed may go without a frame before it gets a keepalive: a quarter more than the
+ * gap between its pages (a relay calls two gaps of silence a stall, so a steady stream needs
+ * none, and a quiet one gets a frame well inside the relay's limit), at least
+ * FEED_KEEPALIVE_MS and at most FEED_KEEPALIVE_WAIT_MAX_MS (after a long quiet the gap is long,
+ * and so is the relay's reckoning, up to its 10 s cap). The HEADER promises 3/2 of the floor. */
+static int64_t feed_keepalive_due(const struct feed_state *f)
+{
+    int64_t wait = f->up->gap_ms + f->up->gap_ms / 4;
+    wait = wait < FEED_KEEPALIVE_MS ? FEED_KEEPALIVE_MS : wait;
+    return f->last_frame_ms + (wait > FEED_KEEPALIVE_WAIT_MAX_MS ? FEED_KEEPALIVE_WAIT_MAX_MS : wait);
+}
+
+/* The keepalive timer: fires when a keepalive is due (re-armed for the new due time if a frame
+ * went out meanwhile), and sends one if nothing else went and the socket takes it (a feed
+ * blocked on its socket has its link's answer already). One wake-up a page at most while the
+ * stream flows. */
 static void feed_keepalive_cb(struct loop *loop, struct loop_timer *t)
 {
     struct feed_up *u = (struct feed_up *)((char *)t - offsetof(struct feed_up, keepalive));
     struct conn *c = u->c;
     struct feed_state *f = FST(c);
     struct audience *a = audience_of(c);
-    int64_t now = loop->now_ms;
-    /* first: a flush may close <c>, and <u> with it */
-    loop_timer_start(loop, t, FEED_KEEPALIVE_MS / 2, feed_keepalive_cb);
-    if (f->blocked || f->ending || f->off != f->out.len ||
-        now - f->last_frame_ms < FEED_KEEPALIVE_MS)
+    int64_t now = loop->now_ms, due = feed_keepalive_due(f);
+    if (now < due || f->blocked || f->ending || f->off != f->out.len) {
+        /* not yet; or the socket is full or has bytes to take: look again a little later */
+        loop_timer_start(loop, t, now < due ? due - now : FEED_KEEPALIVE_MS / 2,
+                         feed_keepalive_cb);
         return;
+    }
     const struct shared_space *ss = &a->sh->spaces[f->slot];
     f->off = 0;
     f->out.len = 0;
@@ -376,6 +402,8 @@ static void feed_keepalive_cb(struct loop *loop, struct loop_timer *t)
     feed_put_keepalive(&f->out, ring_head(shared_ring(a->sh, f->slot)),
                        fed_until != 0 && now > fed_until ? FEED_KEEPALIVE_STARVED : 0);
     f->last_frame_ms = now;
+    /* first: a flush may close <c>, and <u> with it */
+    loop_timer_start(loop, t, feed_keepalive_due(f) - now, feed_keepalive_cb);
     feed_flush(c);
 }
 
@@ -411,7 +439,7 @@ void feed_start(struct conn *c, int slot, int has_from, uint64_t from)
     f->up = calloc(1, sizeof(*f->up));
     BUG_ON(!f->up);
     f->up->c = c;
-    loop_timer_start(a->loop, &f->up->keepalive, FEED_KEEPALIVE_MS / 2, feed_keepalive_cb);
+    loop_timer_start(a->loop, &f->up->keepalive, FEED_KEEPALIVE_MS, feed_keepalive_cb);
     c->io.cb = feed_on_io;
     list_insert_tail(&a->feeds, &c->node);
     a->nlisteners++;

@@ -23,15 +23,18 @@
  *            then name, description, genre, url, bitrate (u16 length + bytes each).
  *            Always the first frame. <start> is the sequence of the first PAGE that follows:
  *            the asked `from` when the upstream still has it, else its burst start.
- *            <keepalive_ms> (1..FEED_KEEPALIVE_MAX_MS): the upstream sends a frame at least
- *            this often while the connection is well, so silence longer than the stream's own
- *            page interval means the link, not the stream.
+ *            <keepalive_ms> (1..FEED_KEEPALIVE_MAX_MS): the upstream sends a KEEPALIVE
+ *            whenever it sent no frame for a quarter more than the gap between its pages
+ *            (reckoned as a relay does), and never waits less than about <keepalive_ms> nor
+ *            more than 2 s; so silence for two page intervals, and at least 2 x
+ *            <keepalive_ms>, means the link, not a quiet stream, and a steady stream needs no
+ *            keepalive.
  *   PAGE     seq u64, granule u64, samples u32, then the Ogg page (27..OGG_MUX_MAX_PAGE bytes,
  *            "OggS"). Pages come in sequence order, one by one, from <start>.
  *   STATE    the stage's state document (JSON, <= SHARED_STATE_MAX; empty: none).
  *   KEEPALIVE head u64: the upstream's ring head, flags u32 (FEED_KEEPALIVE_STARVED: the
  *            upstream is a relay that has no live feed of this space itself, so its quiet is
- *            not the stream's). Sent when nothing else was for keepalive_ms.
+ *            not the stream's). Sent when nothing else was for a while (HEADER).
  *   END      reason u8 (FEED_END_*): the space ended or restarted upstream; the upstream
  *            closes after it.
  *
