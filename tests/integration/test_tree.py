@@ -70,8 +70,9 @@ def promtool(text):
 def test_tree_count_is_the_whole_tree_10(ctx):
     """origin -> r1, r2; r3 below r1 with r2 as its fail-over. Listeners on all four: the
     origin's tree_listeners is the sum of what every node's listeners receive. r2 stopped
-    (no FIN: its reports just stop) drops out within the report age; r1 killed drops out at
-    once and r3, failing over to r2, is counted once, under r2."""
+    (no FIN: its reports just stop) drops out within the report age; r1 killed drops out
+    within the report age too (its rows stay until they are 3 s old) and r3, failing over to
+    r2, is counted once, under r2: its newer generation supersedes r1's copy."""
     origin = ctx.start_server(extra=["--workers", "1"])
     src = ffmpeg_source(ctx, origin, "/live", 440)
     wait_live(origin, "/live", proc=src)
@@ -133,8 +134,8 @@ def test_tree_count_is_the_whole_tree_10(ctx):
     wait_for(settled, 20, "r3 to be counted under r2 after r1 died", interval=0.25)
     dt = time.monotonic() - t0
     check(dt < 8, f"the count settled {dt:.1f} s after r1 died")
-    # until the origin's worker sees r1's feed close (its next tick) the count is the old
-    # one, and while r3 moves over it may be short of r3's listeners; it never counts r3 twice
+    # r1's rows (its own 300, and r3's old generation) stay until their age runs out; r3's
+    # newer generation through r2 replaces its old row: never counted twice
     check(not high, f"the origin counted more than there ever were after r1 died: {high}")
     for _ in range(8):  # and it stays so: r3 reports to one upstream at a time
         t, _ = tree(origin)
@@ -344,9 +345,12 @@ def test_tree_silent_failover_is_not_counted_twice_10(ctx):
     its link goes silent, no FIN reaches anyone): r3 stalls, fails over to r2 and reports
     there, while the origin still holds r1's last report (r3 included) until its age limit.
     Sampled every 100 ms, the origin's count must never hold r3's listeners twice, and ends
-    with them counted once, under r2. (Honestly: with ffmpeg's 1 s source pages r3 takes 2 s
-    to call the feed stalled, so without the relay's report hold the overlap is narrow and
-    this passes on some runs anyway; the hold closes it whatever the timing.)"""
+    with them counted once, under r2: r3 reports on its new feed with a newer generation,
+    which supersedes the copy the origin still holds through r1 (feedproto.h, "How an
+    upstream counts"). (Honestly: with ffmpeg's 1 s source pages r3 takes about 2 s to call
+    the feed stalled, so the overlap with r1's copy, at most 3 s old, is narrow, and a build
+    without the generations would pass some runs anyway; test_tree_netns checks the count at
+    every sample through a cut, a kill and a freeze.)"""
     origin = ctx.start_server(extra=["--workers", "1"])
     src = ffmpeg_source(ctx, origin, "/live", 440)
     wait_live(origin, "/live", proc=src)
