@@ -11,14 +11,24 @@
  * feed's own buffer (bounded: FEED_OUT_MAX plus one frame), with the ring's intact check after
  * the copy, because each page needs its frame head anyway and relays are few.
  *
- * Upward, a relay sends a REPORT a second: its subtree's receiving listeners, its room and
+ * Upward, a relay sends a REPORT twice a second: who in its subtree receives (its own
+ * listeners and a row per relay below it, each by identity and feed generation), its room and
  * its public URL. Each worker keeps the last report of each of its feeds (struct feed_up, on
- * the heap: relays are few and it does not fit the connection), and every tick publishes, in
- * its own block of the shared mapping (one writer), the sum per slot of the fresh ones
- * (`tree`, what status adds to its own count) and a bounded table of them (`relays`, for the
- * per-relay gauges and for redirects to an edge with room). A report older than
- * FEED_REPORT_AGE_MS counts for nothing: a relay that died without a FIN, or stopped, drops
- * out of the count within that time; one whose connection closed drops out at the next tick.
+ * the heap: relays are few and it does not fit the connection) for the per-relay table
+ * (`relays`: gauges, redirects to an edge with room), and one row per relay identity (the
+ * tree store below, feedproto.h's "How an upstream counts"), which it publishes in its own
+ * block of the shared mapping (one writer) every tick and at once when an identity is new;
+ * status sums the rows of every worker, deduplicated (feed_tree_listeners). A row counts until
+ * FEED_REPORT_AGE_MS after its relay made the report, whether its feed is still open or not:
+ * a relay that moved to another upstream is superseded there by its newer generation, one
+ * that died without a FIN, or stopped, drops out within that time.
+ *
+ * The upstream sends a keepalive when a feed went without a frame for a quarter more than its
+ * page gap, at least FEED_KEEPALIVE_MS (a per feed timer, armed for when one is due), so that
+ * a relay can call a link stalled after two page intervals without mistaking a quiet stream
+ * for one, and a steady stream costs no keepalive at all; a keepalive says if this server is a relay whose own feed
+ * of the space is down or its main process stopped (`feed_fed_until_ms`, pushed on by its
+ * main process while its own feed is well).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -36,15 +46,21 @@
 #include "util/log.h"
 
 #define FEED_OUT_MAX (64 * 1024)     /* pages are added while the buffer holds less */
-#define FEED_KEEPALIVE_MS 500        /* a frame at least this often, so a relay sees a stall */
+#define FEED_KEEPALIVE_MS 100        /* the least wait for a keepalive (see feed_keepalive_due) */
+#define FEED_KEEPALIVE_WAIT_MAX_MS 2000 /* ... and the most: well inside a relay's longest stall */
 #define FEED_STUCK_MS 10000          /* a relay whose socket took nothing for this long */
 #define FEED_BURST_MS 10000          /* a relay that asks for nothing gets this much audio */
 
 _Static_assert(SHARED_RELAY_NAME > FEED_NAME_MAX && SHARED_RELAY_URL > FEED_URL_MAX,
                "the relay table holds a report's texts");
 
-/* Upward state of a feed: the unfinished frame and the last whole report. */
+/* Upward state of a feed: the unfinished frame and the last whole report; and its keepalive
+ * timer. */
 struct feed_up {
+    struct conn *c;
+    struct loop_timer keepalive;
+    int64_t page_ms;     /* the last page queued */
+    int64_t gap_ms;      /* between pages queued (the longest lately, as the relay reckons) */
     uint32_t len;
     unsigned char buf[FEED_REPORT_MAX];
     int64_t reported_ms; /* 0: no report yet */
@@ -79,6 +95,8 @@ static void feed_on_close(struct conn *c)
     a->me->conns[f->slot]--;
     a->me->listener_connections--;
     buf_free(&f->out);
+    if (f->up)
+        loop_timer_stop(a->loop, &f->up->keepalive);
     free(f->up);
     f->up = NULL;
 }
@@ -137,8 +155,15 @@ static int feed_fill(struct conn *c)
             buf_append(&f->out, head, sizeof(head));
             buf_append(&f->out, p.data, p.len);
             if (ring_page_intact(r, p.seq)) {
+                int64_t now = a->loop->now_ms, gap = now - f->up->page_ms;
+                /* the gap between pages, as the relay's stall rule reckons it (relay.c) */
+                if (f->up->page_ms)
+                    f->up->gap_ms = gap > f->up->gap_ms
+                                        ? gap
+                                        : (f->up->gap_ms * 15 + (int64_t)p.samples / 48) / 16;
+                f->up->page_ms = now;
                 f->cursor++;
-                f->last_frame_ms = a->loop->now_ms;
+                f->last_frame_ms = now;
                 continue;
             }
             f->out.len = was; /* overwritten while copied */
@@ -191,6 +216,91 @@ static void feed_flush(struct conn *c)
     }
 }
 
+/* ---- the tree store: one row per (slot, relay id), this process's (one audience each) --- */
+
+static struct shared_tree_row tree_rows[SHARED_WORKER_TREE_ROWS];
+static uint32_t tree_nrows;
+
+/* A row still counts: fresh, of the slot's current space. */
+static int tree_row_live(const struct audience *a, const struct shared_tree_row *r, int64_t now)
+{
+    return now - r->seen_ms <= FEED_REPORT_AGE_MS &&
+           __atomic_load_n(&a->sh->spaces[r->slot].gen, __ATOMIC_ACQUIRE) == r->slot_gen;
+}
+
+/* Takes row <in> into the store if it is better than what the store holds of that relay: a
+ * higher generation, or the same one reported later. Returns 1 if it is an identity the store
+ * did not count (a new relay or generation: worth publishing at once), else 0. */
+static int tree_take(struct audience *a, const struct shared_tree_row *in, int64_t now)
+{
+    uint32_t spare = tree_nrows;
+    for (uint32_t i = 0; i < tree_nrows; i++) {
+        struct shared_tree_row *r = &tree_rows[i];
+        if (r->id == in->id && r->slot == in->slot) {
+            int live = tree_row_live(a, r, now);
+            if (live && r->slot_gen == in->slot_gen &&
+                (in->gen < r->gen || (in->gen == r->gen && in->seen_ms < r->seen_ms)))
+                return 0; /* an older copy (of the relay's old upstream, say) */
+            int fresh = !live || in->gen != r->gen;
+            *r = *in;
+            return fresh;
+        }
+        if (spare == tree_nrows && !tree_row_live(a, r, now))
+            spare = i;
+    }
+    if (spare == SHARED_WORKER_TREE_ROWS) {
+        a->me->c.tree_rows_full++;
+        LOG_RATELIMITED(LOG_WARN, "feed", "the tree's table is full (%d relays): a relay's "
+                        "listeners are not counted", SHARED_WORKER_TREE_ROWS);
+        return 0;
+    }
+    tree_rows[spare] = *in;
+    if (spare == tree_nrows)
+        tree_nrows++;
+    return 1;
+}
+
+/* Publishes the store's live rows (and forgets the others). */
+static void tree_publish(struct audience *a)
+{
+    int64_t now = a->loop->now_ms;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < tree_nrows; i++)
+        if (tree_row_live(a, &tree_rows[i], now))
+            tree_rows[n++] = tree_rows[i];
+    tree_nrows = n;
+    shared_tree_write(a->me, tree_rows, n);
+}
+
+/* The relay that sent <fr> on <c>, and every relay its report lists, into the store. */
+static void tree_take_report(struct conn *c, const struct feed_frame *fr)
+{
+    struct audience *a = audience_of(c);
+    struct feed_state *f = FST(c);
+    int64_t now = a->loop->now_ms;
+    struct shared_tree_row row = {.id = fr->report.id, .gen = fr->report.gen, .seen_ms = now,
+                                  .slot = f->slot, .slot_gen = f->gen};
+    uint64_t listed = 0;
+    int fresh = 0;
+    for (uint32_t i = 0; i < fr->report.nrows; i++) {
+        struct feed_tree_row tr;
+        feed_report_row(fr, i, &tr);
+        listed += tr.own;
+        struct shared_tree_row below = row;
+        below.id = tr.id;
+        below.gen = tr.gen;
+        below.own = tr.own;
+        below.seen_ms = now - tr.age_ms;
+        fresh |= tree_take(a, &below, now);
+    }
+    /* its own listeners, and what of its subtree it could not list (feed_parse checked that
+     * the rows fit in <tree>) */
+    row.own = fr->report.tree - (uint32_t)listed;
+    fresh |= tree_take(a, &row, now);
+    if (fresh)
+        tree_publish(a);
+}
+
 /* Keeps the report <fr> as <c>'s last (texts were checked by feed_parse). */
 static void feed_take_report(struct conn *c, struct feed_up *u, const struct feed_frame *fr)
 {
@@ -214,6 +324,7 @@ static void feed_take_report(struct conn *c, struct feed_up *u, const struct fee
     u->name[fr->report.name.len] = '\0';
     memcpy(u->url, fr->report.url.p, fr->report.url.len);
     u->url[fr->report.url.len] = '\0';
+    tree_take_report(c, fr);
 }
 
 static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
@@ -255,6 +366,47 @@ static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
     }
 }
 
+/* How long a feed may go without a frame before it gets a keepalive: a quarter more than the
+ * gap between its pages (a relay calls two gaps of silence a stall, so a steady stream needs
+ * none, and a quiet one gets a frame well inside the relay's limit), at least
+ * FEED_KEEPALIVE_MS and at most FEED_KEEPALIVE_WAIT_MAX_MS (after a long quiet the gap is long,
+ * and so is the relay's reckoning, up to its 10 s cap). The HEADER promises 3/2 of the floor. */
+static int64_t feed_keepalive_due(const struct feed_state *f)
+{
+    int64_t wait = f->up->gap_ms + f->up->gap_ms / 4;
+    wait = wait < FEED_KEEPALIVE_MS ? FEED_KEEPALIVE_MS : wait;
+    return f->last_frame_ms + (wait > FEED_KEEPALIVE_WAIT_MAX_MS ? FEED_KEEPALIVE_WAIT_MAX_MS : wait);
+}
+
+/* The keepalive timer: fires when a keepalive is due (re-armed for the new due time if a frame
+ * went out meanwhile), and sends one if nothing else went and the socket takes it (a feed
+ * blocked on its socket has its link's answer already). One wake-up a page at most while the
+ * stream flows. */
+static void feed_keepalive_cb(struct loop *loop, struct loop_timer *t)
+{
+    struct feed_up *u = (struct feed_up *)((char *)t - offsetof(struct feed_up, keepalive));
+    struct conn *c = u->c;
+    struct feed_state *f = FST(c);
+    struct audience *a = audience_of(c);
+    int64_t now = loop->now_ms, due = feed_keepalive_due(f);
+    if (now < due || f->blocked || f->ending || f->off != f->out.len) {
+        /* not yet; or the socket is full or has bytes to take: look again a little later */
+        loop_timer_start(loop, t, now < due ? due - now : FEED_KEEPALIVE_MS / 2,
+                         feed_keepalive_cb);
+        return;
+    }
+    const struct shared_space *ss = &a->sh->spaces[f->slot];
+    f->off = 0;
+    f->out.len = 0;
+    int64_t fed_until = SHM_GET(ss->feed_fed_until_ms);
+    feed_put_keepalive(&f->out, ring_head(shared_ring(a->sh, f->slot)),
+                       fed_until != 0 && now > fed_until ? FEED_KEEPALIVE_STARVED : 0);
+    f->last_frame_ms = now;
+    /* first: a flush may close <c>, and <u> with it */
+    loop_timer_start(loop, t, feed_keepalive_due(f) - now, feed_keepalive_cb);
+    feed_flush(c);
+}
+
 void feed_start(struct conn *c, int slot, int has_from, uint64_t from)
 {
     struct audience *a = audience_of(c);
@@ -286,6 +438,8 @@ void feed_start(struct conn *c, int slot, int has_from, uint64_t from)
     f->doc_gen = shared_dbuf_gen(&ss->doc_hdr) - 1; /* differs: the document goes first */
     f->up = calloc(1, sizeof(*f->up));
     BUG_ON(!f->up);
+    f->up->c = c;
+    loop_timer_start(a->loop, &f->up->keepalive, FEED_KEEPALIVE_MS, feed_keepalive_cb);
     c->io.cb = feed_on_io;
     list_insert_tail(&a->feeds, &c->node);
     a->nlisteners++;
@@ -297,7 +451,8 @@ void feed_start(struct conn *c, int slot, int has_from, uint64_t from)
                         "X-Rostrum-Feed: %d\r\nCache-Control: no-cache, no-store\r\n"
                         "Connection: close\r\n\r\n",
                FEED_CONTENT_TYPE, FEED_VERSION);
-    feed_put_header(&f->out, (uint16_t)ss->channels, ss->feed_serial, ss->feed_epoch, start,
+    feed_put_header(&f->out, (uint16_t)ss->channels, ss->feed_serial, ss->feed_epoch,
+                    FEED_KEEPALIVE_MS + FEED_KEEPALIVE_MS / 2, start,
                     pre + http_len, (uint32_t)n - http_len, &ss->meta);
     log_info("feed", "#%llu %s: relay feed /%s from page %llu (%s; ring %llu..%llu)",
              (unsigned long long)c->id, c->peer, ss->mount, (unsigned long long)start,
@@ -321,14 +476,13 @@ void feed_flush_all(struct audience *a)
     }
 }
 
-/* Publishes in this worker's block what its feeds' fresh reports say: the sum per slot and
- * the table (shm.h, rule 4 for the rows; the sums are plain words). A row changes owner as
- * feeds come and go: a reader takes each row whole or not at all, and the rows in use are the
- * first <nrelays>. */
+/* Publishes in this worker's block what its feeds' fresh reports say: the tree store and the
+ * per-feed table (shm.h, rule 4 for the rows). A row changes owner as feeds come and go: a
+ * reader takes each row whole or not at all, and the rows in use are the first <nrelays>. */
 static void feed_publish_reports(struct audience *a)
 {
     int64_t now = a->loop->now_ms;
-    uint32_t tree[SHARED_MAX_SPACES] = {0}, rows = 0;
+    uint32_t rows = 0;
     struct list_node *n, *tmp;
     list_for_each_safe(n, tmp, &a->feeds)
     {
@@ -347,7 +501,6 @@ static void feed_publish_reports(struct audience *a)
             }
             continue;
         }
-        tree[f->slot] += u->tree;
         if (rows == SHARED_WORKER_RELAYS) {
             if (!u->untabled) {
                 u->untabled = 1;
@@ -364,9 +517,8 @@ static void feed_publish_reports(struct audience *a)
         memcpy(row.url, u->url, sizeof(row.url));
         shared_relay_write(a->me, rows++, &row);
     }
-    for (int i = 0; i < SHARED_MAX_SPACES; i++)
-        SHM_SET(a->me->tree[i], tree[i]);
     shm_publish32(&a->me->nrelays, rows);
+    tree_publish(a);
 }
 
 void feed_tick(struct audience *a)
@@ -381,12 +533,6 @@ void feed_tick(struct audience *a)
             if (now - f->last_byte_ms > FEED_STUCK_MS && !net_writable_now(c->io.fd))
                 feed_cut(c, "took nothing for 10 s");
             continue;
-        }
-        if (now - f->last_frame_ms >= FEED_KEEPALIVE_MS && f->off == f->out.len && !f->ending) {
-            f->off = 0;
-            f->out.len = 0;
-            feed_put_keepalive(&f->out, ring_head(shared_ring(a->sh, f->slot)));
-            f->last_frame_ms = now;
         }
         feed_flush(c);
     }
@@ -425,10 +571,14 @@ void feed_relays_each(struct audience *a, void (*fn)(void *arg, const struct sha
 
 uint32_t feed_tree_listeners(const struct shared *sh, int i)
 {
-    uint32_t n = 0;
+    static struct shared_tree_row rows[SHARED_MAX_WORKERS * SHARED_WORKER_TREE_ROWS];
+    uint64_t n = 0;
     for (uint32_t w = 0; w < sh->nworkers; w++)
-        n += SHM_GET(sh->workers[w].receiving[i]) + SHM_GET(sh->workers[w].tree[i]);
-    return n;
+        n += SHM_GET(sh->workers[w].receiving[i]);
+    int k = shared_tree_collect(sh, i, loop_clock_ms(), FEED_REPORT_AGE_MS, rows);
+    for (int j = 0; j < k; j++)
+        n += rows[j].own;
+    return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
 }
 
 #define EDGE_MAX_LOAD_MILLI 800 /* a relay under more pressure than this gets no newcomers */

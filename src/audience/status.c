@@ -206,6 +206,9 @@ static void status_tree_metrics(struct audience *a, struct buf *b, const struct 
     metric(b, "rostrum_relay_reports_stale_total", "counter",
            "Relay feeds that sent no report for the report age limit (out of the count).",
            st->relay_reports_stale);
+    metric(b, "rostrum_tree_rows_full_total", "counter",
+           "Relays of a report left out of the tree's count: the worker's table was full.",
+           st->tree_rows_full);
     metric_head(b, "rostrum_redirects_total", "counter",
                 "Listeners sent with a 307 to a relay with room, by why this server did not "
                 "take them.");
@@ -300,7 +303,11 @@ void status_metrics(struct audience *a, struct buf *b)
            "Feed connections to an upstream lost (closed, reset, refused frame, stalled).",
            sh->main.relay_cuts);
     metric(b, "rostrum_relay_stalls_total", "counter",
-           "Feed connections cut for no page in 2 page intervals.", sh->main.relay_stalls);
+           "Feed connections cut for no page nor keepalive in 2 page intervals.",
+           sh->main.relay_stalls);
+    metric(b, "rostrum_relay_rows_unlisted_total", "counter",
+           "Relays below this one reported upward without their own row (past 64 a report).",
+           sh->main.relay_rows_unlisted);
     metric(b, "rostrum_relay_bad_frames_total", "counter",
            "Feed connections cut for an invalid, oversized or out-of-order frame.",
            sh->main.relay_bad_frames);

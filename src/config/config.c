@@ -66,6 +66,7 @@ enum key_id {
     KEY_RELAY_KEY,
     KEY_PUBLIC_URL,
     KEY_RELAY_NAME,
+    KEY_RELAY_CAFILE,
     KEY_NAME,
     KEY_DESCRIPTION,
     KEY_HLS,
@@ -126,6 +127,7 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_RELAY_KEY] = {"relay-key", IN_GLOBAL, 1, 0},
     [KEY_PUBLIC_URL] = {"public-url", IN_GLOBAL, 1, 0},
     [KEY_RELAY_NAME] = {"relay-name", IN_GLOBAL, 1, 0},
+    [KEY_RELAY_CAFILE] = {"relay-cafile", IN_GLOBAL, 1, 0},
     [KEY_NAME] = {"name", IN_SPACE, 1, 0},
     [KEY_DESCRIPTION] = {"description", IN_SPACE, 1, 0},
     [KEY_HLS] = {"hls", IN_GLOBAL, 0, 1},
@@ -560,6 +562,8 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         return set_report_text(p, def, c->public_url, sizeof(c->public_url), val, vlen, 1);
     case KEY_RELAY_NAME:
         return set_report_text(p, def, c->relay_name, sizeof(c->relay_name), val, vlen, 0);
+    case KEY_RELAY_CAFILE:
+        return set_string(p, def, c->relay_cafile, sizeof(c->relay_cafile), val, vlen);
     case KEY_TRUSTED_PROXIES:
         return set_string(p, def, c->trusted_proxies, sizeof(c->trusted_proxies), val, vlen);
     case KEY_ACCESS_LOG:

@@ -73,6 +73,8 @@ struct config {
                                 * "": never a redirect target */
     char relay_name[33];       /* the name a relay reports upward (default: its audience
                                 * address), a label of the upstream's per-relay gauges */
+    char relay_cafile[512];    /* CA certificates (PEM) a relay trusts for https:// upstreams;
+                                * "": the system's store (read when the relay starts) */
     int max_conns_per_ip;      /* open connections per client address (IPv6: /64); 500 */
     int joins_per_ip;          /* listener joins per second per address (burst 2x); 50 */
     int joins_per_second;      /* ceiling on listener joins per second, all workers; 20000 */

@@ -116,7 +116,7 @@ static void usage_relay(FILE *f)
 {
     fprintf(f,
             "usage: rostrum relay --upstream URL[,URL...] [--audience HOST:PORT] [options]\n"
-            "  --upstream URLS          http://HOST:PORT of an origin's (or another relay's)\n"
+            "  --upstream URLS          http(s)://HOST:PORT of an origin's (or another relay's)\n"
             "                           audience port: every live space is relayed; or\n"
             "                           http://HOST:PORT/MOUNT: that one mount (a rostrum\n"
             "                           mount, or a plain Icecast/Ogg stream). Several, comma-\n"
@@ -127,6 +127,8 @@ static void usage_relay(FILE *f)
             "  --public-url URL         where listeners reach this relay (http://HOST:PORT):\n"
             "                           a full or draining upstream redirects them here\n"
             "  --relay-name NAME        the name this relay reports to its upstream\n"
+            "  --relay-cafile FILE      CA certificates (PEM) for https:// upstreams (default:\n"
+            "                           the system's trust store)\n"
             "  --config FILE            config file (see docs/config.example)\n"
             "  --KEY VALUE              any global key of the config file, as for serve\n"
             "                           (--workers, --max-listeners, --burst-ms, --log-level...);\n"

@@ -380,7 +380,8 @@ int server_init(struct server *srv)
         srv->relay.loop = &srv->loop;
         srv->relay.spaces = &srv->spaces;
         srv->relay.cfg = &srv->cfg;
-        relay_start(&srv->relay);
+        if (relay_start(&srv->relay) < 0)
+            return -1;
     }
     return 0;
 }

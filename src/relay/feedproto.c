@@ -54,9 +54,11 @@ static int parse_header(const unsigned char *p, uint32_t len, struct feed_frame 
     f->header.channels = get16(p + 2);
     f->header.serial = get32(p + 4);
     f->header.epoch = get32(p + 8);
+    f->header.keepalive_ms = get32(p + 12);
     f->header.start = get64(p + 16);
     if (f->header.version != FEED_VERSION ||
-        (f->header.channels != 1 && f->header.channels != 2))
+        (f->header.channels != 1 && f->header.channels != 2) || f->header.keepalive_ms == 0 ||
+        f->header.keepalive_ms > FEED_KEEPALIVE_MAX_MS)
         return -1;
     uint32_t ogg = get32(p + 24), off = 28;
     if (ogg < 27 || ogg > FEED_MAX_OGG_HEADERS || ogg > len - off || memcmp(p + off, "OggS", 4))
@@ -110,9 +112,12 @@ int feed_parse(const unsigned char *buf, size_t len, struct feed_frame *f)
         f->state = (struct feed_str){p, plen};
         break;
     case FEED_KEEPALIVE:
-        if (plen != 8)
+        if (plen != 12)
             return -1;
-        f->head = get64(p);
+        f->keepalive.head = get64(p);
+        f->keepalive.flags = get32(p + 8);
+        if (f->keepalive.flags & ~FEED_KEEPALIVE_STARVED)
+            return -1;
         break;
     case FEED_END:
         if (plen != 1 || (p[0] != FEED_END_ENDED && p[0] != FEED_END_RESTART))
@@ -128,8 +133,12 @@ int feed_parse(const unsigned char *buf, size_t len, struct feed_frame *f)
         f->report.load_milli = get16(p + 12);
         f->report.flags = get16(p + 14);
         f->report.own = get32(p + 16);
+        f->report.id = get64(p + 20);
+        f->report.gen = get32(p + 28);
+        f->report.nrows = get16(p + 32);
         if ((f->report.flags & ~FEED_REPORT_DRAINING) || f->report.own > f->report.tree ||
-            f->report.load_milli > 1000)
+            f->report.load_milli > 1000 || f->report.id == 0 ||
+            f->report.nrows > FEED_REPORT_ROWS || get16(p + 34) != 0)
             return -1;
         uint32_t off = FEED_REPORT_FIXED;
         struct feed_str *str[2] = {&f->report.name, &f->report.url};
@@ -142,7 +151,19 @@ int feed_parse(const unsigned char *buf, size_t len, struct feed_frame *f)
             *str[i] = (struct feed_str){p + off, n};
             off += n;
         }
-        if (off != plen)
+        if (plen - off != f->report.nrows * FEED_ROW_BYTES)
+            return -1;
+        f->report.rows = p + off;
+        /* every row names another relay, within the age limit, and the rows fit in <tree> */
+        uint64_t sum = f->report.own;
+        for (uint32_t i = 0; i < f->report.nrows; i++) {
+            struct feed_tree_row r;
+            feed_report_row(f, i, &r);
+            if (r.id == 0 || r.id == f->report.id || r.age_ms > FEED_REPORT_AGE_MS)
+                return -1;
+            sum += r.own;
+        }
+        if (sum > f->report.tree)
             return -1;
         break;
     }
@@ -160,7 +181,7 @@ static void put_head(struct buf *b, uint8_t type, uint32_t len)
 }
 
 void feed_put_header(struct buf *b, uint16_t channels, uint32_t serial, uint32_t epoch,
-                     uint64_t start, const void *ogg, uint32_t ogg_len,
+                     uint32_t keepalive_ms, uint64_t start, const void *ogg, uint32_t ogg_len,
                      const struct space_meta *meta)
 {
     const char *m[5] = {meta->name, meta->description, meta->genre, meta->url, meta->bitrate};
@@ -175,6 +196,7 @@ void feed_put_header(struct buf *b, uint16_t channels, uint32_t serial, uint32_t
     put16(f + 2, channels);
     put32(f + 4, serial);
     put32(f + 8, epoch);
+    put32(f + 12, keepalive_ms);
     put64(f + 16, start);
     put32(f + 24, ogg_len);
     buf_append(b, f, sizeof(f));
@@ -204,12 +226,13 @@ void feed_put_state(struct buf *b, const void *json, uint32_t len)
     buf_append(b, json, len);
 }
 
-void feed_put_keepalive(struct buf *b, uint64_t head)
+void feed_put_keepalive(struct buf *b, uint64_t head, uint32_t flags)
 {
-    put_head(b, FEED_KEEPALIVE, 8);
-    unsigned char v[8];
+    put_head(b, FEED_KEEPALIVE, 12);
+    unsigned char v[12];
     put64(v, head);
-    buf_append(b, v, 8);
+    put32(v + 8, flags & FEED_KEEPALIVE_STARVED);
+    buf_append(b, v, 12);
 }
 
 void feed_put_end(struct buf *b, uint8_t reason)
@@ -253,22 +276,46 @@ size_t feed_report(unsigned char out[FEED_REPORT_MAX], const struct feed_report_
         if (!feed_text_ok(str[i], sl[i], i))
             sl[i] = 0;
     }
+    uint32_t nrows = r->nrows < FEED_REPORT_ROWS ? r->nrows : FEED_REPORT_ROWS;
+    uint64_t sum = r->own;
+    for (uint32_t i = 0; i < nrows; i++)
+        sum += r->rows[i].own;
     size_t len = FEED_HEAD_BYTES + FEED_REPORT_FIXED;
     memset(out, 0, len);
     out[0] = FEED_REPORT;
-    put32(out + 8, r->tree);
+    put32(out + 8, sum > r->tree ? (uint32_t)(sum > UINT32_MAX ? UINT32_MAX : sum) : r->tree);
     put32(out + 12, r->connections);
     put32(out + 16, r->capacity);
     put16(out + 20, r->load_milli > 1000 ? 1000 : r->load_milli);
     put16(out + 22, r->flags & FEED_REPORT_DRAINING);
-    put32(out + 24, r->own < r->tree ? r->own : r->tree);
+    put32(out + 24, r->own);
+    put64(out + 28, r->id);
+    put32(out + 36, r->gen);
+    put16(out + 40, (uint16_t)nrows);
     for (int i = 0; i < 2; i++) {
         out[len++] = (unsigned char)sl[i];
         memcpy(out + len, str[i], sl[i]);
         len += sl[i];
     }
+    for (uint32_t i = 0; i < nrows; i++) {
+        put64(out + len, r->rows[i].id);
+        put32(out + len + 8, r->rows[i].gen);
+        put32(out + len + 12, r->rows[i].own);
+        put32(out + len + 16,
+              r->rows[i].age_ms < FEED_REPORT_AGE_MS ? r->rows[i].age_ms : FEED_REPORT_AGE_MS);
+        len += FEED_ROW_BYTES;
+    }
     put32(out + 4, (uint32_t)(len - FEED_HEAD_BYTES));
     return len;
+}
+
+void feed_report_row(const struct feed_frame *f, uint32_t i, struct feed_tree_row *row)
+{
+    const unsigned char *p = f->report.rows + (size_t)i * FEED_ROW_BYTES;
+    row->id = get64(p);
+    row->gen = get32(p + 8);
+    row->own = get32(p + 12);
+    row->age_ms = get32(p + 16);
 }
 
 /* <name>: <value> lines: 1 if line <l>/<n> is header <name>, with its trimmed value. */

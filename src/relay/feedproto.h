@@ -4,8 +4,12 @@
  * `200`, `Content-Type: application/x-rostrum-feed`, `X-Rostrum-Feed: 2`, then frames until
  * either side closes; the relay sends REPORT frames the other way on the same connection.
  * Version 2 (issue 10, item 3) made REPORT carry the whole subtree's count, the relay's own
- * count, a draining flag, its name and its public listener URL; both ends must speak the same
- * version (a relay treats a feed of another version as no feed at all).
+ * count, a draining flag, its name and its public listener URL. Version 3 made REPORT carry
+ * who is counted (the relay's identity, its feed's generation and a row per relay below it),
+ * so that a subtree is counted once however many feeds carry copies of it, and KEEPALIVE say
+ * whether the upstream itself is fed, so that a relay tells a stalled link or a starved
+ * upstream from a quiet stream. Both ends must speak the same version (a relay treats a feed
+ * of another version as no feed at all).
  *
  * A frame is an 8-byte head and a payload, integers big-endian:
  *
@@ -14,15 +18,23 @@
  *   |  u8  | u8 =0 |  u16 = 0 |      u32      |  <= FEED_MAX_PAYLOAD        |
  *   +------+-------+----------+---------------+-----------------------------+
  *
- *   HEADER   version u16, channels u16, serial u32, epoch u32, reserved u32, start u64,
+ *   HEADER   version u16, channels u16, serial u32, epoch u32, keepalive_ms u32, start u64,
  *            Ogg header pages (u32 length + bytes: ogg_mux_headers, <= FEED_MAX_OGG_HEADERS),
  *            then name, description, genre, url, bitrate (u16 length + bytes each).
  *            Always the first frame. <start> is the sequence of the first PAGE that follows:
  *            the asked `from` when the upstream still has it, else its burst start.
+ *            <keepalive_ms> (1..FEED_KEEPALIVE_MAX_MS): the upstream sends a KEEPALIVE
+ *            whenever it sent no frame for a quarter more than the gap between its pages
+ *            (reckoned as a relay does), and never waits less than about <keepalive_ms> nor
+ *            more than 2 s; so silence for two page intervals, and at least 2 x
+ *            <keepalive_ms>, means the link, not a quiet stream, and a steady stream needs no
+ *            keepalive.
  *   PAGE     seq u64, granule u64, samples u32, then the Ogg page (27..OGG_MUX_MAX_PAGE bytes,
  *            "OggS"). Pages come in sequence order, one by one, from <start>.
  *   STATE    the stage's state document (JSON, <= SHARED_STATE_MAX; empty: none).
- *   KEEPALIVE head u64: the upstream's ring head. Sent when nothing else was for a while.
+ *   KEEPALIVE head u64: the upstream's ring head, flags u32 (FEED_KEEPALIVE_STARVED: the
+ *            upstream is a relay that has no live feed of this space itself, so its quiet is
+ *            not the stream's). Sent when nothing else was for a while (HEADER).
  *   END      reason u8 (FEED_END_*): the space ended or restarted upstream; the upstream
  *            closes after it.
  *
@@ -40,6 +52,23 @@
  *            length, <= FEED_URL_MAX, "http://" or "https://" and a host, no path; empty:
  *            never redirect listeners to it), both of printable ASCII without space, '"' or
  *            '\\', so they go into a metric label or a Location header as they are.
+ *            Version 3 adds, after <own>: id u64 (the relay process's random identity, not
+ *            0), gen u32 (its feed generation: one more for every feed it opens, of any space),
+ *            nrows u16 (<= FEED_REPORT_ROWS), reserved u16 = 0; and after the texts <nrows>
+ *            rows of 20 bytes, one per relay of the subtree below it: id u64, gen u32, own u32
+ *            (that relay's own listeners), age_ms u32 (how old that relay's report is, summed
+ *            over the hops, <= FEED_REPORT_AGE_MS). <tree> is at least <own> plus the rows'
+ *            <own>s; what it holds beyond them is the subtree the relay could not list (past
+ *            FEED_REPORT_ROWS), counted with the relay's own row.
+ *
+ * How an upstream counts (feed.c): by identity, not by feed. It keeps one row per relay id,
+ * the highest generation it has seen (the freshest among equal ones) whichever feed carried
+ * it, and counts a row until it is FEED_REPORT_AGE_MS old. A relay that fails over reports on
+ * its new feed with a higher generation, which supersedes the copy its old upstream still
+ * holds (a stalled link shows no close) the moment it arrives: never counted twice. A copy
+ * whose feed closed stays counted until its age runs out, so a subtree is not dropped while
+ * it moves to its new upstream; a relay that really died leaves the count within
+ * FEED_REPORT_AGE_MS of its last report.
  *
  * The stream's identity is (serial, epoch): the Ogg serial and the origin's slot generation
  * when the stream began, carried unchanged down the tree, like the sequence numbers, so a
@@ -58,7 +87,7 @@
 #include "shm/shared.h"
 #include "util/buf.h"
 
-#define FEED_VERSION 2
+#define FEED_VERSION 3
 #define FEED_CONTENT_TYPE "application/x-rostrum-feed"
 #define FEED_HEAD_BYTES 8
 #define FEED_PAGE_FIXED 20
@@ -67,17 +96,25 @@
 #define FEED_MAX_FRAME (FEED_HEAD_BYTES + FEED_MAX_PAYLOAD)
 
 enum feed_type { FEED_HEADER = 1, FEED_PAGE, FEED_STATE, FEED_KEEPALIVE, FEED_END, FEED_REPORT };
-#define FEED_REPORT_FIXED 20
+#define FEED_REPORT_FIXED 36
 #define FEED_NAME_MAX 32
 #define FEED_URL_MAX 128
-#define FEED_REPORT_MAX (FEED_HEAD_BYTES + FEED_REPORT_FIXED + 2 + FEED_NAME_MAX + FEED_URL_MAX)
+#define FEED_REPORT_ROWS 64 /* relays listed below one relay; the rest are summed unlisted */
+#define FEED_ROW_BYTES 20
+#define FEED_REPORT_MAX                                                                        \
+    (FEED_HEAD_BYTES + FEED_REPORT_FIXED + 2 + FEED_NAME_MAX + FEED_URL_MAX +                  \
+     FEED_REPORT_ROWS * FEED_ROW_BYTES)
 #define FEED_REPORT_DRAINING 1u
-/* An upstream counts a relay's last REPORT for this long, no longer: a relay that stops, or
- * whose link dies without a FIN, leaves the count after it. A relay that cut a stalled feed
- * (whose old connection may still look open upstream) waits as long, plus a tick, before it
- * reports on its next feed, so that no upstream counts its subtree while another still does. */
+#define FEED_KEEPALIVE_STARVED 1u
+#define FEED_KEEPALIVE_MAX_MS 10000
+/* A relay reports this often, and at once when its subtree's identities change (a relay below
+ * it moved, came or went) or on a new feed. */
+#define FEED_REPORT_EVERY_MS 500
+/* An upstream counts a relay's row for this long after that relay made the report, no longer:
+ * a relay that stops, or whose link dies without a FIN, leaves the count after it. It is
+ * longer than a fail-over (a stall is seen in two page intervals) plus a report's way up two
+ * tiers, so a subtree that moves is never missing from the count. */
 #define FEED_REPORT_AGE_MS 3000
-#define FEED_REPORT_HOLD_MS (FEED_REPORT_AGE_MS + 500)
 enum feed_end { FEED_END_ENDED = 1, FEED_END_RESTART };
 
 /* A byte string inside a parsed frame (borrowed from the parser's input). */
@@ -92,7 +129,7 @@ struct feed_frame {
     union {
         struct {
             uint16_t version, channels;
-            uint32_t serial, epoch;
+            uint32_t serial, epoch, keepalive_ms;
             uint64_t start;
             struct feed_str ogg;
             struct feed_str meta[5]; /* name, description, genre, url, bitrate */
@@ -103,14 +140,26 @@ struct feed_frame {
             struct feed_str page;
         } page;
         struct feed_str state;
-        uint64_t head; /* KEEPALIVE */
+        struct {
+            uint64_t head;
+            uint32_t flags;
+        } keepalive;
         uint8_t end;   /* END */
         struct {
             uint32_t tree, connections, capacity, own;
             uint16_t load_milli, flags;
             struct feed_str name, url;
+            uint64_t id;
+            uint32_t gen, nrows;
+            const unsigned char *rows; /* nrows x FEED_ROW_BYTES: feed_report_row() */
         } report; /* REPORT (upward) */
     };
+};
+
+/* One relay of a REPORT's subtree. */
+struct feed_tree_row {
+    uint64_t id;
+    uint32_t gen, own, age_ms;
 };
 
 /* Parses one frame at the start of <buf>/<len>. Returns the bytes it took (> 0), -2 if more
@@ -133,14 +182,14 @@ int feed_parse_response_head(const unsigned char *buf, size_t len, struct feed_h
 
 /* Encoders: append one frame to <b>. */
 void feed_put_header(struct buf *b, uint16_t channels, uint32_t serial, uint32_t epoch,
-                     uint64_t start, const void *ogg, uint32_t ogg_len,
+                     uint32_t keepalive_ms, uint64_t start, const void *ogg, uint32_t ogg_len,
                      const struct space_meta *meta);
 /* The head of a PAGE frame for a page of <page_len> bytes (the page bytes follow it: a
  * writer may send them from elsewhere). Writes FEED_HEAD_BYTES + FEED_PAGE_FIXED bytes. */
 void feed_page_head(unsigned char out[FEED_HEAD_BYTES + FEED_PAGE_FIXED], uint64_t seq,
                     uint64_t granule, uint32_t samples, uint32_t page_len);
 void feed_put_state(struct buf *b, const void *json, uint32_t len);
-void feed_put_keepalive(struct buf *b, uint64_t head);
+void feed_put_keepalive(struct buf *b, uint64_t head, uint32_t flags);
 void feed_put_end(struct buf *b, uint8_t reason);
 /* What a relay says upward about one space (REPORT). <name> and <url> are C strings that
  * feed_text_ok() accepts (the encoder sends an empty string for one it does not). */
@@ -148,9 +197,15 @@ struct feed_report_fields {
     uint32_t tree, connections, capacity, own;
     uint16_t load_milli, flags;
     const char *name, *url;
+    uint64_t id;
+    uint32_t gen, nrows; /* <nrows> <= FEED_REPORT_ROWS rows at <rows> (borrowed) */
+    const struct feed_tree_row *rows;
 };
-/* An upward REPORT, written into <out> (FEED_REPORT_MAX bytes at least). Returns its length. */
+/* An upward REPORT, written into <out> (FEED_REPORT_MAX bytes at least). Returns its length.
+ * <tree> is raised to <own> plus the rows if it is less; ages are capped at the limit. */
 size_t feed_report(unsigned char out[FEED_REPORT_MAX], const struct feed_report_fields *r);
+/* Row <i> (< nrows) of a parsed REPORT. */
+void feed_report_row(const struct feed_frame *f, uint32_t i, struct feed_tree_row *row);
 /* 1 if <s>/<n> may be a REPORT's name (<= FEED_NAME_MAX, [A-Za-z0-9._:-]) if !<is_url>, or
  * its URL if <is_url> (<= FEED_URL_MAX, "http://" or "https://", a host[:port], no path nor
  * anything a Location header or a metric label would need escaped). Empty is accepted. */

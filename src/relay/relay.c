@@ -25,6 +25,7 @@
 #include "ogg/demux.h"
 #include "relay/feedproto.h"
 #include "shm/ring.h"
+#include "tls/tls.h"
 #include "util/check.h"
 #include "util/log.h"
 
@@ -33,13 +34,13 @@
 #define RELAY_WATCH_MS 100
 #define RELAY_BACKOFF_MIN_MS 100
 #define RELAY_BACKOFF_MAX_MS 3000
-#define RELAY_STALL_MIN_MS 1000  /* "2 page intervals", but never less than this */
+#define RELAY_STALL_MIN_MS 400   /* "2 page intervals", but never less than this */
 #define RELAY_STALL_MAX_MS 10000
 #define RELAY_PLAIN_STALL_MS 5000 /* a plain Ogg upstream: pages of any length */
 #define RELAY_INDEX_MAX (64 * 1024)
 #define RELAY_FEED_BUF (2 * FEED_MAX_FRAME)
 
-enum { H_IDLE, H_CONNECTING, H_HEAD, H_BODY };
+enum { H_IDLE, H_CONNECTING, H_TLS, H_HEAD, H_BODY };
 
 /* ---- upstream URLs ---------------------------------------------------------------------- */
 
@@ -47,12 +48,15 @@ static int parse_one(const char *s, size_t n, struct relay_upstream *u, char *er
 {
     memset(u, 0, sizeof(*u));
     snprintf(u->url, sizeof(u->url), "%.*s", (int)n, s);
-    if (n < 8 || strncmp(s, "http://", 7) != 0) {
-        snprintf(err, errlen, "upstream '%s': not an http:// URL (https is not supported yet)",
-                 u->url);
+    size_t scheme = n > 7 && strncmp(s, "http://", 7) == 0     ? 7
+                    : n > 8 && strncmp(s, "https://", 8) == 0 ? 8
+                                                               : 0;
+    if (!scheme) {
+        snprintf(err, errlen, "upstream '%s': not an http:// or https:// URL", u->url);
         return -1;
     }
-    const char *p = s + 7, *e = s + n;
+    u->tls = scheme == 8;
+    const char *p = s + scheme, *e = s + n;
     const char *slash = memchr(p, '/', (size_t)(e - p));
     const char *hend = slash ? slash : e;
     const char *colon = NULL;
@@ -73,7 +77,7 @@ static int parse_one(const char *s, size_t n, struct relay_upstream *u, char *er
         }
         snprintf(u->host, sizeof(u->host), "%.*s", (int)hl, p);
     }
-    u->port = 80;
+    u->port = u->tls ? 443 : 80;
     if (colon) {
         unsigned long port = 0;
         const char *q = colon + 1;
@@ -137,6 +141,9 @@ int relay_parse_upstreams(struct relay *r, const char *list, char *err, size_t e
 
 static void http_close(struct relay *r, struct relay_http *h)
 {
+    loop_unpost(&h->again);
+    tls_conn_free(h->tls); /* no close_notify: the peer learns from the FIN */
+    h->tls = NULL;
     if (h->io.fd >= 0) {
         loop_del(r->loop, &h->io);
         close(h->io.fd);
@@ -188,21 +195,62 @@ static int http_connect(struct relay *r, struct relay_http *h, int up, io_cb cb)
     return 0;
 }
 
-/* The connection is up (EPOLLOUT while connecting): checks it and sends <req>. Returns 0 or
- * -1 (refused, reset). */
-static int http_send(struct relay *r, struct relay_http *h, const struct buf *req)
+/* The connection is up (EPOLLOUT while connecting), or its TLS handshake wants to go on:
+ * checks it, drives the handshake of an https:// upstream, then sends <req> (a few hundred
+ * bytes into an empty socket buffer, or one TLS record: all or an error). Returns 0 (sent:
+ * the answer's head is next), 1 (the handshake waits for an event) or -1 with the reason in
+ * <why>. */
+static int http_send(struct relay *r, struct relay_http *h, const struct buf *req, char *why,
+                     size_t whylen)
 {
-    int err = 0;
-    socklen_t el = sizeof(err);
-    if (getsockopt(h->io.fd, SOL_SOCKET, SO_ERROR, &err, &el) == -1 || err != 0) {
-        errno = err ? err : errno;
+    const struct relay_upstream *u = &r->up[h->up];
+    if (h->state == H_CONNECTING) {
+        int err = 0;
+        socklen_t el = sizeof(err);
+        if (getsockopt(h->io.fd, SOL_SOCKET, SO_ERROR, &err, &el) == -1 || err != 0) {
+            snprintf(why, whylen, "%s", strerror(err ? err : errno));
+            return -1;
+        }
+        if (u->tls) {
+            h->tls = tls_client_new(r->tls, h->io.fd, u->host);
+            h->state = H_TLS;
+        }
+    }
+    if (h->state == H_TLS) {
+        int rc = tls_handshake(h->tls);
+        if (rc == TLS_WANT_READ || rc == TLS_WANT_WRITE) {
+            if (loop_mod(r->loop, &h->io, rc == TLS_WANT_READ ? EPOLLIN : EPOLLOUT) < 0) {
+                snprintf(why, whylen, "%s", strerror(errno));
+                return -1;
+            }
+            return 1;
+        }
+        if (rc != TLS_DONE) {
+            char reason[200];
+            int kind = tls_handshake_error(h->tls, reason, sizeof(reason));
+            snprintf(why, whylen, "TLS handshake failed%s: %s",
+                     kind == TLS_FAIL_NAME   ? " (the certificate is not for this name)"
+                     : kind == TLS_FAIL_CERT ? " (the certificate does not verify)"
+                                             : "",
+                     reason);
+            return -1;
+        }
+        char tv[96];
+        log_debug("relay", "%s: %s", u->url, tls_describe(h->tls, tv, sizeof(tv)));
+    }
+    struct iovec iov = {req->data, req->len};
+    ssize_t w = h->tls ? tls_writev(h->tls, &iov, 1)
+                       : send(h->io.fd, req->data, req->len, MSG_NOSIGNAL);
+    if (w != (ssize_t)req->len) {
+        snprintf(why, whylen, "%s", w < 0 ? strerror(errno) : "request half sent");
         return -1;
     }
-    ssize_t w = send(h->io.fd, req->data, req->len, MSG_NOSIGNAL);
-    if (w != (ssize_t)req->len)
-        return -1; /* a few hundred bytes into an empty socket buffer: all or an error */
     h->state = H_HEAD;
-    return loop_mod(r->loop, &h->io, EPOLLIN | EPOLLRDHUP) < 0 ? -1 : 0;
+    if (loop_mod(r->loop, &h->io, EPOLLIN | EPOLLRDHUP) < 0) {
+        snprintf(why, whylen, "%s", strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 /* Reads what is there into <h->in>. Returns bytes read (> 0), 0 at the end, -1 on an error,
@@ -211,7 +259,8 @@ static ssize_t http_read(struct relay_http *h)
 {
     if (h->len == h->cap)
         return -3;
-    ssize_t n = recv(h->io.fd, h->in + h->len, h->cap - h->len, 0);
+    ssize_t n = h->tls ? tls_read(h->tls, h->in + h->len, h->cap - h->len)
+                       : recv(h->io.fd, h->in + h->len, h->cap - h->len, 0);
     if (n > 0) {
         h->len += (size_t)n;
         return n;
@@ -275,6 +324,14 @@ static struct relay_feed *feed_find(struct relay *r, const char *mount)
     return NULL;
 }
 
+/* Says in <f>'s space until when this relay's feed of it is well (the keepalives to the
+ * relays below carry it: feed.c): <until>, or 1 (long past) when it is down. */
+static void feed_fed_until(struct relay_feed *f, int64_t until)
+{
+    if (f->sp)
+        SHM_SET(f->r->spaces->sh->spaces[f->sp->slot].feed_fed_until_ms, until > 0 ? until : 1);
+}
+
 static void feed_retry_cb(struct loop *loop, struct loop_timer *t)
 {
     struct relay_feed *f = (struct relay_feed *)((char *)t - offsetof(struct relay_feed, retry));
@@ -299,6 +356,7 @@ static void feed_fail(struct relay_feed *f, const char *why)
     http_close(r, &f->h);
     loop_timer_stop(r->loop, &f->watch);
     f->got_header = 0;
+    feed_fed_until(f, 1);
     ogg_demux_free(f->dmx);
     f->dmx = NULL;
     f->attempts++;
@@ -378,9 +436,13 @@ static int feed_on_header(struct relay_feed *f, const struct feed_frame *fr)
     }
     f->got_header = 1;
     f->attempts = 0;
-    f->last_page_ms = r->loop->now_ms;
-    /* report on the new feed at the next watch (unless held after a stall): after a fail-over
-     * the new upstream counts this subtree at once, not up to a second later */
+    f->last_page_ms = f->last_alive_ms = f->last_heard_ms = r->loop->now_ms;
+    f->keepalive_ms = fr->header.keepalive_ms;
+    feed_fed_until(f, r->loop->now_ms + RELAY_STALL_MIN_MS / 2);
+    /* a new generation, reported on the new feed at the next watch: after a fail-over the new
+     * upstream counts this subtree at once, and the copy the old one may still hold (its link
+     * stalled: it saw no close) is superseded there, not counted twice */
+    f->gen = ++r->gen;
     f->reported_ms = 0;
     m->relay_connects++;
     m->relay_feeds_up++;
@@ -415,9 +477,16 @@ static int feed_frames(struct relay_feed *f)
                 int64_t dur = fr.page.samples / 48;
                 /* the page interval: the longest gap lately, decaying to the page length */
                 f->interval_ms = gap > f->interval_ms ? gap : (f->interval_ms * 15 + dur) / 16;
-                f->last_page_ms = now;
+                f->last_page_ms = f->last_alive_ms = now;
             }
         }
+        /* a keepalive is a sign of life if the upstream is fed and withholds nothing (its
+         * head is no further than the page we lack: a cursor stuck upstream is a stall too) */
+        if (!bad && fr.type == FEED_KEEPALIVE &&
+            !(fr.keepalive.flags & FEED_KEEPALIVE_STARVED) &&
+            fr.keepalive.head <= space_relay_next(f->sp))
+            f->last_alive_ms = r->loop->now_ms;
+        f->last_heard_ms = r->loop->now_ms;
         if (!bad && fr.type == FEED_STATE)
             space_set_state(f->sp, (const char *)fr.state.p, fr.state.len);
         if (!bad && fr.type == FEED_END) {
@@ -459,19 +528,27 @@ static int plain_on_packet(void *arg, const unsigned char *pkt, size_t len, int 
     struct relay_feed *f = arg;
     if (f->sp) {
         space_on_packet(f->sp, pkt, len, samples);
-        f->last_page_ms = f->r->loop->now_ms;
+        f->last_page_ms = f->last_alive_ms = f->r->loop->now_ms;
     }
     return 0;
 }
 
 static const struct ogg_demux_cb plain_cb = {plain_on_head, plain_on_packet};
 
+static void feed_on_io(struct loop *loop, struct io *io, uint32_t events);
+
+static void feed_again_cb(struct loop *loop, struct loop_post *p)
+{
+    struct relay_http *h = (struct relay_http *)((char *)p - offsetof(struct relay_http, again));
+    feed_on_io(loop, &h->io, EPOLLIN);
+}
+
 static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
     struct relay_feed *f = (struct relay_feed *)((char *)io - offsetof(struct relay_feed, h));
     struct relay *r = f->r;
     (void)loop;
-    if (f->h.state == H_CONNECTING) {
+    if (f->h.state == H_CONNECTING || f->h.state == H_TLS) {
         char path[160];
         uint64_t next = f->had_stream && f->sp ? space_relay_next(f->sp) : 0;
         const char *m = r->mount_mode ? r->up[f->h.up].mount : f->mount;
@@ -481,13 +558,19 @@ static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
             snprintf(path, sizeof(path), "/%s?relay=1", m);
         struct buf req = {0};
         request_head(r, f->h.up, &req, path);
-        int rc = http_send(r, &f->h, &req);
+        char why[300];
+        int rc = http_send(r, &f->h, &req, why, sizeof(why));
         buf_free(&req);
         if (rc < 0)
-            feed_fail(f, errno ? strerror(errno) : "connection failed");
+            feed_fail(f, why);
         return;
     }
     for (int i = 0; i < 16; i++) {
+        if (i == 15 && f->h.tls && tls_read_buffered(f->h.tls)) {
+            /* OpenSSL holds more than epoll will tell of: come back on the next turn */
+            loop_post(r->loop, &f->h.again, feed_again_cb);
+            return;
+        }
         ssize_t n = http_read(&f->h);
         if (n == -2)
             return;
@@ -529,7 +612,8 @@ static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
                 f->dmx = ogg_demux_new();
                 f->got_header = 1;
                 f->attempts = 0;
-                f->last_page_ms = r->loop->now_ms;
+                f->last_page_ms = f->last_alive_ms = f->last_heard_ms = r->loop->now_ms;
+                feed_fed_until(f, r->loop->now_ms + RELAY_PLAIN_STALL_MS / 2);
                 r->spaces->sh->main.relay_connects++;
                 r->spaces->sh->main.relay_feeds_up++;
                 log_info("relay", "/%s: pulling a plain Ogg stream from %s", f->mount,
@@ -556,43 +640,108 @@ static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
     (void)events;
 }
 
-/* Once a second on a feed: what this relay's subtree receives of the space, upward: its own
- * listeners (the workers' honest count) plus what its own downstream relays reported (the
- * workers' `tree`, fresh reports only), its room, and where listeners may be sent. A relay has
- * one feed per space at a time, to one upstream (fail-over closes the old connection before
- * it opens the next), so its subtree is counted once however many upstreams it lists. A
- * report the socket cannot take now is skipped (the next one says it again). Returns 0, or
- * -1 after feed_fail. */
-static int feed_report_up(struct relay_feed *f)
+/* The relays of <f>'s space below this one, deduplicated over the workers, as rows for a
+ * REPORT: the FEED_REPORT_ROWS with the most listeners (feed_report sums the rest into the
+ * report's <tree> unlisted). Returns how many rows there are in all; <*digest> identifies the
+ * (id, gen) pairs listed. */
+static uint32_t subtree_rows(struct relay_feed *f, struct feed_tree_row *out, uint64_t *sum,
+                             uint64_t *digest, uint32_t *listed)
+{
+    static struct shared_tree_row rows[SHARED_MAX_WORKERS * SHARED_WORKER_TREE_ROWS];
+    struct shared *sh = f->r->spaces->sh;
+    int64_t now = f->r->loop->now_ms;
+    int n = shared_tree_collect(sh, f->sp->slot, now, FEED_REPORT_AGE_MS, rows);
+    uint32_t k = 0, all = 0;
+    *sum = 0;
+    *digest = 0;
+    for (int i = 0; i < n; i++) {
+        if (rows[i].id == f->r->id)
+            continue; /* itself, through a loop of relays: never counted twice */
+        all++;
+        *sum += rows[i].own;
+        struct feed_tree_row row = {rows[i].id, rows[i].gen, rows[i].own,
+                                    (uint32_t)(now - rows[i].seen_ms < 0 ? 0
+                                                                         : now - rows[i].seen_ms)};
+        /* keep the FEED_REPORT_ROWS largest: replace the smallest kept when full */
+        if (k < FEED_REPORT_ROWS) {
+            out[k++] = row;
+            continue;
+        }
+        uint32_t lo = 0;
+        for (uint32_t j = 1; j < k; j++)
+            if (out[j].own < out[lo].own)
+                lo = j;
+        if (row.own > out[lo].own)
+            out[lo] = row;
+    }
+    for (uint32_t j = 0; j < k; j++)
+        *digest += (out[j].id ^ ((uint64_t)out[j].gen << 17)) * 0x9e3779b97f4a7c15ULL;
+    *listed = k;
+    return all;
+}
+
+/* On a feed, twice a second and whenever the identities below change: what this relay's
+ * subtree receives of the space, upward, by identity (feedproto.h, REPORT): its own listeners
+ * (the workers' honest count) and a row per relay below it, its room, and where listeners may
+ * be sent. A relay has one feed per space at a time; a copy of its report that an old upstream
+ * still holds carries an older generation and loses to this one wherever the two meet. A
+ * report the socket cannot take now is skipped (the next one says it again). <due>: report
+ * even if nothing changed. Returns 0, or -1 after feed_fail. */
+static int feed_report_up(struct relay_feed *f, int due)
 {
     struct shared *sh = f->r->spaces->sh;
     const struct config *cfg = f->r->cfg;
-    uint32_t own = 0, tree = 0, conns = 0, load = 0;
+    struct feed_tree_row rows[FEED_REPORT_ROWS];
+    uint64_t below = 0, digest = 0;
+    uint32_t listed = 0;
+    uint32_t all = subtree_rows(f, rows, &below, &digest, &listed);
+    if (!due && digest == f->reported_ids)
+        return 0;
+    uint32_t own = 0, conns = 0, load = 0;
     int slot = f->sp->slot;
     for (uint32_t w = 0; w < sh->nworkers; w++) {
         own += SHM_GET(sh->workers[w].receiving[slot]);
-        tree += SHM_GET(sh->workers[w].tree[slot]);
         conns += SHM_GET(sh->workers[w].listener_connections);
         uint32_t p = SHM_GET(sh->workers[w].pressure_milli);
         load = p > load ? p : load;
     }
+    if (all > listed)
+        sh->main.relay_rows_unlisted += all - listed;
     char name[FEED_NAME_MAX + 1];
     if (cfg->relay_name[0])
         snprintf(name, sizeof(name), "%s", cfg->relay_name);
     else
         snprintf(name, sizeof(name), "%.20s:%u", cfg->audience_host, (unsigned)cfg->audience_port);
+    uint64_t tree = own + below;
     struct feed_report_fields rf = {
-        .tree = own + tree,
+        .tree = tree > UINT32_MAX ? UINT32_MAX : (uint32_t)tree,
         .own = own,
         .connections = conns,
         .capacity = (uint32_t)cfg->max_listeners,
         .load_milli = (uint16_t)(load > 1000 ? 1000 : load),
         .flags = __atomic_load_n(&sh->main.draining, __ATOMIC_ACQUIRE) ? FEED_REPORT_DRAINING : 0,
         .name = name,
-        .url = cfg->public_url};
+        .url = cfg->public_url,
+        .id = f->r->id,
+        .gen = f->gen,
+        .nrows = listed,
+        .rows = rows};
     unsigned char rep[FEED_REPORT_MAX];
     size_t len = feed_report(rep, &rf);
-    ssize_t w = send(f->h.io.fd, rep, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    f->reported_ms = f->r->loop->now_ms;
+    f->reported_ids = digest;
+    ssize_t w;
+    if (f->h.tls) {
+        /* a record that did not go out whole waits inside OpenSSL: it goes first, and this
+         * report is skipped unless it could */
+        struct iovec iov = {rep, len};
+        if (tls_pending(f->h.tls) && tls_flush(f->h.tls) < 0)
+            w = -1;
+        else
+            w = tls_writev(f->h.tls, &iov, 1);
+    } else {
+        w = send(f->h.io.fd, rep, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
     if (w == (ssize_t)len || (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
         return 0;
     feed_fail(f, w < 0 ? strerror(errno) : "report half sent");
@@ -603,12 +752,9 @@ static void feed_watch_cb(struct loop *loop, struct loop_timer *t)
 {
     struct relay_feed *f = (struct relay_feed *)((char *)t - offsetof(struct relay_feed, watch));
     int64_t now = loop->now_ms;
-    if (f->got_header && !f->dmx && f->sp && now - f->reported_ms >= 1000 &&
-        now >= f->hold_reports_until) {
-        f->reported_ms = now;
-        if (feed_report_up(f) < 0)
-            return;
-    }
+    if (f->got_header && !f->dmx && f->sp &&
+        feed_report_up(f, !f->reported_ms || now - f->reported_ms >= FEED_REPORT_EVERY_MS) < 0)
+        return;
     if (!f->got_header) {
         if (now > f->h.deadline_ms) {
             feed_fail(f, "no answer in 3 s");
@@ -616,18 +762,26 @@ static void feed_watch_cb(struct loop *loop, struct loop_timer *t)
         }
     } else {
         int64_t stall = f->dmx ? RELAY_PLAIN_STALL_MS : 2 * f->interval_ms;
+        if (!f->dmx && stall < 2 * f->keepalive_ms)
+            stall = 2 * f->keepalive_ms;
         if (stall < RELAY_STALL_MIN_MS)
             stall = RELAY_STALL_MIN_MS;
         if (stall > RELAY_STALL_MAX_MS)
             stall = RELAY_STALL_MAX_MS;
-        if (now - f->last_page_ms > stall) {
+        /* silence (no page, no keepalive) is the link; a starved upstream's keepalives are
+         * worth leaving only for another upstream, which may be fed */
+        int64_t quiet = now - (f->dmx       ? f->last_page_ms
+                               : f->r->nup > 1 ? f->last_alive_ms
+                                               : f->last_heard_ms);
+        /* the relays below hear that this one is starved once it went half its own stall
+         * time (a page interval) without audio or a fed keepalive, or once this process
+         * stops pushing the time on (it froze) */
+        feed_fed_until(f, f->last_alive_ms + stall / 2);
+        if (quiet > stall) {
             char why[96];
-            snprintf(why, sizeof(why), "stalled: no page for %lld ms",
-                     (long long)(now - f->last_page_ms));
+            snprintf(why, sizeof(why), "stalled: nothing for %lld ms (limit %lld)",
+                     (long long)quiet, (long long)stall);
             f->r->spaces->sh->main.relay_stalls++;
-            /* the old upstream may not see this connection close (a dead link): it counts
-             * our last report until it is too old, so the next feed reports only after */
-            f->hold_reports_until = now + FEED_REPORT_HOLD_MS;
             feed_fail(f, why);
             return;
         }
@@ -741,13 +895,16 @@ static void index_on_io(struct loop *loop, struct io *io, uint32_t events)
     struct relay_http *h = &r->index;
     (void)loop;
     (void)events;
-    if (h->state == H_CONNECTING) {
+    if (h->state == H_CONNECTING || h->state == H_TLS) {
         struct buf req = {0};
         request_head(r, h->up, &req, "/relay.json");
-        int rc = http_send(r, h, &req);
+        char why[300];
+        int rc = http_send(r, h, &req, why, sizeof(why));
         buf_free(&req);
-        if (rc < 0)
+        if (rc < 0) {
+            LOG_RATELIMITED(LOG_WARN, "relay", "%s/relay.json: %s", r->up[h->up].url, why);
             index_done(r, 0);
+        }
         return;
     }
     for (;;) {
@@ -788,9 +945,26 @@ static void poll_cb(struct loop *loop, struct loop_timer *t)
     loop_timer_start(loop, t, RELAY_POLL_MS, poll_cb);
 }
 
-void relay_start(struct relay *r)
+int relay_start(struct relay *r)
 {
     list_init(&r->feeds);
+    for (int i = 0; i < r->nup && !r->tls; i++) {
+        if (!r->up[i].tls)
+            continue;
+        char err[300];
+        const char *ca = r->cfg->relay_cafile[0] ? r->cfg->relay_cafile : NULL;
+        r->tls = tls_client_ctx_new(ca, 1, err, sizeof(err));
+        if (!r->tls) {
+            log_error("relay", "https:// upstreams: %s", err);
+            return -1;
+        }
+        log_info("relay", "https:// upstreams: certificates checked against %s",
+                 ca ? ca : "the system's trust store");
+    }
+    if (getrandom(&r->id, sizeof(r->id), 0) != sizeof(r->id))
+        r->id = (uint64_t)loop_clock_ms() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
+    if (r->id == 0)
+        r->id = 1;
     r->index.io.fd = -1;
     r->index.cap = RELAY_INDEX_MAX;
     r->index.in = malloc(r->index.cap);
@@ -798,9 +972,10 @@ void relay_start(struct relay *r)
     if (r->mount_mode) {
         /* one mount, named by the first URL; the others are its alternates */
         feed_new(r, r->up[0].mount, 0);
-        return;
+        return 0;
     }
     loop_timer_start(r->loop, &r->poll, 0, poll_cb);
+    return 0;
 }
 
 void relay_stop(struct relay *r)
@@ -814,4 +989,6 @@ void relay_stop(struct relay *r)
     loop_timer_stop(r->loop, &r->poll);
     free(r->index.in);
     r->index.in = NULL;
+    tls_ctx_free(r->tls);
+    r->tls = NULL;
 }

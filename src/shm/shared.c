@@ -1,9 +1,9 @@
 #include "shm/shared.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -257,6 +257,67 @@ void shared_relay_write(struct shared_worker *w, uint32_t i, const struct shared
     size_t skip = offsetof(struct shared_relay, slot);
     memcpy((char *)r + skip, (const char *)in + skip, sizeof(*r) - skip);
     shm_publish32(&r->seq, seq + 1);
+}
+
+void shared_tree_write(struct shared_worker *w, const struct shared_tree_row *rows, uint32_t n)
+{
+    BUG_ON(n > SHARED_WORKER_TREE_ROWS);
+    struct shared_tree_rows *t = &w->tree;
+    uint32_t seq = SHM_GET(t->seq) | 1; /* odd: being written */
+    SHM_SET(t->seq, seq);
+    shm_before_overwrite();
+    memcpy(t->row, rows, n * sizeof(*rows));
+    SHM_SET(t->n, n);
+    shm_publish32(&t->seq, seq + 1);
+}
+
+int shared_tree_read(const struct shared_worker *w, struct shared_tree_row *out)
+{
+    const struct shared_tree_rows *t = &w->tree;
+    for (int tries = 0; tries < 64; tries++) {
+        uint32_t seq = shm_load_acquire32(&t->seq);
+        if (seq & 1)
+            continue;
+        uint32_t n = SHM_GET(t->n);
+        if (n > SHARED_WORKER_TREE_ROWS)
+            n = SHARED_WORKER_TREE_ROWS;
+        memcpy(out, t->row, n * sizeof(*out));
+        if (shm_reload32(&t->seq) == seq)
+            return (int)n;
+    }
+    return -EAGAIN;
+}
+
+static int tree_row_order(const void *pa, const void *pb)
+{
+    const struct shared_tree_row *a = pa, *b = pb;
+    if (a->id != b->id)
+        return a->id < b->id ? -1 : 1;
+    if (a->gen != b->gen)
+        return a->gen > b->gen ? -1 : 1; /* the highest generation first */
+    return a->seen_ms > b->seen_ms ? -1 : a->seen_ms < b->seen_ms;
+}
+
+int shared_tree_collect(const struct shared *sh, int slot, int64_t now_ms, int64_t max_age_ms,
+                        struct shared_tree_row *out)
+{
+    struct shared_tree_row rows[SHARED_WORKER_TREE_ROWS];
+    uint32_t gen = __atomic_load_n(&sh->spaces[slot].gen, __ATOMIC_ACQUIRE);
+    int n = 0;
+    for (uint32_t w = 0; w < sh->nworkers && w < SHARED_MAX_WORKERS; w++) {
+        int k = shared_tree_read(&sh->workers[w], rows);
+        for (int i = 0; i < k; i++)
+            if (rows[i].slot == slot && rows[i].slot_gen == gen &&
+                now_ms - rows[i].seen_ms <= max_age_ms)
+                out[n++] = rows[i];
+    }
+    /* a relay whose feeds moved between workers may be in two tables: its best row counts */
+    qsort(out, (size_t)n, sizeof(*out), tree_row_order);
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (m == 0 || out[m - 1].id != out[i].id)
+            out[m++] = out[i];
+    return m;
 }
 
 int shared_relay_read(const struct shared_worker *w, uint32_t i, struct shared_relay *out)

@@ -115,6 +115,7 @@ struct shared_counters {
     /* issue 11 (the web player's resume) */
     uint64_t listener_resumes;     /* listener joins with from= that resumed at that page */
     uint64_t listener_resume_gaps; /* from= already evicted (or ahead): started at the burst */
+    uint64_t tree_rows_full;     /* relays of a report left out of the count: no row free */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
@@ -160,6 +161,11 @@ struct shared_space {
     /* issue 10 (relays): the stream's identity as the relay feed carries it down the tree:
      * the Ogg serial and the origin's slot generation when the stream began */
     uint32_t feed_serial, feed_epoch;
+    /* a relay's space: its main process's own feed of it is well until this CLOCK_MONOTONIC
+     * ms (pushed on while it is; in the past while it is down; 0: not a relay, never
+     * starved); its workers' keepalives to the relays below say FEED_KEEPALIVE_STARVED past
+     * it. A time, not a flag, so a relay whose main process froze is starved too. */
+    int64_t feed_fed_until_ms;
 };
 
 /*
@@ -184,6 +190,25 @@ struct shared_relay {
     char url[SHARED_RELAY_URL];   /* its public listener URL base; "": not for redirects */
 };
 
+/*
+ * The relays a worker counts in the tree (issue 10, item 3; relay/feedproto.h, "How an
+ * upstream counts"): one row per (slot, relay id), the best report of that relay whichever of
+ * this worker's feeds carried it, until FEED_REPORT_AGE_MS after <seen_ms>. The whole table is
+ * a record with a sequence (shm.h, rule 4): shared_tree_write / shared_tree_read.
+ */
+#define SHARED_WORKER_TREE_ROWS 256
+struct shared_tree_row {
+    uint64_t id;
+    uint32_t gen, own;  /* the relay's feed generation; its own receiving listeners */
+    int64_t seen_ms;    /* CLOCK_MONOTONIC ms when that relay made the report */
+    uint16_t slot, pad;
+    uint32_t slot_gen;  /* that slot's generation when the row was taken */
+};
+struct shared_tree_rows {
+    uint32_t seq, n;
+    struct shared_tree_row row[SHARED_WORKER_TREE_ROWS];
+};
+
 struct shared_worker {
     int32_t pid;
     uint32_t listener_connections;
@@ -195,13 +220,26 @@ struct shared_worker {
     uint32_t pressure_milli;
     uint32_t overloaded;
     int64_t loop_lag_ms; /* issue 8: this worker's peak loop lag over the last second */
-    /* issue 10, item 3: per slot, what this worker's relay feeds reported their subtrees
-     * receive (fresh reports only), and the reports themselves (nrelays rows in use) */
-    uint32_t tree[SHARED_MAX_SPACES];
+    /* issue 10, item 3: the relays below this worker's feeds, by identity (what the tree
+     * counts), and the last report of each feed (nrelays rows in use: gauges, redirects) */
+    struct shared_tree_rows tree;
     uint32_t nrelays;
     struct shared_relay relays[SHARED_WORKER_RELAYS];
     uint32_t hls_blocked_now; /* issue 11: HLS requests held by this worker now (gauge) */
 };
+
+/* Writer (the worker owning <w>): publishes <n> (<= SHARED_WORKER_TREE_ROWS) rows. */
+void shared_tree_write(struct shared_worker *w, const struct shared_tree_row *rows, uint32_t n);
+/* Reader: copies <w>'s rows into <out> (SHARED_WORKER_TREE_ROWS of room). Returns how many, or
+ * -EAGAIN if the writer was busy through every retry (microseconds each; a reader then counts
+ * without that worker's relays this once). */
+int shared_tree_read(const struct shared_worker *w, struct shared_tree_row *out);
+/* The relays counted in slot <slot>'s tree, over every worker: rows of its current space no
+ * older than <max_age_ms> at <now_ms>, one per relay id (the highest generation, then the
+ * latest), into <out> (nworkers x SHARED_WORKER_TREE_ROWS of room). Returns how many. */
+struct shared;
+int shared_tree_collect(const struct shared *sh, int slot, int64_t now_ms, int64_t max_age_ms,
+                        struct shared_tree_row *out);
 
 /* Reader: copies row <i> of worker block <w> into <out>. Returns 0, or -EAGAIN if the row is
  * unused or being written (a reader then skips it: the next report writes it again). */
@@ -279,6 +317,7 @@ struct shared_main {
     uint64_t relay_restarts;       /* streams restarted (identity changed, seq no longer there) */
     uint64_t relay_failovers;      /* reconnections to another upstream than the last */
     uint64_t relay_feeds_up;       /* gauge: feeds receiving now */
+    uint64_t relay_rows_unlisted;  /* relays of the subtree reported past FEED_REPORT_ROWS */
 };
 
 struct shared {
@@ -304,7 +343,7 @@ struct shared {
 };
 
 /* Bumped whenever a shared structure changes meaning without changing size. */
-#define SHARED_LAYOUT_VERSION 1
+#define SHARED_LAYOUT_VERSION 2
 
 /* Maps the shared memory for <nworkers> workers (MAP_NORESERVE: rings take memory only as
  * pages are written), a memfd whose descriptor goes to <*memfd> (close-on-exec; NULL: closed).

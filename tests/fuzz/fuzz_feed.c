@@ -43,10 +43,12 @@ static void reencode(const struct feed_frame *f)
             memcpy(dst[i], f->header.meta[i].p, f->header.meta[i].len);
         }
         feed_put_header(&b, f->header.channels, f->header.serial, f->header.epoch,
-                        f->header.start, f->header.ogg.p, f->header.ogg.len, &m);
+                        f->header.keepalive_ms, f->header.start, f->header.ogg.p,
+                        f->header.ogg.len, &m);
         CHECK(feed_parse((const unsigned char *)b.data, b.len, &g) == (int)b.len);
         CHECK(g.header.serial == f->header.serial && g.header.epoch == f->header.epoch &&
-              g.header.start == f->header.start && g.header.ogg.len == f->header.ogg.len);
+              g.header.start == f->header.start && g.header.ogg.len == f->header.ogg.len &&
+              g.header.keepalive_ms == f->header.keepalive_ms);
     } else if (f->type == FEED_PAGE) {
         unsigned char head[FEED_HEAD_BYTES + FEED_PAGE_FIXED];
         feed_page_head(head, f->page.seq, f->page.granule, f->page.samples, f->page.page.len);
@@ -64,16 +66,23 @@ static void reencode(const struct feed_frame *f)
         name[f->report.name.len] = '\0';
         memcpy(url, f->report.url.p, f->report.url.len);
         url[f->report.url.len] = '\0';
+        struct feed_tree_row rows[FEED_REPORT_ROWS];
+        for (uint32_t i = 0; i < f->report.nrows; i++)
+            feed_report_row(f, i, &rows[i]);
         struct feed_report_fields r = {f->report.tree,      f->report.connections,
                                        f->report.capacity,  f->report.own,
-                                       f->report.load_milli, f->report.flags, name, url};
+                                       f->report.load_milli, f->report.flags, name, url,
+                                       f->report.id,         f->report.gen,   f->report.nrows,
+                                       rows};
         unsigned char rep[FEED_REPORT_MAX];
         size_t n = feed_report(rep, &r);
         CHECK(n <= FEED_REPORT_MAX && feed_parse(rep, n, &g) == (int)n);
         CHECK(g.report.tree == f->report.tree && g.report.own == f->report.own &&
               g.report.capacity == f->report.capacity && g.report.flags == f->report.flags &&
               g.report.name.len == f->report.name.len && g.report.url.len == f->report.url.len &&
-              memcmp(g.report.url.p, url, g.report.url.len) == 0);
+              memcmp(g.report.url.p, url, g.report.url.len) == 0 && g.report.id == f->report.id &&
+              g.report.gen == f->report.gen && g.report.nrows == f->report.nrows &&
+              memcmp(g.report.rows, f->report.rows, f->report.nrows * FEED_ROW_BYTES) == 0);
     }
     buf_free(&b);
 }
@@ -106,6 +115,16 @@ static void frames(const unsigned char *buf, size_t len)
             CHECK(inside(f.report.url.p, f.report.url.len, fb, (size_t)n));
             CHECK(feed_text_ok((const char *)f.report.name.p, f.report.name.len, 0));
             CHECK(feed_text_ok((const char *)f.report.url.p, f.report.url.len, 1));
+            CHECK(inside(f.report.rows, f.report.nrows * FEED_ROW_BYTES, fb, (size_t)n));
+            CHECK(f.report.nrows <= FEED_REPORT_ROWS && f.report.id != 0);
+            uint64_t sum = f.report.own;
+            for (uint32_t i = 0; i < f.report.nrows; i++) {
+                struct feed_tree_row r;
+                feed_report_row(&f, i, &r);
+                CHECK(r.id != 0 && r.id != f.report.id && r.age_ms <= FEED_REPORT_AGE_MS);
+                sum += r.own;
+            }
+            CHECK(sum <= f.report.tree);
         }
         /* a prefix is incomplete, never a different answer */
         for (size_t cut = 0; cut < (size_t)n; cut += 1 + (size_t)n / 16) {

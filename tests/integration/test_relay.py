@@ -10,7 +10,9 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
+from pathlib import Path
 
 from harness import (IcecastServer, Server, audio_seconds, check, check_ffmpeg_decode,
                      check_listener_ogg, check_tone, ffmpeg_listener, ffmpeg_source, free_port,
@@ -41,6 +43,20 @@ def kill(srv):
     time.sleep(0.3)
 
 
+def signal_all(srv, sig):
+    """<sig> to <srv>'s main process and its workers (its children)."""
+    pid = srv.proc.p.pid
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    for p in [pid] + [int(k) for k in kids]:
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+
+
 def check_continuous(lst, what, slack=2.5):
     """One Ogg stream with no gap or repeat, and about as much audio as wall time."""
     pages = check_listener_ogg(lst)
@@ -52,9 +68,12 @@ def check_continuous(lst, what, slack=2.5):
 
 @test(timeout=120, icecast=False)
 def test_relay_chain_gapless_through_cuts_10(ctx):
-    """origin (studio source + a stage with a speaker) -> relay1 -> relay2. Stop relay1 for
-    3 s, then kill and restart it on its port: relay2's listeners get one stream with no gap,
-    no repeat and no restart (relay2 resumes by sequence, from the restarted relay1 too)."""
+    """origin (studio source + a stage with a speaker) -> relay1 -> relay2. Stop relay1's main
+    process for 3 s (its workers go on: their keepalives say it is starved, and relay2, with no
+    other upstream, keeps its feed), then relay1 and its workers for 3 s (the link goes
+    silent: relay2 sees the stall and resumes), then kill and restart it on its port: relay2's
+    listeners get one stream with no gap, no repeat and no restart (relay2 resumes by
+    sequence, from the restarted relay1 too)."""
     origin = ctx.start_server(extra=["--host-key", KEY, "--workers", "1"])
     src = ffmpeg_source(ctx, origin, "/live", 440)
     wait_live(origin, "/live", proc=src)
@@ -72,19 +91,31 @@ def test_relay_chain_gapless_through_cuts_10(ctx):
     room = listen(ctx, r2, "/room")
     check(live.resp.status == 200 and room.resp.status == 200,
           f"listeners on relay2: {live.resp.status} {room.resp.status}")
-    dec = ffmpeg_listener(ctx, r2, "/live", 24)
+    dec = ffmpeg_listener(ctx, r2, "/live", 30)
     time.sleep(4)
-    # a stalled link: relay1 stops for 3 s, relay2's feed has no page for 2 intervals
+    # relay1 starved: its main process stops for 3 s, its workers still answer
+    cuts0 = metric(metrics(r2)[0], "rostrum_relay_cuts_total")
     r1.proc.signal(signal.SIGSTOP)
     time.sleep(3)
     r1.proc.signal(signal.SIGCONT)
+    time.sleep(3)
+    m, _ = metrics(r2)
+    check(metric(m, "rostrum_relay_cuts_total") == cuts0,
+          f"relay2 cut its only upstream while that one was starved (its workers still sent "
+          f"keepalives): cuts {cuts0} -> {metric(m, 'rostrum_relay_cuts_total')}")
+    # a stalled link: relay1 and its workers stop for 3 s, relay2's feed has nothing for 2
+    # page intervals
+    ctx.on_cleanup(lambda: signal_all(r1, signal.SIGCONT))
+    signal_all(r1, signal.SIGSTOP)
+    time.sleep(3)
+    signal_all(r1, signal.SIGCONT)
     time.sleep(4)
     # an upstream restart in the middle of the chain
     kill(r1)
     time.sleep(1)
     r1 = relay(ctx, origin, audience=f"127.0.0.1:{r1_port}")
     time.sleep(6)
-    pcm = check_ffmpeg_decode(dec, 24, timeout=40)
+    pcm = check_ffmpeg_decode(dec, 30, timeout=40)
     for lst in (live, room):
         check(lst.end is None, f"relay2's listener of {lst.mount} ended: {lst.end}")
         lst.close()
@@ -313,13 +344,13 @@ class HostileUpstream:
                         break
                     req += d
                 if req.startswith(b"GET /relay.json"):
-                    body = b'{"feed":2,"spaces":[{"mount":"x"}]}'
+                    body = b'{"feed":3,"spaces":[{"mount":"x"}]}'
                     c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + body)
                 else:
                     a = self.answers[self.served % len(self.answers)]
                     self.served += 1
                     c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/x-rostrum-feed\r\n"
-                              b"X-Rostrum-Feed: 2\r\n\r\n" + a)
+                              b"X-Rostrum-Feed: 3\r\n\r\n" + a)
                     time.sleep(0.2)
             except OSError:
                 pass
@@ -342,7 +373,7 @@ def test_relay_bounds_a_hostile_upstream_10(ctx):
 
     ogg = b"OggS" + bytes(23) + b"\x01" + b"x"
     meta = b"".join(struct.pack(">H", 0) for _ in range(5))
-    header = frame(1, struct.pack(">HHIIIQI", 2, 1, 1234, 1, 0, 50, len(ogg)) + ogg + meta)
+    header = frame(1, struct.pack(">HHIIIQI", 3, 1, 1234, 1, 150, 50, len(ogg)) + ogg + meta)
 
     def page(seq):
         return frame(2, struct.pack(">QQI", seq, 960 * seq, 960) + ogg)
@@ -400,3 +431,64 @@ def test_relay_rides_an_origin_upgrade_10(ctx):
     wait_for(lambda: "does not upgrade in place" in rel.log_text(), 10, "the refusal")
     rel.stop()
     origin.stop()
+
+
+@test(timeout=60, icecast=False)
+def test_relay_pulls_an_https_upstream_10(ctx):
+    """An origin serving its audience port over TLS too (`--audience-tls`, a test CA): a relay
+    with `--upstream https://localhost:PORT --relay-cafile ca.pem` checks the certificate,
+    relays /live (a listener on it gets one continuous stream, ffmpeg hears the tone) and
+    reports over the same TLS connection (the origin counts the relay's listener in its
+    tree); it resumes after the origin's TLS feed connection is cut. Without the CA (the
+    system's store) and against the plain port, the handshake fails with the reason in the
+    log and nothing is relayed."""
+    from test_tls import make_pki
+    from test_tree import tree
+    ca, chain, key = make_pki(ctx)
+    origin = ctx.start_server(extra=["--workers", "1", "--audience-tls", "127.0.0.1:0",
+                                     "--tls-cert", str(chain), "--tls-key", str(key)])
+    check(origin.audience_tls, "no audience-tls port in the ready line")
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    url = f"https://localhost:{origin.audience_tls}"
+    rel = relay(ctx, url, extra=["--relay-cafile", str(ca)])
+    relay_live(rel, "/live")
+    check("https:// upstreams: certificates checked against" in rel.log_text(),
+          "the relay did not say which CA it trusts")
+    lst = listen(ctx, rel, "/live")
+    dec = ffmpeg_listener(ctx, rel, "/live", 8)
+    wait_for(lambda: tree(origin)[0] == 2, 15, "the relay's 2 listeners in the origin's tree "
+                                               "(its reports over TLS)")
+    # the TLS feed cut at the origin (its worker killed: the relay resumes on the new one)
+    m0, _ = metrics(rel)
+    worker = Path(f"/proc/{origin.proc.p.pid}/task/{origin.proc.p.pid}/children").read_text()
+    os.kill(int(worker.split()[0]), signal.SIGKILL)
+    wait_for(lambda: metric(metrics(rel)[0], "rostrum_relay_resumes_total") >
+             (metric(m0, "rostrum_relay_resumes_total") or 0), 15, "the relay to resume")
+    pcm = check_ffmpeg_decode(dec, 8, timeout=30)
+    check_tone(pcm, 440, "ffmpeg on the https-fed relay")
+    time.sleep(1)
+    lst.close()
+    check_continuous(lst, "the https-fed relay's /live")
+    m, _ = metrics(rel)
+    check(metric(m, "rostrum_relay_restarts_total") == 0, "the relay restarted the stream")
+    rel.stop()
+    # the same without the CA: the system's store does not know the test CA
+    bad = relay(ctx, url)
+    wait_for(lambda: "the certificate does not verify" in bad.log_text(), 15,
+             "the relay to refuse a certificate it cannot verify")
+    r = http_request(bad.audience, "GET", "/relay.json", timeout=2)
+    check(r.status == 200 and b'"mount":"live"' not in r.body,
+          f"a relay that cannot verify its upstream relays: {r.body[:200]!r}")
+    bad.stop()
+    # https:// to the plain port: no TLS there
+    plain = relay(ctx, f"https://localhost:{origin.audience}", extra=["--relay-cafile", str(ca)])
+    wait_for(lambda: "TLS handshake failed" in plain.log_text(), 15,
+             "the relay to say the plain port speaks no TLS")
+    plain.stop()
+    # a CA file that cannot be read: the relay does not start
+    p = subprocess.run([ctx.binary, "relay", "--upstream", url, "--audience", "127.0.0.1:0",
+                        "--relay-cafile", str(ctx.tmp / "nothing.pem"), "--workers", "0"],
+                       capture_output=True, timeout=20)
+    check(p.returncode != 0 and b"https:// upstreams" in p.stderr,
+          f"an unreadable relay-cafile: exit {p.returncode}, {p.stderr[-300:]!r}")

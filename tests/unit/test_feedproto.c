@@ -13,13 +13,13 @@ static struct buf sample_stream(void)
     memset(&m, 0, sizeof(m));
     strcpy(m.name, "Name");
     strcpy(m.bitrate, "48");
-    feed_put_header(&b, 2, 0xdeadbeef, 7, 1000, ogg, sizeof(ogg), &m);
+    feed_put_header(&b, 2, 0xdeadbeef, 7, 150, 1000, ogg, sizeof(ogg), &m);
     unsigned char head[FEED_HEAD_BYTES + FEED_PAGE_FIXED];
     feed_page_head(head, 1000, 48312, 9600, sizeof(ogg));
     buf_append(&b, head, sizeof(head));
     buf_append(&b, ogg, sizeof(ogg));
     feed_put_state(&b, "{}", 2);
-    feed_put_keepalive(&b, 1001);
+    feed_put_keepalive(&b, 1001, FEED_KEEPALIVE_STARVED);
     feed_put_end(&b, FEED_END_RESTART);
     return b;
 }
@@ -36,6 +36,7 @@ TEST(feed_frames_round_trip_10)
     ASSERT_EQ_UINT(f.header.serial, 0xdeadbeef);
     ASSERT_EQ_UINT(f.header.epoch, 7);
     ASSERT_EQ_UINT(f.header.start, 1000);
+    ASSERT_EQ_UINT(f.header.keepalive_ms, 150);
     ASSERT_EQ_INT(f.header.channels, 2);
     ASSERT_EQ_UINT(f.header.ogg.len, sizeof(ogg));
     ASSERT_EQ_UINT(f.header.meta[0].len, 4);
@@ -55,7 +56,8 @@ TEST(feed_frames_round_trip_10)
     off += (size_t)n;
     n = feed_parse(p + off, b.len - off, &f);
     ASSERT_EQ_INT(f.type, FEED_KEEPALIVE);
-    ASSERT_EQ_UINT(f.head, 1001);
+    ASSERT_EQ_UINT(f.keepalive.head, 1001);
+    ASSERT_EQ_UINT(f.keepalive.flags, FEED_KEEPALIVE_STARVED);
     off += (size_t)n;
     n = feed_parse(p + off, b.len - off, &f);
     ASSERT_EQ_INT(f.type, FEED_END);
@@ -116,7 +118,7 @@ TEST(feed_report_upward_10)
 {
     unsigned char rep[FEED_REPORT_MAX];
     struct feed_report_fields r = {12345, 12400, 100000, 345, 250, FEED_REPORT_DRAINING,
-                                   "edge-1", "http://edge1.example:8000"};
+                                   "edge-1", "http://edge1.example:8000", 77, 3, 0, NULL};
     size_t len = feed_report(rep, &r);
     ASSERT_EQ_UINT(len, FEED_HEAD_BYTES + FEED_REPORT_FIXED + 2 + 6 + 25);
     struct feed_frame f;
@@ -130,12 +132,15 @@ TEST(feed_report_upward_10)
     ASSERT_EQ_UINT(f.report.flags, FEED_REPORT_DRAINING);
     ASSERT_EQ_UINT(f.report.name.len, 6);
     ASSERT(memcmp(f.report.url.p, "http://edge1.example:8000", 25) == 0);
+    ASSERT_EQ_UINT(f.report.id, 77);
+    ASSERT_EQ_UINT(f.report.gen, 3);
+    ASSERT_EQ_UINT(f.report.nrows, 0);
     for (size_t cut = 0; cut < len; cut++)
         ASSERT_EQ_INT(feed_parse(rep, cut, &f), -2);
     rep[FEED_HEAD_BYTES + 15] = 2; /* an unknown flag */
     ASSERT_EQ_INT(feed_parse(rep, len, &f), -1);
     /* texts the encoder will not send, and the parser will not take */
-    struct feed_report_fields bad = {1, 1, 1, 1, 0, 0, "a b", "http://x/path\"q"};
+    struct feed_report_fields bad = {1, 1, 1, 1, 0, 0, "a b", "http://x/path\"q", 5, 0, 0, NULL};
     len = feed_report(rep, &bad);
     ASSERT_EQ_INT(feed_parse(rep, len, &f), (int)len);
     ASSERT_EQ_UINT(f.report.name.len, 0);
@@ -143,10 +148,70 @@ TEST(feed_report_upward_10)
     ASSERT(!feed_text_ok("ftp://x", 7, 1) && !feed_text_ok("http://", 7, 1));
     ASSERT(feed_text_ok("http://[::1]:8000", 17, 1) && !feed_text_ok("x\"", 2, 0));
     /* own above tree is a lie the parser refuses */
-    struct feed_report_fields lie = {1, 1, 1, 1, 0, 0, "", ""};
+    struct feed_report_fields lie = {1, 1, 1, 1, 0, 0, "", "", 5, 0, 0, NULL};
     len = feed_report(rep, &lie);
     rep[FEED_HEAD_BYTES + 19] = 2;
     ASSERT_EQ_INT(feed_parse(rep, len, &f), -1);
+    /* no identity: refused */
+    lie.id = 0;
+    len = feed_report(rep, &lie);
+    ASSERT_EQ_INT(feed_parse(rep, len, &f), -1);
+}
+
+/* Version 3: a report lists the relays below with their generations and ages; the parser
+ * refuses rows that do not fit in <tree>, name the reporter or are past the age limit. */
+TEST(feed_report_rows_by_identity_10)
+{
+    struct feed_tree_row rows[FEED_REPORT_ROWS + 3];
+    for (uint32_t i = 0; i < FEED_REPORT_ROWS + 3; i++)
+        rows[i] = (struct feed_tree_row){100 + i, i, 10, i * 10};
+    struct feed_report_fields r = {0, 0, 10, 7, 0, 0, "r", "", 42, 9, 2, rows};
+    unsigned char rep[FEED_REPORT_MAX];
+    size_t len = feed_report(rep, &r);
+    ASSERT_EQ_UINT(len, FEED_HEAD_BYTES + FEED_REPORT_FIXED + 2 + 1 + 2 * FEED_ROW_BYTES);
+    struct feed_frame f;
+    ASSERT_EQ_INT(feed_parse(rep, len, &f), (int)len);
+    ASSERT_EQ_UINT(f.report.tree, 27); /* raised to own + rows */
+    ASSERT_EQ_UINT(f.report.nrows, 2);
+    struct feed_tree_row got;
+    feed_report_row(&f, 1, &got);
+    ASSERT_EQ_UINT(got.id, 101);
+    ASSERT_EQ_UINT(got.gen, 1);
+    ASSERT_EQ_UINT(got.own, 10);
+    ASSERT_EQ_UINT(got.age_ms, 10);
+    for (size_t cut = 0; cut < len; cut++)
+        ASSERT_EQ_INT(feed_parse(rep, cut, &f), -2);
+    /* the most a report holds, and what lies past the rows is unlisted in <tree> */
+    r.nrows = FEED_REPORT_ROWS + 3;
+    r.tree = 10000;
+    len = feed_report(rep, &r);
+    ASSERT_EQ_UINT(len, FEED_HEAD_BYTES + FEED_REPORT_FIXED + 2 + 1 +
+                            FEED_REPORT_ROWS * FEED_ROW_BYTES);
+    ASSERT(len <= FEED_REPORT_MAX);
+    ASSERT_EQ_INT(feed_parse(rep, len, &f), (int)len);
+    ASSERT_EQ_UINT(f.report.nrows, FEED_REPORT_ROWS);
+    ASSERT_EQ_UINT(f.report.tree, 10000);
+    /* rows past <tree>, a row naming the reporter, a row too old, a row of no one */
+    r.nrows = 2;
+    r.tree = 27;
+    len = feed_report(rep, &r);
+    unsigned char *row1 = rep + len - FEED_ROW_BYTES;
+    rep[FEED_HEAD_BYTES + 3] = 26; /* tree 26 < 7 + 10 + 10 */
+    ASSERT_EQ_INT(feed_parse(rep, len, &f), -1);
+    rep[FEED_HEAD_BYTES + 3] = 27;
+    ASSERT_EQ_INT(feed_parse(rep, len, &f), (int)len);
+    row1[7] = 42; /* id 42: the reporter itself */
+    ASSERT_EQ_INT(feed_parse(rep, len, &f), -1);
+    row1[7] = 0; /* id 0 */
+    ASSERT_EQ_INT(feed_parse(rep, len, &f), -1);
+    row1[7] = 101;
+    row1[18] = 0xff; /* an age of 65,290 ms */
+    ASSERT_EQ_INT(feed_parse(rep, len, &f), -1);
+    row1[18] = 0;
+    ASSERT_EQ_INT(feed_parse(rep, len, &f), (int)len);
+    /* a row cut short */
+    rep[FEED_HEAD_BYTES - 1] -= 1;
+    ASSERT_EQ_INT(feed_parse(rep, len - 1, &f), -1);
 }
 
 TEST(feed_answer_heads_10)

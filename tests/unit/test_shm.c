@@ -447,3 +447,42 @@ int main(void)
 {
     return RUN_TESTS();
 }
+
+/* Issue 10: the relays a worker counts (shared_tree_write/read), and the count over workers
+ * (shared_tree_collect): one row per relay id, the highest generation, then the latest; rows of
+ * another slot, of an ended space or past the age limit left out; a table being written is
+ * refused, not read torn. */
+TEST(issue10_tree_rows_one_per_relay_over_workers)
+{
+    struct shared *sh = shared_create(2, NULL);
+    uint32_t gen = sh->spaces[3].gen;
+    struct shared_tree_row a[4] = {
+        {.id = 7, .gen = 4, .own = 100, .seen_ms = 1000, .slot = 3, .slot_gen = gen},
+        {.id = 8, .gen = 1, .own = 10, .seen_ms = 1000, .slot = 3, .slot_gen = gen},
+        {.id = 9, .gen = 1, .own = 5, .seen_ms = 1000, .slot = 2, .slot_gen = sh->spaces[2].gen},
+        {.id = 10, .gen = 1, .own = 3, .seen_ms = 1000, .slot = 3, .slot_gen = gen + 1}};
+    struct shared_tree_row b[3] = {
+        /* relay 7 moved to worker 1's feed: a newer generation, an older report */
+        {.id = 7, .gen = 5, .own = 101, .seen_ms = 900, .slot = 3, .slot_gen = gen},
+        {.id = 8, .gen = 1, .own = 11, .seen_ms = 1200, .slot = 3, .slot_gen = gen},
+        {.id = 11, .gen = 1, .own = 1, .seen_ms = -5000, .slot = 3, .slot_gen = gen}};
+    shared_tree_write(&sh->workers[0], a, 4);
+    shared_tree_write(&sh->workers[1], b, 3);
+    static struct shared_tree_row out[SHARED_MAX_WORKERS * SHARED_WORKER_TREE_ROWS];
+    ASSERT_EQ_INT(shared_tree_read(&sh->workers[0], out), 4);
+    int n = shared_tree_collect(sh, 3, 1500, 3000, out);
+    ASSERT_EQ_INT(n, 2);
+    ASSERT_EQ_UINT(out[0].id, 7);
+    ASSERT_EQ_UINT(out[0].gen, 5);
+    ASSERT_EQ_UINT(out[0].own, 101);
+    ASSERT_EQ_UINT(out[1].id, 8);
+    ASSERT_EQ_UINT(out[1].own, 11); /* the same generation: the latest report */
+    /* past the age limit everything goes */
+    ASSERT_EQ_INT(shared_tree_collect(sh, 3, 5000, 3000, out), 0);
+    /* a writer caught in the middle (odd sequence): refused after the retries */
+    sh->workers[1].tree.seq |= 1;
+    ASSERT_EQ_INT(shared_tree_read(&sh->workers[1], out), -EAGAIN);
+    ASSERT_EQ_INT(shared_tree_collect(sh, 3, 1500, 3000, out), 2); /* worker 0's 7 and 8 */
+    ASSERT_EQ_UINT(out[0].gen, 4);
+    shared_destroy(sh);
+}
