@@ -68,6 +68,8 @@ enum key_id {
     KEY_RELAY_NAME,
     KEY_NAME,
     KEY_DESCRIPTION,
+    KEY_SESSION_WINDOW_S,
+    KEY_MAX_HLS_SESSIONS,
     KEY_COUNT
 };
 
@@ -124,6 +126,8 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_RELAY_NAME] = {"relay-name", IN_GLOBAL, 1, 0},
     [KEY_NAME] = {"name", IN_SPACE, 1, 0},
     [KEY_DESCRIPTION] = {"description", IN_SPACE, 1, 0},
+    [KEY_SESSION_WINDOW_S] = {"session-window-s", IN_GLOBAL, 5, 3600},
+    [KEY_MAX_HLS_SESSIONS] = {"max-hls-sessions", IN_GLOBAL, 1, 65536},
 };
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
@@ -192,6 +196,8 @@ void config_defaults(struct config *c)
     c->write_budget = 50000;
     c->max_batch_ms = 2000;
     c->max_members = 4000;
+    c->session_window_s = 75;
+    c->max_hls_sessions = 65536; /* SHARED_BEACONS_PER_SPACE (beacon.c checks) */
     c->log_level = LOG_INFO;
 }
 
@@ -390,6 +396,10 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->max_members;
     case KEY_DRAIN_MS:
         return &c->drain_ms;
+    case KEY_SESSION_WINDOW_S:
+        return &c->session_window_s;
+    case KEY_MAX_HLS_SESSIONS:
+        return &c->max_hls_sessions;
     default:
         check_fail(__FILE__, __LINE__, "key_defs[] and this switch disagree");
     }
