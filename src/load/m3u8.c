@@ -239,8 +239,8 @@ int m3u8_parse(const char *p, size_t len, struct m3u8 *out)
                 want_variant = 0;
                 continue;
             }
-            if (!have_inf)
-                return -1; /* a segment URI needs its EXTINF */
+            if (!have_inf || out->has_hint)
+                return -1; /* a segment URI needs its EXTINF; a part hint comes last */
             struct m3u8_item *s = &out->segs[segs_pushed % M3U8_SEGS];
             memset(s, 0, sizeof(*s));
             if (copy_uri(s->uri, line, ll) < 0)
@@ -344,6 +344,8 @@ int m3u8_parse(const char *p, size_t len, struct m3u8 *out)
             have_inf = 1;
         } else if (TAG(line, ll, "#EXT-X-PART:")) {
             media = 1;
+            if (out->has_hint)
+                return -1; /* the hint names the part after the last one listed */
             struct m3u8_item *q = &out->parts[parts_pushed % M3U8_PARTS];
             memset(q, 0, sizeof(*q));
             char ind[8];
@@ -366,6 +368,8 @@ int m3u8_parse(const char *p, size_t len, struct m3u8 *out)
                 uri_attr(a, alen, "URI", h->uri) < 0)
                 return -1;
             if (strcmp(type, "PART") == 0) {
+                if (out->has_hint)
+                    return -1; /* one part hint */
                 out->has_hint = 1;
                 h->msn = msn;
                 h->part = part_idx;

@@ -69,6 +69,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_uri(m.hint.uri);
         if (m.hint.msn != m.last_msn + 1)
             abort();
+        /* the part after the last listed: its index follows that part's, or 0 */
+        const struct m3u8_item *last = m.nparts ? &m.parts[m.nparts - 1] : NULL;
+        if (last && last->msn == m.hint.msn ? m.hint.part != last->part + 1
+                                            : (last && m.hint.part != 0))
+            abort();
     }
     if (m.map_uri[0])
         check_uri(m.map_uri);

@@ -181,6 +181,13 @@ TEST(issue11_invalid_playlists)
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\na\n#EXT-X-SKIP:SKIPPED-SEGMENTS=3\n",
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PRELOAD-HINT:TYPE=PART\n",
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n#EXTINF:2,\na\n",
+        /* a part hint names the part after the last listed: nothing may follow it */
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"h\"\n"
+        "#EXT-X-PART:DURATION=0.5,URI=\"p\"\n",
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"h\"\n"
+        "#EXTINF:2,\na\n",
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"h\"\n"
+        "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"i\"\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (parse(bad[i], &m) != -1)
