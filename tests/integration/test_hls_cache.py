@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from llorigin import PART, PARTS, Origin
 from harness import (Skip, check, ffmpeg_source, free_port, http_request, metric, metrics,
                      mount_status, note, read_head, read_until_close, skip_part, test, wait_for,
                      wait_live)
@@ -368,3 +369,102 @@ def test_hls_nginx_tier_issue11(ctx):
     hls_req = res["requests"]
     check(origin < (hls_req["part"] + hls_req["segment"] + hls_req["media_playlist"]) / 20,
           f"{origin} origin requests for {hls_req} player requests: not collapsed")
+
+
+def part_numbers(paths):
+    """The parts (as msn * PARTS + part) among <paths>, in order."""
+    out = []
+    for p in paths:
+        m = re.search(r"/p-(\d+)-(\d+)\.m4s$", p)
+        if m:
+            out.append(int(m.group(1)) * PARTS + int(m.group(2)))
+    return out
+
+
+@test(timeout=90, icecast=False)
+def test_hls_load_ll_blocking_issue11(ctx):
+    """rostrum-load hls on a low-latency playlist (the stand-in origin of llorigin.py, which
+    follows the spec's delivery rules): every player starts PART-HOLD-BACK behind the edge,
+    reloads with blocking requests that ask for the next part, takes delta updates, fetches
+    the preload hint, gets every part once and in order (the origin's view, per player), is
+    never refused (no 400 or 503) and never stalls."""
+    o = Origin()
+    ctx.on_cleanup(o.stop)
+    time.sleep(5 * PART)
+    n, secs = 30, 12
+    r = load_result(load_hls(ctx, f"http://127.0.0.1:{o.port}/ll.m3u8", n, 30, secs,
+                             extra=["--beacon-s", "0", "--src-ips", "127.0.8.1-127.0.8.100"]),
+                    secs + 40)
+    lat = r["latency_ms"]
+    note(f"{n} players direct: latency p50 {lat['p50']} ms p95 {lat['p95']} ms; blocking "
+         f"reloads {r['blocking_reloads']} (p50 {r['reload_ms']['p50']} ms), delta updates "
+         f"{r['delta_updates']}, parts {r['requests']['part']}, hints "
+         f"{r['requests']['preload_hint']}")
+    check(r["started"] == n and r["playing_at_end"] == n, f"started {r['started']} of {n}")
+    check(not r["http"] and sum(r["failed"].values()) == 0, f"refused: {r['http']}")
+    check(r["stalls"] == 0 and r["jumps"] == 0, f"stalls {r['stalls']}, jumps {r['jumps']}")
+    check(r["blocking_reloads"] >= n * (secs - 2) / (2 * PART) / 2,
+          f"only {r['blocking_reloads']} blocking reloads")
+    check(r["delta_updates"] > 0 and r["requests"]["preload_hint"] > 0,
+          "no delta update or no preload hint taken")
+    check(r["requests"]["init"] == n, "one init section each")
+    check(PART * 1000 * 2 <= lat["p50"] <= PART * 1000 * 8, f"latency p50 {lat['p50']} ms for "
+          f"PART-HOLD-BACK {3 * PART} s")
+    players = [c for c in o.by_client if c.startswith("127.0.8.")]
+    check(len(players) == n, f"{len(players)} players seen by the origin")
+    for c in players:
+        parts = part_numbers(o.by_client[c])
+        check(parts == list(range(parts[0], parts[0] + len(parts))),
+              f"{c} fetched parts {parts}: not each once, in order")
+        check(len(parts) >= (secs - 2) / PART, f"{c} fetched {len(parts)} parts in {secs} s")
+        asked = [(int(a), int(b)) for a, b in re.findall(r"_HLS_msn=(\d+)&_HLS_part=(\d+)",
+                                                        " ".join(o.by_client[c]))]
+        check(asked == sorted(asked) and len(set(asked)) == len(asked),
+              f"{c} asked for parts out of order or twice: {asked[:12]}")
+
+
+@test(timeout=120, icecast=False)
+def test_hls_ll_through_nginx_issue11(ctx):
+    """200 players through docs/cache/nginx.conf in front of the stand-in LL-HLS origin, with 20
+    more straight to the origin at the same time: the origin answers each part and each
+    blocking playlist about once (one cache), whatever the number of players behind it; the
+    figures say what the tier (and its lock, whose waiters look again every 500 ms) adds to
+    latency behind live."""
+    o = Origin()
+    ctx.on_cleanup(o.stop)
+    port = free_port()
+    start_nginx(ctx, nginx_conf(ctx, o.port, port), port)
+    time.sleep(5 * PART)
+    n, secs = 200, 15
+    via = load_hls(ctx, f"http://127.0.0.1:{port}/ll.m3u8", n, 100, secs, name="via_nginx",
+                   extra=["--beacon-s", "0", "--src-ips", "127.0.9.1-127.0.9.250"])
+    direct = load_hls(ctx, f"http://127.0.0.1:{o.port}/ll.m3u8", 20, 20, secs, name="direct",
+                      extra=["--beacon-s", "0", "--src-ips", "127.0.10.1-127.0.10.50"])
+    rv, rd = load_result(via, secs + 60), load_result(direct, secs + 60)
+    nginx_hits = {p: k for p, k in o.by_client.items() if p == "127.0.0.1"}
+    from_nginx = nginx_hits.get("127.0.0.1", [])
+    per = {}
+    for p in from_nginx:
+        per[p] = per.get(p, 0) + 1
+    parts = {p: k for p, k in per.items() if "/p-" in p}
+    blocking = {p: k for p, k in per.items() if "_HLS_msn" in p}
+    lv, ld = rv["latency_ms"], rd["latency_ms"]
+    asked = rv["requests"]
+    note(f"through nginx: {n} players made {sum(asked.values())} requests; the origin got "
+         f"{len(from_nginx)} from nginx: {len(parts)} parts asked {sum(parts.values())} times, "
+         f"{len(blocking)} blocking playlists asked {sum(blocking.values())} times")
+    note(f"latency behind live: direct p50 {ld['p50']} ms p95 {ld['p95']} ms; via nginx p50 "
+         f"{lv['p50']} ms p95 {lv['p95']} ms (the tier adds {lv['p50'] - ld['p50']} ms at p50); "
+         f"reload direct p50 {rd['reload_ms']['p50']} ms, via nginx p50 "
+         f"{rv['reload_ms']['p50']} ms p99 {rv['reload_ms']['p99']} ms; stalls via nginx "
+         f"{rv['stalls']} ({rv['players_with_stalls']} players), direct {rd['stalls']}")
+    check(rv["started"] == n and rd["started"] == 20, "every player started")
+    check(not rv["http"], f"refusals through nginx: {rv['http']}")
+    check(parts and max(parts.values()) <= 2,
+          f"a part reached the origin {max(parts.values()) if parts else 0} times")
+    check(blocking and max(blocking.values()) <= 2,
+          f"a blocking playlist reached the origin {max(blocking.values()) if blocking else 0} "
+          "times")
+    check(len(from_nginx) * 20 < sum(asked.values()),
+          f"{len(from_nginx)} origin requests for {sum(asked.values())}: not collapsed")
+    check(lv["p50"] < 6000, f"players behind nginx fell {lv['p50']} ms behind live")
