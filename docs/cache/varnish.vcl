@@ -51,9 +51,16 @@ sub vcl_pipe {
 }
 
 sub vcl_backend_response {
-    # rostrum's Cache-Control decides the TTL (Varnish honours max-age; no-store and no-cache
-    # make the object uncacheable in the built-in VCL, which runs after this). A little grace
-    # lets an expired plain playlist be served while one fetch refreshes it.
+    # rostrum's Cache-Control alone decides: an answer without one (a 404 for a name that does
+    # not exist yet) is not kept, where Varnish would keep it for default_ttl (2 min). With
+    # one, Varnish honours max-age, and no-store or no-cache make the object uncacheable in
+    # the built-in VCL that runs after this.
+    if (!beresp.http.Cache-Control && !beresp.http.Expires) {
+        set beresp.uncacheable = true;
+        set beresp.ttl = 0s;
+        return (deliver);
+    }
+    # a little grace lets an expired plain playlist be served while one fetch refreshes it
     set beresp.grace = 1s;
 }
 
