@@ -371,6 +371,7 @@ int m3u8_parse(const char *p, size_t len, struct m3u8 *out)
                 if (out->has_hint)
                     return -1; /* one part hint */
                 out->has_hint = 1;
+                listed = 1; /* numbered: no EXT-X-MEDIA-SEQUENCE or EXT-X-SKIP after it */
                 h->msn = msn;
                 h->part = part_idx;
                 h->dur_s = out->part_target_s;

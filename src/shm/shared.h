@@ -425,8 +425,8 @@ int shared_ticket_use(struct shared *sh, uint64_t id, int64_t expiry_s, int64_t 
  * of an entry: (36 bits of the id) << 28 | slot << 22 | (<now_s> mod 2^22). A lapsed slot is
  * free for the next new session. Two workers taking the first beacon of one session at the same
  * instant may claim two slots; the one at the higher index lets its slot go again, so the
- * session is counted once. Two ids that share their 36 bits count as one (at 65,536 sessions,
- * a one-in-four chance that one pair does: a count low by one).
+ * session is counted once. Two ids that share their 36 bits count as one (a count low by one:
+ * at 65,536 sessions about a 3 % chance that some pair does, at the table's 262,144 about 40 %).
  */
 int shared_beacon_seen(struct shared *sh, uint64_t id, int slot, int64_t now_s, int window_s);
 /* Counts, per slot into <out>, the sessions live at <now_s> (beaconed within <window_s>). */

@@ -188,6 +188,8 @@ TEST(issue11_invalid_playlists)
         "#EXTINF:2,\na\n",
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"h\"\n"
         "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"i\"\n",
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"h\"\n"
+        "#EXT-X-MEDIA-SEQUENCE:100\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (parse(bad[i], &m) != -1)
