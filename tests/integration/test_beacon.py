@@ -183,3 +183,26 @@ def test_beacon_bounds_issue11(ctx):
           "the space's refusal is counted")
     time.sleep(1.1)
     check(mount_status(srv, "/live")["hls_listeners"] == 20, "20 sessions counted")
+
+
+@test(timeout=90, icecast=False)
+def test_browser_beacons_counted_issue11(ctx):
+    """Chromium runs web/beacon.js from rostrum's page: 3 beacons are 3 HLS listeners, they
+    renew their sessions (3 issued in all after the window), and after stop() they drop out
+    once the window has passed."""
+    import shutil
+    from pathlib import Path
+    node = shutil.which("node")
+    modules = Path(__file__).resolve().parents[2] / "tests" / "browser" / "node_modules"
+    check(node and (modules / "playwright-core").is_dir(), "node or playwright-core missing "
+          "(make test-deps; tests/browser/node_modules)")
+    srv = server(ctx, 2)
+    script = Path(__file__).resolve().parents[2] / "tests" / "browser" / "beacon.mjs"
+    p = ctx.spawn("beacon_mjs", [node, script, srv.url("/"), "/live", 3, WINDOW],
+                  stdout=ctx.tmp / "beacon.json")
+    rc = p.wait(60)
+    out = p.output().decode().strip().splitlines()
+    r = json.loads(out[-1]) if out else {"reason": p.tail()}
+    check(rc == 0 and r.get("ok"), f"beacon.mjs: {r.get('reason')}")
+    note(f"Chromium: counted {r['counted_ms']} ms after the first beacon, dropped out "
+         f"{r['dropped_ms']} ms after stop() (window {WINDOW} s)")
