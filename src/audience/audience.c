@@ -827,6 +827,10 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
     }
     audience_check_slots(a); /* this process may not have been woken since a change */
     if (beacon && strncmp(path, "/beacon/", 8) == 0) { /* counted even while draining */
+        if (head_only) {
+            conn_error(c, 405, "Allow: GET, POST", "A beacon is a GET or a POST");
+            return;
+        }
         beacon_route(c, req, path + 8, mount_name_ok(path + 8) ? audience_find(a, path + 8) : -1);
         return;
     }

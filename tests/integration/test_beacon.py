@@ -112,7 +112,9 @@ def test_beacons_counted_two_workers_issue11(ctx):
     check(dropped is not None, f"the {len(gone)} silent players did not drop out: {hls}")
     check(dropped >= WINDOW - 1, f"dropped out after {dropped:.1f} s, before the {WINDOW} s window")
     note(f"silent players dropped out {dropped:.1f} s after their last beacon (window {WINDOW} s)")
-    # a silent player's old id is expired now: refused, and it starts again as a new session
+    # a silent player's old id: its expiry is wall-clock seconds (the window, whole seconds
+    # from its last answer), so give it the second it may still have; then refused
+    time.sleep(2.1)
     head, body = beacon(srv.audience, "live", gone[0].sid, gone[0].bind)
     check(head.status == 403 and b"expired" in body, f"expired id -> {head.status} {body!r}")
 
@@ -143,7 +145,9 @@ def test_beacon_bad_ids_refused_issue11(ctx):
     check(head.status == 400, f"two sids -> {head.status}")
     head, body = beacon(srv.audience, "nosuch", None, "127.0.4.1")
     check(head.status == 404, f"beacon to no space -> {head.status}")
-    # a ticket is not a session id (purposes never pass as one another)
+    head, body = beacon(srv.audience, "live", None, "127.0.4.1", method="HEAD")
+    check(head.status == 405, f"HEAD beacon -> {head.status}: it must not count")
+    # a second, real session (a token of another purpose never passes: test_beacon.c)
     head, body = beacon(srv.audience, "live", None, "127.0.4.1")
     check(head.status == 200, "a new session")
     vals, _ = metrics(srv)
