@@ -64,6 +64,8 @@ struct hls_opts {
     uint32_t src_first, src_count;
     int no_ll, no_hints, json;
     char beacon_path[LOAD_URL_MAX_PATH];
+    struct load_url beacon; /* --beacon-url: beacons go there (their own connection each) */
+    int beacon_elsewhere;
 };
 
 /* One worker's figures (a plain struct through the pipe: the same binary on both ends). */
@@ -101,6 +103,7 @@ struct qitem {
 struct player {
     struct io io;
     uint8_t state, kind, ll, loaded, keep, sent_map, ever_played, stalled;
+    uint8_t away; /* its connection is to the --beacon-url server */
     uint32_t idx;
     int64_t t_start, t_req, next_at;
     uint32_t sent, req_len;
@@ -226,7 +229,8 @@ static void player_on_io(struct loop *loop, struct io *io, uint32_t events);
 static int player_connect(struct worker *w, struct player *p)
 {
     const struct hls_opts *o = w->o;
-    int fd = socket(o->url.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const struct load_url *to = p->kind == R_BEACON && o->beacon_elsewhere ? &o->beacon : &o->url;
+    int fd = socket(to->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
         w->res.conn_errors++;
         return -1;
@@ -245,7 +249,7 @@ static int player_connect(struct worker *w, struct player *p)
             return -1;
         }
     }
-    if (connect(fd, (const struct sockaddr *)&o->url.addr, o->url.addrlen) == -1 &&
+    if (connect(fd, (const struct sockaddr *)&to->addr, to->addrlen) == -1 &&
         errno != EINPROGRESS) {
         player_close(w, p);
         w->res.conn_errors++;
@@ -296,9 +300,11 @@ static void player_send(struct worker *w, struct player *p)
 static void player_request(struct worker *w, struct player *p, int kind, const char *path)
 {
     const struct hls_opts *o = w->o;
+    int away = kind == R_BEACON && o->beacon_elsewhere; /* not where the playlists are */
+    const struct load_url *to = away ? &o->beacon : &o->url;
     int n = snprintf(p->req, sizeof(p->req),
                      "%s %s HTTP/1.1\r\nHost: %s:%u\r\nUser-Agent: rostrum-load-hls\r\n%s\r\n",
-                     kind == R_BEACON ? "POST" : "GET", path, o->url.host, o->url.port,
+                     kind == R_BEACON ? "POST" : "GET", path, to->host, to->port,
                      kind == R_BEACON ? "Content-Length: 0\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof(p->req)) {
         w->res.bad_playlists++;
@@ -311,6 +317,9 @@ static void player_request(struct worker *w, struct player *p, int kind, const c
     p->t_req = load_now_us();
     p->body.len = 0;
     w->res.requests[kind]++;
+    if (away || p->away)
+        p->keep = 0; /* the kept connection goes to the other server */
+    p->away = (uint8_t)away;
     if (p->io.fd >= 0 && p->keep) {
         player_send(w, p);
         return;
@@ -895,6 +904,7 @@ static void usage(FILE *f)
             "                   (default the first listed)\n"
             "  --beacon-s S     beacon every S seconds to --beacon-path (default 30; 0: none)\n"
             "  --beacon-path P  default /beacon/SPACE, SPACE from the URL's /SPACE.m3u8\n"
+            "  --beacon-url URL beacons to another server than the playlists' (loopback)\n"
             "  --no-ll          plain reloads even where the playlist is low-latency\n"
             "  --no-hints       do not fetch EXT-X-PRELOAD-HINT parts (hls.js does not)\n"
             "  --src-ips A-B    source addresses, round-robin (default 127.0.0.2-127.0.0.250)\n"
@@ -905,7 +915,7 @@ static void usage(FILE *f)
 int load_hls_main(int argc, char **argv)
 {
     struct hls_opts o = {.beacon_s = 30};
-    const char *src = NULL, *bpath = NULL;
+    const char *src = NULL, *bpath = NULL, *burl = NULL;
     int have_n = 0, have_rate = 0, have_secs = 0, rc;
     const struct opt tab[] = {
         {"url", OPT_STR, &o.url_str, 0, 0, 0, NULL, "a URL"},
@@ -916,6 +926,7 @@ int load_hls_main(int argc, char **argv)
         {"rendition", OPT_STR, &o.rendition, 0, 63, 0, NULL, "a CODECS or URI substring"},
         {"beacon-s", OPT_U32, &o.beacon_s, 0, 3600, 0, NULL, NULL},
         {"beacon-path", OPT_STR, &bpath, 0, 200, 0, NULL, "a path"},
+        {"beacon-url", OPT_STR, &burl, 0, 0, 0, NULL, "a URL"},
         {"no-ll", OPT_FLAG, &o.no_ll, 0, 0, 1, NULL, NULL},
         {"no-hints", OPT_FLAG, &o.no_hints, 0, 0, 1, NULL, NULL},
         {"src-ips", OPT_STR, &src, 0, 0, 0, NULL, "an address range"},
@@ -934,7 +945,16 @@ int load_hls_main(int argc, char **argv)
         return rc;
     if (o.url.tls)
         return opts_bad("hls", "https:// is not supported by the hls mode");
-    if (bpath) {
+    if (burl && bpath)
+        return opts_bad("hls", "--beacon-url and --beacon-path exclude each other");
+    if (burl) {
+        if ((rc = opts_url("hls", "--beacon-url", burl, &o.beacon)) != 0)
+            return rc;
+        if (o.beacon.tls || strchr(o.beacon.path, '?'))
+            return opts_bad("hls", "--beacon-url: http:// and no query");
+        o.beacon_elsewhere = 1;
+        snprintf(o.beacon_path, sizeof(o.beacon_path), "%s", o.beacon.path);
+    } else if (bpath) {
         if (bpath[0] != '/' || strpbrk(bpath, " ?#"))
             return opts_bad("hls", "--beacon-path: a path starting with /, no query");
         snprintf(o.beacon_path, sizeof(o.beacon_path), "%s", bpath);

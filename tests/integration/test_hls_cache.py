@@ -267,7 +267,8 @@ def test_hls_load_plays_ffmpeg_hls_via_nginx_issue11(ctx):
     live playlist and its segments, nginx serves them. Every player starts hold-back behind the
     live edge, fetches each new segment once and in order (nginx's log, one source address per
     player), never stalls, and its latency behind live (from EXT-X-PROGRAM-DATE-TIME) is that
-    hold-back plus a segment, give or take one."""
+    hold-back plus a segment, give or take one. The players beacon to a rostrum server
+    (--beacon-url) every 4 s: it counts exactly the 40 of them, one session each."""
     d = ctx.tmp / "hls"
     d.mkdir()
     ff = ctx.spawn("ffmpeg_hls", ["ffmpeg", "-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i",
@@ -297,10 +298,23 @@ http {{
 """)
     ngx = ctx.spawn("nginx", ["nginx", "-c", conf])
     wait_for(lambda: port_open(port), 10, "nginx to listen")
+    srv = ctx.start_server(extra=["--workers", "2", "--session-window-s", "20"])
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
     n, secs = 40, 14
     r = load_result(load_hls(ctx, f"http://127.0.0.1:{port}/live.m3u8", n, 20, secs,
-                             extra=["--beacon-s", "0", "--src-ips", "127.0.7.1-127.0.7.200"]),
+                             extra=["--beacon-s", "4", "--src-ips", "127.0.7.1-127.0.7.200",
+                                    "--beacon-url", srv.url("/beacon/live")]),
                     secs + 40)
+    counted = mount_status(srv, "/live")["hls_listeners"]
+    vals, _ = metrics(srv)
+    note(f"beacons: {r['beacons_ok']} answered, {r['beacons_refused']} refused; rostrum counts "
+         f"{counted} HLS listeners, {metric(vals, 'rostrum_beacon_sessions_total')} sessions")
+    check(r["beacons_ok"] >= 2 * n and r["beacons_refused"] == 0,
+          f"beacons {r['beacons_ok']} ok, {r['beacons_refused']} refused")
+    check(counted == n and metric(vals, "rostrum_beacon_sessions_total") == n,
+          f"rostrum counts {counted} HLS listeners, "
+          f"{metric(vals, 'rostrum_beacon_sessions_total')} sessions, want {n} and {n}")
     ngx.kill()
     ff.kill()
     lat = r["latency_ms"]
@@ -314,8 +328,9 @@ http {{
     check(sum(r["failed"].values()) == 0 and r["conn_errors"] == 0 and r["bad_playlists"] == 0,
           f"failures: {r['failed']}, {r['conn_errors']} connection errors, "
           f"{r['bad_playlists']} bad playlists")
-    check(r["connections"] < r["requests"]["segment"], "keep-alive: fewer connections than "
-          "requests")
+    # keep-alive: one connection per player to nginx, and one each way around every beacon
+    check(r["connections"] <= 2 * n + 2 * r["requests"]["beacon"],
+          f"{r['connections']} connections for {sum(r['requests'].values())} requests")
     # hold-back: 3 target durations (6 s) behind the edge, plus the segment being written (2 s)
     check(5000 <= lat["p50"] <= 11000 and lat["count"] > 0, f"latency p50 {lat['p50']} ms")
     # nginx's view: per player (address), segments asked once each, numbers consecutive
@@ -342,7 +357,7 @@ def test_hls_nginx_tier_issue11(ctx):
     front of rostrum's LL-HLS: rostrum is asked for each part, segment and blocking playlist
     about once (the number of caches), whatever the number of players. Skipped while the
     server serves no /<space>.m3u8."""
-    srv = ctx.start_server(extra=["--workers", "2"])
+    srv = ctx.start_server(extra=["--workers", "2", "--trusted-proxies", "127.0.0.1"])
     src = ffmpeg_source(ctx, srv, "/live", 440)
     wait_live(srv, "/live", proc=src)
     r = http_request(srv.audience, "GET", "/live.m3u8")
@@ -353,7 +368,8 @@ def test_hls_nginx_tier_issue11(ctx):
     start_nginx(ctx, nginx_conf(ctx, srv.audience, port), port)
     n, secs = 300, 20
     before = origin_requests(srv)
-    res = load_result(load_hls(ctx, f"http://127.0.0.1:{port}/live.m3u8", n, 100, secs),
+    res = load_result(load_hls(ctx, f"http://127.0.0.1:{port}/live.m3u8", n, 100, secs,
+                               extra=["--src-ips", "127.0.12.1-127.0.13.100"]),
                       secs + 60)
     origin = origin_requests(srv) - before - 1
     per_uri = {}
@@ -371,6 +387,12 @@ def test_hls_nginx_tier_issue11(ctx):
          f"fetched {sum(blocking.values())} times; latency p50 {lat['p50']} ms p95 {lat['p95']} "
          f"ms; reload p50 {res['reload_ms']['p50']} ms; stalls {res['stalls']}")
     check(res["started"] == n, f"{res['started']} of {n} players started")
+    # the players beacon through nginx (passed, never cached); nginx is trusted, so each
+    # session is its player's (one source address each)
+    hls = mount_status(srv, "/live")["hls_listeners"]
+    check(res["beacons_refused"] == 0 and hls == n,
+          f"{hls} HLS listeners counted behind nginx, want {n}; {res['beacons_refused']} "
+          "beacons refused")
     check(media and max(media.values()) <= 2, f"a media object reached rostrum "
           f"{max(media.values()) if media else 0} times: {sorted(media.items())[:5]}")
     check(blocking and sum(blocking.values()) <= 2 * len(blocking),
