@@ -547,3 +547,29 @@ def test_hls_ll_through_varnish_issue11(ctx):
     check(blocking and max(blocking.values()) <= 2,
           "a blocking playlist reached the origin more than twice")
     check(lat["p50"] < 6000, f"players behind varnish fell {lat['p50']} ms behind live")
+
+
+@test(timeout=30, icecast=False)
+def test_hls_load_refuses_bad_arguments_issue11(ctx):
+    """rostrum-load hls refuses what it cannot do, before any socket: a host off loopback,
+    https://, a beacon path it cannot derive, missing options; --help exits 0."""
+    load = Path(ctx.binary).parent / "rostrum-load"
+    cases = [
+        (["--url", "http://10.0.0.1/live.m3u8", "--players", 1, "--rate", 1, "--seconds", 1],
+         "loopback"),
+        (["--url", "https://127.0.0.1/live.m3u8", "--players", 1, "--rate", 1, "--seconds", 1],
+         "https"),
+        (["--url", "http://127.0.0.1/playlist", "--players", 1, "--rate", 1, "--seconds", 1],
+         "beacon-path"),
+        (["--url", "http://127.0.0.1/live.m3u8", "--players", 1], "required"),
+        (["--url", "http://127.0.0.1/live.m3u8", "--players", 0, "--rate", 1, "--seconds", 1],
+         "players"),
+    ]
+    for i, (args, why) in enumerate(cases):
+        p = ctx.spawn(f"bad{i}", [load, "hls", *args])
+        check(p.wait(10) == 2, f"rostrum-load hls {args}: exit {p.p.returncode}, want 2")
+        check(why in p.log.read_text(), f"rostrum-load hls {args} did not say why ({why}): "
+              f"{p.tail()}")
+    h = ctx.spawn("help", [load, "hls", "--help"], stdout=ctx.tmp / "help.txt")
+    check(h.wait(10) == 0 and b"--beacon-url" in h.output(),
+          "rostrum-load hls --help")
