@@ -24,7 +24,8 @@
  * per second, burst 2x, per worker); one space holds at most max-hls-sessions (at most
  * SHARED_BEACONS_PER_SPACE; as last counted, at most a second ago: a burst of new sessions in
  * one second may pass it by that second's worth), all spaces SHARED_BEACONS, with
- * SHARED_BEACON_PROBE slots looked at per session. Past any of them the beacon is refused and counted.
+ * SHARED_BEACON_PROBE slots looked at per session. Past any of them the beacon is refused and
+ * counted.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -126,21 +127,25 @@ void beacon_route(struct conn *c, const struct http_request *req, const char *mo
             LOG_RATELIMITED(LOG_INFO, "beacon", "#%llu %s: beacon for /%s refused: %s",
                             (unsigned long long)c->id, c->peer, mount, why);
             char msg[160];
-            snprintf(msg, sizeof(msg), "Bad or expired session id (%s): start a new one at "
-                     "/beacon/%.63s", why, mount);
+            snprintf(msg, sizeof(msg),
+                     "Bad or expired session id (%s): start a new one at "
+                     "/beacon/%.63s",
+                     why, mount);
             conn_error(c, 403, "Cache-Control: no-store", msg);
             return;
         }
     } else {
         int64_t wait;
         if (!known) {
-            conn_error(c, 400, "Cache-Control: no-store", "No client address to issue a session to");
+            conn_error(c, 400, "Cache-Control: no-store",
+                       "No client address to issue a session to");
             return;
         }
         if (e && !bucket_take(&e->joins, a->cfg->joins_per_ip, 2.0 * a->cfg->joins_per_ip,
                               a->loop->now_ms, &wait)) {
             ctr->refused_beacon_per_ip++;
-            beacon_refuse(c, 429, (int)(wait / 1000) + 1, "Too many new sessions from your address");
+            beacon_refuse(c, 429, (int)(wait / 1000) + 1,
+                          "Too many new sessions from your address");
             return;
         }
         if (beacon_counts(a)[slot] >= (uint32_t)a->cfg->max_hls_sessions) {
@@ -158,8 +163,8 @@ void beacon_route(struct conn *c, const struct http_request *req, const char *mo
         conn_error(c, 500, NULL, "Could not make a session id");
         return;
     }
-    int rc = shared_beacon_seen(a->sh, t.id, slot, a->loop->now_ms / 1000,
-                                a->cfg->session_window_s);
+    int rc =
+        shared_beacon_seen(a->sh, t.id, slot, a->loop->now_ms / 1000, a->cfg->session_window_s);
     if (rc < 0) {
         ctr->refused_beacon_table++;
         beacon_refuse(c, 503, 30, "No room to count this session");

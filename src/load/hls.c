@@ -53,8 +53,8 @@
 
 enum { P_NEW, P_IDLE, P_CONNECTING, P_SENDING, P_RESPONSE, P_DONE };
 enum { R_MULTI, R_MEDIA, R_MAP, R_PART, R_SEG, R_HINT, R_BEACON, R_KINDS };
-static const char *const kind_names[R_KINDS] = {"multivariant", "media_playlist", "init",
-                                                "part", "segment", "preload_hint", "beacon"};
+static const char *const kind_names[R_KINDS] = {"multivariant", "media_playlist", "init",  "part",
+                                                "segment",      "preload_hint",   "beacon"};
 
 struct hls_opts {
     struct load_url url;
@@ -72,18 +72,18 @@ struct hls_opts {
 struct hls_result {
     uint32_t magic;
     uint32_t players;
-    uint64_t started;      /* players that fetched their first media */
-    uint64_t playing_end;  /* players whose play head ran at the end */
+    uint64_t started;     /* players that fetched their first media */
+    uint64_t playing_end; /* players whose play head ran at the end */
     uint64_t requests[R_KINDS];
-    uint64_t failed[R_KINDS]; /* answered with a status other than 200 */
+    uint64_t failed[R_KINDS];         /* answered with a status other than 200 */
     uint64_t blocking, delta, cached; /* blocking reloads; delta updates got; answers with Age */
     uint64_t bytes;
     uint64_t stalls, stalled_players, stall_us;
-    uint64_t jumps;        /* fell out of the playlist's kept window: restarted at the edge */
+    uint64_t jumps; /* fell out of the playlist's kept window: restarted at the edge */
     uint64_t conn_errors, bad_responses, timeouts, bad_playlists;
-    uint64_t connects;     /* connections opened (keep-alive makes it fewer than requests) */
+    uint64_t connects; /* connections opened (keep-alive makes it fewer than requests) */
     uint64_t beacons_ok, beacons_refused;
-    uint64_t no_pdt;       /* media fetched while playing whose program date time was unknown */
+    uint64_t no_pdt; /* media fetched while playing whose program date time was unknown */
     uint32_t http[600];
     struct hist first_media_us; /* start to the first media fetched whole */
     struct hist latency_ms;     /* wall clock - play head's program date time */
@@ -122,9 +122,9 @@ struct player {
     uint8_t has_hint;
     struct qitem cur; /* the media being fetched */
     /* playback */
-    int64_t head_pdt_ms;  /* program time at the play head (synthetic from 0 without PDT) */
-    int64_t head_at_us;   /* when head_pdt_ms was true */
-    int64_t buf_end_ms;   /* program time of the end of what was fetched */
+    int64_t head_pdt_ms; /* program time at the play head (synthetic from 0 without PDT) */
+    int64_t head_at_us;  /* when head_pdt_ms was true */
+    int64_t buf_end_ms;  /* program time of the end of what was fetched */
     int64_t stall_from_us;
     uint8_t pdt_known;
     uint32_t stalls;
@@ -430,8 +430,7 @@ static void player_media(struct worker *w, struct player *p, const struct m3u8 *
         p->ll = !w->o->no_ll && m->part_target_s > 0 && m->can_block && m->nparts > 0;
         p->target_s = m->target_s;
         p->part_target_s = m->part_target_s;
-        p->hold_s = p->ll ? (m->part_hold_back_s > 0 ? m->part_hold_back_s
-                                                     : 3 * m->part_target_s)
+        p->hold_s = p->ll ? (m->part_hold_back_s > 0 ? m->part_hold_back_s : 3 * m->part_target_s)
                           : (m->hold_back_s > 0 ? m->hold_back_s : 3 * m->target_s);
         if (m->map_uri[0])
             m3u8_resolve(p->media, m->map_uri, p->map, sizeof(p->map));
@@ -584,8 +583,8 @@ static void player_done(struct worker *w, struct player *p)
         }
         break;
     case R_BEACON: {
-        cJSON *j = st == 200 && p->body.len ? cJSON_ParseWithLength(p->body.data, p->body.len)
-                                            : NULL;
+        cJSON *j =
+            st == 200 && p->body.len ? cJSON_ParseWithLength(p->body.data, p->body.len) : NULL;
         const cJSON *sid = j ? cJSON_GetObjectItemCaseSensitive(j, "sid") : NULL;
         if (cJSON_IsString(sid) && strlen(sid->valuestring) < sizeof(p->sid)) {
             snprintf(p->sid, sizeof(p->sid), "%s", sid->valuestring);
@@ -871,8 +870,7 @@ static void report(const struct hls_opts *o, const struct hls_result *r)
     if (o->json) {
         fwrite(b.data, 1, b.len, stdout);
     } else {
-        printf("rostrum-load hls: %u players on %s for %u s\n", o->players, o->url_str,
-               o->seconds);
+        printf("rostrum-load hls: %u players on %s for %u s\n", o->players, o->url_str, o->seconds);
         printf("  started %llu, playing at the end %llu, stalls %llu (%llu players)\n",
                (unsigned long long)r->started, (unsigned long long)r->playing_end,
                (unsigned long long)r->stalls, (unsigned long long)r->stalled_players);
@@ -892,24 +890,23 @@ static void report(const struct hls_opts *o, const struct hls_result *r)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: rostrum-load hls --url http://HOST:PORT/SPACE.m3u8 --players N --rate R\n"
-            "                        --seconds S [options]\n"
-            "  --url URL        multivariant (or media) playlist; HOST must be loopback\n"
-            "  --players N      players in all (1..100000)\n"
-            "  --rate R         players started per second in all (> 0)\n"
-            "  --seconds S      run length (1..86400)\n"
-            "  --procs P        worker processes (default ceil(N / 5000))\n"
-            "  --rendition STR  the first rendition whose CODECS or URI contains STR\n"
-            "                   (default the first listed)\n"
-            "  --beacon-s S     beacon every S seconds to --beacon-path (default 30; 0: none)\n"
-            "  --beacon-path P  default /beacon/SPACE, SPACE from the URL's /SPACE.m3u8\n"
-            "  --beacon-url URL beacons to another server than the playlists' (loopback)\n"
-            "  --no-ll          plain reloads even where the playlist is low-latency\n"
-            "  --no-hints       do not fetch EXT-X-PRELOAD-HINT parts (hls.js does not)\n"
-            "  --src-ips A-B    source addresses, round-robin (default 127.0.0.2-127.0.0.250)\n"
-            "  --json           print one JSON object instead of a summary\n"
-            "exit status: 0 run completed, 1 internal error, 2 bad arguments\n");
+    fprintf(f, "usage: rostrum-load hls --url http://HOST:PORT/SPACE.m3u8 --players N --rate R\n"
+               "                        --seconds S [options]\n"
+               "  --url URL        multivariant (or media) playlist; HOST must be loopback\n"
+               "  --players N      players in all (1..100000)\n"
+               "  --rate R         players started per second in all (> 0)\n"
+               "  --seconds S      run length (1..86400)\n"
+               "  --procs P        worker processes (default ceil(N / 5000))\n"
+               "  --rendition STR  the first rendition whose CODECS or URI contains STR\n"
+               "                   (default the first listed)\n"
+               "  --beacon-s S     beacon every S seconds to --beacon-path (default 30; 0: none)\n"
+               "  --beacon-path P  default /beacon/SPACE, SPACE from the URL's /SPACE.m3u8\n"
+               "  --beacon-url URL beacons to another server than the playlists' (loopback)\n"
+               "  --no-ll          plain reloads even where the playlist is low-latency\n"
+               "  --no-hints       do not fetch EXT-X-PRELOAD-HINT parts (hls.js does not)\n"
+               "  --src-ips A-B    source addresses, round-robin (default 127.0.0.2-127.0.0.250)\n"
+               "  --json           print one JSON object instead of a summary\n"
+               "exit status: 0 run completed, 1 internal error, 2 bad arguments\n");
 }
 
 int load_hls_main(int argc, char **argv)
@@ -963,8 +960,8 @@ int load_hls_main(int argc, char **argv)
         if (o.beacon_s && (!slash || !dot || dot <= slash + 1))
             return opts_bad("hls", "--beacon-path is needed when the URL is not /SPACE.m3u8");
         if (slash && dot && dot > slash)
-            snprintf(o.beacon_path, sizeof(o.beacon_path), "/beacon/%.*s",
-                     (int)(dot - slash - 1), slash + 1);
+            snprintf(o.beacon_path, sizeof(o.beacon_path), "/beacon/%.*s", (int)(dot - slash - 1),
+                     slash + 1);
     }
     if ((rc = opts_src_ips("hls", src, o.url.family, 0x7f000002, 249, &o.src_first,
                            &o.src_count)) != 0)

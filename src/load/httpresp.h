@@ -18,8 +18,16 @@
 #define HTTPRESP_HEAD_MAX 4096
 #define HTTPRESP_LINE_MAX 256
 
-enum { HR_HEAD, HR_BODY_LEN, HR_BODY_CLOSE, HR_CHUNK_SIZE, HR_CHUNK_DATA, HR_CHUNK_CRLF,
-       HR_TRAILER, HR_DONE };
+enum {
+    HR_HEAD,
+    HR_BODY_LEN,
+    HR_BODY_CLOSE,
+    HR_CHUNK_SIZE,
+    HR_CHUNK_DATA,
+    HR_CHUNK_CRLF,
+    HR_TRAILER,
+    HR_DONE
+};
 
 struct httpresp {
     int state;     /* HR_* */
@@ -30,7 +38,7 @@ struct httpresp {
     uint64_t body; /* body bytes so far */
     uint32_t head_len, line_len;
     uint8_t digits, ext; /* HR_CHUNK_SIZE: hex digits read; past the size (extensions) */
-    char age[16];  /* the Age header, "" if none (a cache's answer carries one) */
+    char age[16];        /* the Age header, "" if none (a cache's answer carries one) */
     char head[HTTPRESP_HEAD_MAX];
 };
 

@@ -18,8 +18,8 @@ static int attr(const char *a, size_t len, const char *name, char *out, size_t c
     int found = 1;
     while (i < len) {
         size_t k = i;
-        while (k < len && ((a[k] >= 'A' && a[k] <= 'Z') || (a[k] >= '0' && a[k] <= '9') ||
-                           a[k] == '-'))
+        while (k < len &&
+               ((a[k] >= 'A' && a[k] <= 'Z') || (a[k] >= '0' && a[k] <= '9') || a[k] == '-'))
             k++;
         if (k == i || k >= len || a[k] != '=')
             return -1;
@@ -194,7 +194,7 @@ static void unring(struct m3u8_item *r, uint32_t cap, uint64_t count)
     memcpy(r, tmp, cap * sizeof(*r));
 }
 
-#define TAG(line, len, name)                                                                   \
+#define TAG(line, len, name)                                                                       \
     ((len) >= sizeof(name) - 1 && memcmp((line), (name), sizeof(name) - 1) == 0)
 
 int m3u8_parse(const char *p, size_t len, struct m3u8 *out)
@@ -274,8 +274,8 @@ int m3u8_parse(const char *p, size_t len, struct m3u8 *out)
             int64_t b;
             memset(&pending, 0, sizeof(pending));
             if (attr(a, alen, "BANDWIDTH", bw, sizeof(bw)) != 0 || integer(bw, &b) < 0 ||
-                b > UINT32_MAX || attr(a, alen, "CODECS", pending.codecs,
-                                       sizeof(pending.codecs)) < 0)
+                b > UINT32_MAX ||
+                attr(a, alen, "CODECS", pending.codecs, sizeof(pending.codecs)) < 0)
                 return -1;
             pending.bandwidth = (uint32_t)b;
             want_variant = 1;

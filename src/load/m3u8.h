@@ -6,7 +6,9 @@
  *
  * It reads the network, so it is bounded and strict: a document is at most M3U8_MAX bytes, a
  * line at most M3U8_LINE_MAX, a URI at most M3U8_URI_MAX; only the newest M3U8_SEGS segments
- * and M3U8_PARTS parts are kept (a player needs the live edge, not the history). Tags it does
+ * and M3U8_PARTS parts are kept (a player needs the live edge, not the history), and the first
+ * M3U8_VARIANTS renditions. A part hint (EXT-X-PRELOAD-HINT TYPE=PART) names the part after the
+ * last one listed, so nothing numbered may follow it. Tags it does
  * not use are skipped, as the spec asks of clients; a tag it uses that is malformed makes the
  * document invalid.
  *
@@ -53,15 +55,15 @@ struct m3u8 {
     uint32_t nvariants;
     struct m3u8_variant variants[M3U8_VARIANTS];
     /* media */
-    double target_s;        /* EXT-X-TARGETDURATION */
-    double part_target_s;   /* EXT-X-PART-INF PART-TARGET; 0: not low-latency */
-    double hold_back_s;     /* SERVER-CONTROL HOLD-BACK; 0 if absent */
+    double target_s;      /* EXT-X-TARGETDURATION */
+    double part_target_s; /* EXT-X-PART-INF PART-TARGET; 0: not low-latency */
+    double hold_back_s;   /* SERVER-CONTROL HOLD-BACK; 0 if absent */
     double part_hold_back_s;
     double can_skip_until_s; /* 0: no delta updates */
     int can_block;           /* CAN-BLOCK-RELOAD=YES */
     int endlist;
     int64_t media_seq;
-    int64_t skipped; /* EXT-X-SKIP SKIPPED-SEGMENTS: this is a delta update */
+    int64_t skipped;            /* EXT-X-SKIP SKIPPED-SEGMENTS: this is a delta update */
     char map_uri[M3U8_URI_MAX]; /* EXT-X-MAP, "" if none */
     int64_t last_msn;           /* the last whole segment's number, media_seq - 1 if none */
     uint32_t nsegs_total;       /* segments listed (not skipped) */

@@ -29,7 +29,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         for (size_t i = 0; i < r.sid_len; i++)
             if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.",
-                        r.sid[i]) || r.sid[i] == 0)
+                        r.sid[i]) ||
+                r.sid[i] == 0)
                 abort();
     }
     return 0;

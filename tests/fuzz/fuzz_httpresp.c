@@ -59,8 +59,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (ra < 0)
         return 0;
-    if (ua != ub || a.status != b.status || a.keep != b.keep || sa.n != sb.n ||
-        sa.sum != sb.sum || a.body != sa.n || b.body != sb.n)
+    if (ua != ub || a.status != b.status || a.keep != b.keep || sa.n != sb.n || sa.sum != sb.sum ||
+        a.body != sa.n || b.body != sb.n)
         abort();
     if (ra == HR_DONE && (a.status < 200 || a.status > 999))
         abort();

@@ -4,8 +4,8 @@
  * session ids as tokens (token.c, TOKEN_SESSION).
  */
 #include <errno.h>
-#include <string.h>
 #include <sched.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>

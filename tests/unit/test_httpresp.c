@@ -60,7 +60,8 @@ TEST(issue11_every_split_gives_the_same_response)
     feed(&r, cases[0], 1000);
     ASSERT_EQ_STR(r.age, "2");
     /* chunked: stops after the trailer's blank line, before the next response */
-    ASSERT_EQ_INT((int)feed(&r, cases[1], 7), (int)(strstr(cases[1], "\r\n\r\nHTTP") + 4 - cases[1]));
+    ASSERT_EQ_INT((int)feed(&r, cases[1], 7),
+                  (int)(strstr(cases[1], "\r\n\r\nHTTP") + 4 - cases[1]));
 }
 
 TEST(issue11_close_framing_and_keep_alive)

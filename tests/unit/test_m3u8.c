@@ -40,11 +40,10 @@ TEST(issue11_plain_live_playlist)
 {
     /* what ffmpeg's hls muxer writes for a live playlist */
     struct m3u8 m;
-    const char *p =
-        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:41\n"
-        "#EXT-X-PROGRAM-DATE-TIME:2026-12-02T06:00:00.000+0100\n"
-        "#EXTINF:2.000000,\nlive41.ts\n#EXTINF:2.000000,\nlive42.ts\n"
-        "#EXTINF:1.960000,\nlive43.ts\n";
+    const char *p = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:41\n"
+                    "#EXT-X-PROGRAM-DATE-TIME:2026-12-02T06:00:00.000+0100\n"
+                    "#EXTINF:2.000000,\nlive41.ts\n#EXTINF:2.000000,\nlive42.ts\n"
+                    "#EXTINF:1.960000,\nlive43.ts\n";
     ASSERT_EQ_INT(parse(p, &m), (int)strlen(p));
     ASSERT_EQ_INT(m.kind, M3U8_MEDIA);
     ASSERT(m.target_s == 2.0 && m.part_target_s == 0 && !m.can_block && !m.endlist);
@@ -134,9 +133,11 @@ TEST(issue11_keeps_the_newest_in_order)
     char p[8192] = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n";
     for (int i = 0; i < 30; i++) {
         size_t n = strlen(p);
-        snprintf(p + n, sizeof(p) - n,
-                 "#EXT-X-PART:DURATION=1,URI=\"p%da.m4s\"\n#EXT-X-PART:DURATION=1,URI=\"p%db.m4s\"\n"
-                 "#EXTINF:2,\ns%d.m4s\n", i, i, i);
+        snprintf(
+            p + n, sizeof(p) - n,
+            "#EXT-X-PART:DURATION=1,URI=\"p%da.m4s\"\n#EXT-X-PART:DURATION=1,URI=\"p%db.m4s\"\n"
+            "#EXTINF:2,\ns%d.m4s\n",
+            i, i, i);
     }
     struct m3u8 m;
     ASSERT_EQ_INT(parse(p, &m), (int)strlen(p));
@@ -155,7 +156,7 @@ TEST(issue11_invalid_playlists)
     struct m3u8 m;
     const char *bad[] = {
         "",
-        "#EXTM3U8\n#EXT-X-TARGETDURATION:2\n",                    /* not the first line */
+        "#EXTM3U8\n#EXT-X-TARGETDURATION:2\n", /* not the first line */
         "\n#EXTM3U\n#EXT-X-TARGETDURATION:2\n",
         "#EXTM3U\n#EXTINF:2,\n",                                   /* EXTINF with no URI */
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\nseg.ts\n",              /* URI with no EXTINF */
@@ -163,11 +164,11 @@ TEST(issue11_invalid_playlists)
         "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n#EXT-X-FOO\na\n", /* tag before its URI */
         "#EXTM3U\n#EXT-X-STREAM-INF:CODECS=\"opus\"\na.m3u8\n",    /* no BANDWIDTH */
         "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\na\n#EXT-X-TARGETDURATION:2\n", /* both kinds */
-        "#EXTM3U\n#EXTINF:2,\nseg.ts\n",                           /* no TARGETDURATION */
+        "#EXTM3U\n#EXTINF:2,\nseg.ts\n", /* no TARGETDURATION */
         "#EXTM3U\n#EXT-X-TARGETDURATION:x\n",
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:-1,\na\n",
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:nan,\na\n",
-        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART:DURATION=0.5\n",          /* no URI */
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART:DURATION=0.5\n",         /* no URI */
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART:DURATION=0.5,URI=\"a\n", /* quote */
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART:DURATION=0.5,URI=\"a\"x\n",
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART:DURATION=0.5,URI=\"a\",\n",
@@ -223,8 +224,11 @@ TEST(issue11_resolve)
     ASSERT_EQ_STR(out, "/x/y.ts?z=1");
     ASSERT(m3u8_resolve("/a/b.m3u8", "http://h", out, sizeof(out)) > 0);
     ASSERT_EQ_STR(out, "/");
-    ASSERT_EQ_INT(m3u8_resolve("/a/b.m3u8", "0123456789012345678901234567890123456789"
-                               "0123456789012345678901234567890123456789", out, sizeof(out)), -1);
+    ASSERT_EQ_INT(m3u8_resolve("/a/b.m3u8",
+                               "0123456789012345678901234567890123456789"
+                               "0123456789012345678901234567890123456789",
+                               out, sizeof(out)),
+                  -1);
 }
 
 int main(void)
