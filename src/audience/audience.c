@@ -368,8 +368,8 @@ static void refuse(struct conn *c, int status, int retry_s, const char *why)
 /* The address joins are charged to: the peer, or the client a trusted proxy names last in
  * X-Forwarded-For, into <key>. Returns its entry (NULL: untracked, the table being full), and
  * in <*known> whether <key> could be had at all. */
-static struct addr_entry *join_entry(struct conn *c, const struct http_request *req,
-                                     struct addr_key *key, int *known)
+struct addr_entry *audience_client(struct conn *c, const struct http_request *req,
+                                   struct addr_key *key, int *known)
 {
     struct audience *a = audience_of(c);
     *known = 0;
@@ -500,7 +500,7 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
     int64_t now = a->loop->now_ms;
     struct addr_key key;
     int known;
-    struct addr_entry *e = join_entry(c, req, &key, &known);
+    struct addr_entry *e = audience_client(c, req, &key, &known);
     struct token t;
     int ticketed = 0;
     /* A ticket is checked before anything else costs work: one HMAC. */
@@ -593,7 +593,7 @@ static void audience_join_ticket(struct conn *c, const struct http_request *req,
     int64_t now = a->loop->now_ms;
     struct addr_key key;
     int known;
-    struct addr_entry *e = join_entry(c, req, &key, &known);
+    struct addr_entry *e = audience_client(c, req, &key, &known);
     int64_t wait;
     if (e && !bucket_take(&e->tickets, a->cfg->joins_per_ip, 2.0 * a->cfg->joins_per_ip, now,
                           &wait)) {
@@ -763,7 +763,9 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
                          "Icy-MetaData");
         return;
     }
-    if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
+    int beacon = req->path_len > 8 && memcmp(req->path, "/beacon/", 8) == 0; /* issue 11 */
+    if (req->method != HTTP_GET && req->method != HTTP_HEAD &&
+        !(beacon && req->method == HTTP_POST)) {
         conn_error(c, 405, "Allow: GET, HEAD, OPTIONS",
                    "The audience port serves listeners; sources go to the stage port");
         return;
@@ -832,6 +834,14 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
     if (hls_route(a, c, req, path))
         return;
     audience_check_slots(a); /* this process may not have been woken since a change */
+    if (beacon && strncmp(path, "/beacon/", 8) == 0) { /* counted even while draining */
+        if (head_only) {
+            conn_error(c, 405, "Allow: GET, POST", "A beacon is a GET or a POST");
+            return;
+        }
+        beacon_route(c, req, path + 8, mount_name_ok(path + 8) ? audience_find(a, path + 8) : -1);
+        return;
+    }
     if (__atomic_load_n(&a->sh->main.draining, __ATOMIC_ACQUIRE)) {
         /* a listener (a stream, or a ticket) may go to a relay; the rest waits for us */
         const char *m = strncmp(path, "/join/", 6) == 0 ? path + 6 : path + 1;

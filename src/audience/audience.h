@@ -86,6 +86,9 @@ struct audience {
     uint32_t hls_nwaiting;
     int access_fd;           /* the access log (cfg->access_log), O_APPEND; -1 = none */
     char access_path[256];   /* the path it was opened at */
+    /* issue 11: HLS sessions live per slot, as last counted (beacon_counts()) */
+    uint32_t hls[SHARED_MAX_SPACES];
+    int64_t hls_counted_ms;
 };
 
 /* The audience of the process that accepted <c>. */
@@ -120,6 +123,28 @@ void audience_close_all(struct audience *a);
 void audience_on_fd_limit(void *arg, int port);
 /* Updates this process's receiving counts now (status and metrics read them). */
 void audience_count_now(struct audience *a);
+
+/* The client of <req> on <c> (the address X-Forwarded-For names last if <c> is a trusted
+ * proxy): its address key in <key>, <*known> 0 if there is none, and its entry in the limits
+ * table (NULL: none to charge). */
+struct addr_entry *audience_client(struct conn *c, const struct http_request *req,
+                                   struct addr_key *key, int *known);
+
+/* HLS players' beacons (beacon.c, issue 11). */
+#define BEACON_EVERY_S 30 /* how often a player should beacon */
+struct beacon_req {
+    const char *sid; /* the session id (?sid=), NULL if none: a new session */
+    size_t sid_len;
+};
+/* Parses a beacon's query string <q> (<len> bytes, untrusted: "sid=<id>", other parameters
+ * ignored). Returns <len>, or -1 if it is invalid (sid empty, twice, too long, or of characters
+ * no session id has). <out> points into <q>. */
+int beacon_parse(const char *q, size_t len, struct beacon_req *out);
+/* GET/POST /beacon/<mount> (<slot>: its slot, -1 if not live): counts the session and answers
+ * with its id. */
+void beacon_route(struct conn *c, const struct http_request *req, const char *mount, int slot);
+/* Sessions live per slot, counted at most once a second. */
+const uint32_t *beacon_counts(struct audience *a);
 
 /* Listeners (listener.c). */
 /* How a listener asked to start (issue 11): GET /<space>?from=SEQ resumes at ring page SEQ

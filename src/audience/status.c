@@ -64,6 +64,8 @@ static void status_source(struct audience *a, int i, struct buf *b)
     buf_printf(b, ",\"listener_connections\":%u", conns);
     /* issue 10: the whole tree below this server, its own listeners included */
     buf_printf(b, ",\"tree_listeners\":%u", feed_tree_listeners(a->sh, i));
+    /* issue 11: HLS sessions whose beacons arrive, behind caches or not (beacon.c) */
+    buf_printf(b, ",\"hls_listeners\":%u", beacon_counts(a)[i]);
     buf_printf(b, ",\"listenurl\":\"http://%s/%s\"", host, ss->mount);
     buf_puts(b, ",\"samplerate\":48000");
     json_kv_str(b, "server_description",
@@ -254,6 +256,26 @@ void status_metrics(struct audience *a, struct buf *b)
         buf_printf(b, "rostrum_space_listener_connections{space=\"%s\"} %u\n",
                    sh->spaces[i].mount, c);
     }
+    /* issue 11: HLS sessions (beacon.c), apart from the stream listeners above */
+    const uint32_t *hls = beacon_counts(a);
+    metric_head(b, "rostrum_hls_listeners", "gauge",
+                "HLS sessions of a space whose last beacon came within session-window-s.");
+    for (int i = 0; i < SHARED_MAX_SPACES; i++)
+        if (slot_live(sh, i))
+            buf_printf(b, "rostrum_hls_listeners{space=\"%s\"} %u\n", sh->spaces[i].mount,
+                       hls[i]);
+    metric(b, "rostrum_beacons_total", "counter", "HLS beacons counted.", st.beacons);
+    metric(b, "rostrum_beacon_sessions_total", "counter", "HLS session ids issued.",
+           st.beacon_sessions);
+    metric_head(b, "rostrum_beacons_refused_total", "counter", "HLS beacons refused, by reason.");
+    buf_printf(b,
+               "rostrum_beacons_refused_total{reason=\"bad_session\"} %llu\n"
+               "rostrum_beacons_refused_total{reason=\"sessions_per_ip\"} %llu\n"
+               "rostrum_beacons_refused_total{reason=\"space_full\"} %llu\n"
+               "rostrum_beacons_refused_total{reason=\"table_full\"} %llu\n",
+               (unsigned long long)st.refused_beacon, (unsigned long long)st.refused_beacon_per_ip,
+               (unsigned long long)st.refused_beacon_space,
+               (unsigned long long)st.refused_beacon_table);
     static const char *const outcomes[JOIN_OUTCOMES] = {"ok", "not_found", "bad_request",
                                                         "refused"};
     metric_head(b, "rostrum_joins_total", "counter", "Listener join attempts by outcome.");

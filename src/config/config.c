@@ -73,6 +73,8 @@ enum key_id {
     KEY_HLS_SEGMENT_MS,
     KEY_HLS_PART_MS,
     KEY_HLS_MAX_BLOCKED,
+    KEY_SESSION_WINDOW_S,
+    KEY_MAX_HLS_SESSIONS,
     KEY_COUNT
 };
 
@@ -134,6 +136,8 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_HLS_SEGMENT_MS] = {"hls-segment-ms", IN_GLOBAL, 1000, 10000},
     [KEY_HLS_PART_MS] = {"hls-part-ms", IN_GLOBAL, 100, 2000},
     [KEY_HLS_MAX_BLOCKED] = {"hls-max-blocked", IN_GLOBAL, 0, 100000},
+    [KEY_SESSION_WINDOW_S] = {"session-window-s", IN_GLOBAL, 5, 3600},
+    [KEY_MAX_HLS_SESSIONS] = {"max-hls-sessions", IN_GLOBAL, 1, 65536},
 };
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
@@ -202,6 +206,8 @@ void config_defaults(struct config *c)
     c->write_budget = 50000;
     c->max_batch_ms = 2000;
     c->max_members = 4000;
+    c->session_window_s = 75;
+    c->max_hls_sessions = 65536; /* SHARED_BEACONS_PER_SPACE (beacon.c checks) */
     c->log_level = LOG_INFO;
     c->hls = 1;
     c->hls_segment_ms = 2000;
@@ -412,6 +418,10 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->hls_part_ms;
     case KEY_HLS_MAX_BLOCKED:
         return &c->hls_max_blocked;
+    case KEY_SESSION_WINDOW_S:
+        return &c->session_window_s;
+    case KEY_MAX_HLS_SESSIONS:
+        return &c->max_hls_sessions;
     default:
         check_fail(__FILE__, __LINE__, "key_defs[] and this switch disagree");
     }

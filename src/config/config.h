@@ -92,6 +92,8 @@ struct config {
     int speaker_idle_ms;       /* a speaker that sends nothing this long is dropped; 30000 */        /* creates stage spaces; "" = nobody can */
     int max_batch_ms;          /* longest wait between writes to one listener; 2000 */
     int max_members;           /* stage WebSocket members off stage, all spaces; 4000 */
+    int session_window_s;      /* an HLS session counts this long after its last beacon; 75 */
+    int max_hls_sessions;      /* HLS sessions counted per space; SHARED_BEACONS_PER_SPACE */
     int log_level;             /* enum log_level (util/log.h); default LOG_INFO */
     char access_log[256];      /* a line per listener session, appended; "" (default) = none */
     char log_file[256];        /* the server's log (and stderr), appended; "" (default) = stderr;

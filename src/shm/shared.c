@@ -196,6 +196,76 @@ int shared_ticket_use(struct shared *sh, uint64_t id, int64_t expiry_s, int64_t 
     return -ENOSPC;
 }
 
+#define BEACON_TIME_BITS 22
+#define BEACON_TIME_MASK ((1u << BEACON_TIME_BITS) - 1)
+#define BEACON_TAG_SHIFT 28
+
+/* 1 if slot word <w> was last refreshed within <window_s> of <now_s>. A time a little ahead
+ * of <now_s> (another process's loop clock is a few ms newer) is fresh, not 48 days old. */
+static int beacon_live(uint64_t w, int64_t now_s, int window_s)
+{
+    uint32_t age = ((uint32_t)now_s - (uint32_t)w) & BEACON_TIME_MASK;
+    return w != 0 && (age <= (uint32_t)window_s || age > BEACON_TIME_MASK - 16);
+}
+
+int shared_beacon_seen(struct shared *sh, uint64_t id, int slot, int64_t now_s, int window_s)
+{
+    uint64_t tag = id >> BEACON_TAG_SHIFT ? id >> BEACON_TAG_SHIFT : 1;
+    uint64_t word = tag << BEACON_TAG_SHIFT | (uint64_t)(slot & 63) << BEACON_TIME_BITS |
+                    ((uint64_t)now_s & BEACON_TIME_MASK);
+    uint32_t home = (uint32_t)id & (SHARED_BEACONS - 1);
+    for (int attempt = 0; attempt < 4; attempt++) {
+        uint64_t *spare = NULL, was = 0;
+        uint32_t i, at = 0;
+        for (i = 0; i < SHARED_BEACON_PROBE; i++) {
+            uint64_t *s = &sh->beacons[(home + i) & (SHARED_BEACONS - 1)];
+            uint64_t w = __atomic_load_n(s, __ATOMIC_ACQUIRE);
+            if (w && w >> BEACON_TAG_SHIFT == tag) { /* its own slot: refresh it */
+                int lapsed = !beacon_live(w, now_s, window_s);
+                if (__atomic_compare_exchange_n(s, &w, word, 0, __ATOMIC_ACQ_REL,
+                                                __ATOMIC_ACQUIRE))
+                    return lapsed;
+                break; /* changed under us: look again */
+            }
+            if (!spare && !beacon_live(w, now_s, window_s)) {
+                spare = s;
+                was = w;
+                at = i;
+            }
+        }
+        if (i < SHARED_BEACON_PROBE)
+            continue;
+        if (!spare)
+            return -ENOSPC;
+        if (!__atomic_compare_exchange_n(spare, &was, word, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            continue; /* someone took that slot: look again */
+        /* another worker taking this session's first beacon at once may hold another slot:
+         * the lower one in probe order stays */
+        for (uint32_t j = 0; j < at; j++) {
+            uint64_t *s = &sh->beacons[(home + j) & (SHARED_BEACONS - 1)];
+            if (__atomic_load_n(s, __ATOMIC_ACQUIRE) >> BEACON_TAG_SHIFT == tag) {
+                uint64_t mine = word;
+                __atomic_compare_exchange_n(spare, &mine, 0, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE);
+                return 0;
+            }
+        }
+        return 1;
+    }
+    return -ENOSPC;
+}
+
+void shared_beacon_count(const struct shared *sh, int64_t now_s, int window_s,
+                         uint32_t out[SHARED_MAX_SPACES])
+{
+    memset(out, 0, SHARED_MAX_SPACES * sizeof(out[0]));
+    for (uint32_t i = 0; i < SHARED_BEACONS; i++) {
+        uint64_t w = __atomic_load_n(&sh->beacons[i], __ATOMIC_RELAXED);
+        if (beacon_live(w, now_s, window_s))
+            out[(w >> BEACON_TIME_BITS) & 63]++;
+    }
+}
+
 void shared_dbuf_put(struct shared_dbuf *d, unsigned char *halves, size_t cap, const void *data,
                      uint32_t len, uint32_t aux)
 {

@@ -38,6 +38,9 @@
 #define SHARED_TICKETS (1u << 20)    /* used-ticket table: ~8 min of tickets at 2,000/s */
 #define SHARED_TICKET_PROBE 32       /* slots looked at per ticket */
 #define SHARED_CONFIG_BYTES (64u << 10) /* the serialised configuration, for the workers */
+#define SHARED_BEACONS (1u << 18)       /* HLS sessions counted at once, all spaces (2 MiB) */
+#define SHARED_BEACONS_PER_SPACE (1u << 16) /* of which one space may hold */
+#define SHARED_BEACON_PROBE 32              /* slots looked at per session */
 
 enum slot_state { SLOT_FREE = 0, SLOT_WAITING, SLOT_LIVE };
 
@@ -116,6 +119,13 @@ struct shared_counters {
     uint64_t listener_resumes;     /* listener joins with from= that resumed at that page */
     uint64_t listener_resume_gaps; /* from= already evicted (or ahead): started at the burst */
     uint64_t tree_rows_full;     /* relays of a report left out of the count: no row free */
+    /* issue 11, item 4 (HLS players' beacons: audience/beacon.c) */
+    uint64_t beacons;                 /* beacons counted (a session's first one included) */
+    uint64_t beacon_sessions;         /* session ids issued */
+    uint64_t refused_beacon;          /* 403: a forged, expired or another space's session id */
+    uint64_t refused_beacon_per_ip;   /* 429: too many new sessions from one address */
+    uint64_t refused_beacon_space;    /* 503: the space has SHARED_BEACONS_PER_SPACE sessions */
+    uint64_t refused_beacon_table;    /* 503: no free slot in the session's probe window */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
@@ -338,6 +348,9 @@ struct shared {
     /* Admission tickets already used, by every worker: see shared_ticket_use(). 8 MiB of
      * address space, touched only where tickets land (MAP_NORESERVE). */
     uint64_t used_tickets[SHARED_TICKETS];
+    /* HLS sessions whose beacons arrive (issue 11), written by every worker: see
+     * shared_beacon_seen(). */
+    uint64_t beacons[SHARED_BEACONS];
     /* followed by SHARED_MAX_SPACES rings, each ring_bytes(SHARED_RING_SLOTS,
      * SHARED_RING_BYTES) long, at shared_ring() */
 };
@@ -447,6 +460,27 @@ int mount_name_ok(const char *m);
  * ticket is used at most once even then.
  */
 int shared_ticket_use(struct shared *sh, uint64_t id, int64_t expiry_s, int64_t now_s);
+
+/*
+ * HLS sessions (issue 11, item 4). Records that session <id> (a signed session id's 64 random
+ * bits) of slot <slot> beaconed at <now_s> (CLOCK_MONOTONIC seconds, the same clock in every
+ * process). Returns 1 if the session was not in the table (or had lapsed), 0 if it was and is
+ * now refreshed, -ENOSPC if its probe window holds only live sessions of other ids.
+ *
+ * A session counts while its beacons arrive: it is live for <window_s> after its last beacon.
+ * Beacons land on any worker (SO_REUSEPORT hashes each new connection), so the table is shared
+ * and one session is one slot wherever its beacons land: the count is of distinct ids. Each
+ * slot is one 64-bit word claimed or refreshed by compare-and-swap, so a slot never holds half
+ * of an entry: (36 bits of the id) << 28 | slot << 22 | (<now_s> mod 2^22). A lapsed slot is
+ * free for the next new session. Two workers taking the first beacon of one session at the same
+ * instant may claim two slots; the one at the higher index lets its slot go again, so the
+ * session is counted once. Two ids that share their 36 bits count as one (a count low by one:
+ * at 65,536 sessions about a 3 % chance that some pair does, at the table's 262,144 about 40 %).
+ */
+int shared_beacon_seen(struct shared *sh, uint64_t id, int slot, int64_t now_s, int window_s);
+/* Counts, per slot into <out>, the sessions live at <now_s> (beaconed within <window_s>). */
+void shared_beacon_count(const struct shared *sh, int64_t now_s, int window_s,
+                         uint32_t out[SHARED_MAX_SPACES]);
 
 /* Sums the counters of the main process, every worker and the retired ones into <out>. */
 void shared_sum_counters(const struct shared *sh, struct shared_counters *out);
