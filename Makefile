@@ -26,13 +26,13 @@ ifeq ($(SAN),1)
 CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
 endif
-LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lssl -lcrypto -lisal -lsystemd -lm
+LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lssl -lcrypto -lisal -lsystemd -lavcodec -lavutil -lm
 
 # Libraries in dependency order (each may use only those before it): the core modules any
 # program may use, the server's layers, and each tool's own code. The tools do not link the
 # server: rostrum-load and rostrum-speak are clients built on the core alone.
 CORE_DIRS   := util event net tls http ws ogg limits web shm token config mixer
-SERVER_DIRS := conn space stage stageport relay audience proc
+SERVER_DIRS := conn space transcode stage stageport relay audience proc
 MAINS       := src/proc/main.c src/load/main.c src/speak/main.c
 dir_src      = $(filter-out $(MAINS),$(foreach d,$(1),$(wildcard src/$(d)/*.c)))
 CORE_OBJ    := $(patsubst %.c,$(O)/obj/%.o,$(call dir_src,$(CORE_DIRS))) \

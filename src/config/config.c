@@ -66,6 +66,11 @@ enum key_id {
     KEY_RELAY_KEY,
     KEY_PUBLIC_URL,
     KEY_RELAY_NAME,
+    KEY_AAC_KBPS,
+    KEY_MP3_KBPS,
+    KEY_AAC_ALWAYS,
+    KEY_RENDITION_LINGER_MS,
+    KEY_RENDITION_RESERVE,
     KEY_NAME,
     KEY_DESCRIPTION,
     KEY_COUNT
@@ -122,6 +127,11 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_RELAY_KEY] = {"relay-key", IN_GLOBAL, 1, 0},
     [KEY_PUBLIC_URL] = {"public-url", IN_GLOBAL, 1, 0},
     [KEY_RELAY_NAME] = {"relay-name", IN_GLOBAL, 1, 0},
+    [KEY_AAC_KBPS] = {"aac-kbps", IN_GLOBAL, 0, 320},
+    [KEY_MP3_KBPS] = {"mp3-kbps", IN_GLOBAL, 0, 320},
+    [KEY_AAC_ALWAYS] = {"aac-always", IN_GLOBAL, 0, 1},
+    [KEY_RENDITION_LINGER_MS] = {"rendition-linger-ms", IN_GLOBAL, 0, 600000},
+    [KEY_RENDITION_RESERVE] = {"rendition-reserve", IN_GLOBAL, 0, 64},
     [KEY_NAME] = {"name", IN_SPACE, 1, 0},
     [KEY_DESCRIPTION] = {"description", IN_SPACE, 1, 0},
 };
@@ -193,6 +203,10 @@ void config_defaults(struct config *c)
     c->max_batch_ms = 2000;
     c->max_members = 4000;
     c->log_level = LOG_INFO;
+    c->aac_kbps = 96;
+    c->mp3_kbps = 128;
+    c->rendition_linger_ms = 10000;
+    c->rendition_reserve = 8;
 }
 
 static bool is_name_char(unsigned char ch)
@@ -390,6 +404,16 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->max_members;
     case KEY_DRAIN_MS:
         return &c->drain_ms;
+    case KEY_AAC_KBPS:
+        return &c->aac_kbps;
+    case KEY_MP3_KBPS:
+        return &c->mp3_kbps;
+    case KEY_AAC_ALWAYS:
+        return &c->aac_always;
+    case KEY_RENDITION_LINGER_MS:
+        return &c->rendition_linger_ms;
+    case KEY_RENDITION_RESERVE:
+        return &c->rendition_reserve;
     default:
         check_fail(__FILE__, __LINE__, "key_defs[] and this switch disagree");
     }
@@ -473,6 +497,18 @@ static int set_int(struct parser *p, const struct key_def *def, enum key_id id, 
     if (v < def->min || v > def->max)
         return fail(p, "%s: %s is out of range (%d to %d)", def->name, SHOW(shown, val, vlen),
                     def->min, def->max);
+    /* the renditions (issue 11): rates the encoders take as they are. MPEG-1 layer III at
+     * 48 kHz has 14 bitrates (ISO/IEC 11172-3, 2.4.2.3); AAC-LC below 32 kb/s is not worth
+     * a listener's while. */
+    static const int mp3_rates[] = {32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320};
+    bool rate_ok = v == 0 || id != KEY_MP3_KBPS;
+    for (size_t i = 0; !rate_ok && i < sizeof(mp3_rates) / sizeof(mp3_rates[0]); i++)
+        rate_ok = v == mp3_rates[i];
+    if (!rate_ok)
+        return fail(p, "%s: %ld is not an MP3 bitrate (0 = off, or 32 40 48 56 64 80 96 112 128 "
+                       "160 192 224 256 320)", def->name, v);
+    if (id == KEY_AAC_KBPS && v > 0 && v < 32)
+        return fail(p, "%s: %ld is too low (0 = off, or 32 to 320)", def->name, v);
     *int_field(p, id) = (int)v;
     return 0;
 }

@@ -95,6 +95,12 @@ struct config {
     char log_file[256];        /* the server's log (and stderr), appended; "" (default) = stderr;
                                   read at start only, reopened on SIGUSR1 */
     char user[64];             /* after binding, run as this user; "" (default) = stay */
+    /* issue 11, item 5: the AAC and MP3 renditions (transcode/transcode.h) */
+    int aac_kbps;              /* /<space>.aac bitrate; 0 = none; default 96, 32..320 */
+    int mp3_kbps;              /* /<space>.mp3 bitrate; 0 = none; default 128, an MP3 rate */
+    int aac_always;            /* 1: encode AAC with no listener too (HLS reads it); 0 */
+    int rendition_linger_ms;   /* an encoder outlives its last listener this long; 10000 */
+    int rendition_reserve;     /* free slots renditions never take (kept for spaces); 8 */
     struct space_config spaces[CONFIG_MAX_SPACES];
     size_t num_spaces;
 };

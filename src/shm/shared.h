@@ -106,6 +106,8 @@ struct shared_counters {
     uint64_t relay_reports_stale; /* feeds that went quiet: no report for FEED_REPORT_AGE_MS */
     uint64_t redirects_full;     /* 307: this server was full, sent to a relay with room */
     uint64_t redirects_draining; /* 307: this server was stopping, sent to a relay */
+    /* issue 11, item 5 (AAC and MP3 renditions, transcode/transcode.h) */
+    uint64_t refused_rendition; /* 503: a space's rendition has no slot (the slot reserve) */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
@@ -151,7 +153,30 @@ struct shared_space {
     /* issue 10 (relays): the stream's identity as the relay feed carries it down the tree:
      * the Ogg serial and the origin's slot generation when the stream began */
     uint32_t feed_serial, feed_epoch;
+    /* issue 11, item 5: a rendition slot (transcode/transcode.h) carries another slot's
+     * programme re-encoded: <rendition_of> is that slot + 1 (0: a space of its own), <kind>
+     * an enum rendition_kind, <src_gen> the source slot's generation it renders, <kbps> its
+     * bitrate. Set before the slot goes LIVE, constant while it is. */
+    int32_t rendition_of;
+    uint32_t rendition_kind, rendition_src_gen, rendition_kbps;
 };
+
+/* The renditions a space can have, by the suffix of their mount (issue 11, item 5). */
+enum rendition_kind { RENDITION_NONE = 0, RENDITION_AAC, RENDITION_MP3, RENDITION_KINDS };
+
+/* 1 if slot <s> is a rendition of another slot (its listeners count, but it is no space: no
+ * stage, no relay feed, no state document). */
+static inline int shared_is_rendition(const struct shared_space *s)
+{
+    return __atomic_load_n(&s->rendition_of, __ATOMIC_ACQUIRE) != 0;
+}
+/* The rendition kind a mount name asks for, by its suffix (".aac", ".mp3"), with the length
+ * of the space's name before it in <*base_len>; RENDITION_NONE for any other name. */
+int rendition_mount_kind(const char *mount, size_t *base_len);
+/* The suffix of <kind> (".aac"), and its Content-Type and status-json subtype. */
+const char *rendition_suffix(int kind);
+const char *rendition_content_type(int kind);
+const char *rendition_codec_name(int kind);
 
 /*
  * One relay feed's last report (issue 10, item 3), in the table of the worker serving the feed.
@@ -210,7 +235,7 @@ void shared_relay_write(struct shared_worker *w, uint32_t i, const struct shared
  * and after the copy; counters are cumulative, so the reader makes rates of neighbours.
  */
 #define SHARED_HISTORY 600
-#define SHARED_REFUSALS 18 /* reasons of rostrum_refused_total (status.c, refusal_names) */
+#define SHARED_REFUSALS 19 /* reasons of rostrum_refused_total (status.c, refusal_names) */
 
 struct shared_sample {
     uint32_t seq;
@@ -269,6 +294,15 @@ struct shared_main {
     uint64_t relay_restarts;       /* streams restarted (identity changed, seq no longer there) */
     uint64_t relay_failovers;      /* reconnections to another upstream than the last */
     uint64_t relay_feeds_up;       /* gauge: feeds receiving now */
+    /* issue 11, item 5: the renditions' encoders (transcode/transcode.h) */
+    uint64_t rendition_slots;        /* gauge: rendition slots taken */
+    uint64_t rendition_encoders;     /* gauge: encoders running */
+    uint64_t rendition_starts;       /* encoders started (a first listener, or always-on) */
+    uint64_t rendition_errors;       /* encoder or decoder errors (the encoder restarts) */
+    uint64_t rendition_frames;       /* AAC / MP3 frames published */
+    uint64_t rendition_cpu_ns;       /* CPU time spent decoding and encoding (thread clock) */
+    uint64_t rendition_skips;        /* times an encoder fell behind real time and skipped */
+    uint64_t rendition_evictions;    /* idle rendition slots given back for new spaces */
 };
 
 struct shared {
@@ -294,7 +328,7 @@ struct shared {
 };
 
 /* Bumped whenever a shared structure changes meaning without changing size. */
-#define SHARED_LAYOUT_VERSION 1
+#define SHARED_LAYOUT_VERSION 2 /* 2: rendition slots (issue 11) */
 
 /* Maps the shared memory for <nworkers> workers (MAP_NORESERVE: rings take memory only as
  * pages are written), a memfd whose descriptor goes to <*memfd> (close-on-exec; NULL: closed).
