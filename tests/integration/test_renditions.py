@@ -1,9 +1,13 @@
 """Issue 11, item 5: /<space>.aac (ADTS, AAC-LC) and /<space>.mp3 (MP3) progressive streams,
 encoded once per space from its Opus programme, only while someone listens."""
 
+import os
+import re
+import shutil
+import signal
 import time
 
-from harness import (PASSWORD, basic_auth, check, check_ffmpeg_decode, check_tone, connect,
+from harness import (PASSWORD, Server, basic_auth, check, check_ffmpeg_decode, check_tone, connect,
                      ffmpeg_listener, ffmpeg_source, get_json, http_request, listen, metric,
                      metrics, mount_status, note, read_head, status_sources, test, wait_for,
                      wait_live)
@@ -266,3 +270,35 @@ def test_renditions_aac_always_and_config_errors(ctx):
         rc = p.wait(15)
         err = p.log.read_text(errors="replace")
         check(rc != 0 and want in err and key[2:] in err, f"{key} {val}: exit {rc}, {err!r}")
+
+
+@test(timeout=90, icecast=False)
+def test_renditions_survive_upgrade(ctx):
+    """SIGUSR2: the new binary takes the rendition slots over; their listeners stay connected,
+    an ffmpeg MP3 listener decodes through the upgrade without error, and the AAC stream stays
+    whole ADTS frames."""
+    exe = ctx.tmp / "bin" / "rostrum"
+    exe.parent.mkdir(exist_ok=True)
+    shutil.copy2(ctx.binary, exe)
+    srv = Server(ctx, exe, extra=["--workers", "2"])
+    src = ffmpeg_source(ctx, srv, "/u", 440)
+    wait_live(srv, "/u", proc=src)
+    wait_for(lambda: mount_status(srv, "/u.aac"), 5, "/u.aac to be listed")
+    raw = listen(ctx, srv, "/u.aac")
+    dec = ffmpeg_listener(ctx, srv, "/u.mp3", 9, name="mp3_listener")
+    time.sleep(3)
+    new = exe.with_name("rostrum.new")
+    shutil.copy2(ctx.binary, new)
+    os.replace(new, exe)
+    os.kill(srv.proc.pid, signal.SIGUSR2)
+    wait_for(lambda: re.search(r"took over \d+ spaces", srv.log_text()), 15,
+             "the new binary to take over")
+    check("not upgrading" not in srv.log_text(), f"upgrade refused:\n{srv.proc.tail()}")
+    check(re.search(r"transcode /u\.aac taken over", srv.log_text()),
+          "the new binary did not take /u.aac over")
+    pcm = check_ffmpeg_decode(dec, 9, timeout=30)
+    check_tone(pcm, 440, "MP3 listener across the upgrade", skip_s=0.1)
+    check(raw.end is None, f"the AAC listener was closed by the upgrade ({raw.end})")
+    frames, _ = adts_frames(raw.data())
+    check(len(frames) > 9 * 48000 / 1024 * 0.8, f"{len(frames)} ADTS frames in 9 s")
+    check(rendition_metrics(srv)["errors_total"] == 0, "encoder errors after the upgrade")
