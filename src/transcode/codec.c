@@ -17,6 +17,7 @@
 #include <libavcodec/avcodec.h>
 #include <libavutil/channel_layout.h>
 #include <libavutil/frame.h>
+#include <libavutil/log.h>
 #include <opus/opus.h>
 
 #include "transcode/transcode.h"
@@ -83,6 +84,8 @@ struct rcodec *rcodec_new(int kind, int channels, int output_gain, int kbps, cha
         snprintf(err, errlen, "libavcodec has no %s encoder", name ? name : "such");
         return NULL;
     }
+    /* libavcodec's own notes (its encoders' statistics on close) are not the server's log */
+    av_log_set_level(AV_LOG_ERROR);
     struct rcodec *c = calloc(1, sizeof(*c));
     BUG_ON(!c);
     c->kind = kind;
