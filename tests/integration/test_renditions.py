@@ -302,3 +302,23 @@ def test_renditions_survive_upgrade(ctx):
     frames, _ = adts_frames(raw.data())
     check(len(frames) > 9 * 48000 / 1024 * 0.8, f"{len(frames)} ADTS frames in 9 s")
     check(rendition_metrics(srv)["errors_total"] == 0, "encoder errors after the upgrade")
+
+
+@test(timeout=60, icecast=False)
+def test_renditions_on_a_relay(ctx):
+    """A relay makes its own renditions from the Ogg stream it pulls (the origin's renditions
+    are not relayed): ffmpeg decodes the relay's /live.aac with the origin's tone, and the
+    relay lists /live only as a space it relays."""
+    origin = ctx.start_server(extra=["--workers", "1"])
+    src = ffmpeg_source(ctx, origin, "/live", 550)
+    wait_live(origin, "/live", proc=src)
+    edge = Server(ctx, ctx.binary, relay=f"http://127.0.0.1:{origin.audience}",
+                  extra=["--workers", "1"])
+    wait_for(lambda: mount_status(edge, "/live.aac"), 15, "the relay's /live.aac")
+    idx = get_json(edge.audience, "/relay.json")
+    check([s["mount"] for s in idx["spaces"]] == ["live"], f"the relay's /relay.json: {idx}")
+    lst = ffmpeg_listener(ctx, edge, "/live.aac", 5, name="relay_aac")
+    check_tone(check_ffmpeg_decode(lst, 5, timeout=25), 550, "AAC listener on the relay",
+               skip_s=0.1)
+    o = rendition_metrics(origin)
+    check(o["encoders"] == 0, f"the origin encoded for the relay's listener: {o}")
