@@ -233,27 +233,31 @@ static void status_tree_metrics(struct audience *a, struct buf *b, const struct 
 static void status_rendition_metrics(const struct shared *sh, struct buf *b)
 {
     const struct shared_main *m = &sh->main;
-    metric(b, "rostrum_rendition_slots", "gauge", "Slots taken by AAC and MP3 renditions.",
-           m->rendition_slots);
-    metric(b, "rostrum_rendition_encoders", "gauge",
-           "Rendition encoders running (a rendition encodes only while listened to).",
-           m->rendition_encoders);
-    metric(b, "rostrum_rendition_starts_total", "counter", "Rendition encoders started.",
-           m->rendition_starts);
-    metric(b, "rostrum_rendition_errors_total", "counter",
-           "Rendition decoder or encoder errors (the encoder starts again a second later).",
-           m->rendition_errors);
-    metric(b, "rostrum_rendition_frames_total", "counter", "AAC and MP3 frames published.",
-           m->rendition_frames);
+    const struct {
+        const char *name, *type, *help;
+        uint64_t v;
+    } rows[] = {
+        {"slots", "gauge", "Slots taken by AAC and MP3 renditions.", m->rendition_slots},
+        {"encoders", "gauge", "Rendition encoders running (only while listened to).",
+         m->rendition_encoders},
+        {"starts_total", "counter", "Rendition encoders started.", m->rendition_starts},
+        {"errors_total", "counter",
+         "Rendition decoder or encoder errors (the encoder starts again a second later).",
+         m->rendition_errors},
+        {"frames_total", "counter", "AAC and MP3 frames published.", m->rendition_frames},
+        {"skips_total", "counter",
+         "Times a rendition encoder skipped to the live edge (behind real time, or lapped).",
+         m->rendition_skips},
+        {"evictions_total", "counter",
+         "Rendition slots given back because spaces needed them.", m->rendition_evictions}};
+    char name[64];
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        snprintf(name, sizeof(name), "rostrum_rendition_%s", rows[i].name);
+        metric(b, name, rows[i].type, rows[i].help, rows[i].v);
+    }
     metric_head(b, "rostrum_rendition_cpu_seconds_total", "counter",
                 "CPU time the renditions spent decoding and encoding.");
     buf_printf(b, "rostrum_rendition_cpu_seconds_total %.6f\n", (double)m->rendition_cpu_ns / 1e9);
-    metric(b, "rostrum_rendition_skips_total", "counter",
-           "Times a rendition encoder skipped to the live edge (behind real time, or lapped).",
-           m->rendition_skips);
-    metric(b, "rostrum_rendition_evictions_total", "counter",
-           "Idle rendition slots given back because spaces needed the slot reserve.",
-           m->rendition_evictions);
 }
 
 void status_metrics(struct audience *a, struct buf *b)

@@ -23,42 +23,45 @@ def source_head_bytes(mount):
             "Content-Type: audio/ogg\r\n\r\n").encode()
 
 
-def adts_frames(data):
-    """Splits <data> into ADTS frames, checking each header (ISO/IEC 13818-7 6.2): sync, MPEG-4,
-    no CRC, AAC LC, 48 kHz. Returns (frames, leftover bytes of an unfinished last frame)."""
+def split_frames(data, head_len, frame_len):
+    """Splits <data> into frames: <frame_len>(header bytes, offset) checks a header and returns
+    its frame's length. Returns (frames, bytes of an unfinished last frame)."""
     frames, i = [], 0
-    while i + 7 <= len(data):
-        h = data[i:i + 7]
-        check(h[0] == 0xFF and (h[1] & 0xF6) == 0xF0, f"no ADTS sync at byte {i}: {h.hex()}")
-        check(h[1] & 1 == 1, f"ADTS frame at {i} has a CRC (protection_absent 0)")
-        check(h[2] >> 6 == 1, f"ADTS frame at {i}: profile {h[2] >> 6}, want 1 (LC)")
-        check((h[2] >> 2) & 15 == 3, f"ADTS frame at {i}: frequency index {(h[2] >> 2) & 15}")
-        n = ((h[3] & 3) << 11) | (h[4] << 3) | (h[5] >> 5)
-        check(n > 7, f"ADTS frame at {i} of length {n}")
+    while i + head_len <= len(data):
+        n = frame_len(data[i:i + head_len], i)
         if i + n > len(data):
             break
         frames.append(data[i:i + n])
         i += n
     return frames, len(data) - i
+
+
+def adts_len(h, i):
+    """An ADTS header (ISO/IEC 13818-7 6.2): sync, MPEG-4, no CRC, AAC LC, 48 kHz."""
+    check(h[0] == 0xFF and (h[1] & 0xF6) == 0xF0, f"no ADTS sync at byte {i}: {h.hex()}")
+    check(h[1] & 1 == 1, f"ADTS frame at {i} has a CRC (protection_absent 0)")
+    check(h[2] >> 6 == 1, f"ADTS frame at {i}: profile {h[2] >> 6}, want 1 (LC)")
+    check((h[2] >> 2) & 15 == 3, f"ADTS frame at {i}: frequency index {(h[2] >> 2) & 15}")
+    n = ((h[3] & 3) << 11) | (h[4] << 3) | (h[5] >> 5)
+    check(n > 7, f"ADTS frame at {i} of length {n}")
+    return n
+
+
+def mp3_len(h, i):
+    """An MPEG-1 layer III header at 48 kHz (ISO/IEC 11172-3 2.4.1.3)."""
+    check(h[0] == 0xFF and (h[1] & 0xFE) == 0xFA, f"no MPEG-1 layer III sync at {i}: {h.hex()}")
+    br = MP3_KBPS[h[2] >> 4]
+    check(br > 0, f"MP3 frame at {i}: free or bad bitrate index {h[2] >> 4}")
+    check((h[2] >> 2) & 3 == 1, f"MP3 frame at {i}: sampling index {(h[2] >> 2) & 3}, want 48 kHz")
+    return 144 * br * 1000 // 48000 + ((h[2] >> 1) & 1)
+
+
+def adts_frames(data):
+    return split_frames(data, 7, adts_len)
 
 
 def mp3_frames(data):
-    """Splits <data> into MPEG-1 layer III frames at 48 kHz (ISO/IEC 11172-3 2.4.1.3), checking
-    each header. Returns (frames, leftover bytes)."""
-    rates = MP3_KBPS
-    frames, i = [], 0
-    while i + 4 <= len(data):
-        h = data[i:i + 4]
-        check(h[0] == 0xFF and (h[1] & 0xFE) == 0xFA, f"no MPEG-1 layer III sync at {i}: {h.hex()}")
-        br = rates[h[2] >> 4]
-        check(br > 0, f"MP3 frame at {i}: free or bad bitrate index {h[2] >> 4}")
-        check((h[2] >> 2) & 3 == 1, f"MP3 frame at {i}: sampling index {(h[2] >> 2) & 3}, want 48 kHz")
-        n = 144 * br * 1000 // 48000 + ((h[2] >> 1) & 1)
-        if i + n > len(data):
-            break
-        frames.append(data[i:i + n])
-        i += n
-    return frames, len(data) - i
+    return split_frames(data, 4, mp3_len)
 
 
 def rendition_metrics(srv):
