@@ -310,3 +310,15 @@ const char *rendition_codec_name(int kind)
 {
     return kind > 0 && kind < RENDITION_KINDS ? rendition_codecs[kind] : rendition_codecs[0];
 }
+
+int shared_rendition_slot(const struct shared *sh, int src, int kind)
+{
+    for (int i = 0; i < SHARED_MAX_SPACES; i++) {
+        const struct shared_space *ss = &sh->spaces[i];
+        if (__atomic_load_n(&ss->state, __ATOMIC_ACQUIRE) == SLOT_LIVE &&
+            __atomic_load_n(&ss->rendition_of, __ATOMIC_ACQUIRE) == src + 1 &&
+            ss->rendition_kind == (uint32_t)kind)
+            return i;
+    }
+    return -1;
+}

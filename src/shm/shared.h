@@ -161,6 +161,8 @@ struct shared_space {
     uint32_t rendition_kind, rendition_src_gen, rendition_kbps;
 };
 
+struct shared;
+
 /* The renditions a space can have, by the suffix of their mount (issue 11, item 5). */
 enum rendition_kind { RENDITION_NONE = 0, RENDITION_AAC, RENDITION_MP3, RENDITION_KINDS };
 
@@ -173,6 +175,9 @@ static inline int shared_is_rendition(const struct shared_space *s)
 /* The rendition kind a mount name asks for, by its suffix (".aac", ".mp3"), with the length
  * of the space's name before it in <*base_len>; RENDITION_NONE for any other name. */
 int rendition_mount_kind(const char *mount, size_t *base_len);
+/* The live rendition slot of <kind> of slot <src>, or -1 (a reader such as the HLS packager
+ * finds a space's AAC frames there: the contract is in transcode/transcode.h). */
+int shared_rendition_slot(const struct shared *sh, int src, int kind);
 /* The suffix of <kind> (".aac"), and its Content-Type and status-json subtype. */
 const char *rendition_suffix(int kind);
 const char *rendition_content_type(int kind);

@@ -341,6 +341,7 @@ static void rendition_upkeep(struct transcode *t, struct rendition *r)
         rendition_preamble(r); /* the next joiner's icy-* headers */
         r->ss->meta = r->shown;
     }
+    r->ss->source_connected = s->source_connected; /* status: a space in its grace */
     uint32_t conns = slot_conns(t->sh, r->slot);
     if (conns > r->ss->listener_peak)
         r->ss->listener_peak = conns;
@@ -379,10 +380,8 @@ static void transcode_tick(struct loop *loop, struct loop_timer *timer)
         if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != SLOT_LIVE || shared_is_rendition(s))
             continue;
         for (int kind = RENDITION_AAC; kind < RENDITION_KINDS; kind++) {
-            int kbps = kind_kbps(t->cfg, kind), have = 0;
-            for (int i = 0; i < SHARED_MAX_SPACES && !have; i++)
-                have = t->r[i] && t->r[i]->src == src && t->r[i]->kind == kind;
-            if (kbps > 0 && !have)
+            int kbps = kind_kbps(t->cfg, kind);
+            if (kbps > 0 && shared_rendition_slot(sh, src, kind) < 0)
                 rendition_make(t, src, kind, kbps);
         }
     }
