@@ -666,6 +666,16 @@ static int rendition_wanted(struct audience *a, const char *mount)
     return src >= 0 && !shared_is_rendition(&a->sh->spaces[src]);
 }
 
+/* 1 if <slot> is a rendition whose encoder is off while rendition-max-encoders run: a
+ * listener would start one more (issue 11: the main process's CPU is bounded). */
+static int rendition_busy(struct audience *a, int slot)
+{
+    const struct shared_space *ss = &a->sh->spaces[slot];
+    return shared_is_rendition(ss) && !__atomic_load_n(&ss->rendition_on, __ATOMIC_ACQUIRE) &&
+           __atomic_load_n(&a->sh->main.rendition_encoders, __ATOMIC_RELAXED) >=
+               (uint64_t)a->cfg->rendition_max_encoders;
+}
+
 static const char *const cors_doc = "Access-Control-Allow-Origin: *\r\n"
                                     "Cache-Control: no-cache, no-store";
 
@@ -889,6 +899,16 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
     if (slot < 0) {
         ctr->joins[JOIN_NOT_FOUND]++;
         conn_error(c, 404, NULL, "No such mount");
+        return;
+    }
+    if (!head_only && rendition_busy(a, slot)) {
+        ctr->refused_rendition_encoders++;
+        ctr->joins[JOIN_REFUSED]++;
+        LOG_RATELIMITED(LOG_INFO, "listen", "#%llu %s: /%s refused: 503, %d rendition encoders "
+                        "running", (unsigned long long)c->id, c->peer, mount,
+                        a->cfg->rendition_max_encoders);
+        refuse(c, 503, retry_after_s() + 9, "This stream is not running and the server runs "
+                                            "as many as it may: come back shortly");
         return;
     }
     int admit = head_only ? 1 : audience_admit(c, req, mount);

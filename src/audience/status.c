@@ -139,7 +139,7 @@ static const char *const refusal_names[SHARED_REFUSALS] = {
     "malformed",   "head_too_large", "head_timeout", "fd_limit",    "conns_per_ip", "joins_per_ip",
     "capacity",    "join_rate",      "overload",     "bad_ticket",  "early_ticket", "no_ticket",
     "ticket_used", "tickets_per_ip", "stage_token",  "max_members", "fd_reserve", "draining",
-    "rendition_slots"};
+    "rendition_slots", "rendition_encoders"};
 
 /* Fills <out> with the refusals by reason (refusal_names) from the summed counters <st>, and
  * the stage port's own (main process only). */
@@ -155,7 +155,8 @@ static void status_refusals(const struct shared *sh, const struct shared_counter
                                          st->refused_ticket_used,    st->refused_tickets_per_ip,
                                          st->refused_stage_token,    sh->main.refused_max_members,
                                          sh->main.refused_fd_reserve, st->refused_draining,
-                                         st->refused_rendition};
+                                         st->refused_rendition,
+                                         st->refused_rendition_encoders};
     memcpy(out, v, sizeof(v));
 }
 

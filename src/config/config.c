@@ -71,6 +71,7 @@ enum key_id {
     KEY_AAC_ALWAYS,
     KEY_RENDITION_LINGER_MS,
     KEY_RENDITION_RESERVE,
+    KEY_RENDITION_MAX_ENCODERS,
     KEY_NAME,
     KEY_DESCRIPTION,
     KEY_COUNT
@@ -132,6 +133,7 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_AAC_ALWAYS] = {"aac-always", IN_GLOBAL, 0, 1},
     [KEY_RENDITION_LINGER_MS] = {"rendition-linger-ms", IN_GLOBAL, 0, 600000},
     [KEY_RENDITION_RESERVE] = {"rendition-reserve", IN_GLOBAL, 0, 64},
+    [KEY_RENDITION_MAX_ENCODERS] = {"rendition-max-encoders", IN_GLOBAL, 1, 64},
     [KEY_NAME] = {"name", IN_SPACE, 1, 0},
     [KEY_DESCRIPTION] = {"description", IN_SPACE, 1, 0},
 };
@@ -207,6 +209,7 @@ void config_defaults(struct config *c)
     c->mp3_kbps = 128;
     c->rendition_linger_ms = 10000;
     c->rendition_reserve = 8;
+    c->rendition_max_encoders = 16;
 }
 
 static bool is_name_char(unsigned char ch)
@@ -414,6 +417,8 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->rendition_linger_ms;
     case KEY_RENDITION_RESERVE:
         return &c->rendition_reserve;
+    case KEY_RENDITION_MAX_ENCODERS:
+        return &c->rendition_max_encoders;
     default:
         check_fail(__FILE__, __LINE__, "key_defs[] and this switch disagree");
     }

@@ -101,6 +101,7 @@ struct config {
     int aac_always;            /* 1: encode AAC with no listener too (HLS reads it); 0 */
     int rendition_linger_ms;   /* an encoder outlives its last listener this long; 10000 */
     int rendition_reserve;     /* free slots renditions never take (kept for spaces); 8 */
+    int rendition_max_encoders; /* encoders running at once, all spaces; default 16 */
     struct space_config spaces[CONFIG_MAX_SPACES];
     size_t num_spaces;
 };

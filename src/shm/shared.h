@@ -108,6 +108,7 @@ struct shared_counters {
     uint64_t redirects_draining; /* 307: this server was stopping, sent to a relay */
     /* issue 11, item 5 (AAC and MP3 renditions, transcode/transcode.h) */
     uint64_t refused_rendition; /* 503: a space's rendition has no slot (the slot reserve) */
+    uint64_t refused_rendition_encoders; /* 503: rendition-max-encoders run, this one not */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
@@ -159,6 +160,7 @@ struct shared_space {
      * bitrate. Set before the slot goes LIVE, constant while it is. */
     int32_t rendition_of;
     uint32_t rendition_kind, rendition_src_gen, rendition_kbps;
+    uint32_t rendition_on; /* 1 while its encoder runs (the workers' admission reads it) */
 };
 
 struct shared;
@@ -240,7 +242,7 @@ void shared_relay_write(struct shared_worker *w, uint32_t i, const struct shared
  * and after the copy; counters are cumulative, so the reader makes rates of neighbours.
  */
 #define SHARED_HISTORY 600
-#define SHARED_REFUSALS 19 /* reasons of rostrum_refused_total (status.c, refusal_names) */
+#define SHARED_REFUSALS 20 /* reasons of rostrum_refused_total (status.c, refusal_names) */
 
 struct shared_sample {
     uint32_t seq;

@@ -92,6 +92,7 @@ static void encoder_stop(struct transcode *t, struct rendition *r)
     buf_free(&r->page);
     r->page = (struct buf){0};
     t->sh->main.rendition_encoders--;
+    __atomic_store_n(&r->ss->rendition_on, 0, __ATOMIC_RELEASE);
 }
 
 static int on_head(void *arg, const struct opus_head_info *head)
@@ -138,6 +139,7 @@ static int encoder_start(struct transcode *t, struct rendition *r, uint64_t from
                                SHARED_PREAMBLE_MAX, pre, &http_len);
     r->demux = ogg_demux_new();
     t->sh->main.rendition_encoders++;
+    __atomic_store_n(&r->ss->rendition_on, 1, __ATOMIC_RELEASE);
     t->sh->main.rendition_starts++;
     r->failed = 0;
     if (len > 0 && http_len < (uint32_t)len)
@@ -311,6 +313,7 @@ static void rendition_make(struct transcode *t, int src, int kind, int kbps)
     ss->rendition_kind = (uint32_t)kind;
     ss->rendition_src_gen = r->src_gen;
     ss->rendition_kbps = (uint32_t)kbps;
+    ss->rendition_on = 0;
     __atomic_store_n(&ss->rendition_of, src + 1, __ATOMIC_RELEASE);
     rendition_preamble(r);
     ss->meta = r->shown;
@@ -352,7 +355,8 @@ static void rendition_upkeep(struct transcode *t, struct rendition *r)
                  t->cfg->rendition_linger_ms);
         encoder_stop(t, r);
         ring_reset(r->ring); /* the next listener gets no stale burst */
-    } else if (!r->demux && r->wanted_ms == now && now >= r->retry_ms) {
+    } else if (!r->demux && r->wanted_ms == now && now >= r->retry_ms &&
+               t->sh->main.rendition_encoders < (uint64_t)t->cfg->rendition_max_encoders) {
         /* a first listener: from the source's burst point, so players start at once */
         int burst = config_burst_ms(t->cfg, config_space(t->cfg, s->mount));
         if (burst > START_CREDIT_MS - 1000)
@@ -442,6 +446,7 @@ void transcode_init(struct transcode *t)
                                             (int)ss->rendition_kbps);
         r->src_gen = ss->rendition_src_gen;
         r->shown = ss->meta;
+        __atomic_store_n(&ss->rendition_on, 0, __ATOMIC_RELEASE); /* its encoder starts anew */
         log_info("transcode", "/%s taken over (slot %d)", ss->mount, i);
     }
     loop_timer_start(t->loop, &t->timer, TRANSCODE_TICK_MS, transcode_tick);

@@ -266,7 +266,8 @@ def test_renditions_aac_always_and_config_errors(ctx):
     for key, val, want in (("--mp3-kbps", "100", "not an MP3 bitrate"),
                            ("--aac-kbps", "16", "too low"),
                            ("--aac-kbps", "999", "out of range"),
-                           ("--rendition-reserve", "65", "out of range")):
+                           ("--rendition-reserve", "65", "out of range"),
+                           ("--rendition-max-encoders", "0", "out of range")):
         p = ctx.spawn(f"bad{key}{val}", [srv.binary, "serve", "--audience", "127.0.0.1:0",
                                          "--stage", "127.0.0.1:0", "--source-password", "x",
                                          key, val])
@@ -325,3 +326,38 @@ def test_renditions_on_a_relay(ctx):
                skip_s=0.1)
     o = rendition_metrics(origin)
     check(o["encoders"] == 0, f"the origin encoded for the relay's listener: {o}")
+
+
+@test(timeout=60, icecast=False)
+def test_renditions_encoder_cap(ctx):
+    """rendition-max-encoders bounds the main process's encoding CPU whatever listeners ask
+    for: with one allowed, a listener of a second space's rendition gets 503 with Retry-After
+    (counted), a listener of the running one is taken, and the second starts once the first
+    encoder stopped."""
+    srv = ctx.start_server(extra=["--rendition-max-encoders", "1", "--mp3-kbps", "0",
+                                  "--rendition-linger-ms", "300", "--workers", "2"])
+    a = ffmpeg_source(ctx, srv, "/a", 440, proc_name="source_a")
+    b = ffmpeg_source(ctx, srv, "/b", 660, proc_name="source_b")
+    wait_live(srv, "/a", proc=a)
+    wait_live(srv, "/b", proc=b)
+    wait_for(lambda: mount_status(srv, "/a.aac") and mount_status(srv, "/b.aac"), 5,
+             "both renditions listed")
+    la = listen(ctx, srv, "/a.aac")
+    wait_for(lambda: rendition_metrics(srv)["encoders"] == 1, 5, "/a.aac's encoder")
+    for _ in range(3):  # whichever worker answers
+        r = http_request(srv.audience, "GET", "/b.aac")
+        check(r.status == 503, f"GET /b.aac with the one encoder busy -> {r.status}, want 503")
+        check(r.header("Retry-After", "").isdigit(), f"Retry-After {r.header('Retry-After')!r}")
+    vals, _ = metrics(srv)
+    n = metric(vals, "rostrum_refused_total", reason="rendition_encoders")
+    check(n == 3, f"rostrum_refused_total{{reason=rendition_encoders}} = {n}, want 3")
+    la2 = listen(ctx, srv, "/a.aac")
+    check(la2.resp.status == 200, f"a second listener of the running /a.aac -> {la2.resp.status}")
+    wait_for(lambda: len(adts_frames(la2.data())[0]) > 20, 8, "frames for the second listener")
+    check(rendition_metrics(srv)["encoders"] == 1, "more encoders than the cap")
+    la.close()
+    la2.close()
+    wait_for(lambda: rendition_metrics(srv)["encoders"] == 0, 5, "/a.aac's encoder to stop")
+    lb = ffmpeg_listener(ctx, srv, "/b.aac", 3, name="b_aac")
+    check_tone(check_ffmpeg_decode(lb, 3, timeout=20), 660, "/b.aac once the cap allows it",
+               skip_s=0.1)
