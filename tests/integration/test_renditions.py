@@ -208,6 +208,12 @@ def test_renditions_end_with_their_space(ctx):
     for mount in ("/e.aac", "/e.mp3"):
         r = http_request(srv.audience, "GET", mount)
         check(r.status == 404, f"GET {mount} after its space ended -> {r.status}")
+    # the names are the renditions': no source may take them
+    s = connect(srv.stage)
+    s.sendall(source_head_bytes("/e.aac"))
+    resp, _ = read_head(s)
+    check(resp.status == 400, f"a source on /e.aac -> {resp.status}, want 400")
+    s.close()
     check(rendition_metrics(srv)["slots"] == 0, "rendition slots left")
 
 
