@@ -47,7 +47,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 WEB      := $(wildcard web/*)
 
 .PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench bench-tls \
-        bench-upgrade bench-tree install
+        bench-upgrade bench-tree bench-transcode install
 all: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak
 
 $(O)/obj/%.o: %.c
@@ -145,6 +145,10 @@ bench-tls: test-deps all
 # A relay tree on loopback: relay vs origin, a cut, a fail-over, origin cost per relay.
 bench-tree: test-deps all
 	bench/tree --no-build $(BENCH_TREE_ARGS)
+
+# What a space's AAC and MP3 renditions cost: the codec on a fixed input, then a live server.
+bench-transcode: test-deps all
+	bench/transcode && bench/transcode-live
 
 # What an upgrade (SIGUSR2) costs the connected under load (see bench/README.md).
 bench-upgrade: test-deps all
