@@ -26,13 +26,13 @@ ifeq ($(SAN),1)
 CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
 endif
-LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lssl -lcrypto -lisal -lsystemd -lm
+LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lssl -lcrypto -lisal -lsystemd -lavcodec -lavutil -lm
 
 # Libraries in dependency order (each may use only those before it): the core modules any
 # program may use, the server's layers, and each tool's own code. The tools do not link the
 # server: rostrum-load and rostrum-speak are clients built on the core alone.
 CORE_DIRS   := util event net tls http ws ogg limits web shm token config mixer hls
-SERVER_DIRS := conn space stage stageport relay audience proc
+SERVER_DIRS := conn space transcode stage stageport relay audience proc
 MAINS       := src/proc/main.c src/load/main.c src/speak/main.c
 dir_src      = $(filter-out $(MAINS),$(foreach d,$(1),$(wildcard src/$(d)/*.c)))
 CORE_OBJ    := $(patsubst %.c,$(O)/obj/%.o,$(call dir_src,$(CORE_DIRS))) \
@@ -47,7 +47,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 WEB      := $(wildcard web/*)
 
 .PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench bench-tls \
-        bench-upgrade bench-tree install
+        bench-upgrade bench-tree bench-transcode install
 all: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak
 
 $(O)/obj/%.o: %.c
@@ -148,6 +148,10 @@ bench-tls: test-deps all
 # A relay tree on loopback: relay vs origin, a cut, a fail-over, origin cost per relay.
 bench-tree: test-deps all
 	bench/tree --no-build $(BENCH_TREE_ARGS)
+
+# What a space's AAC and MP3 renditions cost: the codec on a fixed input, then a live server.
+bench-transcode: test-deps all
+	bench/transcode && bench/transcode-live
 
 # What an upgrade (SIGUSR2) costs the connected under load (see bench/README.md).
 bench-upgrade: test-deps all

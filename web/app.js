@@ -464,7 +464,10 @@ import {WebPlayer, webPlayerSupported} from './player.js';
     const s = stats.source;
     if (s === undefined || s === null)
       return [];
-    return Array.isArray(s) ? s : [s];
+    /* a space's AAC and MP3 renditions are listed as mounts of their own (as Icecast lists
+     * separate mounts); the page plays the Ogg stream of each space, so they get no card */
+    return (Array.isArray(s) ? s : [s]).filter(
+        (src) => !src || !src.server_type || src.server_type === 'audio/ogg');
   }
 
   function render(sources) {

@@ -657,6 +657,31 @@ static int audience_find(struct audience *a, const char *mount)
     return -1;
 }
 
+/* 1 if <mount> names a rendition (issue 11) the configuration turns on, of a live space. */
+static int rendition_wanted(struct audience *a, const char *mount)
+{
+    size_t n;
+    int kind = rendition_mount_kind(mount, &n);
+    int kbps = kind == RENDITION_AAC ? a->cfg->aac_kbps : kind == RENDITION_MP3 ? a->cfg->mp3_kbps : 0;
+    char base[64];
+    if (kbps <= 0 || n >= sizeof(base))
+        return 0;
+    memcpy(base, mount, n);
+    base[n] = '\0';
+    int src = audience_find(a, base);
+    return src >= 0 && !shared_is_rendition(&a->sh->spaces[src]);
+}
+
+/* 1 if <slot> is a rendition whose encoder is off while rendition-max-encoders run: a
+ * listener would start one more (issue 11: the main process's CPU is bounded). */
+static int rendition_busy(struct audience *a, int slot)
+{
+    const struct shared_space *ss = &a->sh->spaces[slot];
+    return shared_is_rendition(ss) && !__atomic_load_n(&ss->rendition_on, __ATOMIC_ACQUIRE) &&
+           __atomic_load_n(&a->sh->main.rendition_encoders, __ATOMIC_RELAXED) >=
+               (uint64_t)a->cfg->rendition_max_encoders;
+}
+
 static const char *const cors_doc = "Access-Control-Allow-Origin: *\r\n"
                                     "Cache-Control: no-cache, no-store";
 
@@ -737,8 +762,8 @@ static void relay_index(struct conn *c, struct audience *a, int head_only)
     int first = 1;
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
         const struct shared_space *ss = &a->sh->spaces[i];
-        if (__atomic_load_n(&ss->state, __ATOMIC_ACQUIRE) != SLOT_LIVE)
-            continue;
+        if (__atomic_load_n(&ss->state, __ATOMIC_ACQUIRE) != SLOT_LIVE || shared_is_rendition(ss))
+            continue; /* a relay makes its renditions itself, from the Ogg stream */
         buf_printf(&b, "%s{\"mount\":", first ? "" : ",");
         buf_json_str(&b, ss->mount, strnlen(ss->mount, sizeof(ss->mount)));
         buf_printf(&b, ",\"serial\":%u,\"epoch\":%u,\"head\":%llu}", ss->feed_serial,
@@ -877,9 +902,31 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
     int feed = http_query_value(req, "relay", &rv, &rvlen) == 0 && rvlen == 1 && rv[0] == '1';
     if (feed && !relay_key_ok(c, a, req))
         return;
+    if (slot >= 0 && feed && shared_is_rendition(&a->sh->spaces[slot]))
+        slot = -1; /* relay feeds carry the Ogg stream only */
+    if (slot < 0 && !feed && rendition_wanted(a, mount)) {
+        /* issue 11: the space is live, its rendition found no slot (the reserve is for
+         * spaces), or is being made: come back */
+        ctr->refused_rendition++;
+        ctr->joins[JOIN_REFUSED]++;
+        LOG_RATELIMITED(LOG_INFO, "listen", "#%llu %s: /%s refused: 503, no slot for the "
+                        "rendition", (unsigned long long)c->id, c->peer, mount);
+        refuse(c, 503, retry_after_s() + 4, "This stream has no room now: come back shortly");
+        return;
+    }
     if (slot < 0) {
         ctr->joins[JOIN_NOT_FOUND]++;
         conn_error(c, 404, NULL, "No such mount");
+        return;
+    }
+    if (!head_only && rendition_busy(a, slot)) {
+        ctr->refused_rendition_encoders++;
+        ctr->joins[JOIN_REFUSED]++;
+        LOG_RATELIMITED(LOG_INFO, "listen", "#%llu %s: /%s refused: 503, %d rendition encoders "
+                        "running", (unsigned long long)c->id, c->peer, mount,
+                        a->cfg->rendition_max_encoders);
+        refuse(c, 503, retry_after_s() + 9, "This stream is not running and the server runs "
+                                            "as many as it may: come back shortly");
         return;
     }
     /* from= (a ring seq: a relay's or a web player's resume) and burst= (ms, up to lag-ms: a

@@ -46,6 +46,13 @@ static int slot_live(const struct shared *sh, int i)
     return __atomic_load_n(&sh->spaces[i].state, __ATOMIC_ACQUIRE) == SLOT_LIVE;
 }
 
+/* A live slot that is a space of its own, not a rendition (issue 11): what has a stage and a
+ * tree. */
+static int space_live(const struct shared *sh, int i)
+{
+    return slot_live(sh, i) && !shared_is_rendition(&sh->spaces[i]);
+}
+
 static void status_source(struct audience *a, int i, struct buf *b)
 {
     const struct shared_space *ss = &a->sh->spaces[i];
@@ -71,13 +78,17 @@ static void status_source(struct audience *a, int i, struct buf *b)
     json_kv_str(b, "server_description",
                 ss->meta.description[0] ? ss->meta.description : "Unspecified description", 1);
     json_kv_str(b, "server_name", ss->meta.name[0] ? ss->meta.name : ss->mount, 1);
-    buf_puts(b, ",\"server_type\":\"audio/ogg\"");
+    /* a rendition (issue 11) is listed as Icecast lists a separate mount of the same show */
+    int kind = shared_is_rendition(ss) ? (int)ss->rendition_kind : RENDITION_NONE;
+    json_kv_str(b, "server_type", rendition_content_type(kind), 1);
+    if (kind != RENDITION_NONE)
+        buf_printf(b, ",\"bitrate\":%u", ss->rendition_kbps);
     json_kv_str(b, "server_url", ss->meta.url, 1);
     time_fmt(t, sizeof(t), ss->stream_start_wall, 0);
     json_kv_str(b, "stream_start", t, 1);
     time_fmt(t, sizeof(t), ss->stream_start_wall, 1);
     json_kv_str(b, "stream_start_iso8601", t, 1);
-    buf_puts(b, ",\"subtype\":\"Opus\"");
+    json_kv_str(b, "subtype", rendition_codec_name(kind), 1);
     buf_printf(b, ",\"source_connected\":%s", ss->source_connected ? "true" : "false");
     buf_puts(b, ",\"dummy\":null}");
 }
@@ -129,7 +140,8 @@ static void metric(struct buf *b, const char *name, const char *type, const char
 static const char *const refusal_names[SHARED_REFUSALS] = {
     "malformed",   "head_too_large", "head_timeout", "fd_limit",    "conns_per_ip", "joins_per_ip",
     "capacity",    "join_rate",      "overload",     "bad_ticket",  "early_ticket", "no_ticket",
-    "ticket_used", "tickets_per_ip", "stage_token",  "max_members", "fd_reserve", "draining"};
+    "ticket_used", "tickets_per_ip", "stage_token",  "max_members", "fd_reserve", "draining",
+    "rendition_slots", "rendition_encoders"};
 
 /* Fills <out> with the refusals by reason (refusal_names) from the summed counters <st>, and
  * the stage port's own (main process only). */
@@ -144,7 +156,9 @@ static void status_refusals(const struct shared *sh, const struct shared_counter
                                          st->refused_early,          st->refused_no_ticket,
                                          st->refused_ticket_used,    st->refused_tickets_per_ip,
                                          st->refused_stage_token,    sh->main.refused_max_members,
-                                         sh->main.refused_fd_reserve, st->refused_draining};
+                                         sh->main.refused_fd_reserve, st->refused_draining,
+                                         st->refused_rendition,
+                                         st->refused_rendition_encoders};
     memcpy(out, v, sizeof(v));
 }
 
@@ -185,7 +199,7 @@ static void status_tree_metrics(struct audience *a, struct buf *b, const struct 
                 "Listeners of a space receiving audio in the whole tree: this server's and "
                 "what its relays report for their subtrees.");
     for (int i = 0; i < SHARED_MAX_SPACES; i++)
-        if (slot_live(sh, i))
+        if (space_live(sh, i))
             buf_printf(b, "rostrum_tree_listeners{space=\"%s\"} %u\n", sh->spaces[i].mount,
                        feed_tree_listeners(sh, i));
     static const char *const fam[][3] = {
@@ -220,6 +234,38 @@ static void status_tree_metrics(struct audience *a, struct buf *b, const struct 
                (unsigned long long)st->redirects_draining);
 }
 
+/* Issue 11, item 5: the AAC and MP3 renditions' encoders (their listeners are in the
+ * per-space gauges, under the rendition's mount). */
+static void status_rendition_metrics(const struct shared *sh, struct buf *b)
+{
+    const struct shared_main *m = &sh->main;
+    const struct {
+        const char *name, *type, *help;
+        uint64_t v;
+    } rows[] = {
+        {"slots", "gauge", "Slots taken by AAC and MP3 renditions.", m->rendition_slots},
+        {"encoders", "gauge", "Rendition encoders running (only while listened to).",
+         m->rendition_encoders},
+        {"starts_total", "counter", "Rendition encoders started.", m->rendition_starts},
+        {"errors_total", "counter",
+         "Rendition decoder or encoder errors (the encoder starts again a second later).",
+         m->rendition_errors},
+        {"frames_total", "counter", "AAC and MP3 frames published.", m->rendition_frames},
+        {"skips_total", "counter",
+         "Times a rendition encoder skipped to the live edge (behind real time, or lapped).",
+         m->rendition_skips},
+        {"evictions_total", "counter",
+         "Rendition slots given back because spaces needed them.", m->rendition_evictions}};
+    char name[64];
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        snprintf(name, sizeof(name), "rostrum_rendition_%s", rows[i].name);
+        metric(b, name, rows[i].type, rows[i].help, rows[i].v);
+    }
+    metric_head(b, "rostrum_rendition_cpu_seconds_total", "counter",
+                "CPU time the renditions spent decoding and encoding.");
+    buf_printf(b, "rostrum_rendition_cpu_seconds_total %.6f\n", (double)m->rendition_cpu_ns / 1e9);
+}
+
 void status_metrics(struct audience *a, struct buf *b)
 {
     const struct shared *sh = a->sh;
@@ -232,7 +278,7 @@ void status_metrics(struct audience *a, struct buf *b)
         slot_counts(sh, i, &r, &c);
         receiving += r;
         conns += c;
-        nspaces += sh->spaces[i].state != SLOT_FREE;
+        nspaces += sh->spaces[i].state != SLOT_FREE && !shared_is_rendition(&sh->spaces[i]);
     }
     metric(b, "rostrum_listeners", "gauge", "Listeners that received audio in the last 5 s.",
            receiving);
@@ -344,6 +390,7 @@ void status_metrics(struct audience *a, struct buf *b)
     metric(b, "rostrum_relay_feeds_up", "gauge", "Upstream feeds receiving now.",
            sh->main.relay_feeds_up);
     status_tree_metrics(a, b, &st);
+    status_rendition_metrics(sh, b);
     metric(b, "rostrum_workers", "gauge", "Listener worker processes.", sh->nworkers);
     metric_head(b, "rostrum_worker_listener_connections", "gauge",
                 "Open listener connections, by worker process.");
@@ -383,19 +430,19 @@ void status_metrics(struct audience *a, struct buf *b)
     metric_head(b, "rostrum_stage_speakers", "gauge",
                 "Members on a stage (host, co-hosts, speakers), by space.");
     for (int i = 0; i < SHARED_MAX_SPACES; i++)
-        if (slot_live(sh, i))
+        if (space_live(sh, i))
             buf_printf(b, "rostrum_stage_speakers{space=\"%s\"} %u\n", sh->spaces[i].mount,
                        __atomic_load_n(&sh->spaces[i].stage_speakers, __ATOMIC_RELAXED));
     metric_head(b, "rostrum_stage_members", "gauge",
                 "WebSocket members of a stage, listeners included, by space.");
     for (int i = 0; i < SHARED_MAX_SPACES; i++)
-        if (slot_live(sh, i))
+        if (space_live(sh, i))
             buf_printf(b, "rostrum_stage_members{space=\"%s\"} %u\n", sh->spaces[i].mount,
                        __atomic_load_n(&sh->spaces[i].stage_members, __ATOMIC_RELAXED));
     metric_head(b, "rostrum_stage_return_queued_bytes", "gauge",
                 "Bytes queued to a stage's speakers that their sockets have not taken, by space.");
     for (int i = 0; i < SHARED_MAX_SPACES; i++)
-        if (slot_live(sh, i))
+        if (space_live(sh, i))
             buf_printf(b, "rostrum_stage_return_queued_bytes{space=\"%s\"} %u\n",
                        sh->spaces[i].mount,
                        __atomic_load_n(&sh->spaces[i].stage_queued_bytes, __ATOMIC_RELAXED));
@@ -605,7 +652,7 @@ void status_dashboard(struct audience *a, struct buf *b)
     buf_puts(b, "],\"charts\":{\"listeners\":{");
     series(b, "all", s, n, SER_LISTENERS, -1, 0, 0, 0);
     for (int i = 0; i < SHARED_MAX_SPACES; i++)
-        if (sh->spaces[i].state != SLOT_FREE)
+        if (sh->spaces[i].state != SLOT_FREE && !shared_is_rendition(&sh->spaces[i]))
             series(b, sh->spaces[i].mount, s, n, SER_LISTENERS, i, sh->spaces[i].gen, 0, 1);
     static const char *const outcomes[JOIN_OUTCOMES] = {"ok", "not_found", "bad_request",
                                                         "refused"};

@@ -67,6 +67,12 @@ enum key_id {
     KEY_PUBLIC_URL,
     KEY_RELAY_NAME,
     KEY_RELAY_CAFILE,
+    KEY_AAC_KBPS,
+    KEY_MP3_KBPS,
+    KEY_AAC_ALWAYS,
+    KEY_RENDITION_LINGER_MS,
+    KEY_RENDITION_RESERVE,
+    KEY_RENDITION_MAX_ENCODERS,
     KEY_NAME,
     KEY_DESCRIPTION,
     KEY_HLS,
@@ -130,6 +136,12 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_PUBLIC_URL] = {"public-url", IN_GLOBAL, 1, 0},
     [KEY_RELAY_NAME] = {"relay-name", IN_GLOBAL, 1, 0},
     [KEY_RELAY_CAFILE] = {"relay-cafile", IN_GLOBAL, 1, 0},
+    [KEY_AAC_KBPS] = {"aac-kbps", IN_GLOBAL, 0, 320},
+    [KEY_MP3_KBPS] = {"mp3-kbps", IN_GLOBAL, 0, 320},
+    [KEY_AAC_ALWAYS] = {"aac-always", IN_GLOBAL, 0, 1},
+    [KEY_RENDITION_LINGER_MS] = {"rendition-linger-ms", IN_GLOBAL, 0, 600000},
+    [KEY_RENDITION_RESERVE] = {"rendition-reserve", IN_GLOBAL, 0, 64},
+    [KEY_RENDITION_MAX_ENCODERS] = {"rendition-max-encoders", IN_GLOBAL, 1, 64},
     [KEY_NAME] = {"name", IN_SPACE, 1, 0},
     [KEY_DESCRIPTION] = {"description", IN_SPACE, 1, 0},
     [KEY_HLS] = {"hls", IN_GLOBAL, 0, 1},
@@ -213,6 +225,11 @@ void config_defaults(struct config *c)
     c->hls_segment_ms = 2000;
     c->hls_part_ms = 500;
     c->hls_max_blocked = 1000;
+    c->aac_kbps = 96;
+    c->mp3_kbps = 128;
+    c->rendition_linger_ms = 10000;
+    c->rendition_reserve = 8;
+    c->rendition_max_encoders = 16;
 }
 
 static bool is_name_char(unsigned char ch)
@@ -422,6 +439,18 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->session_window_s;
     case KEY_MAX_HLS_SESSIONS:
         return &c->max_hls_sessions;
+    case KEY_AAC_KBPS:
+        return &c->aac_kbps;
+    case KEY_MP3_KBPS:
+        return &c->mp3_kbps;
+    case KEY_AAC_ALWAYS:
+        return &c->aac_always;
+    case KEY_RENDITION_LINGER_MS:
+        return &c->rendition_linger_ms;
+    case KEY_RENDITION_RESERVE:
+        return &c->rendition_reserve;
+    case KEY_RENDITION_MAX_ENCODERS:
+        return &c->rendition_max_encoders;
     default:
         check_fail(__FILE__, __LINE__, "key_defs[] and this switch disagree");
     }
@@ -505,6 +534,18 @@ static int set_int(struct parser *p, const struct key_def *def, enum key_id id, 
     if (v < def->min || v > def->max)
         return fail(p, "%s: %s is out of range (%d to %d)", def->name, SHOW(shown, val, vlen),
                     def->min, def->max);
+    /* the renditions (issue 11): rates the encoders take as they are. MPEG-1 layer III at
+     * 48 kHz has 14 bitrates (ISO/IEC 11172-3, 2.4.2.3); AAC-LC below 32 kb/s is not worth
+     * a listener's while. */
+    static const int mp3_rates[] = {32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320};
+    bool rate_ok = v == 0 || id != KEY_MP3_KBPS;
+    for (size_t i = 0; !rate_ok && i < sizeof(mp3_rates) / sizeof(mp3_rates[0]); i++)
+        rate_ok = v == mp3_rates[i];
+    if (!rate_ok)
+        return fail(p, "%s: %ld is not an MP3 bitrate (0 = off, or 32 40 48 56 64 80 96 112 128 "
+                       "160 192 224 256 320)", def->name, v);
+    if (id == KEY_AAC_KBPS && v > 0 && v < 32)
+        return fail(p, "%s: %ld is too low (0 = off, or 32 to 320)", def->name, v);
     *int_field(p, id) = (int)v;
     return 0;
 }

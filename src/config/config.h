@@ -103,6 +103,13 @@ struct config {
     int hls_segment_ms;        /* HLS segment duration; 2000, a whole number of parts */
     int hls_part_ms;           /* LL-HLS part duration; 500, a multiple of 20 */
     int hls_max_blocked;       /* blocking playlist/part requests held per worker; 1000 */
+    /* issue 11, item 5: the AAC and MP3 renditions (transcode/transcode.h) */
+    int aac_kbps;              /* /<space>.aac bitrate; 0 = none; default 96, 32..320 */
+    int mp3_kbps;              /* /<space>.mp3 bitrate; 0 = none; default 128, an MP3 rate */
+    int aac_always;            /* 1: encode AAC with no listener too (HLS reads it); 0 */
+    int rendition_linger_ms;   /* an encoder outlives its last listener this long; 10000 */
+    int rendition_reserve;     /* free slots renditions never take (kept for spaces); 8 */
+    int rendition_max_encoders; /* encoders running at once, all spaces; default 16 */
     struct space_config spaces[CONFIG_MAX_SPACES];
     size_t num_spaces;
 };

@@ -81,6 +81,7 @@ static void main_before_sleep(struct loop *loop, void *arg)
     struct server *srv = arg;
     (void)loop;
     if (srv->spaces.published) {
+        transcode_pump(&srv->tc); /* the renditions of what was published, in the same wake */
         srv->spaces.published = 0;
         if (srv->serves_audience)
             audience_on_wake(&srv->aud);
@@ -307,6 +308,11 @@ int server_init_common(struct server *srv)
     srv->spaces = (struct spaces){.loop = &srv->loop, .sh = srv->sh, .cfg = &srv->cfg,
                                   .secret = srv->secret};
     list_init(&srv->spaces.list);
+    srv->tc = (struct transcode){.loop = &srv->loop, .sh = srv->sh, .cfg = &srv->cfg,
+                                 .published = &srv->spaces.published};
+    srv->spaces.reclaim = transcode_reclaim;
+    srv->spaces.reclaim_arg = &srv->tc;
+    transcode_init(&srv->tc);
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask;
     sigemptyset(&mask);
@@ -397,6 +403,7 @@ void server_free(struct server *srv)
     if (srv->relay_mode)
         relay_stop(&srv->relay);
     workers_stop(srv);
+    transcode_free(&srv->tc);
     list_for_each_safe(n, tmp, &srv->spaces.list)
     {
         space_end(list_entry(n, struct space, node), CLOSE_MOUNT_END);

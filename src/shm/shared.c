@@ -405,3 +405,51 @@ int shared_relay_read(const struct shared_worker *w, uint32_t i, struct shared_r
     out->url[SHARED_RELAY_URL - 1] = '\0';
     return 0;
 }
+
+/* ---- renditions (issue 11, item 5) ------------------------------------------------------ */
+
+static const char *const rendition_suffixes[RENDITION_KINDS] = {"", ".aac", ".mp3"};
+static const char *const rendition_types[RENDITION_KINDS] = {"audio/ogg", "audio/aac",
+                                                             "audio/mpeg"};
+static const char *const rendition_codecs[RENDITION_KINDS] = {"Opus", "AAC", "MP3"};
+
+int rendition_mount_kind(const char *mount, size_t *base_len)
+{
+    size_t n = strlen(mount);
+    for (int k = 1; k < RENDITION_KINDS; k++) {
+        size_t sl = strlen(rendition_suffixes[k]);
+        if (n > sl && strcmp(mount + n - sl, rendition_suffixes[k]) == 0) {
+            if (base_len)
+                *base_len = n - sl;
+            return k;
+        }
+    }
+    return RENDITION_NONE;
+}
+
+const char *rendition_suffix(int kind)
+{
+    return kind > 0 && kind < RENDITION_KINDS ? rendition_suffixes[kind] : "";
+}
+
+const char *rendition_content_type(int kind)
+{
+    return kind > 0 && kind < RENDITION_KINDS ? rendition_types[kind] : rendition_types[0];
+}
+
+const char *rendition_codec_name(int kind)
+{
+    return kind > 0 && kind < RENDITION_KINDS ? rendition_codecs[kind] : rendition_codecs[0];
+}
+
+int shared_rendition_slot(const struct shared *sh, int src, int kind)
+{
+    for (int i = 0; i < SHARED_MAX_SPACES; i++) {
+        const struct shared_space *ss = &sh->spaces[i];
+        if (__atomic_load_n(&ss->state, __ATOMIC_ACQUIRE) == SLOT_LIVE &&
+            __atomic_load_n(&ss->rendition_of, __ATOMIC_ACQUIRE) == src + 1 &&
+            ss->rendition_kind == (uint32_t)kind)
+            return i;
+    }
+    return -1;
+}

@@ -126,6 +126,9 @@ struct shared_counters {
     uint64_t refused_beacon_per_ip;   /* 429: too many new sessions from one address */
     uint64_t refused_beacon_space;    /* 503: the space has SHARED_BEACONS_PER_SPACE sessions */
     uint64_t refused_beacon_table;    /* 503: no free slot in the session's probe window */
+    /* issue 11, item 5 (AAC and MP3 renditions, transcode/transcode.h) */
+    uint64_t refused_rendition; /* 503: a space's rendition has no slot (the slot reserve) */
+    uint64_t refused_rendition_encoders; /* 503: rendition-max-encoders run, this one not */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
@@ -176,7 +179,36 @@ struct shared_space {
      * starved); its workers' keepalives to the relays below say FEED_KEEPALIVE_STARVED past
      * it. A time, not a flag, so a relay whose main process froze is starved too. */
     int64_t feed_fed_until_ms;
+    /* issue 11, item 5: a rendition slot (transcode/transcode.h) carries another slot's
+     * programme re-encoded: <rendition_of> is that slot + 1 (0: a space of its own), <kind>
+     * an enum rendition_kind, <src_gen> the source slot's generation it renders, <kbps> its
+     * bitrate. Set before the slot goes LIVE, constant while it is. */
+    int32_t rendition_of;
+    uint32_t rendition_kind, rendition_src_gen, rendition_kbps;
+    uint32_t rendition_on; /* 1 while its encoder runs (the workers' admission reads it) */
 };
+
+struct shared;
+
+/* The renditions a space can have, by the suffix of their mount (issue 11, item 5). */
+enum rendition_kind { RENDITION_NONE = 0, RENDITION_AAC, RENDITION_MP3, RENDITION_KINDS };
+
+/* 1 if slot <s> is a rendition of another slot (its listeners count, but it is no space: no
+ * stage, no relay feed, no state document). */
+static inline int shared_is_rendition(const struct shared_space *s)
+{
+    return __atomic_load_n(&s->rendition_of, __ATOMIC_ACQUIRE) != 0;
+}
+/* The rendition kind a mount name asks for, by its suffix (".aac", ".mp3"), with the length
+ * of the space's name before it in <*base_len>; RENDITION_NONE for any other name. */
+int rendition_mount_kind(const char *mount, size_t *base_len);
+/* The live rendition slot of <kind> of slot <src>, or -1 (a reader such as the HLS packager
+ * finds a space's AAC frames there: the contract is in transcode/transcode.h). */
+int shared_rendition_slot(const struct shared *sh, int src, int kind);
+/* The suffix of <kind> (".aac"), and its Content-Type and status-json subtype. */
+const char *rendition_suffix(int kind);
+const char *rendition_content_type(int kind);
+const char *rendition_codec_name(int kind);
 
 /*
  * One relay feed's last report (issue 10, item 3), in the table of the worker serving the feed.
@@ -268,7 +300,7 @@ void shared_relay_write(struct shared_worker *w, uint32_t i, const struct shared
  * and after the copy; counters are cumulative, so the reader makes rates of neighbours.
  */
 #define SHARED_HISTORY 600
-#define SHARED_REFUSALS 18 /* reasons of rostrum_refused_total (status.c, refusal_names) */
+#define SHARED_REFUSALS 20 /* reasons of rostrum_refused_total (status.c, refusal_names) */
 
 struct shared_sample {
     uint32_t seq;
@@ -328,6 +360,15 @@ struct shared_main {
     uint64_t relay_failovers;      /* reconnections to another upstream than the last */
     uint64_t relay_feeds_up;       /* gauge: feeds receiving now */
     uint64_t relay_rows_unlisted;  /* relays of the subtree reported past FEED_REPORT_ROWS */
+    /* issue 11, item 5: the renditions' encoders (transcode/transcode.h) */
+    uint64_t rendition_slots;        /* gauge: rendition slots taken */
+    uint64_t rendition_encoders;     /* gauge: encoders running */
+    uint64_t rendition_starts;       /* encoders started (a first listener, or always-on) */
+    uint64_t rendition_errors;       /* encoder or decoder errors (the encoder restarts) */
+    uint64_t rendition_frames;       /* AAC / MP3 frames published */
+    uint64_t rendition_cpu_ns;       /* CPU time spent decoding and encoding (thread clock) */
+    uint64_t rendition_skips;        /* times an encoder fell behind real time and skipped */
+    uint64_t rendition_evictions;    /* idle rendition slots given back for new spaces */
 };
 
 struct shared {
@@ -356,7 +397,7 @@ struct shared {
 };
 
 /* Bumped whenever a shared structure changes meaning without changing size. */
-#define SHARED_LAYOUT_VERSION 2
+#define SHARED_LAYOUT_VERSION 2 /* 2: rendition slots (issue 11) */
 
 /* Maps the shared memory for <nworkers> workers (MAP_NORESERVE: rings take memory only as
  * pages are written), a memfd whose descriptor goes to <*memfd> (close-on-exec; NULL: closed).

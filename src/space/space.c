@@ -48,9 +48,13 @@ static int space_page_ms(const struct space *sp)
 struct space *space_create(struct spaces *host, const char *mount)
 {
     int slot = -1;
-    for (int i = 0; i < SHARED_MAX_SPACES && slot < 0; i++)
-        if (host->sh->spaces[i].state == SLOT_FREE)
-            slot = i;
+    for (int pass = 0; pass < 2 && slot < 0; pass++) {
+        if (pass == 1 && !(host->reclaim && host->reclaim(host->reclaim_arg)))
+            break;
+        for (int i = 0; i < SHARED_MAX_SPACES && slot < 0; i++)
+            if (host->sh->spaces[i].state == SLOT_FREE)
+                slot = i;
+    }
     if (slot < 0)
         return NULL;
     struct space *sp = calloc(1, sizeof(*sp));
@@ -117,36 +121,44 @@ static void meta_copy(char *dst, size_t cap, const char *src)
     utf8_sanitize(dst, cap, src, strlen(src), UTF8_NO_CONTROLS);
 }
 
+void space_http_head(struct buf *b, const struct space_meta *m, const char *content_type,
+                     const char *bitrate)
+{
+    buf_printf(b, "HTTP/1.0 200 OK\r\n"
+                  "Server: rostrum/0.1\r\n"
+                  "Content-Type: %s\r\n"
+                  "Cache-Control: no-cache, no-store\r\n"
+                  "Pragma: no-cache\r\n"
+                  "Expires: Mon, 26 Jul 1997 05:00:00 GMT\r\n"
+                  "Access-Control-Allow-Origin: *\r\n"
+                  "Access-Control-Allow-Headers: Origin, Accept, X-Requested-With, Content-Type, "
+                  "Icy-MetaData\r\n"
+                  "Access-Control-Expose-Headers: icy-name, icy-description, icy-genre, icy-url, "
+                  "icy-br, X-Rostrum-Seq, X-Rostrum-Gap\r\n"
+                  "icy-pub: 0\r\n",
+               content_type);
+    if (!bitrate)
+        bitrate = m->bitrate;
+    if (m->name[0])
+        buf_printf(b, "icy-name: %s\r\n", m->name);
+    if (m->description[0])
+        buf_printf(b, "icy-description: %s\r\n", m->description);
+    if (m->genre[0])
+        buf_printf(b, "icy-genre: %s\r\n", m->genre);
+    if (m->url[0])
+        buf_printf(b, "icy-url: %s\r\n", m->url);
+    if (bitrate[0])
+        buf_printf(b, "icy-br: %s\r\n", bitrate);
+    buf_puts(b, "Connection: close\r\n\r\n");
+}
+
 /* Writes the preamble (HTTP response head + Ogg header pages) into the idle half of the
  * slot's double buffer, then makes it current. */
 static void space_build_preamble(struct space *sp)
 {
     struct shared_space *ss = sp->ss;
-    const struct space_meta *m = &ss->meta;
     struct buf b = {0};
-    buf_puts(&b, "HTTP/1.0 200 OK\r\n"
-                 "Server: rostrum/0.1\r\n"
-                 "Content-Type: audio/ogg\r\n"
-                 "Cache-Control: no-cache, no-store\r\n"
-                 "Pragma: no-cache\r\n"
-                 "Expires: Mon, 26 Jul 1997 05:00:00 GMT\r\n"
-                 "Access-Control-Allow-Origin: *\r\n"
-                 "Access-Control-Allow-Headers: Origin, Accept, X-Requested-With, Content-Type, "
-                 "Icy-MetaData\r\n"
-                 "Access-Control-Expose-Headers: icy-name, icy-description, icy-genre, icy-url, "
-                 "icy-br, X-Rostrum-Seq, X-Rostrum-Gap\r\n"
-                 "icy-pub: 0\r\n");
-    if (m->name[0])
-        buf_printf(&b, "icy-name: %s\r\n", m->name);
-    if (m->description[0])
-        buf_printf(&b, "icy-description: %s\r\n", m->description);
-    if (m->genre[0])
-        buf_printf(&b, "icy-genre: %s\r\n", m->genre);
-    if (m->url[0])
-        buf_printf(&b, "icy-url: %s\r\n", m->url);
-    if (m->bitrate[0])
-        buf_printf(&b, "icy-br: %s\r\n", m->bitrate);
-    buf_puts(&b, "Connection: close\r\n\r\n");
+    space_http_head(&b, &ss->meta, "audio/ogg", NULL);
     size_t http_len = b.len;
     if (sp->mux) {
         size_t hlen;

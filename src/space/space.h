@@ -37,6 +37,7 @@
 #include "ogg/demux.h"
 #include "ogg/mux.h"
 #include "shm/shared.h"
+#include "util/buf.h"
 #include "util/list.h"
 
 struct ogg_mux;
@@ -50,6 +51,10 @@ struct spaces {
     const uint8_t *secret; /* signs tokens (32 bytes) */
     struct list_node list; /* struct space.node */
     int published;         /* pages published since the audience was last woken */
+    /* With no free slot: gives one back that a space's rendition holds (issue 11), so that
+     * renditions never cost a space its slot. Returns 1 if it freed one. May be NULL. */
+    int (*reclaim)(void *arg);
+    void *reclaim_arg;
 };
 
 /* Where a space's sources go when the space does not re-pack them itself: a stage's mixer.
@@ -142,6 +147,11 @@ uint64_t space_relay_next(const struct space *sp);
 /* Publishes page <seq>, which must be the next (space_relay_next). Returns 0 or -EINVAL. */
 int space_relay_page(struct space *sp, uint64_t seq, const unsigned char *page, uint32_t len,
                      uint32_t samples, uint64_t granule);
+
+/* Appends to <b> the HTTP response head every listener of a stream gets (Icecast's: icy-*
+ * from <m>, no caching, CORS) with <content_type>, and icy-br <bitrate> (NULL: <m>'s). */
+void space_http_head(struct buf *b, const struct space_meta *m, const char *content_type,
+                     const char *bitrate);
 
 /* Publishes the stage's state document to the audience processes. */
 void space_set_state(struct space *sp, const char *json, size_t len);

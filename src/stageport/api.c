@@ -158,8 +158,9 @@ static void respond_err(struct conn *c, int status, const char *msg)
 static struct space *create_stage_space(struct spaces *host, const char *name, const char *title,
                                         const char **why, int *status)
 {
-    if (!mount_name_ok(name)) {
-        *why = "bad space name: use 1-63 of A-Z a-z 0-9 . _ -, not a page or API name";
+    if (!mount_name_ok(name) || rendition_mount_kind(name, NULL)) {
+        *why = "bad space name: use 1-63 of A-Z a-z 0-9 . _ -, not a page or API name, not "
+               "ending in .aac or .mp3 (a space's AAC and MP3 streams)";
         *status = 400;
         return NULL;
     }

@@ -247,6 +247,13 @@ void source_accept(struct spaces *host, struct conn *c, const struct http_reques
         conn_error(c, 400, NULL, "Bad mount name: use 1-63 of A-Z a-z 0-9 . _ -");
         return;
     }
+    if (rendition_mount_kind(mount, NULL)) {
+        LOG_RATELIMITED(LOG_WARN, "source", "#%llu %s: %s %s refused: 400, a rendition's name",
+                        id, c->peer, method, shown);
+        conn_error(c, 400, NULL, "Bad mount name: .aac and .mp3 are the names of a space's "
+                                 "AAC and MP3 streams");
+        return;
+    }
     if (!content_type_ok(req)) {
         const struct http_header *h = http_find_header(req, "Content-Type");
         char type[64];

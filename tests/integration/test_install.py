@@ -339,10 +339,17 @@ def test_issue9_install_unit_sandbox_allows_what_rostrum_does(ctx):
     src = ffmpeg_source(ctx, srv, "/live", 440)
     wait_live(srv, "/live", proc=src)
     lst = ffmpeg_listener(ctx, srv, "/live", "2")
+    # issue 11: the AAC and MP3 encoders (libavcodec, libmp3lame) run inside the sandbox too
+    wait_for(lambda: http_request(srv.audience, "HEAD", "/live.mp3").status == 200, 5,
+             "the renditions' slots")
+    renditions = [ffmpeg_listener(ctx, srv, f"/live.{ext}", "2", name=f"listener_{ext}")
+                  for ext in ("aac", "mp3")]
     spk = ctx.spawn("speaker", [Path(ctx.binary).parent / "rostrum-speak", "--stage",
                                 f"127.0.0.1:{srv.stage}", "--space", "room", "--key",
                                 "hk-install", "--tone", "330", "--seconds", "2"])
     check_ffmpeg_decode(lst, 2, 30)
+    for r in renditions:
+        check_ffmpeg_decode(r, 2, 30)
     check(spk.wait(30) == 0, f"rostrum-speak failed:\n{spk.tail()}")
     for path in ("/metrics", "/status-json.xsl", "/"):
         check(http_request(srv.audience, "GET", path).status == 200, f"GET {path}")

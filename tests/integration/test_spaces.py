@@ -20,7 +20,9 @@ def source_shape(srv):
 
 @test(timeout=60)
 def test_two_spaces_each_own_tone(ctx):
-    srv = ctx.start_server(grace_ms=500)
+    # Icecast's shape of "source" by mount count: renditions (issue 11), which status lists
+    # as mounts of their own, are off here so that one space is one mount
+    srv = ctx.start_server(grace_ms=500, extra=["--aac-kbps", "0", "--mp3-kbps", "0"])
     check(source_shape(srv) == "absent", f"no mount live: source is {source_shape(srv)}")
 
     a = ffmpeg_source(ctx, srv, "/a", 440, name="Space A", proc_name="source_a")
