@@ -148,9 +148,7 @@ static int hls_find(struct audience *a, const char *mount)
  * rendition counts here only while its last page is recent. */
 static int hls_aac_slot(struct audience *a, int slot)
 {
-    char m[80];
-    snprintf(m, sizeof(m), "%s.aac", a->sh->spaces[slot].mount);
-    int s = strlen(m) < sizeof(a->sh->spaces[0].mount) ? hls_find(a, m) : -1;
+    int s = shared_rendition_slot(a->sh, slot, RENDITION_AAC);
     if (s < 0)
         return -1;
     struct ring *r = shared_ring(a->sh, s);
