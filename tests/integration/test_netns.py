@@ -437,7 +437,8 @@ def test_netns_without_privileges_says_why_and_skips_10(ctx):
              "try:\n    netns.Topology(None)\nexcept harness.Skip as e:\n"
              "    print('SKIP', e); sys.exit(0)\nprint('NO SKIP'); sys.exit(1)\n")
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                        sys.executable, "-c", probe, str(here)],
+                        shutil.which("python3", path="/usr/bin:/bin") or sys.executable,
+                        "-c", probe, str(here)],
                        capture_output=True, text=True, timeout=20, cwd="/")
     if "Permission denied" in r.stderr or "can't open" in r.stderr:
         from harness import skip_part
