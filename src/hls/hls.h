@@ -7,7 +7,7 @@
  * The timeline. Every packet of a space's stream has a place on one absolute clock, in
  * 48 kHz samples:
  *
- *   abs = stream_start_wall (unix s) x 48000 + decoded position (granule - pre_skip - ...)
+ *   abs = stream_start_ms (unix ms) x 48 + decoded position (granule - pre_skip - ...)
  *
  * Part k holds the packets whose first sample falls in [k P, (k + 1) P), P = part-ms x 48;
  * segment (media sequence number) m holds parts [m S, (m + 1) S), S = segment-ms / part-ms.
