@@ -47,7 +47,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 WEB      := $(wildcard web/*)
 
 .PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench bench-tls \
-        bench-upgrade bench-tree install
+        bench-upgrade bench-tree bench-hls install
 all: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak
 
 $(O)/obj/%.o: %.c
@@ -148,6 +148,11 @@ bench-tls: test-deps all
 # A relay tree on loopback: relay vs origin, a cut, a fail-over, origin cost per relay.
 bench-tree: test-deps all
 	bench/tree --no-build $(BENCH_TREE_ARGS)
+
+# LL-HLS straight and through one nginx tier: latency behind live, time to first part, origin
+# HLS answers per second at two player counts (see bench/README.md).
+bench-hls: test-deps all
+	bench/hls --no-build $(BENCH_HLS_ARGS)
 
 # What an upgrade (SIGUSR2) costs the connected under load (see bench/README.md).
 bench-upgrade: test-deps all

@@ -409,6 +409,7 @@ def test_hls_nginx_tier_issue11(ctx):
     secs, rounds, counted = 12, [], 0
     for i, n in enumerate((50, 300)):
         _, skip = origin_by_uri(log)
+        time.sleep(2)
         before = metric(metrics(srv)[0], "rostrum_hls_responses_total")
         t0 = time.monotonic()
         via = load_hls(ctx, f"http://127.0.0.1:{port}/live.m3u8", n, 100, secs, name=f"via{n}",
@@ -417,6 +418,7 @@ def test_hls_nginx_tier_issue11(ctx):
                           extra=["--beacon-s", "0", "--src-ips", f"127.0.{20 + i}.1-127.0.{20 + i}.50"])
         rv, rd = load_result(via, secs + 60), load_result(direct, secs + 60)
         elapsed = time.monotonic() - t0
+        time.sleep(2)  # the workers' counters reach /metrics a little late
         answered = metric(metrics(srv)[0], "rostrum_hls_responses_total") - before
         per, _ = origin_by_uri(log, skip)
         media, blocking = hls_objects(per)
