@@ -250,7 +250,9 @@ import {WebPlayer, webPlayerSupported} from './player.js';
           card.beacon();
         card.beacon = null;
       };
-      audio.addEventListener('playing', () => { card.beacon = card.beacon || startBeacon(card.mount); });
+      audio.addEventListener('playing', () => {
+        card.beacon = card.beacon || startBeacon(card.mount);
+      });
       for (const ev of ['pause', 'ended', 'error'])
         audio.addEventListener(ev, stop);
     }

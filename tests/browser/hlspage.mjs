@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /*
- * hlspage.mjs: the listener page plays HLS (natively or through hls.js) and counts itself by beacons
+ * hlspage.mjs: the listener page plays HLS (natively or through hls.js) and counts itself by
+ * beacons
  * (issue 11: a player behind a cache is counted by web/beacon.js, not by its connection).
  *
  *   node tests/browser/hlspage.mjs URL MOUNT SECONDS WINDOW_S
@@ -88,7 +89,7 @@ try {
       throw new Error(`hls_listeners ${await hlsListeners()} while playing, want 1`);
     result.at_stop = await hlsListeners();
     if (result.at_stop !== 1)
-      throw new Error(`hls_listeners ${result.at_stop} after ${result.played_s.toFixed(1)} s of play`);
+      throw new Error(`hls_listeners ${result.at_stop} after ${result.played_s.toFixed(1)} s`);
     await card.locator('button.listen').click({timeout: 5000});
     const t1 = Date.now();
     result.stop_ms = t1 - t0;
