@@ -47,7 +47,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 WEB      := $(wildcard web/*)
 
 .PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench bench-tls \
-        bench-upgrade bench-tree bench-transcode install
+        bench-upgrade bench-tree bench-transcode bench-hls install
 all: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak
 
 $(O)/obj/%.o: %.c
@@ -152,6 +152,11 @@ bench-tree: test-deps all
 # What a space's AAC and MP3 renditions cost: the codec on a fixed input, then a live server.
 bench-transcode: test-deps all
 	bench/transcode && bench/transcode-live
+
+# LL-HLS straight and through one nginx tier: latency behind live, time to first part, origin
+# HLS answers per second at two player counts (see bench/README.md).
+bench-hls: test-deps all
+	bench/hls --no-build $(BENCH_HLS_ARGS)
 
 # What an upgrade (SIGUSR2) costs the connected under load (see bench/README.md).
 bench-upgrade: test-deps all

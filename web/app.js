@@ -14,16 +14,22 @@
  *   cacheable for a second, so the browser's cache and any HTTP cache in front answer most
  *   polls) and shows who is on stage and who is talking. A 404 means a plain relay mount:
  *   that card never asks again.
- * - Players (issue 11), chosen once per page, or forced with ?player=web|hls|audio:
+ * - Players (issue 11), chosen once per page, or forced with ?player=web|hls|hlsjs|audio:
  *     web    where WebCodecs' AudioDecoder exists: player.js fetches and decodes the Ogg
  *            stream itself (starts in well under a second, about a second behind live,
  *            reconnects gaplessly with from=);
- *     hls    else, where <audio> plays HLS (Safari): /<space>.m3u8;
+ *     hls    else, where <audio> plays HLS (Safari): /<space>.m3u8; where it does not (asked
+ *            for with ?player=hls), or with ?player=hlsjs, hls.js in low-latency mode on a
+ *            MediaSource, loaded from /hls.min.js when the server was built with it. An HLS
+ *            player may sit
+ *            behind a cache rostrum never sees: while it plays it sends beacons
+ *            (beacon.js), so it is counted as an HLS listener;
  *     audio  else <audio> on the Ogg stream, asking for a burst (?burst=) large enough that
  *            the browser, which waits for bytes rather than seconds, starts at once.
  *   The card says the stream's state in words: connecting, reconnecting, "the host is away,
  *   waiting for them" (the status says the source is gone: a grace), "the space has ended".
  */
+import {startBeacon} from './beacon.js';
 import {WebPlayer, webPlayerSupported} from './player.js';
 
 (function () {
@@ -38,7 +44,7 @@ import {WebPlayer, webPlayerSupported} from './player.js';
   const ENDED_KEEP_MS = 60000; /* a card whose space ended while heard says so this long */
   const MODE = (() => {
     const asked = new URLSearchParams(location.search).get('player');
-    if (asked === 'web' || asked === 'hls' || asked === 'audio')
+    if (asked === 'web' || asked === 'hls' || asked === 'hlsjs' || asked === 'audio')
       return asked;
     if (webPlayerSupported())
       return 'web';
@@ -46,6 +52,7 @@ import {WebPlayer, webPlayerSupported} from './player.js';
     return probe.canPlayType('application/vnd.apple.mpegurl') ? 'hls' : 'audio';
   })();
   document.documentElement.dataset.player = MODE;
+  const HLS = MODE === 'hls' || MODE === 'hlsjs';
 
   const listEl = document.getElementById('spaces');
   const emptyEl = document.getElementById('empty');
@@ -201,6 +208,11 @@ import {WebPlayer, webPlayerSupported} from './player.js';
        * keeps its src (native controls still work) and the next play starts at the live
        * edge. Chromium reconnects at once on a plain load(), but not after this. */
       setTimeout(() => {
+        if (card.hls) { /* hls.js: let go of the stream, the next play starts at the edge */
+          card.hls.destroy();
+          card.hls = null;
+          return;
+        }
         if (audio.paused && audio.isConnected && audio.getAttribute('src'))
           disconnect(audio, audio.getAttribute('src'));
       }, 0);
@@ -220,7 +232,7 @@ import {WebPlayer, webPlayerSupported} from './player.js';
 
   /* <audio>: the burst it needs (HLS as it is) */
   function fallbackUrl(src) {
-    if (MODE === 'hls')
+    if (HLS)
       return src.replace(/(\?.*)?$/, '.m3u8$1');
     const u = new URL(src);
     u.searchParams.set('burst', String(FALLBACK_BURST_MS));
@@ -232,6 +244,18 @@ import {WebPlayer, webPlayerSupported} from './player.js';
     const audio = card.audio;
     let prev = null, prevAt = 0, played = 0;
     audio.addEventListener('playing', () => { audio.dataset.state = 'playing'; });
+    if (HLS) { /* counted by beacons while it plays (a cache may hide it) */
+      const stop = () => {
+        if (card.beacon)
+          card.beacon();
+        card.beacon = null;
+      };
+      audio.addEventListener('playing', () => {
+        card.beacon = card.beacon || startBeacon(card.mount);
+      });
+      for (const ev of ['pause', 'ended', 'error'])
+        audio.addEventListener(ev, stop);
+    }
     audio.addEventListener('timeupdate', () => {
       const now = performance.now();
       if (prev !== null && !audio.paused) {
@@ -339,8 +363,13 @@ import {WebPlayer, webPlayerSupported} from './player.js';
     const src = fallbackUrl(await admit(card));
     if (!card.wanted)
       return;
-    if (audio.getAttribute('src') !== src || audio.error || audio.ended)
+    const native = audio.canPlayType('application/vnd.apple.mpegurl') !== '';
+    if (MODE === 'hlsjs' || (MODE === 'hls' && !native)) {
+      if (!await hlsJs(card, src))
+        return;
+    } else if (audio.getAttribute('src') !== src || audio.error || audio.ended) {
       disconnect(audio, src);
+    }
     const p = audio.play();
     if (p && p.catch) {
       p.catch((e) => {
@@ -354,6 +383,48 @@ import {WebPlayer, webPlayerSupported} from './player.js';
         }
       });
     }
+  }
+
+  /* hls.js, loaded once from the server (/hls.min.js: there when rostrum was built with it). */
+  let hlsLoad = null;
+  function loadHlsJs() {
+    if (!hlsLoad)
+      hlsLoad = new Promise((ok) => {
+        if (window.Hls)
+          return ok(window.Hls);
+        const s = document.createElement('script');
+        s.src = new URL('hls.min.js', location.href).href;
+        s.onload = () => ok(window.Hls && window.Hls.isSupported() ? window.Hls : null);
+        s.onerror = () => ok(null);
+        document.head.appendChild(s);
+      });
+    return hlsLoad;
+  }
+
+  /* Attaches hls.js to the card's <audio> on <src>. Returns false where it cannot. */
+  async function hlsJs(card, src) {
+    if (card.hls)
+      return true;
+    const Hls = await loadHlsJs();
+    if (!Hls) {
+      card.wanted = false;
+      setText(card.state, 'This browser cannot play HLS');
+      return false;
+    }
+    const hls = new Hls({lowLatencyMode: true});
+    hls.on(Hls.Events.ERROR, (_, d) => {
+      if (d.fatal && card.hls === hls) {
+        hls.destroy();
+        card.hls = null;
+        if (!retryLater(card))
+          setText(card.state, 'Stream error, press Listen to retry');
+      }
+    });
+    card.hls = hls;
+    card.audio.removeAttribute('src');
+    hls.loadSource(src);
+    hls.attachMedia(card.audio);
+    return true;
   }
 
   function toggle(card) {

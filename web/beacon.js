@@ -7,7 +7,8 @@
  *   ...
  *   stop();                                    // when playback stops
  *
- * It posts to /beacon/<space> at once and then every every_s seconds (the server says: 30),
+ * It posts to /beacon/<space> at once and then every every_s seconds (the server says: 30; half
+ * the server's window_s if that is shorter),
  * each time with the session id of the last answer; an id refused (403: expired after a long
  * pause, or from a new address) starts a new session. With hls.js, a small hook does it:
  *
@@ -31,8 +32,8 @@ export function startBeacon(space, {base = '', everyMs = 0} = {}) {
       if (r.ok) {
         const j = await r.json();
         sid = j.sid;
-        if (!everyMs && j.every_s > 0)
-          wait = j.every_s * 1000;
+        if (!everyMs && j.every_s > 0) /* and within the window, whatever it is set to */
+          wait = 1000 * (j.window_s > 0 ? Math.min(j.every_s, j.window_s / 2) : j.every_s);
       } else if (r.status === 403) {
         sid = null; /* a new session, soon */
         wait = 1000;

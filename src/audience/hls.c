@@ -236,7 +236,7 @@ static int stream_open(struct audience *a, int slot, uint32_t gen, int aac, stru
         opus_head_parse(pkt, plen, &head, err, sizeof(err)) < 0 || !shared_preamble_intact(ss, pgen))
         return -EAGAIN;
     st->pre_skip = head.pre_skip;
-    st->base = (uint64_t)ss->stream_start_wall * 48000;
+    st->base = (uint64_t)ss->stream_start_ms * 48;
     int s = slot;
     if (aac) {
         s = hls_aac_slot(a, slot);

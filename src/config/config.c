@@ -223,7 +223,8 @@ void config_defaults(struct config *c)
     c->log_level = LOG_INFO;
     c->hls = 1;
     c->hls_segment_ms = 2000;
-    c->hls_part_ms = 500;
+    /* with PART-HOLD-BACK's 1 s floor: under 3 s behind live through nginx (docs/caches.md) */
+    c->hls_part_ms = 200;
     c->hls_max_blocked = 1000;
     c->aac_kbps = 96;
     c->mp3_kbps = 128;

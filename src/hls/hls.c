@@ -88,12 +88,15 @@ int hls_media_playlist(struct buf *out, const struct hls_media *m)
     const char *e = m->epoch, *pre = m->prefix;
     /* in whole ms, rounded up: a part is never longer than its playlist says */
     double part_target = (double)(((m->part_target ? m->part_target : m->part_samples) + 47) / 48) / 1000;
+    double hold = 3 * part_target;
+    if (hold < HLS_MIN_PART_HOLD_BACK_MS / 1000.0)
+        hold = HLS_MIN_PART_HOLD_BACK_MS / 1000.0;
     buf_printf(out,
                "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:%d\n"
                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=%.3f,"
                "CAN-SKIP-UNTIL=%d.0\n#EXT-X-PART-INF:PART-TARGET=%.3f\n"
                "#EXT-X-MEDIA-SEQUENCE:%llu\n#EXT-X-MAP:URI=\"%s/%sinit.mp4\"\n",
-               m->target_s, 3 * part_target, can_skip_s, part_target,
+               m->target_s, hold, can_skip_s, part_target,
                (unsigned long long)msn_first, e, pre);
     /* the duration of segment <msn> (complete or not) and of everything from it to the end */
     uint64_t total = 0;

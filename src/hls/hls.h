@@ -7,7 +7,7 @@
  * The timeline. Every packet of a space's stream has a place on one absolute clock, in
  * 48 kHz samples:
  *
- *   abs = stream_start_wall (unix s) x 48000 + decoded position (granule - pre_skip - ...)
+ *   abs = stream_start_ms (unix ms) x 48 + decoded position (granule - pre_skip - ...)
  *
  * Part k holds the packets whose first sample falls in [k P, (k + 1) P), P = part-ms x 48;
  * segment (media sequence number) m holds parts [m S, (m + 1) S), S = segment-ms / part-ms.
@@ -30,6 +30,10 @@
 #define HLS_WINDOW_PARTS ((HLS_WINDOW_SEGMENTS + 1) * HLS_MAX_PARTS_PER_SEGMENT)
 /* Segments at the end of a playlist that also list their parts (3 target durations). */
 #define HLS_PART_SEGMENTS 3
+/* PART-HOLD-BACK is three part targets (the spec's SHOULD), and at least this: behind an
+ * nginx tier a player may wait for two of its 500 ms lock polls in a row (the blocking reload,
+ * then the part), which must not empty its buffer (docs/caches.md). */
+#define HLS_MIN_PART_HOLD_BACK_MS 1000
 /* How far a blocking request may look past the last part before it is a 400. */
 #define HLS_ADVANCE_PARTS 3
 #define HLS_ADVANCE_SEGMENTS 2

@@ -29,7 +29,8 @@
 #define M3U8_URI_MAX 256
 #define M3U8_VARIANTS 8
 #define M3U8_SEGS 8
-#define M3U8_PARTS 16
+/* rostrum lists 3 segments of parts (30 at 2 s / 200 ms) and the one in progress */
+#define M3U8_PARTS 48
 
 enum m3u8_kind { M3U8_MEDIA = 1, M3U8_MULTIVARIANT = 2 };
 

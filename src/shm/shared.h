@@ -162,6 +162,8 @@ struct shared_space {
     int32_t channels;
     uint32_t source_connected;
     int64_t stream_start_wall;
+    int64_t stream_start_ms; /* the same in ms (HLS's clock: a second's floor would put
+                              * EXT-X-PROGRAM-DATE-TIME up to 1 s early) */
     uint32_t listener_peak; /* kept by the main process from the workers' counts */
     struct shared_dbuf preamble_hdr;
     unsigned char preamble[2][SHARED_PREAMBLE_MAX]; /* HTTP response head + Ogg header pages */

@@ -45,6 +45,15 @@ static int space_page_ms(const struct space *sp)
     return config_page_ms(sp->host->cfg, sp->cfg);
 }
 
+/* The stream's start on the wall clock, in seconds (status) and ms (HLS's clock). */
+static void space_mark_start(struct shared_space *ss)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ss->stream_start_wall = ts.tv_sec;
+    ss->stream_start_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 struct space *space_create(struct spaces *host, const char *mount)
 {
     int slot = -1;
@@ -70,7 +79,7 @@ struct space *space_create(struct spaces *host, const char *mount)
      * audience processes compare against them. */
     memset(&ss->meta, 0, sizeof(ss->meta));
     snprintf(ss->mount, sizeof(ss->mount), "%s", mount);
-    ss->stream_start_wall = time(NULL);
+    space_mark_start(ss);
     ss->listener_peak = 0;
     ss->channels = 0;
     ss->source_connected = 0;
@@ -336,7 +345,7 @@ int space_on_head(struct space *sp, const struct opus_head_info *head)
     const char *title = ss->meta.name[0] ? ss->meta.name : NULL;
     sp->mux = ogg_mux_new(sp->serial, head, "rostrum 0.1", title, space_page_ms(sp));
     sp->silence_len = opus_silence_packet(head->channels, 0, sp->silence, sizeof(sp->silence));
-    ss->stream_start_wall = time(NULL);
+    space_mark_start(ss);
     ss->channels = head->channels;
     ss->feed_serial = sp->serial;
     ss->feed_epoch = ss->gen;
@@ -392,7 +401,7 @@ void space_relay_begin(struct space *sp, const struct space_relay_stream *st, ui
     ss->feed_serial = st->serial;
     ss->feed_epoch = st->epoch;
     ss->source_connected = 1;
-    ss->stream_start_wall = time(NULL);
+    space_mark_start(ss);
     space_build_preamble(sp);
     __atomic_store_n(&ss->state, SLOT_LIVE, __ATOMIC_RELEASE);
     log_info("space", "/%s: relayed stream, %d channel(s), serial %08x, epoch %u, from page %llu",

@@ -10,8 +10,8 @@ import json
 import socket
 import time
 
-from harness import (check, connect, ffmpeg_source, metric, metrics, mount_status, note,
-                     read_head, read_until_close, test, wait_for, wait_live)
+from harness import (Skip, check, connect, ffmpeg_source, http_request, metric, metrics,
+                     mount_status, note, read_head, read_until_close, test, wait_for, wait_live)
 
 WINDOW = 5
 
@@ -210,3 +210,36 @@ def test_browser_beacons_counted_issue11(ctx):
     check(rc == 0 and r.get("ok"), f"beacon.mjs: {r.get('reason')}")
     note(f"Chromium: counted {r['counted_ms']} ms after the first beacon, dropped out "
          f"{r['dropped_ms']} ms after stop() (window {WINDOW} s)")
+
+
+@test(timeout=150, icecast=False)
+def test_browser_hlsjs_page_beacons_issue11(ctx):
+    """The listener page in Chromium plays /<space>.m3u8 with ?player=hlsjs through hls.js (the
+    card's <audio> on a MediaSource) and with ?player=hls (the browser's own HLS where it has
+    one), and each time, while it plays, is counted as one HLS listener by its beacons; after
+    Stop it drops out within the window."""
+    import shutil
+    from pathlib import Path
+    node = shutil.which("node")
+    modules = Path(__file__).resolve().parents[2] / "tests" / "browser" / "node_modules"
+    check(node and (modules / "playwright-core").is_dir(), "node or playwright-core missing "
+          "(make test-deps; tests/browser/node_modules)")
+    srv = server(ctx, 2)
+    if http_request(srv.audience, "GET", "/hls.min.js").status != 200:
+        raise Skip("this build serves no /hls.min.js (hls.js not in tests/browser/node_modules "
+                   "when it was built)")
+    wait_for(lambda: http_request(srv.audience, "GET", "/hls/live/o.m3u8").status == 200, 15,
+             "the HLS media playlist")
+    script = Path(__file__).resolve().parents[2] / "tests" / "browser" / "hlspage.mjs"
+    for mode in ("hlsjs", "hls"):
+        p = ctx.spawn(f"hlspage_{mode}", [node, script, srv.url(f"/?player={mode}"), "/live", 5,
+                                          WINDOW], stdout=ctx.tmp / f"hlspage_{mode}.json")
+        rc = p.wait(70)
+        out = p.output().decode().strip().splitlines()
+        r = json.loads(out[-1]) if out else {"reason": p.tail()}
+        check(rc == 0 and r.get("ok"), f"hlspage.mjs ?player={mode}: {r.get('reason')} ({r})")
+        note(f"Chromium, ?player={mode} ({'hls.js' if r['hlsjs'] else 'native HLS'}): click to "
+             f"playing {r['start_ms']} ms, counted as an HLS listener {r['counted_ms']} ms after "
+             f"the click, played {r['played_s']:.1f} s; dropped out {r['dropped_ms']} ms after "
+             f"Stop (window {WINDOW} s)")
+        check(0 < r["start_ms"] < 15000 and r["counted_ms"] is not None, "timings not sane")

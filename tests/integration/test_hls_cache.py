@@ -351,55 +351,123 @@ http {{
           f"counted {r['requests']['segment']}")
 
 
-@test(timeout=180, icecast=False)
+def small_page_source(ctx, srv, mount, page_ms=100):
+    """ffmpeg as the source, with <page_ms> Ogg pages: a part is whole only once a page past
+    its end is published, so ffmpeg's default one-second pages would make 0.5 s parts appear
+    two at a time, a second apart (docs/caches.md)."""
+    return ctx.spawn("source", ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "warning",
+                                "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+                                "-c:a", "libopus", "-b:a", "48k", "-vbr", "off", "-f", "ogg",
+                                "-page_duration", str(page_ms * 1000), "-content_type",
+                                "audio/ogg", srv.source_url(mount)])
+
+
+def hls_ready(srv, mount):
+    """The media playlist of <mount> answers 200 with a few parts (a stream lists segments
+    from a second after its start: 503 before)."""
+    r = http_request(srv.audience, "GET", f"/hls{mount}/o.m3u8")
+    return r.status == 200 and r.body.count(b"#EXT-X-PART:") >= 4
+
+
+def origin_by_uri(log_path, skip_lines=0):
+    """nginx's log from line <skip_lines>: {uri: times it went to the upstream} and the number
+    of lines read."""
+    lines = log_path.read_text().splitlines()
+    per = {}
+    for line in lines[skip_lines:]:
+        m = re.match(r'\S+ "([^"]+)" (\d+) (\S+) "([^"]*)"', line)
+        if m and m.group(4) not in ("", "-"):
+            per[m.group(1)] = per.get(m.group(1), 0) + 1
+    return per, len(lines)
+
+
+def hls_objects(per):
+    media = {u: k for u, k in per.items() if re.search(r"/o\d+(\.\d+)?\.m4s$|init\.mp4$", u)}
+    blocking = {u: k for u, k in per.items() if "_HLS_msn" in u}
+    return media, blocking
+
+
+@test(timeout=240, icecast=False)
 def test_hls_nginx_tier_issue11(ctx):
-    """A few hundred rostrum-load hls players through one nginx (docs/cache/nginx.conf) in
-    front of rostrum's LL-HLS: rostrum is asked for each part, segment and blocking playlist
-    about once (the number of caches), whatever the number of players. Skipped while the
-    server serves no /<space>.m3u8."""
+    """rostrum-load hls players through one nginx (docs/cache/nginx.conf) in front of rostrum's
+    own LL-HLS (/<space>.m3u8, the default parts), in two rounds, 50 then 300 players, with 10
+    more straight to rostrum beside them: rostrum is asked for each part, segment, init section
+    and blocking playlist about once (the number of caches), and nginx's requests to it per
+    second (its log) do not grow with the players; no player is refused or falls
+    out of the playlist; latency behind live through the tier and direct is printed and sane;
+    every player is counted by its beacons through nginx (trusted-proxies)."""
     srv = ctx.start_server(extra=["--workers", "2", "--trusted-proxies", "127.0.0.1"])
-    src = ffmpeg_source(ctx, srv, "/live", 440)
+    src = small_page_source(ctx, srv, "/live")
     wait_live(srv, "/live", proc=src)
     r = http_request(srv.audience, "GET", "/live.m3u8")
-    if r.status == 404:
-        raise Skip("this server has no HLS yet (GET /live.m3u8 -> 404): enable when it lands")
-    check(r.status == 200, f"GET /live.m3u8 -> {r.status}")
+    check(r.status == 200 and b"hls/live/o.m3u8" in r.body,
+          f"GET /live.m3u8 -> {r.status} {r.body[:300]!r}")
+    wait_for(lambda: hls_ready(srv, "/live"), 15, "the LL-HLS media playlist")
     port = free_port()
     start_nginx(ctx, nginx_conf(ctx, srv.audience, port), port)
-    n, secs = 300, 20
-    before = origin_requests(srv)
-    res = load_result(load_hls(ctx, f"http://127.0.0.1:{port}/live.m3u8", n, 100, secs,
-                               extra=["--src-ips", "127.0.12.1-127.0.13.100"]),
-                      secs + 60)
-    origin = origin_requests(srv) - before - 1
-    per_uri = {}
-    for line in (ctx.tmp / "nginx-access.log").read_text().splitlines():
-        m = re.match(r'\S+ "([^"]+)" (\d+) (\S+) "([^"]*)"', line)
-        if not m or m.group(4) in ("", "-"):
-            continue  # answered from the cache
-        uri = m.group(1)
-        per_uri[uri] = per_uri.get(uri, 0) + 1
-    media = {u: k for u, k in per_uri.items() if re.search(r"\.(m4s|mp4|ts|aac)(\?|$)", u)}
-    blocking = {u: k for u, k in per_uri.items() if "_HLS_msn" in u}
-    lat = res["latency_ms"]
-    note(f"{n} players through nginx: {origin} requests reached rostrum; media objects "
-         f"{len(media)} fetched {sum(media.values())} times; blocking playlists {len(blocking)} "
-         f"fetched {sum(blocking.values())} times; latency p50 {lat['p50']} ms p95 {lat['p95']} "
-         f"ms; reload p50 {res['reload_ms']['p50']} ms; stalls {res['stalls']}")
-    check(res["started"] == n, f"{res['started']} of {n} players started")
-    # the players beacon through nginx (passed, never cached); nginx is trusted, so each
-    # session is its player's (one source address each)
-    hls = mount_status(srv, "/live")["hls_listeners"]
-    check(res["beacons_refused"] == 0 and hls == n,
-          f"{hls} HLS listeners counted behind nginx, want {n}; {res['beacons_refused']} "
-          "beacons refused")
-    check(media and max(media.values()) <= 2, f"a media object reached rostrum "
-          f"{max(media.values()) if media else 0} times: {sorted(media.items())[:5]}")
-    check(blocking and sum(blocking.values()) <= 2 * len(blocking),
-          "blocking playlists reached rostrum more than about once each")
-    hls_req = res["requests"]
-    check(origin < (hls_req["part"] + hls_req["segment"] + hls_req["media_playlist"]) / 20,
-          f"{origin} origin requests for {hls_req} player requests: not collapsed")
+    log = ctx.tmp / "nginx-access.log"
+    secs, rounds, counted = 12, [], 0
+    for i, n in enumerate((50, 300)):
+        _, skip = origin_by_uri(log)
+        time.sleep(2)
+        before = metric(metrics(srv)[0], "rostrum_hls_responses_total")
+        t0 = time.monotonic()
+        via = load_hls(ctx, f"http://127.0.0.1:{port}/live.m3u8", n, 100, secs, name=f"via{n}",
+                       extra=["--src-ips", f"127.0.{12 + 2 * i}.1-127.0.{13 + 2 * i}.100"])
+        direct = load_hls(ctx, srv.url("/live.m3u8"), 10, 10, secs, name=f"direct{n}",
+                          extra=["--beacon-s", "0", "--src-ips",
+                                 f"127.0.{20 + i}.1-127.0.{20 + i}.50"])
+        rv, rd = load_result(via, secs + 60), load_result(direct, secs + 60)
+        elapsed = time.monotonic() - t0
+        time.sleep(2)  # the workers' counters reach /metrics a little late
+        answered = metric(metrics(srv)[0], "rostrum_hls_responses_total") - before
+        per, _ = origin_by_uri(log, skip)
+        media, blocking = hls_objects(per)
+        # what nginx asked rostrum for (its log, upstream address set), beacons left out; and
+        # all HLS answers rostrum counted, the direct players' included
+        via_origin = sum(k for u, k in per.items() if not u.startswith("/beacon/"))
+        lv, ld = rv["latency_ms"], rd["latency_ms"]
+        rounds.append({"n": n, "per_s": via_origin / elapsed, "media": media,
+                       "blocking": blocking, "lat": lv, "direct": ld, "via": rv})
+        note(f"{n} players through nginx for {secs} s: {sum(rv['requests'].values())} requests; "
+             f"nginx asked rostrum {via_origin} times ({via_origin / elapsed:.1f}/s; rostrum's "
+             f"HLS answers, the 10 direct players' included: {answered:.0f}): "
+             f"{len(media)} media objects fetched {sum(media.values())} times, {len(blocking)} "
+             f"blocking playlists {sum(blocking.values())} times")
+        note(f"  latency behind live via nginx p50 {lv['p50']} ms p95 {lv['p95']} ms, direct p50 "
+             f"{ld['p50']} ms p95 {ld['p95']} ms; first part via nginx p50 "
+             f"{rv['first_media_ms']['p50']} ms, direct {rd['first_media_ms']['p50']} ms; reload "
+             f"via nginx p50 {rv['reload_ms']['p50']} ms p99 {rv['reload_ms']['p99']} ms; stalls "
+             f"via nginx {rv['stalls']} ({rv['players_with_stalls']} players, "
+             f"{rv['stall_ms']} ms), direct {rd['stalls']}")
+        for name, res, want in (("via nginx", rv, n), ("direct", rd, 10)):
+            check(res["started"] == want and res["playing_at_end"] == want,
+                  f"{name}: {res['started']} of {want} started, {res['playing_at_end']} playing")
+            check(not res["http"] and sum(res["failed"].values()) == 0 and res["jumps"] == 0,
+                  f"{name}: refused {res['http']}, failed {res['failed']}, jumps {res['jumps']}")
+            check(res["blocking_reloads"] > 0 and res["requests"]["part"] > 0,
+                  f"{name}: not playing LL-HLS (blocking reloads {res['blocking_reloads']})")
+            lat = res["latency_ms"]
+            check(lat["count"] > 0 and 1000 <= lat["p50"] <= 6000,
+                  f"{name}: latency behind live p50 {lat['p50']} ms (PART-HOLD-BACK 1.5 s)")
+        check(media and max(media.values()) <= 2, f"a media object reached rostrum "
+              f"{max(media.values()) if media else 0} times: {sorted(media.items())[:5]}")
+        check(blocking and max(blocking.values()) <= 2,
+              f"a blocking playlist reached rostrum {max(blocking.values()) if blocking else 0} "
+              "times")
+        check(len(media) >= secs, f"only {len(media)} media objects in {secs} s")
+        counted += n
+        hls = mount_status(srv, "/live")["hls_listeners"]
+        check(rv["beacons_refused"] == 0 and hls == counted,
+              f"{hls} HLS listeners counted behind nginx, want {counted}; "
+              f"{rv['beacons_refused']} beacons refused")
+    a, b = rounds
+    note(f"origin HLS requests per second: {a['per_s']:.1f} for {a['n']} players, "
+         f"{b['per_s']:.1f} for {b['n']}")
+    check(b["per_s"] <= a["per_s"] * 1.3 + 1, f"nginx's requests to rostrum grew with the players: "
+          f"{a['per_s']:.1f}/s for {a['n']}, {b['per_s']:.1f}/s for {b['n']}")
+    per_obj = [sum(r["media"].values()) / len(r["media"]) for r in rounds]
+    check(per_obj[1] <= per_obj[0] + 0.2, f"requests per media object grew: {per_obj}")
 
 
 def part_numbers(paths):
@@ -573,3 +641,60 @@ def test_hls_load_refuses_bad_arguments_issue11(ctx):
     h = ctx.spawn("help", [load, "hls", "--help"], stdout=ctx.tmp / "help.txt")
     check(h.wait(10) == 0 and b"--beacon-url" in h.output(),
           "rostrum-load hls --help")
+
+
+def origin_by_uri_from_log(log_path, client="127.0.0.1"):
+    """rostrum's own log (debug: one line per request): {uri: times <client> asked}."""
+    per = {}
+    pat = re.compile(r" #\d+ " + re.escape(client) + r":\d+: GET (\S+)")
+    for line in log_path.read_text(errors="replace").splitlines():
+        m = pat.search(line)
+        if m:
+            per[m.group(1)] = per.get(m.group(1), 0) + 1
+    return per
+
+
+@test(timeout=150, icecast=False)
+def test_hls_varnish_tier_issue11(ctx):
+    """200 rostrum-load hls players through docs/cache/varnish.vcl in a real varnishd in front
+    of rostrum's own LL-HLS: each part, init section and blocking playlist reaches rostrum about
+    once (rostrum's log, by the cache's address: media by name, playlists about one per
+    part), no player is refused or falls out of the
+    playlist, latency behind live is printed and sane, and every player is counted by its
+    beacons through Varnish (trusted-proxies: Varnish names each in X-Forwarded-For)."""
+    if not shutil.which("varnishd"):
+        raise Skip("varnish is not installed (scripts/install-deps test installs it)")
+    srv = ctx.start_server(extra=["--workers", "2", "--trusted-proxies", "127.0.0.1"])
+    src = small_page_source(ctx, srv, "/live")
+    wait_live(srv, "/live", proc=src)
+    wait_for(lambda: hls_ready(srv, "/live"), 15, "the LL-HLS media playlist")
+    port = free_port()
+    start_varnish(ctx, varnish_vcl(srv.audience), port)
+    n, secs = 200, 12
+    r = load_result(load_hls(ctx, f"http://127.0.0.1:{port}/live.m3u8", n, 100, secs,
+                             name="via_varnish",
+                             extra=["--src-ips", "127.0.16.1-127.0.16.250"]), secs + 60)
+    per = origin_by_uri_from_log(ctx.tmp / "server1.log")
+    media, _ = hls_objects(per)
+    # rostrum's log names the path, not the query: every media playlist fetch, blocking or not
+    playlists = per.get("/hls/live/o.m3u8", 0)
+    lat = r["latency_ms"]
+    note(f"{n} players through varnish for {secs} s: {sum(r['requests'].values())} requests; "
+         f"rostrum got {sum(per.values())} from varnish: {len(media)} media objects fetched "
+         f"{sum(media.values())} times, media playlists (blocking or not) {playlists} times "
+         f"for {r['requests']['media_playlist']} asked by the players; latency p50 "
+         f"{lat['p50']} ms p95 {lat['p95']} ms; "
+         f"reload p50 {r['reload_ms']['p50']} ms p99 {r['reload_ms']['p99']} ms; stalls "
+         f"{r['stalls']} ({r['players_with_stalls']} players)")
+    check(r["started"] == n and r["playing_at_end"] == n, f"{r['started']} of {n} started")
+    check(not r["http"] and sum(r["failed"].values()) == 0 and r["jumps"] == 0,
+          f"refused {r['http']}, failed {r['failed']}, jumps {r['jumps']}")
+    check(media and max(media.values()) <= 2, f"a media object reached rostrum "
+          f"{max(media.values()) if media else 0} times: {sorted(media.items())[:5]}")
+    check(0 < playlists <= 2 * len(media) + 12, f"{playlists} media playlists reached rostrum "
+          f"for {len(media)} parts: about one per part expected")
+    check(len(media) >= secs, f"only {len(media)} media objects in {secs} s")
+    check(lat["count"] > 0 and 500 <= lat["p50"] <= 6000, f"latency p50 {lat['p50']} ms")
+    hls = mount_status(srv, "/live")["hls_listeners"]
+    check(r["beacons_refused"] == 0 and hls == n, f"{hls} HLS listeners counted behind "
+          f"varnish, want {n}; {r['beacons_refused']} beacons refused")

@@ -142,7 +142,7 @@ TEST(hls_keys_issue11)
     struct config c;
     char err[256];
     config_defaults(&c);
-    ASSERT(c.hls == 1 && c.hls_segment_ms == 2000 && c.hls_part_ms == 500);
+    ASSERT(c.hls == 1 && c.hls_segment_ms == 2000 && c.hls_part_ms == 200);
     ASSERT_EQ_INT(c.hls_max_blocked, 1000);
     ASSERT_EQ_INT(parse(&c, "hls = 0\nhls-segment-ms = 1800\nhls-part-ms = 300\n"
                             "hls-max-blocked = 5\n", err, sizeof(err)), 0);
