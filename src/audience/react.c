@@ -1,9 +1,9 @@
 /*
  * react: listeners' reactions and raised hands, on the audience port (issue 12, item 3).
  *
- *   POST /react/<space>?r=<reaction>[&id=<listener id>]       204, Cache-Control: no-store
+ *   POST /react/<space>?r=<reaction>[&id=<listener id>]       200 (empty), no-store
  *   POST /hand/<space>?op=hello                               {"id": <listener id>, "hand": ..}
- *   POST /hand/<space>?op=up|down&id=<listener id>[&name=..]  202 {"queued": true}
+ *   POST /hand/<space>?op=up|down&id=<listener id>[&name=..]  {"queued": true, "hand": ..}
  *   POST /hand/<space>?op=accept&id=<listener id>             {"token": <stage invite>}
  *
  * A reaction never reaches the main process: the worker that takes it adds one to its own
@@ -347,6 +347,11 @@ void react_metrics(const struct shared *sh, const struct shared_counters *st, st
                                 st->refused_hand_queue, st->refused_hands_full};
     counter(b, "rostrum_reactions_refused_total",
             "Reaction and hand requests refused, by reason.", "reason", why, refused, 6);
+    buf_puts(b, "# HELP rostrum_worker_reactions_total Reactions counted, by worker process.\n"
+                "# TYPE rostrum_worker_reactions_total counter\n");
+    for (uint32_t w = 0; w < sh->nworkers; w++)
+        buf_printf(b, "rostrum_worker_reactions_total{worker=\"%u\"} %llu\n", w,
+                   (unsigned long long)sh->workers[w].c.reactions);
     counter(b, "rostrum_react_buckets_shared_total",
             "Rate buckets two keys shared (the worker's bucket table was busy).", NULL, NULL,
             &st->react_buckets_shared, 1);
