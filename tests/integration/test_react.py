@@ -178,3 +178,30 @@ def test_hands_order_invite_lower_dismiss_expire_bound(ctx):
           "hands_full not counted")
     check(metric(vals, "rostrum_hand_invites_taken_total") == 1, "invite not counted")
     host.close()
+
+
+@test(timeout=150, icecast=False, exclusive=True)
+def test_browser_raised_hand_reaches_the_host_console(ctx):
+    """tests/browser/hands.mjs: reactions and a raised hand from the listener page reach the
+    host console in Chromium; the host invites the hand and its link seats it as a speaker."""
+    import shutil
+    import signal
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    script = root / "tests" / "browser" / "hands.mjs"
+    node = shutil.which("node")
+    check(node and (root / "tests" / "browser" / "node_modules" / "playwright-core").is_dir(),
+          "node or playwright-core missing")
+    srv = server(ctx)
+    env = {"HOME": str(ctx.tmp), "XDG_CONFIG_HOME": str(ctx.tmp / ".config"),
+           "XDG_CACHE_HOME": str(ctx.tmp / ".cache"), "TMPDIR": str(ctx.tmp)}
+    p = ctx.spawn("hands", [node, script, srv.url(""), f"127.0.0.1:{srv.stage}", KEY], env=env,
+                  stdout=ctx.tmp / "hands.out")
+    try:
+        rc = p.wait(120)
+    finally:
+        p.signal(signal.SIGTERM)
+    out = p.output().decode(errors="replace").strip()
+    check(rc == 0, f"hands.mjs exited with {rc}: {out[-1500:]}\n{p.tail(15)}")
+    check('"step":"on stage from the hand"' in out, f"hands.mjs did not finish: {out[-800:]}")
+    note(out[-400:])
