@@ -6,7 +6,8 @@
  *
  * - A listener id (POST /hand/<space>?op=hello) is asked for once and kept for the tab
  *   (sessionStorage); a 403 (expired, or another address) asks for a new one.
- * - A raised hand is raised again every ttl / 3 so it does not lapse; lowering it says so.
+ * - A raised hand is refreshed (op=keep) every ttl / 3 so it does not lapse; lowering it
+ *   says so.
  * - When the host invites the hand ("invited" in the document), the page asks for its stage
  *   token (op=accept) and offers the link to the speaker page.
  * Server text goes into the page with textContent only.
@@ -136,7 +137,7 @@ export class ListenerHands {
       } else if (this.raised) {
         this.say('Hand raised: the host sees it');
         const every = Math.max(2, (r.body.ttl_s || 120) / 3) * 1000;
-        this.timer = setInterval(() => this.withId('hand', {op: 'up', name}).catch(() => {}),
+        this.timer = setInterval(() => this.withId('hand', {op: 'keep', name}).catch(() => {}),
                                  every);
       } else {
         this.say('Hand lowered');

@@ -147,7 +147,7 @@ void beacon_route(struct conn *c, const struct http_request *req, const char *mo
 const uint32_t *beacon_counts(struct audience *a);
 
 /* Reactions and raised hands (react.c, issue 12). */
-enum react_op { REACT_OP_HELLO = 1, REACT_OP_UP, REACT_OP_DOWN, REACT_OP_ACCEPT };
+enum react_op { REACT_OP_HELLO = 1, REACT_OP_UP, REACT_OP_DOWN, REACT_OP_ACCEPT, REACT_OP_KEEP };
 struct react_req {
     int kind;           /* r=: index in shared_reaction_names, -1 if absent */
     int op;             /* op=: enum react_op, 0 if absent */

@@ -3,7 +3,7 @@
  *
  *   POST /react/<space>?r=<reaction>[&id=<listener id>]       200 (empty), no-store
  *   POST /hand/<space>?op=hello                               {"id": <listener id>, "hand": ..}
- *   POST /hand/<space>?op=up|down&id=<listener id>[&name=..]  {"queued": true, "hand": ..}
+ *   POST /hand/<space>?op=up|keep|down&id=<listener id>[&name=..]  {"queued": true, "hand": ..}
  *   POST /hand/<space>?op=accept&id=<listener id>             {"token": <stage invite>}
  *
  * A reaction never reaches the main process: the worker that takes it adds one to its own
@@ -23,7 +23,8 @@
  * makes limits stricter. A listener's connections may land on any worker (SO_REUSEPORT), so
  * the limit a listener sees is at most the number of workers times react-per-s. Hands go to
  * the main process through each worker's bounded queue (SHARED_HAND_QUEUE; full: 503), and a
- * space holds at most max-hands (as the main process last published; past it: 503).
+ * space holds at most max-hands (as the main process last published; past it, "up" gets 503;
+ * "keep", which only refreshes a hand already raised and never adds one, still passes).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -38,12 +39,15 @@
 
 #define REACT_BUCKETS 8192
 #define REACT_IDLE_MS 10000
-#define REACT_ID_S (6 * 3600)      /* a listener id lasts an evening */
-#define REACT_INVITE_S 600         /* the stage token an invited hand gets */
+#define REACT_ID_S (6 * 3600) /* a listener id lasts an evening */
+#define REACT_INVITE_S 600    /* the stage token an invited hand gets */
 
 #define react_names shared_reaction_names
-static const char *const op_names[] = {[REACT_OP_HELLO] = "hello", [REACT_OP_UP] = "up",
-                                       [REACT_OP_DOWN] = "down", [REACT_OP_ACCEPT] = "accept"};
+static const char *const op_names[] = {[REACT_OP_HELLO] = "hello",
+                                       [REACT_OP_UP] = "up",
+                                       [REACT_OP_DOWN] = "down",
+                                       [REACT_OP_ACCEPT] = "accept",
+                                       [REACT_OP_KEEP] = "keep"};
 
 static int id_char(unsigned char ch)
 {
@@ -118,7 +122,7 @@ int react_parse(const char *q, size_t len, struct react_req *out)
         } else if (klen == 2 && memcmp(k, "op", 2) == 0) {
             if (!eq || out->op)
                 return -1;
-            for (int o = REACT_OP_HELLO; o <= REACT_OP_ACCEPT; o++)
+            for (int o = REACT_OP_HELLO; o <= REACT_OP_KEEP; o++)
                 if (strlen(op_names[o]) == vlen && memcmp(op_names[o], v, vlen) == 0)
                     out->op = o;
             if (!out->op)
@@ -243,8 +247,10 @@ void react_route(struct conn *c, const struct http_request *req, const char *pat
             LOG_RATELIMITED(LOG_INFO, "react", "#%llu %s: /%s refused: %s",
                             (unsigned long long)c->id, c->peer, mount, why);
             char msg[160];
-            snprintf(msg, sizeof(msg), "Bad or expired listener id (%s): get a new one with "
-                     "POST /hand/<space>?op=hello", why);
+            snprintf(msg, sizeof(msg),
+                     "Bad or expired listener id (%s): get a new one with "
+                     "POST /hand/<space>?op=hello",
+                     why);
             react_refuse(c, 403, msg);
             return;
         }
@@ -254,7 +260,8 @@ void react_route(struct conn *c, const struct http_request *req, const char *pat
         react_refuse(c, 429, "Too many reactions from your address");
         return;
     }
-    if (rq.id && !react_take(a, (t.id & ~1ULL) | 2 /* even: never an address's key */, a->cfg->react_per_s)) {
+    if (rq.id && !react_take(a, (t.id & ~1ULL) | 2 /* even: never an address's key */,
+                             a->cfg->react_per_s)) {
         ctr->refused_react_rate++;
         react_refuse(c, 429, "Too many reactions: slow down");
         return;
@@ -299,15 +306,18 @@ void react_route(struct conn *c, const struct http_request *req, const char *pat
         ctr->hand_invites_taken++;
         buf_printf(&b, "{\"token\":\"%s\",\"role\":\"speaker\"}", tok);
     } else {
-        if (rq.op == REACT_OP_UP &&
-            SHM_GET(ss->hands_n) >= (uint32_t)a->cfg->max_hands) {
+        if (rq.op == REACT_OP_UP && SHM_GET(ss->hands_n) >= (uint32_t)a->cfg->max_hands) {
             ctr->refused_hands_full++;
             react_refuse(c, 503, "The host has as many raised hands as it can list: try later");
             return;
         }
-        struct shared_hand_event e = {.id = t.id, .at_ms = a->loop->now_ms,
-                                      .slot_gen = SHM_GET(ss->gen), .slot = (uint16_t)slot,
-                                      .op = (uint8_t)(rq.op == REACT_OP_UP ? HAND_UP : HAND_DOWN)};
+        struct shared_hand_event e = {.id = t.id,
+                                      .at_ms = a->loop->now_ms,
+                                      .slot_gen = SHM_GET(ss->gen),
+                                      .slot = (uint16_t)slot,
+                                      .op = (uint8_t)(rq.op == REACT_OP_UP     ? HAND_UP
+                                                      : rq.op == REACT_OP_KEEP ? HAND_KEEP
+                                                                               : HAND_DOWN)};
         memcpy(e.name, rq.name, sizeof(e.name));
         if (shared_hand_push(&a->me->hands, &e) < 0) {
             ctr->refused_hand_queue++;
@@ -328,8 +338,7 @@ static void counter(struct buf *b, const char *name, const char *help, const cha
     buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
     for (int i = 0; i < n; i++) {
         if (label)
-            buf_printf(b, "%s{%s=\"%s\"} %llu\n", name, label, values[i],
-                       (unsigned long long)v[i]);
+            buf_printf(b, "%s{%s=\"%s\"} %llu\n", name, label, values[i], (unsigned long long)v[i]);
         else
             buf_printf(b, "%s %llu\n", name, (unsigned long long)v[i]);
     }
@@ -340,13 +349,13 @@ void react_metrics(const struct shared *sh, const struct shared_counters *st, st
     const struct shared_main *m = &sh->main;
     counter(b, "rostrum_reactions_total", "Reactions counted (all spaces).", NULL, NULL,
             &st->reactions, 1);
-    static const char *const why[] = {"rate_per_listener", "rate_per_ip", "bad_request",
-                                      "bad_listener_id", "hand_queue_full", "hands_full"};
+    static const char *const why[] = {"rate_per_listener", "rate_per_ip",     "bad_request",
+                                      "bad_listener_id",   "hand_queue_full", "hands_full"};
     const uint64_t refused[] = {st->refused_react_rate, st->refused_react_ip,
                                 st->refused_react_bad,  st->refused_react_id,
                                 st->refused_hand_queue, st->refused_hands_full};
-    counter(b, "rostrum_reactions_refused_total",
-            "Reaction and hand requests refused, by reason.", "reason", why, refused, 6);
+    counter(b, "rostrum_reactions_refused_total", "Reaction and hand requests refused, by reason.",
+            "reason", why, refused, 6);
     buf_puts(b, "# HELP rostrum_worker_reactions_total Reactions counted, by worker process.\n"
                 "# TYPE rostrum_worker_reactions_total counter\n");
     for (uint32_t w = 0; w < sh->nworkers; w++)
@@ -357,12 +366,12 @@ void react_metrics(const struct shared *sh, const struct shared_counters *st, st
             &st->react_buckets_shared, 1);
     counter(b, "rostrum_listener_ids_total", "Listener ids issued (op=hello).", NULL, NULL,
             &st->listener_ids, 1);
-    counter(b, "rostrum_hand_events_total", "Hands raised or lowered, queued by the workers.",
-            NULL, NULL, &st->hand_events, 1);
-    counter(b, "rostrum_hand_invites_taken_total", "Stage invites handed to invited hands.",
-            NULL, NULL, &st->hand_invites_taken, 1);
-    static const char *const what[] = {"raised", "dropped_full", "lowered",
-                                       "dismissed", "expired", "invited"};
+    counter(b, "rostrum_hand_events_total", "Hands raised or lowered, queued by the workers.", NULL,
+            NULL, &st->hand_events, 1);
+    counter(b, "rostrum_hand_invites_taken_total", "Stage invites handed to invited hands.", NULL,
+            NULL, &st->hand_invites_taken, 1);
+    static const char *const what[] = {"raised",    "dropped_full", "lowered",
+                                       "dismissed", "expired",      "invited"};
     const uint64_t hands[] = {m->hands_raised,    m->hands_dropped, m->hands_lowered,
                               m->hands_dismissed, m->hands_expired, m->hands_invited};
     counter(b, "rostrum_hands_total", "Raised hands in the spaces' lists, by what happened.",

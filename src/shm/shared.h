@@ -49,7 +49,7 @@
 #define SHARED_HANDS_MAX 1000  /* max-hands' ceiling: raised hands a space holds */
 #define SHARED_HAND_NAME 40
 
-enum hand_op { HAND_UP = 1, HAND_DOWN = 2 };
+enum hand_op { HAND_UP = 1, HAND_DOWN = 2, HAND_KEEP = 3 /* refresh only: never adds a hand */ };
 
 /* One hand raised or lowered, as a worker saw it. */
 struct shared_hand_event {

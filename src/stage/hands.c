@@ -64,6 +64,8 @@ int hands_apply(struct hands *h, struct shared *sh, const struct shared_hand_eve
         sh->main.hands_lowered++;
         return 1;
     }
+    if (i < 0 && e->op == HAND_KEEP)
+        return 0; /* not (or no longer) raised: a refresh adds nothing */
     if (i >= 0) { /* raised again: keeps its place, lapses later */
         h->h[i].seen_ms = e->at_ms;
         if (e->name[0] && strcmp(h->h[i].name, e->name) != 0) {
@@ -146,8 +148,7 @@ int hands_dismiss(struct hands *h, struct shared_space *ss, uint64_t id)
     return 0;
 }
 
-void hands_json(const struct hands *h, int64_t now_ms, struct buf *out, size_t start,
-                size_t tail)
+void hands_json(const struct hands *h, int64_t now_ms, struct buf *out, size_t start, size_t tail)
 {
     for (int pass = 0; pass < 2; pass++) {
         buf_puts(out, pass ? ",\"reactions_total\":{" : ",\"reactions\":{");
@@ -167,7 +168,8 @@ void hands_json(const struct hands *h, int64_t now_ms, struct buf *out, size_t s
         buf_json_str(&e, x->name, strlen(x->name));
         buf_printf(&e, ",\"age_s\":%lld,\"invited\":%s}", (long long)(now_ms - x->raised_ms) / 1000,
                    x->invited ? "true" : "false");
-        if (out->len - start + e.len + 1 + tail > SHARED_STATE_MAX)
+        /* 32: room for the closing '],"hands_count":N' */
+        if (out->len - start + e.len + 32 + tail > SHARED_STATE_MAX)
             break;
         buf_append(out, e.data, e.len);
         listed++;

@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (n < 0)
         return 0;
     if ((size_t)n != size || r.kind < -1 || r.kind >= SHARED_REACTIONS || r.op < 0 ||
-        r.op > REACT_OP_ACCEPT)
+        r.op > REACT_OP_KEEP)
         abort();
     if (r.id && (r.id < q || r.id_len == 0 || r.id_len >= TOKEN_MAX ||
                  (size_t)(r.id - q) + r.id_len > size))

@@ -141,6 +141,11 @@ def test_hands_order_invite_lower_dismiss_expire_bound(ctx):
     # the bound: a fourth is refused, counted
     st, b = post(srv, f"/hand/talk?op=up&id={people[3]['id']}")
     check(st == 503, f"a 4th hand with max-hands 3 -> {st}")
+    st, b = post(srv, f"/hand/talk?op=keep&id={people[0]['id']}")
+    check(st == 200, f"a raised hand's refresh while the list is full -> {st}")
+    st, b = post(srv, f"/hand/talk?op=keep&id={people[3]['id']}")
+    time.sleep(0.6)
+    check(doc(srv, "talk")["hands_count"] == 3, "a refresh (keep) added a hand")
     # the host sees them over its socket, and invites the second
     host.wait_for(lambda m: m.get("type") == "state" and m["state"].get("hands_count") == 3, 5,
                   "hands in the host's state")

@@ -29,6 +29,8 @@ TEST(issue12_react_parse_accepts_the_api)
     ASSERT_EQ_INT(parse("op=up&id=x&name=Ann+Lee%20%C3%A9", &r), 32);
     ASSERT_EQ_INT(r.op, REACT_OP_UP);
     ASSERT_EQ_STR(r.name, "Ann Lee \xc3\xa9");
+    ASSERT_EQ_INT(parse("op=keep&id=q", &r), 12);
+    ASSERT_EQ_INT(r.op, REACT_OP_KEEP);
     ASSERT_EQ_INT(parse("op=hello", &r), 8);
     ASSERT_EQ_INT(r.op, REACT_OP_HELLO);
     ASSERT_EQ_INT(parse("", &r), 0);
@@ -38,10 +40,24 @@ TEST(issue12_react_parse_accepts_the_api)
 TEST(issue12_react_parse_refuses_bad_input)
 {
     struct react_req r;
-    const char *bad[] = {"r=boo", "r=", "r", "r=clap&r=up", "op=sideways", "op=up&op=down",
-                         "id=", "id=a b", "id=a&id=b", "name=%zz", "name=%4", "name=a%00b",
-                         "name=%0a", "name=%C2%85", "name=%C3", "name=a&name=b",
-                         "name=0123456789012345678901234567890123456789x", "r=clapx"};
+    const char *bad[] = {"r=boo",
+                         "r=",
+                         "r",
+                         "r=clap&r=up",
+                         "op=sideways",
+                         "op=up&op=down",
+                         "id=",
+                         "id=a b",
+                         "id=a&id=b",
+                         "name=%zz",
+                         "name=%4",
+                         "name=a%00b",
+                         "name=%0a",
+                         "name=%C2%85",
+                         "name=%C3",
+                         "name=a&name=b",
+                         "name=0123456789012345678901234567890123456789x",
+                         "r=clapx"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ASSERT_EQ_INT(parse(bad[i], &r), -1);
     char longid[TOKEN_MAX + 8] = "id=";
@@ -93,7 +109,10 @@ TEST(issue12_hands_table_order_bound_expiry_invites)
     e = ev(4, HAND_UP, 5000, "late");
     ASSERT_EQ_INT(hands_apply(&h, sh, &e, 3), 0); /* the bound */
     ASSERT(sh->main.hands_dropped == 1 && h.n == 3 && SHM_GET(ss->hands_n) == 3);
-    e = ev(1, HAND_UP, 6000, "");
+    e = ev(9, HAND_KEEP, 5500, "");
+    ASSERT_EQ_INT(hands_apply(&h, sh, &e, 3), 0); /* a refresh never adds a hand */
+    ASSERT(h.n == 3);
+    e = ev(1, HAND_KEEP, 6000, "");
     ASSERT_EQ_INT(hands_apply(&h, sh, &e, 3), 0); /* raised again: keeps its place */
     ASSERT(h.h[0].id == 1 && h.h[0].seen_ms == 6000);
     ASSERT_EQ_INT(hands_invite(&h, ss, 2), 0);
@@ -166,6 +185,31 @@ TEST(issue12_listener_ids_are_their_own_purpose)
     ASSERT(token_mint(key, &s, tok, sizeof(tok)) > 0);
     ASSERT_EQ_INT(token_check(key, TOKEN_LISTENER, tok, strlen(tok), 1000, &out, &why), -1);
     ASSERT_EQ_STR(why, "not a listener id");
+}
+
+TEST(issue12_hands_document_stays_bounded)
+{
+    struct shared *sh = shared_create(1, NULL);
+    static struct hands h;
+    hands_init(&h, sh, 2);
+    struct shared_hand_event e;
+    for (uint64_t i = 1; i <= SHARED_HANDS_MAX; i++) {
+        e = ev(i, HAND_UP, (int64_t)i, "\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\");
+        ASSERT_EQ_INT(hands_apply(&h, sh, &e, SHARED_HANDS_MAX), 1);
+    }
+    struct buf b = {0};
+    hands_json(&h, 0, &b, 0, 96);
+    ASSERT(b.len + 96 <= SHARED_STATE_MAX);
+    ASSERT(strstr(b.data, "\"hands_count\":1000"));
+    /* a document already near full lists fewer, never overflows */
+    struct buf c = {0};
+    for (int i = 0; i < 7000; i++)
+        buf_puts(&c, " ");
+    hands_json(&h, 0, &c, 0, 96);
+    ASSERT(c.len + 96 <= SHARED_STATE_MAX && c.len > 7000);
+    buf_free(&b);
+    buf_free(&c);
+    shared_destroy(sh);
 }
 
 int main(void)
