@@ -12,9 +12,11 @@
 void hands_init(struct hands *h, struct shared *sh, int slot)
 {
     memset(h, 0, sizeof(*h));
-    for (uint32_t w = 0; w < sh->nworkers && w < SHARED_MAX_WORKERS; w++)
+    for (uint32_t w = 0; w < sh->nworkers && w < SHARED_MAX_WORKERS; w++) {
+        h->prev_pid[w] = SHM_GET(sh->workers[w].pid);
         for (int r = 0; r < SHARED_REACTIONS; r++)
             h->prev[w][r] = SHM_GET(sh->workers[w].reactions[slot][r]);
+    }
     SHM_SET(sh->spaces[slot].hands_n, 0);
     for (int i = 0; i < SHARED_HAND_INVITES; i++)
         SHM_SET(sh->spaces[slot].hand_invited[i], 0);
@@ -96,16 +98,19 @@ int hands_sum(struct hands *h, const struct shared *sh, int slot)
         any |= h->per_s[r] != 0;
         h->per_s[r] = 0;
     }
-    for (uint32_t w = 0; w < sh->nworkers && w < SHARED_MAX_WORKERS; w++)
+    for (uint32_t w = 0; w < sh->nworkers && w < SHARED_MAX_WORKERS; w++) {
+        int32_t pid = SHM_GET(sh->workers[w].pid);
+        int fresh = pid != h->prev_pid[w]; /* a restarted worker's block starts again from 0 */
+        h->prev_pid[w] = pid;
         for (int r = 0; r < SHARED_REACTIONS; r++) {
             uint64_t cur = SHM_GET(sh->workers[w].reactions[slot][r]);
-            /* a restarted worker's block starts again from 0 */
-            uint64_t d = cur >= h->prev[w][r] ? cur - h->prev[w][r] : cur;
+            uint64_t d = !fresh && cur >= h->prev[w][r] ? cur - h->prev[w][r] : cur;
             h->prev[w][r] = cur;
             h->per_s[r] += (uint32_t)d;
             h->total[r] += d;
             any |= d != 0;
         }
+    }
     return any;
 }
 

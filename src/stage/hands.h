@@ -4,7 +4,8 @@
  *
  * Once a second the main process sums the workers' reaction counters of each stage space
  * (shared_worker.reactions: cumulative, so it keeps each worker's last value and adds the
- * difference; a worker that restarted starts from 0 and its new value is the difference) into
+ * difference; a worker that restarted, a new pid, starts from 0 and its value is the difference:
+ * what the dead one counted after the last sum, under a second's worth, is lost) into
  * "reactions" (that second) and "reactions_total" (since the space began) of the space's state
  * document. Raised hands arrive through the workers' queues (shared_hand_queue), every main
  * tick (250 ms), and are taken in the order the workers saw them (their CLOCK_MONOTONIC time).
@@ -41,9 +42,10 @@ struct hands {
     struct hand h[SHARED_HANDS_MAX]; /* h[0..n), oldest first */
     uint32_t n;
     uint64_t prev[SHARED_MAX_WORKERS][SHARED_REACTIONS]; /* workers' counters last summed */
-    uint32_t per_s[SHARED_REACTIONS]; /* the last whole second's */
-    uint64_t total[SHARED_REACTIONS]; /* since the space began */
-    uint32_t next_invite;             /* the hand_invited word the next invite takes */
+    int32_t prev_pid[SHARED_MAX_WORKERS];                /* and the worker's pid then */
+    uint32_t per_s[SHARED_REACTIONS];                    /* the last whole second's */
+    uint64_t total[SHARED_REACTIONS];                    /* since the space began */
+    uint32_t next_invite; /* the hand_invited word the next invite takes */
 };
 
 struct spaces;

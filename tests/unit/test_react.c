@@ -159,9 +159,13 @@ TEST(issue12_reactions_summed_exactly_across_workers)
     sh->workers[1].reactions[2][0] = 2; /* a restarted worker counts from 0 again */
     hands_sum(&h, sh, 2);
     ASSERT(h.per_s[0] == 2 && h.total[0] == 9);
+    sh->workers[1].pid = 4242; /* restarted, and already past the old value: by its pid */
+    sh->workers[1].reactions[2][0] = 6;
+    hands_sum(&h, sh, 2);
+    ASSERT(h.per_s[0] == 6 && h.total[0] == 15);
     struct buf b = {0};
     hands_json(&h, 0, &b, 0, 96);
-    ASSERT(strstr(b.data, "\"reactions_total\":{\"clap\":9,"));
+    ASSERT(strstr(b.data, "\"reactions_total\":{\"clap\":15,"));
     ASSERT(strstr(b.data, "\"hands_count\":0"));
     buf_free(&b);
     shared_destroy(sh);
