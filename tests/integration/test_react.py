@@ -210,3 +210,48 @@ def test_browser_raised_hand_reaches_the_host_console(ctx):
     check(rc == 0, f"hands.mjs exited with {rc}: {out[-1500:]}\n{p.tail(15)}")
     check('"step":"on stage from the hand"' in out, f"hands.mjs did not finish: {out[-800:]}")
     note(out[-400:])
+
+
+@test(timeout=90, icecast=False)
+def test_hand_queue_bound_hit_and_counted(ctx):
+    """The workers' hand queues (256 events each, drained every 250 ms) refuse past their bound
+    with 503, counted; every event taken is applied (raised hands == events answered 200)."""
+    import socket
+    srv = server(ctx, "--react-ip-per-s", "100000", "--react-per-s", "100", "--max-hands",
+                 "1000")
+    make_space(srv, "talk")
+    ids = [hello(srv, "talk")["id"] for _ in range(1000)]
+    # all requests written at once on kept-open connections, answers read afterwards, so that
+    # the queues fill faster than the main process drains them
+    socks = []
+    for i, lid in enumerate(ids):
+        s = socket.create_connection(("127.0.0.1", srv.audience))
+        socks.append(s)
+    for s, lid in zip(socks, ids):
+        s.sendall(f"POST /hand/talk?op=up&id={lid} HTTP/1.1\r\nHost: x\r\n"
+                  f"Connection: close\r\n\r\n".encode())
+    codes = []
+    for s in socks:
+        s.settimeout(10)
+        data = b""
+        while b"\r\n" not in data:
+            d = s.recv(4096)
+            if not d:
+                break
+            data += d
+        s.close()
+        codes.append(int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.") else 0)
+    # a few 429s: 1000 connections at once from one address meet max-conns-per-ip (500 per
+    # worker) where the kernel gave one worker more than half
+    ok, full, lim = codes.count(200), codes.count(503), codes.count(429)
+    check(ok + full + lim == len(ids) and lim < 50, f"answers other than 200/503: "
+          f"{ {c: codes.count(c) for c in set(codes)} }")
+    d = wait_for(lambda: (lambda x: x if x["hands_count"] == ok else None)(doc(srv, "talk")), 5,
+                 f"{ok} hands in the document")
+    vals, _ = metrics(srv)
+    counted = metric(vals, "rostrum_reactions_refused_total", reason="hand_queue_full")
+    check(counted == full, f"hand_queue_full {counted} != {full} refused")
+    check(full > 0, f"the queue bound was never hit ({ok} taken)")
+    check(len(json.dumps(d)) <= 8192 and len(d["hands"]) <= 50, "the document's hand list")
+    note(f"1000 hands raised at once: {ok} queued, {full} refused (queue full), {lim} 429, "
+         f"{len(d['hands'])} listed of {d['hands_count']}")
