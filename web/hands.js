@@ -57,7 +57,14 @@ export class ListenerHands {
     this.status.setAttribute('role', 'status');
     this.link = el('a', 'hand-join', 'Join the stage');
     this.link.hidden = true;
-    this.box.append(row, this.handBtn, this.status, this.link);
+    this.nameIn = el('input', 'hand-name-input');
+    this.nameIn.maxLength = 30;
+    this.nameIn.placeholder = 'Your name (optional)';
+    this.nameIn.setAttribute('aria-label', 'Your name, for the host');
+    try {
+      this.nameIn.value = sessionStorage.getItem('rostrum-name') || '';
+    } catch (e) { /* storage off */ }
+    this.box.append(row, this.nameIn, this.handBtn, this.status, this.link);
     root.append(this.box);
     try {
       const saved = JSON.parse(sessionStorage.getItem(this.key) || 'null');
@@ -129,7 +136,10 @@ export class ListenerHands {
     this.raised = !this.raised;
     clearInterval(this.timer);
     try {
-      const name = (sessionStorage.getItem('rostrum-name') || '').slice(0, 30);
+      const name = this.nameIn.value.trim().slice(0, 30);
+      try {
+        sessionStorage.setItem('rostrum-name', name);
+      } catch (e) { /* storage off */ }
       const r = await this.withId('hand', this.raised ? {op: 'up', name} : {op: 'down'});
       if (r.status !== 200) {
         this.raised = false;

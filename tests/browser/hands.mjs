@@ -73,13 +73,15 @@ async function run(context) {
     (await card.locator('button.hand').count()) > 0);
   await card.locator('button.react[data-reaction="clap"]').click();
   await card.locator('button.react[data-reaction="heart"]').click();
+  await card.locator('input.hand-name-input').fill('Dee Ö');
   await card.locator('button.hand').click();
   await waitFor('the listener page says the hand is up', async () =>
     /Hand raised/.test(await card.locator('.hand-status').textContent()));
   step('hand raised on the listener page');
 
-  await waitFor('the host console lists the hand', async () =>
-    (await host.locator('.hands-list li.hand-item[data-hand]').count()) === 1);
+  await waitFor('the host console lists the hand, with its name', async () =>
+    (await host.locator('.hands-list li.hand-item[data-hand]').count()) === 1 &&
+    (await host.locator('.hands-list .hand-name').first().textContent()) === 'Dee Ö');
   const totals = await waitFor('the host sees the reactions', async () => {
     const t = await host.locator('.reaction-totals').textContent();
     return /\u{1F44F} 1/u.test(t) && /\u2764\uFE0F 1/u.test(t) ? t : null;
