@@ -9,7 +9,7 @@
  * - A raised hand is refreshed (op=keep) every ttl / 3 so it does not lapse; lowering it
  *   says so.
  * - When the host invites the hand ("invited" in the document), the page asks for its stage
- *   token (op=accept) and offers the link to the speaker page.
+ *   token (op=accept), offers the link to the speaker page and lowers the hand.
  * Server text goes into the page with textContent only.
  */
 export const REACTIONS = [['clap', '\u{1F44F}'], ['heart', '\u2764\uFE0F'], ['laugh', '\u{1F602}'],
@@ -185,6 +185,12 @@ export class ListenerHands {
           this.link.href = u.href;
           this.link.hidden = false;
           this.say('The host invites you on stage');
+          /* the hand has done its work: off the host's list (and its invitation with it) */
+          clearInterval(this.timer);
+          this.raised = false;
+          this.handBtn.textContent = '\u270B Raise hand';
+          this.handBtn.setAttribute('aria-pressed', 'false');
+          this.withId('hand', {op: 'down'}).catch(() => {});
         } else {
           this.token = null;
         }

@@ -9,7 +9,8 @@
  *   2. a listener opens the listener page (index.html), finds the space's card, sends a
  *      reaction and raises a hand;
  *   3. the host console lists the hand and the reaction totals; the host presses Invite;
- *   4. the listener page gets its stage token and shows "Join the stage"; that link seats the
+ *   4. the listener page gets its stage token, shows "Join the stage" and lowers the hand (it
+ *      leaves the host's list); that link seats the
  *      listener on stage as a speaker (speak.html).
  * Prints one line of JSON ({"ok":true,"steps":[...]} or {"ok":false,"reason":...}); exits 0/1.
  */
@@ -94,6 +95,8 @@ async function run(context) {
   });
   if (!href.includes('token='))
     throw new Error('the join link has no token: ' + href);
+  await waitFor('the invited hand leaves the host\'s list', async () =>
+    (await host.locator('.hands-list li.hand-item[data-hand]').count()) === 0);
   step('invited');
 
   const spk = await open(href + '&name=Dee');

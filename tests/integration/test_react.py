@@ -252,6 +252,11 @@ def test_hand_queue_bound_hit_and_counted(ctx):
     counted = metric(vals, "rostrum_reactions_refused_total", reason="hand_queue_full")
     check(counted == full, f"hand_queue_full {counted} != {full} refused")
     check(full > 0, f"the queue bound was never hit ({ok} taken)")
+    # about 500 ids in each worker's 8,192 rate buckets: some meet in one (about 15 expected
+    # per worker, 30 in all; none at all has a chance near 1e-13) and share it, counted
+    shared = metric(vals, "rostrum_react_buckets_shared_total")
+    check(shared and shared > 0, f"rostrum_react_buckets_shared_total {shared}")
     check(len(json.dumps(d)) <= 8192 and len(d["hands"]) <= 50, "the document's hand list")
     note(f"1000 hands raised at once: {ok} queued, {full} refused (queue full), {lim} 429, "
+         f"{shared:.0f} rate buckets shared, "
          f"{len(d['hands'])} listed of {d['hands_count']}")
