@@ -219,8 +219,8 @@ void react_route(struct conn *c, const struct http_request *req, const char *pat
                           : "Bad reaction: ?r=clap|heart|laugh|wow|fire|up[&id=<listener id>]");
         return;
     }
-    if (slot < 0) {
-        react_refuse(c, 404, "No such space");
+    if (slot < 0 || !shared_dbuf_gen(&a->sh->spaces[slot].doc_hdr)) {
+        react_refuse(c, 404, "No such stage space"); /* a plain mount has no state document */
         return;
     }
     struct addr_key key;

@@ -106,6 +106,8 @@ def test_react_rate_limits_and_forged_ids(ctx):
     check(st == 400, f"unknown reaction -> {st}")
     st, _ = post(srv, "/react/talk?r=clap&r=up")
     check(st == 400, f"two reactions in one -> {st}")
+    st, _ = post(srv, "/react/nosuch?r=clap")
+    check(st == 404, f"a reaction to no space -> {st}")
     r = http_request(srv.audience, "GET", "/react/talk?r=clap")
     check(r.status == 405, f"GET of a reaction -> {r.status}")
     time.sleep(1.5)
