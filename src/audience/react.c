@@ -215,7 +215,7 @@ void react_route(struct conn *c, const struct http_request *req, const char *pat
         (hand && rq.op != REACT_OP_HELLO && !rq.id)) {
         ctr->refused_react_bad++;
         react_refuse(c, 400,
-                     hand ? "Bad hand request: ?op=hello|up|down|accept&id=<listener id>"
+                     hand ? "Bad hand request: ?op=hello|up|keep|down|accept&id=<listener id>"
                           : "Bad reaction: ?r=clap|heart|laugh|wow|fire|up[&id=<listener id>]");
         return;
     }
