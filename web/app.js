@@ -13,7 +13,8 @@
  * - Stage spaces: each card also asks for /state/<mount>.json (the stage's state document,
  *   cacheable for a second, so the browser's cache and any HTTP cache in front answer most
  *   polls) and shows who is on stage and who is talking. A 404 means a plain relay mount:
- *   that card never asks again.
+ *   that card never asks again. Stage cards also carry the reactions and the raised hand
+ *   (hands.js, issue 12), whose summaries come back in the same document.
  * - Players (issue 11), chosen once per page, or forced with ?player=web|hls|hlsjs|audio:
  *     web    where WebCodecs' AudioDecoder exists: player.js fetches and decodes the Ogg
  *            stream itself (starts in well under a second, about a second behind live,
@@ -31,6 +32,7 @@
  */
 import {startBeacon} from './beacon.js';
 import {WebPlayer, webPlayerSupported} from './player.js';
+import {ListenerHands} from './hands.js';
 
 (function () {
   const POLL_MS = 2000;
@@ -632,6 +634,11 @@ import {WebPlayer, webPlayerSupported} from './player.js';
         return;
       card.stageMode = 'stage';
       renderStage(card, doc);
+      /* issue 12: reactions and raised hands, built the first time the space is a stage */
+      if (!card.hands)
+        card.hands = new ListenerHands(card.onstage, card.mount,
+                                       {stage: new URLSearchParams(location.search).get('stage')});
+      card.hands.update(doc);
     } catch (e) {
       /* try again on the next poll */
     } finally {

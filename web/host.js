@@ -6,6 +6,7 @@
  * console is the host on stage, with a microphone, and buttons to mute, promote, demote,
  * remove and end. The host key stays in this page's memory only.
  */
+import {HostHands} from './hands.js';
 import {StageClient, StageView, makeAudioContext, stageAddress, setText, copyText}
   from './stage.js';
 
@@ -18,6 +19,7 @@ const linksNote = $('links-note');
 let ac = null;
 let client = null;
 let view = null;
+let hostHands = null;
 let session = null; /* {addr, stageLabel, space, hostToken, key} */
 window.rostrumStats = {sent: 0, received: 0, role: null, encoder: null, connected: false};
 
@@ -217,6 +219,9 @@ function join(opts) {
     view.destroy();
   view = new StageView(viewRoot, client,
                        {listenUrl: new URL('./' + session.space, location.href).href});
+  if (hostHands)
+    hostHands.destroy();
+  const hands = hostHands = new HostHands(viewRoot, client); /* issue 12: raised hands */
   client.addEventListener('status', (ev) => setStatus(ev.detail.text, ev.detail.kind));
   client.addEventListener('welcome', (ev) => {
     $('create').hidden = true;
@@ -231,6 +236,7 @@ function join(opts) {
       $('speaker-link').value = speakLink({token: ev.detail.token});
   });
   client.addEventListener('state', (ev) => {
+    hands.update(ev.detail.state);
     const t = ev.detail.state && ev.detail.state.title;
     setText($('space-title'), typeof t === 'string' && t ? t : session.space);
   });

@@ -789,8 +789,10 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
         return;
     }
     int beacon = req->path_len > 8 && memcmp(req->path, "/beacon/", 8) == 0; /* issue 11 */
+    int react = (req->path_len > 7 && memcmp(req->path, "/react/", 7) == 0) ||
+                (req->path_len > 6 && memcmp(req->path, "/hand/", 6) == 0); /* issue 12 */
     if (req->method != HTTP_GET && req->method != HTTP_HEAD &&
-        !(beacon && req->method == HTTP_POST)) {
+        !((beacon || react) && req->method == HTTP_POST)) {
         conn_error(c, 405, "Allow: GET, HEAD, OPTIONS",
                    "The audience port serves listeners; sources go to the stage port");
         return;
@@ -865,6 +867,15 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
             return;
         }
         beacon_route(c, req, path + 8, mount_name_ok(path + 8) ? audience_find(a, path + 8) : -1);
+        return;
+    }
+    if (react && (strncmp(path, "/react/", 7) == 0 || strncmp(path, "/hand/", 6) == 0)) {
+        const char *m = path + (path[1] == 'h' ? 6 : 7);
+        if (req->method != HTTP_POST) {
+            conn_error(c, 405, "Allow: POST", "Reactions and hands are a POST");
+            return;
+        }
+        react_route(c, req, path, mount_name_ok(m) ? audience_find(a, m) : -1);
         return;
     }
     if (__atomic_load_n(&a->sh->main.draining, __ATOMIC_ACQUIRE)) {

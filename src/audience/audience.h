@@ -146,6 +146,23 @@ void beacon_route(struct conn *c, const struct http_request *req, const char *mo
 /* Sessions live per slot, counted at most once a second. */
 const uint32_t *beacon_counts(struct audience *a);
 
+/* Reactions and raised hands (react.c, issue 12). */
+enum react_op { REACT_OP_HELLO = 1, REACT_OP_UP, REACT_OP_DOWN, REACT_OP_ACCEPT, REACT_OP_KEEP };
+struct react_req {
+    int kind;           /* r=: index in shared_reaction_names, -1 if absent */
+    int op;             /* op=: enum react_op, 0 if absent */
+    const char *id;     /* id=: a listener id (inside the query), NULL if absent */
+    size_t id_len;
+    char name[SHARED_HAND_NAME]; /* name=, decoded: UTF-8 without controls; "" if absent */
+};
+/* Parses the query string <q> (<len> bytes, untrusted) of a reaction or hand request. Returns
+ * <len>, or -1 if a known parameter is malformed, unknown in value, or given twice. */
+int react_parse(const char *q, size_t len, struct react_req *out);
+/* POST /react/<mount> or /hand/<mount> (<path>, decoded; <slot>: its slot, -1 if none). */
+void react_route(struct conn *c, const struct http_request *req, const char *path, int slot);
+/* Appends the reaction and hand counters to /metrics (<st>: the summed counters). */
+void react_metrics(const struct shared *sh, const struct shared_counters *st, struct buf *b);
+
 /* Listeners (listener.c). */
 /* How a listener asked to start (issue 11): GET /<space>?from=SEQ resumes at ring page SEQ
  * (a player that reconnects), ?burst=MS asks for another burst than the space's. */

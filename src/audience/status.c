@@ -391,6 +391,7 @@ void status_metrics(struct audience *a, struct buf *b)
            sh->main.relay_feeds_up);
     status_tree_metrics(a, b, &st);
     status_rendition_metrics(sh, b);
+    react_metrics(sh, &st, b); /* issue 12 */
     metric(b, "rostrum_workers", "gauge", "Listener worker processes.", sh->nworkers);
     metric_head(b, "rostrum_worker_listener_connections", "gauge",
                 "Open listener connections, by worker process.");

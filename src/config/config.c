@@ -81,6 +81,10 @@ enum key_id {
     KEY_HLS_MAX_BLOCKED,
     KEY_SESSION_WINDOW_S,
     KEY_MAX_HLS_SESSIONS,
+    KEY_REACT_PER_S,
+    KEY_REACT_IP_PER_S,
+    KEY_MAX_HANDS,
+    KEY_HAND_TTL_S,
     KEY_COUNT
 };
 
@@ -150,6 +154,10 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_HLS_MAX_BLOCKED] = {"hls-max-blocked", IN_GLOBAL, 0, 100000},
     [KEY_SESSION_WINDOW_S] = {"session-window-s", IN_GLOBAL, 5, 3600},
     [KEY_MAX_HLS_SESSIONS] = {"max-hls-sessions", IN_GLOBAL, 1, 65536},
+    [KEY_REACT_PER_S] = {"react-per-s", IN_GLOBAL, 1, 100},
+    [KEY_REACT_IP_PER_S] = {"react-ip-per-s", IN_GLOBAL, 1, 100000},
+    [KEY_MAX_HANDS] = {"max-hands", IN_GLOBAL, 1, 1000}, /* SHARED_HANDS_MAX */
+    [KEY_HAND_TTL_S] = {"hand-ttl-s", IN_GLOBAL, 5, 3600},
 };
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
@@ -220,6 +228,10 @@ void config_defaults(struct config *c)
     c->max_members = 4000;
     c->session_window_s = 75;
     c->max_hls_sessions = 65536; /* SHARED_BEACONS_PER_SPACE (beacon.c checks) */
+    c->react_per_s = 4;
+    c->react_ip_per_s = 200;
+    c->max_hands = 200;
+    c->hand_ttl_s = 120;
     c->log_level = LOG_INFO;
     c->hls = 1;
     c->hls_segment_ms = 2000;
@@ -440,6 +452,14 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->session_window_s;
     case KEY_MAX_HLS_SESSIONS:
         return &c->max_hls_sessions;
+    case KEY_REACT_PER_S:
+        return &c->react_per_s;
+    case KEY_REACT_IP_PER_S:
+        return &c->react_ip_per_s;
+    case KEY_MAX_HANDS:
+        return &c->max_hands;
+    case KEY_HAND_TTL_S:
+        return &c->hand_ttl_s;
     case KEY_AAC_KBPS:
         return &c->aac_kbps;
     case KEY_MP3_KBPS:

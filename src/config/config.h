@@ -94,6 +94,11 @@ struct config {
     int max_members;           /* stage WebSocket members off stage, all spaces; 4000 */
     int session_window_s;      /* an HLS session counts this long after its last beacon; 75 */
     int max_hls_sessions;      /* HLS sessions counted per space; SHARED_BEACONS_PER_SPACE */
+    int react_per_s;           /* issue 12: reactions (and hand requests) per listener id, per
+                                  second, burst 2x; 4 */
+    int react_ip_per_s;        /* the same per address (many listeners behind a NAT); 200 */
+    int max_hands;             /* raised hands a space holds; 200 (SHARED_HANDS_MAX) */
+    int hand_ttl_s;            /* a hand not raised again this long is lowered; 120 */
     int log_level;             /* enum log_level (util/log.h); default LOG_INFO */
     char access_log[256];      /* a line per listener session, appended; "" (default) = none */
     char log_file[256];        /* the server's log (and stderr), appended; "" (default) = stderr;

@@ -29,6 +29,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "stage/hands.h"
 #include "stage/stage.h"
 #include "stageport/stageport.h"
 #include "tls/tls.h"
@@ -57,6 +58,7 @@ static void main_tick(struct loop *loop, struct loop_timer *t)
     }
     if (srv->serves_audience)
         audience_tick(&srv->aud, second);
+    hands_pump(&srv->spaces, second); /* issue 12: raised hands, and reactions each second */
     if (second) {
         /* the figures every worker needs: all listeners, and each space's peak */
         uint32_t total = 0;

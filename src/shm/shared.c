@@ -453,3 +453,30 @@ int shared_rendition_slot(const struct shared *sh, int src, int kind)
     }
     return -1;
 }
+
+int shared_hand_push(struct shared_hand_queue *q, const struct shared_hand_event *e)
+{
+    uint32_t head = q->head; /* ours */
+    uint32_t tail = shm_load_acquire32(&q->tail);
+    if (head - tail >= SHARED_HAND_QUEUE)
+        return -ENOSPC;
+    /* the main process gave slot head % N back before it moved <tail> past it */
+    q->ev[head % SHARED_HAND_QUEUE] = *e;
+    shm_publish32(&q->head, head + 1);
+    return 0;
+}
+
+int shared_hand_pop(struct shared_hand_queue *q, struct shared_hand_event *out)
+{
+    uint32_t tail = q->tail; /* ours */
+    uint32_t head = shm_load_acquire32(&q->head);
+    if (head == tail)
+        return 0;
+    *out = q->ev[tail % SHARED_HAND_QUEUE];
+    out->name[SHARED_HAND_NAME - 1] = '\0';
+    shm_publish32(&q->tail, tail + 1); /* after the copy: the worker may reuse the slot */
+    return 1;
+}
+
+const char *const shared_reaction_names[SHARED_REACTIONS] = {"clap", "heart", "laugh",
+                                                             "wow",  "fire",  "up"};

@@ -42,6 +42,45 @@
 #define SHARED_BEACONS_PER_SPACE (1u << 16) /* of which one space may hold */
 #define SHARED_BEACON_PROBE 32              /* slots looked at per session */
 
+/* issue 12, item 3 (reactions and raised hands) */
+#define SHARED_REACTIONS 6     /* the fixed set of reactions (shared_reaction_names) */
+#define SHARED_HAND_QUEUE 256  /* hand events one worker may have waiting for the main process */
+#define SHARED_HAND_INVITES 8  /* invited hands a space publishes at once (the newest kept) */
+#define SHARED_HANDS_MAX 1000  /* max-hands' ceiling: raised hands a space holds */
+#define SHARED_HAND_NAME 40
+
+enum hand_op { HAND_UP = 1, HAND_DOWN = 2, HAND_KEEP = 3 /* refresh only: never adds a hand */ };
+
+/* One hand raised or lowered, as a worker saw it. */
+struct shared_hand_event {
+    uint64_t id;       /* the listener id's 64 random bits (token.h, TOKEN_LISTENER) */
+    int64_t at_ms;     /* CLOCK_MONOTONIC ms (the same clock in every process): the order */
+    uint32_t slot_gen; /* the slot's generation then */
+    uint16_t slot;
+    uint8_t op; /* enum hand_op */
+    uint8_t pad;
+    char name[SHARED_HAND_NAME]; /* valid UTF-8, no controls, NUL-terminated */
+};
+
+/*
+ * A single-producer single-consumer queue (a worker's hand events to the main process). The
+ * worker alone writes <head> and the events, the main process alone writes <tail> (rule 3):
+ * the worker fills ev[head % N], then publishes head + 1 (release); the main process reads
+ * events up to <head> (acquire) and then publishes its <tail> (release), giving the slots
+ * back. Full (head - tail == N): the worker refuses the hand (503, counted).
+ */
+struct shared_hand_queue {
+    uint32_t head;
+    uint32_t tail;
+    struct shared_hand_event ev[SHARED_HAND_QUEUE];
+};
+/* Writer (the worker): queues <e>. Returns 0, or -ENOSPC if the queue is full. */
+int shared_hand_push(struct shared_hand_queue *q, const struct shared_hand_event *e);
+/* Reader (the main process): takes the oldest event into <out>. Returns 1, or 0 if none. */
+int shared_hand_pop(struct shared_hand_queue *q, struct shared_hand_event *out);
+/* The reactions, as the API names them ("clap", ...): SHARED_REACTIONS of them. */
+extern const char *const shared_reaction_names[SHARED_REACTIONS];
+
 enum slot_state { SLOT_FREE = 0, SLOT_WAITING, SLOT_LIVE };
 
 /* Outcomes of a listener join, labels of rostrum_joins_total. */
@@ -129,6 +168,18 @@ struct shared_counters {
     /* issue 11, item 5 (AAC and MP3 renditions, transcode/transcode.h) */
     uint64_t refused_rendition; /* 503: a space's rendition has no slot (the slot reserve) */
     uint64_t refused_rendition_encoders; /* 503: rendition-max-encoders run, this one not */
+    /* issue 12, item 3 (reactions and raised hands: audience/react.c) */
+    uint64_t reactions;            /* reactions counted */
+    uint64_t refused_react_rate;   /* 429: a listener (its id) over react-per-s */
+    uint64_t refused_react_ip;     /* 429: an address over react-ip-per-s */
+    uint64_t refused_react_bad;    /* 400: a reaction or hand request that does not parse */
+    uint64_t refused_react_id;     /* 403: a forged, expired or another space's listener id */
+    uint64_t react_buckets_shared; /* rate buckets shared by two keys (the table was busy) */
+    uint64_t listener_ids;         /* listener ids issued (POST /hand/<space>?op=hello) */
+    uint64_t hand_events;          /* hands raised or lowered, queued for the main process */
+    uint64_t refused_hand_queue;   /* 503: this worker's hand queue was full */
+    uint64_t refused_hands_full;   /* 503: the space lists max-hands raised hands */
+    uint64_t hand_invites_taken;   /* stage invites handed to an invited hand */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
@@ -169,6 +220,9 @@ struct shared_space {
     unsigned char preamble[2][SHARED_PREAMBLE_MAX]; /* HTTP response head + Ogg header pages */
     struct shared_dbuf doc_hdr; /* the stage's state document */
     unsigned char doc[2][SHARED_STATE_MAX];
+    /* issue 12, item 3: raised hands (stage/hands.c writes, audience/react.c reads) */
+    uint32_t hands_n;                                /* hands raised now */
+    uint64_t hand_invited[SHARED_HAND_INVITES];      /* listener ids the host invited; 0: none */
     /* issue 9 (the operator's views), gauges kept by the stage of this slot, 0 without one */
     uint32_t stage_members;      /* WebSocket members, listeners included */
     uint32_t stage_speakers;     /* of which on stage (host, co-hosts, speakers) */
@@ -270,6 +324,10 @@ struct shared_worker {
     uint32_t nrelays;
     struct shared_relay relays[SHARED_WORKER_RELAYS];
     uint32_t hls_blocked_now; /* issue 11: HLS requests held by this worker now (gauge) */
+    /* issue 12, item 3: reactions counted by this worker, per slot and kind, cumulative (rule
+     * 3: relaxed words, one writer); the main process sums the differences each second */
+    uint64_t reactions[SHARED_MAX_SPACES][SHARED_REACTIONS];
+    struct shared_hand_queue hands; /* raised and lowered hands, on their way to the main */
 };
 
 /* Writer (the worker owning <w>): publishes <n> (<= SHARED_WORKER_TREE_ROWS) rows. */
@@ -371,6 +429,13 @@ struct shared_main {
     uint64_t rendition_cpu_ns;       /* CPU time spent decoding and encoding (thread clock) */
     uint64_t rendition_skips;        /* times an encoder fell behind real time and skipped */
     uint64_t rendition_evictions;    /* idle rendition slots given back for new spaces */
+    /* issue 12, item 3: raised hands (stage/hands.c) */
+    uint64_t hands_raised;      /* hands taken into a space's list */
+    uint64_t hands_dropped;     /* "up" events dropped: the space held max-hands already */
+    uint64_t hands_lowered;     /* by their listener */
+    uint64_t hands_dismissed;   /* by the host */
+    uint64_t hands_expired;     /* not raised again for hand-ttl-s */
+    uint64_t hands_invited;     /* invited on stage by the host */
 };
 
 struct shared {

@@ -29,7 +29,8 @@ int control_parse(const char *msg, size_t len, struct control *out)
                  {"mute", CTL_MUTE},       {"promote", CTL_PROMOTE},
                  {"demote", CTL_DEMOTE},   {"remove", CTL_REMOVE},
                  {"end", CTL_END},         {"invite", CTL_INVITE},
-                 {"format", CTL_FORMAT},   {"ping", CTL_PING}};
+                 {"format", CTL_FORMAT},   {"ping", CTL_PING},
+                 {"invite_hand", CTL_INVITE_HAND}, {"dismiss_hand", CTL_DISMISS_HAND}};
     *out = (struct control){.type = CTL_UNKNOWN, .role = -1, .muted = 1};
     if (len > CONTROL_MAX)
         return -2;
@@ -53,6 +54,18 @@ int control_parse(const char *msg, size_t len, struct control *out)
     out->muted = !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "muted"));
     out->pcm = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "pcm"));
     out->reusable = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "reusable"));
+    const cJSON *hand = cJSON_GetObjectItemCaseSensitive(j, "hand");
+    if (cJSON_IsString(hand) && strlen(hand->valuestring) == 16) {
+        uint64_t v = 0;
+        int ok = 1;
+        for (const char *p = hand->valuestring; *p; p++) {
+            char c = *p;
+            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+            ok &= d >= 0;
+            v = v << 4 | (uint64_t)(d & 15);
+        }
+        out->hand = ok ? v : 0;
+    }
     cJSON_Delete(j);
     return 0;
 }

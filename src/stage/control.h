@@ -22,6 +22,8 @@ enum control_type {
     CTL_INVITE,
     CTL_FORMAT,
     CTL_PING,
+    CTL_INVITE_HAND,  /* issue 12: {"type":"invite_hand","hand":"<16 hex>"} */
+    CTL_DISMISS_HAND, /* {"type":"dismiss_hand","hand":"<16 hex>"} */
     CTL_UNKNOWN, /* a well-formed message of a type we do not know: answered with an error */
 };
 
@@ -33,6 +35,7 @@ struct control {
     int muted;     /* mute: 1 unless "muted": false */
     int pcm;       /* format: "pcm": true */
     int reusable;  /* invite: "reusable": true (a link that seats any number of people) */
+    uint64_t hand; /* invite_hand, dismiss_hand: "hand" (16 hex digits); 0 if absent or bad */
 };
 
 /* Parses <len> bytes of <msg> (untrusted). Returns 0, or -1 if it is not a JSON object with a

@@ -15,6 +15,7 @@
 #include "net/net.h"
 #include "space/space.h"
 #include "stage/control.h"
+#include "stage/hands.h"
 #include "token/token.h"
 #include "util/check.h"
 #include "util/log.h"
@@ -32,6 +33,7 @@
 #define STAGE_MAX_REVOKED 1024      /* token ids revoked by removals, kept until they expire */
 #define STAGE_STATE_REQUESTS 50     /* requests the state document lists; the rest are "more" */
 #define STAGE_STATE_TAIL 96         /* room kept for the document's closing fields */
+#define STAGE_STATE_KEEP (STAGE_STATE_TAIL + HANDS_DOC_RESERVE) /* and for reactions, hands */
 
 struct member {
     struct list_node node;
@@ -97,7 +99,18 @@ struct stage {
     struct revoked revoked[STAGE_MAX_REVOKED];
     uint32_t nrevoked;
     uint8_t quiescing; /* an upgrade is near: nothing new goes to members */
+    struct hands *hands; /* issue 12: reactions and raised hands (not carried by an upgrade) */
 };
+
+struct hands *stage_hands(struct stage *st)
+{
+    return st->hands;
+}
+
+void stage_state_changed(struct stage *st)
+{
+    st->state_dirty = 1;
+}
 _Static_assert(STAGE_MAX_REVOKED == STAGE_RECORD_REVOKED, "the record holds every revocation");
 
 #define role_names role_name_table
@@ -254,7 +267,7 @@ void stage_state_json(const struct stage *st, struct buf *out)
             listeners += r == ROLE_LISTENER;
             e.len = 0;
             state_member(&e, m, r != ROLE_LISTENER);
-            int fits = out->len - start + 1 + e.len + STAGE_STATE_TAIL <= SHARED_STATE_MAX;
+            int fits = out->len - start + 1 + e.len + STAGE_STATE_KEEP <= SHARED_STATE_MAX;
             if (r == ROLE_LISTENER && (!fits || nreq >= STAGE_STATE_REQUESTS)) {
                 more++;
                 continue;
@@ -272,6 +285,7 @@ void stage_state_json(const struct stage *st, struct buf *out)
     buf_puts(out, "]");
     if (more)
         buf_printf(out, ",\"more\":%u", more);
+    hands_json(st->hands, st->host->loop->now_ms, out, start, STAGE_STATE_TAIL);
     buf_printf(out, ",\"control_listeners\":%u}", listeners);
     buf_free(&e);
     if (left_out)
@@ -532,6 +546,22 @@ static void control(struct member *m, const struct control *ctl)
         cJSON_AddBoolToObject(o, "reusable", it.reusable);
         member_send_json(m, o);
         cJSON_Delete(o);
+        return;
+    }
+    case CTL_INVITE_HAND:
+    case CTL_DISMISS_HAND: {
+        if (m->role != ROLE_HOST && m->role != ROLE_COHOST)
+            return member_error(m, "not allowed");
+        struct shared_main *mc = &st->host->sh->main;
+        int rc = ctl->type == CTL_INVITE_HAND ? hands_invite(st->hands, st->sp->ss, ctl->hand)
+                                              : hands_dismiss(st->hands, st->sp->ss, ctl->hand);
+        if (rc < 0)
+            return member_error(m, "no such raised hand");
+        if (ctl->type == CTL_INVITE_HAND)
+            mc->hands_invited++;
+        else
+            mc->hands_dismissed++;
+        st->state_dirty = 1;
         return;
     }
     case CTL_FORMAT:
@@ -807,6 +837,9 @@ struct stage *stage_new(struct space *sp, const char *title)
     st->host = sp->host;
     st->mixer = mixer_new(STAGE_BITRATE);
     list_init(&st->members);
+    st->hands = malloc(sizeof(*st->hands));
+    BUG_ON(!st->hands);
+    hands_init(st->hands, sp->host->sh, sp->slot);
     if (title && title[0])
         utf8_sanitize(st->title, sizeof(st->title), title, strlen(title), UTF8_NO_CONTROLS);
     if (!st->title[0])
@@ -847,6 +880,8 @@ void stage_free(struct stage *st)
     st->sp->ss->stage_members = st->sp->ss->stage_speakers = st->sp->ss->stage_queued_bytes = 0;
     mixer_free(st->mixer);
     buf_free(&st->state_msg);
+    hands_clear(st->hands, st->sp->ss);
+    free(st->hands);
     free(st);
 }
 
@@ -995,6 +1030,9 @@ struct stage *stage_restore(struct space *sp, const struct stage_record *r)
     st->host = sp->host;
     st->mixer = mixer_new(STAGE_BITRATE);
     list_init(&st->members);
+    st->hands = malloc(sizeof(*st->hands));
+    BUG_ON(!st->hands);
+    hands_init(st->hands, sp->host->sh, sp->slot);
     memcpy(st->title, r->title, sizeof(st->title));
     st->title[sizeof(st->title) - 1] = '\0';
     st->next_id = r->next_id;

@@ -49,6 +49,11 @@ const char *stage_token_refusal(const struct stage *st, const struct token *t);
 void stage_join(struct stage *st, struct conn *c, int role, const char *name,
                 const struct token *t);
 
+/* Reactions and raised hands (hands.h, issue 12): the stage's table, and "publish a new state
+ * document soon". */
+struct hands *stage_hands(struct stage *st);
+void stage_state_changed(struct stage *st);
+
 /* The state document (who is on stage, who talks, requests). */
 void stage_state_json(const struct stage *st, struct buf *out);
 const char *role_name(int role);

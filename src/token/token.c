@@ -81,7 +81,8 @@ static void sign(const uint8_t secret[TOKEN_SECRET_LEN], const char *payload, si
 }
 
 static const char *const purpose_names[] = {
-    [TOKEN_STAGE] = "stage", [TOKEN_ADMIT] = "admit", [TOKEN_SESSION] = "session"};
+    [TOKEN_STAGE] = "stage", [TOKEN_ADMIT] = "admit", [TOKEN_SESSION] = "session",
+    [TOKEN_LISTENER] = "listener"};
 
 static int parse_i64(const char *s, int64_t *out)
 {
@@ -97,7 +98,7 @@ static int parse_i64(const char *s, int64_t *out)
 
 int token_mint(const uint8_t secret[TOKEN_SECRET_LEN], struct token *t, char *out, size_t cap)
 {
-    if (t->purpose != TOKEN_STAGE && t->purpose != TOKEN_ADMIT && t->purpose != TOKEN_SESSION)
+    if (t->purpose < TOKEN_STAGE || t->purpose > TOKEN_LISTENER)
         return -1;
     while (t->id == 0)
         if (getrandom(&t->id, sizeof(t->id), 0) != sizeof(t->id))
@@ -156,13 +157,14 @@ int token_check(const uint8_t secret[TOKEN_SECRET_LEN], int purpose, const char 
     if (nf != 7 || p || strcmp(f[0], "v2") != 0)
         return -1;
     int got = 0;
-    for (int i = TOKEN_STAGE; i <= TOKEN_SESSION; i++)
+    for (int i = TOKEN_STAGE; i <= TOKEN_LISTENER; i++)
         if (strcmp(f[1], purpose_names[i]) == 0)
             got = i;
     if (got != purpose) {
         *why = purpose == TOKEN_STAGE   ? "not a stage token (an admission ticket?)"
-               : purpose == TOKEN_ADMIT ? "not an admission ticket"
-                                        : "not a session id";
+               : purpose == TOKEN_ADMIT   ? "not an admission ticket"
+               : purpose == TOKEN_SESSION ? "not a session id"
+                                          : "not a listener id";
         return -1;
     }
     *out = (struct token){.purpose = got};

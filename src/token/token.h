@@ -7,6 +7,7 @@
  *   payload = "v2|stage|<space>|<role>|<expiry unix s>|<id>|once" (or "|many")
  *           | "v2|admit|<space>|<admit wall us>|<expiry unix s>|<id>|<client address key>"
  *           | "v2|session|<space>|0|<expiry unix s>|<id>|<client address key>"
+ *           | "v2|listener|<space>|0|<expiry unix s>|<id>|<client address key>"
  *
  * The purpose is the second field of what is signed, and token_check() is told which purpose
  * it expects: an admission ticket presented as a stage token (or the reverse) is refused with
@@ -27,7 +28,9 @@
 
 /* TOKEN_SESSION (issue 11): an HLS player's session id for its beacons (audience/beacon.c),
  * shaped as an admission ticket with no admit time (admit_us 0) */
-enum token_purpose { TOKEN_STAGE = 1, TOKEN_ADMIT = 2, TOKEN_SESSION = 3 };
+/* TOKEN_LISTENER (issue 12): a listener's id for reactions and raised hands
+ * (audience/react.c), shaped as a session id */
+enum token_purpose { TOKEN_STAGE = 1, TOKEN_ADMIT = 2, TOKEN_SESSION = 3, TOKEN_LISTENER = 4 };
 
 struct token {
     int purpose;       /* enum token_purpose */
@@ -37,7 +40,7 @@ struct token {
     int64_t expiry;    /* unix seconds */
     uint64_t id;       /* random; 0 in token_mint(): make one */
     int reusable;      /* TOKEN_STAGE: 1 seats any number of people, 0 one at a time */
-    uint8_t addr[16];  /* TOKEN_ADMIT, TOKEN_SESSION: the client's address key (addr_key) */
+    uint8_t addr[16];  /* TOKEN_ADMIT, TOKEN_SESSION, TOKEN_LISTENER: the client's address key (addr_key) */
 };
 
 /* Writes the token <t> describes into <out> (<cap> >= TOKEN_MAX bytes, NUL-terminated). A zero
