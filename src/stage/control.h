@@ -22,6 +22,7 @@ enum control_type {
     CTL_INVITE,
     CTL_FORMAT,
     CTL_PING,
+    CTL_GO_LIVE, /* a scheduled space's lobby ends now (host, co-host) */
     CTL_UNKNOWN, /* a well-formed message of a type we do not know: answered with an error */
 };
 

@@ -15,6 +15,7 @@
 #include "net/net.h"
 #include "space/space.h"
 #include "stage/control.h"
+#include "stage/schedule.h"
 #include "token/token.h"
 #include "util/check.h"
 #include "util/log.h"
@@ -97,6 +98,7 @@ struct stage {
     struct revoked revoked[STAGE_MAX_REVOKED];
     uint32_t nrevoked;
     uint8_t quiescing; /* an upgrade is near: nothing new goes to members */
+    struct schedule sched; /* issue 12: a lobby until live (always live if not scheduled) */
 };
 _Static_assert(STAGE_MAX_REVOKED == STAGE_RECORD_REVOKED, "the record holds every revocation");
 
@@ -234,7 +236,8 @@ void stage_state_json(const struct stage *st, struct buf *out)
     buf_json_str(out, st->sp->ss->mount, strlen(st->sp->ss->mount));
     buf_puts(out, ",\"title\":");
     buf_json_str(out, st->title, strlen(st->title));
-    buf_puts(out, ",\"live\":true,\"stage\":[");
+    schedule_state_json(&st->sched, (int64_t)time(NULL), out);
+    buf_puts(out, ",\"stage\":[");
     /* host first, then co-hosts, then speakers; then the listeners' requests */
     for (int r = ROLE_HOST; r >= ROLE_LISTENER; r--) {
         if (r == ROLE_LISTENER) {
@@ -507,6 +510,11 @@ static void control(struct member *m, const struct control *ctl)
         ws_close(t->ws, 4001, "removed");
         member_leave(t, "removed by the host");
         return;
+    case CTL_GO_LIVE:
+        if (m->role != ROLE_HOST && m->role != ROLE_COHOST)
+            return member_error(m, "only the host or a co-host goes live");
+        stage_go_live(st, role_names[m->role]);
+        return;
     case CTL_END:
         if (m->role != ROLE_HOST && m->role != ROLE_COHOST)
             return member_error(m, "only the host or a co-host ends the space");
@@ -719,6 +727,10 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
         int late = loop->now_ms - st->next_tick_ms >= STAGE_FRAME_MS;
         speakers = queued = 0;
         const unsigned char *prog = mixer_tick(st->mixer, &len);
+        if (!st->sched.live && (int64_t)time(NULL) >= st->sched.start_s)
+            stage_go_live(st, "the start time");
+        if (!st->sched.live) /* the lobby: listeners get silence, the stage its mix-minus */
+            prog = schedule_lobby_packet(&st->sched, &len);
         if (prog && len > 0)
             space_on_packet(st->sp, prog, (size_t)len, 960);
         list_for_each_safe(it, tmp, &st->members)
@@ -780,8 +792,11 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
                 continue;
             member_drop(m);
         }
-        /* a space nobody is in (no member, no studio source) ends after stage-idle-end-ms */
-        if (st->nmembers > 0 || st->sp->source) {
+        if (!st->sched.live)
+            st->state_dirty = 1; /* the countdown */
+        /* a space nobody is in (no member, no studio source) ends after stage-idle-end-ms;
+         * a scheduled one waits for its start */
+        if (st->nmembers > 0 || st->sp->source || !st->sched.live) {
             st->empty_since_ms = 0;
         } else if (!st->empty_since_ms) {
             st->empty_since_ms = loop->now_ms;
@@ -807,6 +822,7 @@ struct stage *stage_new(struct space *sp, const char *title)
     st->host = sp->host;
     st->mixer = mixer_new(STAGE_BITRATE);
     list_init(&st->members);
+    st->sched.live = 1;
     if (title && title[0])
         utf8_sanitize(st->title, sizeof(st->title), title, strlen(title), UTF8_NO_CONTROLS);
     if (!st->title[0])
@@ -846,6 +862,8 @@ void stage_free(struct stage *st)
     loop_timer_stop(st->host->loop, &st->clock);
     st->sp->ss->stage_members = st->sp->ss->stage_speakers = st->sp->ss->stage_queued_bytes = 0;
     mixer_free(st->mixer);
+    schedule_free(&st->sched);
+    st->sp->ss->starts_at_s = 0;
     buf_free(&st->state_msg);
     free(st);
 }
@@ -944,6 +962,9 @@ void stage_save(const struct stage *st, struct stage_record *r)
     r->empty_since_ms = st->empty_since_ms;
     r->next_tick_ms = st->next_tick_ms;
     memcpy(r->title, st->title, sizeof(r->title));
+    r->sched_start_s = st->sched.start_s;
+    r->sched_live = st->sched.live;
+    memcpy(r->sched_description, st->sched.description, sizeof(r->sched_description));
     for (uint32_t i = 0; i < st->nrevoked; i++) {
         r->revoked[i].id = st->revoked[i].id;
         r->revoked[i].expiry = st->revoked[i].expiry;
@@ -997,6 +1018,10 @@ struct stage *stage_restore(struct space *sp, const struct stage_record *r)
     list_init(&st->members);
     memcpy(st->title, r->title, sizeof(st->title));
     st->title[sizeof(st->title) - 1] = '\0';
+    st->sched.start_s = r->sched_start_s;
+    st->sched.live = r->sched_live || !r->sched_start_s;
+    memcpy(st->sched.description, r->sched_description, sizeof(st->sched.description));
+    st->sched.description[sizeof(st->sched.description) - 1] = '\0';
     st->next_id = r->next_id;
     st->nrevoked = r->nrevoked;
     for (uint32_t i = 0; i < r->nrevoked; i++)
@@ -1055,4 +1080,36 @@ int stage_member_restore(struct stage *st, struct conn *c, const struct member_r
     /* bytes it sent during the handover wait in the socket, and some may be parsed already */
     member_on_io(st->host->loop, &c->io, EPOLLIN);
     return 0;
+}
+
+/* ---- scheduled spaces (issue 12) --------------------------------------------------------- */
+
+void stage_schedule(struct stage *st, int64_t start_s, const char *description)
+{
+    st->sched.start_s = start_s;
+    st->sched.live = 0;
+    snprintf(st->sched.description, sizeof(st->sched.description), "%s", description);
+    snprintf(st->sp->ss->meta.description, sizeof(st->sp->ss->meta.description), "%s",
+             description);
+    st->sp->ss->starts_at_s = start_s;
+    stage_publish_state(st); /* listed with its countdown at once */
+    /* recording hook (issue 12 item 2): turn recording on for scheduled spaces here */
+}
+
+int stage_go_live(struct stage *st, const char *by)
+{
+    if (st->sched.live)
+        return -EALREADY;
+    st->sched.live = 1;
+    st->sp->ss->starts_at_s = 0;
+    st->empty_since_ms = 0; /* the idle clock starts now */
+    stage_publish_state(st);
+    log_info("stage", "/%s: live (%s), %+lld s from the announced start", st->sp->ss->mount,
+             by, (long long)((int64_t)time(NULL) - st->sched.start_s));
+    return 0;
+}
+
+int stage_waiting(const struct stage *st)
+{
+    return !st->sched.live;
 }

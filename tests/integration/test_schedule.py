@@ -1,0 +1,185 @@
+"""Scheduled spaces and the lobby (issue 12, item 1): a space created ahead of time with a
+title, description and start; its lobby streams holding silence on the space's one Ogg stream,
+speakers who join early hear each other (the green room) but listeners do not hear them until
+the space goes live, at its start time or by the API; the switch needs no reconnect. Bad input
+is refused, counted, and the number of scheduled spaces is bounded. Speakers are real
+rostrum-speak processes; listeners are ffmpeg and the raw Ogg reader."""
+
+import json
+import os
+import signal
+import time
+from urllib.parse import quote
+
+from harness import (check, check_ffmpeg_decode, check_listener_ogg, ffmpeg_listener,
+                     get_json, http_request, listen, metric, metrics, note, pcm_samples, test,
+                     wait_for)
+from test_stage import KEY, api, decode_file, shares, speaker, stage_server
+
+
+def schedule(srv, name, start_in=None, start=None, title="Evening talk", description=None):
+    q = f"/api/spaces?name={name}&title={quote(title)}"
+    if start_in is not None:
+        q += f"&start_in={start_in}"
+    if start is not None:
+        q += f"&start={start}"
+    if description is not None:
+        q += f"&description={quote(description)}"
+    return api(srv, "POST", q)
+
+
+def state(srv, name):
+    r = http_request(srv.audience, "GET", f"/state/{name}.json")
+    check(r.status == 200, f"/state/{name}.json -> {r.status}")
+    return json.loads(r.body)
+
+
+def windows(pcm, freqs, window=0.5):
+    """Per <window> s of PCM: (start s, peak, {freq: share})."""
+    s = pcm_samples(pcm)
+    n = int(48000 * window)
+    out = []
+    for i in range(0, len(s) - n + 1, n):
+        w = s[i:i + n]
+        peak = max(abs(x) for x in w)
+        sh = shares(pcm[i * 2:(i + n) * 2], freqs, skip_s=0, window=window) if peak >= 300 else []
+        out.append((i / 48000.0, peak, sh[0] if sh else {}))
+    return out
+
+
+def refused(srv):
+    return metric(metrics(srv)[0], "rostrum_refused_total", reason="schedule") or 0
+
+
+@test(timeout=120, icecast=False)
+def test_schedule_lobby_switches_at_start_without_reconnect(ctx):
+    """A space scheduled 9 s ahead: its state document counts down; two early speakers (440,
+    660 Hz) hear each other, listeners who came early hear silence on the same stream and the
+    tones after T0 (auto go-live), with one Ogg logical stream and ffmpeg decoding across."""
+    srv = stage_server(ctx)
+    r, body = schedule(srv, "evening", start_in=9, description="Ask me anything")
+    check(r.status == 201, f"schedule -> {r.status} {body}")
+    t0 = body["starts_at"]
+    st = state(srv, "evening")
+    check(st["live"] is False and st["scheduled"] is True and st["lobby"] is True and
+          st["title"] == "Evening talk" and st["description"] == "Ask me anything",
+          f"state before the start: {st}")
+    check(5 <= st["starts_in_s"] <= 9, f"countdown {st['starts_in_s']}, want 5..9")
+    time.sleep(1.5)
+    st2 = state(srv, "evening")
+    check(st2["starts_in_s"] < st["starts_in_s"], f"the countdown did not move: {st} {st2}")
+    src = [s for s in get_json(srv.audience)["icestats"]["source"]
+           if s["listenurl"].endswith("/evening")]
+    check(src and src[0].get("starts_at") == t0 and src[0]["server_description"] ==
+          "Ask me anything", f"status-json does not list the scheduled space: {src}")
+    # early speakers: the green room
+    a = speaker(ctx, srv, "evening", "A", tone=440, seconds=14, record="a.ogg")
+    b = speaker(ctx, srv, "evening", "B", tone=660, seconds=14, record="b.ogg")
+    raw = listen(ctx, srv, "/evening")
+    t_listen = time.time()
+    dec = ffmpeg_listener(ctx, srv, "/evening", 12)
+    pcm = check_ffmpeg_decode(dec, 12, timeout=30)
+    check(a.wait(25) == 0, f"speaker A failed:\n{a.tail()}")
+    check(b.wait(25) == 0, f"speaker B failed:\n{b.tail()}")
+    raw.close()
+    check(raw.end == "closed", f"the raw listener was cut: {raw.end}")
+    pages = check_listener_ogg(raw)  # one serial, pages by one, granules by the audio
+    check(len({p.serial for p in pages}) == 1, "more than one logical stream")
+    before = t0 - t_listen  # PCM before this is surely from the lobby (a burst only adds older)
+    w = windows(pcm, (440, 660))
+    lobby = [x for x in w if x[0] + 0.5 <= before - 0.5]
+    loud = [x for x in lobby if x[1] >= 300]
+    check(len(lobby) >= 4 and not loud,
+          f"listeners heard the green room before T0 ({len(loud)} of {len(lobby)} windows "
+          f"loud): {loud[:3]}")
+    tail = [x for x in w if x[0] >= 9.0]
+    both = [x for x in tail if x[2].get(440, 0) > 0.15 and x[2].get(660, 0) > 0.15]
+    check(tail and len(both) >= len(tail) * 0.8,
+          f"the programme after T0: both tones in {len(both)} of {len(tail)} windows")
+    first = next((x[0] for x in w if x[1] >= 300), None)
+    note(f"lobby: {len(lobby)} silent windows before T0 ({before:.1f} s after joining); "
+         f"first sound at {first} s of the listener's PCM; {len(pages)} pages, one serial")
+    # each speaker heard the other from the start, before T0 too
+    for who, rec, mine, other in (("A", "a.ogg", 440, 660), ("B", "b.ogg", 660, 440)):
+        ws = shares(decode_file(ctx, ctx.tmp / rec, f"dec_{who}"), (mine, other), skip_s=1)
+        check(len(ws) >= 20, f"{who}'s return: only {len(ws)} windows with sound")
+        early = ws[:8]  # the first seconds: the space was not live yet
+        bad = [x for x in early if x[other] < 0.5]
+        check(not bad, f"{who} did not hear the other in the green room: {bad[:3]}")
+    st = state(srv, "evening")
+    check(st["live"] is True and st["lobby"] is False, f"state after T0: {st}")
+    check("live (the start time)" in srv.log_text(), "no log line for the automatic go-live")
+
+
+@test(timeout=90, icecast=False)
+def test_schedule_go_live_from_the_api_and_survives_reload(ctx):
+    """A space scheduled an hour ahead goes live when the host says so (POST .../live); before
+    that it survives SIGHUP with its schedule, and the tone is not heard."""
+    srv = stage_server(ctx)
+    r, body = schedule(srv, "later", start_in=3600)
+    check(r.status == 201, f"schedule -> {r.status} {body}")
+    check(3590 <= state(srv, "later")["starts_in_s"] <= 3600, "countdown of an hour")
+    os.kill(srv.proc.pid, signal.SIGHUP)
+    time.sleep(1)
+    st = state(srv, "later")
+    check(st["live"] is False and st["starts_at"] == body["starts_at"],
+          f"the schedule after SIGHUP: {st}")
+    a = speaker(ctx, srv, "later", "A", tone=440, seconds=10)
+    time.sleep(1)
+    dec = ffmpeg_listener(ctx, srv, "/later", 8)
+    time.sleep(3.5)
+    r2, live = api(srv, "POST", "/api/spaces/later/live", token="wrong")
+    check(r2.status == 401, f"go live without the key -> {r2.status}")
+    r2, live = api(srv, "POST", "/api/spaces/later/live", token=body["host_token"])
+    check(r2.status == 200 and live == {"live": True}, f"go live -> {r2.status} {live}")
+    pcm = check_ffmpeg_decode(dec, 8, timeout=20)
+    check(a.wait(20) == 0, f"speaker A failed:\n{a.tail()}")
+    w = windows(pcm, (440,))
+    check(not [x for x in w[:4] if x[1] >= 300], f"the tone was heard before going live: {w[:4]}")
+    tone = [x for x in w[-4:] if x[2].get(440, 0) > 0.5]
+    check(len(tone) >= 3, f"the tone after going live: {w[-4:]}")
+    check(state(srv, "later")["live"] is True, "not live in the state document")
+    r2, again = api(srv, "POST", "/api/spaces/later/live")
+    check(r2.status == 200 and again.get("already"), f"a second go-live -> {again}")
+
+
+@test(timeout=60, icecast=False)
+def test_schedule_bad_input_and_bound(ctx):
+    """Starts in the past or over a week ahead, bad titles and descriptions, a malformed start:
+    400 with a clear error, counted in rostrum_refused_total{reason="schedule"}. At most 16
+    scheduled spaces wait at once: the 17th gets 503 until one goes live."""
+    srv = stage_server(ctx)
+    now = int(time.time())
+    cases = [
+        (dict(start=now - 60), "in the past"),
+        (dict(start_in=8 * 24 * 3600), "too far ahead"),
+        (dict(start_in=60, title=""), "title= is required"),
+        (dict(start_in=60, title="x" * 200), "title= is required"),
+        (dict(start_in=60, title="bad\x01title"), "bad title"),
+        (dict(start_in=60, description="d" * 300), "description too long"),
+    ]
+    n0 = refused(srv)
+    for i, (kw, want) in enumerate(cases):
+        r, body = schedule(srv, f"bad{i}", **kw)
+        check(r.status == 400 and want in body["error"], f"{kw} -> {r.status} {body}, want "
+                                                          f"400 '{want}'")
+    for i, q in enumerate(["start=abc", "start_in=-5", "title=%FF%FE&start_in=60"]):
+        r, body = api(srv, "POST", f"/api/spaces?name=q{i}&{q}")
+        check(r.status == 400 and body and body.get("error"), f"{q} -> {r.status} {body}")
+    n = refused(srv) - n0
+    check(n == len(cases) + 3, f"refusals counted: {n}, want {len(cases) + 3}")
+    for i in range(16):
+        r, body = schedule(srv, f"s{i}", start_in=600)
+        check(r.status == 201, f"scheduled space {i} -> {r.status} {body}")
+    r, body = schedule(srv, "s16", start_in=600)
+    check(r.status == 503 and "too many scheduled" in body["error"], f"the 17th -> {r.status} "
+                                                                       f"{body}")
+    check(refused(srv) - n0 == n + 1, "the bound's refusal not counted")
+    r, _ = api(srv, "POST", "/api/spaces/s0/live")
+    check(r.status == 200, f"go live -> {r.status}")
+    r, body = schedule(srv, "s16", start_in=600)
+    check(r.status == 201, f"after one went live, scheduling -> {r.status} {body}")
+    # an unscheduled space is unaffected by the bound
+    r, body = api(srv, "POST", "/api/spaces?name=plain&title=x")
+    check(r.status == 201, f"a plain space -> {r.status} {body}")
+    note(f"{int(n) + 1} refusals counted; 16 scheduled spaces at once")
