@@ -1022,6 +1022,7 @@ struct stage *stage_restore(struct space *sp, const struct stage_record *r)
     st->sched.live = r->sched_live || !r->sched_start_s;
     memcpy(st->sched.description, r->sched_description, sizeof(st->sched.description));
     st->sched.description[sizeof(st->sched.description) - 1] = '\0';
+    sp->ss->starts_at_s = st->sched.live ? 0 : st->sched.start_s;
     st->next_id = r->next_id;
     st->nrevoked = r->nrevoked;
     for (uint32_t i = 0; i < r->nrevoked; i++)

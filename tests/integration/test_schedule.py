@@ -183,3 +183,32 @@ def test_schedule_bad_input_and_bound(ctx):
     r, body = api(srv, "POST", "/api/spaces?name=plain&title=x")
     check(r.status == 201, f"a plain space -> {r.status} {body}")
     note(f"{int(n) + 1} refusals counted; 16 scheduled spaces at once")
+
+
+@test(timeout=90, icecast=False)
+def test_schedule_survives_upgrade(ctx):
+    """An in-place upgrade (SIGUSR2) carries the schedule in the stage's record: the space is
+    still a lobby with the same start after it, its raw listener stays on one stream, and it
+    goes live from the API afterwards."""
+    from harness import Server
+    from test_upgrade import installed_copy, replace_binary, upgrade
+    exe = installed_copy(ctx)
+    srv = Server(ctx, exe, extra=["--host-key", KEY, "--workers", "1"])
+    r, body = schedule(srv, "morning", start_in=3600, description="the news")
+    check(r.status == 201, f"schedule -> {r.status} {body}")
+    raw = listen(ctx, srv, "/morning")
+    time.sleep(1.5)
+    replace_binary(ctx, exe)
+    upgrade(srv)
+    time.sleep(1)
+    st = state(srv, "morning")
+    check(st["live"] is False and st["starts_at"] == body["starts_at"] and
+          st["description"] == "the news", f"the schedule after the upgrade: {st}")
+    r, live = api(srv, "POST", "/api/spaces/morning/live")
+    check(r.status == 200 and live == {"live": True}, f"go live after the upgrade -> {live}")
+    time.sleep(1)
+    check(state(srv, "morning")["live"] is True, "not live after go-live")
+    raw.close()
+    check(raw.end == "closed", f"the raw listener was cut by the upgrade: {raw.end}")
+    pages = check_listener_ogg(raw)
+    note(f"{len(pages)} pages on one stream across the upgrade and the go-live")
