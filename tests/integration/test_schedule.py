@@ -212,3 +212,67 @@ def test_schedule_survives_upgrade(ctx):
     check(raw.end == "closed", f"the raw listener was cut by the upgrade: {raw.end}")
     pages = check_listener_ogg(raw)
     note(f"{len(pages)} pages on one stream across the upgrade and the go-live")
+
+
+def join_ticket(srv, mount, addr):
+    import socket
+    from harness import read_head
+    s = socket.create_connection(("127.0.0.1", srv.audience), source_address=(addr, 0))
+    s.settimeout(5)
+    s.sendall(f"GET /join/{mount} HTTP/1.0\r\n\r\n".encode())
+    head, rest = read_head(s)
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        rest += d
+    s.close()
+    check(head.status == 200, f"/join/{mount} from {addr} -> {head.status}")
+    return json.loads(rest)
+
+
+@test(timeout=60, icecast=False)
+def test_schedule_prequeue_places_before_the_start(ctx):
+    """The waiting room (2 admissions a second) in front of a space starting in 15 s: 40
+    listeners from 40 addresses ask for places before the start. The first ones get places
+    spread over the seconds before T0 (at most 2 in any second, not in arrival order); once
+    those are full, the rest queue in arrival order from T0, 0.5 s apart. The earliest place,
+    used on time, gets the lobby's stream before T0 and keeps it across the go-live."""
+    conf = ctx.tmp / "rostrum.conf"
+    conf.write_text("waiting-room = 1\nwaiting-room-rate = 2\n")
+    srv = ctx.start_server(config=str(conf), extra=["--host-key", KEY, "--workers", "1"])
+    r, body = schedule(srv, "storm", start_in=15)
+    check(r.status == 201, f"schedule -> {r.status} {body}")
+    t0_ms = body["starts_at"] * 1000
+    t_ask = time.time()
+    tickets = [join_ticket(srv, "storm", f"127.0.1.{10 + i}") for i in range(40)]
+    check(all(t.get("prequeue") is True and t.get("starts_at") == body["starts_at"]
+              for t in tickets), f"not pre-queue tickets: {tickets[0]}")
+    at = [t["admit_at_ms"] for t in tickets]
+    early = [x for x in at if x < t0_ms]
+    late = [x for x in at if x >= t0_ms]
+    ahead = (t0_ms / 1000 - t_ask)
+    check(2 * (int(ahead) - 2) <= len(early) <= 2 * (int(ahead) + 1),
+          f"{len(early)} places before T0 with {ahead:.1f} s ahead at 2/s")
+    check(all(x > t_ask * 1000 for x in early), "a place behind the time it was given")
+    per_s = {}
+    for x in early:
+        per_s[int(x // 1000)] = per_s.get(int(x // 1000), 0) + 1
+    check(max(per_s.values()) <= 2, f"more than the rate in one second: {per_s}")
+    check(early != sorted(early), "early places in arrival order, not random")
+    check(late == sorted(late) and late and late[0] == min(late) and
+          all(abs((b - a) - 500) < 2 for a, b in zip(late, late[1:])) and late[0] - t0_ms < 2,
+          f"places past the window not in order from T0 at 0.5 s: {late[:5]}")
+    note(f"{len(early)} places spread over the {ahead:.1f} s before T0, {len(late)} in order "
+         f"from T0")
+    # the earliest place, used on time: the lobby's stream before T0
+    first = min(range(40), key=lambda i: at[i])
+    time.sleep(max(0, at[first] / 1000 - time.time()) + 0.2)
+    check(time.time() * 1000 < t0_ms, "the earliest place came after T0")
+    lst = listen(ctx, srv, tickets[first]["stream"], bind=f"127.0.1.{10 + first}")
+    check(lst.resp.status == 200, f"the earliest ticket on time -> {lst.resp.status}")
+    wait_for(lambda: time.time() * 1000 > t0_ms + 2000, 20, "the start")
+    wait_for(lambda: state(srv, "storm")["live"], 5, "the space live")
+    lst.close()
+    check(lst.end == "closed", f"the lobby listener was cut at the go-live: {lst.end}")
+    check_listener_ogg(lst)
