@@ -276,3 +276,34 @@ def test_schedule_prequeue_places_before_the_start(ctx):
     lst.close()
     check(lst.end == "closed", f"the lobby listener was cut at the go-live: {lst.end}")
     check_listener_ogg(lst)
+
+
+@test(timeout=120, icecast=False, exclusive=True)
+def test_schedule_host_console_go_live_browser(ctx):
+    """Chromium: the host console schedules a space an hour ahead (start, description), shows
+    its lobby with a countdown; the listener page lists it with "starts in"; Go live ends the
+    lobby (tests/browser/golive.mjs says each step)."""
+    import shutil
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    node = shutil.which("node")
+    check(node and (root / "tests/browser/node_modules/playwright-core").is_dir(),
+          "node or playwright-core missing")
+    srv = stage_server(ctx)
+    env = {"HOME": str(ctx.tmp), "XDG_CONFIG_HOME": str(ctx.tmp / ".config"),
+           "XDG_CACHE_HOME": str(ctx.tmp / ".cache"), "TMPDIR": str(ctx.tmp)}
+    p = ctx.spawn("golive", [node, root / "tests/browser/golive.mjs", srv.url(""),
+                             f"127.0.0.1:{srv.stage}", KEY, "evening"], env=env,
+                  stdout=ctx.tmp / "golive.out")
+    try:
+        rc = p.wait(100)
+    finally:
+        p.signal(signal.SIGTERM)
+    out = p.output().decode(errors="replace").strip()
+    check(rc == 0, f"golive.mjs exited with {rc}: {out[-1500:]}\n{p.tail(15)}")
+    res = json.loads(out.splitlines()[-1])
+    check([s["step"] for s in res["steps"]] == ["lobby", "listed", "live"], f"steps: {res}")
+    note(f"host console: {res['steps'][0]['countdown']}; listener page: "
+         f"{res['steps'][1]['listed']}")
+    check("live (host" in srv.log_text() or "live (API" in srv.log_text(),
+          "no log line for the console's go-live")
