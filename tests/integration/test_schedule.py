@@ -116,8 +116,17 @@ def test_schedule_go_live_from_the_api_and_survives_reload(ctx):
     """A space scheduled an hour ahead goes live when the host says so (POST .../live); before
     that it survives SIGHUP with its schedule, and the tone is not heard."""
     srv = stage_server(ctx)
-    r, body = schedule(srv, "later", start_in=3600)
-    check(r.status == 201, f"schedule -> {r.status} {body}")
+    # made with the small CLI (tools/schedule); its refusal shows the server's reason
+    from pathlib import Path
+    cli = [Path(__file__).resolve().parents[2] / "tools" / "schedule", "--stage",
+           f"127.0.0.1:{srv.stage}", "--key", KEY]
+    bad = ctx.spawn("cli_bad", cli + ["create", "later", "--title", "T", "--start", "1000"])
+    check(bad.wait(10) == 1 and "in the past" in bad.log.read_text(),
+          f"tools/schedule with a past start: {bad.tail()}")
+    p = ctx.spawn("cli", cli + ["create", "later", "--title", "Later", "--start-in", "3600"],
+                  stdout=ctx.tmp / "cli.json")
+    check(p.wait(10) == 0, f"tools/schedule create failed:\n{p.tail()}")
+    body = json.loads(p.output())
     check(3590 <= state(srv, "later")["starts_in_s"] <= 3600, "countdown of an hour")
     os.kill(srv.proc.pid, signal.SIGHUP)
     time.sleep(1)
