@@ -624,6 +624,10 @@ static void audience_join_ticket(struct conn *c, const struct http_request *req,
             admit_wall_us(a, 0); /* the wall clock's offset, fresh */
             int64_t t0_ms = (t0_s * 1000000 - a->wall_offset_us + 999) / 1000; /* not before */
             admit = prequeue_place(&a->prequeue[slot], t0_ms, (double)now, per_ms, rnd);
+            if (admit < (double)t0_ms)
+                a->me->c.prequeue_early++;
+            else
+                a->me->c.prequeue_late++;
             if (e)
                 e->ticket_admit_ms = admit;
         } else {

@@ -469,6 +469,11 @@ void status_metrics(struct audience *a, struct buf *b)
            __atomic_load_n(&sh->main.mixer_overruns, __ATOMIC_RELAXED));
     metric(b, "rostrum_tickets_issued_total", "counter", "Waiting-room tickets handed out.",
            st.tickets_issued);
+    metric(b, "rostrum_prequeue_early_total", "counter",
+           "Waiting-room places before a scheduled space's start (its pre-queue).",
+           st.prequeue_early);
+    metric(b, "rostrum_prequeue_late_total", "counter",
+           "Pre-queue places past its room: in arrival order from the start.", st.prequeue_late);
     metric(b, "rostrum_shed_stalled_total", "counter",
            "Stalled listeners closed to free descriptors.", st.shed_stalled);
     metric(b, "rostrum_limits_table_full_total", "counter",

@@ -87,6 +87,8 @@ struct shared_counters {
     uint64_t refused_ticket;       /* 403: forged, expired or another space's ticket */
     uint64_t refused_early;        /* 425: a ticket before its admit time */
     uint64_t tickets_issued;
+    uint64_t prequeue_early;       /* issue 12: of those, pre-queue places before a start */
+    uint64_t prequeue_late;        /* and past the pre-queue's room, in order from the start */
     uint64_t shed_stalled;         /* stalled listeners closed to free descriptors */
     uint64_t limits_table_full;
     /* issue 8 (tickets and tokens) */

@@ -272,6 +272,12 @@ def test_schedule_prequeue_places_before_the_start(ctx):
     check(late == sorted(late) and late and late[0] == min(late) and
           all(abs((b - a) - 500) < 2 for a, b in zip(late, late[1:])) and late[0] - t0_ms < 2,
           f"places past the window not in order from T0 at 0.5 s: {late[:5]}")
+    vals = metrics(srv)[0]
+    m_early = metric(vals, "rostrum_prequeue_early_total")
+    m_late = metric(vals, "rostrum_prequeue_late_total")
+    check(m_early == len(early) and m_late == len(late),
+          f"/metrics says {m_early} early and {m_late} late places, want {len(early)}, "
+          f"{len(late)}")
     note(f"{len(early)} places spread over the {ahead:.1f} s before T0, {len(late)} in order "
          f"from T0")
     # the earliest place, used on time: the lobby's stream before T0
