@@ -29,6 +29,8 @@ struct schedule {
     void *lobby;     /* the holding encoder (OpusEncoder), made on first use */
     unsigned char pkt[400];
     int pkt_len;
+    uint32_t same;   /* encodes in a row that gave the same packet: at 3, it is reused */
+    uint64_t encodes;
 };
 
 /* Why a space titled <title> (<tlen> bytes, untrusted), described by <desc> (<dlen>), starting
@@ -36,7 +38,9 @@ struct schedule {
 const char *schedule_check(const char *title, size_t tlen, const char *desc, size_t dlen,
                            int64_t start_s, int64_t now_s, int nscheduled);
 /* One 20 ms packet of holding silence (owned by <s>, valid until the next call); NULL with
- * <*len> 0 if the encoder could not be made. */
+ * <*len> 0 if the encoder could not be made. Once the encoder has settled (the same packet
+ * three times), that packet is reused without encoding: a lobby waiting for days costs no
+ * encoder time. */
 const unsigned char *schedule_lobby_packet(struct schedule *s, int *len);
 /* Appends the document's schedule fields (",\"scheduled\":..."), <live> included. */
 void schedule_state_json(const struct schedule *s, int64_t now_s, struct buf *out);

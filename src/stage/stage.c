@@ -726,9 +726,9 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
         clock_gettime(CLOCK_MONOTONIC, &t0);
         int late = loop->now_ms - st->next_tick_ms >= STAGE_FRAME_MS;
         speakers = queued = 0;
-        const unsigned char *prog = mixer_tick(st->mixer, &len);
         if (!st->sched.live && (int64_t)time(NULL) >= st->sched.start_s)
             stage_go_live(st, "the start time");
+        const unsigned char *prog = mixer_tick(st->mixer, &len);
         if (!st->sched.live) /* the lobby: listeners get silence, the stage its mix-minus */
             prog = schedule_lobby_packet(&st->sched, &len);
         if (prog && len > 0)
