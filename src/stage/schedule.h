@@ -31,7 +31,12 @@ struct schedule {
     int pkt_len;
     uint32_t same;   /* encodes in a row that gave the same packet: at 3, it is reused */
     uint64_t encodes;
+    /* holding audio (lobby-audio): the file's Opus packets, looped through a decoder into
+     * the lobby's encoder; NULL: silence */
+    struct schedule_holding *holding;
 };
+
+#define SCHEDULE_HOLDING_MAX (1024 * 1024) /* bytes of a lobby-audio file */
 
 /* Why a space titled <title> (<tlen> bytes, untrusted), described by <desc> (<dlen>), starting
  * at <start_s> may not be scheduled at <now_s> with <nscheduled> already waiting; or NULL. */
@@ -44,6 +49,9 @@ const char *schedule_check(const char *title, size_t tlen, const char *desc, siz
 const unsigned char *schedule_lobby_packet(struct schedule *s, int *len);
 /* Appends the document's schedule fields (",\"scheduled\":..."), <live> included. */
 void schedule_state_json(const struct schedule *s, int64_t now_s, struct buf *out);
+/* Loads Ogg/Opus file <path> (at most SCHEDULE_HOLDING_MAX bytes) as <s>'s holding audio.
+ * Returns 0, or -1 with <why> (the lobby then stays silent). */
+int schedule_load_holding(struct schedule *s, const char *path, const char **why);
 void schedule_free(struct schedule *s);
 
 #endif

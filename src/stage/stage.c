@@ -106,6 +106,7 @@ _Static_assert(STAGE_MAX_REVOKED == STAGE_RECORD_REVOKED, "the record holds ever
 
 static const struct space_sink stage_sink;
 static void member_on_io(struct loop *loop, struct io *io, uint32_t events);
+static void stage_holding(struct stage *st);
 
 static int count_role(const struct stage *st, int role)
 {
@@ -1023,6 +1024,8 @@ struct stage *stage_restore(struct space *sp, const struct stage_record *r)
     memcpy(st->sched.description, r->sched_description, sizeof(st->sched.description));
     st->sched.description[sizeof(st->sched.description) - 1] = '\0';
     sp->ss->starts_at_s = st->sched.live ? 0 : st->sched.start_s;
+    if (!st->sched.live)
+        stage_holding(st);
     st->next_id = r->next_id;
     st->nrevoked = r->nrevoked;
     for (uint32_t i = 0; i < r->nrevoked; i++)
@@ -1085,6 +1088,15 @@ int stage_member_restore(struct stage *st, struct conn *c, const struct member_r
 
 /* ---- scheduled spaces (issue 12) --------------------------------------------------------- */
 
+/* The lobby's holding audio (lobby-audio), if the operator set one. */
+static void stage_holding(struct stage *st)
+{
+    const char *path = st->host->cfg->lobby_audio, *why;
+    if (path[0] && schedule_load_holding(&st->sched, path, &why) < 0)
+        log_warn("stage", "/%s: lobby-audio %s: %s: the lobby is silent", st->sp->ss->mount,
+                 path, why);
+}
+
 void stage_schedule(struct stage *st, int64_t start_s, const char *description)
 {
     st->sched.start_s = start_s;
@@ -1093,6 +1105,7 @@ void stage_schedule(struct stage *st, int64_t start_s, const char *description)
     snprintf(st->sp->ss->meta.description, sizeof(st->sp->ss->meta.description), "%s",
              description);
     st->sp->ss->starts_at_s = start_s;
+    stage_holding(st);
     stage_publish_state(st); /* listed with its countdown at once */
     /* recording hook (issue 12 item 2): turn recording on for scheduled spaces here */
 }

@@ -322,3 +322,42 @@ def test_schedule_host_console_go_live_browser(ctx):
          f"{res['steps'][1]['listed']}")
     check("live (host" in srv.log_text() or "live (API" in srv.log_text(),
           "no log line for the console's go-live")
+
+
+@test(timeout=90, icecast=False)
+def test_schedule_lobby_holding_audio(ctx):
+    """lobby-audio: a 550 Hz Ogg/Opus file made by ffmpeg is looped in the lobby; after the
+    go-live the programme (a 440 Hz speaker in the green room) replaces it on the same stream,
+    and a bad lobby-audio file is logged and leaves the lobby silent."""
+    hold = ctx.tmp / "holding.opus"
+    mk = ctx.spawn("mkhold", ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+                              "sine=frequency=550:sample_rate=48000:duration=1.3", "-ac", "1",
+                              "-c:a", "libopus", "-b:a", "48k", "-y", hold])
+    check(mk.wait(20) == 0, f"ffmpeg could not make the holding file:\n{mk.tail()}")
+    srv = stage_server(ctx, "--lobby-audio", hold)
+    r, body = schedule(srv, "held", start_in=3600)
+    check(r.status == 201, f"schedule -> {r.status} {body}")
+    a = speaker(ctx, srv, "held", "A", tone=440, seconds=11)
+    raw = listen(ctx, srv, "/held")
+    dec = ffmpeg_listener(ctx, srv, "/held", 8)
+    time.sleep(4.5)
+    r, live = api(srv, "POST", "/api/spaces/held/live")
+    check(r.status == 200, f"go live -> {r.status}")
+    pcm = check_ffmpeg_decode(dec, 8, timeout=20)
+    check(a.wait(20) == 0, f"speaker A failed:\n{a.tail()}")
+    raw.close()
+    check_listener_ogg(raw)
+    w = windows(pcm, (440, 550))
+    lobby = [x for x in w[:6] if x[2].get(550, 0) > 0.5 and x[2].get(440, 0) < 0.05]
+    check(len(lobby) >= 5, f"the holding audio (550 Hz) in the lobby: {w[:6]}")
+    prog = [x for x in w[-4:] if x[2].get(440, 0) > 0.5 and x[2].get(550, 0) < 0.05]
+    check(len(prog) >= 3, f"the programme (440 Hz) after going live: {w[-4:]}")
+    note(f"lobby: 550 Hz in {len(lobby)} of the first 6 windows; programme: 440 Hz in "
+         f"{len(prog)} of the last 4")
+    # a file that is not Ogg/Opus: logged, the lobby silent, the space fine
+    bad = ctx.tmp / "bad.opus"
+    bad.write_bytes(b"not an ogg file" * 100)
+    srv2 = stage_server(ctx, "--lobby-audio", bad)
+    r, body = schedule(srv2, "quiet", start_in=3600)
+    check(r.status == 201, f"schedule with a bad lobby-audio -> {r.status} {body}")
+    wait_for(lambda: "the lobby is silent" in srv2.log_text(), 5, "the bad file logged")
