@@ -489,7 +489,11 @@ import {ListenerHands} from './hands.js';
     setText(card.countLabel, ' listening');
 
     const start = parseIso(src.stream_start_iso8601);
-    const since = Number.isFinite(start) ? liveFor(now - start) : '';
+    /* a scheduled space (issue 12) counts down to its start; its stream is the lobby */
+    const since = typeof src.starts_in_s === 'number' && src.starts_in_s >= 0
+      ? 'starts in ' + (src.starts_in_s >= 60 ? Math.floor(src.starts_in_s / 60) + ' min'
+                                              : src.starts_in_s + ' s')
+      : Number.isFinite(start) ? liveFor(now - start) : '';
     setText(card.since, since);
     card.since.hidden = !since;
     const genre = field(src, 'genre');

@@ -136,7 +136,9 @@ function readForm() {
     showError('The stage server address is not valid.');
     return null;
   }
-  return {addr, stageLabel: addr.label, space, key, title: $('title').value.trim(),
+  const starts = $('starts').value ? Math.floor(new Date($('starts').value).getTime() / 1000) : 0;
+  return {addr, stageLabel: addr.label, space, key, title: $('title').value.trim(), starts,
+          description: $('description').value.trim(),
           name: $('name').value.trim().slice(0, 40) || 'Host'};
 }
 
@@ -159,7 +161,9 @@ form.addEventListener('submit', async (e) => {
   let r;
   try {
     const qs = 'name=' + encodeURIComponent(f.space) +
-               (f.title ? '&title=' + encodeURIComponent(f.title) : '');
+               (f.title ? '&title=' + encodeURIComponent(f.title) : '') +
+               (f.starts ? '&start=' + f.starts + '&description=' +
+                           encodeURIComponent(f.description) : '');
     r = await api('POST', '/api/spaces?' + qs);
   } catch (err) {
     busy(false);
@@ -239,6 +243,10 @@ function join(opts) {
     hands.update(ev.detail.state);
     const t = ev.detail.state && ev.detail.state.title;
     setText($('space-title'), typeof t === 'string' && t ? t : session.space);
+    const st = ev.detail.state || {};
+    $('lobby').hidden = st.lobby !== true; /* a scheduled space before it goes live */
+    if (st.lobby === true)
+      setText($('countdown'), 'Starts in ' + st.starts_in_s + ' s.');
   });
   client.addEventListener('closed', (ev) => {
     const c = client, d = ev.detail;
@@ -260,3 +268,12 @@ function join(opts) {
   });
   client.connect();
 }
+
+/* Go live now (a scheduled space's lobby ends; it would at its start time anyway). */
+$('go-live').addEventListener('click', async () => {
+  if (!session)
+    return;
+  const r = await api('POST', '/api/spaces/' + encodeURIComponent(session.space) + '/live');
+  if (!r.ok)
+    linksNote.textContent = 'Could not go live: ' + ((r.body && r.body.error) || 'HTTP ' + r.status);
+});

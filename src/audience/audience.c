@@ -612,8 +612,24 @@ static void audience_join_ticket(struct conn *c, const struct http_request *req,
          * machine's pressure decides, but tickets must be spread at a rate it can take */
         double per_ms = (double)a->cfg->waiting_room_rate / a->sh->nworkers / 1000.0;
         double admit;
+        int slot = audience_find(a, mount);
+        int64_t t0_s = slot >= 0 ? __atomic_load_n(&a->sh->spaces[slot].starts_at_s,
+                                                   __ATOMIC_RELAXED) : 0;
         if (e && e->ticket_admit_ms > (double)now) {
             admit = e->ticket_admit_ms; /* its place, again */
+        } else if (t0_s > time(NULL)) { /* a scheduled space: a place in its pre-queue */
+            uint64_t rnd = 0;
+            if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+                rnd = (uint64_t)now;
+            admit_wall_us(a, 0); /* the wall clock's offset, fresh */
+            int64_t t0_ms = (t0_s * 1000000 - a->wall_offset_us + 999) / 1000; /* not before */
+            admit = prequeue_place(&a->prequeue[slot], t0_ms, (double)now, per_ms, rnd);
+            if (admit < (double)t0_ms)
+                a->me->c.prequeue_early++;
+            else
+                a->me->c.prequeue_late++;
+            if (e)
+                e->ticket_admit_ms = admit;
         } else {
             if (a->next_admit_ms < (double)now)
                 a->next_admit_ms = (double)now;
@@ -636,9 +652,12 @@ static void audience_join_ticket(struct conn *c, const struct http_request *req,
         a->me->c.tickets_issued++;
         buf_printf(&b,
                    "{\"ticket\":\"%s\",\"admit_at_ms\":%lld.%03lld,\"position\":%ld,"
-                   "\"stream\":\"/%s?ticket=%s\"}",
+                   "\"stream\":\"/%s?ticket=%s\"",
                    tok, (long long)(t.admit_us / 1000), (long long)(t.admit_us % 1000), position,
                    mount, tok);
+        if (t0_s > time(NULL)) /* the lobby's pre-queue: a place before (or from) the start */
+            buf_printf(&b, ",\"prequeue\":true,\"starts_at\":%lld", (long long)t0_s);
+        buf_puts(&b, "}");
     }
     conn_respond_doc(c, 0, "application/json", b.data, b.len,
                      "Access-Control-Allow-Origin: *\r\nCache-Control: no-store");

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "audience/prequeue.h"
 #include "conn/conn.h"
 #include "event/loop.h"
 #include "limits/limits.h"
@@ -76,6 +77,7 @@ struct audience {
     double next_admit_ms;      /* waiting room: the next free admission time (loop clock,
                                 * fractional: 3,000/s is a ticket every 1/3 ms) */
     int64_t wall_offset_us;    /* waiting room: wall clock - loop clock, for admit times */
+    struct prequeue prequeue[SHARED_MAX_SPACES]; /* issue 12: scheduled spaces' places */
     uint8_t continued;         /* took over its block from the worker before (upgrade) */
     /* Admission follows this process's own load (limits.h, struct overload): */
     struct overload overload;

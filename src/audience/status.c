@@ -90,6 +90,10 @@ static void status_source(struct audience *a, int i, struct buf *b)
     json_kv_str(b, "stream_start_iso8601", t, 1);
     json_kv_str(b, "subtype", rendition_codec_name(kind), 1);
     buf_printf(b, ",\"source_connected\":%s", ss->source_connected ? "true" : "false");
+    int64_t starts = __atomic_load_n(&ss->starts_at_s, __ATOMIC_RELAXED);
+    if (starts) /* issue 12: a scheduled space, its lobby open */
+        buf_printf(b, ",\"starts_at\":%lld,\"starts_in_s\":%lld", (long long)starts,
+                   (long long)(starts > time(NULL) ? starts - time(NULL) : 0));
     buf_puts(b, ",\"dummy\":null}");
 }
 
@@ -141,7 +145,7 @@ static const char *const refusal_names[SHARED_REFUSALS] = {
     "malformed",   "head_too_large", "head_timeout", "fd_limit",    "conns_per_ip", "joins_per_ip",
     "capacity",    "join_rate",      "overload",     "bad_ticket",  "early_ticket", "no_ticket",
     "ticket_used", "tickets_per_ip", "stage_token",  "max_members", "fd_reserve", "draining",
-    "rendition_slots", "rendition_encoders"};
+    "rendition_slots", "rendition_encoders", "schedule"};
 
 /* Fills <out> with the refusals by reason (refusal_names) from the summed counters <st>, and
  * the stage port's own (main process only). */
@@ -158,7 +162,8 @@ static void status_refusals(const struct shared *sh, const struct shared_counter
                                          st->refused_stage_token,    sh->main.refused_max_members,
                                          sh->main.refused_fd_reserve, st->refused_draining,
                                          st->refused_rendition,
-                                         st->refused_rendition_encoders};
+                                         st->refused_rendition_encoders,
+                                         sh->main.refused_schedule};
     memcpy(out, v, sizeof(v));
 }
 
@@ -465,6 +470,11 @@ void status_metrics(struct audience *a, struct buf *b)
            __atomic_load_n(&sh->main.mixer_overruns, __ATOMIC_RELAXED));
     metric(b, "rostrum_tickets_issued_total", "counter", "Waiting-room tickets handed out.",
            st.tickets_issued);
+    metric(b, "rostrum_prequeue_early_total", "counter",
+           "Waiting-room places before a scheduled space's start (its pre-queue).",
+           st.prequeue_early);
+    metric(b, "rostrum_prequeue_late_total", "counter",
+           "Pre-queue places past its room: in arrival order from the start.", st.prequeue_late);
     metric(b, "rostrum_shed_stalled_total", "counter",
            "Stalled listeners closed to free descriptors.", st.shed_stalled);
     metric(b, "rostrum_limits_table_full_total", "counter",

@@ -62,6 +62,7 @@ enum key_id {
     KEY_STAGE_TLS,
     KEY_TLS_CERT,
     KEY_TLS_KEY,
+    KEY_LOBBY_AUDIO,
     KEY_DRAIN_MS,
     KEY_RELAY_KEY,
     KEY_PUBLIC_URL,
@@ -135,6 +136,7 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_STAGE_TLS] = {"stage-tls", IN_GLOBAL, 1, 0},
     [KEY_TLS_CERT] = {"tls-cert", IN_GLOBAL, 1, 0},
     [KEY_TLS_KEY] = {"tls-key", IN_GLOBAL, 1, 0},
+    [KEY_LOBBY_AUDIO] = {"lobby-audio", IN_GLOBAL, 1, 0},
     [KEY_DRAIN_MS] = {"drain-ms", IN_GLOBAL, 0, 60000},
     [KEY_RELAY_KEY] = {"relay-key", IN_GLOBAL, 1, 0},
     [KEY_PUBLIC_URL] = {"public-url", IN_GLOBAL, 1, 0},
@@ -656,6 +658,8 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         return set_string(p, def, c->tls_cert, sizeof(c->tls_cert), val, vlen);
     case KEY_TLS_KEY:
         return set_string(p, def, c->tls_key, sizeof(c->tls_key), val, vlen);
+    case KEY_LOBBY_AUDIO:
+        return set_string(p, def, c->lobby_audio, sizeof(c->lobby_audio), val, vlen);
     case KEY_NAME:
         return set_string(p, def, sc->display_name, sizeof(sc->display_name), val, vlen);
     case KEY_DESCRIPTION:

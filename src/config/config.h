@@ -50,6 +50,7 @@ struct config {
     int stage_tls;              /* 1 if stage-tls is set (default: no TLS listener) */
     char tls_cert[512];         /* full chain, PEM; needed by a TLS listener */
     char tls_key[512];          /* its private key, PEM */
+    char lobby_audio[512];      /* issue 12: Ogg/Opus file a lobby loops; "": silence */
     char source_password[128]; /* default "" (server refuses to start without one) */
     int burst_ms;              /* audio sent at once on join; default 1000, 0..30000 */
     int page_ms;               /* Ogg page duration; default 200, 20..2000 */

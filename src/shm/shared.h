@@ -126,6 +126,8 @@ struct shared_counters {
     uint64_t refused_ticket;       /* 403: forged, expired or another space's ticket */
     uint64_t refused_early;        /* 425: a ticket before its admit time */
     uint64_t tickets_issued;
+    uint64_t prequeue_early;       /* issue 12: of those, pre-queue places before a start */
+    uint64_t prequeue_late;        /* and past the pre-queue's room, in order from the start */
     uint64_t shed_stalled;         /* stalled listeners closed to free descriptors */
     uint64_t limits_table_full;
     /* issue 8 (tickets and tokens) */
@@ -227,6 +229,7 @@ struct shared_space {
     uint32_t stage_members;      /* WebSocket members, listeners included */
     uint32_t stage_speakers;     /* of which on stage (host, co-hosts, speakers) */
     uint32_t stage_queued_bytes; /* bytes queued to its speakers, not yet taken by their sockets */
+    int64_t starts_at_s;         /* issue 12: a scheduled space's start (epoch s) until live */
     /* issue 10 (relays): the stream's identity as the relay feed carries it down the tree:
      * the Ogg serial and the origin's slot generation when the stream began */
     uint32_t feed_serial, feed_epoch;
@@ -360,7 +363,7 @@ void shared_relay_write(struct shared_worker *w, uint32_t i, const struct shared
  * and after the copy; counters are cumulative, so the reader makes rates of neighbours.
  */
 #define SHARED_HISTORY 600
-#define SHARED_REFUSALS 20 /* reasons of rostrum_refused_total (status.c, refusal_names) */
+#define SHARED_REFUSALS 21 /* reasons of rostrum_refused_total (status.c, refusal_names) */
 
 struct shared_sample {
     uint32_t seq;
@@ -397,6 +400,7 @@ struct shared_main {
     uint64_t ws_closes[WS_CLOSE_REASONS];  /* members closed for a bound */
     uint64_t refused_max_members;          /* 503: max-members reached */
     uint64_t refused_fd_reserve;           /* 503: descriptors kept for sources and speakers */
+    uint64_t refused_schedule;             /* 400/503: a scheduled space refused (issue 12) */
     /* issue 8 (pause): added at the end to ease merging */
     uint64_t sources_paced;   /* sources found faster than real time and paced */
     int64_t loop_lag_ms;      /* the main loop's peak timer lateness over the last second */

@@ -30,7 +30,8 @@ int control_parse(const char *msg, size_t len, struct control *out)
                  {"demote", CTL_DEMOTE},   {"remove", CTL_REMOVE},
                  {"end", CTL_END},         {"invite", CTL_INVITE},
                  {"format", CTL_FORMAT},   {"ping", CTL_PING},
-                 {"invite_hand", CTL_INVITE_HAND}, {"dismiss_hand", CTL_DISMISS_HAND}};
+                 {"invite_hand", CTL_INVITE_HAND}, {"dismiss_hand", CTL_DISMISS_HAND},
+                 {"go_live", CTL_GO_LIVE}};
     *out = (struct control){.type = CTL_UNKNOWN, .role = -1, .muted = 1};
     if (len > CONTROL_MAX)
         return -2;

@@ -24,6 +24,7 @@ enum control_type {
     CTL_PING,
     CTL_INVITE_HAND,  /* issue 12: {"type":"invite_hand","hand":"<16 hex>"} */
     CTL_DISMISS_HAND, /* {"type":"dismiss_hand","hand":"<16 hex>"} */
+    CTL_GO_LIVE, /* a scheduled space's lobby ends now (host, co-host) */
     CTL_UNKNOWN, /* a well-formed message of a type we do not know: answered with an error */
 };
 

@@ -16,6 +16,7 @@
 #include "space/space.h"
 #include "stage/control.h"
 #include "stage/hands.h"
+#include "stage/schedule.h"
 #include "token/token.h"
 #include "util/check.h"
 #include "util/log.h"
@@ -100,6 +101,7 @@ struct stage {
     uint32_t nrevoked;
     uint8_t quiescing; /* an upgrade is near: nothing new goes to members */
     struct hands *hands; /* issue 12: reactions and raised hands (not carried by an upgrade) */
+    struct schedule sched; /* issue 12: a lobby until live (always live if not scheduled) */
 };
 
 struct hands *stage_hands(struct stage *st)
@@ -117,6 +119,7 @@ _Static_assert(STAGE_MAX_REVOKED == STAGE_RECORD_REVOKED, "the record holds ever
 
 static const struct space_sink stage_sink;
 static void member_on_io(struct loop *loop, struct io *io, uint32_t events);
+static void stage_holding(struct stage *st);
 
 static int count_role(const struct stage *st, int role)
 {
@@ -247,7 +250,8 @@ void stage_state_json(const struct stage *st, struct buf *out)
     buf_json_str(out, st->sp->ss->mount, strlen(st->sp->ss->mount));
     buf_puts(out, ",\"title\":");
     buf_json_str(out, st->title, strlen(st->title));
-    buf_puts(out, ",\"live\":true,\"stage\":[");
+    schedule_state_json(&st->sched, (int64_t)time(NULL), out);
+    buf_puts(out, ",\"stage\":[");
     /* host first, then co-hosts, then speakers; then the listeners' requests */
     for (int r = ROLE_HOST; r >= ROLE_LISTENER; r--) {
         if (r == ROLE_LISTENER) {
@@ -521,6 +525,11 @@ static void control(struct member *m, const struct control *ctl)
         ws_close(t->ws, 4001, "removed");
         member_leave(t, "removed by the host");
         return;
+    case CTL_GO_LIVE:
+        if (m->role != ROLE_HOST && m->role != ROLE_COHOST)
+            return member_error(m, "only the host or a co-host goes live");
+        stage_go_live(st, role_names[m->role]);
+        return;
     case CTL_END:
         if (m->role != ROLE_HOST && m->role != ROLE_COHOST)
             return member_error(m, "only the host or a co-host ends the space");
@@ -748,7 +757,11 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
         clock_gettime(CLOCK_MONOTONIC, &t0);
         int late = loop->now_ms - st->next_tick_ms >= STAGE_FRAME_MS;
         speakers = queued = 0;
+        if (!st->sched.live && (int64_t)time(NULL) >= st->sched.start_s)
+            stage_go_live(st, "the start time");
         const unsigned char *prog = mixer_tick(st->mixer, &len);
+        if (!st->sched.live) /* the lobby: listeners get silence, the stage its mix-minus */
+            prog = schedule_lobby_packet(&st->sched, &len);
         if (prog && len > 0)
             space_on_packet(st->sp, prog, (size_t)len, 960);
         list_for_each_safe(it, tmp, &st->members)
@@ -810,8 +823,11 @@ static void stage_tick(struct loop *loop, struct loop_timer *t)
                 continue;
             member_drop(m);
         }
-        /* a space nobody is in (no member, no studio source) ends after stage-idle-end-ms */
-        if (st->nmembers > 0 || st->sp->source) {
+        if (!st->sched.live)
+            st->state_dirty = 1; /* the countdown */
+        /* a space nobody is in (no member, no studio source) ends after stage-idle-end-ms;
+         * a scheduled one waits for its start */
+        if (st->nmembers > 0 || st->sp->source || !st->sched.live) {
             st->empty_since_ms = 0;
         } else if (!st->empty_since_ms) {
             st->empty_since_ms = loop->now_ms;
@@ -840,6 +856,7 @@ struct stage *stage_new(struct space *sp, const char *title)
     st->hands = malloc(sizeof(*st->hands));
     BUG_ON(!st->hands);
     hands_init(st->hands, sp->host->sh, sp->slot);
+    st->sched.live = 1;
     if (title && title[0])
         utf8_sanitize(st->title, sizeof(st->title), title, strlen(title), UTF8_NO_CONTROLS);
     if (!st->title[0])
@@ -879,6 +896,8 @@ void stage_free(struct stage *st)
     loop_timer_stop(st->host->loop, &st->clock);
     st->sp->ss->stage_members = st->sp->ss->stage_speakers = st->sp->ss->stage_queued_bytes = 0;
     mixer_free(st->mixer);
+    schedule_free(&st->sched);
+    st->sp->ss->starts_at_s = 0;
     buf_free(&st->state_msg);
     hands_clear(st->hands, st->sp->ss);
     free(st->hands);
@@ -979,6 +998,9 @@ void stage_save(const struct stage *st, struct stage_record *r)
     r->empty_since_ms = st->empty_since_ms;
     r->next_tick_ms = st->next_tick_ms;
     memcpy(r->title, st->title, sizeof(r->title));
+    r->sched_start_s = st->sched.start_s;
+    r->sched_live = st->sched.live;
+    memcpy(r->sched_description, st->sched.description, sizeof(r->sched_description));
     for (uint32_t i = 0; i < st->nrevoked; i++) {
         r->revoked[i].id = st->revoked[i].id;
         r->revoked[i].expiry = st->revoked[i].expiry;
@@ -1035,6 +1057,13 @@ struct stage *stage_restore(struct space *sp, const struct stage_record *r)
     hands_init(st->hands, sp->host->sh, sp->slot);
     memcpy(st->title, r->title, sizeof(st->title));
     st->title[sizeof(st->title) - 1] = '\0';
+    st->sched.start_s = r->sched_start_s;
+    st->sched.live = r->sched_live || !r->sched_start_s;
+    memcpy(st->sched.description, r->sched_description, sizeof(st->sched.description));
+    st->sched.description[sizeof(st->sched.description) - 1] = '\0';
+    sp->ss->starts_at_s = st->sched.live ? 0 : st->sched.start_s;
+    if (!st->sched.live)
+        stage_holding(st);
     st->next_id = r->next_id;
     st->nrevoked = r->nrevoked;
     for (uint32_t i = 0; i < r->nrevoked; i++)
@@ -1093,4 +1122,46 @@ int stage_member_restore(struct stage *st, struct conn *c, const struct member_r
     /* bytes it sent during the handover wait in the socket, and some may be parsed already */
     member_on_io(st->host->loop, &c->io, EPOLLIN);
     return 0;
+}
+
+/* ---- scheduled spaces (issue 12) --------------------------------------------------------- */
+
+/* The lobby's holding audio (lobby-audio), if the operator set one. */
+static void stage_holding(struct stage *st)
+{
+    const char *path = st->host->cfg->lobby_audio, *why;
+    if (path[0] && schedule_load_holding(&st->sched, path, &why) < 0)
+        log_warn("stage", "/%s: lobby-audio %s: %s: the lobby is silent", st->sp->ss->mount,
+                 path, why);
+}
+
+void stage_schedule(struct stage *st, int64_t start_s, const char *description)
+{
+    st->sched.start_s = start_s;
+    st->sched.live = 0;
+    snprintf(st->sched.description, sizeof(st->sched.description), "%s", description);
+    snprintf(st->sp->ss->meta.description, sizeof(st->sp->ss->meta.description), "%s",
+             description);
+    st->sp->ss->starts_at_s = start_s;
+    stage_holding(st);
+    stage_publish_state(st); /* listed with its countdown at once */
+    /* recording hook (issue 12 item 2): turn recording on for scheduled spaces here */
+}
+
+int stage_go_live(struct stage *st, const char *by)
+{
+    if (st->sched.live)
+        return -EALREADY;
+    st->sched.live = 1;
+    st->sp->ss->starts_at_s = 0;
+    st->empty_since_ms = 0; /* the idle clock starts now */
+    stage_publish_state(st);
+    log_info("stage", "/%s: live (%s), %+lld s from the announced start", st->sp->ss->mount,
+             by, (long long)((int64_t)time(NULL) - st->sched.start_s));
+    return 0;
+}
+
+int stage_waiting(const struct stage *st)
+{
+    return !st->sched.live;
 }

@@ -64,13 +64,16 @@ int role_parse(const char *s);
  * afresh (a speaker's jitter buffer, at most a few frames, is not carried); the programme's
  * stream goes on through the space. Members over TLS cannot move (their keys are in this
  * process) and are told to come back (1012). */
-#define STAGE_RECORD_VERSION 1
+#define STAGE_RECORD_VERSION 2 /* 2: the schedule (issue 12) */
 #define STAGE_RECORD_REVOKED 1024
 struct stage_record {
     int32_t slot;
     uint32_t next_id, nrevoked;
     int64_t empty_since_ms, next_tick_ms;
     char title[128];
+    int64_t sched_start_s;
+    uint8_t sched_live;
+    char sched_description[256];
     struct {
         uint64_t id;
         int64_t expiry;
@@ -86,6 +89,14 @@ struct member_record {
     char name[48];
     struct ws_saved ws;
 };
+/* Scheduled spaces (issue 12, schedule.h): <st> becomes a lobby until <start_s> (checked by
+ * schedule_check) or stage_go_live. */
+void stage_schedule(struct stage *st, int64_t start_s, const char *description);
+/* The programme reaches listeners from the next frame. Returns 0, or -EALREADY if it did. */
+int stage_go_live(struct stage *st, const char *by);
+/* 1 while <st> is a scheduled space not yet live. */
+int stage_waiting(const struct stage *st);
+
 /* Stopping (SIGTERM): every member is told to come back (1012, "service restart") and let
  * go. Returns how many there were. */
 int stage_drain(struct stage *st);

@@ -4,6 +4,9 @@
  *   POST /api/spaces?name=N[&title=T]          Authorization: Bearer HOST_KEY  -> 201
  *   POST /api/spaces/N/invites?role=R          Bearer HOST_KEY or a host/cohost token
  *   POST /api/spaces/N/end                     Bearer HOST_KEY or a host/cohost token
+ *   POST /api/spaces?name=N&title=T&start=EPOCH|start_in=S[&description=D]   a scheduled
+ *        space (issue 12, stage/schedule.h): a lobby until its start
+ *   POST /api/spaces/N/live                    Bearer HOST_KEY or a host/cohost token: go live
  *   GET  /api/spaces/N                         the state document
  *   GET  /ws/N?token=T|key=K[&name=NAME]       WebSocket: control (text) and audio (binary)
  *
@@ -30,6 +33,7 @@
 
 #include "http/request.h"
 #include "space/space.h"
+#include "stage/schedule.h"
 #include "stage/stage.h"
 #include "token/token.h"
 #include "util/log.h"
@@ -180,17 +184,82 @@ static struct space *create_stage_space(struct spaces *host, const char *name, c
     return sp;
 }
 
+/* Scheduled spaces not yet live. */
+static int spaces_waiting(struct spaces *host)
+{
+    int n = 0;
+    struct list_node *it;
+    for (it = host->list.next; it != &host->list; it = it->next) {
+        const struct space *sp = list_entry(it, struct space, node);
+        n += stage_of(sp) && stage_waiting(stage_of(sp));
+    }
+    return n;
+}
+
+/* A refused schedule: counted, logged (rate-limited), answered with <why>. */
+static void refuse_schedule(struct spaces *host, struct conn *c, int status, const char *why)
+{
+    host->sh->main.refused_schedule++;
+    LOG_RATELIMITED(LOG_WARN, "stage", "#%llu %s: scheduled space refused: %s",
+                    (unsigned long long)c->id, c->peer, why);
+    respond_err(c, status, why);
+}
+
+/* The start of a scheduled space from start= (epoch seconds) or start_in= (seconds from now):
+ * 1 with <*start>, 0 if neither is given, -1 if malformed. */
+static int start_param(const struct http_request *req, int64_t now, int64_t *start)
+{
+    char v[24], *end;
+    int rel = 0;
+    int n = query_param(req, "start", v, sizeof(v));
+    if (n < 0 && (n = query_param(req, "start_in", v, sizeof(v))) >= 0)
+        rel = 1;
+    if (n < 0)
+        return 0;
+    long long x = strtoll(v, &end, 10);
+    if (n == 0 || *end || x < 0 || x > (1LL << 40))
+        return -1;
+    *start = rel ? now + x : x;
+    return 1;
+}
+
 static void api_create(struct spaces *host, struct conn *c, const struct http_request *req)
 {
-    char name[64], title[128] = "";
+    char name[64], title[512] = "", desc[512] = "";
     if (bearer(host, req, NULL) != 2)
         return respond_err(c, 401, "creating a space needs the host key (Bearer)");
     if (query_param(req, "name", name, sizeof(name)) < 0)
         return respond_err(c, 400, "name= is required");
-    query_param(req, "title", title, sizeof(title));
+    int tlen = query_param(req, "title", title, sizeof(title));
+    int dlen = query_param(req, "description", desc, sizeof(desc));
+    int64_t now = (int64_t)time(NULL), start = 0;
+    int sched = start_param(req, now, &start);
+    if (sched < 0)
+        return refuse_schedule(host, c, 400, "bad start: seconds since the epoch (start=) or "
+                                             "from now (start_in=)");
+    const char *raw;
+    size_t rawlen;
+    if (sched && (tlen < 0 || dlen < 0) &&
+        (http_query_value(req, tlen < 0 ? "title" : "description", &raw, &rawlen) == 0))
+        return refuse_schedule(host, c, 400, tlen < 0 ? "bad title: it must be valid UTF-8 "
+                                                        "without control characters"
+                                                      : "bad description: too long or "
+                                                        "not text");
+    if (sched || dlen > 0) {
+        const char *bad = sched ? schedule_check(title, tlen < 0 ? 0 : (size_t)tlen, desc,
+                                                 dlen < 0 ? 0 : (size_t)dlen, start, now,
+                                                 spaces_waiting(host))
+                                : "description= needs start= or start_in=";
+        if (bad)
+            return refuse_schedule(host, c, strstr(bad, "too many") ? 503 : 400, bad);
+    } else if (tlen >= 128) {
+        return respond_err(c, 400, "title too long: at most 127 bytes");
+    }
     const char *why;
     int status;
     struct space *sp = create_stage_space(host, name, title, &why, &status);
+    if (sp && sched)
+        stage_schedule(stage_of(sp), start, desc);
     if (!sp && status == 503) {
         log_warn("stage", "#%llu %s: /%s refused: all %d space slots in use",
                  (unsigned long long)c->id, c->peer, name, SHARED_MAX_SPACES);
@@ -204,8 +273,11 @@ static void api_create(struct spaces *host, struct conn *c, const struct http_re
         return respond_err(c, 500, "could not make the tokens");
     struct buf b = {0};
     buf_printf(&b, "{\"space\":\"%s\",\"host_token\":\"%s\",\"speaker_token\":\"%s\","
-                   "\"listen_path\":\"/%s\",\"state_path\":\"/state/%s.json\"}",
+                   "\"listen_path\":\"/%s\",\"state_path\":\"/state/%s.json\"",
                name, host_tok, speaker, name, name);
+    if (sched)
+        buf_printf(&b, ",\"starts_at\":%lld", (long long)start);
+    buf_puts(&b, "}");
     respond_json(c, 201, b.data);
     buf_free(&b);
 }
@@ -242,6 +314,9 @@ static void api_space(struct spaces *host, struct conn *c, const struct http_req
                    reusable ? "true" : "false");
         respond_json(c, 201, b.data);
         buf_free(&b);
+    } else if (strcmp(action, "/live") == 0) {
+        int rc = stage_go_live(stage_of(sp), bearer(host, req, name) == 2 ? "host key" : "API");
+        respond_json(c, 200, rc == 0 ? "{\"live\":true}" : "{\"live\":true,\"already\":true}");
     } else if (strcmp(action, "/end") == 0) {
         respond_json(c, 200, "{\"ended\":true}");
         space_end(sp, CLOSE_MOUNT_END);

@@ -1,11 +1,14 @@
 /* Fuzz target: one stage control message (JSON text frame), a token string, and the same
  * bytes as a member name or title: what utf8_sanitize makes of them must be valid UTF-8
- * without controls that fits its buffer (it goes into every member's text frames). */
+ * without controls that fits its buffer (it goes into every member's text frames); and as a
+ * scheduled space's title and description (schedule_check, issue 12): what it accepts is
+ * valid UTF-8 without controls, within the bounds. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "stage/control.h"
+#include "stage/schedule.h"
 #include "token/token.h"
 #include "util/utf8.h"
 
@@ -28,5 +31,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
             abort();
+    size_t half = size / 2;
+    if (!schedule_check((const char *)data, half, (const char *)data + half, size - half,
+                        1000, 0, 0)) {
+        if (!half || half > SCHEDULE_TITLE_MAX || size - half > SCHEDULE_DESC_MAX ||
+            !utf8_valid(data, size) || memchr(data, 0, size) || memchr(data, '\n', size))
+            abort();
+    }
     return 0;
 }
