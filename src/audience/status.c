@@ -90,6 +90,9 @@ static void status_source(struct audience *a, int i, struct buf *b)
     json_kv_str(b, "stream_start_iso8601", t, 1);
     json_kv_str(b, "subtype", rendition_codec_name(kind), 1);
     buf_printf(b, ",\"source_connected\":%s", ss->source_connected ? "true" : "false");
+    static const char *const rec[] = {"off", "on", "failed"};
+    uint32_t rs = __atomic_load_n(&ss->record_state, __ATOMIC_ACQUIRE);
+    json_kv_str(b, "recording", rs < 3 ? rec[rs] : "off", 1);
     buf_puts(b, ",\"dummy\":null}");
 }
 
@@ -232,6 +235,22 @@ static void status_tree_metrics(struct audience *a, struct buf *b, const struct 
                (unsigned long long)st->redirects_full);
     buf_printf(b, "rostrum_redirects_total{reason=\"draining\"} %llu\n",
                (unsigned long long)st->redirects_draining);
+}
+
+/* Recordings (issue 12, item 2): kept by the main process (space/recording.c). */
+static void status_record_metrics(const struct shared *sh, struct buf *b)
+{
+    metric(b, "rostrum_recordings_active", "gauge", "Recordings growing now.",
+           sh->main.record_active);
+    metric(b, "rostrum_recordings_started_total", "counter", "Recordings begun.",
+           sh->main.record_started);
+    metric(b, "rostrum_recording_errors_total", "counter",
+           "Recordings stopped by a write error (disk full, file too large, I/O error).",
+           sh->main.record_errors);
+    metric(b, "rostrum_recording_bytes_total", "counter", "Bytes written to recordings.",
+           sh->main.record_bytes);
+    metric(b, "rostrum_recording_syncs_total", "counter", "fdatasync() calls on recordings.",
+           sh->main.record_syncs);
 }
 
 /* Issue 11, item 5: the AAC and MP3 renditions' encoders (their listeners are in the
@@ -391,6 +410,7 @@ void status_metrics(struct audience *a, struct buf *b)
            sh->main.relay_feeds_up);
     status_tree_metrics(a, b, &st);
     status_rendition_metrics(sh, b);
+    status_record_metrics(sh, b);
     metric(b, "rostrum_workers", "gauge", "Listener worker processes.", sh->nworkers);
     metric_head(b, "rostrum_worker_listener_connections", "gauge",
                 "Open listener connections, by worker process.");

@@ -186,7 +186,12 @@ struct shared_space {
     int32_t rendition_of;
     uint32_t rendition_kind, rendition_src_gen, rendition_kbps;
     uint32_t rendition_on; /* 1 while its encoder runs (the workers' admission reads it) */
+    /* issue 12, item 2: enum record_state of this slot's recording, and its id */
+    uint32_t record_state;
+    char record_id[128];
 };
+
+enum record_state { RECORD_OFF = 0, RECORD_ON, RECORD_FAILED };
 
 struct shared;
 
@@ -369,6 +374,12 @@ struct shared_main {
     uint64_t rendition_cpu_ns;       /* CPU time spent decoding and encoding (thread clock) */
     uint64_t rendition_skips;        /* times an encoder fell behind real time and skipped */
     uint64_t rendition_evictions;    /* idle rendition slots given back for new spaces */
+    /* issue 12, item 2: recordings (record/record.h) */
+    uint64_t record_active;   /* gauge: recordings growing now */
+    uint64_t record_started;  /* recordings begun */
+    uint64_t record_errors;   /* recordings stopped by a write error (disk full...) */
+    uint64_t record_bytes;    /* bytes written to recordings */
+    uint64_t record_syncs;    /* fdatasync() calls on recordings */
 };
 
 struct shared {

@@ -64,6 +64,8 @@ struct space *space_create(struct spaces *host, const char *mount)
     sp->ss = &host->sh->spaces[slot];
     sp->ring = shared_ring(host->sh, slot);
     sp->cfg = config_space(host->cfg, mount);
+    recording_init(&sp->rec);
+    sp->record_want = config_record(host->cfg, sp->cfg);
     struct shared_space *ss = sp->ss;
     /* The slot still holds what its last space showed (ice-* meta, the preamble, the state
      * document): a new space starts clean. The generation counters stay, as readers in the
@@ -73,6 +75,7 @@ struct space *space_create(struct spaces *host, const char *mount)
     ss->stream_start_wall = time(NULL);
     ss->listener_peak = 0;
     ss->channels = 0;
+    ss->record_state = RECORD_OFF;
     ss->source_connected = 0;
     shared_preamble_put(ss, NULL, 0, 0); /* empty generations, published as any other */
     shared_doc_put(ss, NULL, 0);
@@ -101,6 +104,7 @@ void space_end(struct space *sp, enum close_reason why)
         conn_close(src);
     }
     loop_timer_stop(host->loop, &sp->fill);
+    space_record_end(sp);
     if (sp->sink && sp->sink->free)
         sp->sink->free(sp->sink_arg);
     shared_doc_put(sp->ss, NULL, 0);
@@ -240,6 +244,7 @@ static void space_publish_page(void *arg, const unsigned char *page, size_t len,
     (void)seqno;
     ring_publish(sp->ring, page, (uint32_t)len, (uint32_t)samples, granule,
                  sp->host->loop->now_ms);
+    space_record_page(sp, page, len);
     sp->host->sh->main.pages_published++;
     sp->host->published = 1;
 }
@@ -322,6 +327,7 @@ int space_on_head(struct space *sp, const struct opus_head_info *head)
     if (sp->mux) {
         log_warn("space", "/%s: source changed from %d to %d channels: restarting the stream",
                  ss->mount, sp->head.channels, head->channels);
+        space_record_end(sp); /* the new stream gets a recording of its own */
         ogg_mux_free(sp->mux);
         ring_reset(sp->ring);
         /* a new generation: the audience processes close this slot's listeners */
@@ -341,6 +347,7 @@ int space_on_head(struct space *sp, const struct opus_head_info *head)
     ss->feed_serial = sp->serial;
     ss->feed_epoch = ss->gen;
     space_build_preamble(sp);
+    space_record_begin(sp);
     __atomic_store_n(&ss->state, SLOT_LIVE, __ATOMIC_RELEASE);
     log_info("space", "/%s: Opus stream, %d channel(s), serial %08x, pages of %d ms", ss->mount,
              head->channels, sp->serial, space_page_ms(sp));
