@@ -238,8 +238,19 @@ static void status_tree_metrics(struct audience *a, struct buf *b, const struct 
 }
 
 /* Recordings (issue 12, item 2): kept by the main process (space/recording.c). */
-static void status_record_metrics(const struct shared *sh, struct buf *b)
+static void status_record_metrics(const struct shared *sh, const struct shared_counters *st,
+                                  struct buf *b)
 {
+    metric(b, "rostrum_replay_reads_total", "counter", "Recording reads begun (200 or 206).",
+           st->replay_opened);
+    metric(b, "rostrum_replay_reads", "gauge", "Recording reads open now.",
+           st->replay_opened - st->replay_closed);
+    metric(b, "rostrum_replay_bytes_total", "counter", "Recording bytes sent.", st->replay_bytes);
+    metric(b, "rostrum_replay_bad_ranges_total", "counter",
+           "Range headers ignored (malformed) or refused (416).", st->replay_bad_range);
+    metric(b, "rostrum_replay_refused_total", "counter",
+           "Recording reads refused (503): the process held as many as listeners it may.",
+           st->refused_replay);
     metric(b, "rostrum_recordings_active", "gauge", "Recordings growing now.",
            sh->main.record_active);
     metric(b, "rostrum_recordings_started_total", "counter", "Recordings begun.",
@@ -410,7 +421,7 @@ void status_metrics(struct audience *a, struct buf *b)
            sh->main.relay_feeds_up);
     status_tree_metrics(a, b, &st);
     status_rendition_metrics(sh, b);
-    status_record_metrics(sh, b);
+    status_record_metrics(sh, &st, b);
     metric(b, "rostrum_workers", "gauge", "Listener worker processes.", sh->nworkers);
     metric_head(b, "rostrum_worker_listener_connections", "gauge",
                 "Open listener connections, by worker process.");

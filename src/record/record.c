@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <dirent.h>
 
+#include "util/buf.h"
 #include "util/log.h"
 
 void recording_init(struct recording *r)
@@ -325,12 +326,13 @@ long record_range_parse(const char *s, size_t len, uint64_t size, uint64_t *firs
     return (long)len;
 }
 
-long record_index(int fd, uint64_t size, uint64_t *off, long max)
+long record_index(int fd, uint64_t size, uint64_t *off, long max, struct record_info *info)
 {
-    unsigned char h[27 + 255];
+    unsigned char h[27 + 255 + 19];
     uint64_t pos = 0;
     long n = 0;
-    while (pos < size && n < max) {
+    struct record_info in = {0};
+    while (pos < size && (n < max || info)) {
         ssize_t r = pread(fd, h, sizeof(h), (off_t)pos);
         if (r < 0)
             return -errno;
@@ -338,13 +340,71 @@ long record_index(int fd, uint64_t size, uint64_t *off, long max)
         if (l <= 0 || pos + (uint64_t)l > size)
             break;
         uint64_t g = page_granule(h);
-        /* a page whose granule reaches second n starts at or after it: the page before
-         * (ending before second n) is where a player starts to hear second n */
-        while (g != UINT64_MAX && n < max && g >= (uint64_t)n * 48000) {
-            off[n] = pos;
-            n++;
+        if (pos == 0 && (size_t)r >= 27u + h[26] + 12 && memcmp(h + 27 + h[26], "OpusHead", 8) == 0)
+            in.pre_skip = (uint64_t)h[27 + h[26] + 10] | (uint64_t)h[27 + h[26] + 11] << 8;
+        if (g == 0 && pos == in.hdr_end)
+            in.hdr_end = pos + (uint64_t)l; /* still in the header pages */
+        else if (g != UINT64_MAX) {
+            /* the first page whose end reaches second n holds its first sample */
+            while (n < max && g > (uint64_t)n * 48000 + in.pre_skip) {
+                off[n] = pos;
+                n++;
+            }
+            in.last_granule = g;
         }
         pos += (uint64_t)l;
+        if (n >= max && !info)
+            break;
     }
+    in.scanned = pos;
+    if (info)
+        *info = in;
     return n;
+}
+
+int record_list_json(const char *dir, struct buf *b, int max)
+{
+    buf_puts(b, "[");
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && n < max && (e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l < 5 || strcmp(e->d_name + l - 4, ".ogg") != 0 ||
+            !record_id_valid(e->d_name, l - 4))
+            continue;
+        char path[600];
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        snprintf(path, sizeof(path), "%s/%.*s.live", dir, (int)(l - 4), e->d_name);
+        int growing = access(path, F_OK) == 0;
+        /* <mount>-<YYYYmmddTHHMMSSZ>-<serial>: the mount is what comes before the stamp */
+        size_t ml = l - 4;
+        if (ml > 26 && e->d_name[ml - 9] == '-' && e->d_name[ml - 26] == '-')
+            ml -= 26;
+        buf_printf(b, "%s{\"id\":\"%.*s\",\"mount\":\"/%.*s\",\"bytes\":%lld,"
+                   "\"modified\":%lld,\"growing\":%s,\"url\":\"/recordings/%s\"}",
+                   n ? "," : "", (int)(l - 4), e->d_name, (int)ml, e->d_name,
+                   (long long)st.st_size, (long long)st.st_mtime, growing ? "true" : "false",
+                   e->d_name);
+        n++;
+    }
+    if (d)
+        closedir(d);
+    buf_puts(b, "]");
+    return n;
+}
+
+int record_delete(const char *dir, const char *id)
+{
+    char path[600];
+    if (!record_id_valid(id, strlen(id)))
+        return -EINVAL;
+    snprintf(path, sizeof(path), "%s/%s.live", dir, id);
+    if (access(path, F_OK) == 0)
+        return -EBUSY;
+    snprintf(path, sizeof(path), "%s/%s.ogg", dir, id);
+    return unlink(path) == 0 ? 0 : -errno;
 }

@@ -80,8 +80,24 @@ long record_range_parse(const char *s, size_t len, uint64_t size, uint64_t *firs
 
 /* The granule -> byte offset index of a recording: the offset of the first page whose
  * granule reaches each whole second, scanned from the file's page headers (<fd>, <size>
- * bytes; pread only, bounded by <max> entries; headers, granule 0, count from byte 0).
- * Writes at most <max> offsets to <off> (entry i: second i) and returns how many, or -errno. */
-long record_index(int fd, uint64_t size, uint64_t *off, long max);
+ * bytes; a pread per page, bounded by <max> entries). Writes at most <max> offsets to <off>
+ * (entry i: second i; second 0 is the first audio page) and returns how many, or -errno.
+ * <info> (may be NULL) gets where the header pages end and the last page's granule (when
+ * the scan reached it: with <max> large enough). */
+struct record_info {
+    uint64_t hdr_end;      /* bytes of the header pages (granule 0) at the start */
+    uint64_t last_granule; /* of the last whole page scanned */
+    uint64_t pre_skip;     /* from OpusHead */
+    uint64_t scanned;      /* bytes of whole pages scanned */
+};
+long record_index(int fd, uint64_t size, uint64_t *off, long max, struct record_info *info);
+
+struct buf;
+/* Appends the recordings of <dir> as a JSON array (at most <max>, newest first by name
+ * order within a mount) to <b>: id, mount, bytes, growing (its marker is there), url.
+ * Returns how many it listed. */
+int record_list_json(const char *dir, struct buf *b, int max);
+/* Deletes recording <id> of <dir>: 0, -ENOENT, -EBUSY (still growing), -EINVAL (bad id). */
+int record_delete(const char *dir, const char *id);
 
 #endif

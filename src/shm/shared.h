@@ -129,6 +129,12 @@ struct shared_counters {
     /* issue 11, item 5 (AAC and MP3 renditions, transcode/transcode.h) */
     uint64_t refused_rendition; /* 503: a space's rendition has no slot (the slot reserve) */
     uint64_t refused_rendition_encoders; /* 503: rendition-max-encoders run, this one not */
+    /* issue 12, item 2 (replay of recordings, audience/replay.c) */
+    uint64_t replay_opened;  /* recording reads begun (200 or 206) */
+    uint64_t replay_closed;  /* of which ended (opened - closed: reads open now) */
+    uint64_t replay_bytes;   /* recording bytes sent */
+    uint64_t replay_bad_range; /* Range headers ignored (malformed) or refused (416) */
+    uint64_t refused_replay; /* 503: the process holds as many reads as listeners it may */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */

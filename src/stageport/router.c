@@ -27,14 +27,15 @@ void stageport_route(void *arg, struct conn *c, const struct http_request *req)
         log_debug("source", "#%llu %s: OPTIONS (a client's capability probe)",
                   (unsigned long long)c->id, c->peer);
         conn_respond_doc(c, 1, "text/plain", "", 0,
-                         "Allow: GET, HEAD, OPTIONS, POST, PUT, SOURCE\r\n"
+                         "Allow: GET, HEAD, OPTIONS, POST, PUT, SOURCE, DELETE\r\n"
                          "Access-Control-Allow-Origin: *\r\n"
-                         "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
+                         "Access-Control-Allow-Methods: GET, POST, DELETE, OPTIONS\r\n"
                          "Access-Control-Allow-Headers: Authorization, Content-Type");
         return;
     case HTTP_GET:
     case HTTP_HEAD:
     case HTTP_POST:
+    case HTTP_DELETE: /* a recording (issue 12) */
         api_route(host, c, req);
         return;
     default: {

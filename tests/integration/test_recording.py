@@ -7,10 +7,14 @@ import signal
 import subprocess
 import time
 
+import json
+
 from harness import (Skip, audio_seconds, check, check_ffmpeg_decode, check_ogg_opus_stream,
-                     ffmpeg_listener, ffmpeg_source, listen, make_opus_file, metric, metrics,
-                     mount_status, note, parse_ogg, PySource, test, token_processes, wait_for,
-                     wait_live, SERVER_ENV)
+                     ffmpeg_listener, ffmpeg_source, http_request, listen, make_opus_file, metric,
+                     metrics, mount_status, note, parse_ogg, PySource, test, token_processes,
+                     wait_for, wait_live, SERVER_ENV)
+
+HOST_KEY = "recording-host-key"
 
 
 def recordings(d):
@@ -20,12 +24,27 @@ def recordings(d):
     return {p.stem: p for p in d.iterdir() if p.suffix == ".ogg"}
 
 
-def decode_file(path):
-    """ffmpeg decodes the whole file: returns (seconds of PCM, stderr)."""
-    r = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "s16le",
-                        "-ac", "1", "-ar", "48000", "-"], capture_output=True, timeout=60)
-    check(r.returncode == 0, f"ffmpeg could not decode {path.name}: {r.stderr[-800:]!r}")
+def decode_file(path, seek=None):
+    """ffmpeg decodes the whole file or URL (from <seek> s): returns (seconds, stderr)."""
+    argv = ["ffmpeg", "-nostdin", "-v", "error"] + (["-ss", str(seek)] if seek else [])
+    r = subprocess.run(argv + ["-i", str(path), "-f", "s16le", "-ac", "1", "-ar", "48000", "-"],
+                       capture_output=True, timeout=60)
+    check(r.returncode == 0, f"ffmpeg could not decode {path}: {r.stderr[-800:]!r}")
     return len(r.stdout) / 96000, r.stderr.decode(errors="replace").strip()
+
+
+def record_file(ctx, srv, d, seconds):
+    """Streams a file of <seconds> to /show until the space ends (grace 0): its recording."""
+    src = PySource(srv.stage, "/show")
+    check(src.accepted, f"source refused: {src.resp.status}")
+    src.stream_file(make_opus_file(ctx, seconds))
+    wait_live(srv, "/show")
+    src.thread.join(seconds + 10)
+    src.sock.close()
+    wait_for(lambda: mount_status(srv, "/show") is None, 10, "the space to end")
+    path = next(iter(recordings(d).values()))
+    wait_for(lambda: not path.with_suffix(".live").exists(), 5, "the recording's marker to go")
+    return path
 
 
 def start_recorded(ctx, d, **kw):
@@ -165,3 +184,81 @@ def test_recording_disk_full(ctx):
     check_ogg_opus_stream(pages)
     note(f"disk of 24 KiB full after {audio_seconds(pages):.2f} s recorded; live listeners "
          f"decoded on ({time.monotonic() - t_full:.1f} s after), max gap {gap:.2f} s")
+
+
+@test(timeout=90, icecast=False)
+def test_replay_range_seek_api(ctx):
+    d = ctx.tmp / "rec"
+    srv = start_recorded(ctx, d, grace_ms=0, extra=["--host-key", HOST_KEY])
+    path = record_file(ctx, srv, d, 8)
+    data = path.read_bytes()
+    rid = path.stem
+    size = len(data)
+    lst = json.loads(http_request(srv.audience, "GET", "/recordings.json").body)["recordings"]
+    check([r["id"] for r in lst] == [rid] and lst[0]["bytes"] == size and not lst[0]["growing"]
+          and lst[0]["mount"] == "/show", f"/recordings.json: {lst}")
+    url = f"/recordings/{rid}.ogg"
+    r = http_request(srv.audience, "GET", url)
+    check(r.status == 200 and r.body == data and r.header("Accept-Ranges") == "bytes",
+          f"GET {url} -> {r.status}, {len(r.body)} bytes of {size}")
+    cases = [("bytes=100-199", 100, 199), ("bytes=-50", size - 50, size - 1),
+             (f"bytes={size - 10}-", size - 10, size - 1), (f"bytes=5-{size * 2}", 5, size - 1)]
+    for rng, a, b in cases:
+        r = http_request(srv.audience, "GET", url, headers=[("Range", rng)])
+        check(r.status == 206 and r.body == data[a:b + 1] and
+              r.header("Content-Range") == f"bytes {a}-{b}/{size}",
+              f"Range {rng} -> {r.status} {r.header('Content-Range')}, {len(r.body)} bytes")
+    for rng in (f"bytes={size}-", f"bytes={size + 5}-{size + 9}", "bytes=-0"):
+        r = http_request(srv.audience, "GET", url, headers=[("Range", rng)])
+        check(r.status == 416 and r.header("Content-Range") == f"bytes */{size}",
+              f"Range {rng} -> {r.status}, want 416 with bytes */{size}")
+    for rng in ("bytes=1-2,5-6", "items=0-1", "bytes=9-3", "bytes=x-"):
+        r = http_request(srv.audience, "GET", url, headers=[("Range", rng)])
+        check(r.status == 200 and r.body == data, f"malformed Range {rng} -> {r.status}")
+    st = http_request(srv.audience, "GET", "/recordings/..%2Fx.ogg").status
+    check(st in (400, 404), f"/recordings/..%2Fx.ogg -> {st}")
+    check(http_request(srv.audience, "GET", "/recordings/nope.ogg").status == 404, "no 404")
+    # seeking by time: ffmpeg -ss over HTTP (it seeks with Range requests)
+    full, _ = decode_file(srv.url(url))
+    secs, err = decode_file(srv.url(url), seek=5)
+    check(not err, f"ffmpeg -ss 5 over HTTP reported: {err[-600:]}")
+    check(abs(secs - (full - 5)) <= 0.2 + 0.03,
+          f"ffmpeg -ss 5 decoded {secs:.3f} s of a {full:.3f} s recording")
+    # the index, and ?t=
+    idx = json.loads(http_request(srv.audience, "GET", f"/recordings/{rid}.json").body)
+    pages = parse_ogg(data)[0]
+    starts = {p.offset: p for p in pages}
+    check(idx["bytes"] == size and abs(idx["duration_s"] - full) < 0.01 and
+          len(idx["seconds"]) == int(full) + 1, f"index: {dict(idx, seconds='...')}")
+    for sec, off in enumerate(idx["seconds"]):
+        p = starts.get(off)
+        check(p is not None, f"index second {sec} -> byte {off}: no page starts there")
+        prev = pages[pages.index(p) - 1]
+        check(p.granule > sec * 48000 + 312 >= prev.granule or prev.granule == 0,
+              f"index second {sec}: the page at {off} (granule {p.granule}) does not hold it")
+    r = http_request(srv.audience, "GET", f"{url}?t=3")
+    tpages = parse_ogg(r.body)[0]
+    check(r.status == 200 and r.body == data[:idx["header_bytes"]] + data[idx["seconds"][3]:],
+          f"?t=3 -> {r.status}, {len(r.body)} bytes")
+    check_ogg_opus_stream(tpages, allow_jumps=True)
+    tsecs, err = decode_file(srv.url(f"{url}?t=3"))
+    check(abs(tsecs - (full - 3)) <= 0.25, f"?t=3 decodes {tsecs:.3f} s of {full:.3f} s")
+    check(http_request(srv.audience, "GET", f"{url}?t=99").status == 416, "?t= past the end")
+    check(http_request(srv.audience, "GET", f"{url}?t=x").status == 400, "bad ?t=")
+    vals, _ = metrics(srv)
+    check(metric(vals, "rostrum_replay_reads") == 0, "a replay read still counted open")
+    check(metric(vals, "rostrum_replay_bad_ranges_total") == 7, "bad ranges not counted 7")
+    # the stage-port API: the host key lists and deletes
+    auth = [("Authorization", f"Bearer {HOST_KEY}")]
+    check(http_request(srv.stage, "GET", "/api/recordings").status == 401, "no key: not 401")
+    r = http_request(srv.stage, "GET", "/api/recordings", headers=auth)
+    check(r.status == 200 and json.loads(r.body)["recordings"][0]["id"] == rid, f"API list {r.status}")
+    check(http_request(srv.stage, "DELETE", f"/api/recordings/{rid}").status == 401,
+          "delete without the key")
+    r = http_request(srv.stage, "DELETE", f"/api/recordings/{rid}", headers=auth)
+    check(r.status == 200 and not path.exists(), f"API delete -> {r.status}")
+    check(http_request(srv.stage, "DELETE", f"/api/recordings/{rid}", headers=auth).status == 404,
+          "deleting twice is not 404")
+    check(http_request(srv.audience, "GET", url).status == 404, "a deleted recording served")
+    note(f"replay: {size} bytes, {full:.3f} s; -ss 5 over HTTP decoded {secs:.3f} s, ?t=3 "
+         f"{tsecs:.3f} s; 4 ranges 206, 3 x 416, 4 malformed -> 200")
