@@ -720,6 +720,18 @@ void status_dashboard(struct audience *a, struct buf *b)
     series(b, "return_drops_per_s", s, n, SER_RETURN_DROPS, 0, 0, 1, 1);
     series(b, "ws_closes_per_s", s, n, SER_WS_CLOSES, 0, 0, 1, 1);
     series(b, "queued_bytes", s, n, SER_QUEUED, 0, 0, 0, 1);
-    buf_puts(b, "}}}\n");
+    /* issue 12, item 2: the recordings, and the spaces whose recording failed (disk full) */
+    buf_printf(b, "}},\"recordings\":{\"active\":%llu,\"errors\":%llu,\"failed\":[",
+               (unsigned long long)sh->main.record_active,
+               (unsigned long long)sh->main.record_errors);
+    int nf = 0;
+    for (int i = 0; i < SHARED_MAX_SPACES; i++)
+        if (sh->spaces[i].state != SLOT_FREE &&
+            __atomic_load_n(&sh->spaces[i].record_state, __ATOMIC_ACQUIRE) == RECORD_FAILED)
+        {
+            buf_puts(b, nf++ ? "," : "");
+            buf_json_str(b, sh->spaces[i].mount, strlen(sh->spaces[i].mount));
+        }
+    buf_puts(b, "]}}\n");
     free(s);
 }

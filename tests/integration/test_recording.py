@@ -175,6 +175,9 @@ def test_recording_disk_full(ctx):
     check(metric(vals, "rostrum_recording_errors_total") == 1,
           f"recording_errors_total = {metric(vals, 'rostrum_recording_errors_total')}")
     check(metric(vals, "rostrum_recordings_active") == 0, "the failed recording counts as active")
+    r = http_request(srv.audience, "GET", "/dashboard.json")
+    dash = json.loads(r.body)["recordings"]
+    check(dash["errors"] == 1 and dash["failed"] == ["show"], f"dashboard recordings: {dash}")
     log = srv.log_text()
     check(log.count("stopped: No space left on device") == 1,
           "the disk-full error is not logged exactly once")
