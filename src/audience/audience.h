@@ -219,6 +219,8 @@ void hls_metrics(struct audience *a, struct buf *b, const struct shared_counters
 int replay_route(struct audience *a, struct conn *c, const struct http_request *req,
                  const char *path, int head_only);
 void replay_tick(struct audience *a);
+/* A recording as HLS VOD (vod.c): <rest> is what follows "/recordings/"; 1 if answered. */
+int vod_route(struct audience *a, struct conn *c, const char *rest, int head_only);
 void replay_close_all(struct audience *a);
 
 /* Documents (status.c). */

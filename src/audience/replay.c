@@ -344,6 +344,8 @@ int replay_route(struct audience *a, struct conn *c, const struct http_request *
         return 0;
     const char *id = path + 12;
     size_t len = strlen(id);
+    if (vod_route(a, c, id, head_only))
+        return 1;
     if (len > 4 && strcmp(id + len - 4, ".ogg") == 0)
         replay_file(a, c, req, id, len - 4, head_only);
     else if (len > 5 && strcmp(id + len - 5, ".json") == 0)

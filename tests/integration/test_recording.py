@@ -8,6 +8,8 @@ import subprocess
 import time
 
 import json
+import shutil
+from pathlib import Path
 
 from harness import (Skip, audio_seconds, check, check_ffmpeg_decode, check_ogg_opus_stream,
                      ffmpeg_listener, ffmpeg_source, http_request, listen, make_opus_file, metric,
@@ -265,3 +267,48 @@ def test_replay_range_seek_api(ctx):
     check(http_request(srv.audience, "GET", url).status == 404, "a deleted recording served")
     note(f"replay: {size} bytes, {full:.3f} s; -ss 5 over HTTP decoded {secs:.3f} s, ?t=3 "
          f"{tsecs:.3f} s; 4 ranges 206, 3 x 416, 4 malformed -> 200")
+
+
+VOD_PAGE = Path(__file__).resolve().parent.parent / "browser" / "vod.mjs"
+
+
+@test(timeout=120, icecast=False)
+def test_replay_hls_vod(ctx):
+    """A recording as HLS VOD: the playlist is VOD with an end, its segments are the
+    recording's packets, ffmpeg decodes it all, and hls.js in Chromium plays it to the end."""
+    d = ctx.tmp / "rec"
+    srv = start_recorded(ctx, d, grace_ms=0)
+    path = record_file(ctx, srv, d, 7)
+    rid = path.stem
+    r = http_request(srv.audience, "GET", f"/recordings/{rid}.m3u8")
+    text = r.body.decode()
+    check(r.status == 200 and "#EXT-X-PLAYLIST-TYPE:VOD" in text and
+          text.rstrip().endswith("#EXT-X-ENDLIST"), f"VOD playlist: {r.status}\n{text[:400]}")
+    segs = [l for l in text.splitlines() if l.endswith(".m4s")]
+    check(len(segs) == 4, f"7 s in 2 s segments: want 4, got {len(segs)}")
+    check(http_request(srv.audience, "GET", f"/recordings/{rid}/99.m4s").status == 404,
+          "a segment past the end")
+    secs, err = decode_file(srv.url(f"/recordings/{rid}.m3u8"))
+    full, _ = decode_file(path)
+    check(abs(secs - full) < 0.05, f"ffmpeg decoded {secs:.3f} s of the VOD, {full:.3f} s of "
+                                   f"the Ogg file")
+    node = shutil.which("node")
+    check(node and (VOD_PAGE.parent / "node_modules" / "playwright-core").is_dir(),
+          "node or playwright-core missing")
+    check(http_request(srv.audience, "GET", "/hls.min.js").status == 200, "no /hls.min.js")
+    env = {"HOME": str(ctx.tmp), "XDG_CONFIG_HOME": str(ctx.tmp / ".config"),
+           "XDG_CACHE_HOME": str(ctx.tmp / ".cache"), "TMPDIR": str(ctx.tmp)}
+    play = ctx.spawn("vod", [node, VOD_PAGE, srv.url(""), rid], env=env,
+                     stdout=ctx.tmp / "vod.out")
+    try:
+        rc = play.wait(100)
+    finally:
+        play.signal(signal.SIGTERM)
+    out = play.output().decode(errors="replace").strip()
+    check(rc == 0, f"vod.mjs exited with {rc}: {out[-1500:]}\n{play.tail(15)}")
+    p = json.loads(out.splitlines()[-1])["play"]
+    check(p["playlist_type"] == "VOD" and abs(p["played"] - full) < 0.3,
+          f"hls.js: {p}")
+    note(f"HLS VOD: {len(segs)} segments; ffmpeg decoded {secs:.3f} s (Ogg {full:.3f} s); "
+         f"hls.js {p['version']} played {p['played']:.3f} s to 'ended', duration "
+         f"{p['duration']:.3f} s")
