@@ -6,8 +6,10 @@
  *   node tests/browser/vod.mjs URL ID
  *
  * Opens URL/, loads URL/hls.min.js, plays /recordings/ID.m3u8 in an <audio> at 4x speed
- * (playbackRate) and waits for "ended". Prints one line of JSON: {"ok":true, played,
- * duration, ...} or {"ok":false, reason, ...}; exits 0 or 1.
+ * (playbackRate) and waits for "ended". Then the listener page's "Past spaces": the card of
+ * ID must be listed; its player is started, seeked to 3 s (the browser asks Range) and must
+ * play on from there to "ended". Prints one line of JSON: {"ok":true, play, page} or
+ * {"ok":false, reason, ...}; exits 0 or 1.
  */
 import {AUTOPLAY, firstLine, withChromium} from './chromium.mjs';
 
@@ -59,7 +61,31 @@ try {
     }, id);
     if (!r.ended || r.fatal || r.media_error)
       return {ok: false, reason: 'hls.js did not play the recording to its end', play: r, thrown};
-    return {ok: true, play: r, thrown};
+    await page.goto(`${base}/`, {timeout: 10000});
+    const sel = `#past li[data-id="${id}"] audio`;
+    await page.waitForSelector(sel, {timeout: 10000});
+    const pg = await page.evaluate(async (s) => {
+      const audio = document.querySelector(s);
+      await audio.play().catch(() => {});
+      const t0 = performance.now();
+      while (performance.now() - t0 < 10000 && !(audio.currentTime > 0))
+        await new Promise((ok) => setTimeout(ok, 50));
+      audio.currentTime = 3;
+      await new Promise((ok) => {
+        audio.addEventListener('seeked', ok, {once: true});
+        setTimeout(ok, 5000);
+      });
+      const seekedTo = audio.currentTime;
+      audio.playbackRate = 4;
+      while (performance.now() - t0 < 40000 && !audio.ended && !audio.error)
+        await new Promise((ok) => setTimeout(ok, 100));
+      return {seeked_to: seekedTo, ended: audio.ended, duration: audio.duration,
+              error: audio.error ? audio.error.code : null,
+              title: audio.closest('li').querySelector('h2').textContent};
+    }, sel);
+    if (!pg.ended || pg.error || !(pg.seeked_to >= 2.9))
+      return {ok: false, reason: 'the page\'s replay player did not seek and play', play: r, page: pg};
+    return {ok: true, play: r, page: pg, thrown};
   });
   console.log(JSON.stringify(res));
   process.exit(res.ok ? 0 : 1);

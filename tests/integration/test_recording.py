@@ -275,7 +275,8 @@ VOD_PAGE = Path(__file__).resolve().parent.parent / "browser" / "vod.mjs"
 @test(timeout=120, icecast=False)
 def test_replay_hls_vod(ctx):
     """A recording as HLS VOD: the playlist is VOD with an end, its segments are the
-    recording's packets, ffmpeg decodes it all, and hls.js in Chromium plays it to the end."""
+    recording's packets, ffmpeg decodes it all, and hls.js in Chromium plays it to the end;
+    the listener page lists it under Past spaces and its player seeks and plays."""
     d = ctx.tmp / "rec"
     srv = start_recorded(ctx, d, grace_ms=0)
     path = record_file(ctx, srv, d, 7)
@@ -306,9 +307,14 @@ def test_replay_hls_vod(ctx):
         play.signal(signal.SIGTERM)
     out = play.output().decode(errors="replace").strip()
     check(rc == 0, f"vod.mjs exited with {rc}: {out[-1500:]}\n{play.tail(15)}")
-    p = json.loads(out.splitlines()[-1])["play"]
+    res = json.loads(out.splitlines()[-1])
+    p, pg = res["play"], res["page"]
     check(p["playlist_type"] == "VOD" and abs(p["played"] - full) < 0.3,
           f"hls.js: {p}")
+    check(pg["title"] == "/show" and abs(pg["duration"] - full) < 0.3, f"page's player: {pg}")
+    reads = metric(metrics(srv)[0], "rostrum_replay_reads_total")
+    check(reads >= 1, "the page's player made no recording read")
     note(f"HLS VOD: {len(segs)} segments; ffmpeg decoded {secs:.3f} s (Ogg {full:.3f} s); "
          f"hls.js {p['version']} played {p['played']:.3f} s to 'ended', duration "
-         f"{p['duration']:.3f} s")
+         f"{p['duration']:.3f} s; the listener page lists it under Past spaces, its player "
+         f"seeked to {pg['seeked_to']:.2f} s and played to the end ({int(reads)} reads)")
