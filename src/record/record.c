@@ -74,6 +74,29 @@ int recording_open(struct recording *r, const char *dir, const char *id,
     return 0;
 }
 
+int recording_resume(struct recording *r, const char *dir, const char *id, int sync_ms,
+                     int64_t now_ms)
+{
+    recording_init(r);
+    if (!record_id_valid(id, strlen(id)))
+        return -EINVAL;
+    if ((size_t)snprintf(r->path, sizeof(r->path), "%s/%s.ogg", dir, id) >= sizeof(r->path) ||
+        (size_t)snprintf(r->live, sizeof(r->live), "%s/%s.live", dir, id) >= sizeof(r->live))
+        return -ENAMETOOLONG;
+    long long kept = recording_repair(r->path, NULL);
+    if (kept < 0)
+        return (int)kept;
+    int fd = open(r->path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    snprintf(r->id, sizeof(r->id), "%s", id);
+    r->fd = fd;
+    r->size = (uint64_t)kept;
+    r->sync_ms = sync_ms;
+    r->last_sync_ms = now_ms;
+    return 0;
+}
+
 /* Stops a recording after an error: back to its last whole page, closed. The marker goes
  * too, as what is left is whole. */
 static void recording_stop(struct recording *r)

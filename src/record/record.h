@@ -46,6 +46,10 @@ void recording_init(struct recording *r);
  * Returns 0, or -errno (nothing left open; a half-made file is removed). */
 int recording_open(struct recording *r, const char *dir, const char *id,
                    const unsigned char *hdr, size_t hlen, int sync_ms, int64_t now_ms);
+/* Carries on <dir>/<id>.ogg, which another process was recording (an upgrade: the space goes
+ * on in this one): cut to its whole pages, then appended to. Returns 0 or -errno. */
+int recording_resume(struct recording *r, const char *dir, const char *id, int sync_ms,
+                     int64_t now_ms);
 /* Appends one whole page. Returns 0, or -errno: the recording has stopped (cut back to its
  * last whole page, closed; r->fd is -1). Does nothing (returns 0) when not recording. */
 int recording_page(struct recording *r, const unsigned char *page, size_t len, int64_t now_ms);

@@ -95,3 +95,25 @@ void space_set_record(struct space *sp, int on)
     else
         space_record_end(sp);
 }
+
+void space_record_resume(struct space *sp)
+{
+    recording_init(&sp->rec);
+    sp->record_want = config_record(sp->host->cfg, sp->cfg);
+    if (__atomic_load_n(&sp->ss->record_state, __ATOMIC_ACQUIRE) != RECORD_ON)
+        return;
+    sp->record_want = 1; /* it was recorded: it goes on being */
+    const struct config *cfg = sp->host->cfg;
+    int rc = recording_resume(&sp->rec, cfg->record_dir, sp->ss->record_id,
+                              cfg->record_sync_s * 1000, sp->host->loop->now_ms);
+    if (rc != 0) {
+        log_warn("record", "/%s: cannot carry on recording %s: %s", sp->ss->mount,
+                 sp->ss->record_id, strerror(-rc));
+        sp->host->sh->main.record_errors++;
+        sp->host->sh->main.record_active--;
+        sp->ss->record_state = RECORD_FAILED;
+        return;
+    }
+    log_info("record", "/%s: carrying on recording %s at byte %llu", sp->ss->mount,
+             sp->rec.path, (unsigned long long)sp->rec.size);
+}

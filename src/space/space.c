@@ -508,6 +508,7 @@ struct space *space_restore(struct spaces *host, const struct space_record *r)
     sp->ss = &host->sh->spaces[r->slot];
     sp->ring = shared_ring(host->sh, r->slot);
     sp->cfg = config_space(host->cfg, sp->ss->mount);
+    space_record_resume(sp);
     sp->serial = r->serial;
     sp->head = (struct opus_head_info){r->channels, r->pre_skip, r->input_rate, r->output_gain};
     sp->meta = r->meta;

@@ -166,6 +166,9 @@ void space_set_record(struct space *sp, int on);
 void space_record_begin(struct space *sp);
 void space_record_page(struct space *sp, const unsigned char *page, size_t len);
 void space_record_end(struct space *sp);
+/* A space carried over by an upgrade (space_restore): its recording, if it had one, goes on
+ * in the same file. */
+void space_record_resume(struct space *sp);
 
 /* Publishes the stage's state document to the audience processes. */
 void space_set_state(struct space *sp, const char *json, size_t len);

@@ -318,3 +318,38 @@ def test_replay_hls_vod(ctx):
          f"hls.js {p['version']} played {p['played']:.3f} s to 'ended', duration "
          f"{p['duration']:.3f} s; the listener page lists it under Past spaces, its player "
          f"seeked to {pg['seeked_to']:.2f} s and played to the end ({int(reads)} reads)")
+
+
+@test(timeout=90, icecast=False)
+def test_recording_through_upgrade(ctx):
+    """SIGUSR2 (the new binary takes over): the recording goes on in the same file, one
+    Ogg stream with no page lost, whole at the end."""
+    from harness import Server
+    from test_upgrade import installed_copy, replace_binary, upgrade
+    d = ctx.tmp / "rec"
+    exe = installed_copy(ctx)
+    srv = Server(ctx, exe, grace_ms=0, extra=["--record", "1", "--record-dir", str(d),
+                                              "--workers", "1"])
+    src = PySource(srv.stage, "/show")
+    check(src.accepted, f"source refused: {src.resp.status}")
+    src.stream_file(make_opus_file(ctx, 8))
+    wait_live(srv, "/show")
+    time.sleep(3)
+    replace_binary(ctx, exe)
+    upgrade(srv)
+    check("carrying on recording" in srv.log_text(), "the new process did not carry on")
+    src.thread.join(20)
+    src.sock.close()
+    wait_for(lambda: mount_status(srv, "/show") is None, 10, "the space to end")
+    recs = recordings(d)
+    check(len(recs) == 1, f"want one recording, found {sorted(recs)}")
+    path = next(iter(recs.values()))
+    wait_for(lambda: not path.with_suffix(".live").exists(), 5, "the recording's marker to go")
+    pages, rest = parse_ogg(path.read_bytes())
+    check(not rest and all(p.crc_ok for p in pages), "torn or bad pages")
+    check_ogg_opus_stream(pages, allow_final_eos=True)  # one serial, no page missing
+    check(abs(pages[-1].granule / 48000 - 8.0) <= 0.23,
+          f"the recording ends at {pages[-1].granule / 48000:.3f} s, the source sent 8 s")
+    secs, err = decode_file(path)
+    check(not err, f"ffmpeg errors: {err[-600:]}")
+    note(f"upgrade 3 s in: one recording of {len(pages)} pages, {secs:.3f} s decoded")
