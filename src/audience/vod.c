@@ -42,7 +42,8 @@ struct vod {
     int growing;
 };
 
-static int vod_open(struct audience *a, const char *id, size_t len, struct vod *v)
+/* Opens recording <id> and indexes its first <max> seconds. */
+static int vod_open(struct audience *a, const char *id, size_t len, struct vod *v, long max)
 {
     char path[600];
     struct stat st;
@@ -59,9 +60,9 @@ static int vod_open(struct audience *a, const char *id, size_t len, struct vod *
     v->size = (uint64_t)st.st_size;
     snprintf(path, sizeof(path), "%s/%.*s.live", a->cfg->record_dir, (int)len, id);
     v->growing = access(path, F_OK) == 0;
-    v->off = malloc(sizeof(uint64_t) * VOD_MAX_S);
+    v->off = malloc(sizeof(uint64_t) * (size_t)max);
     BUG_ON(!v->off);
-    v->n = record_index(v->fd, v->size, v->off, VOD_MAX_S, &v->in);
+    v->n = record_index(v->fd, v->size, v->off, max, &v->in);
     if (v->n < 0)
         v->n = 0;
     v->size = v->in.scanned; /* whole pages only */
@@ -207,8 +208,18 @@ int vod_route(struct audience *a, struct conn *c, const char *rest, int head_onl
         idlen = len - 5;
     else if (!slash)
         return 0;
+    /* a segment needs the index up to its end only: the pread cost grows with its place,
+     * not with the recording */
+    long max = VOD_MAX_S;
+    if (slash && slash[1] >= '0' && slash[1] <= '9') {
+        long k = strtol(slash + 1, NULL, 10);
+        if (k >= 0 && k < VOD_MAX_S / seg_s(a))
+            max = (k + 1) * seg_s(a) + 1;
+    } else if (slash) {
+        max = 1; /* init.mp4: the header pages */
+    }
     struct vod v;
-    if (vod_open(a, rest, idlen, &v) < 0) {
+    if (vod_open(a, rest, idlen, &v, max) < 0) {
         conn_error(c, 404, NULL, "No such recording");
         return 1;
     }

@@ -355,7 +355,7 @@ long record_index(int fd, uint64_t size, uint64_t *off, long max, struct record_
     uint64_t pos = 0;
     long n = 0;
     struct record_info in = {0};
-    while (pos < size && (n < max || info)) {
+    while (pos < size && n < max) {
         ssize_t r = pread(fd, h, sizeof(h), (off_t)pos);
         if (r < 0)
             return -errno;
@@ -376,8 +376,6 @@ long record_index(int fd, uint64_t size, uint64_t *off, long max, struct record_
             in.last_granule = g;
         }
         pos += (uint64_t)l;
-        if (n >= max && !info)
-            break;
     }
     in.scanned = pos;
     if (info)

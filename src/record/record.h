@@ -86,8 +86,9 @@ long record_range_parse(const char *s, size_t len, uint64_t size, uint64_t *firs
  * granule reaches each whole second, scanned from the file's page headers (<fd>, <size>
  * bytes; a pread per page, bounded by <max> entries). Writes at most <max> offsets to <off>
  * (entry i: second i; second 0 is the first audio page) and returns how many, or -errno.
- * <info> (may be NULL) gets where the header pages end and the last page's granule (when
- * the scan reached it: with <max> large enough). */
+ * The scan stops once <max> seconds are indexed (the cost is a pread per page up to there).
+ * <info> (may be NULL) gets where the header pages end, and the last granule and the end of
+ * the pages scanned: the file's own when it is shorter than <max> seconds. */
 struct record_info {
     uint64_t hdr_end;      /* bytes of the header pages (granule 0) at the start */
     uint64_t last_granule; /* of the last whole page scanned */
