@@ -242,7 +242,10 @@ static void replay_file(struct audience *a, struct conn *c, const struct http_re
         conn_error(c, 400, NULL, "Bad t= (whole seconds from the start)");
         return;
     }
-    if (!head_only && (a->nlisteners + a->nreplays >= a->max_here)) {
+    /* bounded like listeners: this process's room, and max-listeners over all of them */
+    if (!head_only && (a->nlisteners + a->nreplays >= a->max_here ||
+                       __atomic_load_n(&a->sh->total_connections, __ATOMIC_ACQUIRE) +
+                               a->nreplays >= (uint32_t)a->cfg->max_listeners)) {
         ctr->refused_replay++;
         conn_error(c, 503, "Retry-After: 5", "The server is full: come back shortly");
         return;

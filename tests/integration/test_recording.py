@@ -353,3 +353,65 @@ def test_recording_through_upgrade(ctx):
     secs, err = decode_file(path)
     check(not err, f"ffmpeg errors: {err[-600:]}")
     note(f"upgrade 3 s in: one recording of {len(pages)} pages, {secs:.3f} s decoded")
+
+
+@test(timeout=60, icecast=False)
+def test_replay_bounded_like_listeners(ctx):
+    """A recording read counts like a listener: with max-listeners 1 taken by a live listener,
+    a read is 503 with Retry-After (counted), and served again once the listener leaves."""
+    d = ctx.tmp / "rec"
+    srv = start_recorded(ctx, d, grace_ms=0, extra=["--max-listeners", "1"])
+    path = record_file(ctx, srv, d, 3)
+    url = f"/recordings/{path.stem}.ogg"
+    check(http_request(srv.audience, "GET", url).status == 200, "a read with room")
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    lst = listen(ctx, srv, "/live")
+    check(lst.resp.status == 200, f"the listener: {lst.resp.status}")
+    wait_for(lambda: http_request(srv.audience, "GET", url).status == 503, 5,
+             "a recording read to be refused with max-listeners taken")
+    r = http_request(srv.audience, "GET", url)
+    check(r.status == 503 and r.header("Retry-After"), f"refused read: {r.status}")
+    vals, _ = metrics(srv)
+    refused = metric(vals, "rostrum_replay_refused_total")
+    check(refused >= 2, f"replay_refused_total = {refused}")
+    lst.close()
+    wait_for(lambda: http_request(srv.audience, "GET", url).status == 200, 10,
+             "a read to be served again once the listener left")
+    note(f"max-listeners 1: {int(refused)} reads refused (503) while a listener held it, "
+         "served again after")
+
+
+@test(timeout=60, icecast=False)
+def test_replay_stuck_reader_closed(ctx):
+    """A reader that takes nothing is closed after response-timeout-ms; while it is held it
+    is counted open (rostrum_replay_reads)."""
+    import socket
+    d = ctx.tmp / "rec"
+    d.mkdir()
+    (d / "big-1.ogg").write_bytes(os.urandom(1 << 20) * 24)  # 24 MiB: more than sockets hold
+    srv = start_recorded(ctx, d, extra=["--response-timeout-ms", "1500"])
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", srv.audience))
+    s.sendall(b"GET /recordings/big-1.ogg HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_for(lambda: metric(metrics(srv)[0], "rostrum_replay_reads") == 1, 5,
+             "the read to be counted open")
+    t0 = time.monotonic()
+    wait_for(lambda: metric(metrics(srv)[0], "rostrum_replay_reads") == 0, 10,
+             "the stuck read to be closed")
+    took = time.monotonic() - t0
+    s.settimeout(5)
+    got = 0
+    try:
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            got += len(b)
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    check(got < 24 << 20, f"the stuck reader got all {got} bytes")
+    note(f"a reader taking nothing closed {took:.1f} s after it was counted (timeout 1.5 s), "
+         f"having got {got} of {24 << 20} bytes")
