@@ -204,6 +204,10 @@ void spaces_reconfigure(struct spaces *host)
         struct space *sp = list_entry(n, struct space, node);
         /* sp->cfg points into the config, whose sections may have moved */
         sp->cfg = config_space(host->cfg, sp->ss->mount);
+        /* a reload turns recording on (a failed one starts again, in a new file), never
+         * off: a recording in progress ends whole with its space */
+        if (config_record(host->cfg, sp->cfg) && sp->rec.fd < 0)
+            space_set_record(sp, 1);
         if (!sp->source)
             continue;
         struct space_meta was;

@@ -415,3 +415,35 @@ def test_replay_stuck_reader_closed(ctx):
     check(got < 24 << 20, f"the stuck reader got all {got} bytes")
     note(f"a reader taking nothing closed {took:.1f} s after it was counted (timeout 1.5 s), "
          f"having got {got} of {24 << 20} bytes")
+
+
+@test(timeout=60, icecast=False)
+def test_recording_turned_on_by_reload(ctx):
+    """SIGHUP with `record = 1`: a live space starts recording at once, from its header pages
+    (the file decodes on its own); the live stream is not touched."""
+    d = ctx.tmp / "rec"
+    conf = ctx.tmp / "rostrum.conf"
+    conf.write_text(f"record = 0\nrecord-dir = {d}\n")
+    srv = ctx.start_server(config=str(conf), grace_ms=0)
+    src = PySource(srv.stage, "/show")
+    check(src.accepted, f"source refused: {src.resp.status}")
+    src.stream_file(make_opus_file(ctx, 6))
+    wait_live(srv, "/show")
+    lst = listen(ctx, srv, "/show")
+    time.sleep(1.5)
+    check(not recordings(d), "recorded with record = 0")
+    conf.write_text(f"record = 1\nrecord-dir = {d}\n")
+    srv.proc.signal(signal.SIGHUP)
+    wait_for(lambda: recordings(d), 5, "the reload to start a recording")
+    src.thread.join(20)
+    src.sock.close()
+    wait_for(lambda: lst.end is not None, 10, "the space to end")
+    path = next(iter(recordings(d).values()))
+    wait_for(lambda: not path.with_suffix(".live").exists(), 5, "the recording's marker to go")
+    pages = parse_ogg(path.read_bytes())[0]
+    check_ogg_opus_stream(pages, allow_final_eos=True, allow_jumps=True)
+    secs, err = decode_file(path)
+    check(not err and 2.5 <= secs <= 5.0, f"the recording from the reload on decodes {secs:.2f} s "
+                                          f"({err[-300:]})")
+    check_ogg_opus_stream(parse_ogg(lst.data())[0], allow_final_eos=True)  # live: unbroken
+    note(f"record turned on by SIGHUP 1.5 s in: {secs:.2f} s recorded of the 6 s programme")
