@@ -2,6 +2,7 @@
 #include "stageport/stageport.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "http/request.h"
 #include "util/log.h"
@@ -15,6 +16,12 @@ void stageport_route(void *arg, struct conn *c, const struct http_request *req)
         snprintf(extra, sizeof(extra), "Retry-After: %u", host->sh->main.drain_retry_s + 1);
         host->sh->main.c.refused_draining++;
         conn_error(c, 503, extra, "The server is stopping: come back in a moment");
+        return;
+    }
+    /* DELETE is for recordings only (issue 12); on anything else it stays a 405 */
+    if (req->method == HTTP_DELETE && req->path_len > 16 &&
+        memcmp(req->path, "/api/recordings/", 16) == 0) {
+        api_route(host, c, req);
         return;
     }
     switch (req->method) {
@@ -35,7 +42,6 @@ void stageport_route(void *arg, struct conn *c, const struct http_request *req)
     case HTTP_GET:
     case HTTP_HEAD:
     case HTTP_POST:
-    case HTTP_DELETE: /* a recording (issue 12) */
         api_route(host, c, req);
         return;
     default: {
