@@ -114,8 +114,13 @@ async function update() {
       draw(box(id, title), j.t, j.charts[id] || {}, unit);
     root.dataset.updates = String(Number(root.dataset.updates) + 1);
     root.dataset.samples = String(j.points);
+    const rec = j.recordings || {active: 0, errors: 0, failed: []};
+    root.dataset.recordingErrors = String(rec.errors);
     status.textContent = `${j.points} samples of ${j.capacity} (1 per second), updated ` +
-                         new Date().toLocaleTimeString();
+                         new Date().toLocaleTimeString() + ` · recordings: ${rec.active} active` +
+                         (rec.errors ? `, ${rec.errors} stopped by a write error` +
+                          (rec.failed.length ? ` (${rec.failed.map((m) => '/' + m).join(', ')})` : '') +
+                          ' — check the disk' : '');
   } catch (e) {
     status.textContent = 'Cannot reach the server: ' + e;
   }

@@ -84,6 +84,8 @@ void audience_init(struct audience *a)
     list_init(&a->feeds);
     list_init(&a->hls_waiting);
     a->hls_nwaiting = 0;
+    list_init(&a->replays);
+    a->nreplays = 0;
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
         list_init(&a->listeners[i]);
         a->gen[i] = __atomic_load_n(&a->sh->spaces[i].gen, __ATOMIC_ACQUIRE);
@@ -274,6 +276,7 @@ void audience_tick(struct audience *a, int second)
     audience_sample_overload(a);
     feed_tick(a);
     hls_tick(a);
+    replay_tick(a);
     if (!second)
         return;
     a->counted_ms = now;
@@ -325,6 +328,7 @@ void audience_close_all(struct audience *a)
     }
     feed_close_all(a);
     hls_close_all(a);
+    replay_close_all(a);
     loop_timer_stop(a->loop, &a->flush_timer);
 }
 
@@ -877,7 +881,7 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
                          "Access-Control-Allow-Origin: *\r\nCache-Control: public, max-age=1");
         return;
     }
-    if (hls_route(a, c, req, path))
+    if (hls_route(a, c, req, path) || replay_route(a, c, req, path, head_only))
         return;
     audience_check_slots(a); /* this process may not have been woken since a change */
     if (beacon && strncmp(path, "/beacon/", 8) == 0) { /* counted even while draining */

@@ -91,6 +91,9 @@ struct audience {
     /* issue 11: HLS sessions live per slot, as last counted (beacon_counts()) */
     uint32_t hls[SHARED_MAX_SPACES];
     int64_t hls_counted_ms;
+    /* issue 12, item 2: recordings being read (replay.c), struct conn.node */
+    struct list_node replays;
+    uint32_t nreplays;
 };
 
 /* The audience of the process that accepted <c>. */
@@ -228,6 +231,16 @@ void hls_tick(struct audience *a);
 void hls_close_all(struct audience *a);
 /* Appends the HLS metrics (counters summed in <st>). */
 void hls_metrics(struct audience *a, struct buf *b, const struct shared_counters *st);
+
+/* Replay of recordings (replay.c, issue 12 item 2): answers /recordings.json and
+ * /recordings/ID.{ogg,json} and returns 1; else 0. replay_tick closes reads that took
+ * nothing for response-timeout-ms. */
+int replay_route(struct audience *a, struct conn *c, const struct http_request *req,
+                 const char *path, int head_only);
+void replay_tick(struct audience *a);
+/* A recording as HLS VOD (vod.c): <rest> is what follows "/recordings/"; 1 if answered. */
+int vod_route(struct audience *a, struct conn *c, const char *rest, int head_only);
+void replay_close_all(struct audience *a);
 
 /* Documents (status.c). */
 void status_json(struct audience *a, struct buf *out);

@@ -94,6 +94,9 @@ static void status_source(struct audience *a, int i, struct buf *b)
     if (starts) /* issue 12: a scheduled space, its lobby open */
         buf_printf(b, ",\"starts_at\":%lld,\"starts_in_s\":%lld", (long long)starts,
                    (long long)(starts > time(NULL) ? starts - time(NULL) : 0));
+    static const char *const rec[] = {"off", "on", "failed"};
+    uint32_t rs = __atomic_load_n(&ss->record_state, __ATOMIC_ACQUIRE);
+    json_kv_str(b, "recording", rs < 3 ? rec[rs] : "off", 1);
     buf_puts(b, ",\"dummy\":null}");
 }
 
@@ -237,6 +240,33 @@ static void status_tree_metrics(struct audience *a, struct buf *b, const struct 
                (unsigned long long)st->redirects_full);
     buf_printf(b, "rostrum_redirects_total{reason=\"draining\"} %llu\n",
                (unsigned long long)st->redirects_draining);
+}
+
+/* Recordings (issue 12, item 2): kept by the main process (space/recording.c). */
+static void status_record_metrics(const struct shared *sh, const struct shared_counters *st,
+                                  struct buf *b)
+{
+    metric(b, "rostrum_replay_reads_total", "counter", "Recording reads begun (200 or 206).",
+           st->replay_opened);
+    metric(b, "rostrum_replay_reads", "gauge", "Recording reads open now.",
+           st->replay_opened - st->replay_closed);
+    metric(b, "rostrum_replay_bytes_total", "counter", "Recording bytes sent.", st->replay_bytes);
+    metric(b, "rostrum_replay_bad_ranges_total", "counter",
+           "Range headers ignored (malformed) or refused (416).", st->replay_bad_range);
+    metric(b, "rostrum_replay_refused_total", "counter",
+           "Recording reads refused (503): the process held as many as listeners it may.",
+           st->refused_replay);
+    metric(b, "rostrum_recordings_active", "gauge", "Recordings growing now.",
+           sh->main.record_active);
+    metric(b, "rostrum_recordings_started_total", "counter", "Recordings begun.",
+           sh->main.record_started);
+    metric(b, "rostrum_recording_errors_total", "counter",
+           "Recordings stopped by a write error (disk full, file too large, I/O error).",
+           sh->main.record_errors);
+    metric(b, "rostrum_recording_bytes_total", "counter", "Bytes written to recordings.",
+           sh->main.record_bytes);
+    metric(b, "rostrum_recording_syncs_total", "counter", "fdatasync() calls on recordings.",
+           sh->main.record_syncs);
 }
 
 /* Issue 11, item 5: the AAC and MP3 renditions' encoders (their listeners are in the
@@ -397,6 +427,7 @@ void status_metrics(struct audience *a, struct buf *b)
     status_tree_metrics(a, b, &st);
     status_rendition_metrics(sh, b);
     react_metrics(sh, &st, b); /* issue 12 */
+    status_record_metrics(sh, &st, b);
     metric(b, "rostrum_workers", "gauge", "Listener worker processes.", sh->nworkers);
     metric_head(b, "rostrum_worker_listener_connections", "gauge",
                 "Open listener connections, by worker process.");
@@ -700,6 +731,18 @@ void status_dashboard(struct audience *a, struct buf *b)
     series(b, "return_drops_per_s", s, n, SER_RETURN_DROPS, 0, 0, 1, 1);
     series(b, "ws_closes_per_s", s, n, SER_WS_CLOSES, 0, 0, 1, 1);
     series(b, "queued_bytes", s, n, SER_QUEUED, 0, 0, 0, 1);
-    buf_puts(b, "}}}\n");
+    /* issue 12, item 2: the recordings, and the spaces whose recording failed (disk full) */
+    buf_printf(b, "}},\"recordings\":{\"active\":%llu,\"errors\":%llu,\"failed\":[",
+               (unsigned long long)sh->main.record_active,
+               (unsigned long long)sh->main.record_errors);
+    int nf = 0;
+    for (int i = 0; i < SHARED_MAX_SPACES; i++)
+        if (sh->spaces[i].state != SLOT_FREE &&
+            __atomic_load_n(&sh->spaces[i].record_state, __ATOMIC_ACQUIRE) == RECORD_FAILED)
+        {
+            buf_puts(b, nf++ ? "," : "");
+            buf_json_str(b, sh->spaces[i].mount, strlen(sh->spaces[i].mount));
+        }
+    buf_puts(b, "]}}\n");
     free(s);
 }

@@ -86,6 +86,9 @@ enum key_id {
     KEY_REACT_IP_PER_S,
     KEY_MAX_HANDS,
     KEY_HAND_TTL_S,
+    KEY_RECORD,
+    KEY_RECORD_DIR,
+    KEY_RECORD_SYNC_S,
     KEY_COUNT
 };
 
@@ -160,6 +163,9 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_REACT_IP_PER_S] = {"react-ip-per-s", IN_GLOBAL, 1, 100000},
     [KEY_MAX_HANDS] = {"max-hands", IN_GLOBAL, 1, 1000}, /* SHARED_HANDS_MAX */
     [KEY_HAND_TTL_S] = {"hand-ttl-s", IN_GLOBAL, 5, 3600},
+    [KEY_RECORD] = {"record", IN_GLOBAL | IN_SPACE, 0, 1},
+    [KEY_RECORD_DIR] = {"record-dir", IN_GLOBAL, 1, 0},
+    [KEY_RECORD_SYNC_S] = {"record-sync-s", IN_GLOBAL, 1, 3600},
 };
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
@@ -245,6 +251,9 @@ void config_defaults(struct config *c)
     c->rendition_linger_ms = 10000;
     c->rendition_reserve = 8;
     c->rendition_max_encoders = 16;
+    c->record = 0;
+    snprintf(c->record_dir, sizeof(c->record_dir), "recordings");
+    c->record_sync_s = 5;
 }
 
 static bool is_name_char(unsigned char ch)
@@ -371,6 +380,11 @@ int config_page_ms(const struct config *c, const struct space_config *sc)
     return sc && sc->page_ms >= 0 ? sc->page_ms : c->page_ms;
 }
 
+int config_record(const struct config *c, const struct space_config *sc)
+{
+    return sc && sc->record >= 0 ? sc->record : c->record;
+}
+
 int config_grace_ms(const struct config *c, const struct space_config *sc)
 {
     return sc && sc->grace_ms >= 0 ? sc->grace_ms : c->grace_ms;
@@ -474,6 +488,10 @@ static int *int_field(struct parser *p, enum key_id id)
         return &c->rendition_reserve;
     case KEY_RENDITION_MAX_ENCODERS:
         return &c->rendition_max_encoders;
+    case KEY_RECORD:
+        return sc ? &sc->record : &c->record;
+    case KEY_RECORD_SYNC_S:
+        return &c->record_sync_s;
     default:
         check_fail(__FILE__, __LINE__, "key_defs[] and this switch disagree");
     }
@@ -644,6 +662,8 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         return set_string(p, def, c->access_log, sizeof(c->access_log), val, vlen);
     case KEY_LOG_FILE:
         return set_string(p, def, c->log_file, sizeof(c->log_file), val, vlen);
+    case KEY_RECORD_DIR:
+        return set_string(p, def, c->record_dir, sizeof(c->record_dir), val, vlen);
     case KEY_USER:
         return set_string(p, def, c->user, sizeof(c->user), val, vlen);
     case KEY_AUDIENCE_TLS:
@@ -707,6 +727,7 @@ static int parse_section(struct parser *p, const char *s, size_t len)
     memcpy(sc->name, in, nlen);
     sc->name[nlen] = '\0';
     sc->burst_ms = sc->page_ms = sc->grace_ms = -1;
+    sc->record = -1;
     p->sc = sc;
     p->seen = 0;
     return 0;

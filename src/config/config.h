@@ -35,6 +35,7 @@ struct space_config {
     char description[256];
     char source_password[128];       /* "" = use the global one */
     int burst_ms, page_ms, grace_ms; /* -1 = use the global value */
+    int record;                      /* 0/1; -1 = use the global value */
 };
 
 struct config {
@@ -116,6 +117,10 @@ struct config {
     int rendition_linger_ms;   /* an encoder outlives its last listener this long; 10000 */
     int rendition_reserve;     /* free slots renditions never take (kept for spaces); 8 */
     int rendition_max_encoders; /* encoders running at once, all spaces; default 16 */
+    /* recording and replay (issue 12, item 2; record/record.h) */
+    int record;                /* 1: every space is recorded; default 0 (per space too) */
+    char record_dir[256];      /* where recordings live; default "recordings" */
+    int record_sync_s;         /* fdatasync a growing recording this often; default 5 */
     struct space_config spaces[CONFIG_MAX_SPACES];
     size_t num_spaces;
 };
@@ -162,6 +167,8 @@ const struct space_config *config_space(const struct config *c, const char *name
 int config_burst_ms(const struct config *c, const struct space_config *sc);
 int config_page_ms(const struct config *c, const struct space_config *sc);
 int config_grace_ms(const struct config *c, const struct space_config *sc);
+/* 1 if the space of <sc> (may be NULL) is recorded: its record, or the global one. */
+int config_record(const struct config *c, const struct space_config *sc);
 const char *config_source_password(const struct config *c, const struct space_config *sc);
 
 #endif

@@ -30,6 +30,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "stage/hands.h"
+#include "record/record.h"
 #include "stage/stage.h"
 #include "stageport/stageport.h"
 #include "tls/tls.h"
@@ -356,6 +357,10 @@ int server_init(struct server *srv)
     }
     if (server_init_common(srv) < 0)
         return -1;
+    /* recordings (issue 12, item 2): a file over RLIMIT_FSIZE is a write error (EFBIG), not
+     * the end of the process; those the last run left growing are cut to their whole pages */
+    signal(SIGXFSZ, SIG_IGN);
+    recording_repair_dir(srv->cfg.record_dir);
     if (srv->relay_mode)
         snprintf(srv->stage_addr, sizeof(srv->stage_addr), "none");
     else if (conn_listen(&srv->hub, &srv->stage, PORT_STAGE, srv->cfg.stage_host,

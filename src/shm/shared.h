@@ -182,6 +182,12 @@ struct shared_counters {
     uint64_t refused_hand_queue;   /* 503: this worker's hand queue was full */
     uint64_t refused_hands_full;   /* 503: the space lists max-hands raised hands */
     uint64_t hand_invites_taken;   /* stage invites handed to an invited hand */
+    /* issue 12, item 2 (replay of recordings, audience/replay.c) */
+    uint64_t replay_opened;  /* recording reads begun (200 or 206) */
+    uint64_t replay_closed;  /* of which ended (opened - closed: reads open now) */
+    uint64_t replay_bytes;   /* recording bytes sent */
+    uint64_t replay_bad_range; /* Range headers ignored (malformed) or refused (416) */
+    uint64_t refused_replay; /* 503: the process holds as many reads as listeners it may */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */
@@ -245,7 +251,12 @@ struct shared_space {
     int32_t rendition_of;
     uint32_t rendition_kind, rendition_src_gen, rendition_kbps;
     uint32_t rendition_on; /* 1 while its encoder runs (the workers' admission reads it) */
+    /* issue 12, item 2: enum record_state of this slot's recording, and its id */
+    uint32_t record_state;
+    char record_id[128];
 };
+
+enum record_state { RECORD_OFF = 0, RECORD_ON, RECORD_FAILED };
 
 struct shared;
 
@@ -440,6 +451,12 @@ struct shared_main {
     uint64_t hands_dismissed;   /* by the host */
     uint64_t hands_expired;     /* not raised again for hand-ttl-s */
     uint64_t hands_invited;     /* invited on stage by the host */
+    /* issue 12, item 2: recordings (record/record.h) */
+    uint64_t record_active;   /* gauge: recordings growing now */
+    uint64_t record_started;  /* recordings begun */
+    uint64_t record_errors;   /* recordings stopped by a write error (disk full...) */
+    uint64_t record_bytes;    /* bytes written to recordings */
+    uint64_t record_syncs;    /* fdatasync() calls on recordings */
 };
 
 struct shared {

@@ -73,6 +73,8 @@ struct space *space_create(struct spaces *host, const char *mount)
     sp->ss = &host->sh->spaces[slot];
     sp->ring = shared_ring(host->sh, slot);
     sp->cfg = config_space(host->cfg, mount);
+    recording_init(&sp->rec);
+    sp->record_want = config_record(host->cfg, sp->cfg);
     struct shared_space *ss = sp->ss;
     /* The slot still holds what its last space showed (ice-* meta, the preamble, the state
      * document): a new space starts clean. The generation counters stay, as readers in the
@@ -82,6 +84,7 @@ struct space *space_create(struct spaces *host, const char *mount)
     space_mark_start(ss);
     ss->listener_peak = 0;
     ss->channels = 0;
+    ss->record_state = RECORD_OFF;
     ss->source_connected = 0;
     shared_preamble_put(ss, NULL, 0, 0); /* empty generations, published as any other */
     shared_doc_put(ss, NULL, 0);
@@ -110,6 +113,7 @@ void space_end(struct space *sp, enum close_reason why)
         conn_close(src);
     }
     loop_timer_stop(host->loop, &sp->fill);
+    space_record_end(sp);
     if (sp->sink && sp->sink->free)
         sp->sink->free(sp->sink_arg);
     shared_doc_put(sp->ss, NULL, 0);
@@ -209,6 +213,10 @@ void spaces_reconfigure(struct spaces *host)
         struct space *sp = list_entry(n, struct space, node);
         /* sp->cfg points into the config, whose sections may have moved */
         sp->cfg = config_space(host->cfg, sp->ss->mount);
+        /* a reload turns recording on (a failed one starts again, in a new file), never
+         * off: a recording in progress ends whole with its space */
+        if (config_record(host->cfg, sp->cfg) && sp->rec.fd < 0)
+            space_set_record(sp, 1);
         if (!sp->source)
             continue;
         struct space_meta was;
@@ -249,6 +257,7 @@ static void space_publish_page(void *arg, const unsigned char *page, size_t len,
     (void)seqno;
     ring_publish(sp->ring, page, (uint32_t)len, (uint32_t)samples, granule,
                  sp->host->loop->now_ms);
+    space_record_page(sp, page, len);
     sp->host->sh->main.pages_published++;
     sp->host->published = 1;
 }
@@ -331,6 +340,7 @@ int space_on_head(struct space *sp, const struct opus_head_info *head)
     if (sp->mux) {
         log_warn("space", "/%s: source changed from %d to %d channels: restarting the stream",
                  ss->mount, sp->head.channels, head->channels);
+        space_record_end(sp); /* the new stream gets a recording of its own */
         ogg_mux_free(sp->mux);
         ring_reset(sp->ring);
         /* a new generation: the audience processes close this slot's listeners */
@@ -350,6 +360,7 @@ int space_on_head(struct space *sp, const struct opus_head_info *head)
     ss->feed_serial = sp->serial;
     ss->feed_epoch = ss->gen;
     space_build_preamble(sp);
+    space_record_begin(sp);
     __atomic_store_n(&ss->state, SLOT_LIVE, __ATOMIC_RELEASE);
     log_info("space", "/%s: Opus stream, %d channel(s), serial %08x, pages of %d ms", ss->mount,
              head->channels, sp->serial, space_page_ms(sp));
@@ -510,6 +521,7 @@ struct space *space_restore(struct spaces *host, const struct space_record *r)
     sp->ss = &host->sh->spaces[r->slot];
     sp->ring = shared_ring(host->sh, r->slot);
     sp->cfg = config_space(host->cfg, sp->ss->mount);
+    space_record_resume(sp);
     sp->serial = r->serial;
     sp->head = (struct opus_head_info){r->channels, r->pre_skip, r->input_rate, r->output_gain};
     sp->meta = r->meta;

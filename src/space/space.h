@@ -36,6 +36,7 @@
 #include "event/loop.h"
 #include "ogg/demux.h"
 #include "ogg/mux.h"
+#include "record/record.h"
 #include "shm/shared.h"
 #include "util/buf.h"
 #include "util/list.h"
@@ -98,6 +99,9 @@ struct space {
     /* a relayed space (issue 10): the upstream's Ogg header pages (owned), NULL otherwise */
     unsigned char *relay_hdr;
     uint32_t relay_hdr_len;
+    /* issue 12, item 2: its recording (record/record.h) */
+    int record_want;      /* record its next stream (config, or space_set_record) */
+    struct recording rec;
 };
 
 /* Finds a space by mount name (no leading '/'), or NULL. */
@@ -152,6 +156,19 @@ int space_relay_page(struct space *sp, uint64_t seq, const unsigned char *page, 
  * from <m>, no caching, CORS) with <content_type>, and icy-br <bitrate> (NULL: <m>'s). */
 void space_http_head(struct buf *b, const struct space_meta *m, const char *content_type,
                      const char *bitrate);
+
+/* Recording (issue 12, item 2): <on> 1 records <sp> from now (its current stream, if any,
+ * from its header pages and the next page on; a scheduled space calls it at creation so
+ * that the recording starts with its first page), 0 ends its recording whole. */
+void space_set_record(struct space *sp, int on);
+/* The space's own calls (recording.c): a stream began (its header pages are known), a page
+ * was published, the stream or the space ended. */
+void space_record_begin(struct space *sp);
+void space_record_page(struct space *sp, const unsigned char *page, size_t len);
+void space_record_end(struct space *sp);
+/* A space carried over by an upgrade (space_restore): its recording, if it had one, goes on
+ * in the same file. */
+void space_record_resume(struct space *sp);
 
 /* Publishes the stage's state document to the audience processes. */
 void space_set_state(struct space *sp, const char *json, size_t len);

@@ -20,6 +20,7 @@
  * within a reserve of its descriptor limit. Sources (source.c), the host key and stage
  * tokens (host, cohost, speaker: at most 13 a space) may use the reserve.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@
 #include "stageport/stageport.h"
 
 #include "http/request.h"
+#include "record/record.h"
 #include "space/space.h"
 #include "stage/schedule.h"
 #include "stage/stage.h"
@@ -415,6 +417,39 @@ static void ws_join(struct spaces *host, struct conn *c, const struct http_reque
     stage_join(stage_of(sp), c, role, who, seat);
 }
 
+/* Recordings (issue 12, item 2), the host key's: GET /api/recordings lists them, DELETE
+ * /api/recordings/ID deletes one that has ended (409 while it grows). */
+static void api_recordings(struct spaces *host, struct conn *c, const struct http_request *req,
+                           const char *rest)
+{
+    if (bearer(host, req, NULL) != 2)
+        return respond_err(c, 401, "recordings need the host key (Bearer)");
+    const char *dir = host->cfg->record_dir;
+    if (!rest[0]) {
+        if (req->method != HTTP_GET)
+            return respond_err(c, 405, "use GET");
+        struct buf b = {0};
+        buf_puts(&b, "{\"recordings\":");
+        record_list_json(dir, &b, 1000);
+        buf_puts(&b, "}");
+        respond_json(c, 200, b.data);
+        buf_free(&b);
+        return;
+    }
+    if (req->method != HTTP_DELETE)
+        return respond_err(c, 405, "use DELETE");
+    int rc = record_delete(dir, rest + 1);
+    if (rc == -EBUSY)
+        return respond_err(c, 409, "the recording is still growing: end its space first");
+    if (rc == -EINVAL || rc == -ENOENT)
+        return respond_err(c, 404, "no such recording");
+    if (rc < 0)
+        return respond_err(c, 500, strerror(-rc));
+    log_info("record", "#%llu %s: recording %s deleted", (unsigned long long)c->id, c->peer,
+             rest + 1);
+    respond_json(c, 200, "{\"deleted\":true}");
+}
+
 void api_route(struct spaces *host, struct conn *c, const struct http_request *req)
 {
     char path[256];
@@ -424,6 +459,8 @@ void api_route(struct spaces *host, struct conn *c, const struct http_request *r
         return ws_join(host, c, req, path + 4);
     if (!http_find_header(req, "Authorization") && fds_in_reserve(c))
         return refuse_fd_reserve(host, c, "API call");
+    if (strcmp(path, "/api/recordings") == 0 || strncmp(path, "/api/recordings/", 16) == 0)
+        return api_recordings(host, c, req, path + 15);
     if (strcmp(path, "/api/spaces") == 0) {
         if (req->method != HTTP_POST)
             return respond_err(c, 405, "use POST");

@@ -2,6 +2,7 @@
 #include "stageport/stageport.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "http/request.h"
 #include "util/log.h"
@@ -17,6 +18,12 @@ void stageport_route(void *arg, struct conn *c, const struct http_request *req)
         conn_error(c, 503, extra, "The server is stopping: come back in a moment");
         return;
     }
+    /* DELETE is for recordings only (issue 12); on anything else it stays a 405 */
+    if (req->method == HTTP_DELETE && req->path_len > 16 &&
+        memcmp(req->path, "/api/recordings/", 16) == 0) {
+        api_route(host, c, req);
+        return;
+    }
     switch (req->method) {
     case HTTP_PUT:
     case HTTP_SOURCE:
@@ -27,9 +34,9 @@ void stageport_route(void *arg, struct conn *c, const struct http_request *req)
         log_debug("source", "#%llu %s: OPTIONS (a client's capability probe)",
                   (unsigned long long)c->id, c->peer);
         conn_respond_doc(c, 1, "text/plain", "", 0,
-                         "Allow: GET, HEAD, OPTIONS, POST, PUT, SOURCE\r\n"
+                         "Allow: GET, HEAD, OPTIONS, POST, PUT, SOURCE, DELETE\r\n"
                          "Access-Control-Allow-Origin: *\r\n"
-                         "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
+                         "Access-Control-Allow-Methods: GET, POST, DELETE, OPTIONS\r\n"
                          "Access-Control-Allow-Headers: Authorization, Content-Type");
         return;
     case HTTP_GET:

@@ -27,7 +27,7 @@ int web_reserved(const char *name)
      * (audience.c, stageport/api.c) */
     static const char *const routes[] = {
         "metrics", "status-json.xsl", "state", "join", "api", "ws", "dashboard", "dashboard.json",
-        "relay.json", "hls"};
+        "relay.json", "hls", "recordings", "recordings.json"};
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
         if (strcmp(name, routes[i]) == 0)
             return 1;

@@ -161,6 +161,25 @@ TEST(hls_keys_issue11)
     }
 }
 
+TEST(record_keys_issue12)
+{
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    ASSERT(c.record == 0 && c.record_sync_s == 5);
+    ASSERT_EQ_STR(c.record_dir, "recordings");
+    ASSERT_EQ_INT(parse(&c, "record = 1\nrecord-dir = /srv/rec\nrecord-sync-s = 60\n"
+                            "[space a]\nrecord = 0\n[space b]\n", err, sizeof(err)), 0);
+    ASSERT(c.record == 1 && c.record_sync_s == 60);
+    ASSERT_EQ_STR(c.record_dir, "/srv/rec");
+    ASSERT_EQ_INT(config_record(&c, config_space(&c, "a")), 0); /* its own */
+    ASSERT_EQ_INT(config_record(&c, config_space(&c, "b")), 1); /* the global one */
+    ASSERT_EQ_INT(config_record(&c, NULL), 1);
+    EXPECT_ERROR("record = 2\n", 1, "out of range (0 to 1)");
+    EXPECT_ERROR("record-sync-s = 0\n", 1, "out of range (1 to 3600)");
+    EXPECT_ERROR("[space a]\nrecord-dir = x\n", 2, "global key");
+}
+
 TEST(issue9_access_log_key)
 {
     struct config c;
