@@ -1145,7 +1145,9 @@ void stage_schedule(struct stage *st, int64_t start_s, const char *description)
     st->sp->ss->starts_at_s = start_s;
     stage_holding(st);
     stage_publish_state(st); /* listed with its countdown at once */
-    /* recording hook (issue 12 item 2): turn recording on for scheduled spaces here */
+    /* issue 12: a scheduled space is recorded, from the lobby's first page on (an event is
+     * worth keeping whatever the global default) */
+    space_set_record(st->sp, 1);
 }
 
 int stage_go_live(struct stage *st, const char *by)

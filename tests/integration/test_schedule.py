@@ -72,6 +72,7 @@ def test_schedule_lobby_switches_at_start_without_reconnect(ctx):
            if s["listenurl"].endswith("/evening")]
     check(src and src[0].get("starts_at") == t0 and src[0]["server_description"] ==
           "Ask me anything", f"status-json does not list the scheduled space: {src}")
+    check(src[0].get("recording") == "on", f"a scheduled space is not recorded: {src[0]}")
     # early speakers: the green room
     a = speaker(ctx, srv, "evening", "A", tone=440, seconds=14, record="a.ogg")
     b = speaker(ctx, srv, "evening", "B", tone=660, seconds=14, record="b.ogg")
