@@ -846,16 +846,25 @@ int config_parse(struct config *c, const char *text, size_t len, const char *fil
         else
             rc = parse_line(&p, s, n);
     }
-    if (rc == 0 && (tmp->hls_part_ms % 20 != 0 || tmp->hls_segment_ms % tmp->hls_part_ms != 0)) {
-        /* HLS parts are whole Opus frames (20 ms), segments whole parts (issue 11) */
+    if (rc == 0) {
         p.line = 0;
-        rc = fail(&p, "hls-part-ms (%d) must be a multiple of 20 and hls-segment-ms (%d) a "
-                      "whole number of parts", tmp->hls_part_ms, tmp->hls_segment_ms);
+        rc = config_check(tmp, p.err, p.errlen, p.filename);
     }
     if (rc == 0)
         memcpy(c, tmp, sizeof(*c));
     free(tmp);
     return rc;
+}
+
+int config_check(const struct config *c, char *err, size_t errlen, const char *where)
+{
+    if (c->hls_part_ms % 20 != 0 || c->hls_segment_ms % c->hls_part_ms != 0) {
+        /* HLS parts are whole Opus frames (20 ms), segments whole parts (issue 11) */
+        snprintf(err, errlen, "%s: hls-part-ms (%d) must be a multiple of 20 and hls-segment-ms "
+                 "(%d) a whole number of parts", where, c->hls_part_ms, c->hls_segment_ms);
+        return -1;
+    }
+    return 0;
 }
 
 int config_set(struct config *c, const char *key, const char *value, char *err, size_t errlen)

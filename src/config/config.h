@@ -137,6 +137,11 @@ void config_defaults(struct config *c);
 int config_parse(struct config *c, const char *text, size_t len, const char *filename, char *err,
                  size_t errlen);
 
+/* Checks what spans keys (HLS parts and segments): 0, or -1 with the reason, prefixed by
+ * <where>, in <err>. config_load_file does it per file; after command-line options
+ * (config_set, one at a time) the caller does. */
+int config_check(const struct config *c, char *err, size_t errlen, const char *where);
+
 /* Sets global key <key> (its config-file name) to <value>, checked as a line of the file would
  * be, with the same ranges: the command line goes through here. Returns 0, or -1 with
  * "--KEY: message" in <err>; on error <c> is unchanged. */

@@ -50,7 +50,7 @@ int server_config_read(const struct server_args *args, struct config *out, char 
     for (int i = 0; i < args->nopts; i++)
         if (config_set(out, args->key[i], args->val[i], err, errlen) < 0)
             return -1;
-    return 0;
+    return args->nopts ? config_check(out, err, errlen, "command line") : 0;
 }
 
 static const char *workers_shown(int n, char *buf, size_t cap)

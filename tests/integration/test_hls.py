@@ -348,3 +348,23 @@ def test_hls_aac_rendition(ctx):
     check_tone(pcm, 440, "AAC HLS through ffmpeg")
     note(f"AAC rendition: PART-TARGET {target}, parts {min(durs)}-{max(durs)} s, "
          f"ffmpeg decoded {len(pcm) / 96000:.2f} s")
+
+
+@test(timeout=40, icecast=False)
+def test_hls_part_and_segment_checked_on_the_command_line_issue11(ctx):
+    """hls-part-ms must be whole Opus frames and a segment whole parts, from a file or from the
+    command line (options are set one at a time, so the check runs after all of them)."""
+    for args, ok in ((["--hls-part-ms", "250"], False),
+                     (["--hls-segment-ms", "2100"], False),
+                     (["--hls-part-ms", "400", "--hls-segment-ms", "2400"], True)):
+        p = ctx.spawn("hlsargs" + "".join(args).replace("-", ""),
+                      [ctx.binary, "serve", "--audience", "127.0.0.1:0", "--stage", "127.0.0.1:0",
+                       "--source-password", "x", "--workers", "0", *args])
+        if ok:
+            wait_for(lambda: "ready audience=" in p.log.read_text(errors="replace"), 15,
+                     f"{args} to start")
+            p.kill()
+            continue
+        rc = p.wait(15)
+        err = p.log.read_text(errors="replace")
+        check(rc != 0 and "command line: hls-part-ms" in err, f"{args}: exit {rc}, {err!r}")
