@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import netns
-from harness import (check, check_ffmpeg_decode, check_listener_ogg, check_tone, metrics,
+from harness import (check, check_ffmpeg_decode, check_listener_ogg, check_tone, metrics, note,
                      test, wait_for)
 
 KEY = "netns-host-key"
@@ -83,8 +83,6 @@ def test_netns_origin_two_listener_hosts_through_a_cut(ctx):
     for name, lst in (("lhost1 /live", l1), ("lhost2 /live", l2), ("lhost2 /stage", st1)):
         g = lst.max_gap(start=t_start + 1.5)
         check(g < 1.5, f"{name}: a {g:.2f} s gap on a healthy link")
-    healthy2 = topo.stats("origin", "lhost2")["stats"]
-    check(healthy2["ab"]["lost"] > 0, f"no packet was lost on a 2 % loss link: {healthy2}")
 
     # 2. cut lhost2's link for CUT_S seconds: a black hole, then restore
     t_cut = time.monotonic()
@@ -141,6 +139,14 @@ def test_netns_origin_two_listener_hosts_through_a_cut(ctx):
         r = json.loads(spk.output().strip().splitlines()[-1])
         check(r["packets_received"] > 700, f"speaker {name} heard {r['packets_received']} "
                                            "return packets in 22 s")
+    # the 2 % loss link really lost packets while everyone above kept playing: counted over
+    # the whole run and both directions (6 s of one direction, ~100 packets, lose none 1 time
+    # in 9; a whole run's ~600 packets, about 1 in 10^5)
+    st = topo.stats("origin", "lhost2")["stats"]
+    sent = st["ab"]["in"] + st["ba"]["in"]
+    lost = st["ab"]["lost"] + st["ba"]["lost"]
+    check(lost > 0, f"no packet was lost on a 2 % loss link ({sent} packets): {st}")
+    note(f"lhost2's 2 % link lost {lost} of {sent} packets ({100 * lost / max(sent, 1):.1f} %)")
 
 
 def tcp_connect_time(topo, host, addr, port, timeout):
