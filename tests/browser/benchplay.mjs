@@ -14,7 +14,7 @@
  *    or null,"hls_latency_ms":hls.js's own hls.latency or null}
  * hls.js is seen by wrapping window.Hls as the page loads it (the page itself is not changed).
  * The last line is {"done":true,"ok":...,"first_playing_ms":click to the <audio>'s first
- * 'playing' event, measured in the page}. Exits 0 unless the browser itself failed.
+ * 'playing' event, measured in the page,"hls_errors":hls.js's error events' details}. Exits 0 unless the browser itself failed.
  */
 import {AUTOPLAY, firstLine, withChromium} from './chromium.mjs';
 
@@ -41,7 +41,12 @@ function wrapHls() {
     get() { return cls; },
     set(v) {
       cls = class extends v {
-        constructor(c) { super(c); window.__benchHls = this; }
+        constructor(c) {
+          super(c);
+          window.__benchHls = this;
+          window.__benchHlsErrors = [];
+          this.on('hlsError', (_, d) => window.__benchHlsErrors.push(d.details));
+        }
       };
     },
   });
@@ -95,9 +100,10 @@ async function run(page) {
     console.log(JSON.stringify(s));
     await sleep(200);
   }
-  const t = await page.evaluate(() => [window.__clickAt, window.__playingAt]);
+  const t = await page.evaluate(() => [window.__clickAt, window.__playingAt,
+                                       window.__benchHlsErrors || []]);
   const firstPlaying = t[0] !== undefined && t[1] !== undefined ? Math.round(t[1] - t[0]) : null;
-  return {first_playing_ms: firstPlaying, page_errors: pageErrors};
+  return {first_playing_ms: firstPlaying, hls_errors: t[2], page_errors: pageErrors};
 }
 
 let rc = 0;
