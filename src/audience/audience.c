@@ -433,18 +433,9 @@ static int ticket_ok(struct conn *c, const char *q, size_t len, const char *moun
 {
     struct audience *a = audience_of(c);
     struct shared_counters *ctr = &a->me->c;
-    const char *why = "malformed ticket";
-    int bad = len >= TOKEN_MAX || token_check(a->secret, TOKEN_ADMIT, q, len, time(NULL), t,
-                                              &why) < 0;
-    if (!bad && strcmp(t->space, mount) != 0) {
-        bad = 1;
-        why = "ticket for another stream";
-    }
-    if (!bad && (!known || memcmp(t->addr, key->b, sizeof(t->addr)) != 0)) {
-        bad = 1;
-        why = "ticket issued to another address";
-    }
-    if (bad) {
+    const char *why;
+    if (token_check_bound(a->secret, TOKEN_ADMIT, q, len, time(NULL), mount,
+                          known ? key->b : NULL, t, &why) < 0) {
         ctr->refused_ticket++;
         LOG_RATELIMITED(LOG_INFO, "admit", "#%llu %s: bad ticket for /%s: %s",
                         (unsigned long long)c->id, c->peer, mount, why);

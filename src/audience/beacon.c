@@ -112,17 +112,9 @@ void beacon_route(struct conn *c, const struct http_request *req, const char *mo
     struct token t;
     if (br.sid) {
         /* one HMAC before anything else */
-        const char *why = "malformed session id";
-        int bad = token_check(a->secret, TOKEN_SESSION, br.sid, br.sid_len, now_wall, &t, &why);
-        if (!bad && strcmp(t.space, mount) != 0) {
-            bad = 1;
-            why = "session of another space";
-        }
-        if (!bad && (!known || memcmp(t.addr, key.b, sizeof(t.addr)) != 0)) {
-            bad = 1;
-            why = "session issued to another address";
-        }
-        if (bad) {
+        const char *why;
+        if (token_check_bound(a->secret, TOKEN_SESSION, br.sid, br.sid_len, now_wall, mount,
+                              known ? key.b : NULL, &t, &why) < 0) {
             ctr->refused_beacon++;
             LOG_RATELIMITED(LOG_INFO, "beacon", "#%llu %s: beacon for /%s refused: %s",
                             (unsigned long long)c->id, c->peer, mount, why);

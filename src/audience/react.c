@@ -232,17 +232,9 @@ void react_route(struct conn *c, const struct http_request *req, const char *pat
     }
     struct token t;
     if (rq.id) { /* one HMAC before anything else */
-        const char *why = "malformed listener id";
-        int bad = token_check(a->secret, TOKEN_LISTENER, rq.id, rq.id_len, time(NULL), &t, &why);
-        if (!bad && strcmp(t.space, mount) != 0) {
-            bad = 1;
-            why = "listener id of another space";
-        }
-        if (!bad && memcmp(t.addr, key.b, sizeof(t.addr)) != 0) {
-            bad = 1;
-            why = "listener id issued to another address";
-        }
-        if (bad) {
+        const char *why;
+        if (token_check_bound(a->secret, TOKEN_LISTENER, rq.id, rq.id_len, time(NULL), mount,
+                              key.b, &t, &why) < 0) {
             ctr->refused_react_id++;
             LOG_RATELIMITED(LOG_INFO, "react", "#%llu %s: /%s refused: %s",
                             (unsigned long long)c->id, c->peer, mount, why);

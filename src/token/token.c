@@ -202,6 +202,23 @@ int token_check(const uint8_t secret[TOKEN_SECRET_LEN], int purpose, const char 
     return 0;
 }
 
+int token_check_bound(const uint8_t secret[TOKEN_SECRET_LEN], int purpose, const char *tok,
+                      size_t len, int64_t now, const char *space, const uint8_t *addr,
+                      struct token *out, const char **why)
+{
+    if (token_check(secret, purpose, tok, len, now, out, why) < 0)
+        return -1;
+    if (strcmp(out->space, space) != 0) {
+        *why = "issued for another space";
+        return -1;
+    }
+    if (!addr || memcmp(out->addr, addr, sizeof(out->addr)) != 0) {
+        *why = "issued to another address";
+        return -1;
+    }
+    return 0;
+}
+
 int token_secret_equal(const void *a, size_t alen, const void *b, size_t blen)
 {
     unsigned char da[32], db[32];

@@ -55,6 +55,15 @@ int token_mint(const uint8_t secret[TOKEN_SECRET_LEN], struct token *t, char *ou
 int token_check(const uint8_t secret[TOKEN_SECRET_LEN], int purpose, const char *tok, size_t len,
                 int64_t now, struct token *out, const char **why);
 
+/* token_check(), then that the token is bound to what this request is for: space <space> and
+ * the client whose address key is <addr> (16 bytes; NULL when the request has no client
+ * address, which no bound token matches). Reasons added to token_check()'s: "issued for
+ * another space", "issued to another address". For the tokens that name an address
+ * (TOKEN_ADMIT, TOKEN_SESSION, TOKEN_LISTENER); one HMAC, before anything else is believed. */
+int token_check_bound(const uint8_t secret[TOKEN_SECRET_LEN], int purpose, const char *tok,
+                      size_t len, int64_t now, const char *space, const uint8_t *addr,
+                      struct token *out, const char **why);
+
 /* 1 if secret <a> (<alen> bytes, untrusted) is <b> (<blen> bytes), in time that depends on
  * neither where they differ nor how long the guess is: both are hashed (SHA-256) and the
  * digests compared with CRYPTO_memcmp. For passwords and keys. */

@@ -147,6 +147,38 @@ TEST(secret_equal_issue10)
     ASSERT(!token_secret_equal("a\0b", 3, "a\0c", 3)); /* bytes, not strings */
 }
 
+TEST(token_check_bound_space_and_address)
+{
+    char tok[TOKEN_MAX];
+    struct token m, t;
+    const char *why = NULL;
+    int n = mint_admit(tok, &m);
+    uint8_t other[16];
+    memcpy(other, m.addr, 16);
+    other[15] ^= 1;
+    ASSERT_EQ_INT(token_check_bound(secret, TOKEN_ADMIT, tok, (size_t)n, now, "room", m.addr, &t,
+                                    &why), 0);
+    ASSERT(t.id == m.id);
+    ASSERT_EQ_INT(token_check_bound(secret, TOKEN_ADMIT, tok, (size_t)n, now, "hall", m.addr, &t,
+                                    &why), -1);
+    ASSERT_EQ_STR(why, "issued for another space");
+    ASSERT_EQ_INT(token_check_bound(secret, TOKEN_ADMIT, tok, (size_t)n, now, "room", other, &t,
+                                    &why), -1);
+    ASSERT_EQ_STR(why, "issued to another address");
+    ASSERT_EQ_INT(token_check_bound(secret, TOKEN_ADMIT, tok, (size_t)n, now, "room", NULL, &t,
+                                    &why), -1);
+    ASSERT_EQ_STR(why, "issued to another address");
+    /* the signature and purpose come first: a bound check never believes a forged payload */
+    tok[2] ^= 1;
+    ASSERT_EQ_INT(token_check_bound(secret, TOKEN_ADMIT, tok, (size_t)n, now, "hall", other, &t,
+                                    &why), -1);
+    ASSERT(strcmp(why, "issued for another space") != 0);
+    tok[2] ^= 1;
+    ASSERT_EQ_INT(token_check_bound(secret, TOKEN_SESSION, tok, (size_t)n, now, "room", m.addr,
+                                    &t, &why), -1);
+    ASSERT(strcmp(why, "issued to another address") != 0);
+}
+
 int main(void)
 {
     return RUN_TESTS();
