@@ -31,6 +31,7 @@
 
 #define RELAY_POLL_MS 1000
 #define RELAY_ANSWER_MS 3000     /* connect and answer head within this */
+#define RELAY_FAILOVER_ANSWER_MS 1500 /* ... in a fail-over while untried upstreams remain */
 #define RELAY_WATCH_MS 100
 #define RELAY_BACKOFF_MIN_MS 100
 #define RELAY_BACKOFF_MAX_MS 3000
@@ -185,7 +186,8 @@ static int http_connect(struct relay *r, struct relay_http *h, int up, io_cb cb)
     h->len = 0;
     h->status = 0;
     h->kind = 0;
-    h->deadline_ms = r->loop->now_ms + RELAY_ANSWER_MS;
+    h->started_ms = r->loop->now_ms;
+    h->deadline_ms = h->started_ms + RELAY_ANSWER_MS;
     if (loop_add(r->loop, &h->io, EPOLLOUT) < 0) {
         close(fd);
         h->io.fd = -1;
@@ -761,7 +763,10 @@ static void feed_watch_cb(struct loop *loop, struct loop_timer *t)
         return;
     if (!f->got_header) {
         if (now > f->h.deadline_ms) {
-            feed_fail(f, "no answer in 3 s");
+            char why[48];
+            snprintf(why, sizeof(why), "no answer in %lld ms",
+                     (long long)(now - f->h.started_ms));
+            feed_fail(f, why);
             return;
         }
     } else {
@@ -817,6 +822,12 @@ static void feed_connect(struct relay_feed *f)
         feed_fail(f, "cannot connect");
         return;
     }
+    /* in a fail-over, an upstream that does not answer soon is passed over for the next one
+     * (a well one answers within a few round trips, TLS included): the listeners have only
+     * their burst meanwhile, and a black-holed upstream would take all of RELAY_ANSWER_MS.
+     * Once every upstream had its turn, each gets the whole wait again. */
+    if (f->attempts > 0 && f->attempts < r->nup)
+        f->h.deadline_ms = r->loop->now_ms + RELAY_FAILOVER_ANSWER_MS;
     loop_timer_start(r->loop, &f->watch, RELAY_WATCH_MS, feed_watch_cb);
 }
 

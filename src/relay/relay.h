@@ -10,7 +10,7 @@
  *                                                     |  start == N? resume : restart stream
  *                                                     |  PAGE seq == N --> ring, N++
  *                                                     v
- *   cut (EOF, reset, bad frame, stalled, no answer in 3 s)
+ *   cut (EOF, reset, bad frame, stalled, no answer in 3 s; 1.5 s in a fail-over while an untried upstream remains)
  *     --> back-off (jittered, 50 ms doubling to 3 s) --> the next upstream of the list
  *         (fail-over; with one upstream, the same) --> GET ...&from=N again
  *
@@ -60,6 +60,7 @@ struct relay_http {
     struct loop_post again; /* TLS: read again, OpenSSL holds bytes epoll will not report */
     int state;            /* enum in relay.c */
     int up;               /* the upstream it talks to */
+    int64_t started_ms;   /* connect() called */
     int64_t deadline_ms;  /* connect + answer by then */
     unsigned char *in;    /* read buffer, <cap> bytes (owned) */
     size_t len, cap;

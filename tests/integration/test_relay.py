@@ -16,7 +16,8 @@ from pathlib import Path
 
 from harness import (IcecastServer, Server, audio_seconds, check, check_ffmpeg_decode,
                      check_listener_ogg, check_tone, ffmpeg_listener, ffmpeg_source, free_port,
-                     get_json, http_request, listen, metric, metrics, test, wait_for, wait_live)
+                     get_json, http_request, listen, metric, metrics, note, test, wait_for,
+                     wait_live)
 from test_stage import KEY, speaker
 
 
@@ -181,6 +182,50 @@ def test_relay_failover_between_upstreams_10(ctx):
     st = get_json(c.audience)
     check(st["icestats"].get("source"), f"relayC's status lists no source: {st}")
     for s in (c, a):
+        s.stop()
+
+
+@test(timeout=60, icecast=False)
+def test_relay_failover_passes_over_a_silent_upstream_10(ctx):
+    """relayC --upstream A,H,B where H takes connections and never answers (a black-holed or
+    hung server): A dies, C tries H, passes over it after 1.5 s (not the 3 s a last upstream
+    gets) and resumes on B with no gap."""
+    origin = ctx.start_server(extra=["--workers", "1"])
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)  # the kernel completes the handshakes; nobody ever reads or answers
+    ctx.on_cleanup(hole.close)
+    h_url = f"http://127.0.0.1:{hole.getsockname()[1]}"
+    a_port = free_port()
+    a = relay(ctx, origin, audience=f"127.0.0.1:{a_port}")
+    b = relay(ctx, origin)
+    relay_live(a, "/live")
+    relay_live(b, "/live")
+    b_url = f"http://127.0.0.1:{b.audience}"
+    c = relay(ctx, f"http://127.0.0.1:{a_port},{h_url},{b_url}")
+    relay_live(c, "/live")
+    time.sleep(1.5)
+    lst = listen(ctx, c, "/live")
+    time.sleep(3)
+    kill(a)
+
+    def resumed_on_b():
+        return re.search(rf"/live: resumed from {re.escape(b_url)}", c.log_text())
+    wait_for(resumed_on_b, 10, "relayC resumed on B")
+    log = c.log_text()
+    m = re.search(rf"/live: {re.escape(h_url)}: no answer in (\d+) ms", log)
+    check(m, f"relayC never gave up on the silent upstream:\n{log[-3000:]}")
+    waited = int(m.group(1))
+    note(f"relayC passed over the silent upstream after {waited} ms")
+    check(1400 <= waited < 2900, f"relayC waited {waited} ms for the silent upstream, want "
+                                 "1.5 s (a fail-over with an untried upstream left)")
+    time.sleep(2)
+    check(lst.end is None, f"the listener on relayC ended: {lst.end}")
+    lst.close()
+    check_continuous(lst, "relayC /live")
+    for s in (c, b):
         s.stop()
 
 
