@@ -494,15 +494,9 @@ static void listener_on_io(struct loop *loop, struct io *io, uint32_t events)
         return;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         /* A listener has nothing to say; read to learn that it left, discard the rest. */
-        char sink[512];
-        for (int i = 0; i < 8; i++) {
-            ssize_t r = conn_recv(c, sink, sizeof(sink));
-            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-                listener_close(c, CLOSE_PEER);
-                return;
-            }
-            if (r < 0)
-                break;
+        if (conn_discard_input(c) < 0) {
+            listener_close(c, CLOSE_PEER);
+            return;
         }
     }
     if (events & EPOLLOUT) {

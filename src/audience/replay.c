@@ -144,15 +144,9 @@ static void replay_on_io(struct loop *loop, struct io *io, uint32_t events)
     if (c->dead)
         return;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-        char sink[512];
-        for (int i = 0; i < 8; i++) {
-            ssize_t n = conn_recv(c, sink, sizeof(sink));
-            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-                conn_close(c);
-                return;
-            }
-            if (n < 0)
-                break;
+        if (conn_discard_input(c) < 0) {
+            conn_close(c);
+            return;
         }
     }
     if (events & EPOLLOUT)

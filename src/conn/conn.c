@@ -115,6 +115,19 @@ int conn_write_pending(const struct conn *c)
     return c->tls && tls_pending(c->tls);
 }
 
+int conn_discard_input(struct conn *c)
+{
+    char sink[512];
+    for (int i = 0; i < 8; i++) {
+        ssize_t r = conn_recv(c, sink, sizeof(sink));
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            return -1;
+        if (r < 0)
+            break;
+    }
+    return 0;
+}
+
 int conn_read_buffered(const struct conn *c)
 {
     return c->tls && tls_read_buffered(c->tls);

@@ -154,6 +154,10 @@ void conn_hub_free_zombies(struct conn_hub *hub);
 ssize_t conn_recv(struct conn *c, void *buf, size_t len);
 ssize_t conn_writev(struct conn *c, const struct iovec *iov, int n);
 int conn_write_pending(const struct conn *c);
+/* For a peer that has nothing to say (a listener, a replay reader): reads what it sent and
+ * throws it away, a few KiB a call at most. Returns -1 if it left (end of stream or an
+ * error), else 0. */
+int conn_discard_input(struct conn *c);
 /* 1 if bytes already received for <c> wait in user space (TLS: inside OpenSSL), where epoll
  * does not see them: a reader that stopped before conn_recv said EAGAIN (a read budget) must
  * come back by itself (loop_post). Plain sockets: 0, epoll reports what is left. */
