@@ -761,7 +761,9 @@ def test_hls_nginx_newcomers_start_live_issue11(ctx):
         lines = log.read_text().splitlines()[mark:]
         plain = [x.split()[3] for x in lines if '"/hls/live/o.m3u8"' in x]
         first = [x.split()[1] for x in lines if "/hls/live/" in x][:4]
-        figures.append((lat, click, plain))
+        # a stall (a loaded box, ASan) adds its length to the lag, which hls.js keeps: what
+        # the start position gave is the lag less the time stalled
+        figures.append((lat - stalled, click, plain))
         note(f"hls.js player {i + 1} through nginx: {lat} ms behind live (hls.latency "
              f"{own and round(own)} ms), click to playing {click} ms, stalled {stalled} ms; its plain media playlist came from nginx as {plain}; its first requests {first}")
     for i, (lat, _, plain) in enumerate(figures):
@@ -769,7 +771,8 @@ def test_hls_nginx_newcomers_start_live_issue11(ctx):
               f"player {i + 1} was given an expired plain playlist by nginx: {plain}")
         # first player through nginx: 1.5-3.0 s in bench/player; the bound is generous for
         # a loaded box and ASan, and well under what a stale playlist gave (5-13 s)
-        check(lat < 4500, f"hls.js player {i + 1} through nginx started {lat} ms behind live")
+        check(lat < 4500, f"hls.js player {i + 1} through nginx started {lat} ms behind live "
+                          "(its time stalled taken off)")
     first = figures[0][0]
     for i, (lat, _, _) in enumerate(figures[1:], 2):
         check(lat < first + 2000, f"player {i} is {lat} ms behind live, the first {first} ms")
