@@ -146,6 +146,7 @@ void load_result_merge(struct load_result *into, const struct load_result *from)
     into->prog_reached += from->prog_reached;
     into->prog_unresolved += from->prog_unresolved;
     into->prog_joined_live += from->prog_joined_live;
+    into->prog_early += from->prog_early;
     hist_merge(&into->programme_us, &from->programme_us);
 }
 
@@ -354,6 +355,7 @@ static void prog_end(struct load_worker *w, struct load_conn *c)
     if (p->done == 1) {
         int64_t after = p->t_prog + w->wall_off_us - g->t0_ms * 1000;
         r->prog_reached++;
+        r->prog_early += after < 0;
         hist_add(&r->programme_us, after > 0 ? (uint64_t)after : 0);
     } else if (p->done == 2) {
         r->prog_unresolved++;

@@ -46,6 +46,8 @@
  *                 (16 reads are >= 3 s of 200 ms pages). Reported against T0: the announced
  *                 start ("starts_at"), or the go-live if that came earlier. "In the lobby": a
  *                 first audio page before the go-live (wall clock); the others joined live.
+ *                 before_t0 counts lobby listeners whose programme page came before T0,
+ *                 which only a wrong live_granule (or clock) can do: it should be 0.
  *
  * listen.c holds the worker, listen_cli.c the options, the parent and the reports.
  */
@@ -104,6 +106,7 @@ struct load_result {
      * arrival after T0 in programme_us), those whose arrival was lost (more than the kept
      * reads before the go-live became known), those that joined after it */
     uint64_t prog_lobby, prog_reached, prog_unresolved, prog_joined_live;
+    uint64_t prog_early; /* reached before T0: impossible unless live_granule is wrong */
     struct hist programme_us;
 };
 

@@ -191,9 +191,10 @@ static void print_json(const struct load_listen_opts *o, const struct load_resul
                        (unsigned long long)g->live_granule);
         else
             buf_puts(&b, "\"programme\":{\"t0_ms\":null,");
-        buf_printf(&b, "\"in_lobby\":%llu,\"reached\":%llu,\"unresolved\":%llu,"
-                       "\"joined_live\":%llu,",
+        buf_printf(&b, "\"in_lobby\":%llu,\"reached\":%llu,\"before_t0\":%llu,"
+                       "\"unresolved\":%llu,\"joined_live\":%llu,",
                    (unsigned long long)r->prog_lobby, (unsigned long long)r->prog_reached,
+                   (unsigned long long)r->prog_early,
                    (unsigned long long)r->prog_unresolved,
                    (unsigned long long)r->prog_joined_live);
         procs_json_hist(&b, "after_t0_ms", &r->programme_us);
