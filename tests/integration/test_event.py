@@ -4,7 +4,8 @@ the other's), 3,000 listeners (rostrum-load listen --programme, 2 processes) arr
 around T0, most before it through the lobby, while a small flood and slowloris
 (rostrum-load attack) run against the audience port. The space goes live by itself at T0.
 
-Checked: every listener admitted; the programme reached every listener already in the lobby,
+Checked: every join admitted, or refused only by the workers' pressure (503 "overload", at
+most a fifth: a loaded box may); the programme reached every listener already in the lobby,
 within a (generous) bound of T0; the server's count equals the listeners the tool saw
 receiving; no stall, gap or serial change among them; the attacks were closed by the server;
 both speakers kept hearing each other; the recording is one stream from the first second,
@@ -16,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import ROOT, check, note, test
+from harness import ROOT, check, metric, metrics, note, test
 from test_stage import KEY, api
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -84,11 +85,19 @@ def test_event_day_small(ctx):
     check(0 <= golive_ms < 1000, f"went live {golive_ms} ms from T0")
     pr = res["programme"]
     why = f"rostrum-load: {json.dumps(res)[:1500]}"
-    check(res["connected"] == N and res["attempted"] == N,
-          f"{res['connected']} of {res['attempted']} listeners admitted: {res['refused']}")
+    # a join is refused only by the workers' pressure (503, retry later: a loaded box may do
+    # that to a few), never failed otherwise
+    vals, _ = metrics(srv)
+    overload = metric(vals, "rostrum_refused_total", reason="overload") or 0
+    n503 = res["refused"].get("503", 0)
+    check(res["attempted"] == N and res["connected"] + n503 == N and n503 == overload and
+          res["connected"] >= N * 0.8,
+          f"{res['connected']} of {res['attempted']} listeners admitted, {n503} refused with "
+          f"503 ({overload} for overload): {res['refused']}")
+    n = res["connected"]
     check(pr["t0_ms"] == t0 * 1000, f"the tool's T0 {pr['t0_ms']}, want {t0 * 1000}")
-    check(pr["in_lobby"] >= N // 2, f"only {pr['in_lobby']} listeners in the lobby at T0")
-    check(pr["in_lobby"] + pr["joined_live"] == N, f"lobby + live != {N}: {pr}")
+    check(pr["in_lobby"] >= n // 2, f"only {pr['in_lobby']} listeners in the lobby at T0")
+    check(pr["in_lobby"] + pr["joined_live"] == n, f"lobby + live != {n}: {pr}")
     check(pr["before_t0"] == 0, f"{pr['before_t0']} listeners had the programme before T0")
     check(pr["reached"] == pr["in_lobby"] and pr["unresolved"] == 0,
           f"the programme reached {pr['reached']} of {pr['in_lobby']} lobby listeners "
@@ -97,8 +106,8 @@ def test_event_day_small(ctx):
     check(a["count"] == pr["reached"] and a["max"] <= PROG_BOUND_MS,
           f"programme after T0: {a} (bound {PROG_BOUND_MS} ms)")
     # counts, and nobody stalled
-    check(res["server_listeners"] == res["tool_listeners"] == N,
-          f"server {res['server_listeners']}, tool {res['tool_listeners']}, want {N}")
+    check(res["server_listeners"] == res["tool_listeners"] == n,
+          f"server {res['server_listeners']}, tool {res['tool_listeners']}, want {n}")
     check(res["stalls"] == 0 and res["seq_gaps"] == 0 and res["serial_changes"] == 0 and
           res["crc_errors"] == 0, f"stalls/gaps/serial changes/CRC: {why}")
     # the attacks ran and were shed by the server
@@ -140,10 +149,12 @@ def test_event_day_small(ctx):
           f"the recording's lobby: {rec['lobby_s']:.2f} s, peak {rec['lobby_peak']}")
     check(rec["programme_first_sound_ms"] is not None and rec["programme_first_sound_ms"] < 1500,
           f"the programme's first click {rec['programme_first_sound_ms']} ms after the go-live")
-    note(f"{N} listeners, {pr['in_lobby']} in the lobby: programme after T0 p50 {a['p50']} "
+    note(f"{n} of {N} listeners admitted ({n503} refused for overload), {pr['in_lobby']} in the "
+         f"lobby: programme after T0 p50 {a['p50']} "
          f"p95 {pr['after_t0_p95_ms']} max {a['max']} ms (go-live +{golive_ms} ms); "
          f"count {res['server_listeners']} = {res['tool_listeners']}; stalls 0")
-    note(f"mouth-to-ear p50 before {pct(before, 50)} ms ({len(before)}), during "
-         f"{pct(during, 50)} ms ({len(during)}); recording {rec['duration_granule_s']:.3f} s "
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    note(f"mouth-to-ear p50 before {fmt(pct(before, 50))} ms ({len(before)}), during "
+         f"{fmt(pct(during, 50))} ms ({len(during)}); recording {rec['duration_granule_s']:.3f} s "
          f"vs live {live_s:.3f} s ({diff_ms:+.0f} ms), lobby silent, first click "
          f"{rec['programme_first_sound_ms']:.0f} ms after the go-live")
