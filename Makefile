@@ -47,7 +47,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 WEB      := $(wildcard web/*)
 
 .PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench bench-tls \
-        bench-upgrade bench-tree bench-transcode bench-hls install
+        bench-upgrade bench-tree bench-transcode bench-hls bench-event install
 all: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak
 
 $(O)/obj/%.o: %.c
@@ -161,6 +161,12 @@ bench-hls: test-deps all
 # What an upgrade (SIGUSR2) costs the connected under load (see bench/README.md).
 bench-upgrade: test-deps all
 	bench/upgrade $(BENCH_ARGS)
+
+# The event day (issue 12): a scheduled space, 100,000 listeners through the lobby under a
+# flood and a slowloris, the recording checked (bench/README.md). BENCH_EVENT_ARGS="--listeners
+# 20000" for a smaller one.
+bench-event: test-deps all
+	bench/event $(BENCH_EVENT_ARGS)
 
 demo: deps all
 	scripts/demo

@@ -42,6 +42,7 @@
 #define RECEIVING_US 5000000   /* "receiving audio": a byte within this long */
 #define HEAD_MAX 16384
 #define RBUF_SIZE 16384
+#define PROG_KEEP 16 /* --programme: reads kept per listener until the go-live is known */
 
 enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_SENDING, C_HEAD, C_BODY, C_DONE };
 
@@ -73,10 +74,22 @@ struct load_conn {
 
 _Static_assert(sizeof(struct load_conn) <= 200, "a load listener must stay small");
 
+/* --programme: one listener's reads that completed audio pages, until the go-live is known
+ * (then only <t_prog>). Beside struct load_conn, allocated only with --programme. */
+struct load_prog {
+    int64_t t[PROG_KEEP];     /* us: the read */
+    uint64_t gran[PROG_KEEP]; /* the granule of the last audio page it completed */
+    int64_t t_prog;           /* us: the first read past live_granule */
+    uint32_t pushes;
+    uint8_t done; /* 0 not yet, 1 t_prog is exact, 2 lost (older reads were dropped) */
+};
+
 struct load_worker {
     struct loop loop;
     const struct load_listen_opts *o;
     struct load_conn *conns;
+    struct load_prog *prog; /* --programme: one per listener, else NULL */
+    int64_t wall_off_us;    /* CLOCK_REALTIME - CLOCK_MONOTONIC at the start */
     uint32_t n, opened, index;
     double rate; /* this worker's joins per second */
     int64_t start_us, end_us, count_us;
@@ -129,6 +142,12 @@ void load_result_merge(struct load_result *into, const struct load_result *from)
     hist_merge(&into->connect_us, &from->connect_us);
     hist_merge(&into->ttfb_us, &from->ttfb_us);
     hist_merge(&into->first_audio_us, &from->first_audio_us);
+    into->prog_lobby += from->prog_lobby;
+    into->prog_reached += from->prog_reached;
+    into->prog_unresolved += from->prog_unresolved;
+    into->prog_joined_live += from->prog_joined_live;
+    into->prog_early += from->prog_early;
+    hist_merge(&into->programme_us, &from->programme_us);
 }
 
 /* ---- worker: one listener ----------------------------------------------------------------- */
@@ -282,13 +301,76 @@ static void conn_check_steady(struct load_conn *c, int64_t now)
     }
 }
 
+/* --programme: finds <p>'s first read past the go-live among the kept ones, once it is known. */
+static void prog_resolve(struct load_prog *p, uint64_t live_granule)
+{
+    uint32_t n = p->pushes < PROG_KEEP ? p->pushes : PROG_KEEP;
+    uint32_t oldest = p->pushes - n;
+    for (uint32_t k = oldest; k < p->pushes && !p->done; k++) {
+        uint32_t i = k % PROG_KEEP;
+        if (p->gran[i] > live_granule) {
+            /* exact if a read before it is kept (or it was the very first read) */
+            p->done = k == oldest && oldest > 0 ? 2 : 1;
+            p->t_prog = p->t[i];
+        }
+    }
+}
+
+/* --programme: <c> just completed audio pages at <now>. */
+static void prog_seen(struct load_worker *w, struct load_conn *c, int64_t now)
+{
+    struct load_prog *p = &w->prog[c - w->conns];
+    if (p->done)
+        return;
+    const struct load_programme *g = w->o->prog;
+    if (__atomic_load_n(&g->known, __ATOMIC_ACQUIRE)) {
+        prog_resolve(p, g->live_granule);
+        if (!p->done && c->ogg.granule > g->live_granule) {
+            p->t_prog = now;
+            p->done = 1;
+        }
+        return;
+    }
+    uint32_t i = p->pushes++ % PROG_KEEP;
+    p->t[i] = now;
+    p->gran[i] = c->ogg.granule;
+}
+
+/* --programme, at the end: files <c> as a lobby listener (first audio before the go-live) or
+ * one that joined live, and the programme's arrival of a lobby listener after T0. */
+static void prog_end(struct load_worker *w, struct load_conn *c)
+{
+    const struct load_programme *g = w->o->prog;
+    if (!c->t_first_audio || !__atomic_load_n(&g->known, __ATOMIC_ACQUIRE))
+        return;
+    struct load_prog *p = &w->prog[c - w->conns];
+    if (!p->done)
+        prog_resolve(p, g->live_granule);
+    struct load_result *r = &w->res;
+    if (c->t_first_audio + w->wall_off_us >= g->live_at_ms * 1000) {
+        r->prog_joined_live++;
+        return;
+    }
+    r->prog_lobby++;
+    if (p->done == 1) {
+        int64_t after = p->t_prog + w->wall_off_us - g->t0_ms * 1000;
+        r->prog_reached++;
+        r->prog_early += after < 0;
+        hist_add(&r->programme_us, after > 0 ? (uint64_t)after : 0);
+    } else if (p->done == 2) {
+        r->prog_unresolved++;
+    }
+}
+
 static void conn_body(struct load_worker *w, struct load_conn *c, const uint8_t *p, size_t n,
                       int64_t now)
 {
     conn_check_steady(c, now);
     uint64_t before = c->ogg.audio_bytes;
-    uint32_t had_audio = c->ogg.first_audio;
+    uint32_t had_audio = c->ogg.first_audio, pages = c->ogg.audio_pages;
     oggcheck_feed(&c->ogg, p, n);
+    if (w->prog && c->ogg.audio_pages != pages)
+        prog_seen(w, c, now);
     if (c->ogg.audio_bytes > before) {
         /* a stall the scan has not seen yet ends here: count it now */
         conn_check_stall(w, c, now);
@@ -549,6 +631,8 @@ static void on_end(struct loop *loop, struct loop_timer *t)
             conn_check_stall(w, c, now);
             conn_check_steady(c, now);
         }
+        if (w->prog)
+            prog_end(w, c);
         if (c->state != C_DONE) {
             if (c->state == C_BODY && c->ogg.first_audio)
                 r->open_at_end++;
@@ -604,6 +688,7 @@ int load_listen_worker(const struct load_listen_opts *o, uint32_t index, uint32_
     hist_init(&w->res.connect_us);
     hist_init(&w->res.ttfb_us);
     hist_init(&w->res.first_audio_us);
+    hist_init(&w->res.programme_us);
     int rl = snprintf(w->req, sizeof(w->req),
                       "GET %s HTTP/1.0\r\nHost: %s:%u\r\nUser-Agent: rostrum-load\r\n\r\n",
                       o->url.path, o->url.host, o->url.port);
@@ -611,17 +696,26 @@ int load_listen_worker(const struct load_listen_opts *o, uint32_t index, uint32_
     w->conns = calloc(n ? n : 1, sizeof(*w->conns));
     if (!w->conns)
         abort();
+    if (o->prog) {
+        w->prog = calloc(n ? n : 1, sizeof(*w->prog));
+        if (!w->prog)
+            abort();
+    }
     for (uint32_t i = 0; i < n; i++) {
         w->conns[i].io.fd = -1;
         w->conns[i].global_idx = index + i * o->procs;
     }
     int rc = loop_init(&w->loop);
     if (rc < 0) {
+        free(w->prog);
         free(w->conns);
         free(w);
         return rc;
     }
     sleep_until_us(start_us);
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    w->wall_off_us = (int64_t)wall.tv_sec * 1000000 + wall.tv_nsec / 1000 - load_now_us();
     int64_t now = load_now_us();
     loop_timer_start(&w->loop, &w->pace, 0, on_pace);
     loop_timer_start(&w->loop, &w->scan, SCAN_MS, on_scan);
@@ -630,6 +724,7 @@ int load_listen_worker(const struct load_listen_opts *o, uint32_t index, uint32_
     loop_run(&w->loop);
     loop_close(&w->loop);
     *res = w->res;
+    free(w->prog);
     free(w->conns);
     free(w);
     return 0;

@@ -35,6 +35,19 @@
  *                 1 s bursts a steady part under ~8 s can miss by one burst; use --seconds >= 15.
  *   tool_listeners  open listeners with an audio byte in the 5 s before the count time, the
  *                 moment the parent reads server_listeners (1 s before the end).
+ *   programme     with --programme STATE_URL (a scheduled space's state document): when the
+ *                 programme reached each listener that was already in the lobby. The parent
+ *                 polls the document every 100 ms until it has "live_granule" and
+ *                 "live_at_ms" (set at the go-live; docs/stage.md) and shares them with the
+ *                 workers (a page of shared memory). A listener's programme arrival is the
+ *                 first read that completes an audio page with a granule position above
+ *                 live_granule; until the go-live is known, each listener keeps the time and
+ *                 last granule of its last 16 such reads, so a poll's delay loses nothing
+ *                 (16 reads are >= 3 s of 200 ms pages). Reported against T0: the announced
+ *                 start ("starts_at"), or the go-live if that came earlier. "In the lobby": a
+ *                 first audio page before the go-live (wall clock); the others joined live.
+ *                 before_t0 counts lobby listeners whose programme page came before T0,
+ *                 which only a wrong live_granule (or clock) can do: it should be 0.
  *
  * listen.c holds the worker, listen_cli.c the options, the parent and the reports.
  */
@@ -89,6 +102,22 @@ struct load_result {
     struct hist connect_us;         /* connect start to connected */
     struct hist ttfb_us;            /* connect start to first response byte */
     struct hist first_audio_us;     /* connect start to first audio page (whole, CRC valid) */
+    /* --programme: listeners in the lobby at the go-live, those the programme reached (their
+     * arrival after T0 in programme_us), those whose arrival was lost (more than the kept
+     * reads before the go-live became known), those that joined after it */
+    uint64_t prog_lobby, prog_reached, prog_unresolved, prog_joined_live;
+    uint64_t prog_early; /* reached before T0: impossible unless live_granule is wrong */
+    struct hist programme_us;
+};
+
+/* --programme: the go-live as the parent read it, shared with the workers (one page of
+ * MAP_SHARED memory made before the fork). <known> is written last (release), read first
+ * (acquire). */
+struct load_programme {
+    uint64_t live_granule;
+    int64_t live_at_ms;  /* wall clock */
+    int64_t t0_ms;       /* the announced start, or the go-live if earlier (wall clock) */
+    uint32_t known;
 };
 
 /* The options of a run, as parsed from the command line. */
@@ -110,6 +139,9 @@ struct load_listen_opts {
     int insecure;        /* https://: no verification at all */
     struct tls_ctx *tls; /* https:// (the URL's or the metrics URL's): the client context,
                             made by the parent before the workers fork */
+    const char *programme_str;       /* --programme: the state document's URL */
+    struct load_url programme;
+    struct load_programme *prog;     /* shared; NULL without --programme */
 };
 
 #define LOAD_RESULT_MAGIC 0x524c4431u /* "RLD1" */

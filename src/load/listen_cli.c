@@ -6,11 +6,13 @@
  * Exit status: 0 the run completed, whatever the figures; 1 internal error (a worker failed or
  * could not be started; what the others measured is still printed); 2 bad arguments.
  */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -26,6 +28,7 @@
 #define PER_PROC_DEFAULT 15000
 #define FD_SPARE 32            /* descriptors a worker needs beside its listeners */
 #define COLLECT_GRACE_MS 15000 /* how long after the end the parent waits for workers */
+#define PROG_POLL_MS 100       /* --programme: the parent polls the state document this often */
 
 /* ---- options ------------------------------------------------------------------------------- */
 
@@ -49,6 +52,8 @@ static void usage(FILE *f)
         "  --cacert FILE       https://: the server's certificate must lead to this CA (PEM)\n"
         "                      and name the URL's host (default: the system's CAs)\n"
         "  --insecure          https://: accept any certificate (no verification at all)\n"
+        "  --programme URL     a scheduled space's state document (/state/NAME.json): report\n"
+        "                      when the programme reached the listeners already in its lobby\n"
         "  --json              print one JSON object instead of a summary\n"
         "exit status: 0 run completed, 1 internal error, 2 bad arguments\n",
         PER_PROC_DEFAULT);
@@ -72,6 +77,7 @@ static int parse_opts(int argc, char **argv, struct load_listen_opts *o)
         {"metrics-url", OPT_STR, &o->metrics_str, 0, 0, 0, NULL, "a URL or \"none\""},
         {"cacert", OPT_STR, &o->cacert, 0, 0, 0, NULL, "a CA file"},
         {"insecure", OPT_FLAG, &o->insecure, 0, 0, 1, NULL, NULL},
+        {"programme", OPT_STR, &o->programme_str, 0, 0, 0, NULL, "a URL"},
         {"json", OPT_FLAG, &o->json, 0, 0, 1, NULL, NULL},
     };
     if ((rc = opts_parse("listen", argc, argv, 1, tab, sizeof(tab) / sizeof(tab[0]))) != 0)
@@ -93,6 +99,12 @@ static int parse_opts(int argc, char **argv, struct load_listen_opts *o)
         o->metrics = o->url;
         snprintf(o->metrics.path, sizeof(o->metrics.path), "/metrics");
         o->have_metrics = 1;
+    }
+    if (o->programme_str) {
+        if ((rc = opts_url("listen", "--programme", o->programme_str, &o->programme)) != 0)
+            return rc;
+        if (o->programme.tls)
+            return opts_bad("listen", "--programme: an http:// URL");
     }
     /* 127.0.0.2 .. 127.0.0.250 */
     if ((rc = opts_src_ips("listen", src, o->url.family, 0x7f000002, 249, &o->src_first,
@@ -170,6 +182,25 @@ static void print_json(const struct load_listen_opts *o, const struct load_resul
             buf_puts(&b, ",");
         }
     }
+    if (o->prog) {
+        const struct load_programme *g = o->prog;
+        if (g->known)
+            buf_printf(&b, "\"programme\":{\"t0_ms\":%lld,\"live_at_ms\":%lld,"
+                           "\"live_granule\":%llu,",
+                       (long long)g->t0_ms, (long long)g->live_at_ms,
+                       (unsigned long long)g->live_granule);
+        else
+            buf_puts(&b, "\"programme\":{\"t0_ms\":null,");
+        buf_printf(&b, "\"in_lobby\":%llu,\"reached\":%llu,\"before_t0\":%llu,"
+                       "\"unresolved\":%llu,\"joined_live\":%llu,",
+                   (unsigned long long)r->prog_lobby, (unsigned long long)r->prog_reached,
+                   (unsigned long long)r->prog_early,
+                   (unsigned long long)r->prog_unresolved,
+                   (unsigned long long)r->prog_joined_live);
+        procs_json_hist(&b, "after_t0_ms", &r->programme_us);
+        buf_printf(&b, ",\"after_t0_p95_ms\":%.2f},",
+                   procs_ms(hist_percentile(&r->programme_us, 95)));
+    }
     buf_printf(&b, "\"tool_listeners\":%llu}\n", (unsigned long long)r->tool_listeners);
     fputs(b.data, stdout);
     buf_free(&b);
@@ -224,6 +255,17 @@ static void print_summary(const struct load_listen_opts *o, const struct load_re
            (unsigned long long)r->serial_changes, (unsigned long long)r->sync_losses);
     printf("  audio bytes %llu in %.1f s\n", (unsigned long long)r->bytes,
            (double)r->duration_us / 1e6);
+    if (o->prog && o->prog->known)
+        printf("  programme (go-live %+lld ms from T0): %llu of %llu lobby listeners reached, "
+               "%llu lost, after T0 p50 %.1f p95 %.1f max %.1f ms; %llu joined live\n",
+               (long long)(o->prog->live_at_ms - o->prog->t0_ms),
+               (unsigned long long)r->prog_reached, (unsigned long long)r->prog_lobby,
+               (unsigned long long)r->prog_unresolved,
+               procs_ms(hist_percentile(&r->programme_us, 50)),
+               procs_ms(hist_percentile(&r->programme_us, 95)), procs_ms(r->programme_us.max),
+               (unsigned long long)r->prog_joined_live);
+    else if (o->prog)
+        printf("  programme: the space did not go live during the run\n");
     if (o->have_metrics && have_server)
         printf("  listeners 1 s before the end: server says %.0f, tool counts %llu\n",
                server_listeners, (unsigned long long)r->tool_listeners);
@@ -274,6 +316,33 @@ static void count_now(void *arg)
     c->have = fetch_server_listeners(c->o, &c->listeners, c->err, sizeof(c->err));
 }
 
+/* --programme: reads the state document; once it has the go-live, shares it with the workers
+ * (they read <known> last). A failed poll is simply retried at the next tick. */
+static void programme_poll(void *arg)
+{
+    const struct count *c = arg;
+    struct load_programme *g = c->o->prog;
+    if (!g || g->known)
+        return;
+    struct buf body = {0};
+    int status = 0;
+    if (load_http_get(&c->o->programme, NULL, 1000, &status, &body) == 0 && status == 200) {
+        cJSON *j = cJSON_ParseWithLength(body.data, body.len);
+        const cJSON *gr = cJSON_GetObjectItemCaseSensitive(j, "live_granule");
+        const cJSON *at = cJSON_GetObjectItemCaseSensitive(j, "live_at_ms");
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "starts_at");
+        if (cJSON_IsNumber(gr) && cJSON_IsNumber(at)) {
+            g->live_granule = (uint64_t)gr->valuedouble;
+            g->live_at_ms = (int64_t)at->valuedouble;
+            int64_t t0 = cJSON_IsNumber(st) ? (int64_t)st->valuedouble * 1000 : g->live_at_ms;
+            g->t0_ms = t0 < g->live_at_ms ? t0 : g->live_at_ms;
+            __atomic_store_n(&g->known, 1, __ATOMIC_RELEASE);
+        }
+        cJSON_Delete(j);
+    }
+    buf_free(&body);
+}
+
 static int work(void *arg, uint32_t index, uint32_t n, int64_t start_us, void *rec)
 {
     const struct count *c = arg;
@@ -294,6 +363,14 @@ int load_listen_main(int argc, char **argv)
     if (opts_check_fds("listen", "listeners", o.listeners, o.procs, FD_SPARE) != 0)
         return 2;
     signal(SIGPIPE, SIG_IGN);
+    if (o.programme_str) {
+        o.prog = mmap(NULL, sizeof(*o.prog), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                      -1, 0);
+        if (o.prog == MAP_FAILED) {
+            log_error("load", "mmap: %s", strerror(errno));
+            return 1;
+        }
+    }
 
     /* time for the forks; every worker starts pacing at the same instant */
     int64_t start_us = load_now_us() + 200000 + (int64_t)o.procs * 5000;
@@ -313,6 +390,8 @@ int load_listen_main(int argc, char **argv)
         .at_us = end_us - LOAD_COUNT_BEFORE_END_US < start_us ? start_us
                                                               : end_us - LOAD_COUNT_BEFORE_END_US,
         .at = o.have_metrics ? count_now : NULL,
+        .tick_ms = PROG_POLL_MS,
+        .tick = o.prog ? programme_poll : NULL,
     };
     int failed;
     struct load_result *res = procs_run(&p, &failed);
@@ -329,6 +408,8 @@ int load_listen_main(int argc, char **argv)
         print_summary(&o, total, cnt.have, cnt.listeners, cnt.err);
     fflush(stdout);
     tls_ctx_free(o.tls);
+    if (o.prog)
+        munmap(o.prog, sizeof(*o.prog));
     free(total);
     free(res);
     return failed ? 1 : 0;

@@ -129,6 +129,7 @@ static void page_end(struct oggcheck *c)
     }
     if (c->page_kind == KIND_AUDIO) {
         c->audio_pages++;
+        c->granule = (uint64_t)le32(h + 6) | (uint64_t)le32(h + 10) << 32;
         if (c->phase == PHASE_HEADER) {
             c->phase = PHASE_AUDIO;
             c->first_audio = 1;

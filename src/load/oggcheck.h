@@ -56,6 +56,7 @@ struct oggcheck {
     uint32_t sync_losses;    /* times the checker had to hunt for "OggS" */
     uint32_t garbage_bytes;  /* bytes skipped while hunting (saturates) */
     uint32_t first_audio;    /* 1 once a first audio page with a valid CRC has been seen */
+    uint64_t granule;        /* granule position of the last audio page with a valid CRC */
 
     /* parser state */
     uint32_t crc;                 /* running CRC of the current page */

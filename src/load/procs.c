@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,8 +103,14 @@ void *procs_run(const struct procs *p, int *failed)
     }
 
     int at_done = !p->at || spawn_failed;
+    int64_t next_tick = p->tick ? load_now_us() : INT64_MAX;
     for (;;) {
         int64_t now = load_now_us();
+        if (now >= next_tick && !spawn_failed) {
+            p->tick(p->arg);
+            next_tick = load_now_us() + (int64_t)p->tick_ms * 1000;
+            continue;
+        }
         if (!at_done && now >= p->at_us) {
             p->at(p->arg);
             at_done = 1;
@@ -119,6 +126,8 @@ void *procs_run(const struct procs *p, int *failed)
         if ((np == 0 && at_done) || now >= p->deadline_us || spawn_failed)
             break;
         int64_t wake = at_done ? p->deadline_us : p->at_us;
+        if (next_tick < wake)
+            wake = next_tick;
         int timeout = (int)((wake - now + 999) / 1000);
         int n = poll(pfd, np, timeout < 0 ? 0 : timeout);
         if (n == -1 && errno != EINTR) {

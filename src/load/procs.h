@@ -34,6 +34,10 @@ struct procs {
     void *arg;
     int64_t at_us; /* at() runs once at this time (0: no at()) */
     void (*at)(void *arg);
+    /* tick() runs in the parent every <tick_ms> while the workers run (NULL: never); it may
+     * block briefly (the parent holds no connection) */
+    int tick_ms;
+    void (*tick)(void *arg);
 };
 
 /* Runs the workers. Returns nprocs records (calloc'd, the caller frees; a worker that failed

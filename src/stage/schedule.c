@@ -182,6 +182,9 @@ void schedule_state_json(const struct schedule *s, int64_t now_s, struct buf *ou
                s->live ? "false" : "true");
     buf_puts(out, ",\"description\":");
     buf_json_str(out, s->description, strlen(s->description));
+    if (s->live && s->live_at_ms)
+        buf_printf(out, ",\"live_at_ms\":%lld,\"live_granule\":%llu", (long long)s->live_at_ms,
+                   (unsigned long long)s->live_granule);
 }
 
 void schedule_free(struct schedule *s)

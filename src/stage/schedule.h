@@ -25,6 +25,11 @@
 struct schedule {
     int64_t start_s; /* the announced start, seconds since the epoch; 0: never scheduled */
     uint8_t live;    /* the programme reaches listeners */
+    /* issue 12, item 5: where the programme begins on the space's stream, for a listener (or
+     * the event bench) to tell lobby from programme: a page whose granule position is above
+     * live_granule carries programme audio. Set at the go-live, with its wall-clock time. */
+    uint64_t live_granule;
+    int64_t live_at_ms;
     char description[SCHEDULE_DESC_MAX + 1];
     void *lobby;     /* the holding encoder (OpusEncoder), made on first use */
     unsigned char pkt[400];

@@ -13,6 +13,7 @@
 
 #include "mixer/mixer.h"
 #include "net/net.h"
+#include "ogg/mux.h"
 #include "space/space.h"
 #include "stage/control.h"
 #include "stage/hands.h"
@@ -1155,6 +1156,12 @@ int stage_go_live(struct stage *st, const char *by)
     if (st->sched.live)
         return -EALREADY;
     st->sched.live = 1;
+    /* the next packet into the mux is the programme's first (stage_tick goes live before it
+     * mixes): pages past this granule are programme */
+    st->sched.live_granule = st->sp->mux ? ogg_mux_granule(st->sp->mux) : 0;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    st->sched.live_at_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     st->sp->ss->starts_at_s = 0;
     st->empty_since_ms = 0; /* the idle clock starts now */
     stage_publish_state(st);

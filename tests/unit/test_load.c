@@ -287,6 +287,31 @@ TEST(valid_stream_any_split)
     pages_free(&ps);
 }
 
+/* issue 12: the granule of the last good audio page (rostrum-load --programme reads it) */
+TEST(granule_of_the_last_audio_page)
+{
+    struct pages ps = {.n = 0};
+    gen_pages(&ps, &(struct gen){.serial = 21, .audio_pages = 6});
+    struct tbuf s = {0};
+    int idx[] = {0, 1, 2, 3};
+    pick(&s, &ps, idx, 4);
+    struct oggcheck c;
+    oggcheck_init(&c);
+    oggcheck_feed(&c, s.p, s.len);
+    ASSERT_EQ_UINT(c.granule, 312 + 2 * 9600);
+    /* a corrupt page does not move it */
+    struct tbuf bad = {0};
+    tbuf_put(&bad, ps.pg[4].p, ps.pg[4].len);
+    bad.p[bad.len - 1] ^= 0x55;
+    oggcheck_feed(&c, bad.p, bad.len);
+    ASSERT_EQ_UINT(c.granule, 312 + 2 * 9600);
+    oggcheck_feed(&c, ps.pg[5].p, ps.pg[5].len);
+    ASSERT_EQ_UINT(c.granule, 312 + 4 * 9600);
+    free(bad.p);
+    free(s.p);
+    pages_free(&ps);
+}
+
 TEST(late_joiner_jump_is_not_a_gap)
 {
     /* what a server sends a late joiner: header pages 0 and 1, then the live edge (page 9...) */
