@@ -32,7 +32,7 @@ LDLIBS   := -lopus -logg -lhttp_parser -lwslay -lcjson -lssl -lcrypto -lisal -ls
 # program may use, the server's layers, and each tool's own code. The tools do not link the
 # server: rostrum-load and rostrum-speak are clients built on the core alone.
 CORE_DIRS   := util event net tls http ws ogg limits web shm token config mixer hls record
-SERVER_DIRS := conn space transcode stage stageport relay audience proc
+SERVER_DIRS := conn space transcode captions stage stageport relay audience proc
 MAINS       := src/proc/main.c src/load/main.c src/speak/main.c
 dir_src      = $(filter-out $(MAINS),$(foreach d,$(1),$(wildcard src/$(d)/*.c)))
 CORE_OBJ    := $(patsubst %.c,$(O)/obj/%.o,$(call dir_src,$(CORE_DIRS))) \

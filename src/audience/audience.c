@@ -460,7 +460,6 @@ static int ticket_ok(struct conn *c, const char *q, size_t len, const char *moun
  * With the waiting room on, a join needs a ticket (GET /join/<space>); a ticket is good once,
  * from the address it was issued to, and its join is still charged to that address's bucket
  * (only the worker's join rate is skipped: the waiting room paced it already). */
-static int audience_find(struct audience *a, const char *mount);
 
 /* Issue 10, item 4: a listener this server does not take now (full, or stopping) is sent with
  * a 307 to the same path on a relay with room, if its relays' reports name one. Relay feeds
@@ -659,8 +658,7 @@ static void audience_join_ticket(struct conn *c, const struct http_request *req,
     buf_free(&b);
 }
 
-/* The slot of the live space <mount>, or -1. */
-static int audience_find(struct audience *a, const char *mount)
+int audience_find(struct audience *a, const char *mount)
 {
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
         const struct shared_space *ss = &a->sh->spaces[i];
@@ -872,7 +870,8 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
                          "Access-Control-Allow-Origin: *\r\nCache-Control: public, max-age=1");
         return;
     }
-    if (hls_route(a, c, req, path) || replay_route(a, c, req, path, head_only))
+    if (hls_route(a, c, req, path) || replay_route(a, c, req, path, head_only) ||
+        captions_route(a, c, req, path, head_only))
         return;
     audience_check_slots(a); /* this process may not have been woken since a change */
     if (beacon && strncmp(path, "/beacon/", 8) == 0) { /* counted even while draining */

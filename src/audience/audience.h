@@ -119,6 +119,8 @@ void audience_free(struct audience *a);
 void audience_log_session(struct audience *a, const struct conn *c, const char *why);
 /* The route of the audience port (conn_route_fn): <arg> is the struct audience. */
 void audience_route(void *arg, struct conn *c, const struct http_request *req);
+/* The slot of the live space <mount>, or -1. */
+int audience_find(struct audience *a, const char *mount);
 /* Pages were published: write them now or when the delivery interval says. */
 void audience_on_wake(struct audience *a);
 void audience_tick(struct audience *a, int second);
@@ -240,6 +242,12 @@ int replay_route(struct audience *a, struct conn *c, const struct http_request *
 void replay_tick(struct audience *a);
 /* A recording as HLS VOD (vod.c): <rest> is what follows "/recordings/"; 1 if answered. */
 int vod_route(struct audience *a, struct conn *c, const char *rest, int head_only);
+
+/* Live captions (captions.c, issue 12): GET /<space>.captions.json[?since=ID], the cues the
+ * space's recogniser made (captions/captions.h). Returns 1 if <path> was that route (answered),
+ * 0 if not. */
+int captions_route(struct audience *a, struct conn *c, const struct http_request *req,
+                   const char *path, int head_only);
 void replay_close_all(struct audience *a);
 
 /* Documents (status.c). */

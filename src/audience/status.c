@@ -301,6 +301,43 @@ static void status_rendition_metrics(const struct shared *sh, struct buf *b)
     buf_printf(b, "rostrum_rendition_cpu_seconds_total %.6f\n", (double)m->rendition_cpu_ns / 1e9);
 }
 
+/* Issue 12, item 4: the live captions' recognisers (captions/captions.h). */
+static void status_captions_metrics(const struct shared *sh, struct buf *b)
+{
+    const struct shared_main *m = &sh->main;
+    const struct {
+        const char *name, *type, *help;
+        uint64_t v;
+    } rows[] = {
+        {"running", "gauge", "Caption recognisers running.", m->captions_running},
+        {"starts_total", "counter", "Caption recognisers started.", m->captions_starts},
+        {"restarts_total", "counter",
+         "Of which started again after one exited, died or was killed.", m->captions_restarts},
+        {"stuck_total", "counter",
+         "Recognisers killed for leaving captions-queue-ms of audio unread.", m->captions_stuck},
+        {"cues_total", "counter", "Caption cues published.", m->captions_cues},
+        {"bad_lines_total", "counter",
+         "Recogniser output lines refused (not a cue, too long, bad times).",
+         m->captions_bad_lines},
+        {"rate_limited_total", "counter", "Cues dropped past 20 a second from one recogniser.",
+         m->captions_rate_limited},
+        {"pcm_bytes_total", "counter", "PCM bytes written to recognisers.", m->captions_pcm_bytes},
+        {"pcm_dropped_bytes_total", "counter",
+         "PCM bytes dropped with a recogniser that was killed or exited.",
+         m->captions_pcm_dropped},
+        {"skips_total", "counter", "Times a captions decoder skipped to the live edge.",
+         m->captions_skips}};
+    char name[64];
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        snprintf(name, sizeof(name), "rostrum_captions_%s", rows[i].name);
+        metric(b, name, rows[i].type, rows[i].help, rows[i].v);
+    }
+    metric_head(b, "rostrum_captions_decode_cpu_seconds_total", "counter",
+                "CPU time the main process spent decoding audio for recognisers.");
+    buf_printf(b, "rostrum_captions_decode_cpu_seconds_total %.6f\n",
+               (double)m->captions_cpu_ns / 1e9);
+}
+
 void status_metrics(struct audience *a, struct buf *b)
 {
     const struct shared *sh = a->sh;
@@ -426,6 +463,7 @@ void status_metrics(struct audience *a, struct buf *b)
            sh->main.relay_feeds_up);
     status_tree_metrics(a, b, &st);
     status_rendition_metrics(sh, b);
+    status_captions_metrics(sh, b);
     react_metrics(sh, &st, b); /* issue 12 */
     status_record_metrics(sh, &st, b);
     metric(b, "rostrum_workers", "gauge", "Listener worker processes.", sh->nworkers);

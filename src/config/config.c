@@ -89,6 +89,9 @@ enum key_id {
     KEY_RECORD,
     KEY_RECORD_DIR,
     KEY_RECORD_SYNC_S,
+    KEY_CAPTIONS,
+    KEY_CAPTIONS_CMD,
+    KEY_CAPTIONS_QUEUE_MS,
     KEY_COUNT
 };
 
@@ -166,6 +169,9 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_RECORD] = {"record", IN_GLOBAL | IN_SPACE, 0, 1},
     [KEY_RECORD_DIR] = {"record-dir", IN_GLOBAL, 1, 0},
     [KEY_RECORD_SYNC_S] = {"record-sync-s", IN_GLOBAL, 1, 3600},
+    [KEY_CAPTIONS] = {"captions", IN_GLOBAL | IN_SPACE, 0, 1},
+    [KEY_CAPTIONS_CMD] = {"captions-cmd", IN_GLOBAL, 1, 0},
+    [KEY_CAPTIONS_QUEUE_MS] = {"captions-queue-ms", IN_GLOBAL, 200, 30000},
 };
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
@@ -175,12 +181,12 @@ struct parser {
     struct space_config *sc; /* the current [space] section; NULL before the first */
     const char *filename;
     unsigned line;
-    uint64_t seen; /* bit per key_id set in the current section */
+    uint64_t seen[2]; /* bit per key_id set in the current section */
     char *err;
     size_t errlen;
 };
 
-_Static_assert(KEY_COUNT <= 64, "parser.seen has one bit per key");
+_Static_assert(KEY_COUNT <= 128, "parser.seen has one bit per key");
 
 /* Writes "FILE:LINE: message" to the error buffer. Always returns -1. */
 __attribute__((format(printf, 2, 3))) static int fail(struct parser *p, const char *fmt, ...)
@@ -254,6 +260,9 @@ void config_defaults(struct config *c)
     c->record = 0;
     snprintf(c->record_dir, sizeof(c->record_dir), "recordings");
     c->record_sync_s = 5;
+    c->captions = 0;
+    snprintf(c->captions_cmd, sizeof(c->captions_cmd), "rostrum-captions");
+    c->captions_queue_ms = 4000;
 }
 
 static bool is_name_char(unsigned char ch)
@@ -384,6 +393,10 @@ int config_record(const struct config *c, const struct space_config *sc)
 {
     return sc && sc->record >= 0 ? sc->record : c->record;
 }
+int config_captions(const struct config *c, const struct space_config *sc)
+{
+    return sc && sc->captions >= 0 ? sc->captions : c->captions;
+}
 
 int config_grace_ms(const struct config *c, const struct space_config *sc)
 {
@@ -492,6 +505,10 @@ static int *int_field(struct parser *p, enum key_id id)
         return sc ? &sc->record : &c->record;
     case KEY_RECORD_SYNC_S:
         return &c->record_sync_s;
+    case KEY_CAPTIONS:
+        return sc ? &sc->captions : &c->captions;
+    case KEY_CAPTIONS_QUEUE_MS:
+        return &c->captions_queue_ms;
     default:
         check_fail(__FILE__, __LINE__, "key_defs[] and this switch disagree");
     }
@@ -625,9 +642,9 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         return fail(p, "'%s' is a global key: put it before the first [space] section", def->name);
     if (!p->sc && !(def->where & IN_GLOBAL))
         return fail(p, "'%s' is only allowed in a [space NAME] section", def->name);
-    if (p->seen & (UINT64_C(1) << id))
+    if (p->seen[id / 64] & (UINT64_C(1) << (id % 64)))
         return fail(p, "duplicate key '%s'", def->name);
-    p->seen |= UINT64_C(1) << id;
+    p->seen[id / 64] |= UINT64_C(1) << (id % 64);
 
     if (def->min <= def->max)
         return set_int(p, def, id, val, vlen);
@@ -664,6 +681,8 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         return set_string(p, def, c->log_file, sizeof(c->log_file), val, vlen);
     case KEY_RECORD_DIR:
         return set_string(p, def, c->record_dir, sizeof(c->record_dir), val, vlen);
+    case KEY_CAPTIONS_CMD:
+        return set_string(p, def, c->captions_cmd, sizeof(c->captions_cmd), val, vlen);
     case KEY_USER:
         return set_string(p, def, c->user, sizeof(c->user), val, vlen);
     case KEY_AUDIENCE_TLS:
@@ -728,8 +747,9 @@ static int parse_section(struct parser *p, const char *s, size_t len)
     sc->name[nlen] = '\0';
     sc->burst_ms = sc->page_ms = sc->grace_ms = -1;
     sc->record = -1;
+    sc->captions = -1;
     p->sc = sc;
-    p->seen = 0;
+    p->seen[0] = p->seen[1] = 0;
     return 0;
 }
 

@@ -36,6 +36,7 @@ struct space_config {
     char source_password[128];       /* "" = use the global one */
     int burst_ms, page_ms, grace_ms; /* -1 = use the global value */
     int record;                      /* 0/1; -1 = use the global value */
+    int captions;                    /* 0/1; -1 = use the global value */
 };
 
 struct config {
@@ -121,6 +122,10 @@ struct config {
     int record;                /* 1: every space is recorded; default 0 (per space too) */
     char record_dir[256];      /* where recordings live; default "recordings" */
     int record_sync_s;         /* fdatasync a growing recording this often; default 5 */
+    /* live captions (issue 12, item 4; captions/captions.h) */
+    int captions;              /* 1: every space is captioned; default 0 (per space too) */
+    char captions_cmd[512];    /* the recogniser, run by /bin/sh; default "rostrum-captions" */
+    int captions_queue_ms;     /* PCM the recogniser may leave unread before it is killed; 4000 */
     struct space_config spaces[CONFIG_MAX_SPACES];
     size_t num_spaces;
 };
@@ -174,6 +179,8 @@ int config_page_ms(const struct config *c, const struct space_config *sc);
 int config_grace_ms(const struct config *c, const struct space_config *sc);
 /* 1 if the space of <sc> (may be NULL) is recorded: its record, or the global one. */
 int config_record(const struct config *c, const struct space_config *sc);
+/* 1 if the space of <sc> (may be NULL) is captioned: its captions, or the global one. */
+int config_captions(const struct config *c, const struct space_config *sc);
 const char *config_source_password(const struct config *c, const struct space_config *sc);
 
 #endif

@@ -27,7 +27,7 @@
 #include "proc/server.h"
 #include "util/log.h"
 
-#define CONFIG_MAX_OPTIONS 64 /* global config keys, each a --KEY option */
+#define CONFIG_MAX_OPTIONS 96 /* global config keys, each a --KEY option */
 #define OPT_KEY 1000          /* getopt value of the first of them */
 
 #ifndef ROSTRUM_VERSION

@@ -85,6 +85,7 @@ static void main_before_sleep(struct loop *loop, void *arg)
     (void)loop;
     if (srv->spaces.published) {
         transcode_pump(&srv->tc); /* the renditions of what was published, in the same wake */
+        captions_pump(&srv->cap);
         srv->spaces.published = 0;
         if (srv->serves_audience)
             audience_on_wake(&srv->aud);
@@ -316,6 +317,8 @@ int server_init_common(struct server *srv)
     srv->spaces.reclaim = transcode_reclaim;
     srv->spaces.reclaim_arg = &srv->tc;
     transcode_init(&srv->tc);
+    srv->cap = (struct captions){.loop = &srv->loop, .sh = srv->sh, .cfg = &srv->cfg};
+    captions_init(&srv->cap);
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask;
     sigemptyset(&mask);
@@ -411,6 +414,7 @@ void server_free(struct server *srv)
         relay_stop(&srv->relay);
     workers_stop(srv);
     transcode_free(&srv->tc);
+    captions_free(&srv->cap);
     list_for_each_safe(n, tmp, &srv->spaces.list)
     {
         space_end(list_entry(n, struct space, node), CLOSE_MOUNT_END);

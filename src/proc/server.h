@@ -23,6 +23,7 @@
 #include "relay/relay.h"
 #include "shm/shared.h"
 #include "space/space.h"
+#include "captions/captions.h"
 #include "transcode/transcode.h"
 
 struct worker_proc {
@@ -87,6 +88,7 @@ struct server {
     struct conn_hub hub;      /* this process's connections */
     struct spaces spaces;     /* main: the spaces */
     struct transcode tc;      /* main: their AAC and MP3 renditions (issue 11) */
+    struct captions cap;      /* main: their live captions' recognisers (issue 12) */
     struct audience aud;      /* the audience side, if this process serves it */
     struct loop_timer tick;   /* housekeeping, every 250 ms */
     int64_t last_second_ms;

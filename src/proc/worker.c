@@ -484,7 +484,7 @@ void workers_on_child_exit(struct server *srv)
     int st;
     pid_t pid;
     while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-        if (upgrade_on_child_exit(srv, pid, st))
+        if (upgrade_on_child_exit(srv, pid, st) || captions_on_child_exit(&srv->cap, pid, st))
             continue;
         for (int i = 0; i < srv->cfg.workers; i++) {
             struct worker_proc *w = &srv->workers[i];

@@ -49,6 +49,9 @@
 #define SHARED_HANDS_MAX 1000  /* max-hands' ceiling: raised hands a space holds */
 #define SHARED_HAND_NAME 40
 
+/* issue 12, item 4 (live captions) */
+#define SHARED_CAPTIONS_MAX 16384 /* the cue list of a space: lines "ID START END TEXT\n" */
+
 enum hand_op { HAND_UP = 1, HAND_DOWN = 2, HAND_KEEP = 3 /* refresh only: never adds a hand */ };
 
 /* One hand raised or lowered, as a worker saw it. */
@@ -254,6 +257,14 @@ struct shared_space {
     /* issue 12, item 2: enum record_state of this slot's recording, and its id */
     uint32_t record_state;
     char record_id[128];
+    /* issue 12, item 4: live captions (captions/captions.c writes, audience/captions.c reads).
+     * The cue list is a double buffer of lines "ID START_MS END_MS TEXT\n", oldest first, ids
+     * growing, times on the programme's wall clock (unix ms, stream_start_ms's clock). */
+    uint32_t captions_on;       /* 0: no captions; 1: captioned, recogniser restarting; 2: running */
+    uint32_t captions_epoch;    /* changes when the cue list starts over (a new stream) */
+    int64_t captions_final_ms;  /* no new cue will start before this (WebVTT segments are done) */
+    struct shared_dbuf captions_hdr;
+    unsigned char captions[2][SHARED_CAPTIONS_MAX];
 };
 
 enum record_state { RECORD_OFF = 0, RECORD_ON, RECORD_FAILED };
@@ -457,6 +468,18 @@ struct shared_main {
     uint64_t record_errors;   /* recordings stopped by a write error (disk full...) */
     uint64_t record_bytes;    /* bytes written to recordings */
     uint64_t record_syncs;    /* fdatasync() calls on recordings */
+    /* issue 12, item 4: live captions (captions/captions.h) */
+    uint64_t captions_running;      /* gauge: recognisers running */
+    uint64_t captions_starts;       /* recognisers started */
+    uint64_t captions_restarts;     /* of which after one exited or was killed */
+    uint64_t captions_stuck;        /* recognisers killed for not reading their input */
+    uint64_t captions_cues;         /* cues published */
+    uint64_t captions_bad_lines;    /* output lines refused (not JSON, no text, bad times) */
+    uint64_t captions_rate_limited; /* cues dropped past CAPTIONS_MAX_PER_S */
+    uint64_t captions_pcm_bytes;    /* PCM written to recognisers */
+    uint64_t captions_pcm_dropped;  /* PCM dropped (a recogniser killed with it queued) */
+    uint64_t captions_skips;        /* times the decoder skipped to the live edge */
+    uint64_t captions_cpu_ns;       /* decoding for recognisers (thread clock) */
 };
 
 struct shared {
@@ -485,7 +508,7 @@ struct shared {
 };
 
 /* Bumped whenever a shared structure changes meaning without changing size. */
-#define SHARED_LAYOUT_VERSION 2 /* 2: rendition slots (issue 11) */
+#define SHARED_LAYOUT_VERSION 3 /* 2: rendition slots (issue 11); 3: captions (issue 12) */
 
 /* Maps the shared memory for <nworkers> workers (MAP_NORESERVE: rings take memory only as
  * pages are written), a memfd whose descriptor goes to <*memfd> (close-on-exec; NULL: closed).
@@ -568,6 +591,17 @@ static inline void shared_doc_put(struct shared_space *s, const void *json, uint
 static inline int shared_doc_copy(const struct shared_space *s, void *out)
 {
     return shared_dbuf_copy(&s->doc_hdr, &s->doc[0][0], SHARED_STATE_MAX, out, NULL);
+}
+/* The cue list of a space (issue 12, item 4). */
+static inline void shared_captions_put(struct shared_space *s, const void *text, uint32_t len)
+{
+    shared_dbuf_put(&s->captions_hdr, &s->captions[0][0], SHARED_CAPTIONS_MAX, text, len, 0);
+}
+/* Copies the cue list into <out> (SHARED_CAPTIONS_MAX bytes). Returns as shared_dbuf_copy. */
+static inline int shared_captions_copy(const struct shared_space *s, void *out)
+{
+    return shared_dbuf_copy(&s->captions_hdr, &s->captions[0][0], SHARED_CAPTIONS_MAX, out,
+                            NULL);
 }
 
 /* 1 if <m> is a valid mount name: 1-63 of [A-Za-z0-9._-], not starting with '.', and not a

@@ -1,0 +1,139 @@
+"""Issue 12, item 4: live captions. rostrum feeds a space's programme (16 kHz mono PCM) to the
+recogniser command (captions-cmd) and publishes its cues at /<space>.captions.json (and as
+WebVTT in the HLS stream); a recogniser that crashes, prints garbage, floods or stops reading is
+restarted or killed, and the audio never notices. These tests use a stand-in recogniser
+(tests/captions/fake-recogniser) whose cues are known; test_captions_pocketsphinx runs the
+packaged default on real speech."""
+
+import os
+import shutil
+import time
+
+from harness import (ROOT, check, check_ffmpeg_decode, check_tone, ffmpeg_listener, ffmpeg_source,
+                     get_json, http_request, metric, metrics, note, test, wait_for, wait_live)
+
+FAKE = ROOT / "tests" / "captions" / "fake-recogniser"
+
+
+def cap_metrics(srv):
+    vals, _ = metrics(srv)
+    return {k: metric(vals, f"rostrum_captions_{k}") for k in
+            ("running", "starts_total", "restarts_total", "stuck_total", "cues_total",
+             "bad_lines_total", "rate_limited_total", "pcm_bytes_total",
+             "pcm_dropped_bytes_total", "skips_total", "decode_cpu_seconds_total")}
+
+
+def captions_server(ctx, mode, *extra, log=None):
+    cmd = f"python3 {FAKE} {mode}"
+    if log:
+        os.environ["FAKE_RECOGNISER_LOG"] = str(log)
+    return ctx.start_server(extra=["--captions", "1", "--captions-cmd", cmd, *extra])
+
+
+def cues(srv, mount="/live", since=None):
+    path = f"{mount}.captions.json" + (f"?since={since}" if since is not None else "")
+    return get_json(srv.audience, path)
+
+
+@test(timeout=60, icecast=False)
+def test_captions_feed(ctx):
+    """The fake recogniser's cue k is 1 s after cue k-1 on the programme's clock, so rostrum
+    feeds it PCM at exactly 16 kHz and maps its times back; since= pages the feed; partial
+    lines are skipped; bad since= is a 400, a space without captions a 404; the headers let a
+    cache carry it."""
+    srv = captions_server(ctx, "normal")
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    wait_for(lambda: len(cues(srv)["cues"]) >= 5, 20, "five cues from the recogniser")
+    doc = cues(srv)
+    cs = doc["cues"]
+    check(doc["running"] is True, f"running {doc['running']!r}")
+    texts = [c["text"] for c in cs]
+    check(all(t.startswith("second ") for t in texts), f"texts {texts} (partial lines kept?)")
+    ks = [int(t.split()[1]) for t in texts]
+    check(ks == list(range(ks[0], ks[0] + len(ks))), f"cue numbers {ks}")
+    ids = [c["id"] for c in cs]
+    check(ids == sorted(ids) and len(set(ids)) == len(ids), f"ids {ids}")
+    starts = [c["start_ms"] for c in cs]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    check(all(abs(g - 1000) <= 25 for g in gaps), f"cue starts {gaps} ms apart, want 1000")
+    check(all(c["end_ms"] - c["start_ms"] in range(490, 511) for c in cs),
+          f"cue lengths {[c['end_ms'] - c['start_ms'] for c in cs]}")
+    now_ms = time.time() * 1000
+    check(all(now_ms - 60000 < s < now_ms for s in starts),
+          f"cue times {starts} not on the wall clock (now {now_ms:.0f})")
+    note(f"{len(cs)} cues, {gaps} ms apart; the newest cue started {now_ms - starts[-1]:.0f} ms "
+         "before it was read")
+    later = cues(srv, since=ids[1])
+    check([c["id"] for c in later["cues"]][:len(ids) - 2] == ids[2:],
+          f"since={ids[1]} gave {[c['id'] for c in later['cues']]}")
+    check(later["next"] >= ids[-1], f"next {later['next']} < last id {ids[-1]}")
+    r = http_request(srv.audience, "GET", "/live.captions.json")
+    check(r.status == 200 and "max-age=1" in r.header("Cache-Control", ""),
+          f"Cache-Control {r.header('Cache-Control')!r}")
+    check(r.header("Access-Control-Allow-Origin") == "*", "no CORS header")
+    for bad in ("since=x", "since=-1", "since=1&since=2", "since="):
+        r = http_request(srv.audience, "GET", f"/live.captions.json?{bad}")
+        check(r.status == 400, f"?{bad} -> {r.status}, want 400")
+    r = http_request(srv.audience, "GET", "/nosuch.captions.json")
+    check(r.status == 404, f"/nosuch.captions.json -> {r.status}")
+    m = cap_metrics(srv)
+    check(m["running"] == 1 and m["starts_total"] == 1 and m["cues_total"] >= 5, f"metrics {m}")
+    check(m["bad_lines_total"] == 0 and m["restarts_total"] == 0, f"metrics {m}")
+    check(m["pcm_bytes_total"] >= 5 * 32000, f"pcm bytes {m['pcm_bytes_total']}")
+
+
+@test(timeout=60, icecast=False)
+def test_captions_crash_and_garbage(ctx):
+    """A recogniser that prints garbage and exits every 2 s is restarted (with a back-off) and
+    its bad lines are counted; a listener decodes the tone whole all along; the feed keeps its
+    good cues."""
+    log = ctx.tmp / "starts.log"
+    srv = captions_server(ctx, "crash", log=log)
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    lst = ffmpeg_listener(ctx, srv, "/live", 12)
+    wait_for(lambda: cap_metrics(srv)["restarts_total"] >= 2, 30, "two restarts")
+    pcm = check_ffmpeg_decode(lst, 12, timeout=30)
+    check_tone(pcm, 440, "listener during recogniser crashes", skip_s=0.1)
+    m = cap_metrics(srv)
+    check(m["bad_lines_total"] >= 5, f"bad lines counted {m['bad_lines_total']}, want >= 5")
+    starts = log.read_text().splitlines()
+    check(len(starts) == m["starts_total"] and len(starts) >= 3,
+          f"{len(starts)} starts logged, metrics say {m['starts_total']}")
+    texts = [c["text"] for c in cues(srv)["cues"]]
+    check(texts and all(t.startswith("second ") for t in texts), f"cues kept: {texts}")
+    text = srv.log_text()
+    check("the recogniser exited (status 3)" in text, "the exit is not logged")
+    check(text.count("bad line") <= 10, f"bad lines logged {text.count('bad line')} times")
+    check(src.alive(), "the source died")
+    note(f"starts {m['starts_total']}, bad lines {m['bad_lines_total']}, cues {m['cues_total']}")
+
+
+@test(timeout=60, icecast=False)
+def test_captions_stuck_and_flood(ctx):
+    """A recogniser that stops reading is killed once captions-queue-ms of PCM waits for it,
+    and its queue dropped; one that floods gets 20 cues a second through; neither reaches the
+    audio."""
+    srv = captions_server(ctx, "stuck", "--captions-queue-ms", "500")
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    lst = ffmpeg_listener(ctx, srv, "/live", 8)
+    wait_for(lambda: cap_metrics(srv)["stuck_total"] >= 1, 20, "the stuck recogniser killed")
+    m = cap_metrics(srv)
+    # the pipe takes 64 KiB (2 s) it never reads, then 500 ms of queue (16,000 bytes) waits
+    check(m["pcm_dropped_bytes_total"] >= 16000, f"dropped {m['pcm_dropped_bytes_total']}")
+    pcm = check_ffmpeg_decode(lst, 8, timeout=30)
+    check_tone(pcm, 440, "listener while the recogniser is stuck", skip_s=0.1)
+    check("left 500 ms of audio unread: killed" in srv.log_text(), "the kill is not logged")
+    srv.stop()
+
+    srv = captions_server(ctx, "flood")
+    src = ffmpeg_source(ctx, srv, "/live", 440, proc_name="source2")
+    wait_live(srv, "/live", proc=src)
+    wait_for(lambda: cap_metrics(srv)["rate_limited_total"] >= 180, 20, "the flood limited")
+    m = cap_metrics(srv)
+    doc = cues(srv)
+    check(len(doc["cues"]) <= 64, f"{len(doc['cues'])} cues kept, want <= 64")
+    check(m["cues_total"] <= 20 * 6, f"{m['cues_total']} cues published in a few seconds")
+    note(f"flood: {m['cues_total']} cues published, {m['rate_limited_total']} dropped")
