@@ -10,6 +10,8 @@
  *   /hls/<space>/<epoch>/oinit.mp4      init segment (ainit.mp4)
  *   /hls/<space>/<epoch>/o<msn>.m4s     segment: the concatenation of its parts
  *   /hls/<space>/<epoch>/o<msn>.<p>.m4s part
+ *   /hls/<space>/c.m3u8                 live captions: WebVTT subtitles (issue 12), while the
+ *   /hls/<space>/<epoch>/c<msn>.vtt     space is captioned
  *
  * <epoch> names the stream (its serial and slot generation): a space that restarts gets new
  * names, so no cache ever hands out a part of the stream before. The media playlist's own
@@ -30,6 +32,7 @@
 #include <time.h>
 
 #include "audience/audience.h"
+#include "captions/captions.h"
 #include "hls/fmp4.h"
 #include "hls/hls.h"
 #include "http/request.h"
@@ -40,7 +43,7 @@
 #define HLS_MAX_SAMPLES 1024 /* packets in one part: 2 s of 2.5 ms Opus frames is 800 */
 #define HLS_MAX_PAGE_PACKETS 256
 
-enum hls_kind { HLS_MEDIA, HLS_INIT, HLS_SEGMENT, HLS_PART };
+enum hls_kind { HLS_MEDIA, HLS_INIT, HLS_SEGMENT, HLS_PART, HLS_VTT_MEDIA, HLS_VTT_SEGMENT };
 
 /* One request, as parsed (and as kept while it waits). */
 struct hls_req {
@@ -467,12 +470,79 @@ static void media_playlist(struct audience *a, const struct hls_req *rq, const s
     free(d);
 }
 
+/* The live captions' subtitles playlist or segment <rq> (issue 12, item 4). A segment is listed
+ * (and served) once the audio has it whole and the captions are final to its end: a cue that
+ * comes later than that is on the listener page's feed, not in HLS. */
+static void vtt_answer(struct audience *a, struct conn *c, const struct hls_req *rq)
+{
+    struct hls_stream st;
+    const struct shared_space *ss = &a->sh->spaces[rq->slot];
+    int rc = stream_open(a, rq->slot, rq->gen, 0, &st);
+    if (rc == -ENOENT || !__atomic_load_n(&ss->captions_on, __ATOMIC_ACQUIRE)) {
+        conn_error(c, 404, "Cache-Control: no-cache", "No live captions for this stream");
+        return;
+    }
+    if (rc < 0) {
+        conn_error(c, 503, "Retry-After: 1", "The stream is starting");
+        return;
+    }
+    if (rq->kind == HLS_VTT_SEGMENT && strcmp(rq->epoch, st.epoch) != 0) {
+        conn_error(c, 404, "Cache-Control: max-age=60", "Not this stream: reload the playlist");
+        return;
+    }
+    uint64_t first, end, S = (uint64_t)st.pps, seg = st.P * S;
+    stream_parts(&st, &first, &end);
+    /* complete segments, and of those the ones whose captions are final */
+    uint64_t msn_first = first / S, msn_end = end / S;
+    int64_t final_ms = __atomic_load_n(&ss->captions_final_ms, __ATOMIC_ACQUIRE);
+    while (msn_end > msn_first && (int64_t)((msn_end * seg) / 48) > final_ms)
+        msn_end--;
+    struct buf body = {0};
+    if (rq->kind == HLS_VTT_MEDIA) {
+        hls_vtt_playlist(&body, st.epoch, st.target_s, (uint32_t)(seg / 48), msn_first, msn_end,
+                         (int64_t)(msn_first * seg / 48));
+        respond(c, "application/vnd.apple.mpegurl", &body, st.target_s / 2 > 0 ? st.target_s / 2 : 1,
+                0);
+        buf_free(&body);
+        return;
+    }
+    if (rq->msn >= msn_end || rq->msn < msn_first) {
+        conn_error(c, 404, "Cache-Control: no-cache",
+                   rq->msn >= msn_end ? "Not final yet" : "No longer held");
+        return;
+    }
+    static char list[SHARED_CAPTIONS_MAX];
+    int len = shared_captions_copy(ss, list);
+    if (len < 0) {
+        conn_error(c, 503, "Retry-After: 1", "The captions changed under the request: retry");
+        return;
+    }
+    /* the segment's span on the media timeline (ms from the stream's start) */
+    int64_t s0 = ((int64_t)(rq->msn * seg) - (int64_t)st.base) / 48, s1 = s0 + (int64_t)(seg / 48);
+    struct hls_vtt_cue cues[CAPTIONS_KEEP];
+    int n = 0;
+    size_t pos = 0;
+    struct caption_cue cue;
+    while (n < CAPTIONS_KEEP && captions_next_cue(list, (size_t)len, &pos, &cue)) {
+        int64_t c0 = cue.start_ms - ss->stream_start_ms, c1 = cue.end_ms - ss->stream_start_ms;
+        if (c0 < s1 && (c1 > s0 || (c1 == c0 && c0 >= s0)))
+            cues[n++] = (struct hls_vtt_cue){c0, c1, cue.text, cue.text_len};
+    }
+    hls_vtt_segment(&body, cues, n);
+    respond(c, "text/vtt; charset=utf-8", &body, 86400, 0);
+    buf_free(&body);
+}
+
 /* Tries to answer <rq> on <c> now. Returns 1 if answered (or refused), 0 if it must wait
  * for part <*need> (absolute count of complete parts). <memo> (may be NULL): answers built
  * earlier in this wake, taken and added to. */
 static int hls_answer(struct audience *a, struct conn *c, const struct hls_req *rq, uint64_t *need,
                       struct hls_memo *memo)
 {
+    if (rq->kind == HLS_VTT_MEDIA || rq->kind == HLS_VTT_SEGMENT) {
+        vtt_answer(a, c, rq);
+        return 1;
+    }
     struct hls_stream st;
     int rc = stream_open(a, rq->slot, rq->gen, rq->aac, &st);
     if (rc == -ENOENT) {
@@ -757,8 +827,11 @@ static void multivariant(struct audience *a, struct conn *c, int slot)
     int aac = hls_aac_slot(a, slot);
     if (aac >= 0)
         v[n++] = (struct hls_variant){ua, "mp4a.40.2", bandwidth(a, aac, 160000)};
+    char uc[96];
+    snprintf(uc, sizeof(uc), "hls/%s/c.m3u8", mount);
+    int captioned = __atomic_load_n(&a->sh->spaces[slot].captions_on, __ATOMIC_ACQUIRE) != 0;
     struct buf body = {0};
-    hls_multivariant(&body, v, n);
+    hls_multivariant(&body, v, n, captioned ? uc : NULL);
     respond(c, "application/vnd.apple.mpegurl", &body, 2, 0);
     buf_free(&body);
 }
@@ -797,7 +870,9 @@ int hls_route(struct audience *a, struct conn *c, const struct http_request *req
     rq.gen = __atomic_load_n(&a->sh->spaces[slot].gen, __ATOMIC_ACQUIRE);
     const char *rest = sl + 1, *sl2 = strchr(rest, '/');
     int bad = 0;
-    if (!sl2) {
+    if (!sl2 && strcmp(rest, "c.m3u8") == 0) {
+        rq.kind = HLS_VTT_MEDIA;
+    } else if (!sl2) {
         rq.kind = HLS_MEDIA;
         rq.aac = rest[0] == 'a';
         bad = strcmp(rest + 1, ".m3u8") != 0 || (rest[0] != 'o' && rest[0] != 'a');
@@ -816,8 +891,17 @@ int hls_route(struct audience *a, struct conn *c, const struct http_request *req
     } else {
         size_t elen = (size_t)(sl2 - rest);
         const char *name = sl2 + 1;
-        bad = elen == 0 || elen >= sizeof(rq.epoch) || (name[0] != 'o' && name[0] != 'a');
-        if (!bad) {
+        bad = elen == 0 || elen >= sizeof(rq.epoch) ||
+              (name[0] != 'o' && name[0] != 'a' && name[0] != 'c');
+        if (!bad && name[0] == 'c') {
+            memcpy(rq.epoch, rest, elen);
+            rq.epoch[elen] = '\0';
+            char *e;
+            rq.kind = HLS_VTT_SEGMENT;
+            errno = 0;
+            rq.msn = name[1] >= '0' && name[1] <= '9' ? strtoull(name + 1, &e, 10) : 0;
+            bad = !(name[1] >= '0' && name[1] <= '9') || errno || strcmp(e, ".vtt") != 0;
+        } else if (!bad) {
             memcpy(rq.epoch, rest, elen);
             rq.epoch[elen] = '\0';
             rq.aac = name[0] == 'a';

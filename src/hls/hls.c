@@ -147,12 +147,63 @@ int hls_media_playlist(struct buf *out, const struct hls_media *m)
     return skipped;
 }
 
-void hls_multivariant(struct buf *out, const struct hls_variant *v, int n)
+void hls_multivariant(struct buf *out, const struct hls_variant *v, int n, const char *subtitles)
 {
     buf_puts(out, "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    /* live captions: the recogniser's language is the operator's choice, so none is claimed */
+    if (subtitles)
+        buf_printf(out, "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"cc\",NAME=\"Live captions\","
+                        "DEFAULT=YES,AUTOSELECT=YES,FORCED=NO,URI=\"%s\"\n", subtitles);
     for (int i = 0; i < n; i++)
-        buf_printf(out, "#EXT-X-STREAM-INF:BANDWIDTH=%u,CODECS=\"%s\"\n%s\n", v[i].bandwidth,
-                   v[i].codecs, v[i].uri);
+        buf_printf(out, "#EXT-X-STREAM-INF:BANDWIDTH=%u,CODECS=\"%s\"%s\n%s\n", v[i].bandwidth,
+                   v[i].codecs, subtitles ? ",SUBTITLES=\"cc\"" : "", v[i].uri);
+}
+
+void hls_vtt_playlist(struct buf *out, const char *epoch, int target_s, uint32_t seg_ms,
+                      uint64_t msn_first, uint64_t msn_end, int64_t first_pdt_ms)
+{
+    char when[40];
+    hls_iso_time(first_pdt_ms, when, sizeof(when));
+    buf_printf(out, "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:%d\n"
+                    "#EXT-X-MEDIA-SEQUENCE:%llu\n#EXT-X-PROGRAM-DATE-TIME:%s\n",
+               target_s, (unsigned long long)msn_first, when);
+    for (uint64_t m = msn_first; m < msn_end; m++)
+        buf_printf(out, "#EXTINF:%.5f,\n%s/c%llu.vtt\n", seg_ms / 1000.0, epoch,
+                   (unsigned long long)m);
+}
+
+/* A WebVTT timestamp (hours of at least two digits). */
+static void vtt_time(struct buf *out, int64_t ms)
+{
+    if (ms < 0)
+        ms = 0;
+    buf_printf(out, "%02lld:%02d:%02d.%03d", (long long)(ms / 3600000), (int)(ms / 60000 % 60),
+               (int)(ms / 1000 % 60), (int)(ms % 1000));
+}
+
+void hls_vtt_segment(struct buf *out, const struct hls_vtt_cue *c, int n)
+{
+    buf_puts(out, "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000\n");
+    for (int i = 0; i < n; i++) {
+        buf_puts(out, "\n");
+        vtt_time(out, c[i].start_ms);
+        buf_puts(out, " --> ");
+        vtt_time(out, c[i].end_ms > c[i].start_ms ? c[i].end_ms : c[i].start_ms + 1);
+        buf_puts(out, "\n");
+        /* the text is a cue payload: '<' and '&' would start a tag or an entity */
+        for (size_t k = 0; k < c[i].len; k++) {
+            char ch = c[i].text[k];
+            if (ch == '<')
+                buf_puts(out, "&lt;");
+            else if (ch == '&')
+                buf_puts(out, "&amp;");
+            else if (ch == '>')
+                buf_puts(out, "&gt;");
+            else if (ch != '\n' && ch != '\r')
+                buf_append(out, &ch, 1);
+        }
+        buf_puts(out, "\n");
+    }
 }
 
 /* The segment table of the Ogg page at the start of <page>: returns the header length and

@@ -83,8 +83,27 @@ struct hls_variant {
     uint32_t bandwidth;
 };
 
-/* Appends the multivariant playlist of <n> variants. */
-void hls_multivariant(struct buf *out, const struct hls_variant *v, int n);
+/* Appends the multivariant playlist of <n> variants; <subtitles> (NULL: none) is the URI of a
+ * WebVTT subtitles rendition every variant names (issue 12: live captions). */
+void hls_multivariant(struct buf *out, const struct hls_variant *v, int n, const char *subtitles);
+
+/*
+ * The live captions as a WebVTT subtitles rendition (issue 12, item 4). Its segments have the
+ * audio's media sequence numbers and boundaries (segment m is [m S P, (m + 1) S P) on the
+ * absolute clock), and cue times are on the audio's media timeline (the fMP4 tfdt, 0 at the
+ * stream's start), so every segment carries X-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000.
+ */
+struct hls_vtt_cue {
+    int64_t start_ms, end_ms; /* on the media timeline */
+    const char *text;         /* one line, valid UTF-8 */
+    size_t len;
+};
+/* Appends the subtitles playlist: segments [msn_first, msn_end) of <seg_ms> each, the first
+ * starting at wall time <first_pdt_ms>, under <epoch>/c<msn>.vtt. */
+void hls_vtt_playlist(struct buf *out, const char *epoch, int target_s, uint32_t seg_ms,
+                      uint64_t msn_first, uint64_t msn_end, int64_t first_pdt_ms);
+/* Appends a WebVTT segment of the <n> cues <c>. */
+void hls_vtt_segment(struct buf *out, const struct hls_vtt_cue *c, int n);
 
 /* The packets of the Ogg page <page>/<len>: up to <max> offsets into the page and lengths.
  * A packet continued from the page before, or one that goes on in the next, is left out
