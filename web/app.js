@@ -33,6 +33,7 @@
 import {startBeacon} from './beacon.js';
 import {WebPlayer, webPlayerSupported} from './player.js';
 import {ListenerHands} from './hands.js';
+import {LiveCaptions} from './captions.js';
 
 (function () {
   const POLL_MS = 2000;
@@ -177,7 +178,8 @@ import {ListenerHands} from './hands.js';
     chips.setAttribute('aria-labelledby', onstageLabel.id);
     onstage.append(onstageLabel, chips);
 
-    root.append(head, desc, meta, onstage, controls, playerEl, link);
+    const captionsBox = el('div', 'captions-box');
+    root.append(head, desc, meta, onstage, controls, playerEl, captionsBox, link);
     const card = {root, title, desc, count, countLabel, since, genre, button, state, audio,
                   web, playerEl, badge,
                   name: mount.slice(1), mount: mount.slice(1), onstage, chips,
@@ -185,6 +187,8 @@ import {ListenerHands} from './hands.js';
                   stageTitle: '', stageSig: '', sourceGone: false, endedAt: 0};
 
     button.addEventListener('click', () => toggle(card));
+    /* issue 12: live captions, shown in step with what this player plays */
+    card.captions = new LiveCaptions(captionsBox, card.mount, () => behindLive(card));
     if (MODE === 'web') {
       card.web = new WebPlayer(playerEl, () => admit(card));
       card.web.addEventListener('state', () => showState(card));
@@ -231,6 +235,21 @@ import {ListenerHands} from './hands.js';
   }
 
   const HOST_AWAY = 'The host is away, waiting for them…';
+
+  /* How far behind live the card's player is (ms), or null while it plays nothing: the web
+   * player measures it; hls.js estimates it; <audio> is about its burst behind. */
+  function behindLive(card) {
+    if (card.web) {
+      const s = card.web.stats;
+      return s.state === 'playing' ? (s.latency_ms === null ? 1000 : s.latency_ms) : null;
+    }
+    const audio = card.audio;
+    if (audio.paused || audio.readyState < 3)
+      return null;
+    if (card.hls && Number.isFinite(card.hls.latency) && card.hls.latency > 0)
+      return card.hls.latency * 1000;
+    return HLS ? 3000 : FALLBACK_BURST_MS + 500;
+  }
 
   /* <audio>: the burst it needs (HLS as it is) */
   function fallbackUrl(src) {
@@ -502,6 +521,7 @@ import {ListenerHands} from './hands.js';
   }
 
   function removeCard(mount, card) {
+    card.captions.stop();
     if (card.web) {
       card.web.stop();
     } else {

@@ -5,14 +5,18 @@ restarted or killed, and the audio never notices. These tests use a stand-in rec
 (tests/captions/fake-recogniser) whose cues are known; test_captions_pocketsphinx runs the
 packaged default on real speech."""
 
+import json
 import os
 import shutil
+import signal
 import time
 
 from harness import (ROOT, check, check_ffmpeg_decode, check_tone, ffmpeg_listener, ffmpeg_source,
                      get_json, http_request, metric, metrics, note, test, wait_for, wait_live)
 
 FAKE = ROOT / "tests" / "captions" / "fake-recogniser"
+CAPTIONS_PAGE = ROOT / "tests" / "browser" / "captions.mjs"
+MODULES = ROOT / "tests" / "browser" / "node_modules"
 
 
 def cap_metrics(srv):
@@ -137,3 +141,53 @@ def test_captions_stuck_and_flood(ctx):
     check(len(doc["cues"]) <= 64, f"{len(doc['cues'])} cues kept, want <= 64")
     check(m["cues_total"] <= 20 * 6, f"{m['cues_total']} cues published in a few seconds")
     note(f"flood: {m['cues_total']} cues published, {m['rate_limited_total']} dropped")
+
+
+def run_captions_page(ctx, srv, seconds=25):
+    node = shutil.which("node")
+    check(node and (MODULES / "playwright-core").is_dir(), "node or playwright-core missing")
+    env = {"HOME": str(ctx.tmp), "XDG_CONFIG_HOME": str(ctx.tmp / ".config"),
+           "XDG_CACHE_HOME": str(ctx.tmp / ".cache"), "TMPDIR": str(ctx.tmp)}
+    play = ctx.spawn("captions_page", [node, CAPTIONS_PAGE, srv.url(""), "live", str(seconds)],
+                     env=env, stdout=ctx.tmp / "captions_page.out")
+    try:
+        rc = play.wait(2 * seconds + 60)
+    finally:
+        play.signal(signal.SIGTERM)
+    out = play.output().decode(errors="replace").strip()
+    check(rc == 0, f"captions.mjs exited with {rc}: {out[-2000:]}\n{play.tail(15)}")
+    return json.loads(out.splitlines()[-1])
+
+
+@test(timeout=150, icecast=False, exclusive=True)
+def test_captions_browser_page_and_hlsjs(ctx):
+    """Chromium: the listener page shows each cue under the web player when the sound reaches
+    it (not before, and not more than its hold later); hls.js takes the WebVTT subtitles
+    rendition and puts its cues at the same programme time as the JSON feed says."""
+    srv = captions_server(ctx, "normal")
+    check(http_request(srv.audience, "GET", "/hls.min.js").status == 200,
+          "the server has no /hls.min.js: `npm ci` in tests/browser before building")
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    wait_for(lambda: len(cues(srv)["cues"]) >= 1, 20, "a first cue")
+    res = run_captions_page(ctx, srv)
+    feed = {c["text"]: c for c in cues(srv)["cues"]}
+    shown = res["page"]
+    for c in shown:
+        d = c["heard_ms"] - c["start_ms"]
+        check(c["text"].startswith("second ") and c["start_ms"] == feed[c["text"]]["start_ms"],
+              f"the page showed {c} which the feed does not have")
+        # shown once the player reaches it (a poll tick of 250 ms), gone 2.5 s after
+        check(-300 <= d <= 3000, f"cue {c['text']!r} shown {d:.0f} ms after its time was heard")
+    hls = res["hls"]
+    check(hls["tracks"] >= 1, f"hls.js found {hls['tracks']} subtitle tracks")
+    offs = []
+    for c in hls["cues"]:
+        check(c["text"] in feed, f"hls.js cue {c['text']!r} not in the feed {sorted(feed)}")
+        offs.append(c["wall_ms"] - feed[c["text"]]["start_ms"])
+    check(all(abs(o) <= 500 for o in offs),
+          f"hls.js puts the WebVTT cues {[round(o) for o in offs]} ms off the feed's times")
+    note(f"page: {len(shown)} cues shown {[round(c['heard_ms'] - c['start_ms']) for c in shown]} "
+         f"ms after their time was heard (web player {shown[0]['latency_ms']:.0f} ms behind "
+         f"live); hls.js {hls['version']}: {len(hls['cues'])} WebVTT cues, "
+         f"{[round(o) for o in offs]} ms from the feed's times")
