@@ -48,7 +48,7 @@ WEB      := $(wildcard web/*)
 
 .PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench bench-tls \
         bench-upgrade bench-tree bench-transcode bench-hls bench-event install
-all: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak
+all: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak $(O)/rostrum-captions
 
 $(O)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -92,6 +92,14 @@ $(O)/rostrum-load: $(O)/obj/src/load/main.o $(O)/librostrum-load.a $(O)/librostr
 $(O)/rostrum-speak: $(O)/obj/src/speak/main.o $(O)/librostrum-speak.a $(O)/librostrum-core.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The default live-caption recogniser (issue 12): a tool of its own, on pocketsphinx, that the
+# server runs as a child (captions-cmd); it uses nothing of rostrum's.
+PS_CFLAGS := $(shell pkg-config --cflags pocketsphinx 2>/dev/null)
+PS_LIBS   := $(shell pkg-config --libs pocketsphinx 2>/dev/null || echo -lpocketsphinx -lsphinxbase)
+$(O)/rostrum-captions: tools/captions/rostrum-captions.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PS_CFLAGS) $(LDFLAGS) -o $@ $< $(PS_LIBS) -lm
+
 $(O)/tests/%: tests/unit/%.c tests/unit/harness.h $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIBS) $(LDLIBS)
@@ -107,7 +115,8 @@ test-deps:
 # Unit tests, the fuzz corpus replay and the integration suite all run against the sanitizer
 # build; one summary line at the end counts every test.
 test: test-deps
-	$(MAKE) O=$(ASAN_O) SAN=1 WERROR=1 $(ASAN_O)/rostrum $(ASAN_O)/rostrum-load $(ASAN_O)/rostrum-speak unit-bins
+	$(MAKE) O=$(ASAN_O) SAN=1 WERROR=1 $(ASAN_O)/rostrum $(ASAN_O)/rostrum-load $(ASAN_O)/rostrum-speak \
+	  $(ASAN_O)/rostrum-captions unit-bins
 	$(MAKE) WERROR=1 all
 	scripts/run-tests $(ASAN_O)
 
@@ -182,10 +191,11 @@ DOCDIR  ?= $(PREFIX)/share/doc/rostrum
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 
-install: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak
+install: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak $(O)/rostrum-captions
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR) \
 	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
-	install -m 0755 $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak $(O)/rostrum-captions \
+	  $(DESTDIR)$(BINDIR)/
 	install -m 0644 docs/rostrum.1 $(DESTDIR)$(MANDIR)/man1/rostrum.1
 	install -m 0644 docs/config.example $(DESTDIR)$(DOCDIR)/rostrum.conf.example
 	sed 's|^ExecStart=/usr/bin/rostrum |ExecStart=$(BINDIR)/rostrum |' docs/rostrum.service \

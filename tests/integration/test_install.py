@@ -16,7 +16,8 @@ from pathlib import Path
 from harness import (PASSWORD, ROOT, Skip, check, check_ffmpeg_decode, ffmpeg_listener,
                      ffmpeg_source, http_request, test, wait_for, wait_live)
 
-INSTALLED = ["bin/rostrum", "bin/rostrum-load", "bin/rostrum-speak", "share/man/man1/rostrum.1",
+INSTALLED = ["bin/rostrum", "bin/rostrum-load", "bin/rostrum-speak", "bin/rostrum-captions",
+             "share/man/man1/rostrum.1",
              "share/doc/rostrum/rostrum.conf.example", "lib/systemd/system/rostrum.service"]
 
 
@@ -52,7 +53,7 @@ def test_issue9_install_make_install_destdir_prefix(ctx):
     for rel in INSTALLED:
         f = dest / "usr" / rel
         check(f.is_file(), f"make install DESTDIR=... PREFIX=/usr did not install /usr/{rel}")
-    for b in ("rostrum", "rostrum-load", "rostrum-speak"):
+    for b in ("rostrum", "rostrum-load", "rostrum-speak", "rostrum-captions"):
         f = dest / "usr/bin" / b
         check(os.access(f, os.X_OK), f"/usr/bin/{b} is not executable")
         check(f.read_bytes() == (Path(ctx.binary).parent / b).read_bytes(),

@@ -180,6 +180,28 @@ TEST(record_keys_issue12)
     EXPECT_ERROR("[space a]\nrecord-dir = x\n", 2, "global key");
 }
 
+TEST(captions_keys_issue12)
+{
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    ASSERT(c.captions == 0 && c.captions_queue_ms == 4000);
+    ASSERT_EQ_STR(c.captions_cmd, "rostrum-captions");
+    ASSERT_EQ_INT(parse(&c, "captions = 1\ncaptions-cmd = \"my-asr --lang fr\"\n"
+                            "captions-queue-ms = 1000\n[space a]\ncaptions = 0\n[space b]\n",
+                        err, sizeof(err)), 0);
+    ASSERT(c.captions == 1 && c.captions_queue_ms == 1000);
+    ASSERT_EQ_STR(c.captions_cmd, "my-asr --lang fr");
+    ASSERT_EQ_INT(config_captions(&c, config_space(&c, "a")), 0);
+    ASSERT_EQ_INT(config_captions(&c, config_space(&c, "b")), 1);
+    ASSERT_EQ_INT(config_captions(&c, NULL), 1);
+    EXPECT_ERROR("captions-queue-ms = 100\n", 1, "out of range (200 to 30000)");
+    EXPECT_ERROR("[space a]\ncaptions-cmd = x\n", 2, "global key");
+    /* past 64 keys: the duplicate check still sees each one */
+    EXPECT_ERROR("captions-queue-ms = 300\ncaptions-queue-ms = 400\n", 2, "duplicate key");
+    EXPECT_ERROR("[space a]\ncaptions = 1\ncaptions = 1\n", 3, "duplicate key");
+}
+
 TEST(issue9_access_log_key)
 {
     struct config c;
