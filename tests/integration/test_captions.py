@@ -191,3 +191,75 @@ def test_captions_browser_page_and_hlsjs(ctx):
          f"ms after their time was heard (web player {shown[0]['latency_ms']:.0f} ms behind "
          f"live); hls.js {hls['version']}: {len(hls['cues'])} WebVTT cues, "
          f"{[round(o) for o in offs]} ms from the feed's times")
+
+
+def vtt_cues(text):
+    """(start_s, end_s, text) of each cue of a WebVTT segment."""
+    out = []
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if " --> " in line:
+            a, b = (x.strip() for x in line.split(" --> ")[:2])
+
+            def secs(t):
+                h, m, s = t.split(":")
+                return int(h) * 3600 + int(m) * 60 + float(s)
+            out.append((secs(a), secs(b.split()[0]), lines[i + 1] if i + 1 < len(lines) else ""))
+    return out
+
+
+@test(timeout=150, icecast=False)
+def test_captions_pocketsphinx(ctx):
+    """The packaged recogniser (rostrum-captions, pocketsphinx), found beside the server as the
+    default captions-cmd, captions real recorded speech (Debian's alsa-utils voice clips, laid
+    end to end by tests/captions/clip.py): its words match the transcript better than chance
+    would, and its WebVTT cues sit where the phrases are in the programme."""
+    import sys
+    sys.path.insert(0, str(ROOT / "tests" / "captions"))
+    from clip import build_clip
+    from wer import wer
+    rec = os.path.join(os.path.dirname(str(ctx.binary)), "rostrum-captions")
+    check(os.access(rec, os.X_OK), f"no {rec}: make builds it beside rostrum")
+    check(os.path.isdir("/usr/share/pocketsphinx/model/en-us/en-us"),
+          "no pocketsphinx-en-us model (scripts/install-deps installs it)")
+    raw = ctx.tmp / "clip.raw"
+    phrases = build_clip(raw)
+    clip_s = raw.stat().st_size / 32000
+    srv = ctx.start_server(extra=["--captions", "1"])
+    src = ctx.spawn("source", ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "warning", "-re",
+                               "-f", "s16le", "-ar", "16000", "-ac", "1", "-i", str(raw),
+                               "-c:a", "libopus", "-b:a", "48k", "-f", "ogg",
+                               "-content_type", "audio/ogg", srv.source_url("/live")])
+    wait_live(srv, "/live", proc=src)
+    segs = {}
+    t_end = time.monotonic() + clip_s + 8
+    while time.monotonic() < t_end:
+        r = http_request(srv.audience, "GET", "/hls/live/c.m3u8")
+        if r.status == 200:
+            for line in r.body.decode().splitlines():
+                if line.endswith(".vtt") and line not in segs:
+                    s = http_request(srv.audience, "GET", "/hls/live/" + line)
+                    check(s.status == 200 and s.header("Content-Type", "").startswith("text/vtt"),
+                          f"{line}: {s.status} {s.header('Content-Type')}")
+                    body = s.body.decode()
+                    check(body.startswith("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000\n"),
+                          f"{line} does not start as WebVTT with its timestamp map: {body[:80]!r}")
+                    segs[line] = vtt_cues(body)
+        time.sleep(2)
+    feed = cues(srv)["cues"]
+    check(feed, "the recogniser made no cue")
+    hyp = " ".join(c["text"] for c in feed).split()
+    ref = " ".join(p[2] for p in phrases).split()
+    rate, S, D, I, N = wer(ref, hyp)
+    vtt = sorted({c for cs in segs.values() for c in cs})
+    check(vtt, f"no WebVTT cue in {len(segs)} segments")
+    near = [c for c in vtt if any(c[0] < p[1] + 0.5 and c[1] > p[0] - 0.5 for p in phrases)]
+    check(len(near) >= len(vtt) * 0.6,
+          f"only {len(near)} of {len(vtt)} WebVTT cues overlap a phrase: {vtt[:6]} vs {phrases[:6]}")
+    check(rate < 0.85, f"word error rate {rate:.2f} ({S} sub, {D} del, {I} ins of {N}): "
+                       f"heard {' '.join(hyp)!r}")
+    m = cap_metrics(srv)
+    check(m["bad_lines_total"] == 0 and m["restarts_total"] == 0, f"metrics {m}")
+    note(f"pocketsphinx on {len(phrases)} phrases ({N} words): WER {rate:.2f} ({S} sub, {D} del, "
+         f"{I} ins), {len(feed)} cues, {len(vtt)} WebVTT cues in {len(segs)} segments, "
+         f"{len(near)} on a phrase; heard: {' '.join(hyp)[:120]}")
