@@ -379,8 +379,12 @@ static void out_on_io(struct loop *loop, struct io *io, uint32_t events)
         if (n < 0 && errno == EAGAIN)
             return;
         if (n <= 0) {
-            /* its output closed: it is exiting, or closed it on purpose; either way done */
-            proc_kill(cap, cs);
+            /* its output closed: it is exiting (the SIGCHLD tells), or it prints elsewhere;
+             * its input is still fed either way */
+            loop_del(cap->loop, &cs->out_io);
+            cs->out_io.events = 0;
+            close(cs->out_fd);
+            cs->out_fd = -1;
             return;
         }
         total += (size_t)n;

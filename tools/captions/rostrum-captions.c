@@ -216,9 +216,13 @@ static void finish_utt(struct rc *rc)
  * frame, so a speech->silence transition is seen at the frame it happens and no speech
  * after it can slip into the utterance being ended.
  */
-static void feed(struct rc *rc, const int16 *s, size_t n)
+static void feed(struct rc *rc, const unsigned char *b, size_t n)
 {
-    while (n) {
+    static int16 pcm[BLOCK];
+
+    for (size_t i = 0; i < n; i++)
+        pcm[i] = (int16)(uint16_t)(b[2 * i] | (unsigned)b[2 * i + 1] << 8);
+    for (const int16 *s = pcm; n;) {
         size_t k = n < (size_t)rc->shift ? n : (size_t)rc->shift;
         int sp;
 
@@ -260,9 +264,9 @@ int main(int argc, char **argv)
 {
     const char *model = getenv("ROSTRUM_CAPTIONS_MODEL");
     char hmm[4096], lm[4096], dict[4096];
-    static unsigned char buf[BLOCK * 2 + 1];
-    static int16 pcm[BLOCK];
-    size_t have = 0;    /* bytes in buf, at most one of them an odd byte held over */
+    static unsigned char buf[BLOCK * 2];
+    size_t have = 0;    /* bytes in buf not yet decoded */
+    size_t step;        /* bytes per frame shift */
     struct rc rc = {0};
     cmd_ln_t *config;
     int opt;
@@ -314,14 +318,19 @@ int main(int argc, char **argv)
     }
     rc.shift = (int)(cmd_ln_float32_r(config, "-samprate") / cmd_ln_int32_r(config, "-frate"));
     rc.prespeech = cmd_ln_int32_r(config, "-vad_prespeech");
+    step = 2 * (size_t)rc.shift;
+    if (step > sizeof buf) {
+        fprintf(stderr, "%s: frame shift of %d samples is too long\n", prog, rc.shift);
+        return 2;
+    }
     if (ps_start_utt(rc.ps) < 0) {
         fprintf(stderr, "%s: ps_start_utt failed\n", prog);
         return 1;
     }
 
     for (;;) {
-        ssize_t r = read(STDIN_FILENO, buf + have, sizeof buf - 1 - have);
-        size_t ns;
+        ssize_t r = read(STDIN_FILENO, buf + have, sizeof buf - have);
+        size_t use;
 
         if (r < 0) {
             if (errno == EINTR)
@@ -332,16 +341,18 @@ int main(int argc, char **argv)
         if (r == 0)
             break;
         have += (size_t)r;
-        ns = have / 2;
-        for (size_t i = 0; i < ns; i++)
-            pcm[i] = (int16)(uint16_t)(buf[2 * i] | (unsigned)buf[2 * i + 1] << 8);
-        feed(&rc, pcm, ns);
-        /* A read may end mid-sample: keep the odd byte for the next one. */
-        if (have & 1)
-            buf[0] = buf[have - 1];
-        have &= 1;
+        /*
+         * Decode whole frame shifts only and keep the rest (a part frame, maybe an odd byte)
+         * for the next read: pocketsphinx's live CMN and VAD move per call, so the same
+         * audio must make the same calls however the pipe happened to split it.
+         */
+        use = have / step * step;
+        feed(&rc, buf, use / 2);
+        memmove(buf, buf + use, have - use);
+        have -= use;
     }
-    finish_utt(&rc);    /* an odd byte left at EOF is dropped */
+    feed(&rc, buf, have / 2);    /* the last part frame; an odd byte at EOF is dropped */
+    finish_utt(&rc);
 
     ps_free(rc.ps);
     cmd_ln_free_r(config);
