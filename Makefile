@@ -47,7 +47,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 WEB      := $(wildcard web/*)
 
 .PHONY: all test unit integration browser fuzz fuzz-replay demo deps test-deps clean bench bench-tls \
-        bench-upgrade bench-tree bench-transcode bench-hls bench-event install
+        bench-upgrade bench-tree bench-transcode bench-hls bench-event bench-captions install
 all: $(O)/rostrum $(O)/rostrum-load $(O)/rostrum-speak $(O)/rostrum-captions
 
 $(O)/obj/%.o: %.c
@@ -166,6 +166,10 @@ bench-transcode: test-deps all
 # HLS answers per second at two player counts (see bench/README.md).
 bench-hls: test-deps all
 	bench/hls --no-build $(BENCH_HLS_ARGS)
+
+# The default caption recogniser on recorded speech: word error rate, latency, CPU (issue 12).
+bench-captions: test-deps all
+	bench/captions --recogniser $(O)/rostrum-captions
 
 # What an upgrade (SIGUSR2) costs the connected under load (see bench/README.md).
 bench-upgrade: test-deps all
