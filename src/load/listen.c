@@ -43,6 +43,9 @@
 #define HEAD_MAX 16384
 #define RBUF_SIZE 16384
 #define PROG_KEEP 16 /* --programme: reads kept per listener until the go-live is known */
+#define WHEEL_SLOTS 8192 /* --join/--retry: 10 ms slots (82 s; later ones go round again) */
+#define JOIN_PATH_MAX 480 /* "/<mount>?ticket=<token>": a token is < 384 bytes */
+#define RETRY_AFTER_MAX_S 60
 
 enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_SENDING, C_HEAD, C_BODY, C_DONE };
 
@@ -84,11 +87,26 @@ struct load_prog {
     uint8_t done; /* 0 not yet, 1 t_prog is exact, 2 lost (older reads were dropped) */
 };
 
+/* --join/--retry: what one listener waits for. Beside struct load_conn, allocated only then. */
+struct load_join {
+    int64_t due_us;  /* when to connect again; 0: not waiting */
+    uint32_t next;   /* the wheel's list: index + 1 of the next listener, 0: the end */
+    uint8_t phase;   /* 0: asking /join, 1: the stream */
+    uint8_t retries; /* used */
+    uint8_t counted; /* its first stream attempt is counted in attempted */
+    char path[JOIN_PATH_MAX];
+};
+
 struct load_worker {
     struct loop loop;
     const struct load_listen_opts *o;
     struct load_conn *conns;
     struct load_prog *prog; /* --programme: one per listener, else NULL */
+    struct load_join *join; /* --join/--retry: one per listener, else NULL */
+    uint32_t wheel[WHEEL_SLOTS]; /* index + 1 of the first listener due in each 10 ms slot */
+    int64_t wheel_tick;          /* the next slot to drain (10 ms ticks of CLOCK_MONOTONIC) */
+    struct loop_timer wheel_timer;
+    char jreq[JOIN_PATH_MAX + 256]; /* a --join listener's request, made when it is sent */
     int64_t wall_off_us;    /* CLOCK_REALTIME - CLOCK_MONOTONIC at the start */
     uint32_t n, opened, index;
     double rate; /* this worker's joins per second */
@@ -148,6 +166,10 @@ void load_result_merge(struct load_result *into, const struct load_result *from)
     into->prog_joined_live += from->prog_joined_live;
     into->prog_early += from->prog_early;
     hist_merge(&into->programme_us, &from->programme_us);
+    into->tickets += from->tickets;
+    into->join_errors += from->join_errors;
+    into->retries += from->retries;
+    hist_merge(&into->ticket_wait_us, &from->ticket_wait_us);
 }
 
 /* ---- worker: one listener ----------------------------------------------------------------- */
@@ -193,11 +215,32 @@ static int connect_reason(int err)
     }
 }
 
+/* The request of <c>: the one of every listener, or with --join its own (made again for each
+ * send: the same bytes every time, so a send resumed after EAGAIN goes on where it was). */
+static const char *conn_request(struct load_worker *w, struct load_conn *c, uint16_t *len)
+{
+    if (!w->join || !w->o->join) {
+        *len = w->req_len;
+        return w->req;
+    }
+    const struct load_join *j = &w->join[c - w->conns];
+    const struct load_url *u = &w->o->url;
+    int n = j->phase == 0
+                ? snprintf(w->jreq, sizeof(w->jreq), "GET /join%s HTTP/1.0\r\nHost: %s:%u\r\n"
+                           "User-Agent: rostrum-load\r\n\r\n", u->path, u->host, u->port)
+                : snprintf(w->jreq, sizeof(w->jreq), "GET %s HTTP/1.0\r\nHost: %s:%u\r\n"
+                           "User-Agent: rostrum-load\r\n\r\n", j->path, u->host, u->port);
+    *len = (uint16_t)(n > 0 && (size_t)n < sizeof(w->jreq) ? n : 0);
+    return w->jreq;
+}
+
 /* Sends what is left of the request; moves to HEAD when done, else waits for EPOLLOUT. */
 static void conn_send(struct load_worker *w, struct load_conn *c)
 {
-    while (c->sent < w->req_len) {
-        ssize_t n = send(c->io.fd, w->req + c->sent, (size_t)(w->req_len - c->sent), MSG_NOSIGNAL);
+    uint16_t req_len;
+    const char *req = conn_request(w, c, &req_len);
+    while (c->sent < req_len) {
+        ssize_t n = send(c->io.fd, req + c->sent, (size_t)(req_len - c->sent), MSG_NOSIGNAL);
         if (n > 0) {
             c->sent = (uint16_t)(c->sent + n);
         } else if (n == -1 && errno == EINTR) {
@@ -221,11 +264,13 @@ static void conn_send(struct load_worker *w, struct load_conn *c)
  * sent, see tls.h) flushed before the head is awaited. */
 static void conn_send_tls(struct load_worker *w, struct load_conn *c)
 {
-    while (c->sent < w->req_len || tls_pending(c->tls)) {
+    uint16_t req_len;
+    const char *req = conn_request(w, c, &req_len);
+    while (c->sent < req_len || tls_pending(c->tls)) {
         ssize_t n;
-        if (c->sent < w->req_len) {
-            struct iovec v = {.iov_base = w->req + c->sent,
-                              .iov_len = (size_t)(w->req_len - c->sent)};
+        if (c->sent < req_len) {
+            struct iovec v = {.iov_base = (char *)req + c->sent,
+                              .iov_len = (size_t)(req_len - c->sent)};
             n = tls_writev(c->tls, &v, 1);
         } else {
             n = tls_flush(c->tls) == 0 ? 0 : -1;
@@ -384,6 +429,126 @@ static void conn_body(struct load_worker *w, struct load_conn *c, const uint8_t 
     }
 }
 
+/* ---- --join and --retry: listeners waiting to connect again -------------------------------- */
+
+static void wheel_put(struct load_worker *w, struct load_conn *c, int64_t due_us)
+{
+    uint32_t i = (uint32_t)(c - w->conns);
+    struct load_join *j = &w->join[i];
+    int64_t tick = due_us / 10000;
+    if (tick < w->wheel_tick)
+        tick = w->wheel_tick;
+    j->due_us = due_us;
+    uint32_t slot = (uint32_t)(tick % WHEEL_SLOTS);
+    j->next = w->wheel[slot];
+    w->wheel[slot] = i + 1;
+}
+
+/* Closes <c>'s connection; it connects again at <due_us>. */
+static void conn_wait(struct load_worker *w, struct load_conn *c, int64_t due_us)
+{
+    if (c->io.fd >= 0) {
+        loop_del(&w->loop, &c->io);
+        tls_conn_free(c->tls);
+        c->tls = NULL;
+        close(c->io.fd);
+        c->io.fd = -1;
+    }
+    c->state = C_IDLE;
+    wheel_put(w, c, due_us);
+}
+
+static void conn_open(struct load_worker *w, struct load_conn *c);
+
+static void on_wheel(struct loop *loop, struct loop_timer *t)
+{
+    struct load_worker *w = worker_of(loop);
+    int64_t now = load_now_us();
+    for (int64_t until = now / 10000; w->wheel_tick <= until; w->wheel_tick++) {
+        uint32_t slot = (uint32_t)(w->wheel_tick % WHEEL_SLOTS);
+        uint32_t k = w->wheel[slot], later = 0;
+        w->wheel[slot] = 0;
+        while (k) {
+            struct load_join *j = &w->join[k - 1];
+            uint32_t next = j->next;
+            if (j->due_us / 10000 > w->wheel_tick) { /* a later turn of the wheel */
+                j->next = later;
+                later = k;
+            } else if (now < w->end_us) {
+                j->due_us = 0;
+                conn_open(w, &w->conns[k - 1]);
+            }
+            k = next;
+        }
+        w->wheel[slot] = later;
+    }
+    loop_timer_start(loop, t, PACE_MS, on_wheel);
+}
+
+/* Retry-After's seconds in a refusal's head bytes <p>/<n> (the rest of the read that held its
+ * status), 1 if it has none; at most RETRY_AFTER_MAX_S. */
+static int retry_after_s(const uint8_t *p, size_t n)
+{
+    static const char name[] = "\nretry-after:";
+    size_t k = sizeof(name) - 1;
+    for (size_t i = 0; i + k <= n; i++) {
+        size_t m = 0;
+        while (m < k && (p[i + m] | (p[i + m] >= 'A' && p[i + m] <= 'Z' ? 0x20 : 0)) == name[m])
+            m++;
+        if (m < k)
+            continue;
+        size_t d = i + k;
+        while (d < n && p[d] == ' ')
+            d++;
+        int v = 0, any = 0;
+        while (d < n && p[d] >= '0' && p[d] <= '9' && v <= RETRY_AFTER_MAX_S) {
+            v = v * 10 + (p[d++] - '0');
+            any = 1;
+        }
+        return !any ? 1 : v > RETRY_AFTER_MAX_S ? RETRY_AFTER_MAX_S : v;
+    }
+    return 1;
+}
+
+/* The /join answer's body <b>/<n>: takes its stream path and admit time, and makes <c> wait
+ * for that time. Returns 0, or -1 if it holds no stream path. */
+static int join_answer(struct load_worker *w, struct load_conn *c, const uint8_t *b, size_t n,
+                       int64_t now)
+{
+    char body[2048];
+    while (n > 0 && (b[n - 1] == '\n' || b[n - 1] == '\r' || b[n - 1] == ' '))
+        n--;
+    if (n == 0 || n >= sizeof(body) || b[n - 1] != '}')
+        return -1; /* cut, or not the whole answer in this read */
+    memcpy(body, b, n);
+    body[n] = '\0';
+    struct load_join *j = &w->join[c - w->conns];
+    const char *st = strstr(body, "\"stream\":\"");
+    if (!st)
+        return -1;
+    st += 10;
+    size_t len = 0;
+    while (st[len] && st[len] != '"' && st[len] > ' ' && st[len] < 0x7f && st[len] != '\\')
+        len++;
+    if (st[len] != '"' || len == 0 || len >= sizeof(j->path) || st[0] != '/')
+        return -1;
+    memcpy(j->path, st, len);
+    j->path[len] = '\0';
+    int64_t due = now;
+    const char *at = strstr(body, "\"admit_at_ms\":");
+    if (at) {
+        double admit_ms = strtod(at + 14, NULL);
+        int64_t admit = (int64_t)(admit_ms * 1000.0) - w->wall_off_us;
+        hist_add(&w->res.ticket_wait_us, admit > now ? (uint64_t)(admit - now) : 0);
+        if (admit > due)
+            due = admit;
+    }
+    j->phase = 1;
+    w->res.tickets++;
+    conn_wait(w, c, due);
+    return 0;
+}
+
 /* Parses response head bytes. Returns how many of <n> belong to the head (the rest is body),
  * or -1 if <c> was finished (refused or malformed). */
 static ssize_t conn_head(struct load_worker *w, struct load_conn *c, const uint8_t *p, size_t n,
@@ -409,7 +574,17 @@ static ssize_t conn_head(struct load_worker *w, struct load_conn *c, const uint8
                 return -1;
             }
             c->status = (uint16_t)(c->status * 10 + (b - '0'));
-            if (++c->hstate == 4 && c->status != 200) {
+            struct load_join *j = w->join ? &w->join[c - w->conns] : NULL;
+            if (++c->hstate == 4 && c->status != 200 && j &&
+                (c->status == 503 || c->status == 429) && j->retries < w->o->retry) {
+                /* as a page would: again after Retry-After, with a little jitter */
+                j->retries++;
+                w->res.retries++;
+                int64_t wait = (int64_t)retry_after_s(p + i, n - i) * 1000000 + random() % 500000;
+                conn_wait(w, c, now + wait);
+                return -1;
+            }
+            if (c->hstate == 4 && c->status != 200) {
                 if (c->status >= 100 && c->status < LOAD_HTTP_CODES)
                     w->res.http[c->status]++;
                 else
@@ -418,6 +593,13 @@ static ssize_t conn_head(struct load_worker *w, struct load_conn *c, const uint8
                 return -1;
             }
         } else if (b == '\n') {
+            if (c->hnl && w->join && w->o->join && w->join[c - w->conns].phase == 0) {
+                if (join_answer(w, c, p + i + 1, n - i - 1, now) < 0) {
+                    w->res.join_errors++;
+                    conn_finish(w, c, LOAD_R_BAD_RESPONSE);
+                }
+                return -1;
+            }
             if (c->hnl) {
                 c->state = C_BODY;
                 c->t_last_audio = now; /* the stall clock starts with the stream */
@@ -542,7 +724,16 @@ static void conn_open(struct load_worker *w, struct load_conn *c)
     c->io.cb = conn_on_io;
     oggcheck_init(&c->ogg);
     c->t_start = load_now_us();
-    w->res.attempted++;
+    /* again after a ticket or a refusal (--join, --retry): a fresh response, one listener */
+    c->status = c->head_bytes = c->sent = 0;
+    c->hstate = c->hnl = 0;
+    c->flags = 0;
+    c->t_first_audio = 0;
+    struct load_join *j = w->join ? &w->join[c - w->conns] : NULL;
+    if (!j || !j->counted)
+        w->res.attempted++;
+    if (j)
+        j->counted = 1;
     int fd = socket(o->url.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
         LOG_RATELIMITED(LOG_WARN, "load", "socket: %s", strerror(errno));
@@ -689,6 +880,7 @@ int load_listen_worker(const struct load_listen_opts *o, uint32_t index, uint32_
     hist_init(&w->res.ttfb_us);
     hist_init(&w->res.first_audio_us);
     hist_init(&w->res.programme_us);
+    hist_init(&w->res.ticket_wait_us);
     int rl = snprintf(w->req, sizeof(w->req),
                       "GET %s HTTP/1.0\r\nHost: %s:%u\r\nUser-Agent: rostrum-load\r\n\r\n",
                       o->url.path, o->url.host, o->url.port);
@@ -701,12 +893,19 @@ int load_listen_worker(const struct load_listen_opts *o, uint32_t index, uint32_
         if (!w->prog)
             abort();
     }
+    if (o->join || o->retry) {
+        w->join = calloc(n ? n : 1, sizeof(*w->join));
+        if (!w->join)
+            abort();
+        srandom((unsigned)(getpid() ^ (pid_t)index));
+    }
     for (uint32_t i = 0; i < n; i++) {
         w->conns[i].io.fd = -1;
         w->conns[i].global_idx = index + i * o->procs;
     }
     int rc = loop_init(&w->loop);
     if (rc < 0) {
+        free(w->join);
         free(w->prog);
         free(w->conns);
         free(w);
@@ -719,11 +918,16 @@ int load_listen_worker(const struct load_listen_opts *o, uint32_t index, uint32_
     int64_t now = load_now_us();
     loop_timer_start(&w->loop, &w->pace, 0, on_pace);
     loop_timer_start(&w->loop, &w->scan, SCAN_MS, on_scan);
+    if (w->join) {
+        w->wheel_tick = now / 10000;
+        loop_timer_start(&w->loop, &w->wheel_timer, PACE_MS, on_wheel);
+    }
     loop_timer_start(&w->loop, &w->count, (w->count_us - now) / 1000, on_count);
     loop_timer_start(&w->loop, &w->end, (w->end_us - now + 999) / 1000, on_end);
     loop_run(&w->loop);
     loop_close(&w->loop);
     *res = w->res;
+    free(w->join);
     free(w->prog);
     free(w->conns);
     free(w);

@@ -49,6 +49,17 @@
  *                 before_t0 counts lobby listeners whose programme page came before T0,
  *                 which only a wrong live_granule (or clock) can do: it should be 0.
  *
+ *   --join        each listener first asks GET /join<path> (the waiting room, docs and
+ *                 README "Admission"), takes the ticket's stream path and admit time from the
+ *                 JSON, and connects to that path at that time (a timer wheel, not a timer per
+ *                 listener). The answer must arrive whole with its head (a few hundred bytes
+ *                 from one send; otherwise join_errors). tickets counts the answers,
+ *                 ticket_wait the admit time less the answer's arrival.
+ *   --retry N     a 503 or 429 (to /join or to the stream) is asked again after its
+ *                 Retry-After (1 s without one, at most 60 s, plus up to 0.5 s of jitter, as
+ *                 the listener page does), at most N times per listener; retries counts them,
+ *                 and a refusal is counted in refused only once the retries are spent.
+ *
  * listen.c holds the worker, listen_cli.c the options, the parent and the reports.
  */
 #ifndef ROSTRUM_LOAD_LISTEN_H
@@ -108,6 +119,11 @@ struct load_result {
     uint64_t prog_lobby, prog_reached, prog_unresolved, prog_joined_live;
     uint64_t prog_early; /* reached before T0: impossible unless live_granule is wrong */
     struct hist programme_us;
+    /* --join and --retry */
+    uint64_t tickets;     /* /join answers taken (a ticket, or the open stream's path) */
+    uint64_t join_errors; /* /join answers without a stream path (or cut) */
+    uint64_t retries;     /* 503 / 429 answers retried after their Retry-After */
+    struct hist ticket_wait_us; /* a ticket's admit time less when it was given */
 };
 
 /* --programme: the go-live as the parent read it, shared with the workers (one page of
@@ -139,6 +155,8 @@ struct load_listen_opts {
     int insecure;        /* https://: no verification at all */
     struct tls_ctx *tls; /* https:// (the URL's or the metrics URL's): the client context,
                             made by the parent before the workers fork */
+    int join;          /* --join: each listener asks /join<path> for a ticket first */
+    uint32_t retry;    /* --retry N: a 503 or 429 is asked again after its Retry-After */
     const char *programme_str;       /* --programme: the state document's URL */
     struct load_url programme;
     struct load_programme *prog;     /* shared; NULL without --programme */
