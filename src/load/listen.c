@@ -179,9 +179,8 @@ static struct load_worker *worker_of(struct loop *loop)
     return (struct load_worker *)((char *)loop - offsetof(struct load_worker, loop));
 }
 
-/* Stops <c> for good; <why> is LOAD_REASONS when it simply ran to the end, else a reason.
- * A status refusal passes LOAD_REASONS and is counted by the caller. */
-static void conn_finish(struct load_worker *w, struct load_conn *c, int why)
+/* Closes <c>'s connection, if it has one. */
+static void conn_close(struct load_worker *w, struct load_conn *c)
 {
     if (c->io.fd >= 0) {
         loop_del(&w->loop, &c->io);
@@ -190,6 +189,13 @@ static void conn_finish(struct load_worker *w, struct load_conn *c, int why)
         close(c->io.fd);
         c->io.fd = -1;
     }
+}
+
+/* Stops <c> for good; <why> is LOAD_REASONS when it simply ran to the end, else a reason.
+ * A status refusal passes LOAD_REASONS and is counted by the caller. */
+static void conn_finish(struct load_worker *w, struct load_conn *c, int why)
+{
+    conn_close(w, c);
     c->state = C_DONE;
     if (why < LOAD_REASONS)
         w->res.reasons[why]++;
@@ -447,13 +453,7 @@ static void wheel_put(struct load_worker *w, struct load_conn *c, int64_t due_us
 /* Closes <c>'s connection; it connects again at <due_us>. */
 static void conn_wait(struct load_worker *w, struct load_conn *c, int64_t due_us)
 {
-    if (c->io.fd >= 0) {
-        loop_del(&w->loop, &c->io);
-        tls_conn_free(c->tls);
-        c->tls = NULL;
-        close(c->io.fd);
-        c->io.fd = -1;
-    }
+    conn_close(w, c);
     c->state = C_IDLE;
     wheel_put(w, c, due_us);
 }
