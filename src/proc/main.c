@@ -132,7 +132,7 @@ static void usage_relay(FILE *f)
             "  --config FILE            config file (see docs/config.example)\n"
             "  --KEY VALUE              any global key of the config file, as for serve\n"
             "                           (--workers, --max-listeners, --burst-ms, --log-level...);\n"
-            "                           a relay's own defaults: burst-ms 2000 (its listeners ride\n"
+            "                           a relay's own defaults: burst-ms 3000 (its listeners ride\n"
             "                           out a fail-over), grace-ms 30000\n"
             "There is no stage port: the stream comes from upstream. See rostrum(1).\n");
 }

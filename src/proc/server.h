@@ -41,7 +41,7 @@ struct worker_proc {
 /* What the command line asked for, kept so that a reload (SIGHUP) reads the same files and
  * lays the same options over them. The strings borrow from argv. */
 #define SERVER_MAX_FILES 8
-#define RELAY_BURST_MS 2000  /* a relay's default burst-ms (the origin's: 1000) */
+#define RELAY_BURST_MS 3000  /* a relay's default burst-ms (the origin's: 1000) */
 #define RELAY_GRACE_MS 30000 /* and grace-ms (the origin's: 10000) */
 #define SERVER_MAX_OPTS 64
 struct server_args {
