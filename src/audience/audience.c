@@ -86,6 +86,7 @@ void audience_init(struct audience *a)
     a->hls_nwaiting = 0;
     list_init(&a->replays);
     a->nreplays = 0;
+    a->hls_counted_s = -1;
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
         list_init(&a->listeners[i]);
         a->gen[i] = __atomic_load_n(&a->sh->spaces[i].gen, __ATOMIC_ACQUIRE);

@@ -90,7 +90,7 @@ struct audience {
     char access_path[256];   /* the path it was opened at */
     /* issue 11: HLS sessions live per slot, as last counted (beacon_counts()) */
     uint32_t hls[SHARED_MAX_SPACES];
-    int64_t hls_counted_ms;
+    int64_t hls_counted_s;   /* the second they were counted for; -1 = never */
     /* issue 12, item 2: recordings being read (replay.c), struct conn.node */
     struct list_node replays;
     uint32_t nreplays;

@@ -76,10 +76,13 @@ int beacon_parse(const char *q, size_t len, struct beacon_req *out)
 
 const uint32_t *beacon_counts(struct audience *a)
 {
-    int64_t now = a->loop->now_ms;
-    if (!a->hls_counted_ms || now - a->hls_counted_ms >= 1000) {
-        shared_beacon_count(a->sh, now / 1000, a->cfg->session_window_s, a->hls);
-        a->hls_counted_ms = now;
+    /* counted once per second of the clock every worker shares, not per second since this
+     * worker last counted: sessions lapse on whole seconds, so every worker then gives the same
+     * figure and a status document fetched twice does not go 0, 1 as it hits another worker */
+    int64_t now_s = a->loop->now_ms / 1000;
+    if (now_s != a->hls_counted_s) {
+        shared_beacon_count(a->sh, now_s, a->cfg->session_window_s, a->hls);
+        a->hls_counted_s = now_s;
     }
     return a->hls;
 }

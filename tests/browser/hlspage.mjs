@@ -13,7 +13,8 @@
  *   - the card's <audio> plays (currentTime advancing SECONDS; with hlsjs on hls.js's
  *     MediaSource, a blob: source) and hls_listeners of MOUNT is 1 while it does (a session
  *     lapses WINDOW_S after its last beacon: the page beats often enough to keep it);
- *   - after Stop, hls_listeners falls back to 0 within WINDOW_S + 5 s (the beacons stopped).
+ *   - after Stop, hls_listeners falls back to 0 within WINDOW_S + 5 s (the beacons stopped)
+ *     and stays there, whichever worker answers.
  * Prints one line of JSON ({"ok":true,...} with what it measured, or {"ok":false,"reason":...});
  * exits 0 or 1.
  */
@@ -104,6 +105,11 @@ try {
     result.dropped_ms = (seen.find((x) => x[1] === 0) || [null])[0];
     if (result.after_stop !== 0)
       throw new Error(`still ${result.after_stop} HLS listeners after Stop`);
+    /* every worker counts for the same second: once 0, no fetch (whichever worker answers it)
+     * may say 1 again */
+    const first0 = seen.findIndex((x) => x[1] === 0);
+    if (seen.slice(first0).some((x) => x[1] !== 0))
+      throw new Error('hls_listeners went back up after it fell to 0: the workers disagree');
     if (errors.length)
       throw new Error(`page errors: ${errors.join('; ')}`);
     result.ok = true;
