@@ -29,6 +29,9 @@
  */
 import {RATE, copyPlane, makeAudioContext, opusConfig} from './audio.js';
 
+/* Firefox and its kin (see outputLatencyMs) */
+const GECKO = /\bGecko\/\d/.test(navigator.userAgent) && !/like Gecko/.test(navigator.userAgent);
+
 const START_MS = 1200; /* buffered before playing (player-worklet.js says why) */
 const MARGIN_MS = 250; /* the least it holds buffered; the worklet adapts it */
 const BURST_MS = 2000; /* asked of the server (?burst=): the start plays its newest 1.2 s */
@@ -555,6 +558,24 @@ export class WebPlayer extends EventTarget {
     }
   }
 
+  /* The device's output latency, read once sound has flowed a second, then every 10 s.
+   * Not in Firefox: there (ESR 153 on PulseAudio) outputLatency now and then blocks the main
+   * thread for good, at the start or seconds into playing, which froze the whole page in
+   * about one run in three; its baseLatency (a constant) stands in. */
+  outputLatencyMs(w) {
+    const now = performance.now();
+    if (!w.playing) {
+      this.playingSince = null;
+    } else if (this.playingSince == null) {
+      this.playingSince = now;
+    } else if (!GECKO && now - this.playingSince >= 1000 &&
+               (this.outLatencyAt == null || now - this.outLatencyAt >= 10000)) {
+      this.outLatencyAt = now;
+      this.outLatency = (this.ac.outputLatency || 0) * 1000;
+    }
+    return this.outLatency || (this.ac.baseLatency || 0) * 1000;
+  }
+
   onReport(w) {
     const s = this.stats;
     this.worklet = w;
@@ -570,8 +591,7 @@ export class WebPlayer extends EventTarget {
       for (const [, v] of this.live)
         best = Math.max(best, v);
       const live = performance.now() * (RATE / 1000) + best;
-      const out = (this.ac.outputLatency || this.ac.baseLatency || 0) * 1000;
-      s.latency_ms = Math.max(0, (live - w.granule) / (RATE / 1000) + out);
+      s.latency_ms = Math.max(0, (live - w.granule) / (RATE / 1000) + this.outputLatencyMs(w));
     }
     if (w.playing && s.first_audio_ms === null)
       s.first_audio_ms = performance.now() - this.t0;
