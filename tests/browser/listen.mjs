@@ -6,7 +6,8 @@
  *   node tests/browser/listen.mjs URL MOUNT SECONDS
  *   e.g. node tests/browser/listen.mjs 'http://127.0.0.1:8000/?player=web' /live 20
  *
- * Debian's Chromium (headless, fresh profile) opens URL, waits for the card [data-mount=MOUNT],
+ * Debian's Chromium (headless, fresh profile; with BROWSER=firefox, Debian's Firefox ESR through
+ * firefox.mjs) opens URL, waits for the card [data-mount=MOUNT],
  * presses its Listen button, then for SECONDS prints one JSON line every 200 ms:
  *   {"t":ms since the click,"state":data-state,"detail":...,"latency_ms":...,"played_s":...,
  *    "gap":data-gap-samples,"concealed":...,"reconnects":...,"resumes":...,"words":the card's
@@ -16,10 +17,12 @@
  * click to data-state=playing,"page_errors":[...]}. The test that runs it (a Python module in
  * tests/integration) acts on the server meanwhile and judges the lines. first_playing_ms is
  * measured in the page (click event to the data-state mutation); first_audio_ms is the
- * player's own figure (its start() to the worklet's first sound). Exits 0 unless the
- * browser itself failed.
+ * player's own figure (its start() to the worklet's first sound); "browser" says which one ran.
+ * Exits 0 unless the browser itself failed.
  */
 import {AUTOPLAY, firstLine, withChromium} from './chromium.mjs';
+
+const FIREFOX = process.env.BROWSER === 'firefox';
 
 const [url, mount, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
@@ -64,7 +67,8 @@ async function run(page) {
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(String(e && e.message ? e.message : e)));
   page.on('console', (m) => {
-    if ((m.type() === 'error' || m.type() === 'warning') && pageErrors.length < 20)
+    const type = m.type(); /* Playwright says 'warning', puppeteer 'warn' */
+    if ((type === 'error' || type === 'warning' || type === 'warn') && pageErrors.length < 20)
       pageErrors.push('console: ' + m.text());
   });
   await page.goto(url, {waitUntil: 'domcontentloaded', timeout: 10000});
@@ -82,7 +86,7 @@ async function run(page) {
     }).observe(p, {attributes: true, attributeFilter: ['data-state']});
   }, cardSel);
   const clicked = Date.now();
-  await page.locator(cardSel).locator('button.listen').click({timeout: 5000});
+  await page.click(`${cardSel} button.listen`); /* the same call in Playwright and puppeteer */
   const end = clicked + seconds * 1000;
   while (Date.now() < end) {
     const s = await page.evaluate(sample, cardSel);
@@ -101,11 +105,18 @@ async function run(page) {
 
 let rc = 0;
 try {
-  await withChromium({args: AUTOPLAY}, async (context) => {
-    const page = context.pages()[0] || await context.newPage();
+  const body = async (context) => {
+    const page = await context.newPage();
     const r = await run(page);
-    console.log(JSON.stringify({done: true, ok: true, ...r}));
-  });
+    const browser = FIREFOX ? await context.version() : 'chromium';
+    console.log(JSON.stringify({done: true, ok: true, browser, ...r}));
+  };
+  if (FIREFOX) {
+    const {withFirefox} = await import('./firefox.mjs'); /* puppeteer-core only when asked */
+    await withFirefox(body);
+  } else {
+    await withChromium({args: AUTOPLAY}, body);
+  }
 } catch (e) {
   console.log(JSON.stringify({done: true, ok: false, reason: firstLine(e)}));
   rc = 1;

@@ -1,5 +1,5 @@
-"""The listener page's web player (issue 11, item 1): headless Chromium plays a space through
-tests/browser/listen.mjs, which reports the player's own data-* state as it goes; and the
+"""The listener page's web player (issue 11, item 1): headless Chromium (and Firefox ESR, in the
+tests named test_firefox_*) plays a space through tests/browser/listen.mjs, which reports the player's own data-* state as it goes; and the
 listener stream's from= cursor, X-Rostrum-Seq and burst= with raw sockets.
 
 Figures (click to playing, latency behind live) are printed with note(); the benchmark
@@ -17,6 +17,7 @@ from harness import (ROOT, check, connect, ffmpeg_source, metric, metrics, note,
 
 LISTEN = ROOT / "tests" / "browser" / "listen.mjs"
 MODULES = ROOT / "tests" / "browser" / "node_modules"
+FIREFOX = os.environ.get("FIREFOX", "/usr/bin/firefox-esr")
 
 
 def browser_env(ctx):
@@ -27,13 +28,19 @@ def browser_env(ctx):
 class Browser:
     """listen.mjs in the background; samples() reads what it has printed so far."""
 
-    def __init__(self, ctx, srv, query, seconds, mount="/live"):
+    def __init__(self, ctx, srv, query, seconds, mount="/live", browser="chromium"):
         node = shutil.which("node")
         check(node and (MODULES / "playwright-core").is_dir(),
               "node or playwright-core missing (make test-deps)")
+        env = browser_env(ctx)
+        if browser == "firefox":
+            check((MODULES / "puppeteer-core").is_dir() and os.path.exists(FIREFOX)
+                  and shutil.which("pulseaudio") and shutil.which("pacat"),
+                  f"{FIREFOX}, pulseaudio, pacat or puppeteer-core missing (make test-deps)")
+            env["BROWSER"] = "firefox"
         self.out = ctx.tmp / f"listen-{time.monotonic_ns()}.out"
         self.proc = ctx.spawn("listen", [node, LISTEN, srv.url("/" + query), mount, str(seconds)],
-                              env=browser_env(ctx), stdout=self.out)
+                              env=env, stdout=self.out)
         self.seconds = seconds
 
     def lines(self):
@@ -89,13 +96,12 @@ def check_played_steadily(samples, what, slack_s=0.6):
     return played, wall
 
 
-@test(timeout=90, icecast=False, exclusive=True)
-def test_web_player_starts_at_once_near_live_11(ctx):
+def starts_at_once_near_live(ctx, browser):
     srv = ctx.start_server(extra=["--workers", "2"])
     src = ffmpeg_source(ctx, srv, "/live", 440)
     wait_live(srv, "/live", proc=src)
     time.sleep(1.5)  # a full burst in the ring
-    b = Browser(ctx, srv, "?player=web", 10)
+    b = Browser(ctx, srv, "?player=web", 10, browser=browser)
     done, samples = b.finish()
     check(all(s.get("tag") == "web" for s in samples), "the page did not use the web player")
     playing = steady(samples)
@@ -113,8 +119,20 @@ def test_web_player_starts_at_once_near_live_11(ctx):
     check(last["gap"] == 0 and last["concealed"] == 0,
           f"the player missed audio: gap {last['gap']} samples, concealed {last['concealed']}")
     check(last["words"].startswith("Playing"), f"the card says {last['words']!r}")
-    note(f"web player: click to first audio {fa} ms (page saw playing at {first} ms), "
-         f"latency behind live median {late} ms (min {min(lat)}, max {max(lat)})")
+    note(f"web player in {done.get('browser')}: click to first audio {fa} ms (page saw playing "
+         f"at {first} ms), latency behind live median {late} ms (min {min(lat)}, max {max(lat)})")
+
+
+@test(timeout=90, icecast=False, exclusive=True)
+def test_web_player_starts_at_once_near_live_11(ctx):
+    starts_at_once_near_live(ctx, "chromium")
+
+
+@test(timeout=120, icecast=False, exclusive=True)
+def test_firefox_web_player_starts_at_once_near_live_11(ctx):
+    # Firefox ESR through puppeteer-core (WebDriver BiDi), with a private PulseAudio
+    # (tests/browser/firefox.mjs): the same player, the same checks as in Chromium
+    starts_at_once_near_live(ctx, "firefox")
 
 
 def worker_holding(srv, port):
@@ -145,13 +163,12 @@ def worker_holding(srv, port):
     return None
 
 
-@test(timeout=100, icecast=False, exclusive=True)
-def test_web_player_resumes_gaplessly_after_worker_kill_11(ctx):
+def resumes_gaplessly_after_worker_kill(ctx, browser):
     srv = ctx.start_server(extra=["--workers", "2"])
     src = ffmpeg_source(ctx, srv, "/live", 440)
     wait_live(srv, "/live", proc=src)
     time.sleep(1.5)
-    b = Browser(ctx, srv, "?player=web", 16)
+    b = Browser(ctx, srv, "?player=web", 16, browser=browser)
     b.wait(lambda s: s.get("state") == "playing" and (s.get("played_s") or 0) > 2, 20,
            "the web player playing for 2 s")
     victim = wait_for(lambda: worker_holding(srv, srv.audience), 5, "the worker with the stream")
@@ -176,8 +193,18 @@ def test_web_player_resumes_gaplessly_after_worker_kill_11(ctx):
     check(metric(vals, "rostrum_listener_resumes_total") >= 1, "the server counted no resume")
     check(metric(vals, "rostrum_worker_restarts_total") == 1, "the worker restart not counted")
     lat = [s["latency_ms"] for s in after[-10:] if s.get("latency_ms") is not None]
-    note(f"after the cut: latency behind live {min(lat)}-{max(lat)} ms, "
+    note(f"{done.get('browser')}, after the cut: latency behind live {min(lat)}-{max(lat)} ms, "
          f"{last['reconnects']} reconnect(s)")
+
+
+@test(timeout=100, icecast=False, exclusive=True)
+def test_web_player_resumes_gaplessly_after_worker_kill_11(ctx):
+    resumes_gaplessly_after_worker_kill(ctx, "chromium")
+
+
+@test(timeout=120, icecast=False, exclusive=True)
+def test_firefox_web_player_resumes_gaplessly_after_worker_kill_11(ctx):
+    resumes_gaplessly_after_worker_kill(ctx, "firefox")
 
 
 @test(timeout=100, icecast=False, exclusive=True)
@@ -227,15 +254,14 @@ def test_web_player_says_the_space_ended_11(ctx):
     note(f"the space ended; the player said so {end['t']} ms after the click")
 
 
-@test(timeout=90, icecast=False, exclusive=True)
-def test_audio_fallback_plays_and_rides_a_grace_11(ctx):
+def audio_fallback_rides_a_grace(ctx, browser):
     # <audio> (forced with ?player=audio) asks for a large burst and starts at once; during a
     # grace it keeps playing: the silence pages carry as many bytes as the audio did
     srv = ctx.start_server(grace_ms=15000)
     src = ffmpeg_source(ctx, srv, "/live", 440)
     wait_live(srv, "/live", proc=src)
     time.sleep(6.5)  # the ring holds the 6 s burst the page asks for
-    b = Browser(ctx, srv, "?player=audio", 18)
+    b = Browser(ctx, srv, "?player=audio", 18, browser=browser)
     b.wait(lambda s: s.get("state") == "playing" and (s.get("played_s") or 0) > 2, 15,
            "<audio> playing")
     src.signal(signal.SIGKILL)
@@ -247,8 +273,18 @@ def test_audio_fallback_plays_and_rides_a_grace_11(ctx):
     first = done.get("first_playing_ms")
     grace = [s for s in samples if s["t"] >= t_kill + 1000]
     played, wall = check_played_steadily(grace, "<audio> through the grace", slack_s=1.5)
-    note(f"<audio> (burst=6000): click to playing {first} ms; in the grace it played "
-         f"{played:.1f} s in {wall:.1f} s")
+    note(f"<audio> in {done.get('browser')} (burst=6000): click to playing {first} ms; in the "
+         f"grace it played {played:.1f} s in {wall:.1f} s")
+
+
+@test(timeout=90, icecast=False, exclusive=True)
+def test_audio_fallback_plays_and_rides_a_grace_11(ctx):
+    audio_fallback_rides_a_grace(ctx, "chromium")
+
+
+@test(timeout=110, icecast=False, exclusive=True)
+def test_firefox_audio_fallback_plays_and_rides_a_grace_11(ctx):
+    audio_fallback_rides_a_grace(ctx, "firefox")
 
 
 # ---- the listener stream's cursor, without a browser -------------------------------------
