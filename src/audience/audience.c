@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sockios.h>
+#include <math.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/ioctl.h>
@@ -87,6 +88,8 @@ void audience_init(struct audience *a)
     list_init(&a->replays);
     a->nreplays = 0;
     a->hls_counted_s = -1;
+    a->shed5 = a->took5 = 0;
+    a->pace_ms = a->loop->now_ms;
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
         list_init(&a->listeners[i]);
         a->gen[i] = __atomic_load_n(&a->sh->spaces[i].gen, __ATOMIC_ACQUIRE);
@@ -363,6 +366,31 @@ static int retry_after_s(void)
     return 1 + (int)(r % 5);
 }
 
+/* Notes a join refused for overload (<shed> 1) or taken (0) in the ~5 s decaying sums. */
+static void pace_note(struct audience *a, int shed)
+{
+    int64_t now = a->loop->now_ms;
+    double k = now > a->pace_ms ? exp(-(double)(now - a->pace_ms) / 5000.0) : 1.0;
+    a->shed5 = a->shed5 * k + (shed ? 1.0 : 0.0);
+    a->took5 = a->took5 * k + (shed ? 0.0 : 1.0);
+    a->pace_ms = now;
+}
+
+/* Retry-After for a join refused for overload: spread over the time this worker needs to take
+ * the ones it refused at the pace it has been taking joins, 1..W s with W = 5 s x refused /
+ * taken in the last ~5 s (taken at least 10), W between 5 and 60 s. A fixed 1-5 s brought
+ * a refused storm straight back: at 100,000 listeners through the waiting room, retries after
+ * 1-5 s made 2.6 connections per listener and the workers refused 103,000 joins. */
+static int overload_retry_s(struct audience *a)
+{
+    double w = 5.0 * a->shed5 / (a->took5 > 10.0 ? a->took5 : 10.0);
+    int window = w < 5.0 ? 5 : w > 60.0 ? 60 : (int)w;
+    unsigned r = 0;
+    if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+        r = (unsigned)time(NULL);
+    return 1 + (int)(r % (unsigned)window);
+}
+
 static void refuse(struct conn *c, int status, int retry_s, const char *why)
 {
     char extra[64];
@@ -534,9 +562,12 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
      * the listeners already in come first. */
     if (!overload_admits(&a->overload)) {
         ctr->refused_overload++;
-        LOG_RATELIMITED(LOG_INFO, "admit", "#%llu %s: overloaded (pressure %.2f), refused",
-                        (unsigned long long)c->id, c->peer, a->overload.pressure);
-        refuse(c, 503, retry_after_s(), "Server busy, retry shortly");
+        pace_note(a, 1);
+        int retry = overload_retry_s(a);
+        LOG_RATELIMITED(LOG_INFO, "admit", "#%llu %s: overloaded (pressure %.2f), refused, "
+                        "Retry-After %d s", (unsigned long long)c->id, c->peer,
+                        a->overload.pressure, retry);
+        refuse(c, 503, retry, "Server busy, retry shortly");
         return 0;
     }
     int64_t wait;
@@ -564,6 +595,7 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
             conn_error(c, 403, NULL, msg);
             return 0;
         }
+        pace_note(a, 0);
         return 1; /* paced already by the waiting room */
     }
     if (!bucket_take(&a->join_bucket, a->join_rate,
@@ -572,6 +604,7 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
         refuse(c, 503, retry_after_s(), "Too many joins right now, retry shortly");
         return 0;
     }
+    pace_note(a, 0);
     return 1;
 }
 

@@ -81,6 +81,10 @@ struct audience {
     uint8_t continued;         /* took over its block from the worker before (upgrade) */
     /* Admission follows this process's own load (limits.h, struct overload): */
     struct overload overload;
+    /* joins refused for overload and joins taken, each over about the last 5 s (decaying
+     * sums): how long the refused need to be spread over to come back (overload_retry_s) */
+    double shed5, took5;
+    int64_t pace_ms;
     int64_t flush_start_us;  /* start of the last flush round (monotonic us); 0: none yet */
     int64_t flush_period_us; /* between the starts of the last two rounds */
     int64_t flush_dur_us;    /* how long the last round took, wall time */

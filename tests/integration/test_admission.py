@@ -11,8 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness import (check, connect, ffmpeg_source, listen, metric, metrics, read_head, test,
-                     wait_for, wait_live)
+from harness import (check, connect, ffmpeg_source, listen, metric, metrics, note, read_head,
+                     test, wait_for, wait_live)
 
 
 def config(ctx, text):
@@ -122,6 +122,43 @@ def test_issue8_stalled_worker_refuses_overload_then_recovers(ctx):
     check(metric(vals, "rostrum_worker_overloaded", worker="0") == 0,
           "rostrum_worker_overloaded still 1 after recovery")
     check(already.end is None, "the listener already in was dropped")
+
+
+@test(timeout=60, icecast=False)
+def test_overload_retry_after_spreads_with_the_backlog(ctx):
+    # Refused for overload, joins are told to come back spread over the time the worker needs
+    # to take them at its pace (issue 12, the event-day run): 1-5 s while few are refused, up
+    # to 5 s x refused / taken (taken at least 10) as the refused pile up, never past 60 s
+    srv = ctx.start_server(extra=["--workers", "1"])
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    check(join(srv)[0] == 200, "a join before the stall was refused")
+    pids = wait_for(lambda: len(worker_pids(srv)) == 1 and worker_pids(srv), 5, "the worker")
+    os.kill(pids[0], signal.SIGSTOP)
+    queued = []
+    try:
+        time.sleep(2.0)
+        for _ in range(80):
+            s = connect(srv.audience)
+            s.sendall(b"GET /live HTTP/1.0\r\n\r\n")
+            queued.append(s)
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+    answers = []
+    for s in queued:
+        head, _ = read_head(s)
+        answers.append((head.status, int(head.header("Retry-After") or 0)))
+        s.close()
+    vals, _ = metrics(srv)
+    n = int(refused(vals, "overload"))
+    check(n >= 60 and all(st == 503 for st, _ in answers[:60]),
+          f"{n} of 80 joins queued at a stalled worker refused for overload: {answers[:5]}...")
+    early = [ra for _, ra in answers[:10]]
+    late = [ra for _, ra in answers[40:60]]
+    check(all(1 <= ra <= 5 for ra in early), f"the first 10 refused: Retry-After {early}")
+    check(all(1 <= ra <= 60 for _, ra in answers if ra) and max(late) > 5,
+          f"the 41st-60th refused (W = 5 s x 40-60 / 10 = 20-30 s): Retry-After {late}")
+    note(f"Retry-After of the 80 refused, in order: first 10 {early}, 41st-60th {late}")
 
 
 @test(timeout=60, icecast=False)
