@@ -60,6 +60,8 @@ export class LiveCaptions {
       const doc = await res.json();
       if (!doc || !Array.isArray(doc.cues))
         return;
+      if (typeof doc.lang === 'string') /* for screen readers and hyphenation */
+        this.el.lang = doc.lang;
       if (doc.epoch !== this.epoch) { /* a new stream: its cues start over */
         this.epoch = doc.epoch;
         this.cues = [];

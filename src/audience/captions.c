@@ -54,8 +54,8 @@ int captions_route(struct audience *a, struct conn *c, const struct http_request
     if (len < 0)
         len = 0; /* changing too fast to copy whole: none this time */
     struct buf b = {0};
-    buf_printf(&b, "{\"epoch\":%u,\"running\":%s,\"final_ms\":%lld,\"cues\":[",
-               __atomic_load_n(&ss->captions_epoch, __ATOMIC_ACQUIRE),
+    buf_printf(&b, "{\"epoch\":%u,\"lang\":\"%s\",\"running\":%s,\"final_ms\":%lld,\"cues\":[",
+               __atomic_load_n(&ss->captions_epoch, __ATOMIC_ACQUIRE), a->cfg->captions_lang,
                __atomic_load_n(&ss->captions_on, __ATOMIC_ACQUIRE) == 2 ? "true" : "false",
                (long long)__atomic_load_n(&ss->captions_final_ms, __ATOMIC_ACQUIRE));
     size_t pos = 0;

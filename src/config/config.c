@@ -92,6 +92,7 @@ enum key_id {
     KEY_CAPTIONS,
     KEY_CAPTIONS_CMD,
     KEY_CAPTIONS_QUEUE_MS,
+    KEY_CAPTIONS_LANG,
     KEY_COUNT
 };
 
@@ -172,6 +173,7 @@ static const struct key_def key_defs[KEY_COUNT] = {
     [KEY_CAPTIONS] = {"captions", IN_GLOBAL | IN_SPACE, 0, 1},
     [KEY_CAPTIONS_CMD] = {"captions-cmd", IN_GLOBAL, 1, 0},
     [KEY_CAPTIONS_QUEUE_MS] = {"captions-queue-ms", IN_GLOBAL, 200, 30000},
+    [KEY_CAPTIONS_LANG] = {"captions-lang", IN_GLOBAL, 1, 0},
 };
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
@@ -262,6 +264,7 @@ void config_defaults(struct config *c)
     c->record_sync_s = 5;
     c->captions = 0;
     snprintf(c->captions_cmd, sizeof(c->captions_cmd), "rostrum-captions");
+    snprintf(c->captions_lang, sizeof(c->captions_lang), "en"); /* the default's model */
     c->captions_queue_ms = 4000;
 }
 
@@ -567,6 +570,34 @@ static int set_report_text(struct parser *p, const struct key_def *def, char *ds
     return 0;
 }
 
+/* A language tag (BCP 47, as HLS's LANGUAGE wants): subtags of 1-8 letters or digits joined
+ * by '-', the first of letters only; or empty, to claim none. */
+static int set_language(struct parser *p, const struct key_def *def, char *dst, size_t cap,
+                        const char *val, size_t vlen)
+{
+    if (vlen >= cap)
+        return fail(p, "%s: value too long (%zu bytes, max %zu)", def->name, vlen, cap - 1);
+    size_t run = 0; /* characters of the subtag so far */
+    int first = 1;  /* in the first subtag */
+    for (size_t i = 0; i < vlen; i++) {
+        unsigned char ch = (unsigned char)val[i];
+        int letter = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+        int digit = ch >= '0' && ch <= '9';
+        if (ch == '-' && run > 0 && i + 1 < vlen) {
+            run = 0;
+            first = 0;
+        } else if ((letter || (digit && !first)) && run < 8) {
+            run++;
+        } else {
+            return fail(p, "%s: not a language tag (like en, en-GB, pt-BR; empty for none)",
+                        def->name);
+        }
+    }
+    memcpy(dst, val, vlen);
+    dst[vlen] = '\0';
+    return 0;
+}
+
 static int set_int(struct parser *p, const struct key_def *def, enum key_id id, const char *val,
                    size_t vlen)
 {
@@ -683,6 +714,8 @@ static int apply(struct parser *p, enum key_id id, const char *val, size_t vlen)
         return set_string(p, def, c->record_dir, sizeof(c->record_dir), val, vlen);
     case KEY_CAPTIONS_CMD:
         return set_string(p, def, c->captions_cmd, sizeof(c->captions_cmd), val, vlen);
+    case KEY_CAPTIONS_LANG:
+        return set_language(p, def, c->captions_lang, sizeof(c->captions_lang), val, vlen);
     case KEY_USER:
         return set_string(p, def, c->user, sizeof(c->user), val, vlen);
     case KEY_AUDIENCE_TLS:

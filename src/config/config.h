@@ -125,6 +125,7 @@ struct config {
     /* live captions (issue 12, item 4; captions/captions.h) */
     int captions;              /* 1: every space is captioned; default 0 (per space too) */
     char captions_cmd[512];    /* the recogniser, run by /bin/sh; default "rostrum-captions" */
+    char captions_lang[36];    /* its language (BCP 47) for HLS's LANGUAGE; "en"; "": none */
     int captions_queue_ms;     /* PCM the recogniser may leave unread before it is killed; 4000 */
     struct space_config spaces[CONFIG_MAX_SPACES];
     size_t num_spaces;

@@ -147,13 +147,18 @@ int hls_media_playlist(struct buf *out, const struct hls_media *m)
     return skipped;
 }
 
-void hls_multivariant(struct buf *out, const struct hls_variant *v, int n, const char *subtitles)
+void hls_multivariant(struct buf *out, const struct hls_variant *v, int n, const char *subtitles,
+                      const char *lang)
 {
     buf_puts(out, "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    /* live captions: the recogniser's language is the operator's choice, so none is claimed */
-    if (subtitles)
-        buf_printf(out, "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"cc\",NAME=\"Live captions\","
-                        "DEFAULT=YES,AUTOSELECT=YES,FORCED=NO,URI=\"%s\"\n", subtitles);
+    /* live captions, in the recogniser's language as the operator declares it (captions-lang;
+     * empty: none claimed) */
+    if (subtitles) {
+        buf_puts(out, "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"cc\",NAME=\"Live captions\",");
+        if (lang && lang[0])
+            buf_printf(out, "LANGUAGE=\"%s\",", lang);
+        buf_printf(out, "DEFAULT=YES,AUTOSELECT=YES,FORCED=NO,URI=\"%s\"\n", subtitles);
+    }
     for (int i = 0; i < n; i++)
         buf_printf(out, "#EXT-X-STREAM-INF:BANDWIDTH=%u,CODECS=\"%s\"%s\n%s\n", v[i].bandwidth,
                    v[i].codecs, subtitles ? ",SUBTITLES=\"cc\"" : "", v[i].uri);

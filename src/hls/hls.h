@@ -85,7 +85,8 @@ struct hls_variant {
 
 /* Appends the multivariant playlist of <n> variants; <subtitles> (NULL: none) is the URI of a
  * WebVTT subtitles rendition every variant names (issue 12: live captions). */
-void hls_multivariant(struct buf *out, const struct hls_variant *v, int n, const char *subtitles);
+void hls_multivariant(struct buf *out, const struct hls_variant *v, int n, const char *subtitles,
+                      const char *lang);
 
 /*
  * The live captions as a WebVTT subtitles rendition (issue 12, item 4). Its segments have the

@@ -44,14 +44,20 @@ def test_captions_feed(ctx):
     """The fake recogniser's cue k is 1 s after cue k-1 on the programme's clock, so rostrum
     feeds it PCM at exactly 16 kHz and maps its times back; since= pages the feed; partial
     lines are skipped; bad since= is a 400, a space without captions a 404; the headers let a
-    cache carry it."""
-    srv = captions_server(ctx, "normal")
+    cache carry it; the language the operator declares (captions-lang) is the feed's "lang"
+    and the HLS rendition's LANGUAGE."""
+    srv = captions_server(ctx, "normal", "--captions-lang", "pt-BR")
     src = ffmpeg_source(ctx, srv, "/live", 440)
     wait_live(srv, "/live", proc=src)
     wait_for(lambda: len(cues(srv)["cues"]) >= 5, 20, "five cues from the recogniser")
     doc = cues(srv)
     cs = doc["cues"]
     check(doc["running"] is True, f"running {doc['running']!r}")
+    check(doc.get("lang") == "pt-BR", f"lang {doc.get('lang')!r}, want the declared pt-BR")
+    mv = http_request(srv.audience, "GET", "/live.m3u8").body.decode()
+    media = [ln for ln in mv.splitlines() if ln.startswith("#EXT-X-MEDIA:TYPE=SUBTITLES")]
+    check(len(media) == 1 and 'LANGUAGE="pt-BR"' in media[0],
+          f"the multivariant playlist's captions rendition: {media}")
     texts = [c["text"] for c in cs]
     check(all(t.startswith("second ") for t in texts), f"texts {texts} (partial lines kept?)")
     ks = [int(t.split()[1]) for t in texts]

@@ -187,15 +187,27 @@ TEST(captions_keys_issue12)
     config_defaults(&c);
     ASSERT(c.captions == 0 && c.captions_queue_ms == 4000);
     ASSERT_EQ_STR(c.captions_cmd, "rostrum-captions");
+    ASSERT_EQ_STR(c.captions_lang, "en");
     ASSERT_EQ_INT(parse(&c, "captions = 1\ncaptions-cmd = \"my-asr --lang fr\"\n"
+                            "captions-lang = fr-CA\n"
                             "captions-queue-ms = 1000\n[space a]\ncaptions = 0\n[space b]\n",
                         err, sizeof(err)), 0);
     ASSERT(c.captions == 1 && c.captions_queue_ms == 1000);
     ASSERT_EQ_STR(c.captions_cmd, "my-asr --lang fr");
+    ASSERT_EQ_STR(c.captions_lang, "fr-CA");
     ASSERT_EQ_INT(config_captions(&c, config_space(&c, "a")), 0);
     ASSERT_EQ_INT(config_captions(&c, config_space(&c, "b")), 1);
     ASSERT_EQ_INT(config_captions(&c, NULL), 1);
     EXPECT_ERROR("captions-queue-ms = 100\n", 1, "out of range (200 to 30000)");
+    EXPECT_ERROR("captions-lang = en_GB\n", 1, "not a language tag");
+    EXPECT_ERROR("captions-lang = 1en\n", 1, "not a language tag");
+    EXPECT_ERROR("captions-lang = en-\n", 1, "not a language tag");
+    EXPECT_ERROR("captions-lang = en--GB\n", 1, "not a language tag");
+    EXPECT_ERROR("captions-lang = americanenglish\n", 1, "not a language tag");
+    ASSERT_EQ_INT(parse(&c, "captions-lang = \"\"\n", err, sizeof(err)), 0);
+    ASSERT_EQ_STR(c.captions_lang, "");
+    ASSERT_EQ_INT(parse(&c, "captions-lang = zh-Hant-TW\n", err, sizeof(err)), 0);
+    ASSERT_EQ_STR(c.captions_lang, "zh-Hant-TW");
     EXPECT_ERROR("[space a]\ncaptions-cmd = x\n", 2, "global key");
     /* past 64 keys: the duplicate check still sees each one */
     EXPECT_ERROR("captions-queue-ms = 300\ncaptions-queue-ms = 400\n", 2, "duplicate key");

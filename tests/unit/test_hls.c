@@ -90,7 +90,7 @@ TEST(multivariant)
 {
     struct hls_variant v[2] = {{"hls/x/o.m3u8", "opus", 96000}, {"hls/x/a.m3u8", "mp4a.40.2", 1}};
     struct buf b = {0};
-    hls_multivariant(&b, v, 2, NULL);
+    hls_multivariant(&b, v, 2, NULL, NULL);
     ASSERT(strstr(b.data, "#EXT-X-STREAM-INF:BANDWIDTH=96000,CODECS=\"opus\"\nhls/x/o.m3u8\n"));
     ASSERT(strstr(b.data, "CODECS=\"mp4a.40.2\"\nhls/x/a.m3u8\n"));
     buf_free(&b);
