@@ -82,6 +82,28 @@ def test_issue8_join_wave_admitted_in_full_with_defaults(ctx):
           f"rostrum_worker_pressure per worker: {ps}")
 
 
+def joins_at_stalled_worker(srv, n):
+    """<n> joins sent while the server's only worker is stopped for 2 s (the kernel completes
+    the handshakes; nobody reads yet), read after it resumes: [(status, Retry-After or 0)]."""
+    pids = wait_for(lambda: len(worker_pids(srv)) == 1 and worker_pids(srv), 5, "the worker")
+    os.kill(pids[0], signal.SIGSTOP)
+    queued = []
+    try:
+        time.sleep(2.0)
+        for _ in range(n):
+            s = connect(srv.audience)
+            s.sendall(b"GET /live HTTP/1.0\r\n\r\n")
+            queued.append(s)
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+    answers = []
+    for s in queued:
+        head, _ = read_head(s)
+        answers.append((head.status, int(head.header("Retry-After") or 0)))
+        s.close()
+    return answers
+
+
 @test(timeout=60, icecast=False)
 def test_issue8_stalled_worker_refuses_overload_then_recovers(ctx):
     # One worker, so that every join reaches it. While it is stopped its listener is served
@@ -94,23 +116,8 @@ def test_issue8_stalled_worker_refuses_overload_then_recovers(ctx):
     already = listen(ctx, srv, "/live")
     wait_for(lambda: already.nbytes() > 0, 5, "the first listener's audio")
     check(join(srv)[0] == 200, "a join before the stall was refused")
-    pids = wait_for(lambda: len(worker_pids(srv)) == 1 and worker_pids(srv), 5, "the worker")
-    os.kill(pids[0], signal.SIGSTOP)
-    try:
-        time.sleep(2.0)
-        queued = []
-        for i in range(5):
-            s = connect(srv.audience)  # the kernel completes the handshake; nobody reads yet
-            s.sendall(b"GET /live HTTP/1.0\r\n\r\n")
-            queued.append(s)
-    finally:
-        os.kill(pids[0], signal.SIGCONT)
-    answers = []
-    for s in queued:
-        head, _ = read_head(s)
-        answers.append((head.status, head.header("Retry-After")))
-        s.close()
-    check(all(st == 503 and ra and 1 <= int(ra) <= 5 for st, ra in answers),
+    answers = joins_at_stalled_worker(srv, 5)
+    check(all(st == 503 and 1 <= ra <= 5 for st, ra in answers),
           f"joins queued at a stalled worker: {answers}, want 503 + Retry-After 1-5")
     vals, _ = metrics(srv)
     check(refused(vals, "overload") == 5 and refused(vals, "join_rate") == 0,
@@ -133,22 +140,7 @@ def test_overload_retry_after_spreads_with_the_backlog(ctx):
     src = ffmpeg_source(ctx, srv, "/live", 440)
     wait_live(srv, "/live", proc=src)
     check(join(srv)[0] == 200, "a join before the stall was refused")
-    pids = wait_for(lambda: len(worker_pids(srv)) == 1 and worker_pids(srv), 5, "the worker")
-    os.kill(pids[0], signal.SIGSTOP)
-    queued = []
-    try:
-        time.sleep(2.0)
-        for _ in range(80):
-            s = connect(srv.audience)
-            s.sendall(b"GET /live HTTP/1.0\r\n\r\n")
-            queued.append(s)
-    finally:
-        os.kill(pids[0], signal.SIGCONT)
-    answers = []
-    for s in queued:
-        head, _ = read_head(s)
-        answers.append((head.status, int(head.header("Retry-After") or 0)))
-        s.close()
+    answers = joins_at_stalled_worker(srv, 80)
     vals, _ = metrics(srv)
     n = int(refused(vals, "overload"))
     check(n >= 60 and all(st == 503 for st, _ in answers[:60]),
