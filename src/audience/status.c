@@ -424,6 +424,13 @@ void status_metrics(struct audience *a, struct buf *b)
     metric(b, "rostrum_feeds_joined_total", "counter",
            "Relay feeds served to downstream relays (also counted as listener joins).",
            st.feeds_joined);
+    metric(b, "rostrum_keepalive_requests_total", "counter",
+           "Requests read on a kept-alive connection (a page's ticket then its stream, or its "
+           "state polls, on one connection).",
+           st.keepalive_requests);
+    metric(b, "rostrum_keepalive_idle_closes_total", "counter",
+           "Kept-alive connections closed idle at the head deadline (not head timeouts).",
+           st.keepalive_idle_closes);
     metric(b, "rostrum_listener_resumes_total", "counter",
            "Listener joins with from= (the web player's reconnect) that resumed at that page.",
            st.listener_resumes);

@@ -28,6 +28,7 @@
 
 static void head_on_io(struct loop *loop, struct io *io, uint32_t events);
 static void linger_start(struct conn *c);
+static void head_again(struct conn *c);
 static void response_on_io(struct loop *loop, struct io *io, uint32_t events);
 
 /* ---- closing ---------------------------------------------------------------------------- */
@@ -202,7 +203,10 @@ static void response_write(struct conn *c)
         conn_close(c);
         return;
     }
-    linger_start(c);
+    if (c->keep)
+        head_again(c);
+    else
+        linger_start(c);
 }
 
 static void response_on_io(struct loop *loop, struct io *io, uint32_t events)
@@ -227,8 +231,16 @@ static void response_on_io(struct loop *loop, struct io *io, uint32_t events)
     }
 }
 
+static void respond(struct conn *c, struct buf *out, int keep);
+
 void conn_respond(struct conn *c, struct buf *out)
 {
+    respond(c, out, 0);
+}
+
+static void respond(struct conn *c, struct buf *out, int keep)
+{
+    c->keep = (uint8_t)keep;
     if (c->state == CONN_HEAD) {
         free(c->head.buf);
         list_unlink(&c->node);
@@ -248,6 +260,7 @@ void conn_respond(struct conn *c, struct buf *out)
      * buffer when large, so a client that stops reading holds neither a descriptor nor a
      * copy of the document for longer than response-timeout-ms. */
     if (c->resp.out.len > RESPONSE_SNDBUF) {
+        c->keep = 0; /* the smaller buffer must not go on to a stream on this connection */
         int sndbuf = RESPONSE_SNDBUF;
         setsockopt(c->io.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
     }
@@ -259,12 +272,18 @@ void conn_respond(struct conn *c, struct buf *out)
 
 /* Appends a response head for a document of <len> bytes. */
 static void response_head(struct buf *out, int status, const char *type, size_t len,
-                          const char *extra)
+                          const char *extra, int keep_s)
 {
-    buf_printf(out,
-               "HTTP/1.0 %d %s\r\nServer: rostrum/0.1\r\nContent-Type: %s\r\n"
-               "Content-Length: %zu\r\nConnection: close\r\n",
-               status, http_status_reason(status), type, len);
+    if (keep_s > 0)
+        buf_printf(out,
+                   "HTTP/1.1 %d %s\r\nServer: rostrum/0.1\r\nContent-Type: %s\r\n"
+                   "Content-Length: %zu\r\nConnection: keep-alive\r\nKeep-Alive: timeout=%d\r\n",
+                   status, http_status_reason(status), type, len, keep_s);
+    else
+        buf_printf(out,
+                   "HTTP/1.0 %d %s\r\nServer: rostrum/0.1\r\nContent-Type: %s\r\n"
+                   "Content-Length: %zu\r\nConnection: close\r\n",
+                   status, http_status_reason(status), type, len);
     if (extra && extra[0])
         buf_printf(out, "%s\r\n", extra);
     buf_puts(out, "\r\n");
@@ -280,7 +299,7 @@ void conn_error(struct conn *c, int status, const char *extra_header, const char
     char extra[512];
     snprintf(extra, sizeof(extra), "Access-Control-Allow-Origin: *%s%s",
              extra_header ? "\r\n" : "", extra_header ? extra_header : "");
-    response_head(&out, status, "text/plain; charset=utf-8", (size_t)n, extra);
+    response_head(&out, status, "text/plain; charset=utf-8", (size_t)n, extra, 0);
     buf_append(&out, body, (size_t)n);
     if (status == 400)
         conn_counters(c)->bad_requests++;
@@ -293,13 +312,45 @@ void conn_respond_doc(struct conn *c, int head_only, const char *type, const voi
                       size_t len, const char *extra)
 {
     struct buf out = {0};
-    response_head(&out, 200, type, len, extra);
+    /* the client is told a second less than the head deadline, so that it does not send
+     * into a connection being closed */
+    int keep_s = c->keep && c->state == CONN_HEAD ? c->hub->head_timeout_ms / 1000 - 1 : 0;
+    response_head(&out, 200, type, len, extra, keep_s);
     if (!head_only)
         buf_append(&out, body, len);
-    conn_respond(c, &out);
+    respond(c, &out, keep_s > 0);
 }
 
 /* ---- request heads --------------------------------------------------------------------------- */
+
+/* 1 if the request just parsed (<len> bytes read in all) may keep its connection: a GET or
+ * HEAD without a body or pipelined bytes, on the audience port, asking for it in so many words. */
+static int keep_alive_wanted(const struct conn *c, const struct http_request *req, size_t len)
+{
+    return c->port == PORT_AUDIENCE && (req->method == HTTP_GET || req->method == HTTP_HEAD) &&
+           req->content_length <= 0 && !req->chunked && !req->upgrade && len == req->head_len &&
+           !conn_read_buffered(c) && http_header_has_token(req, "Connection", "keep-alive");
+}
+
+/* A kept-alive response is out: read the next request head, under the head deadline (so an
+ * idle connection costs what a slow head does, and goes when one would). */
+static void head_again(struct conn *c)
+{
+    struct conn_hub *hub = c->hub;
+    buf_free(&c->resp.out); /* before the union becomes the head's */
+    c->state = CONN_HEAD;
+    c->head.buf = NULL;
+    c->head.len = c->head.cap = c->head.scanned = 0;
+    c->keep = 0;
+    c->kept = 1;
+    c->io.cb = head_on_io;
+    c->since_ms = hub->loop->now_ms;
+    list_unlink(&c->node);
+    list_insert_tail(&hub->heads, &c->node);
+    /* level-triggered: a next head already in the socket is reported by the next wait */
+    if (loop_mod(hub->loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0)
+        conn_close(c);
+}
 
 static void head_on_io(struct loop *loop, struct io *io, uint32_t events)
 {
@@ -375,7 +426,10 @@ static void head_on_io(struct loop *loop, struct io *io, uint32_t events)
             return;
         }
         conn_counters(c)->requests++;
+        if (c->kept)
+            conn_counters(c)->keepalive_requests++;
         c->head_method = req.method == HTTP_HEAD;
+        c->keep = (uint8_t)keep_alive_wanted(c, &req, c->head.len);
         if (log_level >= LOG_DEBUG) {
             char esc[120];
             log_debug("http", "#%llu %s: %s %s", (unsigned long long)c->id, c->peer,
@@ -529,6 +583,11 @@ void conn_hub_expire(struct conn_hub *hub)
         struct conn *c = list_entry(n, struct conn, node);
         if (now - c->since_ms < hub->head_timeout_ms)
             break;
+        if (c->kept && c->head.len == 0) { /* kept alive, and nothing asked since */
+            conn_counters(c)->keepalive_idle_closes++;
+            conn_close(c);
+            continue;
+        }
         conn_counters(c)->head_timeouts++;
         LOG_RATELIMITED(LOG_INFO, "http", "#%llu %s: no whole request head within %d ms, closing",
                         (unsigned long long)c->id, c->peer, hub->head_timeout_ms);

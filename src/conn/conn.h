@@ -7,6 +7,13 @@
  *               |                                         stage member) through its conn_ops
  *               \--(deadline, bad head)---------------> RESPONSE 400/431 or close
  *   RESPONSE --(sent)--> LINGER --(peer closes or 2 s)--> closed
+ *   RESPONSE --(a document, kept alive)--> HEAD again, under the same head deadline
+ *
+ * Keep-alive is only for a GET or HEAD without a body whose client asked for it in so many
+ * words ("Connection: keep-alive": browsers and rostrum-load do) and only for the documents of
+ * conn_respond_doc: a page's ticket (/join) then its stream, or its state polls, need one
+ * connection, not one each. An idle kept connection is closed at the head deadline like a slow
+ * head, so it holds no more than one, and errors and refusals always close.
  *
  * A module that takes a connection sets <ops> (its close and free hooks) and keeps its own
  * state in <priv> (CONN_PRIV); this layer never looks inside. Closing never frees inside a
@@ -63,6 +70,8 @@ struct conn {
     uint8_t trusted;       /* from a trusted proxy: X-Forwarded-For names the client */
     uint8_t head_method;   /* the request is a HEAD: conn_respond sends no body */
     uint8_t tls_handshake; /* TLS, handshake not finished (still in CONN_HEAD) */
+    uint8_t keep;          /* this request may keep the connection (conn_respond_doc's 200) */
+    uint8_t kept;          /* in CONN_HEAD again after a kept-alive response */
     uint32_t lim;          /* 1 + its entry in hub->limits, 0 if untracked */
     struct list_node node; /* a deadline FIFO, or the owner's list; zombies */
     int64_t since_ms;      /* when it entered its current list: deadlines count from here */
@@ -177,7 +186,8 @@ void conn_respond(struct conn *c, struct buf *out);
 /* Sends a short error response with <status>, an optional extra header line (without CRLF, or
  * NULL) and <message> (never NULL), then closes. */
 void conn_error(struct conn *c, int status, const char *extra_header, const char *message);
-/* A document: full body for GET, head only for HEAD. */
+/* A document: full body for GET, head only for HEAD. Kept alive if the request may be (see
+ * above): the connection then reads the next request head. */
 void conn_respond_doc(struct conn *c, int head_only, const char *type, const void *body,
                       size_t len, const char *extra);
 /* Half-closes <c> and drains what the peer still sends for a moment before closing, so it

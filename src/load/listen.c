@@ -46,8 +46,11 @@
 #define WHEEL_SLOTS 8192 /* --join/--retry: 10 ms slots (82 s; later ones go round again) */
 #define JOIN_PATH_MAX 480 /* "/<mount>?ticket=<token>": a token is < 384 bytes */
 #define RETRY_AFTER_MAX_S 60
+#define KEEP_MARGIN_US 500000 /* --join: a kept connection is used only this long before the
+                                 server said it would close it */
 
-enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_SENDING, C_HEAD, C_BODY, C_DONE };
+/* C_KEPT: --join, a ticket answered on a kept-alive connection, idle until its admit time */
+enum { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_SENDING, C_HEAD, C_BODY, C_DONE, C_KEPT };
 
 #define TLS_READ_ROUNDS 16 /* records read per wakeup at most (each is at most 16 KiB) */
 
@@ -169,6 +172,7 @@ void load_result_merge(struct load_result *into, const struct load_result *from)
     into->tickets += from->tickets;
     into->join_errors += from->join_errors;
     into->retries += from->retries;
+    into->kept += from->kept;
     hist_merge(&into->ticket_wait_us, &from->ticket_wait_us);
 }
 
@@ -221,6 +225,12 @@ static int connect_reason(int err)
     }
 }
 
+/* 1 if --join asks with keep-alive (plain http:// only: a kept TLS connection is not done) */
+static int keep_alive(const struct load_worker *w)
+{
+    return w->o->join && !w->o->no_keep_alive && !w->o->url.tls;
+}
+
 /* The request of <c>: the one of every listener, or with --join its own (made again for each
  * send: the same bytes every time, so a send resumed after EAGAIN goes on where it was). */
 static const char *conn_request(struct load_worker *w, struct load_conn *c, uint16_t *len)
@@ -231,11 +241,13 @@ static const char *conn_request(struct load_worker *w, struct load_conn *c, uint
     }
     const struct load_join *j = &w->join[c - w->conns];
     const struct load_url *u = &w->o->url;
+    /* as a page's fetch(): HTTP/1.1, asking to keep the connection for the stream */
+    const char *keep = keep_alive(w) ? "Connection: keep-alive\r\n" : "";
     int n = j->phase == 0
-                ? snprintf(w->jreq, sizeof(w->jreq), "GET /join%s HTTP/1.0\r\nHost: %s:%u\r\n"
-                           "User-Agent: rostrum-load\r\n\r\n", u->path, u->host, u->port)
-                : snprintf(w->jreq, sizeof(w->jreq), "GET %s HTTP/1.0\r\nHost: %s:%u\r\n"
-                           "User-Agent: rostrum-load\r\n\r\n", j->path, u->host, u->port);
+                ? snprintf(w->jreq, sizeof(w->jreq), "GET /join%s HTTP/1.1\r\nHost: %s:%u\r\n"
+                           "User-Agent: rostrum-load\r\n%s\r\n", u->path, u->host, u->port, keep)
+                : snprintf(w->jreq, sizeof(w->jreq), "GET %s HTTP/1.1\r\nHost: %s:%u\r\n"
+                           "User-Agent: rostrum-load\r\n%s\r\n", j->path, u->host, u->port, keep);
     *len = (uint16_t)(n > 0 && (size_t)n < sizeof(w->jreq) ? n : 0);
     return w->jreq;
 }
@@ -510,10 +522,53 @@ static int retry_after_s(const uint8_t *p, size_t n)
     return 1;
 }
 
-/* The /join answer's body <b>/<n>: takes its stream path and admit time, and makes <c> wait
- * for that time. Returns 0, or -1 if it holds no stream path. */
-static int join_answer(struct load_worker *w, struct load_conn *c, const uint8_t *b, size_t n,
-                       int64_t now)
+/* 1 if the head bytes <p>/<n> have the (lower-cased) header line <line>, starting a line. */
+static const uint8_t *head_line(const uint8_t *p, size_t n, const char *line)
+{
+    size_t k = strlen(line);
+    for (size_t i = 0; i + k <= n; i++) {
+        if (i > 0 && p[i - 1] != '\n')
+            continue;
+        size_t m = 0;
+        while (m < k && (p[i + m] | (p[i + m] >= 'A' && p[i + m] <= 'Z' ? 0x20 : 0)) == line[m])
+            m++;
+        if (m == k)
+            return p + i + k;
+    }
+    return NULL;
+}
+
+/* The seconds a server keeps the connection of the response head <p>/<n> (all in this read:
+ * else 0, and the stream takes a new connection): "Connection: keep-alive" and "Keep-Alive:
+ * timeout=N". 0 if it does not say both. */
+static int kept_alive_s(const uint8_t *p, size_t n)
+{
+    if (!head_line(p, n, "connection: keep-alive\r"))
+        return 0;
+    const uint8_t *t = head_line(p, n, "keep-alive: timeout=");
+    int v = 0;
+    while (t && t < p + n && *t >= '0' && *t <= '9' && v < 3600)
+        v = v * 10 + (*t++ - '0');
+    return v;
+}
+
+/* <c>'s /join was answered on a kept-alive connection: it idles there (a server's close is
+ * noticed, and it connects anew) until <due_us>, then asks for the stream on it. */
+static void conn_keep(struct load_worker *w, struct load_conn *c, int64_t due_us)
+{
+    c->state = C_KEPT;
+    if (loop_mod(&w->loop, &c->io, EPOLLIN | EPOLLRDHUP) < 0) {
+        conn_wait(w, c, due_us);
+        return;
+    }
+    wheel_put(w, c, due_us);
+}
+
+/* The /join answer's body <b>/<n> (after the head that starts at <head>, in the same read):
+ * takes its stream path and admit time, and makes <c> wait for that time, on the same
+ * connection if the server keeps it that long. Returns 0, or -1 if it holds no stream path. */
+static int join_answer(struct load_worker *w, struct load_conn *c, const uint8_t *head,
+                       const uint8_t *b, size_t n, int64_t now)
 {
     char body[2048];
     while (n > 0 && (b[n - 1] == '\n' || b[n - 1] == '\r' || b[n - 1] == ' '))
@@ -545,6 +600,11 @@ static int join_answer(struct load_worker *w, struct load_conn *c, const uint8_t
     }
     j->phase = 1;
     w->res.tickets++;
+    int keep_s = kept_alive_s(head, (size_t)(b - head));
+    if (keep_s > 0 && due - now < (int64_t)keep_s * 1000000 - KEEP_MARGIN_US) {
+        conn_keep(w, c, due); /* the stream goes on this connection */
+        return 0;
+    }
     conn_wait(w, c, due);
     return 0;
 }
@@ -594,7 +654,7 @@ static ssize_t conn_head(struct load_worker *w, struct load_conn *c, const uint8
             }
         } else if (b == '\n') {
             if (c->hnl && w->join && w->o->join && w->join[c - w->conns].phase == 0) {
-                if (join_answer(w, c, p + i + 1, n - i - 1, now) < 0) {
+                if (join_answer(w, c, p, p + i + 1, n - i - 1, now) < 0) {
                     w->res.join_errors++;
                     conn_finish(w, c, LOAD_R_BAD_RESPONSE);
                 }
@@ -705,6 +765,11 @@ static void conn_on_io(struct loop *loop, struct io *io, uint32_t events)
         else
             conn_send(w, c);
         return;
+    case C_KEPT: /* the server closed the kept connection (or sent what it should not): the
+                  * stream will take a new one at its time, still on the wheel */
+        conn_close(w, c);
+        c->state = C_IDLE;
+        return;
     case C_HEAD:
     case C_BODY:
         if (c->tls)
@@ -720,7 +785,8 @@ static void conn_on_io(struct loop *loop, struct io *io, uint32_t events)
 static void conn_open(struct load_worker *w, struct load_conn *c)
 {
     const struct load_listen_opts *o = w->o;
-    c->io.fd = -1;
+    if (c->state != C_KEPT)
+        c->io.fd = -1;
     c->io.cb = conn_on_io;
     oggcheck_init(&c->ogg);
     c->t_start = load_now_us();
@@ -734,6 +800,12 @@ static void conn_open(struct load_worker *w, struct load_conn *c)
         w->res.attempted++;
     if (j)
         j->counted = 1;
+    if (c->state == C_KEPT) { /* the stream on the ticket's connection */
+        w->res.kept++;
+        c->state = C_SENDING;
+        conn_send(w, c);
+        return;
+    }
     int fd = socket(o->url.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
         LOG_RATELIMITED(LOG_WARN, "load", "socket: %s", strerror(errno));

@@ -123,6 +123,7 @@ struct load_result {
     uint64_t tickets;     /* /join answers taken (a ticket, or the open stream's path) */
     uint64_t join_errors; /* /join answers without a stream path (or cut) */
     uint64_t retries;     /* 503 / 429 answers retried after their Retry-After */
+    uint64_t kept;        /* streams asked on the /join's kept-alive connection */
     struct hist ticket_wait_us; /* a ticket's admit time less when it was given */
 };
 
@@ -157,6 +158,7 @@ struct load_listen_opts {
                             made by the parent before the workers fork */
     int join;          /* --join: each listener asks /join<path> for a ticket first */
     uint32_t retry;    /* --retry N: a 503 or 429 is asked again after its Retry-After */
+    int no_keep_alive; /* --no-keep-alive: every request on a new connection (as before) */
     const char *programme_str;       /* --programme: the state document's URL */
     struct load_url programme;
     struct load_programme *prog;     /* shared; NULL without --programme */

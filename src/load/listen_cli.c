@@ -53,7 +53,11 @@ static void usage(FILE *f)
         "                      and name the URL's host (default: the system's CAs)\n"
         "  --insecure          https://: accept any certificate (no verification at all)\n"
         "  --join              ask /join<path> for a ticket first (the waiting room, a\n"
-        "                      scheduled space's pre-queue) and connect at its admit time\n"
+        "                      scheduled space's pre-queue) and connect at its admit time;\n"
+        "                      as a browser does, the ticket is asked with keep-alive and the\n"
+        "                      stream on the same connection if the server keeps it long\n"
+        "                      enough (plain http://)\n"
+        "  --no-keep-alive     --join: a new connection for the stream every time\n"
         "  --retry N           ask again after a 503 or 429's Retry-After, N times at most\n"
         "                      (0..100; default 0)\n"
         "  --programme URL     a scheduled space's state document (/state/NAME.json): report\n"
@@ -84,6 +88,7 @@ static int parse_opts(int argc, char **argv, struct load_listen_opts *o)
         {"programme", OPT_STR, &o->programme_str, 0, 0, 0, NULL, "a URL"},
         {"join", OPT_FLAG, &o->join, 0, 0, 1, NULL, NULL},
         {"retry", OPT_U32, &o->retry, 0, 100, 0, NULL, NULL},
+        {"no-keep-alive", OPT_FLAG, &o->no_keep_alive, 0, 0, 1, NULL, NULL},
         {"json", OPT_FLAG, &o->json, 0, 0, 1, NULL, NULL},
     };
     if ((rc = opts_parse("listen", argc, argv, 1, tab, sizeof(tab) / sizeof(tab[0]))) != 0)
@@ -180,9 +185,9 @@ static void print_json(const struct load_listen_opts *o, const struct load_resul
                (unsigned long long)r->bytes, (unsigned long long)r->open_at_end,
                (double)r->duration_us / 1e6);
     if (o->join || o->retry) {
-        buf_printf(&b, "\"tickets\":%llu,\"join_errors\":%llu,\"retries\":%llu,",
+        buf_printf(&b, "\"tickets\":%llu,\"join_errors\":%llu,\"retries\":%llu,\"kept\":%llu,",
                    (unsigned long long)r->tickets, (unsigned long long)r->join_errors,
-                   (unsigned long long)r->retries);
+                   (unsigned long long)r->retries, (unsigned long long)r->kept);
         procs_json_hist(&b, "ticket_wait_ms", &r->ticket_wait_us);
         buf_puts(&b, ",");
     }
@@ -269,10 +274,11 @@ static void print_summary(const struct load_listen_opts *o, const struct load_re
     printf("  audio bytes %llu in %.1f s\n", (unsigned long long)r->bytes,
            (double)r->duration_us / 1e6);
     if (o->join || o->retry)
-        printf("  tickets %llu (wait p50 %.0f max %.0f ms), join errors %llu, retries %llu\n",
+        printf("  tickets %llu (wait p50 %.0f max %.0f ms), join errors %llu, retries %llu, "
+               "streams on the ticket's connection %llu\n",
                (unsigned long long)r->tickets, procs_ms(hist_percentile(&r->ticket_wait_us, 50)),
                procs_ms(r->ticket_wait_us.max), (unsigned long long)r->join_errors,
-               (unsigned long long)r->retries);
+               (unsigned long long)r->retries, (unsigned long long)r->kept);
     if (o->prog && o->prog->known)
         printf("  programme (go-live %+lld ms from T0): %llu of %llu lobby listeners reached, "
                "%llu lost, after T0 p50 %.1f p95 %.1f max %.1f ms; %llu joined live\n",

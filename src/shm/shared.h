@@ -191,6 +191,9 @@ struct shared_counters {
     uint64_t replay_bytes;   /* recording bytes sent */
     uint64_t replay_bad_range; /* Range headers ignored (malformed) or refused (416) */
     uint64_t refused_replay; /* 503: the process holds as many reads as listeners it may */
+    /* issue 12, item 5 (keep-alive for documents: conn/conn.h) */
+    uint64_t keepalive_requests;    /* request heads read on a kept-alive connection */
+    uint64_t keepalive_idle_closes; /* kept-alive connections closed idle at the head deadline */
 };
 
 /* What a source announced in its ice-* headers, control bytes removed. */

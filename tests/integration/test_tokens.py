@@ -261,3 +261,90 @@ def test_ticket_not_a_stage_token(ctx):
     check(head.status == 403 and b"not an admission ticket" in body,
           f"host token as a ticket -> {head.status} {body!r}")
     host.close()
+
+
+def send_keep(s, path):
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n".encode())
+
+
+def read_doc(s, buf=b""):
+    """One response with a Content-Length from <s>: (Response, body, bytes past it)."""
+    head, rest = read_head(s, buf)
+    n = int(head.header("Content-Length", "-1"))
+    check(n >= 0, f"no Content-Length in {head}")
+    while len(rest) < n:
+        d = s.recv(65536)
+        check(d, f"closed inside a {n}-byte body")
+        rest += d
+    return head, rest[:n], rest[n:]
+
+
+@test(timeout=60, icecast=False)
+def test_ticket_then_stream_on_one_kept_alive_connection(ctx):
+    """Issue 12, item 5: a page asks /join, then joins with its ticket; asked with
+    "Connection: keep-alive" both go on one connection (the storm through the waiting room costs
+    one connection per listener, not two). A kept connection left idle is closed at the head
+    deadline and counted as such, not as a slow head; a request that does not ask, and every
+    refusal, still close."""
+    srv = waiting_room(ctx)
+    s = socket.create_connection(("127.0.0.1", srv.audience), timeout=5)
+    try:
+        send_keep(s, "/join/live")
+        head, body, rest = read_doc(s)
+        check(head.status == 200 and head.version == "HTTP/1.1", f"/join: {head}")
+        check((head.header("Connection") or "").lower() == "keep-alive",
+              f"/join asked to keep alive: {head}")
+        check(head.header("Keep-Alive") == "timeout=4",
+              f"Keep-Alive should be a second under the 5 s head deadline: {head}")
+        t = json.loads(body)
+        wait_admit(t)
+        send_keep(s, t["stream"])
+        head, rest = read_head(s, rest)
+        check(head.status == 200 and head.header("Content-Type", "").startswith("audio/ogg"),
+              f"the stream on the kept connection: {head}")
+        while len(rest) < 4096:
+            d = s.recv(65536)
+            check(d, "the stream ended")
+            rest += d
+        check(rest.startswith(b"OggS"), f"the stream starts with a page: {rest[:16]!r}")
+    finally:
+        s.close()
+    m = metrics(srv)[0]
+    check(metric(m, "rostrum_keepalive_requests_total") == 1,
+          f"one request on a kept connection: {metric(m, 'rostrum_keepalive_requests_total')}")
+
+    # idle: closed at the head deadline (5 s), as an idle close, not a head timeout
+    timeouts = refused(srv, "head_timeout")
+    s = socket.create_connection(("127.0.0.1", srv.audience), timeout=10)
+    try:
+        send_keep(s, "/status-json.xsl")
+        head, _, rest = read_doc(s)
+        check(head.status == 200 and rest == b"", f"status: {head}")
+        t0 = time.monotonic()
+        data, how = read_until_close(s, 9)
+        took = time.monotonic() - t0
+        check(how == "eof" and data == b"" and 4.5 < took < 7.5,
+              f"an idle kept connection closed after {took:.2f} s ({how}, {data[:60]!r})")
+    finally:
+        s.close()
+    m = metrics(srv)[0]
+    check(metric(m, "rostrum_keepalive_idle_closes_total") == 1,
+          f"idle closes: {metric(m, 'rostrum_keepalive_idle_closes_total')}")
+    check(refused(srv, "head_timeout") == timeouts, "an idle close is not a slow head")
+
+    # not asked: HTTP/1.0 and close; a refusal closes though asked
+    for path, keep, status in (("/join/live", False, 200), ("/live?ticket=forged", True, 403)):
+        s = socket.create_connection(("127.0.0.1", srv.audience), timeout=5)
+        try:
+            if keep:
+                send_keep(s, path)
+            else:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head, rest = read_head(s)
+            more, how = read_until_close(s, 3)
+            check(head.status == status and how == "eof" and
+                  (head.header("Connection") or "").lower() == "close",
+                  f"{path} (keep-alive asked: {keep}) should answer {status} and close: "
+                  f"{head} then {how}")
+        finally:
+            s.close()
