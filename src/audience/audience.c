@@ -366,7 +366,8 @@ static int retry_after_s(void)
     return 1 + (int)(r % 5);
 }
 
-/* Notes a join refused for overload (<shed> 1) or taken (0) in the ~5 s decaying sums. */
+/* Notes a join refused for want of room now (overload or the join ceiling: <shed> 1) or
+ * taken (0) in the ~5 s decaying sums. */
 static void pace_note(struct audience *a, int shed)
 {
     int64_t now = a->loop->now_ms;
@@ -376,12 +377,14 @@ static void pace_note(struct audience *a, int shed)
     a->pace_ms = now;
 }
 
-/* Retry-After for a join refused for overload: spread over the time this worker needs to take
- * the ones it refused at the pace it has been taking joins, 1..W s with W = 5 s x refused /
- * taken in the last ~5 s (taken at least 10), W between 5 and 60 s. A fixed 1-5 s brought
- * a refused storm straight back: at 100,000 listeners through the waiting room, retries after
- * 1-5 s made 2.6 connections per listener and the workers refused 103,000 joins. */
-static int overload_retry_s(struct audience *a)
+/* Retry-After for a join refused for overload or by the join ceiling: spread over the time
+ * this worker needs to take the ones it refused at the pace it has been taking joins, 1..W s
+ * with W = 5 s x refused / taken in the last ~5 s (taken at least 10), W between 5 and 60 s.
+ * At the ceiling's rate r, taken is 5r, so W is the refused backlog's time at r. A fixed
+ * 1-5 s brought a refused storm straight back: at 100,000 listeners through the waiting
+ * room, retries after 1-5 s made 2.6 connections per listener and the workers refused
+ * 103,000 joins. */
+static int backlog_retry_s(struct audience *a)
 {
     double w = 5.0 * a->shed5 / (a->took5 > 10.0 ? a->took5 : 10.0);
     int window = w < 5.0 ? 5 : w > 60.0 ? 60 : (int)w;
@@ -563,7 +566,7 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
     if (!overload_admits(&a->overload)) {
         ctr->refused_overload++;
         pace_note(a, 1);
-        int retry = overload_retry_s(a);
+        int retry = backlog_retry_s(a);
         LOG_RATELIMITED(LOG_INFO, "admit", "#%llu %s: overloaded (pressure %.2f), refused, "
                         "Retry-After %d s", (unsigned long long)c->id, c->peer,
                         a->overload.pressure, retry);
@@ -601,7 +604,8 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
     if (!bucket_take(&a->join_bucket, a->join_rate,
                      JOIN_BURST_S * a->join_rate, now, &wait)) {
         ctr->refused_join_rate++;
-        refuse(c, 503, retry_after_s(), "Too many joins right now, retry shortly");
+        pace_note(a, 1);
+        refuse(c, 503, backlog_retry_s(a), "Too many joins right now, retry shortly");
         return 0;
     }
     pace_note(a, 0);

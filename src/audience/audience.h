@@ -82,7 +82,7 @@ struct audience {
     /* Admission follows this process's own load (limits.h, struct overload): */
     struct overload overload;
     /* joins refused for overload and joins taken, each over about the last 5 s (decaying
-     * sums): how long the refused need to be spread over to come back (overload_retry_s) */
+     * sums): how long the refused need to be spread over to come back (backlog_retry_s) */
     double shed5, took5;
     int64_t pace_ms;
     int64_t flush_start_us;  /* start of the last flush round (monotonic us); 0: none yet */

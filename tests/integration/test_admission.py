@@ -154,6 +154,28 @@ def test_overload_retry_after_spreads_with_the_backlog(ctx):
 
 
 @test(timeout=60, icecast=False)
+def test_join_ceiling_retry_after_spreads_with_the_backlog(ctx):
+    # Refused by the join ceiling, joins are told to come back over the time the ceiling needs
+    # to take them, as overload refusals are: 2/s over 1 worker (a bucket 3 s deep) and 60
+    # quick joins: 6-7 in, the first refused told 1-5 s, and by the 40th refused W = 5 s x
+    # 40 / 10 = 20 s (taken counts as 10 at least), never past 60 s
+    srv = ctx.start_server(config=config(ctx, "joins-per-second = 2\njoins-per-ip = 1000\n"),
+                           extra=["--workers", "1"])
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    answers = [join(srv) for _ in range(60)]
+    busy = [int(ra) for st, ra in answers if st == 503]
+    check(len(busy) >= 50, f"60 quick joins at 2/s: {len(busy)} refused")
+    check(all(1 <= ra <= 5 for ra in busy[:8]), f"the first refused: Retry-After {busy[:8]}")
+    check(all(1 <= ra <= 60 for ra in busy) and max(busy[35:]) > 5,
+          f"the 36th refused on (W 18 s and more): Retry-After {busy[35:]}")
+    vals, _ = metrics(srv)
+    check(refused(vals, "join_rate") == len(busy), "refusals not counted as join_rate")
+    note(f"Retry-After of the {len(busy)} refused by the ceiling: first 8 {busy[:8]}, last 15 "
+         f"{busy[-15:]}")
+
+
+@test(timeout=60, icecast=False)
 def test_issue8_joins_per_second_ceiling_still_holds(ctx):
     # the ceiling: joins-per-second 2 over 1 worker is a 2/s bucket 3 s deep: 6 joins, then
     # 503 + Retry-After, counted as join_rate (not overload)
