@@ -378,15 +378,15 @@ static void pace_note(struct audience *a, int shed)
 }
 
 /* Retry-After for a join refused for overload or by the join ceiling: spread over the time
- * this worker needs to take the ones it refused at the pace it has been taking joins, 1..W s
- * with W = 5 s x refused / taken in the last ~5 s (taken at least 10), W between 5 and 60 s.
- * At the ceiling's rate r, taken is 5r, so W is the refused backlog's time at r. A fixed
+ * this worker needs to take the ones it refused lately (~5 s decaying sums) at <per_s> joins
+ * a second, 1..W s with W = refused / per_s between 5 and 60 s. The ceiling knows its rate;
+ * overload takes the pace it has been taking joins (taken / 5 s, at least 2/s). A fixed
  * 1-5 s brought a refused storm straight back: at 100,000 listeners through the waiting
  * room, retries after 1-5 s made 2.6 connections per listener and the workers refused
  * 103,000 joins. */
-static int backlog_retry_s(struct audience *a)
+static int backlog_retry_s(struct audience *a, double per_s)
 {
-    double w = 5.0 * a->shed5 / (a->took5 > 10.0 ? a->took5 : 10.0);
+    double w = a->shed5 / (per_s > 2.0 ? per_s : 2.0);
     int window = w < 5.0 ? 5 : w > 60.0 ? 60 : (int)w;
     unsigned r = 0;
     if (getrandom(&r, sizeof(r), 0) != sizeof(r))
@@ -566,7 +566,7 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
     if (!overload_admits(&a->overload)) {
         ctr->refused_overload++;
         pace_note(a, 1);
-        int retry = backlog_retry_s(a);
+        int retry = backlog_retry_s(a, a->took5 / 5.0);
         LOG_RATELIMITED(LOG_INFO, "admit", "#%llu %s: overloaded (pressure %.2f), refused, "
                         "Retry-After %d s", (unsigned long long)c->id, c->peer,
                         a->overload.pressure, retry);
@@ -605,7 +605,7 @@ static int audience_admit(struct conn *c, const struct http_request *req, const 
                      JOIN_BURST_S * a->join_rate, now, &wait)) {
         ctr->refused_join_rate++;
         pace_note(a, 1);
-        refuse(c, 503, backlog_retry_s(a), "Too many joins right now, retry shortly");
+        refuse(c, 503, backlog_retry_s(a, a->join_rate), "Too many joins right now, retry shortly");
         return 0;
     }
     pace_note(a, 0);

@@ -26,7 +26,8 @@ def figures(cpu_us=10.0, admit=1000, cores=2, demonstrated=20000):
               "joins_per_second": 20000, "page_ms": 200, "burst_ms": 1000,
               "send_buffer_cap_bytes": 0, "web_retries_max": 8, "web_backoff_base_ms": 1000,
               "web_backoff_cap_ms": 30000, "web_backoff_jitter_lo": 0.5,
-              "waiting_room_jitter_ms": 500}
+              "waiting_room_jitter_ms": 500, "backlog_window_min_s": 5,
+              "backlog_window_max_s": 60, "backlog_decay_ms": 5000}
     return {"schema": "rostrum-capacity-figures/1",
             "box": {k: {"value": v, "kind": "test", "source": src} for k, v in box.items()},
             "server": {k: {"value": v, "kind": "test",
@@ -87,6 +88,18 @@ def test_capacity_arithmetic(ctx):
     near(ra["join_storm"]["simulated_edge"]["admitted"], 100000, rel=1e-5,
          what="retry-after clients all admitted")
     check(ra["join_storm"]["simulated_edge"]["gave_up"] == 0, "a retry-after client gave up")
+    # the server spreads a refusal's Retry-After over its refused backlog (1..W s, W = refused
+    # / rate, 5-60 s): fewer refusals than a fixed 1-5 s (W held at 5), and never later than
+    # the backlog's time plus the longest W
+    fixed = figures()
+    fixed["server"]["backlog_window_max_s"]["value"] = 5
+    f5 = run_plan(ctx, fixed, "--listeners", "1000000", "--client", "retry-after")
+    spread, lockstep = ra["join_storm"]["simulated_edge"], f5["join_storm"]["simulated_edge"]
+    near(lockstep["admitted"], 100000, rel=1e-5, what="fixed 1-5 s: all admitted")
+    check(spread["refusals"] < 0.8 * lockstep["refusals"],
+          f"spread Retry-After: {spread['refusals']:.0f} refusals, fixed 1-5 s "
+          f"{lockstep['refusals']:.0f}")
+    check(spread["all_s"] <= 100.0 + 60.0 + 1.0, f"spread: all in at {spread['all_s']} s")
     # the waiting room paces at its own rate: 100,000 / 500/s = 200 s, + up to 0.5 s jitter
     wr = run_plan(ctx, fig, "--listeners", "1000000", "--waiting-room")
     w = wr["join_storm"]
