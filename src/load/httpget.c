@@ -4,6 +4,7 @@
 #include "load/httpget.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,6 +152,114 @@ out:
     buf_free(&resp);
     tls_conn_free(t);
     close(fd);
+    return rc;
+}
+
+void load_http_kept_close(struct load_http_kept *k)
+{
+    if (k->fd >= 0)
+        close(k->fd);
+    k->fd = -1;
+}
+
+/* Connects <k> to <u> before <deadline>. Returns 0 or -errno. */
+static int kept_connect(struct load_http_kept *k, const struct load_url *u, int64_t deadline)
+{
+    int fd = socket(u->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return -errno;
+    k->fd = fd;
+    if (connect(fd, (const struct sockaddr *)&u->addr, u->addrlen) == 0)
+        return 0;
+    if (errno != EINPROGRESS)
+        return -errno;
+    int rc = wait_fd(fd, POLLOUT, deadline);
+    if (rc < 0)
+        return rc;
+    int soerr = 0;
+    socklen_t sl = sizeof(soerr);
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+    return soerr ? -soerr : 0;
+}
+
+/* One GET on <k>'s connection. Returns 0 (<*keep> 1 if the server keeps it) or -errno. */
+static int kept_get(struct load_http_kept *k, const struct load_url *u, int64_t deadline,
+                    int *status, struct buf *body, int *keep)
+{
+    char req[LOAD_URL_MAX_PATH + 256];
+    int rl = snprintf(req, sizeof(req),
+                      "GET %s HTTP/1.1\r\nHost: %s:%u\r\nUser-Agent: rostrum-load\r\n"
+                      "Connection: keep-alive\r\n\r\n", u->path, u->host, u->port);
+    int rc = send_all(k->fd, NULL, req, (size_t)rl, deadline);
+    if (rc < 0)
+        return rc;
+    struct buf resp = {0};
+    size_t want = SIZE_MAX; /* head + Content-Length, once the head is in */
+    while (resp.len < want) {
+        buf_reserve(&resp, 16384);
+        ssize_t n = recv(k->fd, resp.data + resp.len, resp.cap - resp.len - 1, 0);
+        if (n > 0) {
+            resp.len += (size_t)n;
+            resp.data[resp.len] = '\0';
+            const char *hend = want == SIZE_MAX ? strstr(resp.data, "\r\n\r\n") : NULL;
+            if (hend) {
+                const char *cl = strcasestr(resp.data, "\r\ncontent-length:");
+                if (!cl || cl > hend) {
+                    rc = -EPROTO;
+                    break;
+                }
+                want = (size_t)(hend + 4 - resp.data) + strtoul(cl + 17, NULL, 10);
+                const char *ka = strcasestr(resp.data, "\r\nconnection: keep-alive");
+                *keep = ka && ka < hend;
+            }
+            if (resp.len >= LOAD_HTTP_GET_MAX) {
+                rc = -EMSGSIZE;
+                break;
+            }
+        } else if (n == 0) {
+            rc = -ECONNRESET; /* closed before the whole response */
+            break;
+        } else if (errno == EAGAIN || errno == EINTR) {
+            if ((rc = wait_fd(k->fd, POLLIN, deadline)) < 0)
+                break;
+        } else {
+            rc = -errno;
+            break;
+        }
+    }
+    int code = 0;
+    if (rc == 0 && (sscanf(resp.data, "HTTP/%*d.%*d %3d", &code) != 1 || code < 100))
+        rc = -EPROTO;
+    if (rc == 0) {
+        *status = code;
+        size_t off = (size_t)(strstr(resp.data, "\r\n\r\n") + 4 - resp.data);
+        buf_append(body, resp.data + off, want - off);
+        if (!body->data)
+            buf_append(body, "", 0);
+    }
+    buf_free(&resp);
+    return rc;
+}
+
+int load_http_get_kept(struct load_http_kept *k, const struct load_url *u, int timeout_ms,
+                       int *status, struct buf *body)
+{
+    if (u->tls)
+        return -EPROTONOSUPPORT;
+    int64_t deadline = loop_clock_ms() + timeout_ms;
+    int rc = 0, keep = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fresh = k->fd < 0;
+        if (fresh && (rc = kept_connect(k, u, deadline)) < 0)
+            break;
+        rc = kept_get(k, u, deadline, status, body, &keep);
+        if (rc == 0 || fresh || rc == -ETIMEDOUT)
+            break;
+        load_http_kept_close(k); /* the server closed its end while we idled: once more */
+        body->len = 0;
+    }
+    if (rc < 0 || !keep)
+        load_http_kept_close(k);
     return rc;
 }
 

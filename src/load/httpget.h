@@ -1,6 +1,6 @@
 /*
  * load/httpget: one small blocking HTTP/1.0 GET, for the load tool's side requests (the
- * server's /metrics), and a reader of one value of the Prometheus text format.
+ * server's /metrics, a state document), the same on a kept-alive connection, and a reader of one value of the Prometheus text format.
  *
  * Blocking is fine here: only the load tool's parent process, which holds no listener, uses it.
  */
@@ -24,6 +24,21 @@ struct tls_ctx;
  * handshake failed) or another -errno. */
 int load_http_get(const struct load_url *u, struct tls_ctx *tls, int timeout_ms, int *status,
                   struct buf *body);
+
+/* A connection kept between GETs of the same plain http:// server. <fd> -1: none yet. */
+struct load_http_kept {
+    int fd;
+};
+
+/* load_http_get on the connection <k> keeps ("Connection: keep-alive"), made when it has none
+ * or the server closed it: a poll every 100 ms then costs no connection each, and keeps
+ * working while a storm overflows the server's listen queue (a new connection's SYN waits
+ * 1-7 s there). The response must have a Content-Length; the connection is closed on any
+ * error and when the server does not keep it. http:// only (-EPROTONOSUPPORT otherwise). */
+int load_http_get_kept(struct load_http_kept *k, const struct load_url *u, int timeout_ms,
+                       int *status, struct buf *body);
+/* Closes <k>'s connection, if any. */
+void load_http_kept_close(struct load_http_kept *k);
 
 /* Finds the sample of metric <name> without labels (a line "<name> <value>") in the Prometheus
  * text <text> of <len> bytes and stores its value in <*out>. Returns 0, or -1 if absent or not a

@@ -350,7 +350,14 @@ static void programme_poll(void *arg)
         return;
     struct buf body = {0};
     int status = 0;
-    if (load_http_get(&c->o->programme, NULL, 1000, &status, &body) == 0 && status == 200) {
+    /* on one kept-alive connection: a new one per poll would wait in the listen queue that the
+     * storm overflows, and the go-live would never be read (the 100k runs through the tickets) */
+    static struct load_http_kept kept = {.fd = -1};
+    int rc = c->o->programme.tls ? -EPROTONOSUPPORT
+                                 : load_http_get_kept(&kept, &c->o->programme, 1000, &status, &body);
+    if (rc == -EPROTONOSUPPORT) /* https://: a new connection each time */
+        rc = load_http_get(&c->o->programme, c->o->tls, 1000, &status, &body);
+    if (rc == 0 && status == 200) {
         cJSON *j = cJSON_ParseWithLength(body.data, body.len);
         const cJSON *gr = cJSON_GetObjectItemCaseSensitive(j, "live_granule");
         const cJSON *at = cJSON_GetObjectItemCaseSensitive(j, "live_at_ms");
