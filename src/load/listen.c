@@ -147,6 +147,7 @@ void load_result_merge(struct load_result *into, const struct load_result *from)
     into->held_eligible += from->held_eligible;
     into->stalls += from->stalls;
     into->listeners_with_stalls += from->listeners_with_stalls;
+    into->stalls_before_audio += from->stalls_before_audio;
     into->seq_gaps += from->seq_gaps;
     into->crc_errors += from->crc_errors;
     into->serial_changes += from->serial_changes;
@@ -352,6 +353,8 @@ static void conn_check_stall(struct load_worker *w, struct load_conn *c, int64_t
         c->flags |= CF_STALLED;
         if (c->stalls < UINT16_MAX)
             c->stalls++;
+        if (!c->ogg.first_audio) /* a late start, not a listener already listening cut off */
+            w->res.stalls_before_audio++;
     }
 }
 

@@ -100,6 +100,7 @@ struct load_result {
     uint64_t held_eligible; /* ... whose steady part (first audio + 2 s .. end) was not empty */
     uint64_t stalls;
     uint64_t listeners_with_stalls;
+    uint64_t stalls_before_audio; /* of the stalls: the response head, then no audio yet */
     uint64_t seq_gaps;
     uint64_t crc_errors;
     uint64_t serial_changes;

@@ -175,11 +175,13 @@ static void print_json(const struct load_listen_opts *o, const struct load_resul
     double pct = r->connected ? 100.0 * (double)r->held / (double)r->connected : 0.0;
     buf_printf(&b,
                "\"held_bitrate\":%llu,\"held_bitrate_pct\":%.1f,\"held_bitrate_eligible\":%llu,"
-               "\"stalls\":%llu,\"listeners_with_stalls\":%llu,\"seq_gaps\":%llu,"
+               "\"stalls\":%llu,\"listeners_with_stalls\":%llu,\"stalls_before_audio\":%llu,"
+               "\"seq_gaps\":%llu,"
                "\"crc_errors\":%llu,\"serial_changes\":%llu,\"sync_losses\":%llu,"
                "\"bytes\":%llu,\"open_at_end\":%llu,\"duration_s\":%.3f,",
                (unsigned long long)r->held, pct, (unsigned long long)r->held_eligible,
                (unsigned long long)r->stalls, (unsigned long long)r->listeners_with_stalls,
+               (unsigned long long)r->stalls_before_audio,
                (unsigned long long)r->seq_gaps, (unsigned long long)r->crc_errors,
                (unsigned long long)r->serial_changes, (unsigned long long)r->sync_losses,
                (unsigned long long)r->bytes, (unsigned long long)r->open_at_end,
@@ -266,9 +268,10 @@ static void print_summary(const struct load_listen_opts *o, const struct load_re
            (unsigned long long)r->held, (unsigned long long)r->connected,
            r->connected ? 100.0 * (double)r->held / (double)r->connected : 0.0,
            (unsigned long long)r->held_eligible);
-    printf("  stalls %llu (%llu listeners), sequence gaps %llu, CRC errors %llu, serial changes "
-           "%llu, sync losses %llu\n",
+    printf("  stalls %llu (%llu listeners; %llu before any audio), sequence gaps %llu, CRC errors "
+           "%llu, serial changes %llu, sync losses %llu\n",
            (unsigned long long)r->stalls, (unsigned long long)r->listeners_with_stalls,
+           (unsigned long long)r->stalls_before_audio,
            (unsigned long long)r->seq_gaps, (unsigned long long)r->crc_errors,
            (unsigned long long)r->serial_changes, (unsigned long long)r->sync_losses);
     printf("  audio bytes %llu in %.1f s\n", (unsigned long long)r->bytes,

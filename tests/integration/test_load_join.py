@@ -77,3 +77,37 @@ def test_load_retry_after_429(ctx):
     check(r["retries"] >= 10, f"only {r['retries']} retries")
     note(f"no retry: {once['connected']} of 30 in, {once['refused'].get('429')} refused 429; "
          f"--retry 10: 30 of 30 in after {r['retries']} retries")
+
+
+@test(timeout=60, icecast=False)
+def test_load_counts_a_late_start_apart_from_a_stall(ctx):
+    """A server that answers 200 and then sends no audio for longer than --stall-ms: the tool
+    counts a stall, and says it came before any audio (a late start, not a listener already
+    listening cut off), so bench/event can tell the two apart."""
+    import socket
+    import threading
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    port = ls.getsockname()[1]
+    held = []
+
+    def serve():
+        c, _ = ls.accept()
+        c.recv(4096)
+        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: audio/ogg\r\n\r\n")
+        held.append(c)  # nothing more: closed when the test ends
+
+    threading.Thread(target=serve, daemon=True).start()
+    exe = Path(ctx.binary).parent / "rostrum-load"
+    p = ctx.spawn("late", [exe, "listen", "--url", f"http://127.0.0.1:{port}/x", "--listeners",
+                           1, "--rate", 10, "--seconds", 3, "--stall-ms", 1000, "--metrics-url",
+                           "none", "--json"], stdout=ctx.tmp / "late.json")
+    check(p.wait(30) == 0, f"rostrum-load failed:\n{p.tail()}")
+    r = json.loads(p.output().strip().splitlines()[-1])
+    for c in held:
+        c.close()
+    ls.close()
+    check(r["stalls"] == 1 and r["stalls_before_audio"] == 1 and r["connected"] == 0,
+          f"a head and no audio: stalls {r['stalls']}, before audio "
+          f"{r['stalls_before_audio']}, connected {r['connected']}")
