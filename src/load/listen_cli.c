@@ -28,7 +28,7 @@
 #define PER_PROC_DEFAULT 15000
 #define FD_SPARE 32            /* descriptors a worker needs beside its listeners */
 #define COLLECT_GRACE_MS 15000 /* how long after the end the parent waits for workers */
-#define PROG_POLL_MS 100       /* --programme: the parent polls the state document this often */
+#define PROG_POLL_MS 100       /* the parent's tick: --programme polls the state document */
 
 /* ---- options ------------------------------------------------------------------------------- */
 
@@ -306,23 +306,44 @@ static void print_summary(const struct load_listen_opts *o, const struct load_re
 
 /* ---- the run ------------------------------------------------------------------------------- */
 
+/* The parent's side requests on kept-alive connections: a new connection per request waits in
+ * the listen queue a storm overflows (SYNs dropped: 1-7 s), and then nothing gets through. */
+struct count {
+    const struct load_listen_opts *o;
+    int have;
+    double listeners;
+    char err[256];
+    struct load_http_kept metrics_conn, programme_conn;
+    int64_t metrics_warm_us; /* the last GET on metrics_conn */
+    int64_t count_at_us;     /* when count_now() is due: no warm-up GET may hold it up */
+};
+
+/* GET <u> for the parent: on <k> for http://, a new connection for https://. */
+static int side_get(const struct count *c, struct load_http_kept *k, const struct load_url *u,
+                    int timeout_ms, int *status, struct buf *body)
+{
+    if (u->tls)
+        return load_http_get(u, c->o->tls, timeout_ms, status, body);
+    return load_http_get_kept(k, u, timeout_ms, status, body);
+}
+
 /* Fetches rostrum_listeners from the metrics URL. Returns 1 with <*v> set, or 0 with a reason
  * in <err>. */
-static int fetch_server_listeners(const struct load_listen_opts *o, double *v, char *err,
-                                  size_t errlen)
+static int fetch_server_listeners(struct count *c)
 {
+    const struct load_listen_opts *o = c->o;
     struct buf body = {0};
     int status = 0;
-    int rc = load_http_get(&o->metrics, o->tls, 2000, &status, &body);
+    int rc = side_get(c, &c->metrics_conn, &o->metrics, 5000, &status, &body);
     int ok = 0;
     if (rc == -ECONNABORTED && o->metrics.tls)
-        snprintf(err, errlen, "GET %.200s: TLS handshake failed", o->metrics.path);
+        snprintf(c->err, sizeof(c->err), "GET %.200s: TLS handshake failed", o->metrics.path);
     else if (rc < 0)
-        snprintf(err, errlen, "GET %.200s: %s", o->metrics.path, strerror(-rc));
+        snprintf(c->err, sizeof(c->err), "GET %.200s: %s", o->metrics.path, strerror(-rc));
     else if (status != 200)
-        snprintf(err, errlen, "GET %.200s: HTTP %d", o->metrics.path, status);
-    else if (load_metric_value(body.data, body.len, "rostrum_listeners", v) < 0)
-        snprintf(err, errlen, "no rostrum_listeners in %.200s", o->metrics.path);
+        snprintf(c->err, sizeof(c->err), "GET %.200s: HTTP %d", o->metrics.path, status);
+    else if (load_metric_value(body.data, body.len, "rostrum_listeners", &c->listeners) < 0)
+        snprintf(c->err, sizeof(c->err), "no rostrum_listeners in %.200s", o->metrics.path);
     else
         ok = 1;
     buf_free(&body);
@@ -330,37 +351,23 @@ static int fetch_server_listeners(const struct load_listen_opts *o, double *v, c
 }
 
 /* The server's count, taken once while the run is on (procs' at()). */
-struct count {
-    const struct load_listen_opts *o;
-    int have;
-    double listeners;
-    char err[256];
-};
-
 static void count_now(void *arg)
 {
     struct count *c = arg;
-    c->have = fetch_server_listeners(c->o, &c->listeners, c->err, sizeof(c->err));
+    c->have = fetch_server_listeners(c);
 }
 
 /* --programme: reads the state document; once it has the go-live, shares it with the workers
  * (they read <known> last). A failed poll is simply retried at the next tick. */
-static void programme_poll(void *arg)
+static void programme_poll(struct count *c)
 {
-    const struct count *c = arg;
     struct load_programme *g = c->o->prog;
     if (!g || g->known)
         return;
     struct buf body = {0};
     int status = 0;
-    /* on one kept-alive connection: a new one per poll would wait in the listen queue that the
-     * storm overflows, and the go-live would never be read (the 100k runs through the tickets) */
-    static struct load_http_kept kept = {.fd = -1};
-    int rc = c->o->programme.tls ? -EPROTONOSUPPORT
-                                 : load_http_get_kept(&kept, &c->o->programme, 1000, &status, &body);
-    if (rc == -EPROTONOSUPPORT) /* https://: a new connection each time */
-        rc = load_http_get(&c->o->programme, c->o->tls, 1000, &status, &body);
-    if (rc == 0 && status == 200) {
+    if (side_get(c, &c->programme_conn, &c->o->programme, 5000, &status, &body) == 0 &&
+        status == 200) {
         cJSON *j = cJSON_ParseWithLength(body.data, body.len);
         const cJSON *gr = cJSON_GetObjectItemCaseSensitive(j, "live_granule");
         const cJSON *at = cJSON_GetObjectItemCaseSensitive(j, "live_at_ms");
@@ -375,6 +382,24 @@ static void programme_poll(void *arg)
         cJSON_Delete(j);
     }
     buf_free(&body);
+}
+
+/* Every PROG_POLL_MS: the programme poll, and a GET of the metrics every 2 s to keep that
+ * connection for the count at the end (the server closes an idle one after its head
+ * deadline). */
+static void side_tick(void *arg)
+{
+    struct count *c = arg;
+    programme_poll(c);
+    int64_t now = load_now_us();
+    if (c->o->have_metrics && !c->o->metrics.tls && now - c->metrics_warm_us >= 2000000 &&
+        (now < c->count_at_us - 3000000 || now > c->count_at_us)) {
+        struct buf body = {0};
+        int status;
+        c->metrics_warm_us = now;
+        side_get(c, &c->metrics_conn, &c->o->metrics, 2000, &status, &body);
+        buf_free(&body);
+    }
 }
 
 static int work(void *arg, uint32_t index, uint32_t n, int64_t start_us, void *rec)
@@ -409,7 +434,7 @@ int load_listen_main(int argc, char **argv)
     /* time for the forks; every worker starts pacing at the same instant */
     int64_t start_us = load_now_us() + 200000 + (int64_t)o.procs * 5000;
     int64_t end_us = start_us + (int64_t)o.seconds * 1000000;
-    struct count cnt = {.o = &o};
+    struct count cnt = {.o = &o, .metrics_conn = {.fd = -1}, .programme_conn = {.fd = -1}};
     snprintf(cnt.err, sizeof(cnt.err), "not fetched");
     struct procs p = {
         .tag = "load",
@@ -425,8 +450,9 @@ int load_listen_main(int argc, char **argv)
                                                               : end_us - LOAD_COUNT_BEFORE_END_US,
         .at = o.have_metrics ? count_now : NULL,
         .tick_ms = PROG_POLL_MS,
-        .tick = o.prog ? programme_poll : NULL,
+        .tick = o.prog || (o.have_metrics && !o.metrics.tls) ? side_tick : NULL,
     };
+    cnt.count_at_us = p.at_us;
     int failed;
     struct load_result *res = procs_run(&p, &failed);
 
@@ -441,6 +467,8 @@ int load_listen_main(int argc, char **argv)
     else
         print_summary(&o, total, cnt.have, cnt.listeners, cnt.err);
     fflush(stdout);
+    load_http_kept_close(&cnt.metrics_conn);
+    load_http_kept_close(&cnt.programme_conn);
     tls_ctx_free(o.tls);
     if (o.prog)
         munmap(o.prog, sizeof(*o.prog));
