@@ -1017,7 +1017,10 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
     if (has_burst)
         j.burst_ms = (int)burst;
     if (feed && !head_only) {
-        feed_start(c, slot, j.has_from, j.from);
+        /* a relay that carries captions asks for them (older ones do not, and get none) */
+        int captions = http_query_value(req, "captions", &rv, &rvlen) == 0 && rvlen == 1 &&
+                       rv[0] == '1';
+        feed_start(c, slot, j.has_from, j.from, captions);
         return;
     }
     listener_start(c, slot, head_only, &j);

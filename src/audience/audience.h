@@ -204,8 +204,9 @@ int listener_restore(struct audience *a, int fd, const struct listener_record *r
 
 /* Relay feeds (feed.c, issue 10): the upstream side of relay/feedproto.h. feed_start takes
  * <c>, admitted, as a feed of <slot> from page <from> if <has_from> and the ring still holds
- * it (else from a burst: the header says where). */
-void feed_start(struct conn *c, int slot, int has_from, uint64_t from);
+ * it (else from a burst: the header says where); with <captions> the feed carries the space's
+ * captions too (CAPTIONS frames). */
+void feed_start(struct conn *c, int slot, int has_from, uint64_t from, int captions);
 /* Writes what the feeds lack (on every wake: relays are not batched like listeners). */
 void feed_flush_all(struct audience *a);
 /* Every tick: keepalives, feeds whose relay stopped reading. */

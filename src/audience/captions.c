@@ -12,6 +12,7 @@
  * recogniser is running now (false: it is restarting). One small document per space and second: cacheable for a
  * second, so pollers behind a cache cost the origin one request a second.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "audience/audience.h"
@@ -53,9 +54,11 @@ int captions_route(struct audience *a, struct conn *c, const struct http_request
     int len = shared_captions_copy(ss, list);
     if (len < 0)
         len = 0; /* changing too fast to copy whole: none this time */
+    char lang[sizeof(ss->captions_lang)]; /* a tag of [A-Za-z0-9-] (config_language_ok) */
+    snprintf(lang, sizeof(lang), "%.35s", ss->captions_lang);
     struct buf b = {0};
     buf_printf(&b, "{\"epoch\":%u,\"lang\":\"%s\",\"running\":%s,\"final_ms\":%lld,\"cues\":[",
-               __atomic_load_n(&ss->captions_epoch, __ATOMIC_ACQUIRE), a->cfg->captions_lang,
+               __atomic_load_n(&ss->captions_epoch, __ATOMIC_ACQUIRE), lang,
                __atomic_load_n(&ss->captions_on, __ATOMIC_ACQUIRE) == 2 ? "true" : "false",
                (long long)__atomic_load_n(&ss->captions_final_ms, __ATOMIC_ACQUIRE));
     size_t pos = 0;

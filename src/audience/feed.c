@@ -67,6 +67,11 @@ struct feed_up {
     uint32_t tree, own, connections, capacity, load_milli, flags;
     uint8_t stale;   /* counted in relay_reports_stale since its last report */
     uint8_t untabled; /* counted in relay_table_full once */
+    /* the relay asked for the space's captions (captions=1): what it was sent last */
+    uint8_t captions, cap_sent, cap_on;
+    uint32_t cap_epoch, cap_gen;
+    int64_t cap_final_ms;
+    char cap_lang[36];
     char name[SHARED_RELAY_NAME], url[SHARED_RELAY_URL];
 };
 
@@ -117,6 +122,34 @@ static void feed_block(struct conn *c, int blocked)
     loop_mod(audience_of(c)->loop, &c->io, EPOLLIN | EPOLLRDHUP | (blocked ? EPOLLOUT : 0));
 }
 
+/* Queues a CAPTIONS frame on <u>'s feed if the captions of <ss> changed since the last one.
+ * Returns 1 if it did, else 0. */
+static int feed_put_captions_if_new(struct feed_up *u, const struct shared_space *ss)
+{
+    struct feed_state *f = FST(u->c);
+    uint8_t on = (uint8_t)__atomic_load_n(&ss->captions_on, __ATOMIC_ACQUIRE);
+    uint32_t epoch = __atomic_load_n(&ss->captions_epoch, __ATOMIC_ACQUIRE);
+    int64_t final_ms = __atomic_load_n(&ss->captions_final_ms, __ATOMIC_ACQUIRE);
+    uint32_t gen = shared_dbuf_gen(&ss->captions_hdr);
+    char lang[36];
+    snprintf(lang, sizeof(lang), "%.35s", ss->captions_lang);
+    if (u->cap_sent && on == u->cap_on && epoch == u->cap_epoch && gen == u->cap_gen &&
+        final_ms == u->cap_final_ms && strcmp(lang, u->cap_lang) == 0)
+        return 0;
+    static char list[SHARED_CAPTIONS_MAX];
+    int n = on ? shared_captions_copy(ss, list) : 0;
+    if (n < 0)
+        return 0; /* changing as it was copied: the next fill */
+    feed_put_captions(&f->out, on > 2 ? 2 : on, epoch, final_ms, lang, list, (uint32_t)n);
+    memcpy(u->cap_lang, lang, sizeof(lang));
+    u->cap_sent = 1;
+    u->cap_on = on;
+    u->cap_epoch = epoch;
+    u->cap_gen = gen;
+    u->cap_final_ms = final_ms;
+    return 1;
+}
+
 /* Queues what the relay lacks: the state document if it changed, then pages from its cursor
  * while the buffer holds less than FEED_OUT_MAX. Returns 0, or -1 if <c> was closed. */
 static int feed_fill(struct conn *c)
@@ -143,6 +176,8 @@ static int feed_fill(struct conn *c)
             f->last_frame_ms = a->loop->now_ms;
         }
     }
+    if (f->up->captions && feed_put_captions_if_new(f->up, ss) == 1)
+        f->last_frame_ms = a->loop->now_ms;
     while (f->out.len - f->off < FEED_OUT_MAX) {
         struct ring_page p;
         int rc = ring_page_get(r, f->cursor, &p);
@@ -409,7 +444,7 @@ static void feed_keepalive_cb(struct loop *loop, struct loop_timer *t)
     feed_flush(c);
 }
 
-void feed_start(struct conn *c, int slot, int has_from, uint64_t from)
+void feed_start(struct conn *c, int slot, int has_from, uint64_t from, int captions)
 {
     struct audience *a = audience_of(c);
     struct shared_space *ss = &a->sh->spaces[slot];
@@ -441,6 +476,7 @@ void feed_start(struct conn *c, int slot, int has_from, uint64_t from)
     f->up = calloc(1, sizeof(*f->up));
     BUG_ON(!f->up);
     f->up->c = c;
+    f->up->captions = (uint8_t)captions;
     loop_timer_start(a->loop, &f->up->keepalive, FEED_KEEPALIVE_MS, feed_keepalive_cb);
     c->io.cb = feed_on_io;
     list_insert_tail(&a->feeds, &c->node);

@@ -831,7 +831,9 @@ static void multivariant(struct audience *a, struct conn *c, int slot)
     snprintf(uc, sizeof(uc), "hls/%s/c.m3u8", mount);
     int captioned = __atomic_load_n(&a->sh->spaces[slot].captions_on, __ATOMIC_ACQUIRE) != 0;
     struct buf body = {0};
-    hls_multivariant(&body, v, n, captioned ? uc : NULL, a->cfg->captions_lang);
+    char lang[sizeof(a->sh->spaces[slot].captions_lang)];
+    snprintf(lang, sizeof(lang), "%.35s", a->sh->spaces[slot].captions_lang);
+    hls_multivariant(&body, v, n, captioned ? uc : NULL, lang);
     respond(c, "application/vnd.apple.mpegurl", &body, 2, 0);
     buf_free(&body);
 }

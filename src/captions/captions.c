@@ -190,6 +190,28 @@ int captions_next_cue(const char *list, size_t len, size_t *pos, struct caption_
     return 1;
 }
 
+int captions_list_ok(const char *list, size_t len)
+{
+    size_t pos = 0;
+    uint64_t last = 0;
+    struct caption_cue c;
+    while (pos < len) {
+        if (!captions_next_cue(list, len, &pos, &c) || (last && c.id <= last) ||
+            c.end_ms < c.start_ms || c.text_len == 0 || c.text_len > CAPTIONS_TEXT_MAX ||
+            !utf8_valid(c.text, c.text_len))
+            return 0;
+        for (size_t i = 0; i < c.text_len; i++) {
+            unsigned char ch = (unsigned char)c.text[i];
+            /* C0 and DEL; C1 (U+0080-U+009F) is 0xC2 0x80-0x9F */
+            if (ch < 0x20 || ch == 0x7f ||
+                (ch == 0xc2 && i + 1 < c.text_len && (unsigned char)c.text[i + 1] < 0xa0))
+                return 0;
+        }
+        last = c.id;
+    }
+    return 1;
+}
+
 /* ---- the cue list ------------------------------------------------------------------------ */
 
 static void cues_publish(struct capspace *cs)
@@ -733,7 +755,8 @@ static void captions_tick(struct loop *loop, struct loop_timer *timer)
         struct capspace *cs = cap->s[i];
         int live = __atomic_load_n(&ss->state, __ATOMIC_ACQUIRE) == SLOT_LIVE &&
                    !shared_is_rendition(ss);
-        int want = live && config_captions(cap->cfg, config_space(cap->cfg, ss->mount));
+        int want = live && !cap->relay &&
+                   config_captions(cap->cfg, config_space(cap->cfg, ss->mount));
         if (cs && (!want || __atomic_load_n(&ss->gen, __ATOMIC_ACQUIRE) != cs->gen)) {
             capspace_free(cap, cs);
             cs = NULL;
@@ -744,6 +767,8 @@ static void captions_tick(struct loop *loop, struct loop_timer *timer)
             capspace_new(cap, i);
             cs = cap->s[i];
         }
+        if (strcmp(ss->captions_lang, cap->cfg->captions_lang) != 0) /* new, or a reload */
+            snprintf(ss->captions_lang, sizeof(ss->captions_lang), "%s", cap->cfg->captions_lang);
         if (cs->pid == 0 && cs->in_fd < 0 && now >= cs->restart_at_ms &&
             ring_head(cs->ring) > ring_tail(cs->ring)) {
             if (proc_start(cap, cs) < 0) {

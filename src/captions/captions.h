@@ -74,6 +74,10 @@ struct caption_cue {
  * moves <*pos> past it. Returns 1, or 0 at the end (or on a malformed line: the list is ours,
  * but a reader never trusts shared memory to be whole). */
 int captions_next_cue(const char *list, size_t len, size_t *pos, struct caption_cue *out);
+/* 1 if <list>/<len> (untrusted: a relay's upstream sent it) is a cue list as this module makes
+ * one: whole lines, ids rising, no cue ending before it starts, texts of at most
+ * CAPTIONS_TEXT_MAX bytes of valid UTF-8 without control characters. Else 0. */
+int captions_list_ok(const char *list, size_t len);
 
 struct capspace;
 
@@ -83,6 +87,7 @@ struct captions {
     struct loop *loop;
     struct shared *sh;
     const struct config *cfg;
+    int relay; /* a relay: its spaces carry their upstream's captions, none are made here */
     struct loop_timer timer;
     char exe_dir[512]; /* put first in the recogniser's PATH: the default sits beside us */
     struct capspace *s[SHARED_MAX_SPACES]; /* by slot; NULL: not captioned */

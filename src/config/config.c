@@ -572,11 +572,8 @@ static int set_report_text(struct parser *p, const struct key_def *def, char *ds
 
 /* A language tag (BCP 47, as HLS's LANGUAGE wants): subtags of 1-8 letters or digits joined
  * by '-', the first of letters only; or empty, to claim none. */
-static int set_language(struct parser *p, const struct key_def *def, char *dst, size_t cap,
-                        const char *val, size_t vlen)
+int config_language_ok(const char *val, size_t vlen)
 {
-    if (vlen >= cap)
-        return fail(p, "%s: value too long (%zu bytes, max %zu)", def->name, vlen, cap - 1);
     size_t run = 0; /* characters of the subtag so far */
     int first = 1;  /* in the first subtag */
     for (size_t i = 0; i < vlen; i++) {
@@ -589,10 +586,20 @@ static int set_language(struct parser *p, const struct key_def *def, char *dst, 
         } else if ((letter || (digit && !first)) && run < 8) {
             run++;
         } else {
-            return fail(p, "%s: not a language tag (like en, en-GB, pt-BR; empty for none)",
-                        def->name);
+            return 0;
         }
     }
+    return 1;
+}
+
+static int set_language(struct parser *p, const struct key_def *def, char *dst, size_t cap,
+                        const char *val, size_t vlen)
+{
+    if (vlen >= cap)
+        return fail(p, "%s: value too long (%zu bytes, max %zu)", def->name, vlen, cap - 1);
+    if (!config_language_ok(val, vlen))
+        return fail(p, "%s: not a language tag (like en, en-GB, pt-BR; empty for none)",
+                    def->name);
     memcpy(dst, val, vlen);
     dst[vlen] = '\0';
     return 0;

@@ -184,4 +184,8 @@ int config_record(const struct config *c, const struct space_config *sc);
 int config_captions(const struct config *c, const struct space_config *sc);
 const char *config_source_password(const struct config *c, const struct space_config *sc);
 
+/* 1 if <s>/<n> is a language tag of the shape captions-lang takes (BCP 47's: subtags of 1-8
+ * letters, digits after the first, joined by '-'; empty: none), else 0. */
+int config_language_ok(const char *s, size_t n);
+
 #endif

@@ -195,6 +195,7 @@ static int kept_get(struct load_http_kept *k, const struct load_url *u, int64_t 
         return rc;
     struct buf resp = {0};
     size_t want = SIZE_MAX; /* head + Content-Length, once the head is in */
+    int to_close = 0;       /* no Content-Length: the body ends where the server closes */
     while (resp.len < want) {
         buf_reserve(&resp, 16384);
         ssize_t n = recv(k->fd, resp.data + resp.len, resp.cap - resp.len - 1, 0);
@@ -204,19 +205,25 @@ static int kept_get(struct load_http_kept *k, const struct load_url *u, int64_t 
             const char *hend = want == SIZE_MAX ? strstr(resp.data, "\r\n\r\n") : NULL;
             if (hend) {
                 const char *cl = strcasestr(resp.data, "\r\ncontent-length:");
-                if (!cl || cl > hend) {
-                    rc = -EPROTO;
-                    break;
-                }
-                want = (size_t)(hend + 4 - resp.data) + strtoul(cl + 17, NULL, 10);
                 const char *ka = strcasestr(resp.data, "\r\nconnection: keep-alive");
-                *keep = ka && ka < hend;
+                if (cl && cl < hend) {
+                    want = (size_t)(hend + 4 - resp.data) + strtoul(cl + 17, NULL, 10);
+                    *keep = ka && ka < hend;
+                } else {
+                    to_close = 1;
+                    want = SIZE_MAX - 1; /* the head is in: not looked for again */
+                    *keep = 0;
+                }
             }
             if (resp.len >= LOAD_HTTP_GET_MAX) {
                 rc = -EMSGSIZE;
                 break;
             }
         } else if (n == 0) {
+            if (to_close) {
+                want = resp.len; /* the whole of it */
+                break;
+            }
             rc = -ECONNRESET; /* closed before the whole response */
             break;
         } else if (errno == EAGAIN || errno == EINTR) {

@@ -33,8 +33,8 @@ struct load_http_kept {
 /* load_http_get on the connection <k> keeps ("Connection: keep-alive"), made when it has none
  * or the server closed it: a poll every 100 ms then costs no connection each, and keeps
  * working while a storm overflows the server's listen queue (a new connection's SYN waits
- * 1-7 s there). The response must have a Content-Length; the connection is closed on any
- * error and when the server does not keep it. http:// only (-EPROTONOSUPPORT otherwise). */
+ * 1-7 s there). A response without a Content-Length ends where the server closes; the
+ * connection is closed on any error and when the server does not keep it. http:// only (-EPROTONOSUPPORT otherwise). */
 int load_http_get_kept(struct load_http_kept *k, const struct load_url *u, int timeout_ms,
                        int *status, struct buf *body);
 /* Closes <k>'s connection, if any. */

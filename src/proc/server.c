@@ -317,7 +317,8 @@ int server_init_common(struct server *srv)
     srv->spaces.reclaim = transcode_reclaim;
     srv->spaces.reclaim_arg = &srv->tc;
     transcode_init(&srv->tc);
-    srv->cap = (struct captions){.loop = &srv->loop, .sh = srv->sh, .cfg = &srv->cfg};
+    srv->cap = (struct captions){.loop = &srv->loop, .sh = srv->sh, .cfg = &srv->cfg,
+                                 .relay = srv->relay_mode};
     captions_init(&srv->cap);
     signal(SIGPIPE, SIG_IGN);
     sigset_t mask;

@@ -37,6 +37,14 @@
  *            not the stream's). Sent when nothing else was for a while (HEADER).
  *   END      reason u8 (FEED_END_*): the space ended or restarted upstream; the upstream
  *            closes after it.
+ *   CAPTIONS on u8 (0: the space has no captions, 1: captioned, recogniser restarting, 2:
+ *            running), lang_len u8 (<= 35), two zero bytes, epoch u32 (changes when the cue
+ *            list starts over), final_ms u64 (no new cue will start before this, unix ms),
+ *            the language (lang_len bytes, a BCP 47 tag; empty: none), then the cue list
+ *            (<= SHARED_CAPTIONS_MAX: lines "ID START END TEXT\n", as the upstream's shared
+ *            list holds it). Only to a relay that asked for it (`captions=1` in its request),
+ *            so an older relay never sees one; sent when any of it changed, the first time
+ *            before the first PAGE.
  *
  * Upward, from the relay on the same connection, once a second (the only frame that flows
  * that way; an upstream cuts a feed that sends anything else, or more than one frame's bytes
@@ -95,7 +103,16 @@
 #define FEED_MAX_PAYLOAD (FEED_PAGE_FIXED + OGG_MUX_MAX_PAGE)
 #define FEED_MAX_FRAME (FEED_HEAD_BYTES + FEED_MAX_PAYLOAD)
 
-enum feed_type { FEED_HEADER = 1, FEED_PAGE, FEED_STATE, FEED_KEEPALIVE, FEED_END, FEED_REPORT };
+enum feed_type {
+    FEED_HEADER = 1,
+    FEED_PAGE,
+    FEED_STATE,
+    FEED_KEEPALIVE,
+    FEED_END,
+    FEED_REPORT,
+    FEED_CAPTIONS
+};
+#define FEED_CAPTIONS_FIXED 16
 #define FEED_REPORT_FIXED 36
 #define FEED_NAME_MAX 32
 #define FEED_URL_MAX 128
@@ -146,6 +163,12 @@ struct feed_frame {
         } keepalive;
         uint8_t end;   /* END */
         struct {
+            uint8_t on;
+            uint32_t epoch;
+            int64_t final_ms;
+            struct feed_str lang, list;
+        } captions;
+        struct {
             uint32_t tree, connections, capacity, own;
             uint16_t load_milli, flags;
             struct feed_str name, url;
@@ -190,6 +213,10 @@ void feed_page_head(unsigned char out[FEED_HEAD_BYTES + FEED_PAGE_FIXED], uint64
                     uint64_t granule, uint32_t samples, uint32_t page_len);
 void feed_put_state(struct buf *b, const void *json, uint32_t len);
 void feed_put_keepalive(struct buf *b, uint64_t head, uint32_t flags);
+/* A CAPTIONS frame: the state of a space's captions, its language <lang> (a C string, cut at
+ * 35 bytes) and its cue list <list>/<len>. */
+void feed_put_captions(struct buf *b, uint8_t on, uint32_t epoch, int64_t final_ms,
+                       const char *lang, const void *list, uint32_t len);
 void feed_put_end(struct buf *b, uint8_t reason);
 /* What a relay says upward about one space (REPORT). <name> and <url> are C strings that
  * feed_text_ok() accepts (the encoder sends an empty string for one it does not). */

@@ -21,6 +21,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "captions/captions.h"
+#include "config/config.h"
 #include "net/net.h"
 #include "ogg/demux.h"
 #include "relay/feedproto.h"
@@ -495,6 +497,16 @@ static int feed_frames(struct relay_feed *f)
         f->last_heard_ms = r->loop->now_ms;
         if (!bad && fr.type == FEED_STATE)
             space_set_state(f->sp, (const char *)fr.state.p, fr.state.len);
+        if (!bad && fr.type == FEED_CAPTIONS) {
+            if (!captions_list_ok((const char *)fr.captions.list.p, fr.captions.list.len) ||
+                !config_language_ok((const char *)fr.captions.lang.p, fr.captions.lang.len))
+                bad = "a malformed captions list or language";
+            else
+                space_set_captions(f->sp, fr.captions.on, fr.captions.epoch,
+                                   fr.captions.final_ms, (const char *)fr.captions.lang.p,
+                                   fr.captions.lang.len, fr.captions.list.p,
+                                   fr.captions.list.len);
+        }
         if (!bad && fr.type == FEED_END) {
             log_info("relay", "/%s: %s upstream", f->mount,
                      fr.end == FEED_END_ENDED ? "ended" : "restarted");
@@ -559,9 +571,10 @@ static void feed_on_io(struct loop *loop, struct io *io, uint32_t events)
         uint64_t next = f->had_stream && f->sp ? space_relay_next(f->sp) : 0;
         const char *m = r->mount_mode ? r->up[f->h.up].mount : f->mount;
         if (f->had_stream)
-            snprintf(path, sizeof(path), "/%s?relay=1&from=%llu", m, (unsigned long long)next);
+            snprintf(path, sizeof(path), "/%s?relay=1&captions=1&from=%llu", m,
+                     (unsigned long long)next);
         else
-            snprintf(path, sizeof(path), "/%s?relay=1", m);
+            snprintf(path, sizeof(path), "/%s?relay=1&captions=1", m);
         struct buf req = {0};
         request_head(r, f->h.up, &req, path);
         char why[300];

@@ -266,6 +266,7 @@ struct shared_space {
     uint32_t captions_on;       /* 0: no captions; 1: captioned, recogniser restarting; 2: running */
     uint32_t captions_epoch;    /* changes when the cue list starts over (a new stream) */
     int64_t captions_final_ms;  /* no new cue will start before this (WebVTT segments are done) */
+    char captions_lang[36];     /* its language (BCP 47; captions-lang, or a relay's upstream's) */
     struct shared_dbuf captions_hdr;
     unsigned char captions[2][SHARED_CAPTIONS_MAX];
 };

@@ -397,6 +397,8 @@ void space_relay_begin(struct space *sp, const struct space_relay_stream *st, ui
         __atomic_add_fetch(&ss->gen, 1, __ATOMIC_RELEASE);
         sp->host->published = 1;
     }
+    /* a new stream: none of the old one's captions (the upstream sends its own next) */
+    space_set_captions(sp, 0, 0, 0, "", 0, NULL, 0);
     ogg_mux_free(sp->mux);
     sp->mux = NULL;
     free(sp->relay_hdr);
@@ -454,6 +456,23 @@ void space_set_state(struct space *sp, const char *json, size_t len)
         len = 0;
     }
     shared_doc_put(ss, json, (uint32_t)len);
+}
+
+void space_set_captions(struct space *sp, uint8_t on, uint32_t epoch, int64_t final_ms,
+                        const char *lang, size_t lang_len, const void *list, size_t len)
+{
+    struct shared_space *ss = sp->ss;
+    if (len > SHARED_CAPTIONS_MAX)
+        len = 0;
+    char tag[sizeof(ss->captions_lang)];
+    snprintf(tag, sizeof(tag), "%.*s", (int)(lang_len < sizeof(tag) ? lang_len : 0), lang);
+    if (strcmp(tag, ss->captions_lang) != 0) /* rarely: a reader may see it change once */
+        memcpy(ss->captions_lang, tag, sizeof(tag));
+    /* the list and its figures before <on>, which readers look at first */
+    shared_captions_put(ss, on ? list : NULL, on ? (uint32_t)len : 0);
+    __atomic_store_n(&ss->captions_final_ms, final_ms, __ATOMIC_RELEASE);
+    __atomic_store_n(&ss->captions_epoch, epoch, __ATOMIC_RELEASE);
+    __atomic_store_n(&ss->captions_on, on, __ATOMIC_RELEASE);
 }
 
 void space_update_peak(struct space *sp)

@@ -172,6 +172,11 @@ void space_record_resume(struct space *sp);
 
 /* Publishes the stage's state document to the audience processes. */
 void space_set_state(struct space *sp, const char *json, size_t len);
+/* A relay: publishes its upstream's captions of the space (a CAPTIONS frame, checked by the
+ * caller): <on> (0 none, 1 restarting, 2 running), <epoch>, <final_ms>, the language
+ * <lang>/<lang_len> and the cue list. */
+void space_set_captions(struct space *sp, uint8_t on, uint32_t epoch, int64_t final_ms,
+                        const char *lang, size_t lang_len, const void *list, size_t len);
 
 /* Keeps the slot's listener peak from the workers' counts (once a second). */
 void space_update_peak(struct space *sp);

@@ -4,7 +4,8 @@
  * in, so its output is untrusted) and for the cue list reader (captions_next_cue). A cue it
  * accepts must have finite, ordered times and a text of valid UTF-8 without control
  * characters or newlines, at most CAPTIONS_TEXT_MAX bytes; the cue list reader must stay inside
- * its input and always move on.
+ * its input and always move on; a list captions_list_ok() accepts (what a relay takes from its
+ * upstream) must read whole, ids rising, texts clean.
  */
 #include <math.h>
 #include <stdint.h>
@@ -39,6 +40,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (pos <= last || pos > size || c.text < s || c.text + c.text_len > s + size)
             abort();
         last = pos;
+    }
+    /* a list a relay accepts from its upstream: every cue whole, rising, clean */
+    if (captions_list_ok(s, size)) {
+        pos = 0;
+        uint64_t prev = 0;
+        while (pos < size) {
+            if (!captions_next_cue(s, size, &pos, &c) || (prev && c.id <= prev) ||
+                c.end_ms < c.start_ms || c.text_len == 0 || c.text_len > CAPTIONS_TEXT_MAX ||
+                !utf8_valid(c.text, c.text_len))
+                abort();
+            for (size_t i = 0; i < c.text_len; i++)
+                if ((unsigned char)c.text[i] < 0x20 || c.text[i] == 0x7f)
+                    abort();
+            prev = c.id;
+        }
     }
     return 0;
 }

@@ -7,7 +7,7 @@
  * its strings inside it; a prefix of a frame must say "incomplete" (-2) or the same, never
  * something else (so a frame split across reads parses as one). An upward REPORT (what an
  * upstream reads from its relays: feed.c) must carry only texts feed_text_ok() accepts, inside
- * the frame and within FEED_REPORT_MAX. A valid HEADER, PAGE, STATE or REPORT is encoded
+ * the frame and within FEED_REPORT_MAX. A valid HEADER, PAGE, STATE, CAPTIONS or REPORT is encoded
  * again with the encoders and must parse to the same fields. libFuzzer hands over
  * an exact-size heap copy, so ASan catches a read past the input.
  */
@@ -60,6 +60,20 @@ static void reencode(const struct feed_frame *f)
     } else if (f->type == FEED_STATE) {
         feed_put_state(&b, f->state.p, f->state.len);
         CHECK(feed_parse((const unsigned char *)b.data, b.len, &g) == (int)b.len);
+    } else if (f->type == FEED_CAPTIONS) {
+        char lang[36];
+        if (memchr(f->captions.lang.p, 0, f->captions.lang.len))
+            return; /* encoded from a C string: a NUL would end it */
+        memcpy(lang, f->captions.lang.p, f->captions.lang.len);
+        lang[f->captions.lang.len] = '\0';
+        feed_put_captions(&b, f->captions.on, f->captions.epoch, f->captions.final_ms, lang,
+                          f->captions.list.p, (uint32_t)f->captions.list.len);
+        CHECK(feed_parse((const unsigned char *)b.data, b.len, &g) == (int)b.len);
+        CHECK(g.captions.on == f->captions.on && g.captions.epoch == f->captions.epoch &&
+              g.captions.final_ms == f->captions.final_ms &&
+              g.captions.lang.len == f->captions.lang.len &&
+              g.captions.list.len == f->captions.list.len &&
+              memcmp(g.captions.list.p, f->captions.list.p, f->captions.list.len) == 0);
     } else if (f->type == FEED_REPORT) {
         char name[FEED_NAME_MAX + 1], url[FEED_URL_MAX + 1];
         memcpy(name, f->report.name.p, f->report.name.len);
@@ -109,6 +123,11 @@ static void frames(const unsigned char *buf, size_t len)
             CHECK(f.page.page.len <= OGG_MUX_MAX_PAGE);
         } else if (f.type == FEED_STATE) {
             CHECK(inside(f.state.p, f.state.len, fb, (size_t)n) && f.state.len <= SHARED_STATE_MAX);
+        } else if (f.type == FEED_CAPTIONS) {
+            CHECK(inside(f.captions.lang.p, f.captions.lang.len, fb, (size_t)n) &&
+                  f.captions.lang.len <= 35 && f.captions.on <= 2);
+            CHECK(inside(f.captions.list.p, f.captions.list.len, fb, (size_t)n) &&
+                  f.captions.list.len <= SHARED_CAPTIONS_MAX);
         } else if (f.type == FEED_REPORT) {
             CHECK(n <= FEED_REPORT_MAX && f.report.own <= f.report.tree);
             CHECK(inside(f.report.name.p, f.report.name.len, fb, (size_t)n));

@@ -11,8 +11,9 @@ import shutil
 import signal
 import time
 
-from harness import (ROOT, check, check_ffmpeg_decode, check_tone, ffmpeg_listener, ffmpeg_source,
-                     get_json, http_request, metric, metrics, note, test, wait_for, wait_live)
+from harness import (ROOT, Server, check, check_ffmpeg_decode, check_tone, ffmpeg_listener,
+                     ffmpeg_source, get_json, http_request, metric, metrics, note, test, wait_for,
+                     wait_live)
 
 FAKE = ROOT / "tests" / "captions" / "fake-recogniser"
 CAPTIONS_PAGE = ROOT / "tests" / "browser" / "captions.mjs"
@@ -91,6 +92,39 @@ def test_captions_feed(ctx):
     check(m["running"] == 1 and m["starts_total"] == 1 and m["cues_total"] >= 5, f"metrics {m}")
     check(m["bad_lines_total"] == 0 and m["restarts_total"] == 0, f"metrics {m}")
     check(m["pcm_bytes_total"] >= 5 * 32000, f"pcm bytes {m['pcm_bytes_total']}")
+
+
+@test(timeout=60, icecast=False)
+def test_captions_carried_down_a_relay(ctx):
+    """A relay carries its upstream's captions down the feed (a CAPTIONS frame, asked for with
+    captions=1): its /<space>.captions.json has the origin's cues (same ids, texts and times)
+    and language, and its HLS has the captions rendition; it runs no recogniser of its own,
+    even when configured to caption."""
+    origin = captions_server(ctx, "normal", "--captions-lang", "pt-BR")
+    src = ffmpeg_source(ctx, origin, "/live", 440)
+    wait_live(origin, "/live", proc=src)
+    relay = Server(ctx, ctx.binary, relay=f"http://127.0.0.1:{origin.audience}",
+                   extra=["--workers", "1", "--captions", "1", "--captions-cmd",
+                          f"python3 {FAKE} normal"])
+    wait_for(lambda: http_request(relay.audience, "GET", "/live.captions.json",
+                                  timeout=2).status == 200, 15, "captions on the relay")
+    wait_for(lambda: len(cues(relay)["cues"]) >= 4, 20, "four cues on the relay")
+    down, up = cues(relay), cues(origin)
+    check(down["lang"] == "pt-BR" and down["running"] is True,
+          f"the relay's feed: lang {down['lang']!r}, running {down['running']!r}")
+    by_id = {c["id"]: c for c in up["cues"]}
+    same = [c for c in down["cues"] if by_id.get(c["id"]) == c]
+    check(len(same) >= 3 and len(same) >= len(down["cues"]) - 1,
+          f"the relay's cues {down['cues']} against the origin's {up['cues']}")
+    check(down["epoch"] == up["epoch"], f"epochs {down['epoch']} and {up['epoch']}")
+    mv = http_request(relay.audience, "GET", "/live.m3u8").body.decode()
+    media = [ln for ln in mv.splitlines() if ln.startswith("#EXT-X-MEDIA:TYPE=SUBTITLES")]
+    check(len(media) == 1 and 'LANGUAGE="pt-BR"' in media[0],
+          f"the relay's multivariant playlist: {media}")
+    m = cap_metrics(relay)
+    check(not m["starts_total"], f"the relay started {m['starts_total']} recognisers")
+    note(f"{len(down['cues'])} cues on the relay, {len(same)} the same as the origin's; lang "
+         f"{down['lang']}")
 
 
 @test(timeout=60, icecast=False)

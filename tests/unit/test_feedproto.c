@@ -1,7 +1,10 @@
 /* Unit tests for the relay feed's frames and the answer head a relay reads (issue 10). */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
+#include "captions/captions.h"
 #include "relay/feedproto.h"
 
 static const unsigned char ogg[40] = "OggS\0\2 header page bytes follow here..";
@@ -65,6 +68,77 @@ TEST(feed_frames_round_trip_10)
     off += (size_t)n;
     ASSERT_EQ_UINT(off, b.len);
     buf_free(&b);
+}
+
+/* Issue 12, item 4 down the tree: a CAPTIONS frame round trip, and what it may not carry. */
+TEST(feed_captions_frame_12)
+{
+    static const char list[] = "7 1000 1500 hello\n8 2000 2500 world\n";
+    struct buf b = {0};
+    feed_put_captions(&b, 2, 9, 123456789012LL, "pt-BR", list, sizeof(list) - 1);
+    struct feed_frame f;
+    ASSERT_EQ_INT(feed_parse((const unsigned char *)b.data, b.len, &f), (int)b.len);
+    ASSERT_EQ_INT(f.type, FEED_CAPTIONS);
+    ASSERT_EQ_INT(f.captions.on, 2);
+    ASSERT_EQ_UINT(f.captions.epoch, 9);
+    ASSERT(f.captions.final_ms == 123456789012LL);
+    ASSERT_EQ_UINT(f.captions.lang.len, 5);
+    ASSERT_EQ_MEM(f.captions.lang.p, "pt-BR", 5);
+    ASSERT_EQ_UINT(f.captions.list.len, sizeof(list) - 1);
+    ASSERT_EQ_MEM(f.captions.list.p, list, sizeof(list) - 1);
+    for (size_t cut = 0; cut < b.len; cut++)
+        ASSERT_EQ_INT(feed_parse((const unsigned char *)b.data, cut, &f), -2);
+    unsigned char *p = (unsigned char *)b.data;
+    p[FEED_HEAD_BYTES] = 3; /* no such state */
+    ASSERT_EQ_INT(feed_parse(p, b.len, &f), -1);
+    p[FEED_HEAD_BYTES] = 2;
+    p[FEED_HEAD_BYTES + 2] = 1; /* reserved */
+    ASSERT_EQ_INT(feed_parse(p, b.len, &f), -1);
+    p[FEED_HEAD_BYTES + 2] = 0;
+    p[FEED_HEAD_BYTES + 1] = 36; /* a language too long */
+    ASSERT_EQ_INT(feed_parse(p, b.len, &f), -1);
+    p[FEED_HEAD_BYTES + 1] = (unsigned char)(b.len - FEED_HEAD_BYTES - FEED_CAPTIONS_FIXED + 1);
+    ASSERT_EQ_INT(feed_parse(p, b.len, &f), -1); /* past the frame */
+    buf_free(&b);
+    /* a list over the shared list's size is refused */
+    struct buf big = {0};
+    char *huge = calloc(1, SHARED_CAPTIONS_MAX + 1);
+    ASSERT(huge != NULL);
+    feed_put_captions(&big, 2, 1, 0, "", huge, SHARED_CAPTIONS_MAX + 1);
+    ASSERT_EQ_INT(feed_parse((const unsigned char *)big.data, big.len, &f), -1);
+    buf_free(&big);
+    feed_put_captions(&big, 2, 1, 0, "", huge, SHARED_CAPTIONS_MAX);
+    ASSERT(feed_parse((const unsigned char *)big.data, big.len, &f) > 0);
+    buf_free(&big);
+    free(huge);
+}
+
+/* What a relay takes from its upstream as a cue list (captions_list_ok). */
+TEST(captions_list_from_upstream_12)
+{
+#define OK(t) ASSERT_EQ_INT(captions_list_ok(t, sizeof(t) - 1), 1)
+#define BAD(t) ASSERT_EQ_INT(captions_list_ok(t, sizeof(t) - 1), 0)
+    OK("");
+    OK("1 10 20 a\n");
+    OK("1 10 20 caf\xc3\xa9\n2 30 30 b c\n");
+    BAD("1 10 20 a");              /* not a whole line */
+    BAD("2 10 20 a\n1 30 40 b\n");  /* ids going back */
+    BAD("1 10 20 a\n1 30 40 b\n");  /* ... or repeated */
+    BAD("1 20 10 a\n");            /* ends before it starts */
+    BAD("1 10 20 \n");             /* no text */
+    BAD("1 10 20 a\tb\n");         /* a control character */
+    BAD("1 10 20 \xc2\x85\n");     /* a C1 control */
+    BAD("1 10 20 \xff\n");         /* not UTF-8 */
+    BAD("x 10 20 a\n");
+    char long_text[CAPTIONS_TEXT_MAX + 16];
+    int n = snprintf(long_text, sizeof(long_text), "1 0 1 ");
+    memset(long_text + n, 'a', CAPTIONS_TEXT_MAX + 1);
+    long_text[n + CAPTIONS_TEXT_MAX + 1] = '\n';
+    ASSERT_EQ_INT(captions_list_ok(long_text, (size_t)n + CAPTIONS_TEXT_MAX + 2), 0);
+    long_text[n + CAPTIONS_TEXT_MAX] = '\n';
+    ASSERT_EQ_INT(captions_list_ok(long_text, (size_t)n + CAPTIONS_TEXT_MAX + 1), 1);
+#undef OK
+#undef BAD
 }
 
 /* Every prefix of a frame is incomplete: a frame split across reads anywhere parses as one. */
