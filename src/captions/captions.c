@@ -724,6 +724,35 @@ static void capspace_free(struct captions *cap, struct capspace *cs)
     free(cs);
 }
 
+/* An upgrade: takes over the cue list the earlier binary left in <cs>'s slot (same epoch, ids
+ * going on from its last), so a poller's since= and the HLS captions go on where they were.
+ * Returns 1, or 0 if the list does not read whole (then it starts over). */
+static int capspace_adopt(struct capspace *cs)
+{
+    static char list[SHARED_CAPTIONS_MAX];
+    int len = shared_captions_copy(cs->ss, list);
+    if (len < 0 || !captions_list_ok(list, (size_t)len))
+        return 0;
+    size_t pos = 0;
+    struct caption_cue c;
+    while (captions_next_cue(list, (size_t)len, &pos, &c)) {
+        if (cs->ncues == CAPTIONS_KEEP) {
+            memmove(cs->cues, cs->cues + 1, sizeof(cs->cues[0]) * (CAPTIONS_KEEP - 1));
+            cs->ncues--;
+        }
+        struct cue *k = &cs->cues[cs->ncues++];
+        k->id = c.id;
+        k->start_ms = c.start_ms;
+        k->end_ms = c.end_ms;
+        memcpy(k->text, c.text, c.text_len);
+        k->text[c.text_len] = '\0';
+        cs->next_id = c.id;
+    }
+    log_info("captions", "/%s: took over %d cues of the earlier binary (last id %llu)",
+             cs->ss->mount, cs->ncues, (unsigned long long)cs->next_id);
+    return 1;
+}
+
 static void capspace_new(struct captions *cap, int slot)
 {
     struct capspace *cs = calloc(1, sizeof(*cs));
@@ -739,6 +768,12 @@ static void capspace_new(struct captions *cap, int slot)
     cs->run_since_ms = cap->loop->now_ms;
     cs->expect_pts = -1;
     cap->s[slot] = cs;
+    if (cap->adopt[slot] && cap->adopt_gen[slot] == cs->gen && capspace_adopt(cs)) {
+        cap->adopt[slot] = 0;
+        __atomic_store_n(&cs->ss->captions_on, 1, __ATOMIC_RELEASE);
+        return;
+    }
+    cap->adopt[slot] = 0;
     shared_captions_put(cs->ss, NULL, 0);
     cs->ss->captions_final_ms = 0;
     cs->ss->captions_epoch++;
@@ -761,8 +796,14 @@ static void captions_tick(struct loop *loop, struct loop_timer *timer)
             capspace_free(cap, cs);
             cs = NULL;
         }
-        if (!want)
+        if (!want) {
+            if (cap->adopt[i]) { /* captioned under the earlier binary, not now */
+                cap->adopt[i] = 0;
+                __atomic_store_n(&ss->captions_on, 0, __ATOMIC_RELEASE);
+                shared_captions_put(ss, NULL, 0);
+            }
             continue;
+        }
         if (!cs) {
             capspace_new(cap, i);
             cs = cap->s[i];
@@ -796,10 +837,18 @@ void captions_init(struct captions *cap)
         }
     }
     cap->sh->main.captions_running = 0;
-    /* an upgrade: the earlier binary's recognisers died with it (their input closed); the
-     * cue lists start over */
-    for (int i = 0; i < SHARED_MAX_SPACES; i++)
-        __atomic_store_n(&cap->sh->spaces[i].captions_on, 0, __ATOMIC_RELEASE);
+    /* an upgrade: the earlier binary's recognisers died with it (their input closed), but
+     * the cue lists of spaces still live are taken over when their upkeep finds them
+     * captioned (capspace_adopt); until then they show as restarting */
+    for (int i = 0; i < SHARED_MAX_SPACES; i++) {
+        struct shared_space *ss = &cap->sh->spaces[i];
+        int had = __atomic_load_n(&ss->captions_on, __ATOMIC_ACQUIRE) != 0 &&
+                  __atomic_load_n(&ss->state, __ATOMIC_ACQUIRE) == SLOT_LIVE && !cap->relay;
+        cap->adopt[i] = (uint8_t)had;
+        cap->adopt_gen[i] = __atomic_load_n(&ss->gen, __ATOMIC_ACQUIRE);
+        if (!cap->relay)
+            __atomic_store_n(&ss->captions_on, had ? 1 : 0, __ATOMIC_RELEASE);
+    }
     loop_timer_start(cap->loop, &cap->timer, CAPTIONS_TICK_MS, captions_tick);
 }
 

@@ -91,6 +91,10 @@ struct captions {
     struct loop_timer timer;
     char exe_dir[512]; /* put first in the recogniser's PATH: the default sits beside us */
     struct capspace *s[SHARED_MAX_SPACES]; /* by slot; NULL: not captioned */
+    /* after an upgrade: the cue list a slot's space had under the earlier binary, taken over
+     * if that space (the same generation) is still captioned at the first upkeep */
+    uint8_t adopt[SHARED_MAX_SPACES];
+    uint32_t adopt_gen[SHARED_MAX_SPACES];
 };
 
 void captions_init(struct captions *cap);

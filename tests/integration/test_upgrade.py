@@ -150,3 +150,44 @@ def test_upgrade_refused_by_a_bad_binary_changes_nothing_issue9(ctx):
     lst.close()
     check(lst.end is None or lst.end == "closed", f"the listener ended: {lst.end}")
     check_listener_ogg(lst)
+
+
+@test(timeout=90, icecast=False)
+def test_upgrade_keeps_the_captions_12(ctx):
+    """Issue 12, item 4: captions across an upgrade. The cues made under the earlier binary are
+    still listed after it (same ids, times and texts, same epoch, so a poller's since= goes
+    on), the new binary starts its own recogniser, and its cues continue the ids."""
+    import urllib.request
+    fake = Path(__file__).resolve().parents[1] / "captions" / "fake-recogniser"
+    exe = installed_copy(ctx)
+    srv = Server(ctx, exe, extra=["--workers", "1", "--captions", "1", "--captions-cmd",
+                                  f"python3 {fake} normal"])
+    src = ffmpeg_source(ctx, srv, "/live", 550)
+    wait_live(srv, "/live", proc=src)
+
+    def feed():
+        with urllib.request.urlopen(srv.url("/live.captions.json"), timeout=5) as r:
+            return json.loads(r.read())
+    wait_for(lambda: len(feed()["cues"]) >= 3, 20, "three cues before the upgrade")
+    before = feed()
+    replace_binary(ctx, exe)
+    upgrade(srv)
+    wait_for(lambda: srv.log_text().count("handed over and exited") == 1, 15,
+             "the old worker to hand over and exit")
+    wait_for(lambda: "cues of the earlier binary" in srv.log_text(), 5,
+             "the new binary to say it took the cues over")
+    last = before["cues"][-1]["id"]
+    wait_for(lambda: any(c["id"] > last for c in feed()["cues"]), 20,
+             "a cue of the new binary's recogniser")
+    after = feed()
+    check(after["epoch"] == before["epoch"], f"epoch {before['epoch']} -> {after['epoch']}")
+    kept = {c["id"]: c for c in after["cues"]}
+    check(all(kept.get(c["id"]) == c for c in before["cues"]),
+          f"cues before the upgrade {before['cues']}, after {after['cues']}")
+    new = [c for c in after["cues"] if c["id"] > last]
+    check(new and new[0]["id"] == last + 1, f"the new binary's first cue id {new[:1]}, "
+                                            f"want {last + 1}")
+    vals, _ = metrics(srv)
+    # counters carry over an upgrade: one recogniser before it, one after
+    check(metric(vals, "rostrum_captions_starts_total") == 2,
+          f"recognisers started: {metric(vals, 'rostrum_captions_starts_total')}, want 2")
