@@ -136,6 +136,12 @@ static int feed_put_captions_if_new(struct feed_up *u, const struct shared_space
     if (u->cap_sent && on == u->cap_on && epoch == u->cap_epoch && gen == u->cap_gen &&
         final_ms == u->cap_final_ms && strcmp(lang, u->cap_lang) == 0)
         return 0;
+    if (u->cap_sent && on == u->cap_on && epoch == u->cap_epoch && gen == u->cap_gen &&
+        strcmp(lang, u->cap_lang) == 0) { /* only the final time moved (every page) */
+        feed_put_captions(&f->out, on > 2 ? 2 : on, epoch, final_ms, lang, NULL, 0);
+        u->cap_final_ms = final_ms;
+        return 1;
+    }
     static char list[SHARED_CAPTIONS_MAX];
     int n = on ? shared_captions_copy(ss, list) : 0;
     if (n < 0)

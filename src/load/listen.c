@@ -46,6 +46,7 @@
 #define WHEEL_SLOTS 8192 /* --join/--retry: 10 ms slots (82 s; later ones go round again) */
 #define JOIN_PATH_MAX 480 /* "/<mount>?ticket=<token>": a token is < 384 bytes */
 #define RETRY_AFTER_MAX_S 60
+#define COUNT_WAIT_MAX_US 7000000 /* the longest the end waits for the parent's count */
 #define KEEP_MARGIN_US 500000 /* --join: a kept connection is used only this long before the
                                  server said it would close it */
 
@@ -525,7 +526,8 @@ static int retry_after_s(const uint8_t *p, size_t n)
     return 1;
 }
 
-/* 1 if the head bytes <p>/<n> have the (lower-cased) header line <line>, starting a line. */
+/* Where the (lower-cased) header line <line> ends in the head bytes <p>/<n>, if a line there
+ * starts with it; NULL if none does. */
 static const uint8_t *head_line(const uint8_t *p, size_t n, const char *line)
 {
     size_t k = strlen(line);
@@ -890,6 +892,13 @@ static void on_end(struct loop *loop, struct loop_timer *t)
     struct load_worker *w = worker_of(loop);
     struct load_result *r = &w->res;
     int64_t now = load_now_us();
+    /* the server's count is still being read (a loaded server answers late): its listeners
+     * stay until it is, or the count would see them leaving */
+    if (w->o->count_pending && __atomic_load_n(w->o->count_pending, __ATOMIC_ACQUIRE) &&
+        now < w->end_us + COUNT_WAIT_MAX_US) {
+        loop_timer_start(loop, t, 20, on_end);
+        return;
+    }
     double need_per_s = (double)w->o->kbps * 1000.0 / 8.0 * 0.9;
     for (uint32_t i = 0; i < w->opened; i++) {
         struct load_conn *c = &w->conns[i];

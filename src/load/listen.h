@@ -160,6 +160,8 @@ struct load_listen_opts {
     int join;          /* --join: each listener asks /join<path> for a ticket first */
     uint32_t retry;    /* --retry N: a 503 or 429 is asked again after its Retry-After */
     int no_keep_alive; /* --no-keep-alive: every request on a new connection (as before) */
+    int *count_pending; /* shared: 1 until the parent has the server's count (NULL: none
+                           asked); workers keep their listeners open until then */
     const char *programme_str;       /* --programme: the state document's URL */
     struct load_url programme;
     struct load_programme *prog;     /* shared; NULL without --programme */

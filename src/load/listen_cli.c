@@ -141,7 +141,8 @@ static int parse_opts(int argc, char **argv, struct load_listen_opts *o)
 /* ---- reports ------------------------------------------------------------------------------- */
 
 static void print_json(const struct load_listen_opts *o, const struct load_result *r,
-                       int have_server, double server_listeners, const char *metrics_err)
+                       int have_server, double server_listeners, const char *metrics_err,
+                       long long count_ms)
 {
     struct buf b = {0};
     buf_puts(&b, "{\"mode\":\"listen\",\"url\":");
@@ -194,6 +195,7 @@ static void print_json(const struct load_listen_opts *o, const struct load_resul
         buf_puts(&b, ",");
     }
     if (o->have_metrics) {
+        buf_printf(&b, "\"server_count_ms\":%lld,", count_ms); /* how long it took to answer */
         if (have_server) {
             buf_printf(&b, "\"server_listeners\":%.0f,", server_listeners);
         } else {
@@ -316,6 +318,7 @@ struct count {
     struct load_http_kept metrics_conn, programme_conn;
     int64_t metrics_warm_us; /* the last GET on metrics_conn */
     int64_t count_at_us;     /* when count_now() is due: no warm-up GET may hold it up */
+    int64_t took_ms;         /* how long the server took to answer the count */
 };
 
 /* GET <u> for the parent: on <k> for http://, a new connection for https://. */
@@ -354,7 +357,11 @@ static int fetch_server_listeners(struct count *c)
 static void count_now(void *arg)
 {
     struct count *c = arg;
+    int64_t t0 = load_now_us();
     c->have = fetch_server_listeners(c);
+    c->took_ms = (load_now_us() - t0) / 1000;
+    if (c->o->count_pending)
+        __atomic_store_n(c->o->count_pending, 0, __ATOMIC_RELEASE);
 }
 
 /* --programme: reads the state document; once it has the go-live, shares it with the workers
@@ -422,6 +429,15 @@ int load_listen_main(int argc, char **argv)
     if (opts_check_fds("listen", "listeners", o.listeners, o.procs, FD_SPARE) != 0)
         return 2;
     signal(SIGPIPE, SIG_IGN);
+    if (o.have_metrics) { /* the workers hold their listeners until the count is read */
+        o.count_pending = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE,
+                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (o.count_pending == MAP_FAILED) {
+            log_error("load", "mmap: %s", strerror(errno));
+            return 1;
+        }
+        *o.count_pending = 1;
+    }
     if (o.programme_str) {
         o.prog = mmap(NULL, sizeof(*o.prog), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                       -1, 0);
@@ -463,7 +479,7 @@ int load_listen_main(int argc, char **argv)
         if (res[k].magic == LOAD_RESULT_MAGIC)
             load_result_merge(total, &res[k]);
     if (o.json)
-        print_json(&o, total, cnt.have, cnt.listeners, cnt.err);
+        print_json(&o, total, cnt.have, cnt.listeners, cnt.err, (long long)cnt.took_ms);
     else
         print_summary(&o, total, cnt.have, cnt.listeners, cnt.err);
     fflush(stdout);
@@ -472,6 +488,8 @@ int load_listen_main(int argc, char **argv)
     tls_ctx_free(o.tls);
     if (o.prog)
         munmap(o.prog, sizeof(*o.prog));
+    if (o.count_pending)
+        munmap(o.count_pending, sizeof(int));
     free(total);
     free(res);
     return failed ? 1 : 0;

@@ -112,11 +112,13 @@ int feed_parse(const unsigned char *buf, size_t len, struct feed_frame *f)
         f->state = (struct feed_str){p, plen};
         break;
     case FEED_CAPTIONS:
-        if (plen < FEED_CAPTIONS_FIXED || p[0] > 2 || p[1] > 35 || p[2] || p[3] ||
-            plen - FEED_CAPTIONS_FIXED < p[1] ||
-            plen - FEED_CAPTIONS_FIXED - p[1] > SHARED_CAPTIONS_MAX)
+        if (plen < FEED_CAPTIONS_FIXED || p[0] > 2 || p[1] > 35 ||
+            (p[2] & ~FEED_CAPTIONS_SAME_LIST) || p[3] || plen - FEED_CAPTIONS_FIXED < p[1] ||
+            plen - FEED_CAPTIONS_FIXED - p[1] > SHARED_CAPTIONS_MAX ||
+            ((p[2] & FEED_CAPTIONS_SAME_LIST) && plen != FEED_CAPTIONS_FIXED + (uint32_t)p[1]))
             return -1;
         f->captions.on = p[0];
+        f->captions.same_list = p[2] & FEED_CAPTIONS_SAME_LIST;
         f->captions.epoch = get32(p + 4);
         f->captions.final_ms = (int64_t)get64(p + 8);
         f->captions.lang = (struct feed_str){p + FEED_CAPTIONS_FIXED, p[1]};
@@ -242,13 +244,17 @@ void feed_put_captions(struct buf *b, uint8_t on, uint32_t epoch, int64_t final_
                        const char *lang, const void *list, uint32_t len)
 {
     size_t ll = strnlen(lang, 35);
+    if (!list)
+        len = 0;
     put_head(b, FEED_CAPTIONS, FEED_CAPTIONS_FIXED + (uint32_t)ll + len);
-    unsigned char v[FEED_CAPTIONS_FIXED] = {on, (unsigned char)ll};
+    unsigned char v[FEED_CAPTIONS_FIXED] = {on, (unsigned char)ll,
+                                            list ? 0 : FEED_CAPTIONS_SAME_LIST};
     put32(v + 4, epoch);
     put64(v + 8, (uint64_t)final_ms);
     buf_append(b, v, sizeof(v));
     buf_append(b, lang, ll);
-    buf_append(b, list, len);
+    if (list)
+        buf_append(b, list, len);
 }
 
 void feed_put_keepalive(struct buf *b, uint64_t head, uint32_t flags)

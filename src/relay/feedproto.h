@@ -38,13 +38,15 @@
  *   END      reason u8 (FEED_END_*): the space ended or restarted upstream; the upstream
  *            closes after it.
  *   CAPTIONS on u8 (0: the space has no captions, 1: captioned, recogniser restarting, 2:
- *            running), lang_len u8 (<= 35), two zero bytes, epoch u32 (changes when the cue
- *            list starts over), final_ms u64 (no new cue will start before this, unix ms),
- *            the language (lang_len bytes, a BCP 47 tag; empty: none), then the cue list
+ *            running), lang_len u8 (<= 35), flags u8 (FEED_CAPTIONS_SAME_LIST: the cue list
+ *            is the last one sent, and none follows), a zero byte, epoch u32 (changes when the
+ *            cue list starts over), final_ms u64 (no new cue will start before this, unix
+ *            ms), the language (lang_len bytes, a BCP 47 tag; empty: none), then the cue list
  *            (<= SHARED_CAPTIONS_MAX: lines "ID START END TEXT\n", as the upstream's shared
  *            list holds it). Only to a relay that asked for it (`captions=1` in its request),
  *            so an older relay never sees one; sent when any of it changed, the first time
- *            before the first PAGE.
+ *            before the first PAGE; when only <final_ms> moved (with every page) without the
+ *            list, so a relay costs about 30 bytes a page, not its list.
  *
  * Upward, from the relay on the same connection, once a second (the only frame that flows
  * that way; an upstream cuts a feed that sends anything else, or more than one frame's bytes
@@ -113,6 +115,7 @@ enum feed_type {
     FEED_CAPTIONS
 };
 #define FEED_CAPTIONS_FIXED 16
+#define FEED_CAPTIONS_SAME_LIST 1u
 #define FEED_REPORT_FIXED 36
 #define FEED_NAME_MAX 32
 #define FEED_URL_MAX 128
@@ -163,7 +166,7 @@ struct feed_frame {
         } keepalive;
         uint8_t end;   /* END */
         struct {
-            uint8_t on;
+            uint8_t on, same_list;
             uint32_t epoch;
             int64_t final_ms;
             struct feed_str lang, list;
@@ -214,7 +217,7 @@ void feed_page_head(unsigned char out[FEED_HEAD_BYTES + FEED_PAGE_FIXED], uint64
 void feed_put_state(struct buf *b, const void *json, uint32_t len);
 void feed_put_keepalive(struct buf *b, uint64_t head, uint32_t flags);
 /* A CAPTIONS frame: the state of a space's captions, its language <lang> (a C string, cut at
- * 35 bytes) and its cue list <list>/<len>. */
+ * 35 bytes) and its cue list <list>/<len>; <list> NULL: the last one sent (SAME_LIST). */
 void feed_put_captions(struct buf *b, uint8_t on, uint32_t epoch, int64_t final_ms,
                        const char *lang, const void *list, uint32_t len);
 void feed_put_end(struct buf *b, uint8_t reason);

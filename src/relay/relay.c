@@ -504,7 +504,8 @@ static int feed_frames(struct relay_feed *f)
             else
                 space_set_captions(f->sp, fr.captions.on, fr.captions.epoch,
                                    fr.captions.final_ms, (const char *)fr.captions.lang.p,
-                                   fr.captions.lang.len, fr.captions.list.p,
+                                   fr.captions.lang.len,
+                                   fr.captions.same_list ? NULL : fr.captions.list.p,
                                    fr.captions.list.len);
         }
         if (!bad && fr.type == FEED_END) {

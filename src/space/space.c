@@ -469,7 +469,8 @@ void space_set_captions(struct space *sp, uint8_t on, uint32_t epoch, int64_t fi
     if (strcmp(tag, ss->captions_lang) != 0) /* rarely: a reader may see it change once */
         memcpy(ss->captions_lang, tag, sizeof(tag));
     /* the list and its figures before <on>, which readers look at first */
-    shared_captions_put(ss, on ? list : NULL, on ? (uint32_t)len : 0);
+    if (list || !on)
+        shared_captions_put(ss, on ? list : NULL, on ? (uint32_t)len : 0);
     __atomic_store_n(&ss->captions_final_ms, final_ms, __ATOMIC_RELEASE);
     __atomic_store_n(&ss->captions_epoch, epoch, __ATOMIC_RELEASE);
     __atomic_store_n(&ss->captions_on, on, __ATOMIC_RELEASE);

@@ -174,7 +174,7 @@ void space_record_resume(struct space *sp);
 void space_set_state(struct space *sp, const char *json, size_t len);
 /* A relay: publishes its upstream's captions of the space (a CAPTIONS frame, checked by the
  * caller): <on> (0 none, 1 restarting, 2 running), <epoch>, <final_ms>, the language
- * <lang>/<lang_len> and the cue list. */
+ * <lang>/<lang_len> and the cue list (NULL: the one it has). */
 void space_set_captions(struct space *sp, uint8_t on, uint32_t epoch, int64_t final_ms,
                         const char *lang, size_t lang_len, const void *list, size_t len);
 

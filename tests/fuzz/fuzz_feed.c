@@ -67,8 +67,10 @@ static void reencode(const struct feed_frame *f)
         memcpy(lang, f->captions.lang.p, f->captions.lang.len);
         lang[f->captions.lang.len] = '\0';
         feed_put_captions(&b, f->captions.on, f->captions.epoch, f->captions.final_ms, lang,
-                          f->captions.list.p, (uint32_t)f->captions.list.len);
+                          f->captions.same_list ? NULL : f->captions.list.p,
+                          (uint32_t)f->captions.list.len);
         CHECK(feed_parse((const unsigned char *)b.data, b.len, &g) == (int)b.len);
+        CHECK(g.captions.same_list == f->captions.same_list);
         CHECK(g.captions.on == f->captions.on && g.captions.epoch == f->captions.epoch &&
               g.captions.final_ms == f->captions.final_ms &&
               g.captions.lang.len == f->captions.lang.len &&
@@ -128,6 +130,7 @@ static void frames(const unsigned char *buf, size_t len)
                   f.captions.lang.len <= 35 && f.captions.on <= 2);
             CHECK(inside(f.captions.list.p, f.captions.list.len, fb, (size_t)n) &&
                   f.captions.list.len <= SHARED_CAPTIONS_MAX);
+            CHECK(!f.captions.same_list || f.captions.list.len == 0);
         } else if (f.type == FEED_REPORT) {
             CHECK(n <= FEED_REPORT_MAX && f.report.own <= f.report.tree);
             CHECK(inside(f.report.name.p, f.report.name.len, fb, (size_t)n));

@@ -100,6 +100,22 @@ TEST(feed_captions_frame_12)
     p[FEED_HEAD_BYTES + 1] = (unsigned char)(b.len - FEED_HEAD_BYTES - FEED_CAPTIONS_FIXED + 1);
     ASSERT_EQ_INT(feed_parse(p, b.len, &f), -1); /* past the frame */
     buf_free(&b);
+    /* only the final time moved: no list, and the flag says keep the last one */
+    feed_put_captions(&b, 2, 9, 123456790000LL, "pt-BR", NULL, 0);
+    ASSERT_EQ_INT(feed_parse((const unsigned char *)b.data, b.len, &f), (int)b.len);
+    ASSERT_EQ_INT(f.captions.same_list, 1);
+    ASSERT_EQ_UINT(f.captions.list.len, 0);
+    ASSERT(f.captions.final_ms == 123456790000LL);
+    ASSERT_EQ_UINT(b.len, FEED_HEAD_BYTES + FEED_CAPTIONS_FIXED + 5);
+    buf_free(&b);
+    /* ... a SAME_LIST frame that carries a list anyway, or an unknown flag, is refused */
+    feed_put_captions(&b, 2, 9, 0, "", "1 1 2 a\n", 8);
+    p = (unsigned char *)b.data;
+    p[FEED_HEAD_BYTES + 2] = FEED_CAPTIONS_SAME_LIST;
+    ASSERT_EQ_INT(feed_parse(p, b.len, &f), -1);
+    p[FEED_HEAD_BYTES + 2] = 2;
+    ASSERT_EQ_INT(feed_parse(p, b.len, &f), -1);
+    buf_free(&b);
     /* a list over the shared list's size is refused */
     struct buf big = {0};
     char *huge = calloc(1, SHARED_CAPTIONS_MAX + 1);
