@@ -38,6 +38,7 @@
 #include "web/web.h"
 
 #define RECEIVING_WINDOW_MS 5000
+#define COUNT_MS 200 /* the count at least this far apart: every worker tick (250 ms) */
 /* The worker's join bucket holds this many seconds of its rate. A worker starved of CPU for a
  * moment finds a second's worth of heads waiting at once; with a 1 s bucket, 5,000 joins/s
  * over 6 workers (1,000/s each) had 6 % refused at 100k listeners though the average was
@@ -281,11 +282,14 @@ void audience_tick(struct audience *a, int second)
     feed_tick(a);
     hls_tick(a);
     replay_tick(a);
-    if (!second)
+    /* Every tick (250 ms in a worker) the count of who received audio lately, so that during
+     * a join storm the count shown is at most a tick behind the listeners who joined (once a
+     * second, it was a second of joins short). Once a second also the kernel is asked again
+     * for listeners not seen progressing lately, and who is stuck is closed. */
+    if (!second && now - a->counted_ms < COUNT_MS)
         return;
     a->counted_ms = now;
-    /* Once a second: count who received audio lately, close who is stuck. A listener whose
-     * socket took nothing for 3 x lag-ms is gone or hostile. */
+    /* A listener whose socket took nothing for 3 x lag-ms is gone or hostile. */
     int64_t stuck = (int64_t)a->cfg->lag_ms * 3;
     for (int i = 0; i < SHARED_MAX_SPACES; i++) {
         uint32_t receiving = 0;
@@ -296,7 +300,8 @@ void audience_tick(struct audience *a, int second)
             struct listener_state *l = LST(c);
             /* a socket with room now (this process was stopped, the client was not) is
              * not stuck: its EPOLLOUT is waiting in this very loop iteration */
-            if (l->blocked && now - l->last_byte_ms > stuck && !net_writable_now(c->io.fd)) {
+            if (second && l->blocked && now - l->last_byte_ms > stuck &&
+                !net_writable_now(c->io.fd)) {
                 listener_close(c, CLOSE_STUCK);
                 continue;
             }
@@ -309,7 +314,9 @@ void audience_tick(struct audience *a, int second)
                 receiving++;
                 continue;
             }
-            if (ioctl(c->io.fd, SIOCOUTQ, &outq) == 0 && outq >= 0 &&
+            /* between seconds the kernel is asked only about a listener not counted yet (a
+             * new one): one that stopped taking bytes costs one SIOCOUTQ a second, as before */
+            if ((second || l->acked == 0) && ioctl(c->io.fd, SIOCOUTQ, &outq) == 0 && outq >= 0 &&
                 l->bytes >= (uint64_t)outq && l->bytes - (uint64_t)outq > l->acked) {
                 l->acked = l->bytes - (uint64_t)outq;
                 l->acked_ms = now;
@@ -1028,7 +1035,7 @@ void audience_route(void *arg, struct conn *c, const struct http_request *req)
 
 void audience_count_now(struct audience *a)
 {
-    /* at most once a second, whoever asks: status may be polled by every listener page */
-    if (a->loop->now_ms - a->counted_ms >= 1000)
-        audience_tick(a, 1);
+    /* at most every COUNT_MS, whoever asks: status may be polled by every listener page */
+    if (a->loop->now_ms - a->counted_ms >= COUNT_MS)
+        audience_tick(a, 0);
 }
