@@ -115,6 +115,7 @@ struct load_worker {
     uint32_t n, opened, index;
     double rate; /* this worker's joins per second */
     int64_t start_us, end_us, count_us;
+    int recounted; /* counted again at the server's answer (with count_pending) */
     struct loop_timer pace, scan, count, end;
     char req[LOAD_URL_MAX_PATH + 256];
     uint16_t req_len;
@@ -156,6 +157,7 @@ void load_result_merge(struct load_result *into, const struct load_result *from)
     into->bytes += from->bytes;
     into->open_at_end += from->open_at_end;
     into->tool_listeners += from->tool_listeners;
+    into->tool_listeners_answered += from->tool_listeners_answered;
     if (from->duration_us > into->duration_us)
         into->duration_us = from->duration_us;
     for (int i = 0; i < LOAD_REASONS; i++)
@@ -874,17 +876,37 @@ static void on_scan(struct loop *loop, struct loop_timer *t)
     loop_timer_start(loop, t, SCAN_MS, on_scan);
 }
 
-static void on_count(struct loop *loop, struct loop_timer *t)
+/* The listeners of <w> receiving audio at <now>. */
+static uint64_t receiving_now(const struct load_worker *w, int64_t now)
 {
-    struct load_worker *w = worker_of(loop);
-    int64_t now = load_now_us();
     uint64_t n = 0;
     for (uint32_t i = 0; i < w->opened; i++) {
         const struct load_conn *c = &w->conns[i];
         if (c->state == C_BODY && c->ogg.audio_bytes > 0 && now - c->t_last_audio <= RECEIVING_US)
             n++;
     }
-    w->res.tool_listeners = n;
+    return n;
+}
+
+/* Again when the parent has the server's answer: a loaded server answers seconds late, and
+ * its count is then of a later moment than the one above (joins going on meanwhile). */
+static void on_count_answered(struct loop *loop, struct loop_timer *t)
+{
+    struct load_worker *w = worker_of(loop);
+    if (__atomic_load_n(w->o->count_pending, __ATOMIC_ACQUIRE)) {
+        loop_timer_start(loop, t, 20, on_count_answered);
+        return;
+    }
+    w->res.tool_listeners_answered = receiving_now(w, load_now_us());
+    w->recounted = 1;
+}
+
+static void on_count(struct loop *loop, struct loop_timer *t)
+{
+    struct load_worker *w = worker_of(loop);
+    w->res.tool_listeners = receiving_now(w, load_now_us());
+    if (w->o->count_pending)
+        loop_timer_start(loop, t, 20, on_count_answered);
 }
 
 static void on_end(struct loop *loop, struct loop_timer *t)
@@ -893,9 +915,8 @@ static void on_end(struct loop *loop, struct loop_timer *t)
     struct load_result *r = &w->res;
     int64_t now = load_now_us();
     /* the server's count is still being read (a loaded server answers late): its listeners
-     * stay until it is, or the count would see them leaving */
-    if (w->o->count_pending && __atomic_load_n(w->o->count_pending, __ATOMIC_ACQUIRE) &&
-        now < w->end_us + COUNT_WAIT_MAX_US) {
+     * stay until it is, and are counted again then, or the count would see them leaving */
+    if (w->o->count_pending && !w->recounted && now < w->end_us + COUNT_WAIT_MAX_US) {
         loop_timer_start(loop, t, 20, on_end);
         return;
     }

@@ -108,6 +108,7 @@ struct load_result {
     uint64_t bytes;          /* audio bytes, Ogg page overhead included */
     uint64_t open_at_end;    /* listeners still receiving at the end */
     uint64_t tool_listeners; /* open listeners with audio in the 5 s before the count time */
+    uint64_t tool_listeners_answered; /* the same when the server's count came in */
     uint64_t duration_us;    /* start to end as this worker measured it */
     uint64_t reasons[LOAD_REASONS];
     uint32_t http[LOAD_HTTP_CODES]; /* joins refused with this status (100..599) */

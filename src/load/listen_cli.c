@@ -223,7 +223,9 @@ static void print_json(const struct load_listen_opts *o, const struct load_resul
         buf_printf(&b, ",\"after_t0_p95_ms\":%.2f},",
                    procs_ms(hist_percentile(&r->programme_us, 95)));
     }
-    buf_printf(&b, "\"tool_listeners\":%llu}\n", (unsigned long long)r->tool_listeners);
+    buf_printf(&b, "\"tool_listeners\":%llu,\"tool_listeners_answered\":%llu}\n",
+               (unsigned long long)r->tool_listeners,
+               (unsigned long long)r->tool_listeners_answered);
     fputs(b.data, stdout);
     buf_free(&b);
 }
