@@ -14,7 +14,9 @@ connects to loopback only, by design, so these listeners are the edge's local on
 
 Then: (1) every link of regional1 is cut for 5 s (a black hole), (2) regional2 is killed
 (SIGKILL, workers too) and restarted on its address, (3) the origin-regional1 link is frozen
-for 4 s, by when both edges pull from regional1. Every listener on the edges must get one
+for 4 s, by when both edges pull from regional1. (A wobble between events can move every edge
+off the regional an event was meant for: the event then takes the other one, the one the
+edges are on by their own logs.) Every listener on the edges must get one
 continuous stream (no sequence or granule gap, no second serial, ffmpeg decodes the tone in
 every half second), rostrum-load's 400 listeners no gap, no serial change and all still
 receiving at the end, the speakers finish (exit 0) hearing each other all along, each edge
@@ -235,27 +237,44 @@ def test_tree_gapless_through_cuts_kills_and_failover_10(ctx):
     sampler.start()
     ctx.on_cleanup(lambda: sampling.__setitem__(0, False))
 
+    def target(planned, other):
+        """The regional an event takes away: <planned>, unless no edge pulls from it now (a
+        wobble between events, the unexplained ~0.5 s silence of a regional's feed on a loaded
+        box, can move every edge to the other one; CI once killed a regional nobody was on)."""
+        ip = tree.ip(planned)
+        now = sod(time.time()) + 1
+        on = [e for e in tree.EDGES if f"//{ip}:" in upstream_at(log_events(relays[e]), now)]
+        return planned if on else other
+
+    hit = []  # the regional each event took away
+
     # ---- 1. regional1 cut off: edge1 fails over to regional2 ---------------------------
     at(CUT_R1[0])
-    events.append(("cut every link of regional1 for 5 s", time.time()))
-    tree.cut("regional1")
+    r = target("regional1", "regional2")
+    hit.append(r)
+    events.append((f"cut every link of {r} for 5 s", time.time()))
+    tree.cut(r)
     at(CUT_R1[0] + CUT_R1[1])
-    tree.restore("regional1")
+    tree.restore(r)
 
     # ---- 2. regional2 dies: both edges (edge1 is on it now) fail over to regional1 ------
     at(KILL_R2[0])
-    events.append(("SIGKILL regional2 (restarted 3 s later)", time.time()))
-    relays["regional2"].crash()
+    r = target("regional2", "regional1")
+    hit.append(r)
+    events.append((f"SIGKILL {r} (restarted 3 s later)", time.time()))
+    relays[r].crash()
     at(KILL_R2[0] + KILL_R2[1])
-    relays["regional2"] = tree.relay("regional2", extra=["--workers", "1"])
-    wait_for(lambda: "live" in spaces_of(relays["regional2"]), 10, "/live on the new regional2")
+    relays[r] = tree.relay(r, extra=["--workers", "1"])
+    wait_for(lambda: "live" in spaces_of(relays[r]), 10, f"/live on the new {r}")
 
     # ---- 3. the origin's feed to regional1 frozen: the edges (on regional1) go to regional2
     at(FREEZE_OR1[0])
-    events.append(("freeze origin-regional1 for 4 s", time.time()))
-    tree.cut("origin", "regional1", how="stall")
+    r = target("regional1", "regional2")
+    hit.append(r)
+    events.append((f"freeze origin-{r} for 4 s", time.time()))
+    tree.cut("origin", r, how="stall")
     at(FREEZE_OR1[0] + FREEZE_OR1[1])
-    tree.restore("origin", "regional1")
+    tree.restore("origin", r)
     events.append(("end", time.time()))
 
     # ---- the edges' counts, while rostrum-load still runs ------------------------------
@@ -334,10 +353,12 @@ def test_tree_gapless_through_cuts_kills_and_failover_10(ctx):
     # each event takes one regional's feed away; an edge must fail over if it was pulling from
     # that regional then (by its own log: not where the test expects it to be, since a wobble
     # between events may have moved it back), and each event must have hit at least one edge
-    hit = ("regional1", "regional2", "regional1")
+    hits = {e: 0 for e in tree.EDGES}  # events that took an edge's upstream away
     for i, (name, wall) in enumerate(events[:-1]):
         ip = tree.ip(hit[i])
         expect = [e for e in tree.EDGES if f"//{ip}:" in upstream_at(logs[e], sod(wall))]
+        for e in expect:
+            hits[e] += 1
         check(expect, f"no edge was pulling from {hit[i]} at '{name}': "
                       f"{ {e: upstream_at(logs[e], sod(wall)) for e in tree.EDGES} }")
         until = sod(events[i + 1][1])
@@ -364,10 +385,10 @@ def test_tree_gapless_through_cuts_kills_and_failover_10(ctx):
             check(resumed < 3.0, f"{edge} took {resumed:.2f} s to resume after '{name}'")
             fo_lines.append(f"  {name}: {edge} cut its feed after {detect:.2f} s, resumed "
                             f"from {up} {resumed:.2f} s after the event (no gap)")
-    r1 = failover_after(log_events(relays["regional1"]), sod(events[2][1]), sod(events[3][1]))
-    check(r1 and r1[1] is not None, "regional1 did not resume its feed from the origin after "
+    r1 = failover_after(log_events(relays[hit[2]]), sod(events[2][1]), sod(events[3][1]))
+    check(r1 and r1[1] is not None, f"{hit[2]} did not resume its feed from the origin after "
                                     "the freeze")
-    fo_lines.append(f"  {events[2][0]}: regional1 cut its feed after {r1[0]:.2f} s, resumed "
+    fo_lines.append(f"  {events[2][0]}: {hit[2]} cut its feed after {r1[0]:.2f} s, resumed "
                     f"from the origin {r1[1]:.2f} s after the event (the restore: "
                     f"{FREEZE_OR1[1]:.0f} s)")
     for host in ("regional1", "regional2"):
@@ -376,8 +397,8 @@ def test_tree_gapless_through_cuts_kills_and_failover_10(ctx):
     for edge in tree.EDGES:
         m = ns_metrics(tree, relays[edge])
         check(metric(m, "rostrum_relay_restarts_total") == 0, f"{edge} restarted a stream")
-        check(metric(m, "rostrum_relay_failovers_total") >= 2, f"{edge} failed over "
-              f"{metric(m, 'rostrum_relay_failovers_total')} times, want >= 2")
+        check(metric(m, "rostrum_relay_failovers_total") >= hits[edge], f"{edge} failed over "
+              f"{metric(m, 'rostrum_relay_failovers_total')} times, want >= {hits[edge]}")
         fo_lines.append(f"  {edge}: resumes {metric(m, 'rostrum_relay_resumes_total'):.0f}, "
                         f"failovers {metric(m, 'rostrum_relay_failovers_total'):.0f}, stalls "
                         f"{metric(m, 'rostrum_relay_stalls_total'):.0f}, cuts "
