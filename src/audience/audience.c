@@ -170,6 +170,29 @@ void audience_log_session(struct audience *a, const struct conn *c, const char *
 }
 
 /* Samples this process's overload pressure (every tick, 250 ms) and publishes it. */
+/* The waiting room admits at the rate this worker is measured to keep up with, not only at
+ * the configured one: while it refuses joins for overload its pace is cut by a fifth (at most
+ * once a second, down to a twentieth of its share), and while its pressure is low it grows
+ * back by a fiftieth of its share a tick (about 8 % a second) to its share of
+ * waiting-room-rate. Tickets given meanwhile are spaced at the pace: the pre-queue's places
+ * and the queue after T0 are laid out at what the box takes. Called every tick with the
+ * worker's state; returns the pace (joins a second). */
+static double waiting_room_pace(struct audience *a, int refusing, double pressure)
+{
+    double share = (double)a->cfg->waiting_room_rate / a->sh->nworkers;
+    int64_t now = a->loop->now_ms;
+    if (a->wr_pace <= 0 || a->wr_pace > share)
+        a->wr_pace = share; /* first use, or a reload lowered the rate */
+    if (refusing && now - a->wr_cut_ms >= 1000) {
+        a->wr_pace = a->wr_pace * 0.8 > share / 20 ? a->wr_pace * 0.8 : share / 20;
+        a->wr_cut_ms = now;
+    } else if (!refusing && pressure < 0.5 && a->wr_pace < share) {
+        a->wr_pace = a->wr_pace + share / 50 < share ? a->wr_pace + share / 50 : share;
+    }
+    __atomic_store_n(&a->me->waiting_room_pace, (uint32_t)(a->wr_pace + 0.5), __ATOMIC_RELAXED);
+    return a->wr_pace;
+}
+
 static void audience_sample_overload(struct audience *a)
 {
     int64_t lag = a->loop->lag_peak_ms;
@@ -188,6 +211,7 @@ static void audience_sample_overload(struct audience *a)
     __atomic_store_n(&a->me->pressure_milli, (uint32_t)(p * 1000 + 0.5), __ATOMIC_RELAXED);
     uint32_t was = a->me->overloaded, now = (uint32_t)!overload_admits(&a->overload);
     __atomic_store_n(&a->me->overloaded, now, __ATOMIC_RELAXED);
+    waiting_room_pace(a, now, p);
     if (now != was)
         log_warn("admit", "worker %d %s joins: pressure %.2f (loop lag %lld ms, flush %.0f %%)",
                  a->worker_index, now ? "refusing" : "admitting again", p, (long long)lag,
@@ -649,7 +673,7 @@ static void audience_join_ticket(struct conn *c, const struct http_request *req,
     } else {
         /* the waiting room's pace, not the join ceiling: the ceiling is set high so that the
          * machine's pressure decides, but tickets must be spread at a rate it can take */
-        double per_ms = (double)a->cfg->waiting_room_rate / a->sh->nworkers / 1000.0;
+        double per_ms = waiting_room_pace(a, 0, 1.0) / 1000.0; /* as measured (no step) */
         double admit;
         int slot = audience_find(a, mount);
         int64_t t0_s = slot >= 0 ? __atomic_load_n(&a->sh->spaces[slot].starts_at_s,

@@ -85,6 +85,11 @@ struct audience {
      * sums): how long the refused need to be spread over to come back (backlog_retry_s) */
     double shed5, took5;
     int64_t pace_ms;
+    /* the waiting room's pace here (joins a second), measured: it backs off while this
+     * worker refuses joins for overload and comes back to its share of waiting-room-rate
+     * while it keeps up (waiting_room_pace()); 0 until first used */
+    double wr_pace;
+    int64_t wr_cut_ms;
     int64_t flush_start_us;  /* start of the last flush round (monotonic us); 0: none yet */
     int64_t flush_period_us; /* between the starts of the last two rounds */
     int64_t flush_dur_us;    /* how long the last round took, wall time */

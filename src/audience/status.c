@@ -485,6 +485,12 @@ void status_metrics(struct audience *a, struct buf *b)
     for (uint32_t w = 0; w < sh->nworkers; w++)
         buf_printf(b, "rostrum_worker_pressure{worker=\"%u\"} %.3f\n", w,
                    __atomic_load_n(&sh->workers[w].pressure_milli, __ATOMIC_RELAXED) / 1000.0);
+    metric_head(b, "rostrum_waiting_room_pace", "gauge",
+                "The joins a second a worker's waiting room spaces its tickets for: its share of "
+                "waiting-room-rate, cut while it refuses joins for overload (measured).");
+    for (uint32_t w = 0; w < sh->nworkers; w++)
+        buf_printf(b, "rostrum_waiting_room_pace{worker=\"%u\"} %u\n", w,
+                   __atomic_load_n(&sh->workers[w].waiting_room_pace, __ATOMIC_RELAXED));
     metric_head(b, "rostrum_worker_overloaded", "gauge",
                 "1 while a worker refuses joins because it is not keeping up.");
     for (uint32_t w = 0; w < sh->nworkers; w++)

@@ -346,6 +346,7 @@ struct shared_worker {
      * thousandths, updated every 250 ms, and 1 while it refuses joins for it. */
     uint32_t pressure_milli;
     uint32_t overloaded;
+    uint32_t waiting_room_pace; /* issue 12: the joins a second its tickets are spaced for */
     int64_t loop_lag_ms; /* issue 8: this worker's peak loop lag over the last second */
     /* issue 10, item 3: the relays below this worker's feeds, by identity (what the tree
      * counts), and the last report of each feed (nrelays rows in use: gauges, redirects) */

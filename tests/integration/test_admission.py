@@ -153,6 +153,31 @@ def test_overload_retry_after_spreads_with_the_backlog(ctx):
     note(f"Retry-After of the 80 refused, in order: first 10 {early}, 41st-60th {late}")
 
 
+def pace(srv):
+    return metric(metrics(srv)[0], "rostrum_waiting_room_pace", worker="0")
+
+
+@test(timeout=60, icecast=False)
+def test_waiting_room_pace_follows_what_the_worker_keeps_up_with(ctx):
+    # Issue 12, item 1: the waiting room admits at the measured rate. Its pace starts at the
+    # worker's share of waiting-room-rate (one worker: all 2,000/s); while the worker refuses
+    # joins for overload (stopped 2 s, then read a backlog) the pace is cut by a fifth a second
+    # (tickets given then are spaced at it); it grows back once the worker keeps up
+    srv = ctx.start_server(config=config(ctx, "waiting-room = 1\nwaiting-room-rate = 2000\n"
+                                              "joins-per-ip = 1000\n"),
+                           extra=["--workers", "1"])
+    src = ffmpeg_source(ctx, srv, "/live", 440)
+    wait_live(srv, "/live", proc=src)
+    wait_for(lambda: pace(srv) == 2000, 5, "the pace at the configured 2,000/s")
+    answers = joins_at_stalled_worker(srv, 40)
+    check(sum(1 for st, _ in answers if st in (403, 503)) >= 30,
+          f"joins queued at a stalled worker: {answers[:5]}...")
+    low = pace(srv)
+    check(low is not None and low <= 1600, f"the pace after overload refusals: {low}, want <= 1600")
+    wait_for(lambda: pace(srv) == 2000, 20, "the pace back at 2,000/s")
+    note(f"pace 2,000/s, {low}/s after the overload refusals, back to 2,000/s")
+
+
 @test(timeout=60, icecast=False)
 def test_join_ceiling_retry_after_spreads_with_the_backlog(ctx):
     # Refused by the join ceiling, joins are told to come back over the time the ceiling needs
