@@ -136,30 +136,20 @@ def test_firefox_web_player_starts_at_once_near_live_11(ctx):
 
 
 def worker_holding(srv, port):
-    """The pid of the worker with an established connection on the audience <port> (the
-    browser's stream: status polls close at once), via /proc/PID/fd and /proc/PID/net/tcp."""
-    import subprocess
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(srv.proc.pid)], capture_output=True,
-                         text=True).stdout
-    pids = [int(x) for x in out.split()]
-    want = set()
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            parts = line.split()
-            local, state, inode = parts[1], parts[3], parts[9]
-            if state == "01" and int(local.split(":")[1], 16) == port:
-                want.add(inode)
-    for pid in pids:
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                try:
-                    t = os.readlink(f"/proc/{pid}/fd/{fd}")
-                except OSError:
-                    continue
-                if t.startswith("socket:[") and t[8:-1] in want:
-                    return pid
-        except OSError:
-            continue
+    """The pid of the worker holding the browser's stream: the worker whose listener count is
+    1 (/metrics), by its "worker N (pid P) serving" line. Not "the worker with an established
+    connection on the port": a browser keeps its page's and polls' connections alive now, idle
+    on any worker (a CI run killed such a worker, and the stream never noticed)."""
+    import re
+    vals, _ = metrics(srv)
+    text = srv.log_text()
+    for w in range(16):
+        n = metric(vals, "rostrum_worker_listener_connections", worker=str(w))
+        if n is None:
+            return None
+        if n >= 1:
+            pids = re.findall(rf"worker {w} \(pid (\d+)\) (?:serving|restarted)", text)
+            return int(pids[-1]) if pids else None
     return None
 
 
